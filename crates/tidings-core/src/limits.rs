@@ -1,0 +1,46 @@
+//! `Limits`: every bound on what a client can make the hub hold. The server takes its HTTP
+//! limits from here too, so one struct documents them all.
+
+/// Bounds on input and on per-subscriber state. Defaults suit one machine serving tens of
+/// thousands of subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest publish request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest `data` of one event, in bytes (compact JSON).
+    pub max_data_bytes: usize,
+    /// Most events in one publish batch.
+    pub max_batch_events: usize,
+    /// Most topic patterns in one subscription.
+    pub max_patterns: usize,
+    /// Most event types in one subscription's type filter.
+    pub max_types: usize,
+    /// Events a subscriber may have queued before it counts as too slow and is closed with
+    /// `reconnect-required` (it then resumes from history).
+    pub subscriber_queue_events: usize,
+    /// Events read from the store per replay step.
+    pub replay_chunk: usize,
+    /// Most events handed to a connection in one step (one write).
+    pub delivery_batch: usize,
+    /// Idempotency keys remembered (oldest forgotten first).
+    pub idempotency_keys: usize,
+    /// Longest idempotency key, in bytes.
+    pub max_idempotency_key_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1 << 20,
+            max_data_bytes: 64 << 10,
+            max_batch_events: 1000,
+            max_patterns: 32,
+            max_types: 32,
+            subscriber_queue_events: 4096,
+            replay_chunk: 1024,
+            delivery_batch: 256,
+            idempotency_keys: 100_000,
+            max_idempotency_key_bytes: 256,
+        }
+    }
+}

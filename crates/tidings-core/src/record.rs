@@ -1,0 +1,56 @@
+//! `EventRecord`: an event as the engine shares it between the store, the fan-out and every
+//! connection, with each wire encoding computed at most once and shared by all subscribers.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use tidings_proto::Event;
+
+/// How many distinct wire encodings one event can carry at once (SSE, WebSocket JSON, NDJSON,
+/// and one per configured endpoint shape). Transports pick a slot at start-up.
+pub const FORMAT_SLOTS: usize = 4;
+
+/// A slot in the per-event encoding cache, owned by one wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FormatSlot(pub usize);
+
+/// An event plus its cached encodings. Shared as `Arc<EventRecord>`.
+#[derive(Debug)]
+pub struct EventRecord {
+    /// The event.
+    pub event: Event,
+    encoded: [OnceLock<Bytes>; FORMAT_SLOTS],
+}
+
+/// The unit the engine passes around: cheap to clone, immutable.
+pub type SharedEvent = Arc<EventRecord>;
+
+impl EventRecord {
+    /// Wraps an event.
+    pub fn new(event: Event) -> SharedEvent {
+        Arc::new(EventRecord { event, encoded: Default::default() })
+    }
+
+    /// The sequence number.
+    pub fn seq(&self) -> u64 {
+        self.event.id.seq
+    }
+
+    /// Approximate size in memory and on the wire: used for byte bounds.
+    pub fn size(&self) -> usize {
+        let e = &self.event;
+        64 + e.topic.as_str().len()
+            + e.event_type.as_str().len()
+            + e.data.get().len()
+            + e.key.as_ref().map_or(0, |k| k.as_str().len())
+            + e.origin.as_ref().map_or(0, |k| k.as_str().len())
+    }
+
+    /// The encoding in `slot`, computed by `encode` on first use and shared afterwards.
+    ///
+    /// # Panics
+    /// If `slot` is not below [`FORMAT_SLOTS`] (slots are fixed at start-up).
+    pub fn encoded(&self, slot: FormatSlot, encode: impl FnOnce(&Event) -> Bytes) -> &Bytes {
+        self.encoded[slot.0].get_or_init(|| encode(&self.event))
+    }
+}

@@ -1,0 +1,213 @@
+//! The `EventStore` trait the hub writes history through, and `MemoryStore`, its in-memory
+//! twin (the `memory` durability mode, and the store of engine tests).
+//!
+//! Contract every implementation keeps (checked by `testing::store_conformance`):
+//! - `append` is called by the hub in sequence order, under its sequencer lock, with seqs
+//!   strictly increasing and contiguous; the store keeps that order.
+//! - The future of `append` resolves once the events are readable by `read_after` and as
+//!   durable as the store's mode promises (`durable`: fsynced; `fast`: written, fsynced
+//!   periodically; `memory`: in memory).
+//! - A failed append poisons the store: every later append fails too, so the hub can never
+//!   deliver an event that follows one that was lost. Readiness reports it.
+//! - Retention removes events from the front only, and `trimmed_through` is the highest seq
+//!   removed: a cursor below it has lost events.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tidings_proto::Epoch;
+
+use crate::record::SharedEvent;
+
+/// A boxed future, so the trait stays object-safe (`Arc<dyn EventStore>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// An I/O error; the store is poisoned for appends.
+    #[error("store I/O failed: {0}")]
+    Io(String),
+    /// The files are not in a format this version understands, or are damaged.
+    #[error("store data is corrupt or of an unknown format: {0}")]
+    Corrupt(String),
+    /// An earlier append failed, so this one was refused.
+    #[error("store is poisoned by an earlier failure: {0}")]
+    Poisoned(String),
+    /// The store was closed.
+    #[error("store is closed")]
+    Closed,
+}
+
+/// How much history is kept. Every bound applies; `None` means that bound is off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// Most events kept.
+    pub max_events: Option<u64>,
+    /// Most bytes of encoded events kept (approximate: the store's own encoding).
+    pub max_bytes: Option<u64>,
+    /// Oldest event kept, by publish time.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for Retention {
+    /// Bounded by default: 1,000,000 events, 1 GiB, 7 days.
+    fn default() -> Self {
+        Retention {
+            max_events: Some(1_000_000),
+            max_bytes: Some(1 << 30),
+            max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+        }
+    }
+}
+
+/// What a store holds, for metrics and the dashboard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Events retained.
+    pub events: u64,
+    /// Bytes retained (the store's encoding).
+    pub bytes: u64,
+    /// Highest seq written.
+    pub last_seq: u64,
+    /// Highest seq removed by retention.
+    pub trimmed_through: u64,
+}
+
+/// Durable, ordered event history. See the module docs for the contract.
+pub trait EventStore: Send + Sync + fmt::Debug + 'static {
+    /// The epoch every id from this store carries.
+    fn epoch(&self) -> Epoch;
+
+    /// Highest seq stored when the store was opened (0 when empty); the hub continues after it.
+    fn last_seq(&self) -> u64;
+
+    /// Highest seq removed by retention.
+    fn trimmed_through(&self) -> u64;
+
+    /// Appends a batch; see the contract above. Called in seq order.
+    fn append(&self, events: Vec<SharedEvent>) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// Up to `limit` events with seq greater than `after`, in seq order.
+    fn read_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>>;
+
+    /// Makes everything appended so far durable (used at shutdown).
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// Current counts.
+    fn stats(&self) -> StoreStats;
+
+    /// `None` while appends work; the failure once the store is poisoned.
+    fn health(&self) -> Option<StoreError>;
+}
+
+/// History in memory, bounded by a `Retention`. Loses everything on exit, by design.
+#[derive(Debug)]
+pub struct MemoryStore {
+    epoch: Epoch,
+    retention: Retention,
+    /// Short synchronous sections only (push, trim, copy out a range): never held across await.
+    inner: Mutex<MemoryInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    events: VecDeque<SharedEvent>,
+    bytes: u64,
+    last_seq: u64,
+    trimmed_through: u64,
+}
+
+impl MemoryStore {
+    /// An empty store with a fresh random epoch.
+    pub fn new(epoch: Epoch, retention: Retention) -> Self {
+        MemoryStore { epoch, retention, inner: Mutex::new(MemoryInner::default()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl EventStore for MemoryStore {
+    fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.lock().last_seq
+    }
+
+    fn trimmed_through(&self) -> u64 {
+        self.lock().trimmed_through
+    }
+
+    fn append(&self, events: Vec<SharedEvent>) -> BoxFuture<'static, Result<(), StoreError>> {
+        let now = crate::clock::now_ms();
+        let mut inner = self.lock();
+        for event in events {
+            inner.last_seq = event.seq();
+            inner.bytes += event.size() as u64;
+            inner.events.push_back(event);
+        }
+        while let Some(front) = inner.events.front() {
+            let over_count =
+                self.retention.max_events.is_some_and(|max| inner.events.len() as u64 > max);
+            let over_bytes = self.retention.max_bytes.is_some_and(|max| inner.bytes > max);
+            let too_old = self
+                .retention
+                .max_age
+                .is_some_and(|age| front.event.time + (age.as_millis() as u64) < now);
+            if !(over_count || over_bytes || too_old) {
+                break;
+            }
+            let front = inner.events.pop_front().expect("front exists");
+            inner.bytes -= front.size() as u64;
+            inner.trimmed_through = front.seq();
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn read_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>> {
+        let inner = self.lock();
+        let start = match inner.events.front() {
+            Some(front) if after >= front.seq() => (after - front.seq() + 1) as usize,
+            _ => 0,
+        };
+        let out = inner.events.iter().skip(start).take(limit).cloned().collect();
+        Box::pin(std::future::ready(Ok(out)))
+    }
+
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn stats(&self) -> StoreStats {
+        let inner = self.lock();
+        StoreStats {
+            events: inner.events.len() as u64,
+            bytes: inner.bytes,
+            last_seq: inner.last_seq,
+            trimmed_through: inner.trimmed_through,
+        }
+    }
+
+    fn health(&self) -> Option<StoreError> {
+        None
+    }
+}
+
+/// Shared handle to any store.
+pub type DynStore = Arc<dyn EventStore>;

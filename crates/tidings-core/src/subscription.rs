@@ -1,0 +1,180 @@
+//! `Subscription`: one subscriber's view of the hub. It first replays history after its
+//! cursor up to the handoff point fixed at registration, then drains its live queue. Each call
+//! to `next` hands the connection everything ready (up to a batch), so one write carries it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tidings_proto::EventId;
+
+use crate::hub::Hub;
+use crate::record::SharedEvent;
+use crate::registry::{Drain, SubShared};
+
+/// Why the subscriber must start over from fresh state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetReason {
+    /// The cursor is older than the retained history.
+    CursorExpired,
+    /// The cursor came from another store (another epoch).
+    EpochMismatch,
+    /// The cursor is ahead of anything this hub has delivered.
+    CursorAhead,
+    /// The cursor is not an event id.
+    InvalidCursor,
+}
+
+impl ResetReason {
+    /// Stable wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetReason::CursorExpired => "cursor_expired",
+            ResetReason::EpochMismatch => "epoch_mismatch",
+            ResetReason::CursorAhead => "cursor_ahead",
+            ResetReason::InvalidCursor => "invalid_cursor",
+        }
+    }
+}
+
+/// Why the hub ended a subscription. The subscriber should reconnect with its last id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Its queue filled up: it reads slower than events arrive.
+    SlowConsumer,
+    /// The hub is shutting down.
+    Shutdown,
+    /// History could not be read.
+    StoreFailed,
+}
+
+impl CloseReason {
+    /// Stable wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::StoreFailed => "store_failed",
+        }
+    }
+}
+
+/// What `Subscription::next` produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Events were appended to the output buffer.
+    Events,
+    /// The cursor could not be honoured; the stream continues after `resume_after`.
+    Reset {
+        /// Why.
+        reason: ResetReason,
+        /// The id the stream continues after (send it as the event's id).
+        resume_after: EventId,
+    },
+    /// The subscription is over; nothing more will come.
+    Closed(CloseReason),
+}
+
+/// A live subscription. Dropping it unregisters it.
+#[derive(Debug)]
+pub struct Subscription {
+    hub: Hub,
+    shared: Arc<SubShared>,
+    notice: Option<ResetReason>,
+    /// Replay position: events with seq in `(pos, until]` come from the store.
+    pos: u64,
+    /// The handoff point: live delivery starts after it.
+    until: u64,
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        hub: Hub,
+        shared: Arc<SubShared>,
+        notice: Option<ResetReason>,
+        from: u64,
+        until: u64,
+    ) -> Self {
+        Subscription { hub, shared, notice, pos: from.min(until), until }
+    }
+
+    /// The handoff point: the head of the hub when this subscription registered.
+    pub fn handoff(&self) -> EventId {
+        EventId::new(self.hub.epoch(), self.until)
+    }
+
+    /// Events waiting in the live queue (for metrics).
+    pub fn queued(&self) -> usize {
+        self.shared.queued()
+    }
+
+    /// Waits for the next step, appending ready events to `out` (which the caller clears).
+    /// Cancel-safe: dropping the future loses nothing.
+    pub async fn next(&mut self, out: &mut Vec<SharedEvent>) -> Step {
+        if let Some(reason) = self.notice.take() {
+            return Step::Reset { reason, resume_after: self.handoff() };
+        }
+        let before = out.len();
+        let step = self.next_inner(out).await;
+        let n = (out.len() - before) as u64;
+        self.hub.shared.delivered.fetch_add(n, Ordering::Relaxed);
+        step
+    }
+
+    async fn next_inner(&mut self, out: &mut Vec<SharedEvent>) -> Step {
+        let store = &self.hub.shared.store;
+        let limits = &self.hub.shared.limits;
+        while self.pos < self.until {
+            if self.pos < store.trimmed_through() {
+                return self.expire();
+            }
+            let chunk = match store.read_after(self.pos, limits.replay_chunk).await {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    tracing::warn!(message = "Replay read failed.", error = %e);
+                    return Step::Closed(CloseReason::StoreFailed);
+                }
+            };
+            let Some(first) = chunk.first() else {
+                // The store has nothing after `pos` up to the handoff: it was trimmed away.
+                return self.expire();
+            };
+            if first.seq() != self.pos + 1 && store.trimmed_through() > self.pos {
+                return self.expire();
+            }
+            for event in chunk {
+                if event.seq() > self.until {
+                    self.pos = self.until;
+                    break;
+                }
+                self.pos = event.seq();
+                if self.shared.selector.matches(&event.event.topic, &event.event.event_type)
+                    && self.shared.wants(&event)
+                {
+                    out.push(event);
+                }
+            }
+            if !out.is_empty() {
+                return Step::Events;
+            }
+        }
+        loop {
+            match self.shared.drain(out, limits.delivery_batch) {
+                Drain::Took(_) => return Step::Events,
+                Drain::Closed(reason) => return Step::Closed(reason),
+                Drain::Empty => self.shared.notify.notified().await,
+            }
+        }
+    }
+
+    /// History after `pos` was trimmed during replay: skip to live and say so.
+    fn expire(&mut self) -> Step {
+        self.pos = self.until;
+        Step::Reset { reason: ResetReason::CursorExpired, resume_after: self.handoff() }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.unregister(&self.shared);
+    }
+}

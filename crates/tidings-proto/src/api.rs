@@ -1,0 +1,28 @@
+//! JSON bodies of the HTTP API that are not events themselves.
+
+use serde::{Deserialize, Serialize};
+
+/// Answer to a publish: the ids assigned, in the order of the request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PublishResponse {
+    /// One id per published event.
+    pub ids: Vec<String>,
+}
+
+/// Payload of the `reset` event: the subscriber's cursor cannot be honoured, so it must
+/// refetch its state; the stream continues live from `cursor`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResetNotice {
+    /// `cursor_expired`, `epoch_mismatch`, `cursor_ahead` or `invalid_cursor`.
+    pub reason: String,
+    /// The id the stream continues after.
+    pub cursor: String,
+}
+
+/// Payload of the `reconnect-required` event: the server is closing this stream; reconnect
+/// at once with the last id seen.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReconnectNotice {
+    /// `shutdown` or `slow_consumer`.
+    pub reason: String,
+}

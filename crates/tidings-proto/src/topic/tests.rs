@@ -1,0 +1,62 @@
+//! Table tests for topic, type and pattern validation and matching.
+
+use super::*;
+
+#[test]
+fn topics_accept_uri_like_names_and_refuse_control_characters() {
+    for ok in ["downloads/abc-123", "camera/SN42", "cloudreve://my/My Photos/a.jpg", "a*b"] {
+        assert!(Topic::new(ok).is_ok(), "{ok} should be a topic");
+    }
+    let cases = [
+        ("", "must not be empty"),
+        ("a\nb", "control characters (found U+000A)"),
+        ("a\rb", "U+000D"),
+        ("a\0b", "U+0000"),
+        ("downloads/*", "must not end with `*`"),
+    ];
+    for (bad, why) in cases {
+        let err = Topic::new(bad).unwrap_err().to_string();
+        assert!(err.contains(why), "{bad:?}: {err}");
+    }
+    assert!(Topic::new(&"x".repeat(MAX_TOPIC_BYTES + 1)).unwrap_err().0.contains("longer"));
+}
+
+#[test]
+fn types_refuse_line_breaks() {
+    assert!(EventType::new("progress").is_ok());
+    assert!(EventType::new("reconnect-required").is_ok());
+    for bad in ["", "a\nb", "a\r", "\0"] {
+        assert!(EventType::new(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn patterns_match_and_cover() {
+    let t = |s| Topic::new(s).unwrap();
+    let p = |s| Pattern::parse(s).unwrap();
+    assert!(p("*").matches(&t("x")));
+    assert!(p("downloads/*").matches(&t("downloads/a/b")));
+    assert!(!p("downloads/*").matches(&t("downloads")));
+    assert!(!p("downloads/*").matches(&t("uploads/a")));
+    assert!(p("downloads/a").matches(&t("downloads/a")));
+    assert!(!p("downloads/a").matches(&t("downloads/ab")));
+
+    assert!(p("*").covers(&p("a/*")));
+    assert!(p("a/*").covers(&p("a/b/*")));
+    assert!(p("a/*").covers(&p("a/b")));
+    assert!(!p("a/b/*").covers(&p("a/*")));
+    assert!(!p("a/b").covers(&p("a/b/*")));
+    assert!(!p("a/*").covers(&p("*")));
+    assert!(Pattern::parse("a\n*").is_err());
+}
+
+#[test]
+fn selector_filters_by_type() {
+    let sel = Selector {
+        patterns: vec![Pattern::All],
+        types: vec![EventType::new("progress").unwrap()],
+    };
+    let topic = Topic::new("d/1").unwrap();
+    assert!(sel.matches(&topic, &EventType::new("progress").unwrap()));
+    assert!(!sel.matches(&topic, &EventType::new("complete").unwrap()));
+}

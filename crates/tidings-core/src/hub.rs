@@ -176,7 +176,11 @@ impl Hub {
                 } else {
                     format!("events[{i}].data")
                 };
-                return Err(PublishError::EventTooLarge { field, size, max: limits.max_data_bytes });
+                return Err(PublishError::EventTooLarge {
+                    field,
+                    size,
+                    max: limits.max_data_bytes,
+                });
             }
         }
         if let Some(key) = &batch.idempotency_key
@@ -187,10 +191,9 @@ impl Hub {
                 max: limits.max_idempotency_key_bytes,
             });
         }
-        let fingerprint = batch
-            .idempotency_key
-            .as_ref()
-            .map(|_| idempotency::fingerprint(&batch.events, batch.origin.as_ref().map(Key::as_str)));
+        let fingerprint = batch.idempotency_key.as_ref().map(|_| {
+            idempotency::fingerprint(&batch.events, batch.origin.as_ref().map(Key::as_str))
+        });
 
         let started = {
             let mut st = self.lock();
@@ -244,7 +247,11 @@ impl Hub {
             let fut = self.shared.store.append(records);
             let (outcome_tx, outcome_rx) = watch::channel(None);
             if let (Some(key), Some(fingerprint)) = (&batch.idempotency_key, fingerprint) {
-                let entry = Entry { fingerprint, ids: ids.clone(), outcome: outcome_rx };
+                let entry = Entry {
+                    fingerprint,
+                    ids: ids.clone(),
+                    outcome: outcome_rx,
+                };
                 st.idempotency.insert(key.clone(), entry);
             }
             Commit {
@@ -263,7 +270,8 @@ impl Hub {
         let mut n = 0;
         while st.pending.front().is_some_and(|e| e.seq() <= seq) {
             let event = st.pending.pop_front().expect("front checked");
-            st.registry.for_each_match(&event.event.topic, |sub| sub.offer(&event));
+            st.registry
+                .for_each_match(&event.event.topic, |sub| sub.offer(&event));
             st.delivered_seq = event.seq();
             n += 1;
         }
@@ -273,9 +281,12 @@ impl Hub {
 
     /// Forgets a batch the store refused. The store is poisoned, so no later batch commits.
     fn abandon(&self, ids: &[EventId], key: Option<&str>) {
-        let (Some(first), Some(last)) = (ids.first(), ids.last()) else { return };
+        let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+            return;
+        };
         let mut st = self.lock();
-        st.pending.retain(|e| e.seq() < first.seq || e.seq() > last.seq);
+        st.pending
+            .retain(|e| e.seq() < first.seq || e.seq() > last.seq);
         if let Some(key) = key {
             st.idempotency.forget(key);
         }
@@ -307,8 +318,12 @@ impl Hub {
             types: req.selector.types,
         };
         let id = self.shared.next_sub_id.fetch_add(1, Ordering::Relaxed);
-        let sub =
-            Arc::new(SubShared::new(id, selector, req.client_id, limits.subscriber_queue_events));
+        let sub = Arc::new(SubShared::new(
+            id,
+            selector,
+            req.client_id,
+            limits.subscriber_queue_events,
+        ));
         let head = {
             let mut st = self.lock();
             if st.shutting_down {
@@ -323,7 +338,9 @@ impl Hub {
             None => (None, head),
             Some(Cursor::Earliest) => (None, trimmed.min(head)),
             Some(Cursor::Invalid) => (Some(ResetReason::InvalidCursor), head),
-            Some(Cursor::After(id)) if id.epoch != epoch => (Some(ResetReason::EpochMismatch), head),
+            Some(Cursor::After(id)) if id.epoch != epoch => {
+                (Some(ResetReason::EpochMismatch), head)
+            }
             Some(Cursor::After(id)) if id.seq > head => (Some(ResetReason::CursorAhead), head),
             Some(Cursor::After(id)) if id.seq < trimmed => (Some(ResetReason::CursorExpired), head),
             Some(Cursor::After(id)) => (None, id.seq),
@@ -400,8 +417,16 @@ impl Commit {
         let fut: &mut Pin<Box<_>> = self.fut.as_mut().expect("a commit is awaited once");
         let result = fut.await;
         self.fut = None;
-        finish(&self.hub, &self.ids, self.key.as_deref(), &self.outcome, &result);
-        result.map(|()| std::mem::take(&mut self.ids)).map_err(PublishError::Store)
+        finish(
+            &self.hub,
+            &self.ids,
+            self.key.as_deref(),
+            &self.outcome,
+            &result,
+        );
+        result
+            .map(|()| std::mem::take(&mut self.ids))
+            .map_err(PublishError::Store)
     }
 }
 
@@ -425,7 +450,11 @@ fn finish(
 impl Drop for Commit {
     fn drop(&mut self) {
         let Some(fut) = self.fut.take() else { return };
-        let (hub, ids, key) = (self.hub.clone(), std::mem::take(&mut self.ids), self.key.take());
+        let (hub, ids, key) = (
+            self.hub.clone(),
+            std::mem::take(&mut self.ids),
+            self.key.take(),
+        );
         let outcome = std::mem::replace(&mut self.outcome, watch::channel(None).0);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {

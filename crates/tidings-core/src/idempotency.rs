@@ -28,7 +28,11 @@ pub(crate) struct IdempotencyCache {
 
 impl IdempotencyCache {
     pub(crate) fn new(cap: usize) -> Self {
-        IdempotencyCache { map: HashMap::new(), order: VecDeque::new(), cap }
+        IdempotencyCache {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            cap,
+        }
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<&Entry> {

@@ -28,7 +28,10 @@ pub type SharedEvent = Arc<EventRecord>;
 impl EventRecord {
     /// Wraps an event.
     pub fn new(event: Event) -> SharedEvent {
-        Arc::new(EventRecord { event, encoded: Default::default() })
+        Arc::new(EventRecord {
+            event,
+            encoded: Default::default(),
+        })
     }
 
     /// The sequence number.

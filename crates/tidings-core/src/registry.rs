@@ -157,7 +157,10 @@ impl Registry {
                     self.all.insert(sub.id, sub.clone());
                 }
                 Pattern::Exact(t) => {
-                    self.exact.entry(t.clone()).or_default().insert(sub.id, sub.clone());
+                    self.exact
+                        .entry(t.clone())
+                        .or_default()
+                        .insert(sub.id, sub.clone());
                 }
                 Pattern::Prefix(pre) => {
                     let bucket = self.prefix.entry(pre.clone()).or_default();
@@ -226,7 +229,11 @@ impl Registry {
 
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<SubShared>)) {
         let mut seen = std::collections::HashSet::new();
-        let buckets = self.exact.values().chain(self.prefix.values()).chain([&self.all]);
+        let buckets = self
+            .exact
+            .values()
+            .chain(self.prefix.values())
+            .chain([&self.all]);
         for bucket in buckets {
             for sub in bucket.values() {
                 if seen.insert(sub.id) {

@@ -129,7 +129,11 @@ struct MemoryInner {
 impl MemoryStore {
     /// An empty store with a fresh random epoch.
     pub fn new(epoch: Epoch, retention: Retention) -> Self {
-        MemoryStore { epoch, retention, inner: Mutex::new(MemoryInner::default()) }
+        MemoryStore {
+            epoch,
+            retention,
+            inner: Mutex::new(MemoryInner::default()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
@@ -159,9 +163,14 @@ impl EventStore for MemoryStore {
             inner.events.push_back(event);
         }
         while let Some(front) = inner.events.front() {
-            let over_count =
-                self.retention.max_events.is_some_and(|max| inner.events.len() as u64 > max);
-            let over_bytes = self.retention.max_bytes.is_some_and(|max| inner.bytes > max);
+            let over_count = self
+                .retention
+                .max_events
+                .is_some_and(|max| inner.events.len() as u64 > max);
+            let over_bytes = self
+                .retention
+                .max_bytes
+                .is_some_and(|max| inner.bytes > max);
             let too_old = self
                 .retention
                 .max_age
@@ -186,7 +195,13 @@ impl EventStore for MemoryStore {
             Some(front) if after >= front.seq() => (after - front.seq() + 1) as usize,
             _ => 0,
         };
-        let out = inner.events.iter().skip(start).take(limit).cloned().collect();
+        let out = inner
+            .events
+            .iter()
+            .skip(start)
+            .take(limit)
+            .cloned()
+            .collect();
         Box::pin(std::future::ready(Ok(out)))
     }
 
@@ -211,3 +226,18 @@ impl EventStore for MemoryStore {
 
 /// Shared handle to any store.
 pub type DynStore = Arc<dyn EventStore>;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_keeps_the_contract() {
+        crate::testing::store_conformance(|retention| {
+            Arc::new(MemoryStore::new(Epoch(0), retention)) as DynStore
+        })
+        .await;
+    }
+}

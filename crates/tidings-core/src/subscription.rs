@@ -94,7 +94,13 @@ impl Subscription {
         from: u64,
         until: u64,
     ) -> Self {
-        Subscription { hub, shared, notice, pos: from.min(until), until }
+        Subscription {
+            hub,
+            shared,
+            notice,
+            pos: from.min(until),
+            until,
+        }
     }
 
     /// The handoff point: the head of the hub when this subscription registered.
@@ -111,7 +117,10 @@ impl Subscription {
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn next(&mut self, out: &mut Vec<SharedEvent>) -> Step {
         if let Some(reason) = self.notice.take() {
-            return Step::Reset { reason, resume_after: self.handoff() };
+            return Step::Reset {
+                reason,
+                resume_after: self.handoff(),
+            };
         }
         let before = out.len();
         let step = self.next_inner(out).await;
@@ -147,7 +156,10 @@ impl Subscription {
                     break;
                 }
                 self.pos = event.seq();
-                if self.shared.selector.matches(&event.event.topic, &event.event.event_type)
+                if self
+                    .shared
+                    .selector
+                    .matches(&event.event.topic, &event.event.event_type)
                     && self.shared.wants(&event)
                 {
                     out.push(event);
@@ -169,7 +181,10 @@ impl Subscription {
     /// History after `pos` was trimmed during replay: skip to live and say so.
     fn expire(&mut self) -> Step {
         self.pos = self.until;
-        Step::Reset { reason: ResetReason::CursorExpired, resume_after: self.handoff() }
+        Step::Reset {
+            reason: ResetReason::CursorExpired,
+            resume_after: self.handoff(),
+        }
     }
 }
 

@@ -95,6 +95,11 @@ pub struct ApiErrorBody {
 impl ApiError {
     /// An error with `code` and `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { error: ApiErrorBody { code, message: message.into() } }
+        ApiError {
+            error: ApiErrorBody {
+                code,
+                message: message.into(),
+            },
+        }
     }
 }

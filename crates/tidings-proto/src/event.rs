@@ -33,7 +33,10 @@ pub struct EventId {
 impl EventId {
     /// The id `seq` of `epoch`.
     pub fn new(epoch: Epoch, seq: u64) -> Self {
-        EventId { epoch: epoch.0, seq }
+        EventId {
+            epoch: epoch.0,
+            seq,
+        }
     }
 
     /// The epoch part.
@@ -136,13 +139,28 @@ mod tests {
 
     #[test]
     fn ids_round_trip_and_refuse_garbage() {
-        let id = EventId { epoch: 0xa1b2c3d4, seq: 1042 };
+        let id = EventId {
+            epoch: 0xa1b2c3d4,
+            seq: 1042,
+        };
         assert_eq!(id.to_string(), "a1b2c3d4-1042");
         assert_eq!("a1b2c3d4-1042".parse::<EventId>(), Ok(id));
-        for bad in ["", "1042", "a1b2c3d4-", "a1b2c3d-1", "a1b2c3d4-1x", "zzzzzzzz-1", "a1b2c3d4--1"] {
+        for bad in [
+            "",
+            "1042",
+            "a1b2c3d4-",
+            "a1b2c3d-1",
+            "a1b2c3d4-1x",
+            "zzzzzzzz-1",
+            "a1b2c3d4--1",
+        ] {
             assert!(bad.parse::<EventId>().is_err(), "{bad:?}");
         }
-        assert!("a1b2c3d4-99999999999999999999999".parse::<EventId>().is_err());
+        assert!(
+            "a1b2c3d4-99999999999999999999999"
+                .parse::<EventId>()
+                .is_err()
+        );
     }
 
     #[test]

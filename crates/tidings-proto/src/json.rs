@@ -13,7 +13,10 @@ pub fn compact(text: &str) -> Result<Box<RawValue>, serde_json::Error> {
 /// Compacts a value already known to be valid JSON.
 pub fn compact_raw(raw: &RawValue) -> Box<RawValue> {
     let text = raw.get();
-    if !text.bytes().any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t')) {
+    if !text
+        .bytes()
+        .any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+    {
         return raw.to_owned();
     }
     let mut out = String::with_capacity(text.len());

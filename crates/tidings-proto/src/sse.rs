@@ -104,7 +104,10 @@ pub struct TooLong;
 impl Decoder {
     /// A decoder that refuses lines or events over `max_bytes`.
     pub fn new(max_bytes: usize) -> Self {
-        Decoder { max_bytes, ..Decoder::default() }
+        Decoder {
+            max_bytes,
+            ..Decoder::default()
+        }
     }
 
     /// Feeds `input`, pushing every complete item into `out`.
@@ -161,7 +164,9 @@ impl Decoder {
             return Ok(());
         }
         if let Some(comment) = line.strip_prefix(':') {
-            out.push(SseItem::Comment(comment.strip_prefix(' ').unwrap_or(comment).to_owned()));
+            out.push(SseItem::Comment(
+                comment.strip_prefix(' ').unwrap_or(comment).to_owned(),
+            ));
             return Ok(());
         }
         let (field, value) = match line.split_once(':') {
@@ -197,7 +202,11 @@ impl Decoder {
         data.pop();
         let event = std::mem::take(&mut self.event);
         out.push(SseItem::Event(SseEvent {
-            event: if event.is_empty() { "message".to_owned() } else { event },
+            event: if event.is_empty() {
+                "message".to_owned()
+            } else {
+                event
+            },
             data,
             last_event_id: self.last_event_id.clone(),
         }));

@@ -193,7 +193,10 @@ pub struct Selector {
 impl Selector {
     /// Everything: `*`, any type.
     pub fn all() -> Self {
-        Selector { patterns: vec![Pattern::All], types: Vec::new() }
+        Selector {
+            patterns: vec![Pattern::All],
+            types: Vec::new(),
+        }
     }
 
     /// Whether an event on `topic` of type `ty` matches.

@@ -16,7 +16,14 @@ fn hub_with(retention: Retention, limits: Limits) -> Hub {
 }
 
 fn hub() -> Hub {
-    hub_with(Retention { max_events: None, max_bytes: None, max_age: None }, Limits::default())
+    hub_with(
+        Retention {
+            max_events: None,
+            max_bytes: None,
+            max_age: None,
+        },
+        Limits::default(),
+    )
 }
 
 fn ev(topic: &str, ty: &str, data: &str) -> NewEvent {
@@ -29,15 +36,29 @@ fn ev(topic: &str, ty: &str, data: &str) -> NewEvent {
 }
 
 fn batch(events: Vec<NewEvent>) -> PublishBatch {
-    PublishBatch { events, origin: None, idempotency_key: None }
+    PublishBatch {
+        events,
+        origin: None,
+        idempotency_key: None,
+    }
 }
 
 fn sel(patterns: &[&str]) -> Selector {
-    Selector { patterns: patterns.iter().map(|p| Pattern::parse(p).unwrap()).collect(), types: vec![] }
+    Selector {
+        patterns: patterns
+            .iter()
+            .map(|p| Pattern::parse(p).unwrap())
+            .collect(),
+        types: vec![],
+    }
 }
 
 fn req(patterns: &[&str], cursor: Option<Cursor>) -> SubscribeRequest {
-    SubscribeRequest { selector: sel(patterns), cursor, client_id: None }
+    SubscribeRequest {
+        selector: sel(patterns),
+        cursor,
+        client_id: None,
+    }
 }
 
 /// Everything ready now, without waiting.
@@ -63,17 +84,25 @@ async fn live_delivery_follows_selectors_and_types() {
     let hub = hub();
     let mut all = hub.subscribe(req(&["*"], None)).unwrap();
     let mut dl = hub.subscribe(req(&["downloads/*"], None)).unwrap();
-    let mut one = hub.subscribe(req(&["downloads/a", "downloads/*"], None)).unwrap();
+    let mut one = hub
+        .subscribe(req(&["downloads/a", "downloads/*"], None))
+        .unwrap();
     let mut typed = hub
         .subscribe(SubscribeRequest {
-            selector: Selector { patterns: vec![Pattern::All], types: vec![EventType::new("complete").unwrap()] },
+            selector: Selector {
+                patterns: vec![Pattern::All],
+                types: vec![EventType::new("complete").unwrap()],
+            },
             cursor: None,
             client_id: None,
         })
         .unwrap();
-    hub.publish(batch(vec![ev("downloads/a", "progress", "1"), ev("camera/1", "complete", "2")]))
-        .await
-        .unwrap();
+    hub.publish(batch(vec![
+        ev("downloads/a", "progress", "1"),
+        ev("camera/1", "complete", "2"),
+    ]))
+    .await
+    .unwrap();
     assert_eq!(ready(&mut all).await.0, vec![1, 2]);
     assert_eq!(ready(&mut dl).await.0, vec![1]);
     // Overlapping patterns deliver once.
@@ -84,8 +113,15 @@ async fn live_delivery_follows_selectors_and_types() {
 #[tokio::test]
 async fn resume_replays_exactly_what_was_missed_then_goes_live() {
     let hub = hub();
-    let ids = hub.publish(batch((0..5).map(|i| ev("t", "x", &i.to_string())).collect())).await.unwrap();
-    let mut sub = hub.subscribe(req(&["t"], Some(Cursor::After(ids[1])))).unwrap();
+    let ids = hub
+        .publish(batch(
+            (0..5).map(|i| ev("t", "x", &i.to_string())).collect(),
+        ))
+        .await
+        .unwrap();
+    let mut sub = hub
+        .subscribe(req(&["t"], Some(Cursor::After(ids[1]))))
+        .unwrap();
     hub.publish(batch(vec![ev("t", "x", "5")])).await.unwrap();
     assert_eq!(ready(&mut sub).await.0, vec![3, 4, 5, 6]);
     let mut earliest = hub.subscribe(req(&["t"], Some(Cursor::Earliest))).unwrap();
@@ -95,39 +131,82 @@ async fn resume_replays_exactly_what_was_missed_then_goes_live() {
 #[tokio::test]
 async fn bad_cursors_get_a_reset_never_a_silent_gap() {
     let hub = hub_with(
-        Retention { max_events: Some(3), max_bytes: None, max_age: None },
+        Retention {
+            max_events: Some(3),
+            max_bytes: None,
+            max_age: None,
+        },
         Limits::default(),
     );
-    hub.publish(batch((0..10).map(|i| ev("t", "x", &i.to_string())).collect())).await.unwrap();
+    hub.publish(batch(
+        (0..10).map(|i| ev("t", "x", &i.to_string())).collect(),
+    ))
+    .await
+    .unwrap();
     let cases = [
-        (Cursor::After(EventId { epoch: 7, seq: 2 }), ResetReason::CursorExpired),
-        (Cursor::After(EventId { epoch: 8, seq: 9 }), ResetReason::EpochMismatch),
-        (Cursor::After(EventId { epoch: 7, seq: 99 }), ResetReason::CursorAhead),
+        (
+            Cursor::After(EventId { epoch: 7, seq: 2 }),
+            ResetReason::CursorExpired,
+        ),
+        (
+            Cursor::After(EventId { epoch: 8, seq: 9 }),
+            ResetReason::EpochMismatch,
+        ),
+        (
+            Cursor::After(EventId { epoch: 7, seq: 99 }),
+            ResetReason::CursorAhead,
+        ),
         (Cursor::Invalid, ResetReason::InvalidCursor),
     ];
     for (cursor, reason) in cases {
         let head = hub.stats().head;
         let mut sub = hub.subscribe(req(&["*"], Some(cursor))).unwrap();
         let (seqs, steps) = ready(&mut sub).await;
-        assert_eq!(steps, vec![Step::Reset { reason, resume_after: EventId { epoch: 7, seq: head } }]);
+        assert_eq!(
+            steps,
+            vec![Step::Reset {
+                reason,
+                resume_after: EventId {
+                    epoch: 7,
+                    seq: head
+                }
+            }]
+        );
         assert!(seqs.is_empty());
         hub.publish(batch(vec![ev("t", "x", "1")])).await.unwrap();
-        assert_eq!(ready(&mut sub).await.0.len(), 1, "live continues after a reset");
+        assert_eq!(
+            ready(&mut sub).await.0.len(),
+            1,
+            "live continues after a reset"
+        );
     }
     // The oldest retained cursor still resumes.
     let head = hub.stats().head;
-    let mut sub = hub.subscribe(req(&["*"], Some(Cursor::After(EventId { epoch: 7, seq: head - 2 })))).unwrap();
+    let mut sub = hub
+        .subscribe(req(
+            &["*"],
+            Some(Cursor::After(EventId {
+                epoch: 7,
+                seq: head - 2,
+            })),
+        ))
+        .unwrap();
     assert_eq!(ready(&mut sub).await.0, vec![head - 1, head]);
 }
 
 #[tokio::test]
 async fn a_slow_subscriber_is_closed_without_slowing_anyone() {
-    let limits = Limits { subscriber_queue_events: 4, ..Limits::default() };
+    let limits = Limits {
+        subscriber_queue_events: 4,
+        ..Limits::default()
+    };
     let hub = hub_with(Retention::default(), limits);
     let mut slow = hub.subscribe(req(&["*"], None)).unwrap();
     let mut fast = hub.subscribe(req(&["*"], None)).unwrap();
     for i in 0..10 {
-        hub.publish(batch(vec![ev("t", "x", &i.to_string())])).await.unwrap();
+        hub.publish(batch(vec![ev("t", "x", &i.to_string())]))
+            .await
+            .unwrap();
         assert_eq!(ready(&mut fast).await.0, vec![i + 1]);
     }
     let (seqs, steps) = ready(&mut slow).await;
@@ -135,7 +214,12 @@ async fn a_slow_subscriber_is_closed_without_slowing_anyone() {
     assert_eq!(steps, vec![Step::Closed(CloseReason::SlowConsumer)]);
     // It resumes from history with its last id and misses nothing.
     drop(slow);
-    let mut again = hub.subscribe(req(&["*"], Some(Cursor::After(EventId { epoch: 7, seq: 4 })))).unwrap();
+    let mut again = hub
+        .subscribe(req(
+            &["*"],
+            Some(Cursor::After(EventId { epoch: 7, seq: 4 })),
+        ))
+        .unwrap();
     assert_eq!(ready(&mut again).await.0, (5..=10).collect::<Vec<_>>());
     assert_eq!(hub.stats().subscribers, 2);
 }
@@ -145,11 +229,19 @@ async fn own_events_are_not_echoed() {
     let hub = hub();
     let me = tidings_proto::Key::new("client-1").unwrap();
     let mut sub = hub
-        .subscribe(SubscribeRequest { selector: sel(&["*"]), cursor: None, client_id: Some(me.clone()) })
+        .subscribe(SubscribeRequest {
+            selector: sel(&["*"]),
+            cursor: None,
+            client_id: Some(me.clone()),
+        })
         .unwrap();
-    hub.publish(PublishBatch { events: vec![ev("t", "x", "1")], origin: Some(me), idempotency_key: None })
-        .await
-        .unwrap();
+    hub.publish(PublishBatch {
+        events: vec![ev("t", "x", "1")],
+        origin: Some(me),
+        idempotency_key: None,
+    })
+    .await
+    .unwrap();
     hub.publish(batch(vec![ev("t", "x", "2")])).await.unwrap();
     assert_eq!(ready(&mut sub).await.0, vec![2]);
 }
@@ -166,21 +258,38 @@ async fn idempotency_key_returns_the_original_ids() {
     let again = hub.publish(keyed("1")).await.unwrap();
     assert_eq!(first, again);
     assert_eq!(hub.stats().head, 1);
-    assert!(matches!(hub.publish(keyed("2")).await, Err(PublishError::IdempotencyConflict)));
+    assert!(matches!(
+        hub.publish(keyed("2")).await,
+        Err(PublishError::IdempotencyConflict)
+    ));
 }
 
 #[tokio::test]
 async fn limits_refuse_before_anything_is_stored() {
-    let limits = Limits { max_batch_events: 2, max_data_bytes: 4, ..Limits::default() };
+    let limits = Limits {
+        max_batch_events: 2,
+        max_data_bytes: 4,
+        ..Limits::default()
+    };
     let hub = hub_with(Retention::default(), limits);
-    let too_many = batch(vec![ev("t", "x", "1"), ev("t", "x", "2"), ev("t", "x", "3")]);
-    assert!(matches!(hub.publish(too_many).await, Err(PublishError::BatchTooLarge { count: 3, max: 2 })));
+    let too_many = batch(vec![
+        ev("t", "x", "1"),
+        ev("t", "x", "2"),
+        ev("t", "x", "3"),
+    ]);
+    assert!(matches!(
+        hub.publish(too_many).await,
+        Err(PublishError::BatchTooLarge { count: 3, max: 2 })
+    ));
     let big = batch(vec![ev("t", "x", "1"), ev("t", "x", "\"long\"")]);
     match hub.publish(big).await {
         Err(PublishError::EventTooLarge { field, .. }) => assert_eq!(field, "events[1].data"),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(hub.publish(batch(vec![])).await, Err(PublishError::Empty)));
+    assert!(matches!(
+        hub.publish(batch(vec![])).await,
+        Err(PublishError::Empty)
+    ));
     assert_eq!(hub.stats().head, 0);
 }
 
@@ -193,7 +302,10 @@ async fn shutdown_closes_every_subscription_after_its_queue() {
     let (seqs, steps) = ready(&mut sub).await;
     assert_eq!(seqs, vec![1]);
     assert_eq!(steps, vec![Step::Closed(CloseReason::Shutdown)]);
-    assert!(matches!(hub.publish(batch(vec![ev("t", "x", "1")])).await, Err(PublishError::ShuttingDown)));
+    assert!(matches!(
+        hub.publish(batch(vec![ev("t", "x", "1")])).await,
+        Err(PublishError::ShuttingDown)
+    ));
     assert!(hub.subscribe(req(&["*"], None)).is_err());
 }
 
@@ -209,7 +321,9 @@ async fn concurrent_publish_and_resume_have_no_gap_and_no_duplicate() {
         publishers.push(tokio::spawn(async move {
             for i in 0..300 {
                 let topic = topics[(p + i) % 3];
-                hub.publish(batch(vec![ev(topic, "x", &i.to_string())])).await.unwrap();
+                hub.publish(batch(vec![ev(topic, "x", &i.to_string())]))
+                    .await
+                    .unwrap();
                 if i % 16 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -233,7 +347,10 @@ async fn concurrent_publish_and_resume_have_no_gap_and_no_duplicate() {
                     }
                 }
                 if let Some(&last) = seen.last() {
-                    cursor = Some(Cursor::After(EventId { epoch: 7, seq: last }));
+                    cursor = Some(Cursor::After(EventId {
+                        epoch: 7,
+                        seq: last,
+                    }));
                 }
             }
             (pattern, seen)
@@ -262,7 +379,10 @@ async fn concurrent_publish_and_resume_have_no_gap_and_no_duplicate() {
             .map(|e| e.seq())
             .take(seen.len())
             .collect();
-        assert_eq!(seen, expected, "{pattern}: a prefix of the matching events, in order");
+        assert_eq!(
+            seen, expected,
+            "{pattern}: a prefix of the matching events, in order"
+        );
     }
 }
 
@@ -351,7 +471,7 @@ proptest! {
                     .filter(|(seq, t)| *seq > start && patterns.iter().any(|p| p.matches(&Topic::new(TOPICS[*t]).unwrap())))
                     .map(|(seq, _)| *seq)
                     .collect();
-                assert_eq!(&c.seen, &expected, "client {}", client);
+                assert_eq!(&c.seen, &expected, "client {client}");
             }
         });
     }

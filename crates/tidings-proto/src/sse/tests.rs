@@ -28,15 +28,26 @@ fn ev(event: &str, data: &str, id: &str) -> (String, String, String) {
 #[test]
 fn encodes_the_documented_frame() {
     let mut buf = BytesMut::new();
-    encode_event(&mut buf, "0000000a-1", "progress", r#"{"DownloadID":"abc-123"}"#);
-    assert_eq!(&buf[..], b"id: 0000000a-1\nevent: progress\ndata: {\"DownloadID\":\"abc-123\"}\n\n");
+    encode_event(
+        &mut buf,
+        "0000000a-1",
+        "progress",
+        r#"{"DownloadID":"abc-123"}"#,
+    );
+    assert_eq!(
+        &buf[..],
+        b"id: 0000000a-1\nevent: progress\ndata: {\"DownloadID\":\"abc-123\"}\n\n"
+    );
 }
 
 #[test]
 fn multi_line_data_becomes_several_data_lines() {
     let mut buf = BytesMut::new();
     encode_event(&mut buf, "1", "m", "a\nb\r\nc\rd");
-    assert_eq!(&buf[..], b"id: 1\nevent: m\ndata: a\ndata: b\ndata: c\ndata: d\n\n");
+    assert_eq!(
+        &buf[..],
+        b"id: 1\nevent: m\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
+    );
     assert_eq!(events(&buf), vec![ev("m", "a\nb\nc\nd", "1")]);
 }
 
@@ -49,14 +60,30 @@ fn whatwg_examples() {
     );
     // A field with no colon is a field with an empty value; trailing data without a blank
     // line is never dispatched.
-    assert_eq!(events(b"data\n\ndata\ndata\n\ndata:"), vec![ev("message", "", ""), ev("message", "\n", "")]);
+    assert_eq!(
+        events(b"data\n\ndata\ndata\n\ndata:"),
+        vec![ev("message", "", ""), ev("message", "\n", "")]
+    );
     // CR and CRLF end lines too.
     assert_eq!(events(b"event: a\rdata: x\r\n\r\n"), vec![ev("a", "x", "")]);
     // A BOM is dropped only at the very start.
-    assert_eq!(events(b"\xEF\xBB\xBFdata: x\n\n"), vec![ev("message", "x", "")]);
+    assert_eq!(
+        events(b"\xEF\xBB\xBFdata: x\n\n"),
+        vec![ev("message", "x", "")]
+    );
     // An id with NUL is ignored; retry takes only digits.
     let items = decode(b"id: 7\n\nid: a\0b\ndata: y\nretry: 12x\nretry: 3000\n\n");
-    assert_eq!(items, vec![SseItem::Retry(3000), SseItem::Event(SseEvent { event: "message".into(), data: "y".into(), last_event_id: "7".into() })]);
+    assert_eq!(
+        items,
+        vec![
+            SseItem::Retry(3000),
+            SseItem::Event(SseEvent {
+                event: "message".into(),
+                data: "y".into(),
+                last_event_id: "7".into()
+            })
+        ]
+    );
 }
 
 #[test]

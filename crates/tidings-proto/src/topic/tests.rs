@@ -4,7 +4,12 @@ use super::*;
 
 #[test]
 fn topics_accept_uri_like_names_and_refuse_control_characters() {
-    for ok in ["downloads/abc-123", "camera/SN42", "cloudreve://my/My Photos/a.jpg", "a*b"] {
+    for ok in [
+        "downloads/abc-123",
+        "camera/SN42",
+        "cloudreve://my/My Photos/a.jpg",
+        "a*b",
+    ] {
         assert!(Topic::new(ok).is_ok(), "{ok} should be a topic");
     }
     let cases = [
@@ -18,7 +23,12 @@ fn topics_accept_uri_like_names_and_refuse_control_characters() {
         let err = Topic::new(bad).unwrap_err().to_string();
         assert!(err.contains(why), "{bad:?}: {err}");
     }
-    assert!(Topic::new(&"x".repeat(MAX_TOPIC_BYTES + 1)).unwrap_err().0.contains("longer"));
+    assert!(
+        Topic::new(&"x".repeat(MAX_TOPIC_BYTES + 1))
+            .unwrap_err()
+            .0
+            .contains("longer")
+    );
 }
 
 #[test]

@@ -1,0 +1,163 @@
+//! Config parsing, merging and validation messages.
+
+use super::*;
+
+fn validate(raw: RawConfig) -> Result<Config, String> {
+    raw.validate().map_err(|e| e.to_string())
+}
+
+#[test]
+fn defaults_need_no_config() {
+    let c = validate(RawConfig::default()).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:1700");
+    assert_eq!(c.data_dir, PathBuf::from("./tidings-data"));
+    assert_eq!(c.durability, Durability::Durable);
+    assert_eq!(c.keepalive, Some(Duration::from_secs(30)));
+    assert_eq!(c.retention, Retention::default());
+}
+
+#[test]
+fn file_is_below_flags_and_env() {
+    let file = RawConfig::from_toml(
+        r#"
+        listen = "127.0.0.1:9000"
+        data_dir = "/var/lib/tidings"
+        [store]
+        durability = "fast"
+        fsync_interval = "250ms"
+        [retention]
+        max_events = 10
+        max_age = "2h"
+        [[auth.tokens]]
+        token = "0123456789"
+        publish = ["downloads/*"]
+        subscribe = ["*"]
+        "#,
+    )
+    .unwrap();
+    let flags = RawConfig {
+        listen: Some("127.0.0.1:9100".into()),
+        ..RawConfig::default()
+    };
+    let c = validate(flags.merge_under(file)).unwrap();
+    assert_eq!(c.listen.port(), 9100);
+    assert_eq!(c.data_dir, PathBuf::from("/var/lib/tidings"));
+    assert_eq!(
+        c.durability,
+        Durability::Fast {
+            interval: Duration::from_millis(250)
+        }
+    );
+    assert_eq!(c.retention.max_events, Some(10));
+    assert_eq!(c.retention.max_age, Some(Duration::from_secs(7200)));
+    assert_eq!(c.tokens.len(), 1);
+}
+
+#[test]
+fn errors_name_the_setting() {
+    let cases: Vec<(RawConfig, &str)> = vec![
+        (
+            RawConfig {
+                listen: Some("nope".into()),
+                ..Default::default()
+            },
+            "listen: `nope` is not an IP:port address",
+        ),
+        (
+            RawConfig {
+                listen: Some("0.0.0.0:1700".into()),
+                ..Default::default()
+            },
+            "listen: 0.0.0.0:1700 is not a loopback address and no auth tokens",
+        ),
+        (
+            RawConfig {
+                store: RawStore {
+                    durability: Some("fsync".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            "store.durability: `fsync` is not one of",
+        ),
+        (
+            RawConfig {
+                retention: RawRetention {
+                    max_age: Some("7 days".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            "retention.max_age: `7 days` is not a duration",
+        ),
+        (
+            RawConfig {
+                limits: RawLimits {
+                    max_body_bytes: Some("1TB".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            "limits.max_body_bytes: `1TB` is not a size",
+        ),
+        (
+            RawConfig {
+                limits: RawLimits {
+                    subscriber_queue: Some(0),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            "limits.subscriber_queue: must be greater than 0",
+        ),
+        (
+            RawConfig {
+                auth: RawAuth {
+                    token_specs: vec!["short:publish=*".into()],
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            "auth.token[0]: token must be at least 8",
+        ),
+        (
+            RawConfig {
+                auth: RawAuth {
+                    token_specs: vec!["longenough:publish=a\n".into()],
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            "auth.token[0]: `a\n` must not contain control",
+        ),
+    ];
+    for (raw, want) in cases {
+        let err = validate(raw).unwrap_err();
+        assert!(err.starts_with(want), "{err:?} should start with {want:?}");
+    }
+    let err = RawConfig::from_toml("listen = 1\nbogus = true")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("config file"), "{err}");
+    let err = RawConfig::from_toml("[retention]\nmax_evnts = 3")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `max_evnts`"), "{err}");
+}
+
+#[test]
+fn token_specs() {
+    let t = parse_token_spec("abcdefgh:publish=downloads/*,system;subscribe=*").unwrap();
+    assert_eq!(t.secret, "abcdefgh");
+    assert_eq!(t.grant.publish.len(), 2);
+    assert_eq!(t.grant.subscribe, vec![Pattern::All]);
+    assert!(parse_token_spec("abcdefgh:write=*").is_err());
+}
+
+#[test]
+fn the_shipped_example_is_valid_and_states_the_defaults() {
+    let text = include_str!("../../../../examples/tidings.toml");
+    let from_file = RawConfig::from_toml(text).unwrap().validate().unwrap();
+    let defaults = RawConfig::default().validate().unwrap();
+    assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+}

@@ -1,0 +1,47 @@
+//! `HttpError`: the one way a handler fails. Status comes from the stable code; the body is
+//! `{"error": {"code", "message"}}`; internal causes are logged here, never sent.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use tidings_proto::{ApiError, ErrorCode};
+
+/// An error answer.
+#[derive(Debug)]
+pub(crate) struct HttpError(pub(crate) ApiError);
+
+impl HttpError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        HttpError(ApiError::new(code, message))
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let code = self.0.error.code;
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(message = "Request failed.", code = %code, reason = %self.0.error.message);
+        }
+        (status, Json(self.0)).into_response()
+    }
+}
+
+impl From<tidings_core::PublishError> for HttpError {
+    fn from(e: tidings_core::PublishError) -> Self {
+        HttpError::new(e.code(), e.to_string())
+    }
+}
+
+impl From<tidings_core::SubscribeError> for HttpError {
+    fn from(e: tidings_core::SubscribeError) -> Self {
+        HttpError::new(e.code(), e.to_string())
+    }
+}
+
+impl From<tidings_auth::AuthError> for HttpError {
+    fn from(e: tidings_auth::AuthError) -> Self {
+        HttpError::new(e.code(), e.to_string())
+    }
+}

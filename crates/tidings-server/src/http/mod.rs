@@ -1,0 +1,8 @@
+//! The HTTP edge: routes, request parsing, auth extraction and error answers.
+
+pub(crate) mod error;
+mod extract;
+mod health;
+mod publish;
+pub(crate) mod router;
+mod subscribe;

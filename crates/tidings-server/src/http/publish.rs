@@ -1,0 +1,218 @@
+//! `POST /publish`: one JSON event or an array of them (a batch: all or nothing).
+//!
+//! Checks, in order: content type (415), credential (401), body size (413), JSON syntax (400),
+//! each event's shape and names (422), publish grant (403), then the engine's limits.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use http::HeaderMap;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tidings_core::{NewEvent, PublishBatch};
+use tidings_proto::api::PublishResponse;
+use tidings_proto::{ErrorCode, EventType, Key, Topic, json};
+
+use super::error::HttpError;
+use super::extract;
+use crate::state::AppState;
+
+/// One event as a publisher writes it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvent<'a> {
+    #[serde(borrow, default)]
+    topic: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "type", borrow, default)]
+    event_type: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    key: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+pub(crate) async fn publish(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PublishResponse>, HttpError> {
+    check_content_type(&headers)?;
+    let grant = extract::grant(&state, &headers)?;
+    let limits = state.hub.limits();
+    let max = limits.max_body_bytes;
+    let too_large = || {
+        HttpError::new(
+            ErrorCode::BodyTooLarge,
+            format!("body: larger than the limit of {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, max)
+        .await
+        .map_err(|_| too_large())?;
+    let events = parse_events(&bytes, limits.max_batch_events)?;
+    for (i, e) in events.iter().enumerate() {
+        if !grant.may_publish(&e.topic) {
+            return Err(HttpError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "{}: this credential may not publish to `{}`",
+                    field(events.len(), i, "topic"),
+                    e.topic
+                ),
+            ));
+        }
+    }
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| {
+                    HttpError::new(
+                        ErrorCode::InvalidParameter,
+                        "Idempotency-Key: must be non-empty text",
+                    )
+                })?
+                .to_owned(),
+        ),
+    };
+    let ids = state
+        .hub
+        .publish(PublishBatch {
+            events,
+            origin: None,
+            idempotency_key,
+        })
+        .await?;
+    Ok(Json(PublishResponse {
+        ids: ids.iter().map(ToString::to_string).collect(),
+    }))
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), HttpError> {
+    let ct = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        return Ok(());
+    }
+    let got = if ct.is_empty() {
+        "none".to_owned()
+    } else {
+        format!("`{ct}`")
+    };
+    Err(HttpError::new(
+        ErrorCode::UnsupportedMediaType,
+        format!("Content-Type: expected application/json, got {got}"),
+    ))
+}
+
+fn field(count: usize, i: usize, name: &str) -> String {
+    if count == 1 {
+        name.to_owned()
+    } else {
+        format!("events[{i}].{name}")
+    }
+}
+
+/// Parses a body into validated events. Nothing is published unless every event is valid.
+fn parse_events(bytes: &[u8], max_batch: usize) -> Result<Vec<NewEvent>, HttpError> {
+    let raw: &RawValue = serde_json::from_slice(bytes)
+        .map_err(|e| HttpError::new(ErrorCode::MalformedJson, format!("body: {e}")))?;
+    let text = raw.get();
+    let items: Vec<&RawValue> = if text.starts_with('[') {
+        let items: Vec<&RawValue> = serde_json::from_str(text)
+            .map_err(|e| HttpError::new(ErrorCode::MalformedJson, format!("body: {e}")))?;
+        if items.is_empty() {
+            return Err(HttpError::new(
+                ErrorCode::InvalidEvent,
+                "body: the batch is empty",
+            ));
+        }
+        if items.len() > max_batch {
+            return Err(HttpError::new(
+                ErrorCode::BatchTooLarge,
+                format!(
+                    "body: {} events in the batch; the limit is {max_batch}",
+                    items.len()
+                ),
+            ));
+        }
+        items
+    } else {
+        vec![raw]
+    };
+    let count = items.len();
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| parse_event(item, count, i))
+        .collect()
+}
+
+fn parse_event(item: &RawValue, count: usize, i: usize) -> Result<NewEvent, HttpError> {
+    let at = |name: &str| field(count, i, name);
+    let whole = if count == 1 {
+        "event".to_owned()
+    } else {
+        format!("events[{i}]")
+    };
+    if !item.get().starts_with('{') {
+        return Err(HttpError::new(
+            ErrorCode::InvalidEvent,
+            format!("{whole}: expected a JSON object"),
+        ));
+    }
+    let raw: RawEvent<'_> = serde_json::from_str(item.get()).map_err(|e| {
+        let msg = e.to_string();
+        let msg = msg.split(" at line").next().unwrap_or(&msg);
+        HttpError::new(ErrorCode::InvalidEvent, format!("{whole}: {msg}"))
+    })?;
+    let topic = raw.topic.ok_or_else(|| {
+        HttpError::new(
+            ErrorCode::InvalidTopic,
+            format!("{}: is required", at("topic")),
+        )
+    })?;
+    let topic = Topic::new(&topic)
+        .map_err(|e| HttpError::new(ErrorCode::InvalidTopic, format!("{}: {e}", at("topic"))))?;
+    let event_type = raw.event_type.ok_or_else(|| {
+        HttpError::new(
+            ErrorCode::InvalidType,
+            format!("{}: is required", at("type")),
+        )
+    })?;
+    let event_type = EventType::new(&event_type)
+        .map_err(|e| HttpError::new(ErrorCode::InvalidType, format!("{}: {e}", at("type"))))?;
+    let key = raw
+        .key
+        .map(|k| Key::new(&k))
+        .transpose()
+        .map_err(|e| HttpError::new(ErrorCode::InvalidKey, format!("{}: {e}", at("key"))))?;
+    let data = match raw.data {
+        Some(d) => json::compact_raw(d),
+        None => RawValue::from_string("null".to_owned()).expect("null is JSON"),
+    };
+    Ok(NewEvent {
+        topic,
+        event_type,
+        key,
+        data,
+    })
+}

@@ -1,0 +1,119 @@
+//! The `tidings` command: argument parsing, logging set-up and exit codes. Everything else
+//! lives in the library crates (`tidings serve` is `tidings_server::App`).
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tidings_server::{App, RawConfig};
+
+/// Exit code for invalid configuration (EX_USAGE), used before any port is bound.
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tidings",
+    version,
+    about = "A real-time event hub: publish JSON events, subscribe over SSE."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the hub.
+    Serve {
+        /// A TOML config file; flags and TIDINGS_* variables override it.
+        #[arg(long, env = "TIDINGS_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: RawConfig,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, settings } => serve(config, settings),
+    }
+}
+
+fn serve(file: Option<PathBuf>, flags: RawConfig) -> ExitCode {
+    let raw = match file {
+        None => Ok(flags),
+        Some(path) => std::fs::read_to_string(&path)
+            .map_err(|e| format!("config file {}: {e}", path.display()))
+            .and_then(|text| {
+                RawConfig::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
+            })
+            .map(|from_file| flags.merge_under(from_file)),
+    };
+    let config = match raw.and_then(|raw| raw.validate().map_err(|e| e.to_string())) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("tidings: invalid configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tidings: failed to start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tidings: failed to {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: tidings_server::Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let app = App::build(config)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listen on {listen}"))?;
+    app.run(listener, shutdown_signal()).await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -84,6 +84,8 @@ pub struct Subscription {
     pos: u64,
     /// The handoff point: live delivery starts after it.
     until: u64,
+    /// Seq of the last live event handed out.
+    last_live: u64,
 }
 
 impl Subscription {
@@ -100,12 +102,19 @@ impl Subscription {
             notice,
             pos: from.min(until),
             until,
+            last_live: 0,
         }
     }
 
     /// The handoff point: the head of the hub when this subscription registered.
     pub fn handoff(&self) -> EventId {
         EventId::new(self.hub.epoch(), self.until)
+    }
+
+    /// The id after which this subscription continues: every matching event up to it has been
+    /// handed out. A long-poll answers it as the next cursor.
+    pub fn position(&self) -> EventId {
+        EventId::new(self.hub.epoch(), self.pos.max(self.last_live))
     }
 
     /// Events waiting in the live queue (for metrics).
@@ -171,7 +180,10 @@ impl Subscription {
         }
         loop {
             match self.shared.drain(out, limits.delivery_batch) {
-                Drain::Took(_) => return Step::Events,
+                Drain::Took(_) => {
+                    self.last_live = out.last().map_or(self.last_live, |e| e.seq());
+                    return Step::Events;
+                }
                 Drain::Closed(reason) => return Step::Closed(reason),
                 Drain::Empty => self.shared.notify.notified().await,
             }

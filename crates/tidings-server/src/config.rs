@@ -12,6 +12,9 @@ use tidings_auth::{Grant, StaticToken};
 use tidings_core::{Limits, Retention};
 use tidings_proto::Pattern;
 
+use crate::endpoint::{Endpoint, Origins, TransportOptions, Transports};
+use crate::transport::frame::Shape;
+
 /// Every setting, each optional so the sources can be merged. Field docs are the `--help`.
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +34,10 @@ pub struct RawConfig {
     /// Most concurrent connections [default: 19000].
     #[arg(long, env = "TIDINGS_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Longest a write to a client that stopped reading may block before the connection is
+    /// dropped [default: 30s].
+    #[arg(long, env = "TIDINGS_WRITE_TIMEOUT", value_name = "DURATION")]
+    pub write_timeout: Option<String>,
 
     #[command(flatten)]
     #[serde(default)]
@@ -43,10 +50,99 @@ pub struct RawConfig {
     pub sse: RawSse,
     #[command(flatten)]
     #[serde(default)]
+    pub websocket: RawWebSocket,
+    #[command(flatten)]
+    #[serde(default)]
+    pub poll: RawPoll,
+    #[command(flatten)]
+    #[serde(default)]
     pub limits: RawLimits,
     #[command(flatten)]
     #[serde(default)]
     pub auth: RawAuth,
+    /// `[[endpoints]]`: extra subscribe routes (file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub endpoints: Vec<RawEndpoint>,
+}
+
+/// `[websocket]`, for the built-in `/events` endpoint and every other one.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebSocket {
+    /// Interval of server pings [default: 25s].
+    #[arg(
+        long = "ws-ping-interval",
+        env = "TIDINGS_WS_PING_INTERVAL",
+        value_name = "DURATION"
+    )]
+    pub ping_interval: Option<String>,
+    /// How long a pong may take [default: 10s].
+    #[arg(
+        long = "ws-pong-timeout",
+        env = "TIDINGS_WS_PONG_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub pong_timeout: Option<String>,
+    /// Largest message a client may send [default: 64KiB].
+    #[arg(
+        long = "ws-max-message-bytes",
+        env = "TIDINGS_WS_MAX_MESSAGE_BYTES",
+        value_name = "SIZE"
+    )]
+    pub max_message_bytes: Option<String>,
+    /// Origins allowed to open a WebSocket on `/events`: `*`, or exact origins; by default
+    /// only the same origin (requests without Origin are always allowed).
+    #[arg(
+        long = "ws-allowed-origin",
+        env = "TIDINGS_WS_ALLOWED_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ' '
+    )]
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+/// `[poll]`.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPoll {
+    /// Longest a long-poll waits [default: 25s].
+    #[arg(
+        long = "poll-timeout",
+        env = "TIDINGS_POLL_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub timeout: Option<String>,
+}
+
+/// `[[endpoints]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    /// Name for logs and errors.
+    pub name: String,
+    /// Its own `IP:port`; omit to serve on the main listener.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Route path [default: `/`].
+    #[serde(default)]
+    pub path: Option<String>,
+    /// A fixed selector clients may only narrow.
+    #[serde(default)]
+    pub topics: Option<Vec<String>>,
+    /// `event` or `envelope` [default: event].
+    #[serde(default)]
+    pub shape: Option<String>,
+    /// Query parameter that may carry the token.
+    #[serde(default)]
+    pub query_token: Option<String>,
+    /// WebSocket Origin allow-list (`*` for any) [default: same origin].
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Any of `sse`, `websocket`, `ndjson`, `poll` [default: all].
+    #[serde(default)]
+    pub transports: Option<Vec<String>>,
 }
 
 /// `[store]`.
@@ -210,10 +306,10 @@ pub struct Config {
     pub durability: Durability,
     /// History bounds.
     pub retention: Retention,
-    /// SSE keepalive interval (`None`: off).
-    pub keepalive: Option<Duration>,
-    /// SSE `retry:` hint.
-    pub retry: Duration,
+    /// Transport settings (SSE, WebSocket, long-poll, write timeout).
+    pub transport: TransportOptions,
+    /// Subscribe endpoints: the built-in `/events` first, then `[[endpoints]]`.
+    pub endpoints: Vec<Endpoint>,
     /// Engine and HTTP limits.
     pub limits: Limits,
     /// Static tokens (empty: anonymous, loopback only).
@@ -387,6 +483,66 @@ impl RawConfig {
                 grant,
             });
         }
+        let transport = TransportOptions {
+            keepalive: (!keepalive.is_zero()).then_some(keepalive),
+            retry,
+            ws_ping_interval: nonzero(
+                "websocket.ping_interval",
+                self.websocket.ping_interval.as_deref(),
+                "25s",
+            )?,
+            ws_pong_timeout: nonzero(
+                "websocket.pong_timeout",
+                self.websocket.pong_timeout.as_deref(),
+                "10s",
+            )?,
+            ws_max_message_bytes: size(
+                "websocket.max_message_bytes",
+                self.websocket.max_message_bytes.as_deref(),
+                "64KiB",
+            )?,
+            poll_timeout: nonzero("poll.timeout", self.poll.timeout.as_deref(), "25s")?,
+            write_timeout: nonzero("write_timeout", self.write_timeout.as_deref(), "30s")?,
+        };
+        let mut endpoints = vec![Endpoint::default_events(origins(
+            &self.websocket.allowed_origins,
+        ))];
+        for (i, raw) in self.endpoints.into_iter().enumerate() {
+            let endpoint = endpoint(&format!("endpoints[{i}]"), raw)?;
+            let clash = endpoints.iter().find(|e| {
+                e.name == endpoint.name || (e.listen == endpoint.listen && e.path == endpoint.path)
+            });
+            if let Some(other) = clash {
+                return Err(bad(
+                    &format!("endpoints[{i}]"),
+                    format!("name or listen+path clashes with endpoint `{}`", other.name),
+                ));
+            }
+            if endpoint.listen.is_none()
+                && ["/publish", "/healthz", "/readyz"].contains(&endpoint.path.as_str())
+            {
+                return Err(bad(
+                    &format!("endpoints[{i}].path"),
+                    format!("`{}` is a built-in route", endpoint.path),
+                ));
+            }
+            if endpoint.listen == Some(listen) {
+                return Err(bad(
+                    &format!("endpoints[{i}].listen"),
+                    "is the main listen address; omit it to use the main listener",
+                ));
+            }
+            if let Some(addr) = endpoint.listen
+                && tokens.is_empty()
+                && !addr.ip().is_loopback()
+            {
+                return Err(bad(
+                    &format!("endpoints[{i}].listen"),
+                    format!("{addr} is not a loopback address and no auth tokens are configured"),
+                ));
+            }
+            endpoints.push(endpoint);
+        }
         if tokens.is_empty() && !listen.ip().is_loopback() {
             return Err(bad(
                 "listen",
@@ -406,12 +562,116 @@ impl RawConfig {
             max_connections: positive("max_connections", self.max_connections, 19_000)?,
             durability,
             retention,
-            keepalive: (!keepalive.is_zero()).then_some(keepalive),
-            retry,
+            transport,
+            endpoints,
             limits,
             tokens,
         })
     }
+}
+
+fn nonzero(setting: &str, value: Option<&str>, default: &str) -> Result<Duration, ConfigError> {
+    let d = duration(setting, value, default)?;
+    if d.is_zero() {
+        return Err(bad(setting, "must be greater than 0"));
+    }
+    Ok(d)
+}
+
+fn origins(list: &[String]) -> Origins {
+    if list.is_empty() {
+        Origins::SameOrigin
+    } else if list.iter().any(|o| o == "*") {
+        Origins::Any
+    } else {
+        Origins::List(list.to_vec())
+    }
+}
+
+fn endpoint(setting: &str, raw: RawEndpoint) -> Result<Endpoint, ConfigError> {
+    if raw.name.is_empty() || raw.name.chars().any(|c| c.is_control()) {
+        return Err(bad(&format!("{setting}.name"), "must be a non-empty name"));
+    }
+    let listen = raw
+        .listen
+        .map(|l| {
+            l.parse().map_err(|_| {
+                bad(
+                    &format!("{setting}.listen"),
+                    format!("`{l}` is not an IP:port address"),
+                )
+            })
+        })
+        .transpose()?;
+    let path = raw.path.unwrap_or_else(|| "/".to_owned());
+    if !path.starts_with('/') || path.contains(['{', '}', '*', '?', '#']) {
+        return Err(bad(
+            &format!("{setting}.path"),
+            format!("`{path}` must start with / and contain no {{ }} * ? #"),
+        ));
+    }
+    let topics = raw
+        .topics
+        .map(|t| patterns(&format!("{setting}.topics"), &t))
+        .transpose()?;
+    if topics.as_ref().is_some_and(Vec::is_empty) {
+        return Err(bad(
+            &format!("{setting}.topics"),
+            "must name at least one selector",
+        ));
+    }
+    let shape = match raw.shape.as_deref().unwrap_or("event") {
+        "event" => Shape::Event,
+        "envelope" => Shape::Envelope,
+        other => {
+            return Err(bad(
+                &format!("{setting}.shape"),
+                format!("`{other}` is not event or envelope"),
+            ));
+        }
+    };
+    let transports = match raw.transports {
+        None => Transports::ALL,
+        Some(list) => {
+            let mut t = Transports {
+                sse: false,
+                websocket: false,
+                ndjson: false,
+                poll: false,
+            };
+            for name in &list {
+                match name.as_str() {
+                    "sse" => t.sse = true,
+                    "websocket" => t.websocket = true,
+                    "ndjson" => t.ndjson = true,
+                    "poll" => t.poll = true,
+                    other => {
+                        return Err(bad(
+                            &format!("{setting}.transports"),
+                            format!("`{other}` is not one of sse, websocket, ndjson, poll"),
+                        ));
+                    }
+                }
+            }
+            if list.is_empty() {
+                return Err(bad(
+                    &format!("{setting}.transports"),
+                    "must name at least one transport",
+                ));
+            }
+            t
+        }
+    };
+    Ok(Endpoint {
+        name: raw.name,
+        listen,
+        path,
+        topics,
+        shape,
+        query_token: raw.query_token.filter(|q| !q.is_empty()),
+        origins: origins(&raw.allowed_origins),
+        transports,
+    })
 }
 
 fn patterns(setting: &str, raw: &[String]) -> Result<Vec<Pattern>, ConfigError> {

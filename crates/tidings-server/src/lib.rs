@@ -5,11 +5,15 @@
 //! # Layout
 //! - `config`: `RawConfig` (flags, env, TOML) → `Config`.
 //! - `http`: routes and handlers (`router(state)` is testable without a socket).
-//! - `transport`: per-connection encoders (SSE).
-//! - `listener`: the accept loop, connection limit and graceful drain.
+//! - `endpoint`: configured subscribe routes and transport settings.
+//! - `transport`: per-connection encoders (SSE, NDJSON, WebSocket, long-poll).
+//! - `listener`: the accept loop, connection limit and graceful drain; `io`: write-stall
+//!   timeout on every connection.
 
 pub mod config;
+pub mod endpoint;
 mod http;
+mod io;
 mod listener;
 mod state;
 mod transport;
@@ -24,8 +28,21 @@ use tidings_proto::Epoch;
 use tokio::net::TcpListener;
 
 pub use config::{Config, ConfigError, Durability, RawConfig};
-pub use http::router::router;
+pub use http::router::{endpoint_router, router};
 pub use state::AppState;
+pub use transport::frame::Shape;
+pub use transport::ws::{
+    CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG,
+};
+
+/// The bound sockets: the main listener and one per endpoint with its own port.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The main listener (publish, health, endpoints without their own port).
+    pub main: TcpListener,
+    /// `(endpoint name, listener)` for endpoints with their own port.
+    pub endpoints: Vec<(String, TcpListener)>,
+}
 
 /// A built server, ready to run.
 #[derive(Debug)]
@@ -66,8 +83,7 @@ impl App {
         let state = AppState {
             hub,
             auth: Arc::new(Authorizer::new(config.tokens.clone())),
-            keepalive: config.keepalive,
-            retry: config.retry,
+            transport: config.transport,
         };
         Ok(App { state, config })
     }
@@ -77,17 +93,36 @@ impl App {
         &self.state
     }
 
-    /// Serves `listener` until `shutdown` resolves; then refuses new work, closes every stream
-    /// with `reconnect-required`, drains connections for up to the grace period and flushes
-    /// the store.
+    /// Binds the main listen address and every endpoint's own address.
+    pub async fn bind(&self) -> anyhow::Result<Listeners> {
+        let listen = self.config.listen;
+        let main = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listen on {listen}"))?;
+        let mut endpoints = Vec::new();
+        for endpoint in &self.config.endpoints {
+            if let Some(addr) = endpoint.listen {
+                let l = TcpListener::bind(addr).await.with_context(|| {
+                    format!("listen on {addr} for endpoint `{}`", endpoint.name)
+                })?;
+                endpoints.push((endpoint.name.clone(), l));
+            }
+        }
+        Ok(Listeners { main, endpoints })
+    }
+
+    /// Serves `listeners` until `shutdown` resolves; then refuses new work, closes every
+    /// stream with `reconnect-required`, drains connections for up to the grace period and
+    /// flushes the store.
     pub async fn run(
         self,
-        listener: TcpListener,
+        listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         let App { state, config } = self;
         let hub = state.hub.clone();
-        let addr = listener
+        let addr = listeners
+            .main
             .local_addr()
             .context("read the listening address")?;
         let stats = hub.stats();
@@ -105,24 +140,47 @@ impl App {
                 %addr,
             );
         }
-        let app = router(state);
-        let stopping = hub.clone();
-        listener::serve(
-            listener,
-            app,
-            listener::Options {
-                max_connections: config.max_connections,
-                grace: config.shutdown_grace,
-            },
+        let options = listener::Options {
+            max_connections: config.max_connections,
+            grace: config.shutdown_grace,
+            write_timeout: config.transport.write_timeout,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
             async move {
-                shutdown.await;
-                tracing::info!(
-                    message = "Shutting down: closing streams and draining connections."
-                );
-                stopping.shutdown();
-            },
-        )
-        .await;
+                // An error means the sender is gone: stop as well.
+                if rx.wait_for(|s| *s).await.is_err() {
+                    tracing::debug!(message = "Stop signal dropped.");
+                }
+            }
+        };
+        let mut servers = Vec::new();
+        let main_router = router(state.clone(), &config.endpoints);
+        servers.push(tokio::spawn(listener::serve(
+            listeners.main,
+            main_router,
+            options,
+            stopped(),
+        )));
+        for (name, l) in listeners.endpoints {
+            let Some(endpoint) = config.endpoints.iter().find(|e| e.name == name) else {
+                anyhow::bail!("no endpoint named `{name}` for a bound listener");
+            };
+            let addr = l.local_addr().context("read an endpoint's address")?;
+            tracing::info!(message = "Endpoint is listening.", endpoint = %name, %addr, path = %endpoint.path);
+            let r = endpoint_router(state.clone(), endpoint);
+            servers.push(tokio::spawn(listener::serve(l, r, options, stopped())));
+        }
+        shutdown.await;
+        tracing::info!(message = "Shutting down: closing streams and draining connections.");
+        hub.shutdown();
+        stop_tx.send_replace(true);
+        for server in servers {
+            if let Err(e) = server.await {
+                tracing::error!(message = "A listener task failed.", error = %e);
+            }
+        }
         state_flush(&hub).await
     }
 }

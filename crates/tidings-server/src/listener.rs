@@ -12,11 +12,14 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::io::WriteTimeout;
+
 /// Connection handling settings.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Options {
     pub(crate) max_connections: usize,
     pub(crate) grace: Duration,
+    pub(crate) write_timeout: Duration,
 }
 
 /// How long a client may take to send its request head.
@@ -60,7 +63,11 @@ pub(crate) async fn serve(
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(
+                    TokioIo::new(WriteTimeout::new(stream, options.write_timeout)),
+                    service,
+                )
+                .with_upgrades();
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,

@@ -1,10 +1,11 @@
 //! `AppState`: what every handler needs, cloned per request (all fields are cheap handles).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tidings_auth::Authorizer;
 use tidings_core::Hub;
+
+use crate::endpoint::TransportOptions;
 
 /// Shared state of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -13,8 +14,6 @@ pub struct AppState {
     pub hub: Hub,
     /// Credentials to grants.
     pub auth: Arc<Authorizer>,
-    /// SSE keepalive interval (`None`: off).
-    pub keepalive: Option<Duration>,
-    /// SSE `retry:` hint.
-    pub retry: Duration,
+    /// Transport settings.
+    pub transport: TransportOptions,
 }

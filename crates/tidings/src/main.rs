@@ -5,7 +5,6 @@ use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tidings_server::{App, RawConfig};
 
@@ -86,12 +85,9 @@ fn serve(file: Option<PathBuf>, flags: RawConfig) -> ExitCode {
 }
 
 async fn run(config: tidings_server::Config) -> anyhow::Result<()> {
-    let listen = config.listen;
     let app = App::build(config)?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listen on {listen}"))?;
-    app.run(listener, shutdown_signal()).await
+    let listeners = app.bind().await?;
+    app.run(listeners, shutdown_signal()).await
 }
 
 /// Resolves on SIGINT or SIGTERM.

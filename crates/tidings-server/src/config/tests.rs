@@ -1,6 +1,7 @@
 //! Config parsing, merging and validation messages.
 
 use super::*;
+use crate::transport::frame::Shape;
 
 fn validate(raw: RawConfig) -> Result<Config, String> {
     raw.validate().map_err(|e| e.to_string())
@@ -12,7 +13,8 @@ fn defaults_need_no_config() {
     assert_eq!(c.listen.to_string(), "127.0.0.1:1700");
     assert_eq!(c.data_dir, PathBuf::from("./tidings-data"));
     assert_eq!(c.durability, Durability::Durable);
-    assert_eq!(c.keepalive, Some(Duration::from_secs(30)));
+    assert_eq!(c.transport.keepalive, Some(Duration::from_secs(30)));
+    assert_eq!(c.endpoints.len(), 1);
     assert_eq!(c.retention, Retention::default());
 }
 
@@ -160,4 +162,57 @@ fn the_shipped_example_is_valid_and_states_the_defaults() {
     let from_file = RawConfig::from_toml(text).unwrap().validate().unwrap();
     let defaults = RawConfig::default().validate().unwrap();
     assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+}
+
+#[test]
+fn the_tasks_profile_is_valid() {
+    let text = include_str!("../../../../examples/profiles/tasks.toml");
+    let c = RawConfig::from_toml(text).unwrap().validate().unwrap();
+    let tasks = c.endpoints.iter().find(|e| e.name == "tasks").unwrap();
+    assert_eq!(tasks.listen.unwrap().port(), 3001);
+    assert_eq!(tasks.shape, Shape::Envelope);
+    assert_eq!(tasks.query_token.as_deref(), Some("token"));
+    assert!(tasks.transports.websocket && !tasks.transports.sse);
+}
+
+#[test]
+fn endpoint_errors_name_the_setting() {
+    let cases = [
+        (
+            "[[endpoints]]\nname = \"a\"\npath = \"/publish\"",
+            "endpoints[0].path: `/publish` is a built-in route",
+        ),
+        (
+            "[[endpoints]]\nname = \"events\"\npath = \"/x\"",
+            "endpoints[0]: name or listen+path clashes with endpoint `events`",
+        ),
+        (
+            "[[endpoints]]\nname = \"a\"\nshape = \"xml\"",
+            "endpoints[0].shape: `xml` is not event or envelope",
+        ),
+        (
+            "[[endpoints]]\nname = \"a\"\ntransports = [\"carrier-pigeon\"]",
+            "endpoints[0].transports: `carrier-pigeon` is not one of",
+        ),
+        (
+            "[[endpoints]]\nname = \"a\"\nlisten = \"0.0.0.0:3001\"",
+            "endpoints[0].listen: 0.0.0.0:3001 is not a loopback address",
+        ),
+        (
+            "[[endpoints]]\nname = \"a\"\npath = \"nope\"",
+            "endpoints[0].path: `nope` must start with /",
+        ),
+        (
+            "[websocket]\nping_interval = \"0s\"",
+            "websocket.ping_interval: must be greater than 0",
+        ),
+    ];
+    for (toml, want) in cases {
+        let err = RawConfig::from_toml(toml)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(want), "{err:?} should start with {want:?}");
+    }
 }

@@ -38,7 +38,7 @@ pub(crate) async fn publish(
     body: Body,
 ) -> Result<Json<PublishResponse>, HttpError> {
     check_content_type(&headers)?;
-    let grant = extract::grant(&state, &headers)?;
+    let grant = state.auth.authenticate(extract::bearer(&headers)?)?;
     let limits = state.hub.limits();
     let max = limits.max_body_bytes;
     let too_large = || {

@@ -1,20 +1,20 @@
-//! `router(state)`: every route of the HTTP API, testable without a socket via `oneshot`.
+//! Routers: the main listener's (publish, health, and every endpoint without its own port)
+//! and one per endpoint that listens on its own port. Testable without a socket via `oneshot`.
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
 use tidings_proto::ErrorCode;
 
 use super::error::HttpError;
-use super::{health, publish, subscribe};
+use super::subscribe::{EndpointState, subscribe};
+use super::{health, publish};
+use crate::endpoint::Endpoint;
 use crate::state::AppState;
 
-/// The whole HTTP API.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/publish", post(publish::publish))
-        .route("/events", get(subscribe::events))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+fn with_fallbacks(router: Router) -> Router {
+    router
         .fallback(|| async { HttpError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             HttpError::new(
@@ -22,5 +22,31 @@ pub fn router(state: AppState) -> Router {
                 "this route does not accept that method",
             )
         })
-        .with_state(state)
+}
+
+fn mount(router: Router, state: &AppState, endpoint: &Endpoint) -> Router {
+    let ctx = EndpointState {
+        app: state.clone(),
+        endpoint: Arc::new(endpoint.clone()),
+    };
+    router.route(&endpoint.path, get(subscribe).with_state(ctx))
+}
+
+/// The main listener: `POST /publish`, `/healthz`, `/readyz`, and `endpoints` (those without a
+/// port of their own).
+pub fn router(state: AppState, endpoints: &[Endpoint]) -> Router {
+    let mut router = Router::new()
+        .route("/publish", post(publish::publish))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .with_state(state.clone());
+    for endpoint in endpoints.iter().filter(|e| e.listen.is_none()) {
+        router = mount(router, &state, endpoint);
+    }
+    with_fallbacks(router)
+}
+
+/// The router of an endpoint on its own port: just its route.
+pub fn endpoint_router(state: AppState, endpoint: &Endpoint) -> Router {
+    with_fallbacks(mount(Router::new(), &state, endpoint))
 }

@@ -1,75 +1,183 @@
-//! `GET /events`: an SSE subscription.
+//! Subscribe routes: one handler serves every endpoint and every transport. It reads the
+//! selector, cursor and credential, checks grants (and, for a WebSocket, the Origin) before
+//! anything is opened, then hands the `Subscription` to the transport the request asks for:
+//! a WebSocket upgrade, `poll=1` (long-poll), `format=ndjson` or `Accept:
+//! application/x-ndjson` (NDJSON), otherwise SSE.
 //!
-//! Query: `topic` (repeatable selector; default `*`), `type` (repeatable filter),
-//! `lastEventId` (for clients that cannot set the `Last-Event-ID` header, which wins).
-//! Parameters starting with `_` are ignored (cache busters); any other unknown one is a 400,
-//! so a typo never silently subscribes to something else.
+//! Query: `topic` (repeatable selector; default `*`, or the endpoint's fixed selector),
+//! `type` (repeatable filter), `lastEventId` (for clients that cannot set `Last-Event-ID`,
+//! which wins), `format`, `poll`, `timeout` (long-poll seconds, capped by the server's
+//! limit), and the endpoint's token parameter if it has one. Parameters starting with `_`
+//! are ignored (cache busters); any other unknown one is a 400, so a typo never silently
+//! subscribes to something else.
 //!
-//! Errors a retry cannot fix (bad selector, bad credential, no grant) are answered with a
-//! 4xx JSON body, which also stops a browser's `EventSource` from retrying. Everything else
-//! (a bad cursor, a slow consumer, shutdown) is said in-band on a 200 stream.
+//! Errors a retry cannot fix (bad selector, bad credential, no grant, Origin) are answered
+//! with a 4xx JSON body, which also stops a browser's `EventSource` from retrying. The rest
+//! (a bad cursor, a slow consumer, shutdown) is said in-band.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
-use axum::response::Response;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, Uri};
-use tidings_core::SubscribeRequest;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN, UPGRADE};
+use http::{HeaderMap, HeaderValue};
+use tidings_core::{SubscribeRequest, Subscription};
 use tidings_proto::{Cursor, ErrorCode, EventType, Pattern, Selector};
 
 use super::error::HttpError;
 use super::extract;
+use crate::endpoint::Endpoint;
 use crate::state::AppState;
-use crate::transport::sse;
+use crate::transport::{poll, stream, ws};
 
-pub(crate) async fn events(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, HttpError> {
-    let grant = extract::grant(&state, &headers)?;
-    let mut patterns = Vec::new();
-    let mut types = Vec::new();
-    let mut query_cursor = None;
-    let limits = state.hub.limits();
-    for (name, value) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+/// State of one endpoint's route.
+#[derive(Debug, Clone)]
+pub(crate) struct EndpointState {
+    pub(crate) app: AppState,
+    pub(crate) endpoint: Arc<Endpoint>,
+}
+
+#[derive(Debug, Default)]
+struct Query {
+    patterns: Vec<Pattern>,
+    types: Vec<EventType>,
+    cursor: Option<Cursor>,
+    token: Option<String>,
+    ndjson: bool,
+    poll: bool,
+    timeout: Option<Duration>,
+}
+
+fn parse_query(raw: Option<&str>, endpoint: &Endpoint, app: &AppState) -> Result<Query, HttpError> {
+    let limits = app.hub.limits();
+    let mut q = Query::default();
+    let invalid = |msg: String| HttpError::new(ErrorCode::InvalidParameter, msg);
+    for (name, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         match &*name {
             "topic" => {
-                if patterns.len() >= limits.max_patterns {
+                if q.patterns.len() >= limits.max_patterns {
                     return Err(HttpError::new(
                         ErrorCode::InvalidTopic,
                         format!("topic: more than {} selectors", limits.max_patterns),
                     ));
                 }
-                patterns.push(Pattern::parse(&value).map_err(|e| {
+                q.patterns.push(Pattern::parse(&value).map_err(|e| {
                     HttpError::new(ErrorCode::InvalidTopic, format!("topic `{value}`: {e}"))
                 })?);
             }
             "type" => {
-                if types.len() >= limits.max_types {
+                if q.types.len() >= limits.max_types {
                     return Err(HttpError::new(
                         ErrorCode::InvalidType,
                         format!("type: more than {} types", limits.max_types),
                     ));
                 }
-                types.push(EventType::new(&value).map_err(|e| {
+                q.types.push(EventType::new(&value).map_err(|e| {
                     HttpError::new(ErrorCode::InvalidType, format!("type `{value}`: {e}"))
                 })?);
             }
-            "lastEventId" => query_cursor = Cursor::parse(&value),
+            "lastEventId" => q.cursor = Cursor::parse(&value),
+            "format" => match &*value {
+                "ndjson" => q.ndjson = true,
+                "sse" => q.ndjson = false,
+                other => return Err(invalid(format!("format: `{other}` is not sse or ndjson"))),
+            },
+            "poll" => match &*value {
+                "1" | "true" => q.poll = true,
+                "0" | "false" => q.poll = false,
+                other => return Err(invalid(format!("poll: `{other}` is not 1 or 0"))),
+            },
+            "timeout" => {
+                let secs: u64 = value.parse().map_err(|_| {
+                    invalid(format!("timeout: `{value}` is not a number of seconds"))
+                })?;
+                q.timeout = Some(Duration::from_secs(secs));
+            }
+            other if endpoint.query_token.as_deref() == Some(other) => {
+                q.token = Some(value.into_owned());
+            }
             other if other.starts_with('_') => {}
             other => {
-                return Err(HttpError::new(
-                    ErrorCode::InvalidParameter,
-                    format!("query parameter `{other}` is not known; use topic, type, lastEventId"),
-                ));
+                return Err(invalid(format!(
+                    "query parameter `{other}` is not known; use topic, type, lastEventId, format, poll, timeout"
+                )));
             }
         }
     }
-    if patterns.is_empty() {
-        patterns.push(Pattern::All);
+    Ok(q)
+}
+
+fn is_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+fn wants_ndjson(headers: &HeaderMap) -> bool {
+    headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/x-ndjson"))
+}
+
+pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request) -> Response {
+    match handle(ctx, request).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
     }
-    let selector = Selector { patterns, types };
+}
+
+async fn handle(ctx: EndpointState, request: Request) -> Result<Response, HttpError> {
+    let (mut parts, _body) = request.into_parts();
+    let EndpointState { app, endpoint } = ctx;
+    let query = parse_query(parts.uri.query(), &endpoint, &app)?;
+    let headers = &parts.headers;
+    let grant = match extract::bearer(headers)? {
+        Some(token) => app.auth.authenticate(Some(token))?,
+        None => app.auth.authenticate(query.token.as_deref())?,
+    };
+    let websocket = is_websocket(headers);
+    let transports = endpoint.transports;
+    let offered = |yes: bool, what: &str| {
+        if yes {
+            Ok(())
+        } else {
+            Err(HttpError::new(
+                ErrorCode::InvalidParameter,
+                format!("endpoint `{}` does not serve {what}", endpoint.name),
+            ))
+        }
+    };
+    if websocket {
+        offered(transports.websocket, "WebSocket")?;
+        let origin = headers.get(ORIGIN).map(|v| v.to_str().unwrap_or("\u{0}"));
+        let host = headers.get(HOST).and_then(|v| v.to_str().ok());
+        if !endpoint.origins.allows(origin, host) {
+            return Err(HttpError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "Origin `{}` may not open a WebSocket here",
+                    origin.unwrap_or_default()
+                ),
+            ));
+        }
+    } else if query.poll {
+        offered(transports.poll, "long-poll")?;
+    } else if query.ndjson || wants_ndjson(headers) {
+        offered(transports.ndjson, "NDJSON")?;
+    } else {
+        offered(transports.sse, "SSE (open a WebSocket instead)")?;
+    }
+
+    let patterns = narrow(&endpoint, query.patterns)?;
+    let selector = Selector {
+        patterns,
+        types: query.types,
+    };
     if let Err(p) = grant.check_subscribe(&selector) {
         return Err(HttpError::new(
             ErrorCode::Forbidden,
@@ -82,23 +190,96 @@ pub(crate) async fn events(
             .and_then(Cursor::parse)
             .unwrap_or(Cursor::Invalid)
     });
-    let cursor = header_cursor.or(query_cursor);
-    let sub = state.hub.subscribe(SubscribeRequest {
-        selector,
-        cursor,
-        client_id: None,
-    })?;
-    let body = Body::from_stream(sse::stream(
+    let cursor = header_cursor.or(query.cursor);
+    let options = app.transport;
+
+    if websocket {
+        let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
+            .await
+            .map_err(|e| {
+                HttpError::new(
+                    ErrorCode::InvalidParameter,
+                    format!("WebSocket upgrade: {e}"),
+                )
+            })?;
+        let sub = open(&app, selector, cursor)?;
+        let shape = endpoint.shape;
+        let response = upgrade
+            .read_buffer_size(4 << 10)
+            .write_buffer_size(16 << 10)
+            .max_write_buffer_size(4 << 20)
+            .max_message_size(options.ws_max_message_bytes)
+            .max_frame_size(options.ws_max_message_bytes)
+            .on_upgrade(move |socket| ws::run(socket, sub, shape, options));
+        return Ok(response);
+    }
+    let sub = open(&app, selector, cursor)?;
+    if query.poll {
+        let timeout = query
+            .timeout
+            .map_or(options.poll_timeout, |t| t.min(options.poll_timeout));
+        let body = poll::answer(sub, endpoint.shape, timeout).await;
+        let mut response = Response::new(Body::from(body));
+        let h = response.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return Ok(response);
+    }
+    let format = if query.ndjson || wants_ndjson(headers) {
+        stream::Format::Ndjson(endpoint.shape)
+    } else {
+        stream::Format::Sse {
+            retry: options.retry,
+        }
+    };
+    let mut response = Response::new(Body::from_stream(stream::body(
         sub,
-        sse::Options {
-            keepalive: state.keepalive,
-            retry: state.retry,
-        },
-    ));
-    let mut response = Response::new(body);
+        format,
+        options.keepalive,
+    )));
     let h = response.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+fn open(
+    app: &AppState,
+    selector: Selector,
+    cursor: Option<Cursor>,
+) -> Result<Subscription, HttpError> {
+    Ok(app.hub.subscribe(SubscribeRequest {
+        selector,
+        cursor,
+        client_id: None,
+    })?)
+}
+
+/// The selector a request gets on `endpoint`: what it asked for (default `*`), which must lie
+/// within the endpoint's fixed selector if it has one (default: all of it).
+fn narrow(endpoint: &Endpoint, asked: Vec<Pattern>) -> Result<Vec<Pattern>, HttpError> {
+    let Some(fixed) = &endpoint.topics else {
+        return Ok(if asked.is_empty() {
+            vec![Pattern::All]
+        } else {
+            asked
+        });
+    };
+    if asked.is_empty() {
+        return Ok(fixed.clone());
+    }
+    match asked.iter().find(|a| !fixed.iter().any(|f| f.covers(a))) {
+        Some(p) => Err(HttpError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "topic `{p}`: endpoint `{}` does not serve it",
+                endpoint.name
+            ),
+        )),
+        None => Ok(asked),
+    }
 }

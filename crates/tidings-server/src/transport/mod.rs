@@ -1,3 +1,27 @@
-//! Per-connection delivery: turning a `Subscription` into the bytes of one wire format.
+//! Per-connection delivery: turning a `Subscription` into the bytes of one wire format. Every
+//! transport takes the same `Step`s from the engine and encodes each event once per format
+//! (cached on the event), writing everything ready for a connection at once.
 
+pub(crate) mod frame;
+pub(crate) mod poll;
 pub(crate) mod sse;
+pub(crate) mod stream;
+pub(crate) mod ws;
+
+use tidings_proto::EventId;
+use tidings_proto::api::{ReconnectNotice, ResetNotice};
+
+use tidings_core::{CloseReason, ResetReason};
+
+pub(crate) fn reset_notice(reason: ResetReason, resume_after: EventId) -> ResetNotice {
+    ResetNotice {
+        reason: reason.as_str().to_owned(),
+        cursor: resume_after.to_string(),
+    }
+}
+
+pub(crate) fn reconnect_notice(reason: CloseReason) -> ReconnectNotice {
+    ReconnectNotice {
+        reason: reason.as_str().to_owned(),
+    }
+}

@@ -1,0 +1,57 @@
+//! Long-poll: answer at once with the events after the cursor if there are any, otherwise wait
+//! up to the timeout for the next ones, then answer with the cursor to poll from next. A
+//! client that polls in a loop with the returned cursor misses nothing, because events
+//! published between its polls are replayed from history.
+
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use serde::Serialize;
+use tidings_core::{Step, Subscription};
+use tidings_proto::api::ResetNotice;
+
+use super::frame::{self, Shape};
+use super::reset_notice;
+
+#[derive(Serialize)]
+struct Tail<'a> {
+    cursor: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reset: Option<&'a ResetNotice>,
+}
+
+/// The JSON body: `{"events":[…frames…],"cursor":"<id>","reset":{…}?}`.
+pub(crate) async fn answer(mut sub: Subscription, shape: Shape, timeout: Duration) -> bytes::Bytes {
+    let mut events = Vec::new();
+    let mut reset = None;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let step = tokio::time::timeout_at(deadline, sub.next(&mut events)).await;
+    if let Ok(Step::Reset {
+        reason,
+        resume_after,
+    }) = step
+    {
+        reset = Some(reset_notice(reason, resume_after));
+    }
+    let mut buf = BytesMut::with_capacity(
+        64 + events
+            .iter()
+            .map(|e| frame::event(e, shape).len() + 1)
+            .sum::<usize>(),
+    );
+    buf.put_slice(b"{\"events\":[");
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            buf.put_u8(b',');
+        }
+        buf.put_slice(frame::event(e, shape));
+    }
+    buf.put_slice(b"],");
+    let tail = Tail {
+        cursor: sub.position().to_string(),
+        reset: reset.as_ref(),
+    };
+    let tail = serde_json::to_string(&tail).expect("the tail serializes");
+    buf.put_slice(&tail.as_bytes()[1..]);
+    buf.freeze()
+}

@@ -354,8 +354,21 @@ impl RawConfig {
             data_dir,
             log,
             shutdown_grace,
-            max_connections
+            max_connections,
+            write_timeout
         );
+        merge_fields!(
+            self.websocket,
+            file.websocket,
+            ping_interval,
+            pong_timeout,
+            max_message_bytes
+        );
+        if self.websocket.allowed_origins.is_empty() {
+            self.websocket.allowed_origins = file.websocket.allowed_origins;
+        }
+        merge_fields!(self.poll, file.poll, timeout);
+        self.endpoints = file.endpoints;
         merge_fields!(self.store, file.store, durability, fsync_interval);
         merge_fields!(
             self.retention,
@@ -509,8 +522,13 @@ impl RawConfig {
         ))];
         for (i, raw) in self.endpoints.into_iter().enumerate() {
             let endpoint = endpoint(&format!("endpoints[{i}]"), raw)?;
+            // Port 0 asks the OS for a free port, so it never clashes.
+            let same_socket = |a: Option<SocketAddr>, b: Option<SocketAddr>| {
+                a == b && a.is_none_or(|a| a.port() != 0)
+            };
             let clash = endpoints.iter().find(|e| {
-                e.name == endpoint.name || (e.listen == endpoint.listen && e.path == endpoint.path)
+                e.name == endpoint.name
+                    || (same_socket(e.listen, endpoint.listen) && e.path == endpoint.path)
             });
             if let Some(other) = clash {
                 return Err(bad(
@@ -526,7 +544,7 @@ impl RawConfig {
                     format!("`{}` is a built-in route", endpoint.path),
                 ));
             }
-            if endpoint.listen == Some(listen) {
+            if endpoint.listen == Some(listen) && listen.port() != 0 {
                 return Err(bad(
                     &format!("endpoints[{i}].listen"),
                     "is the main listen address; omit it to use the main listener",

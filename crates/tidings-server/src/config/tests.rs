@@ -216,3 +216,34 @@ fn endpoint_errors_name_the_setting() {
         assert!(err.starts_with(want), "{err:?} should start with {want:?}");
     }
 }
+
+#[test]
+fn every_file_section_survives_the_merge_under_empty_flags() {
+    let file = RawConfig::from_toml(
+        r#"
+        write_timeout = "7s"
+        [websocket]
+        ping_interval = "3s"
+        pong_timeout = "2s"
+        max_message_bytes = "2KiB"
+        allowed_origins = ["https://a.example"]
+        [poll]
+        timeout = "9s"
+        [[endpoints]]
+        name = "x"
+        path = "/x"
+        "#,
+    )
+    .unwrap();
+    let c = RawConfig::default().merge_under(file).validate().unwrap();
+    assert_eq!(c.transport.write_timeout, Duration::from_secs(7));
+    assert_eq!(c.transport.ws_ping_interval, Duration::from_secs(3));
+    assert_eq!(c.transport.ws_pong_timeout, Duration::from_secs(2));
+    assert_eq!(c.transport.ws_max_message_bytes, 2048);
+    assert_eq!(c.transport.poll_timeout, Duration::from_secs(9));
+    assert_eq!(
+        c.endpoints[0].origins,
+        crate::endpoint::Origins::List(vec!["https://a.example".into()])
+    );
+    assert_eq!(c.endpoints[1].path, "/x");
+}

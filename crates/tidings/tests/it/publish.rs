@@ -1,0 +1,389 @@
+//! `POST /publish`: ids of single events and batches, every error status and code with a
+//! message naming the field, all-or-nothing batches, idempotency keys and size limits.
+
+use serde_json::{Value, json};
+
+use crate::support::{Server, parse_id};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn single_and_batch_ids_share_the_epoch_and_increase() {
+    let server = Server::start(&[]);
+    let first = server.publish_one("p/a", "created", json!({"n": 1})).await;
+    let batch = server
+        .publish(&json!([
+            {"topic": "p/a", "type": "t", "data": 1},
+            {"topic": "p/b", "type": "t", "data": "two", "key": "k2"},
+            {"topic": "p/c", "type": "t"}
+        ]))
+        .await;
+    assert_eq!(batch.len(), 3);
+    let (epoch, seq0) = parse_id(&first);
+    let mut last = seq0;
+    for id in &batch {
+        let (e, seq) = parse_id(id);
+        assert_eq!(e, epoch, "{id} is from another epoch than {first}");
+        assert_eq!(
+            seq,
+            last + 1,
+            "batch ids are not consecutive: {batch:?} after {first}"
+        );
+        last = seq;
+    }
+    let ready = server.readyz().await;
+    assert_eq!(ready["epoch"], epoch.as_str());
+    assert_eq!(ready["head"], last);
+
+    // What was published is what is delivered (data compacted, missing data is null).
+    let mut sub = server.subscribe("lastEventId=earliest").await;
+    let evs = sub.events(4).await;
+    let got: Vec<(&str, &str, &str)> = evs
+        .iter()
+        .map(|e| (e.last_event_id.as_str(), e.event.as_str(), e.data.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (first.as_str(), "created", r#"{"n":1}"#),
+            (batch[0].as_str(), "t", "1"),
+            (batch[1].as_str(), "t", r#""two""#),
+            (batch[2].as_str(), "t", "null"),
+        ]
+    );
+}
+
+async fn expect_error(
+    server: &Server,
+    content_type: &str,
+    body: &str,
+    status: u16,
+    code: &str,
+    field: &str,
+) {
+    let resp = server
+        .http
+        .post(server.url("/publish"))
+        .header("content-type", content_type)
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("publish");
+    let got = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let v: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("error body for {body:?} is not JSON ({e}): {text}"));
+    assert_eq!(got, status, "{body:?} → {text}");
+    assert_eq!(v["error"]["code"], code, "{body:?} → {text}");
+    let msg = v["error"]["message"].as_str().expect("message");
+    assert!(
+        msg.contains(field),
+        "{body:?}: message {msg:?} does not name {field:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_error_has_its_status_code_and_names_the_field() {
+    let server = Server::start(&["--max-batch-events", "3", "--max-data-bytes", "100"]);
+    let json_ct = "application/json";
+    let ok = r#"{"topic":"a","type":"t","data":1}"#;
+    expect_error(
+        &server,
+        "text/plain",
+        ok,
+        415,
+        "unsupported_media_type",
+        "Content-Type",
+    )
+    .await;
+    expect_error(
+        &server,
+        "",
+        ok,
+        415,
+        "unsupported_media_type",
+        "Content-Type",
+    )
+    .await;
+    expect_error(
+        &server,
+        json_ct,
+        r#"{"topic":"#,
+        400,
+        "malformed_json",
+        "body",
+    )
+    .await;
+    expect_error(&server, json_ct, "", 400, "malformed_json", "body").await;
+    expect_error(&server, json_ct, "[]", 422, "invalid_event", "body").await;
+    expect_error(&server, json_ct, "42", 422, "invalid_event", "event").await;
+    expect_error(
+        &server,
+        json_ct,
+        r#"[{"topic":"a","type":"t"}, 7]"#,
+        422,
+        "invalid_event",
+        "events[1]",
+    )
+    .await;
+    expect_error(
+        &server,
+        json_ct,
+        r#"{"topic":"a","type":"t","colour":1}"#,
+        422,
+        "invalid_event",
+        "colour",
+    )
+    .await;
+    expect_error(
+        &server,
+        json_ct,
+        r#"{"type":"t"}"#,
+        422,
+        "invalid_topic",
+        "topic",
+    )
+    .await;
+    expect_error(
+        &server,
+        json_ct,
+        r#"{"topic":"","type":"t"}"#,
+        422,
+        "invalid_topic",
+        "topic",
+    )
+    .await;
+    expect_error(
+        &server,
+        json_ct,
+        r#"{"topic":"a*","type":"t"}"#,
+        422,
+        "invalid_topic",
+        "topic",
+    )
+    .await;
+    let long_topic = format!(r#"{{"topic":"{}","type":"t"}}"#, "x".repeat(1025));
+    expect_error(&server, json_ct, &long_topic, 422, "invalid_topic", "topic").await;
+    expect_error(
+        &server,
+        json_ct,
+        r#"{"topic":"a","type":"a\nb"}"#,
+        422,
+        "invalid_type",
+        "type",
+    )
+    .await;
+    expect_error(
+        &server,
+        json_ct,
+        r#"{"topic":"a"}"#,
+        422,
+        "invalid_type",
+        "type",
+    )
+    .await;
+    expect_error(
+        &server,
+        json_ct,
+        r#"[{"topic":"a","type":"t"},{"topic":"a","type":""}]"#,
+        422,
+        "invalid_type",
+        "events[1].type",
+    )
+    .await;
+    expect_error(
+        &server,
+        json_ct,
+        r#"{"topic":"a","type":"t","key":""}"#,
+        422,
+        "invalid_key",
+        "key",
+    )
+    .await;
+    expect_error(
+        &server,
+        json_ct,
+        r#"[{"topic":"a","type":"t"},{"topic":"a","type":"t"},{"topic":"a","type":"t","key":"a\u0000"}]"#,
+        422,
+        "invalid_key",
+        "events[2].key",
+    )
+    .await;
+    let four = r#"[{"topic":"a","type":"t"},{"topic":"a","type":"t"},{"topic":"a","type":"t"},{"topic":"a","type":"t"}]"#;
+    expect_error(&server, json_ct, four, 413, "batch_too_large", "3").await;
+    let big = format!(
+        r#"[{{"topic":"a","type":"t"}},{{"topic":"a","type":"t","data":"{}"}}]"#,
+        "x".repeat(200)
+    );
+    expect_error(
+        &server,
+        json_ct,
+        &big,
+        413,
+        "event_too_large",
+        "events[1].data",
+    )
+    .await;
+    let big_one = format!(r#"{{"topic":"a","type":"t","data":"{}"}}"#, "x".repeat(200));
+    expect_error(&server, json_ct, &big_one, 413, "event_too_large", "data").await;
+    // Media type parameters and +json are fine.
+    let resp = server
+        .http
+        .post(server.url("/publish"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(ok)
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(resp.status().as_u16(), 200);
+    // Nothing of the refused publishes was stored: only the one good event.
+    assert_eq!(server.readyz().await["head"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_with_one_bad_event_publishes_nothing() {
+    let server = Server::start(&[]);
+    let before = server.publish_one("b/x", "before", json!(0)).await;
+    let (status, body) = server
+        .publish_raw(
+            &json!([
+                {"topic": "b/x", "type": "t", "data": 1},
+                {"topic": "b/x", "type": "t", "data": 2},
+                {"topic": "b/x*", "type": "t", "data": 3},
+                {"topic": "b/x", "type": "t", "data": 4}
+            ]),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_topic");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("events[2].topic"),
+        "{body}"
+    );
+    let after = server.publish_one("b/x", "after", json!(5)).await;
+    assert_eq!(
+        parse_id(&after).1,
+        parse_id(&before).1 + 1,
+        "the refused batch used ids"
+    );
+
+    let mut sub = server.subscribe("lastEventId=earliest").await;
+    let evs = sub.events(2).await;
+    assert_eq!(evs[0].event, "before");
+    assert_eq!(evs[1].event, "after");
+    assert_eq!(evs[1].last_event_id, after);
+    sub.expect_no_event(std::time::Duration::from_millis(300))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idempotency_key_retry_returns_the_original_ids_once() {
+    let server = Server::start(&[]);
+    let body = json!([
+        {"topic": "i/a", "type": "t", "data": 1},
+        {"topic": "i/a", "type": "t", "data": 2}
+    ]);
+    let key = [("Idempotency-Key", "order-42")];
+    let (s1, v1) = server.publish_raw(&body, &key).await;
+    assert_eq!(s1, 200, "{v1}");
+    let (s2, v2) = server.publish_raw(&body, &key).await;
+    assert_eq!(s2, 200, "{v2}");
+    assert_eq!(v1["ids"], v2["ids"], "a retry got new ids");
+
+    let other = json!([{"topic": "i/a", "type": "t", "data": 3}]);
+    let (s3, v3) = server.publish_raw(&other, &key).await;
+    assert_eq!(s3, 422, "{v3}");
+    assert_eq!(v3["error"]["code"], "idempotency_conflict");
+    assert!(
+        v3["error"]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("Idempotency-Key"),
+        "{v3}"
+    );
+
+    // A different key publishes anew.
+    let (s4, v4) = server
+        .publish_raw(&body, &[("Idempotency-Key", "order-43")])
+        .await;
+    assert_eq!(s4, 200);
+    assert_ne!(v4["ids"], v1["ids"]);
+
+    let mut sub = server.subscribe("lastEventId=earliest").await;
+    let evs = sub.events(4).await;
+    let data: Vec<&str> = evs.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(data, ["1", "2", "1", "2"]);
+    sub.expect_no_event(std::time::Duration::from_millis(300))
+        .await;
+    assert_eq!(server.readyz().await["head"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_and_data_over_the_limits_are_413() {
+    let server = Server::start(&["--max-body-bytes", "10KiB", "--max-data-bytes", "1KiB"]);
+    // Over the body limit (declared length).
+    let data = "x".repeat(20 * 1024);
+    let (status, v) = server
+        .publish_raw(&json!({"topic": "l", "type": "t", "data": data}), &[])
+        .await;
+    assert_eq!(status, 413, "{v}");
+    assert_eq!(v["error"]["code"], "body_too_large");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("body"),
+        "{v}"
+    );
+
+    // Over the body limit, streamed without a Content-Length. Written on a raw socket that
+    // then waits (without sending the rest), so the answer cannot be lost to a reset.
+    let mut sock = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let mut req = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let chunk = 11 * 1024;
+    req.extend_from_slice(format!("{chunk:x}\r\n").as_bytes());
+    req.extend(std::iter::repeat_n(b' ', chunk));
+    req.extend_from_slice(b"\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut sock, &req)
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    crate::support::read_until(
+        &mut sock,
+        &mut answer,
+        std::time::Duration::from_secs(10),
+        |b| String::from_utf8_lossy(b).contains("}}"),
+    )
+    .await;
+    assert_eq!(
+        crate::support::status_of(&answer),
+        Some(413),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(String::from_utf8_lossy(&answer).contains("body_too_large"));
+
+    // Under the body limit, data over the data limit.
+    let data = "y".repeat(2 * 1024);
+    let (status, v) = server
+        .publish_raw(&json!({"topic": "l", "type": "t", "data": data}), &[])
+        .await;
+    assert_eq!(status, 413, "{v}");
+    assert_eq!(v["error"]["code"], "event_too_large");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("data"),
+        "{v}"
+    );
+
+    // Just under both limits works.
+    let data = "z".repeat(1000);
+    server.publish_one("l", "t", json!(data)).await;
+    assert_eq!(server.readyz().await["head"], 1);
+}

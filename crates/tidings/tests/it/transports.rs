@@ -663,3 +663,45 @@ async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     drop(raw);
     server.assert_works().await;
 }
+
+#[tokio::test]
+async fn ndjson_and_long_poll_refuse_credentials_and_selectors_like_sse() {
+    let server = Server::start(&[
+        "--token",
+        "sub-secret-2:subscribe=ok/*;publish=*",
+        "--poll-timeout",
+        "1s",
+    ]);
+    let auth = ("authorization", "Bearer sub-secret-2");
+    for transport in ["format=ndjson", "poll=1"] {
+        let none = server
+            .get_events(&format!("{transport}&topic=ok/*"), &[])
+            .await;
+        assert_eq!(none.status().as_u16(), 401, "{transport}");
+        assert_eq!(
+            none.json::<Value>().await.unwrap()["error"]["code"],
+            "unauthorized"
+        );
+        let wrong = server
+            .get_events(
+                &format!("{transport}&topic=ok/*"),
+                &[("authorization", "Bearer nope-nope-nope")],
+            )
+            .await;
+        assert_eq!(wrong.status().as_u16(), 401, "{transport}");
+        let denied = server
+            .get_events(&format!("{transport}&topic=secret/*"), &[auth])
+            .await;
+        assert_eq!(denied.status().as_u16(), 403, "{transport}");
+        let bad = server
+            .get_events(&format!("{transport}&topic=a%0Ab"), &[auth])
+            .await;
+        assert_eq!(bad.status().as_u16(), 422, "{transport}");
+        let ok = server
+            .get_events(&format!("{transport}&topic=ok/*"), &[auth])
+            .await;
+        assert_eq!(ok.status().as_u16(), 200, "{transport}");
+    }
+    let bad_format = server.get_events("format=xml", &[auth]).await;
+    assert_eq!(bad_format.status().as_u16(), 400);
+}

@@ -1,0 +1,380 @@
+//! `tidings-bench`: the command line — scenarios against targets, the floor server, the
+//! report and the CI smoke run.
+
+mod floor;
+mod http;
+mod procstat;
+mod report;
+mod result;
+mod scenario;
+mod sub;
+mod target;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::result::Point;
+use crate::scenario::{Ctx, FanoutParams};
+use crate::sub::Transport;
+use crate::target::{Kind, TidingsOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tidings-bench",
+    about = "Benchmarks Tidings side by side with a floor program, Nchan and Pushpin."
+)]
+struct Cli {
+    /// Where JSON results are written (one file per measured point).
+    #[arg(long, global = true, default_value = "target/bench")]
+    out: PathBuf,
+    /// The tidings binary [default: `tidings` next to this program].
+    #[arg(long, global = true)]
+    tidings_bin: Option<PathBuf>,
+    /// Tidings durability [default: durable for publish/replay, fast otherwise].
+    #[arg(long, global = true)]
+    durability: Option<String>,
+    #[arg(long, global = true, default_value_t = 4096)]
+    subscriber_queue: usize,
+    #[arg(long, global = true, default_value_t = 19_000)]
+    max_connections: usize,
+    /// Run Tidings without a token (anonymous loopback mode); by default publish and
+    /// subscribe carry a bearer token.
+    #[arg(long, global = true)]
+    no_auth: bool,
+    /// Seconds of publishing before the measured window.
+    #[arg(long, global = true, default_value_t = 2.0)]
+    warmup: f64,
+    /// Connections opened concurrently while ramping up.
+    #[arg(long, global = true, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// Worker threads of the load generator.
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// (a) one topic, many subscribers; with --topics K, (b) many topics.
+    Fanout {
+        #[arg(long, default_value = "tidings,floor", value_delimiter = ',')]
+        targets: Vec<String>,
+        #[arg(long, default_value = "1000", value_delimiter = ',')]
+        subscribers: Vec<u64>,
+        /// Events/s published in total (each subscriber of one topic receives all of them).
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 1)]
+        topics: u64,
+        /// Seconds measured per point.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        #[arg(long, value_enum, default_value = "sse")]
+        transport: TransportArg,
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
+        #[arg(long, default_value_t = 64)]
+        payload_bytes: usize,
+    },
+    /// (c) idle connections: server memory per connection.
+    Idle {
+        #[arg(long, default_value = "tidings,floor", value_delimiter = ',')]
+        targets: Vec<String>,
+        #[arg(long, default_value = "5000", value_delimiter = ',')]
+        subscribers: Vec<u64>,
+        #[arg(long, default_value_t = 3.0)]
+        hold: f64,
+    },
+    /// (d) connection churn: connect, read the head, disconnect, in a loop.
+    Churn {
+        #[arg(long, default_value = "tidings,floor", value_delimiter = ',')]
+        targets: Vec<String>,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+    },
+    /// (e) publish throughput into Tidings (durable by default).
+    Publish {
+        #[arg(long, default_value_t = 64)]
+        publishers: usize,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+    },
+    /// (f) replay: publish N events, then one subscriber reads them from `earliest`.
+    Replay {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, value_enum, default_value = "sse")]
+        transport: TransportArg,
+    },
+    /// Regenerates docs/benchmarks.md and docs/bench/*.svg from the JSON results.
+    Report {
+        #[arg(long, default_value = "docs")]
+        docs: PathBuf,
+    },
+    /// A short run against tidings; fails if nothing was delivered or a frame was malformed.
+    Smoke {
+        #[arg(long, default_value_t = 200)]
+        subscribers: u64,
+        #[arg(long, default_value_t = 2.0)]
+        duration: f64,
+    },
+    /// Runs the floor server (used by `--targets floor`).
+    FloorServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TransportArg {
+    Sse,
+    Ws,
+}
+
+impl From<TransportArg> for Transport {
+    fn from(t: TransportArg) -> Self {
+        match t {
+            TransportArg::Sse => Self::Sse,
+            TransportArg::Ws => Self::Ws,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Cmd::FloorServer { listen } = &cli.command {
+        return exit(floor::serve(listen));
+    }
+    if let Cmd::Report { docs } = &cli.command {
+        return exit(report::write(&cli.out, docs));
+    }
+    rlimit::increase_nofile_limit(u64::MAX).ok();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return exit(Err(e.into())),
+    };
+    exit(rt.block_on(run(cli)))
+}
+
+fn exit(res: anyhow::Result<()>) -> ExitCode {
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tidings-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout();
+    writeln!(out, "{line}").ok();
+    out.flush().ok();
+}
+
+fn summary(p: &Point) -> String {
+    format!(
+        "{:<8} {:<8} subs={:<6} conn={:<6} fail={} connect/s={:.0} rss/conn={:.0}B pub/s={:.0} deliv/s={:.0} ({}/{}) p50={}us p99={}us p999={}us max={}us cpu={:.2}s cpu/deliv={:.3}us gen_cpu={:.2}s malformed={} {}",
+        p.scenario,
+        p.target,
+        p.subscribers,
+        p.connected,
+        p.connect_failures,
+        p.connect_per_s,
+        p.rss_per_conn_bytes,
+        p.publish_per_s,
+        p.deliveries_per_s,
+        p.delivered,
+        p.expected_deliveries,
+        p.p50_us,
+        p.p99_us,
+        p.p999_us,
+        p.max_us,
+        p.server_cpu_s,
+        p.server_cpu_us_per_delivery,
+        p.generator_cpu_s,
+        p.malformed,
+        p.note
+    )
+}
+
+fn default_tidings_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("tidings")))
+        .unwrap_or_else(|| PathBuf::from("target/release/tidings"))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let durable_default = matches!(cli.command, Cmd::Publish { .. } | Cmd::Replay { .. });
+    let mut extra_args = Vec::new();
+    if matches!(cli.command, Cmd::Replay { .. }) {
+        extra_args.extend(["--retention-max-events".to_owned(), "0".to_owned()]);
+    }
+    let ctx = Ctx {
+        run_id: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        machine: procstat::machine(),
+        tidings: TidingsOptions {
+            bin: cli.tidings_bin.clone().unwrap_or_else(default_tidings_bin),
+            durability: cli
+                .durability
+                .clone()
+                .unwrap_or_else(|| if durable_default { "durable" } else { "fast" }.to_owned()),
+            subscriber_queue: cli.subscriber_queue,
+            max_connections: cli.max_connections,
+            auth: !cli.no_auth,
+            extra_args,
+        },
+        connect_concurrency: cli.connect_concurrency,
+        warmup: Duration::from_secs_f64(cli.warmup),
+    };
+    let save = |p: &Point| -> anyhow::Result<()> {
+        let path = p.save(&cli.out)?;
+        say(&format!("{}  -> {}", summary(p), path.display()));
+        Ok(())
+    };
+    match cli.command {
+        Cmd::Fanout {
+            targets,
+            subscribers,
+            rate,
+            topics,
+            duration,
+            transport,
+            publishers,
+            payload_bytes,
+        } => {
+            let kinds = parse_targets(&targets)?;
+            for &n in &subscribers {
+                for &kind in &kinds {
+                    let params = FanoutParams {
+                        subscribers: n,
+                        topics,
+                        rate,
+                        duration: Duration::from_secs_f64(duration),
+                        transport: transport.into(),
+                        publishers,
+                        payload_bytes,
+                    };
+                    match scenario::fanout(&ctx, kind, &params).await {
+                        Ok(p) => save(&p)?,
+                        Err(e) => say(&format!("fanout {} subs={n}: FAILED: {e:#}", kind.name())),
+                    }
+                }
+            }
+        }
+        Cmd::Idle {
+            targets,
+            subscribers,
+            hold,
+        } => {
+            for &n in &subscribers {
+                for kind in parse_targets(&targets)? {
+                    match scenario::idle(&ctx, kind, n, Duration::from_secs_f64(hold)).await {
+                        Ok(p) => save(&p)?,
+                        Err(e) => say(&format!("idle {} subs={n}: FAILED: {e:#}", kind.name())),
+                    }
+                }
+            }
+        }
+        Cmd::Churn {
+            targets,
+            concurrency,
+            duration,
+        } => {
+            for kind in parse_targets(&targets)? {
+                match scenario::churn(&ctx, kind, concurrency, Duration::from_secs_f64(duration))
+                    .await
+                {
+                    Ok(p) => save(&p)?,
+                    Err(e) => say(&format!("churn {}: FAILED: {e:#}", kind.name())),
+                }
+            }
+        }
+        Cmd::Publish {
+            publishers,
+            batch,
+            duration,
+        } => {
+            let p = scenario::publish(&ctx, publishers, batch, Duration::from_secs_f64(duration))
+                .await?;
+            say(&format!(
+                "publish  tidings  publishers={publishers} batch={batch} acked={} errors={} events/s={:.0} cpu/publish={:.2}us",
+                p.published, p.publish_errors, p.publish_per_s, p.server_cpu_us_per_publish
+            ));
+            save(&p)?;
+        }
+        Cmd::Replay { events, transport } => {
+            let p = scenario::replay(&ctx, events, transport.into()).await?;
+            say(&format!(
+                "replay   tidings  delivered={}/{} in {:.2}s events/s={:.0} malformed={} other={} ({})",
+                p.delivered,
+                p.expected_deliveries,
+                p.duration_s,
+                p.deliveries_per_s,
+                p.malformed,
+                p.other_events,
+                p.note
+            ));
+            save(&p)?;
+        }
+        Cmd::Smoke {
+            subscribers,
+            duration,
+        } => smoke(&ctx, subscribers, duration).await?,
+        Cmd::Report { .. } | Cmd::FloorServer { .. } => unreachable!("handled before the runtime"),
+    }
+    Ok(())
+}
+
+fn parse_targets(names: &[String]) -> anyhow::Result<Vec<Kind>> {
+    names.iter().map(|n| Kind::parse(n.trim())).collect()
+}
+
+async fn smoke(ctx: &Ctx, subscribers: u64, duration: f64) -> anyhow::Result<()> {
+    let mut ctx = ctx.clone();
+    ctx.warmup = Duration::from_millis(500);
+    let params = FanoutParams {
+        subscribers,
+        topics: 1,
+        rate: 20.0,
+        duration: Duration::from_secs_f64(duration),
+        transport: Transport::Sse,
+        publishers: 1,
+        payload_bytes: 16,
+    };
+    let p = scenario::fanout(&ctx, Kind::Tidings, &params).await?;
+    say(&summary(&p));
+    anyhow::ensure!(
+        p.connected == subscribers,
+        "only {} of {subscribers} subscribers connected",
+        p.connected
+    );
+    anyhow::ensure!(p.published > 0, "nothing was published");
+    anyhow::ensure!(p.delivered > 0, "nothing was delivered");
+    anyhow::ensure!(p.malformed == 0, "{} malformed frames", p.malformed);
+    anyhow::ensure!(
+        p.delivered * 10 >= p.expected_deliveries * 9,
+        "delivered {} of about {} expected",
+        p.delivered,
+        p.expected_deliveries
+    );
+    say("smoke: ok");
+    Ok(())
+}

@@ -1,0 +1,357 @@
+//! Servers under test: spawning Tidings and the floor program, finding the already-running
+//! Nchan and Pushpin, and the request shapes (subscribe path, publish body) each one speaks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+/// Which server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Kind {
+    Tidings,
+    Floor,
+    Nchan,
+    Pushpin,
+}
+
+impl Kind {
+    pub(crate) fn parse(s: &str) -> anyhow::Result<Self> {
+        Ok(match s {
+            "tidings" => Self::Tidings,
+            "floor" => Self::Floor,
+            "nchan" => Self::Nchan,
+            "pushpin" => Self::Pushpin,
+            other => bail!("unknown target `{other}` (tidings, floor, nchan, pushpin)"),
+        })
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Tidings => "tidings",
+            Self::Floor => "floor",
+            Self::Nchan => "nchan",
+            Self::Pushpin => "pushpin",
+        }
+    }
+}
+
+/// Where the peers listen (see scripts/bench-peers).
+pub(crate) const NCHAN_ADDR: &str = "127.0.0.1:18100";
+pub(crate) const PUSHPIN_HTTP_ADDR: &str = "127.0.0.1:18200";
+pub(crate) const PUSHPIN_PUBLISH_ADDR: &str = "127.0.0.1:5661";
+pub(crate) const PEER_DIR: &str = "/tmp/peer";
+
+/// The bearer secret used when `--auth` is on.
+pub(crate) const BENCH_TOKEN: &str = "tidings-bench-secret-0123456789";
+
+/// How Tidings is started.
+#[derive(Debug, Clone)]
+pub(crate) struct TidingsOptions {
+    pub(crate) bin: PathBuf,
+    pub(crate) durability: String,
+    pub(crate) subscriber_queue: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) auth: bool,
+    pub(crate) extra_args: Vec<String>,
+}
+
+/// A subscribe request: where to connect and what to send.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    pub(crate) addr: SocketAddr,
+    pub(crate) path: String,
+    /// Complete header lines (`Name: value\r\n`...).
+    pub(crate) extra_headers: String,
+    pub(crate) last_event_id_header: String,
+}
+
+/// A running server under test.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub(crate) kind: Kind,
+    pub(crate) sub_addr: SocketAddr,
+    pub(crate) pub_addr: SocketAddr,
+    /// Roots of the process tree whose CPU and memory are measured.
+    pub(crate) pids: Vec<u32>,
+    /// How the server was started, for the report.
+    pub(crate) command: String,
+    auth: bool,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Target {
+    /// Starts (tidings, floor) or finds (nchan, pushpin) a server.
+    pub(crate) async fn start(kind: Kind, tidings: &TidingsOptions) -> anyhow::Result<Self> {
+        match kind {
+            Kind::Tidings => start_tidings(tidings).await,
+            Kind::Floor => start_floor().await,
+            Kind::Nchan => {
+                let pid = read_pid(&format!("{PEER_DIR}/nchan/nginx.pid"))?;
+                let addr: SocketAddr = NCHAN_ADDR.parse()?;
+                probe(addr, "nchan").await?;
+                Ok(Self::peer(
+                    kind,
+                    addr,
+                    addr,
+                    vec![pid],
+                    "nginx -c /tmp/peer/nchan/nchan.conf",
+                ))
+            }
+            Kind::Pushpin => {
+                let mut pids = Vec::new();
+                for name in ["pushpin", "zurl", "origin"] {
+                    pids.push(read_pid(&format!("{PEER_DIR}/pushpin/{name}.pid"))?);
+                }
+                let addr: SocketAddr = PUSHPIN_HTTP_ADDR.parse()?;
+                probe(addr, "pushpin").await?;
+                Ok(Self::peer(
+                    kind,
+                    addr,
+                    PUSHPIN_PUBLISH_ADDR.parse()?,
+                    pids,
+                    "pushpin --config /tmp/peer/pushpin/pushpin.conf (+ zurl, origin.py)",
+                ))
+            }
+        }
+    }
+
+    fn peer(kind: Kind, sub: SocketAddr, publ: SocketAddr, pids: Vec<u32>, cmd: &str) -> Self {
+        Self {
+            kind,
+            sub_addr: sub,
+            pub_addr: publ,
+            pids,
+            command: cmd.to_owned(),
+            auth: false,
+            child: None,
+            _dir: None,
+        }
+    }
+
+    /// Header lines every request to this target carries.
+    pub(crate) fn auth_headers(&self) -> String {
+        if self.auth {
+            format!("Authorization: Bearer {BENCH_TOKEN}\r\n")
+        } else {
+            String::new()
+        }
+    }
+
+    /// The subscribe request for `topic`.
+    pub(crate) fn subscribe(&self, topic: &str, from_earliest: bool) -> Request {
+        let path = match self.kind {
+            Kind::Tidings if from_earliest => format!("/events?topic={topic}&lastEventId=earliest"),
+            Kind::Tidings | Kind::Floor => format!("/events?topic={topic}"),
+            Kind::Nchan => format!("/sub?topic={topic}"),
+            Kind::Pushpin => format!("/stream?topic={topic}"),
+        };
+        Request {
+            addr: self.sub_addr,
+            path,
+            extra_headers: self.auth_headers(),
+            last_event_id_header: String::new(),
+        }
+    }
+
+    /// Stops a server this process started.
+    pub(crate) async fn stop(mut self) {
+        if let Some(child) = &mut self.child {
+            if let Some(pid) = child.id() {
+                // SIGTERM for a graceful exit, then SIGKILL if it lingers.
+                std::process::Command::new("kill")
+                    .arg(pid.to_string())
+                    .status()
+                    .ok();
+            }
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
+                child.kill().await.ok();
+            }
+        }
+    }
+}
+
+/// The publish request (path, content type, body) for one event sent at `t` (Unix nanos).
+pub(crate) fn publish_for(
+    kind: Kind,
+    topic: &str,
+    t: u64,
+    pad: &str,
+    out: &mut Vec<u8>,
+) -> (String, &'static str) {
+    out.clear();
+    match kind {
+        Kind::Tidings => {
+            out.extend_from_slice(
+                format!(r#"{{"topic":"{topic}","type":"tick","data":{{"t":{t},"p":"{pad}"}}}}"#)
+                    .as_bytes(),
+            );
+            ("/publish".to_owned(), "application/json")
+        }
+        Kind::Floor => {
+            out.extend_from_slice(format!(r#"{{"t":{t},"p":"{pad}"}}"#).as_bytes());
+            (format!("/publish?topic={topic}"), "application/json")
+        }
+        Kind::Nchan => {
+            out.extend_from_slice(format!(r#"{{"t":{t},"p":"{pad}"}}"#).as_bytes());
+            (format!("/pub?topic={topic}"), "application/json")
+        }
+        Kind::Pushpin => {
+            out.extend_from_slice(
+                format!(
+                    r#"{{"items":[{{"channel":"{topic}","formats":{{"http-stream":{{"content":"event: tick\ndata: {{\"t\":{t},\"p\":\"{pad}\"}}\n\n"}}}}}}]}}"#
+                )
+                .as_bytes(),
+            );
+            ("/publish/".to_owned(), "application/json")
+        }
+    }
+}
+
+fn read_pid(path: &str) -> anyhow::Result<u32> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!("read {path} (start the peers with `scripts/bench-peers start`)")
+    })?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("pid in {path}"))
+}
+
+async fn probe(addr: SocketAddr, name: &str) -> anyhow::Result<()> {
+    tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| {
+            format!("{name} is not listening on {addr} (run `scripts/bench-peers start`)")
+        })?;
+    Ok(())
+}
+
+/// Waits for a line containing `marker` on `stderr`/`stdout`, returns the address it names,
+/// and keeps draining the stream in the background.
+async fn wait_for_addr<R>(
+    reader: R,
+    marker: &'static str,
+    prefix: &'static str,
+) -> anyhow::Result<SocketAddr>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    let mut lines = BufReader::new(reader).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.contains(marker)
+                && let Some(at) = line.find(prefix)
+            {
+                let rest = &line[at + prefix.len()..];
+                let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+                return Ok(rest[..end].trim_matches('"').parse::<SocketAddr>()?);
+            }
+        }
+        bail!("the server exited before it was listening")
+    })
+    .await
+    .context("the server did not start listening within 30 s")??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(addr)
+}
+
+async fn start_tidings(o: &TidingsOptions) -> anyhow::Result<Target> {
+    if !o.bin.exists() {
+        bail!(
+            "{} does not exist: build it with `cargo build --release -p tidings`, or pass --tidings-bin",
+            o.bin.display()
+        );
+    }
+    let dir = tempfile::Builder::new().prefix("tidings-bench").tempdir()?;
+    let mut args: Vec<String> = vec![
+        "serve".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        dir.path().display().to_string(),
+        "--durability".into(),
+        o.durability.clone(),
+        "--subscriber-queue".into(),
+        o.subscriber_queue.to_string(),
+        "--max-connections".into(),
+        o.max_connections.to_string(),
+        "--sse-keepalive".into(),
+        "30s".into(),
+    ];
+    if o.auth {
+        args.push("--token".into());
+        args.push(format!("{BENCH_TOKEN}:publish=*;subscribe=*"));
+    }
+    args.extend(o.extra_args.iter().cloned());
+    let mut child = Command::new(&o.bin)
+        .args(&args)
+        .env("TIDINGS_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("spawn {}", o.bin.display()))?;
+    let stderr = child.stderr.take().context("no stderr")?;
+    let addr = wait_for_addr(stderr, "Tidings is listening.", "addr=").await?;
+    let pid = child.id().context("tidings exited")?;
+    let shown: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.contains(' ') || a.contains(';') {
+                format!("'{a}'")
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    Ok(Target {
+        kind: Kind::Tidings,
+        sub_addr: addr,
+        pub_addr: addr,
+        pids: vec![pid],
+        command: format!(
+            "tidings {}",
+            shown
+                .join(" ")
+                .replace(&dir.path().display().to_string(), "$TMP")
+        ),
+        auth: o.auth,
+        child: Some(child),
+        _dir: Some(dir),
+    })
+}
+
+async fn start_floor() -> anyhow::Result<Target> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(&exe)
+        .args(["floor-server", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawn the floor server")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let addr = wait_for_addr(stdout, "floor listening", "addr=").await?;
+    let pid = child.id().context("floor exited")?;
+    Ok(Target {
+        kind: Kind::Floor,
+        sub_addr: addr,
+        pub_addr: addr,
+        pids: vec![pid],
+        command: "tidings-bench floor-server --listen 127.0.0.1:0".to_owned(),
+        auth: false,
+        child: Some(child),
+        _dir: None,
+    })
+}

@@ -1,5 +1,5 @@
 //! `report`: docs/benchmarks.md and the SVG charts under docs/bench/, from the JSON results.
-//! For each scenario the newest run is shown, so every ratio compares points measured in the
+//! For each scenario (and transport) the newest run is shown, so every ratio compares points measured in the
 //! same invocation.
 
 use std::collections::BTreeSet;
@@ -65,6 +65,13 @@ pub(crate) fn write(results: &Path, docs: &Path) -> anyhow::Result<()> {
         &mut md,
         docs,
         &all,
+        "fanout-ws",
+        "(a, WebSocket) Fan-out over WebSocket: one topic, many subscribers",
+    )?;
+    fanout_section(
+        &mut md,
+        docs,
+        &all,
         "topics",
         "(b) Many topics, few subscribers each",
     )?;
@@ -76,19 +83,20 @@ pub(crate) fn write(results: &Path, docs: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The points of the newest run that has `scenario`.
-fn newest<'a>(all: &'a [Point], scenario: &str) -> Vec<&'a Point> {
-    let Some(run) = all
-        .iter()
-        .filter(|p| p.scenario == scenario)
-        .map(|p| p.run_id)
-        .max()
-    else {
+/// The points of the newest run that has `scenario`. A `-ws` suffix on the key selects
+/// the WebSocket runs of that scenario; without it only SSE runs count.
+fn newest<'a>(all: &'a [Point], key: &str) -> Vec<&'a Point> {
+    let (scenario, transport) = match key.strip_suffix("-ws") {
+        Some(s) => (s, "ws"),
+        None => (key, "sse"),
+    };
+    let wanted = |p: &&Point| p.scenario == scenario && p.transport == transport;
+    let Some(run) = all.iter().filter(wanted).map(|p| p.run_id).max() else {
         return Vec::new();
     };
     let mut v: Vec<&Point> = all
         .iter()
-        .filter(|p| p.scenario == scenario && p.run_id == run)
+        .filter(|p| wanted(p) && p.run_id == run)
         .collect();
     v.sort_by_key(|p| (p.subscribers, TARGETS.iter().position(|t| *t == p.target)));
     v

@@ -7,13 +7,14 @@
 //! - `http`: routes and handlers (`router(state)` is testable without a socket).
 //! - `endpoint`: configured subscribe routes and transport settings.
 //! - `transport`: per-connection encoders (SSE, NDJSON, WebSocket, long-poll).
-//! - `listener`: the accept loop, connection limit and graceful drain; `io`: write-stall
-//!   timeout on every connection.
+//! - `listener`: the accept loop, connection limit and graceful drain; `lean`: the lean
+//!   HTTP/1 path for streaming subscriptions; `io`: write-stall timeout and replayed prefixes.
 
 pub mod config;
 pub mod endpoint;
 mod http;
 mod io;
+mod lean;
 mod listener;
 mod state;
 mod transport;
@@ -28,6 +29,7 @@ use tidings_proto::Epoch;
 use tokio::net::TcpListener;
 
 pub use config::{Config, ConfigError, Durability, RawConfig};
+use http::router::lean_routes;
 pub use http::router::{endpoint_router, router};
 pub use state::AppState;
 pub use transport::frame::Shape;
@@ -157,9 +159,14 @@ impl App {
         };
         let mut servers = Vec::new();
         let main_router = router(state.clone(), &config.endpoints);
+        let main_lean = lean_routes(
+            &state,
+            config.endpoints.iter().filter(|e| e.listen.is_none()),
+        );
         servers.push(tokio::spawn(listener::serve(
             listeners.main,
             main_router,
+            main_lean,
             options,
             stopped(),
         )));
@@ -170,7 +177,14 @@ impl App {
             let addr = l.local_addr().context("read an endpoint's address")?;
             tracing::info!(message = "Endpoint is listening.", endpoint = %name, %addr, path = %endpoint.path);
             let r = endpoint_router(state.clone(), endpoint);
-            servers.push(tokio::spawn(listener::serve(l, r, options, stopped())));
+            let lean = lean_routes(&state, std::iter::once(endpoint));
+            servers.push(tokio::spawn(listener::serve(
+                l,
+                r,
+                lean,
+                options,
+                stopped(),
+            )));
         }
         shutdown.await;
         tracing::info!(message = "Shutting down: closing streams and draining connections.");

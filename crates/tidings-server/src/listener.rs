@@ -12,7 +12,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::io::WriteTimeout;
+use crate::io::{Rewind, WriteTimeout};
+use crate::lean::{self, Head, LeanRoutes};
 
 /// Connection handling settings.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +29,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) async fn serve(
     listener: TcpListener,
     app: axum::Router,
+    lean: LeanRoutes,
     options: Options,
     shutdown: impl Future<Output = ()> + Send,
 ) {
@@ -59,16 +61,32 @@ pub(crate) async fn serve(
         let service = TowerToHyperService::new(app.clone());
         let mut stop = stop_rx.clone();
         let done = done_tx.clone();
+        let lean = lean.clone();
         tokio::spawn(async move {
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(
-                    TokioIo::new(WriteTimeout::new(stream, options.write_timeout)),
-                    service,
-                )
-                .with_upgrades();
-            tokio::pin!(conn);
+            let mut stream = stream;
+            // The head reader and hyper's connection are boxed: a task's future is as large
+            // as its largest state, and every long-lived lean stream would pay for them.
+            let head = Box::pin(lean::read_head(&mut stream, &lean, HEADER_READ_TIMEOUT)).await;
+            let prefix = match head {
+                Head::Gone => {
+                    drop((permit, done));
+                    return;
+                }
+                Head::Stream(parts, ctx) => {
+                    lean::serve(stream, &parts, &ctx, options.write_timeout).await;
+                    drop((permit, done));
+                    return;
+                }
+                Head::Other(prefix) => prefix,
+            };
+            let io = Rewind::new(prefix, WriteTimeout::new(stream, options.write_timeout));
+            let mut conn = Box::pin(
+                http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades(),
+            );
             let result = tokio::select! {
                 r = conn.as_mut() => r,
                 _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {

@@ -16,11 +16,23 @@ impl HttpError {
     }
 }
 
+impl HttpError {
+    /// The status of this error's code.
+    pub(crate) fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.0.error.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// The JSON body.
+    pub(crate) fn body(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.0).expect("an error body serializes")
+    }
+}
+
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let code = self.0.error.code;
-        let status =
-            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = self.status();
         if status.is_server_error() {
             tracing::warn!(message = "Request failed.", code = %code, reason = %self.0.error.message);
         }

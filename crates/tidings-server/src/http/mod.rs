@@ -5,4 +5,4 @@ mod extract;
 mod health;
 mod publish;
 pub(crate) mod router;
-mod subscribe;
+pub(crate) mod subscribe;

@@ -50,3 +50,21 @@ pub fn router(state: AppState, endpoints: &[Endpoint]) -> Router {
 pub fn endpoint_router(state: AppState, endpoint: &Endpoint) -> Router {
     with_fallbacks(mount(Router::new(), &state, endpoint))
 }
+
+/// The streaming routes the lean connection path serves on a listener with `endpoints`.
+pub(crate) fn lean_routes<'a>(
+    state: &AppState,
+    endpoints: impl Iterator<Item = &'a Endpoint>,
+) -> crate::lean::LeanRoutes {
+    let routes = endpoints
+        .filter(|e| e.transports.sse || e.transports.ndjson)
+        .map(|e| {
+            let ctx = EndpointState {
+                app: state.clone(),
+                endpoint: Arc::new(e.clone()),
+            };
+            (e.path.clone(), ctx)
+        })
+        .collect();
+    Arc::new(routes)
+}

@@ -31,6 +31,7 @@ use super::error::HttpError;
 use super::extract;
 use crate::endpoint::Endpoint;
 use crate::state::AppState;
+use crate::transport::frame::Shape;
 use crate::transport::{poll, stream, ws};
 
 /// State of one endpoint's route.
@@ -124,23 +125,87 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("application/x-ndjson"))
 }
 
+/// A subscription ready for its transport.
+pub(crate) enum Prepared {
+    /// Upgrade to a WebSocket speaking `shape`.
+    WebSocket(Subscription, Shape),
+    /// Answer one long-poll.
+    Poll(Subscription, Shape, Duration),
+    /// Stream SSE or NDJSON.
+    Stream(Subscription, stream::Format),
+}
+
 pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request) -> Response {
-    match handle(ctx, request).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
+    let (mut parts, _body) = request.into_parts();
+    let prepared = match prepare(&ctx, &parts) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let options = ctx.app.transport;
+    match prepared {
+        Prepared::WebSocket(sub, shape) => {
+            let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+                Ok(u) => u,
+                Err(e) => {
+                    let msg = format!("WebSocket upgrade: {e}");
+                    return HttpError::new(ErrorCode::InvalidParameter, msg).into_response();
+                }
+            };
+            upgrade
+                .read_buffer_size(4 << 10)
+                .write_buffer_size(16 << 10)
+                .max_write_buffer_size(4 << 20)
+                .max_message_size(options.ws_max_message_bytes)
+                .max_frame_size(options.ws_max_message_bytes)
+                .on_upgrade(move |socket| ws::run(socket, sub, shape, options))
+        }
+        Prepared::Poll(sub, shape, timeout) => {
+            let body = poll::answer(sub, shape, timeout).await;
+            let mut response = Response::new(Body::from(body));
+            let h = response.headers_mut();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Prepared::Stream(sub, format) => {
+            let body = stream::body(sub, format, options.keepalive);
+            let mut response = Response::new(Body::from_stream(body));
+            let h = response.headers_mut();
+            h.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            );
+            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            response
+        }
     }
 }
 
-async fn handle(ctx: EndpointState, request: Request) -> Result<Response, HttpError> {
-    let (mut parts, _body) = request.into_parts();
+/// Whether a request to an endpoint would be served as a stream (SSE or NDJSON), judged from
+/// the head alone: the lean connection path takes exactly these.
+pub(crate) fn is_stream_request(parts: &http::request::Parts) -> bool {
+    parts.method == http::Method::GET
+        && !is_websocket(&parts.headers)
+        && !form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .any(|(k, v)| k == "poll" && (v == "1" || v == "true"))
+}
+
+/// Everything a subscribe request needs before its transport takes over: query, credential,
+/// transport choice, Origin, selector, grant, cursor; then the subscription is opened.
+pub(crate) fn prepare(
+    ctx: &EndpointState,
+    parts: &http::request::Parts,
+) -> Result<Prepared, HttpError> {
     let EndpointState { app, endpoint } = ctx;
-    let query = parse_query(parts.uri.query(), &endpoint, &app)?;
+    let query = parse_query(parts.uri.query(), endpoint, app)?;
     let headers = &parts.headers;
     let grant = match extract::bearer(headers)? {
         Some(token) => app.auth.authenticate(Some(token))?,
         None => app.auth.authenticate(query.token.as_deref())?,
     };
     let websocket = is_websocket(headers);
+    let ndjson = query.ndjson || wants_ndjson(headers);
     let transports = endpoint.transports;
     let offered = |yes: bool, what: &str| {
         if yes {
@@ -167,13 +232,13 @@ async fn handle(ctx: EndpointState, request: Request) -> Result<Response, HttpEr
         }
     } else if query.poll {
         offered(transports.poll, "long-poll")?;
-    } else if query.ndjson || wants_ndjson(headers) {
+    } else if ndjson {
         offered(transports.ndjson, "NDJSON")?;
     } else {
         offered(transports.sse, "SSE (open a WebSocket instead)")?;
     }
 
-    let patterns = narrow(&endpoint, query.patterns)?;
+    let patterns = narrow(endpoint, query.patterns)?;
     let selector = Selector {
         patterns,
         types: query.types,
@@ -192,59 +257,24 @@ async fn handle(ctx: EndpointState, request: Request) -> Result<Response, HttpEr
     });
     let cursor = header_cursor.or(query.cursor);
     let options = app.transport;
-
-    if websocket {
-        let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
-            .await
-            .map_err(|e| {
-                HttpError::new(
-                    ErrorCode::InvalidParameter,
-                    format!("WebSocket upgrade: {e}"),
-                )
-            })?;
-        let sub = open(&app, selector, cursor)?;
-        let shape = endpoint.shape;
-        let response = upgrade
-            .read_buffer_size(4 << 10)
-            .write_buffer_size(16 << 10)
-            .max_write_buffer_size(4 << 20)
-            .max_message_size(options.ws_max_message_bytes)
-            .max_frame_size(options.ws_max_message_bytes)
-            .on_upgrade(move |socket| ws::run(socket, sub, shape, options));
-        return Ok(response);
-    }
-    let sub = open(&app, selector, cursor)?;
-    if query.poll {
+    let sub = open(app, selector, cursor)?;
+    Ok(if websocket {
+        Prepared::WebSocket(sub, endpoint.shape)
+    } else if query.poll {
         let timeout = query
             .timeout
             .map_or(options.poll_timeout, |t| t.min(options.poll_timeout));
-        let body = poll::answer(sub, endpoint.shape, timeout).await;
-        let mut response = Response::new(Body::from(body));
-        let h = response.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return Ok(response);
-    }
-    let format = if query.ndjson || wants_ndjson(headers) {
-        stream::Format::Ndjson(endpoint.shape)
+        Prepared::Poll(sub, endpoint.shape, timeout)
+    } else if ndjson {
+        Prepared::Stream(sub, stream::Format::Ndjson(endpoint.shape))
     } else {
-        stream::Format::Sse {
-            retry: options.retry,
-        }
-    };
-    let mut response = Response::new(Body::from_stream(stream::body(
-        sub,
-        format,
-        options.keepalive,
-    )));
-    let h = response.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+        Prepared::Stream(
+            sub,
+            stream::Format::Sse {
+                retry: options.retry,
+            },
+        )
+    })
 }
 
 fn open(

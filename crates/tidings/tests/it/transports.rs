@@ -705,3 +705,82 @@ async fn ndjson_and_long_poll_refuse_credentials_and_selectors_like_sse() {
     let bad_format = server.get_events("format=xml", &[auth]).await;
     assert_eq!(bad_format.status().as_u16(), 400);
 }
+
+/// Sends a raw request and reads until `until` appears in the answer (or 10 s pass).
+async fn raw_exchange(server: &Server, request: &[u8], until: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&got).contains(until) {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => panic!("read: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn both_connection_paths_serve_the_same_stream() {
+    let server = Server::start(&["--durability", "memory"]);
+    let topic = format!("paths{}", unique());
+    let id = server.publish_one(&topic, "hello", json!({"a": 1})).await;
+    let frame = format!("id: {id}\nevent: hello\ndata: {{\"a\":1}}\n\n");
+    let get = |extra: &str| {
+        format!("GET /events?topic={topic}&lastEventId=earliest HTTP/1.1\r\nHost: t\r\n{extra}\r\n")
+    };
+    // Small head: the lean path (no `date` header).
+    let lean = raw_exchange(&server, get("").as_bytes(), "data: {\"a\":1}").await;
+    // A head larger than the lean reader takes goes to hyper, which adds `date`.
+    let big = get(&format!("x-pad: {}\r\n", "p".repeat(9000)));
+    let hyper = raw_exchange(&server, big.as_bytes(), "data: {\"a\":1}").await;
+    for (name, answer) in [("lean", &lean), ("hyper", &hyper)] {
+        let (head, body) = answer
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("{name}: {answer:?}"));
+        let head = head.to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200 ok"), "{name}: {head}");
+        for h in [
+            "content-type: text/event-stream",
+            "cache-control: no-cache",
+            "x-accel-buffering: no",
+            "transfer-encoding: chunked",
+        ] {
+            assert!(head.contains(h), "{name} lacks {h}: {head}");
+        }
+        assert!(
+            body.contains("retry: 2000\n\n") && body.contains(&frame),
+            "{name}: {body:?}"
+        );
+    }
+    assert!(
+        !lean.to_ascii_lowercase().contains("\r\ndate:"),
+        "the lean path answered"
+    );
+    assert!(
+        hyper.to_ascii_lowercase().contains("\r\ndate:"),
+        "hyper answered"
+    );
+    // HTTP/1.0 gets a close-delimited stream.
+    let old = format!("GET /events?topic={topic}&lastEventId=earliest HTTP/1.0\r\n\r\n");
+    let answer = raw_exchange(&server, old.as_bytes(), "data: {\"a\":1}").await;
+    assert!(
+        answer.starts_with("HTTP/1.0 200 OK\r\n") && answer.contains("connection: close"),
+        "{answer}"
+    );
+    assert!(answer.contains(&frame), "{answer}");
+    // Errors on the lean path are JSON, like everywhere else.
+    let bad = raw_exchange(
+        &server,
+        b"GET /events?topic=%00 HTTP/1.1\r\nHost: t\r\n\r\n",
+        "}}",
+    )
+    .await;
+    assert!(bad.starts_with("HTTP/1.1 422"), "{bad}");
+    assert!(bad.contains("\"code\":\"invalid_topic\""), "{bad}");
+    server.assert_works().await;
+}

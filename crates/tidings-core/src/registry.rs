@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use futures_util::task::AtomicWaker;
 use tidings_proto::{Key, Pattern, Selector, Topic};
-use tokio::sync::Notify;
 
 use crate::record::SharedEvent;
 use crate::subscription::CloseReason;
@@ -24,8 +24,9 @@ pub(crate) struct SubShared {
     cap: usize,
     /// Held only for a push or a drain (short, synchronous); never across an await.
     queue: Mutex<Queue>,
-    /// Wakes the connection when its queue goes from empty to non-empty, or closes.
-    pub(crate) notify: Notify,
+    /// Wakes the connection when its queue goes from empty to non-empty, or closes. One
+    /// consumer only, so a lock-free waker slot is enough (no waiter list to lock).
+    waker: AtomicWaker,
 }
 
 #[derive(Debug, Default)]
@@ -53,7 +54,7 @@ impl SubShared {
             client_id,
             cap,
             queue: Mutex::new(Queue::default()),
-            notify: Notify::new(),
+            waker: AtomicWaker::new(),
         }
     }
 
@@ -82,14 +83,14 @@ impl SubShared {
         if q.events.len() >= self.cap {
             q.closed = Some(CloseReason::SlowConsumer);
             drop(q);
-            self.notify.notify_one();
+            self.waker.wake();
             return;
         }
         let was_empty = q.events.is_empty();
         q.events.push_back(event.clone());
         drop(q);
         if was_empty {
-            self.notify.notify_one();
+            self.waker.wake();
         }
     }
 
@@ -99,7 +100,24 @@ impl SubShared {
             q.closed = Some(reason);
         }
         drop(q);
-        self.notify.notify_one();
+        self.waker.wake();
+    }
+
+    /// Moves up to `max` queued events into `out` (`Ready(Ok(()))`), reports the close once
+    /// the queue is drained (`Ready(Err(reason))`), or registers `cx` to be woken when there is
+    /// something (registered before looking, so no wake-up is lost).
+    pub(crate) fn poll_drain(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        out: &mut Vec<SharedEvent>,
+        max: usize,
+    ) -> std::task::Poll<Result<(), CloseReason>> {
+        self.waker.register(cx.waker());
+        match self.drain(out, max) {
+            Drain::Empty => std::task::Poll::Pending,
+            Drain::Took(_) => std::task::Poll::Ready(Ok(())),
+            Drain::Closed(reason) => std::task::Poll::Ready(Err(reason)),
+        }
     }
 
     /// Moves up to `max` queued events into `out`.

@@ -9,7 +9,7 @@ use tidings_proto::EventId;
 
 use crate::hub::Hub;
 use crate::record::SharedEvent;
-use crate::registry::{Drain, SubShared};
+use crate::registry::SubShared;
 
 /// Why the subscriber must start over from fresh state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,15 +178,15 @@ impl Subscription {
                 return Step::Events;
             }
         }
-        loop {
-            match self.shared.drain(out, limits.delivery_batch) {
-                Drain::Took(_) => {
-                    self.last_live = out.last().map_or(self.last_live, |e| e.seq());
-                    return Step::Events;
-                }
-                Drain::Closed(reason) => return Step::Closed(reason),
-                Drain::Empty => self.shared.notify.notified().await,
+        let batch = limits.delivery_batch;
+        let shared = &self.shared;
+        let drained = std::future::poll_fn(|cx| shared.poll_drain(cx, out, batch)).await;
+        match drained {
+            Ok(()) => {
+                self.last_live = out.last().map_or(self.last_live, |e| e.seq());
+                Step::Events
             }
+            Err(reason) => Step::Closed(reason),
         }
     }
 

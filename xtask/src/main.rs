@@ -37,12 +37,61 @@ fn ci(root: &Path) -> anyhow::Result<()> {
             "warnings",
         ],
     )?;
-    run(
-        root,
-        "cargo",
-        &["test", "--workspace", "--locked", "--no-fail-fast"],
-    )?;
+    test(root)
+}
+
+/// `cargo test` for the whole workspace, echoing its output and ending with one plain line
+/// that sums every `test result:` line (`N passed, N failed`): cargo's own last line belongs
+/// to whichever target ran last, often a doc-test run with nothing in it.
+#[allow(
+    clippy::print_stdout,
+    reason = "the test report goes to stdout, as cargo's does"
+)]
+fn test(root: &Path) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    let args = ["test", "--workspace", "--locked", "--no-fail-fast"];
+    eprintln!("==> cargo {}", args.join(" "));
+    let mut child = Command::new("cargo")
+        .args(args)
+        .current_dir(root)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("start cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.context("read cargo test output")?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count(rest, " passed");
+            failed += count(rest, " failed");
+        }
+    }
+    let status = child.wait().context("wait for cargo test")?;
+    println!("{passed} passed, {failed} failed");
+    if !status.success() || failed > 0 {
+        bail!("cargo test failed with {status}");
+    }
+    if passed == 0 {
+        bail!("cargo test ran no test");
+    }
     Ok(())
+}
+
+/// The number before `what` in `ok. 12 passed; 0 failed; ...`.
+fn count(summary: &str, what: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| {
+            let part = part.trim();
+            let part = part
+                .strip_prefix("ok. ")
+                .or_else(|| part.strip_prefix("FAILED. "))
+                .unwrap_or(part);
+            part.strip_suffix(what)
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn run(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
@@ -182,4 +231,17 @@ fn dependency_rules(root: &Path) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn counts_cargo_summaries() {
+        let ok = "ok. 42 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 9.1s";
+        assert_eq!((count(ok, " passed"), count(ok, " failed")), (42, 0));
+        let bad = "FAILED. 39 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out";
+        assert_eq!((count(bad, " passed"), count(bad, " failed")), (39, 1));
+    }
 }

@@ -65,6 +65,13 @@ fn serve(file: Option<PathBuf>, flags: RawConfig) -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    // Each connection is a file descriptor: take every one the hard limit allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(message = "File descriptor limit raised.", limit = n),
+        Err(e) => {
+            tracing::warn!(message = "Could not raise the file descriptor limit.", error = %e)
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -245,21 +245,24 @@ impl Hub {
             st.pending.extend(records.iter().cloned());
             // Called under the lock so the store sees batches in seq order.
             let fut = self.shared.store.append(records);
-            let (outcome_tx, outcome_rx) = watch::channel(None);
+            // Only a keyed publish can have retries waiting on its outcome.
+            let mut outcome = None;
             if let (Some(key), Some(fingerprint)) = (&batch.idempotency_key, fingerprint) {
+                let (outcome_tx, outcome_rx) = watch::channel(None);
                 let entry = Entry {
                     fingerprint,
                     ids: ids.clone(),
                     outcome: outcome_rx,
                 };
                 st.idempotency.insert(key.clone(), entry);
+                outcome = Some(outcome_tx);
             }
             Commit {
                 hub: self.clone(),
                 fut: Some(fut),
                 ids,
                 key: batch.idempotency_key,
-                outcome: outcome_tx,
+                outcome,
             }
         }
     }
@@ -409,7 +412,8 @@ struct Commit {
     fut: Option<BoxFuture<'static, Result<(), StoreError>>>,
     ids: Vec<EventId>,
     key: Option<String>,
-    outcome: watch::Sender<Option<bool>>,
+    /// Set for a keyed publish: retries with the same key wait on it.
+    outcome: Option<watch::Sender<Option<bool>>>,
 }
 
 impl Commit {
@@ -421,7 +425,7 @@ impl Commit {
             &self.hub,
             &self.ids,
             self.key.as_deref(),
-            &self.outcome,
+            self.outcome.as_ref(),
             &result,
         );
         result
@@ -434,7 +438,7 @@ fn finish(
     hub: &Hub,
     ids: &[EventId],
     key: Option<&str>,
-    outcome: &watch::Sender<Option<bool>>,
+    outcome: Option<&watch::Sender<Option<bool>>>,
     result: &Result<(), StoreError>,
 ) {
     match result {
@@ -444,7 +448,9 @@ fn finish(
             hub.abandon(ids, key);
         }
     }
-    outcome.send_replace(Some(result.is_ok()));
+    if let Some(outcome) = outcome {
+        outcome.send_replace(Some(result.is_ok()));
+    }
 }
 
 impl Drop for Commit {
@@ -455,11 +461,11 @@ impl Drop for Commit {
             std::mem::take(&mut self.ids),
             self.key.take(),
         );
-        let outcome = std::mem::replace(&mut self.outcome, watch::channel(None).0);
+        let outcome = self.outcome.take();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 let result = fut.await;
-                finish(&hub, &ids, key.as_deref(), &outcome, &result);
+                finish(&hub, &ids, key.as_deref(), outcome.as_ref(), &result);
             });
         }
     }

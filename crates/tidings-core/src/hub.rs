@@ -24,7 +24,7 @@ use crate::idempotency::{self, Entry, IdempotencyCache};
 use crate::limits::Limits;
 use crate::record::{EventRecord, SharedEvent};
 use crate::registry::{self, Registry, SubShared};
-use crate::store::{BoxFuture, DynStore, StoreError, StoreStats};
+use crate::store::{BoxFuture, DynStore, KeyedBatch, StoreError, StoreStats};
 use crate::subscription::{CloseReason, ResetReason, Subscription};
 
 /// An event to publish, already validated at the edge.
@@ -194,6 +194,11 @@ impl Hub {
         let fingerprint = batch.idempotency_key.as_ref().map(|_| {
             idempotency::fingerprint(&batch.events, batch.origin.as_ref().map(Key::as_str))
         });
+        if let (Some(key), Some(fp)) = (&batch.idempotency_key, fingerprint)
+            && let Some(ids) = self.find_in_store(key, fp).await?
+        {
+            return Ok(ids);
+        }
 
         let started = {
             let mut st = self.lock();
@@ -215,6 +220,31 @@ impl Hub {
             Started::New(commit) => commit.wait().await,
             Started::Retry(entry) => wait_for_original(entry).await,
         }
+    }
+
+    /// A keyed batch this process does not remember may have been published before a
+    /// restart: the store keeps keys as long as their events. (Checked before the state lock;
+    /// a concurrent first publish with the same key is caught by the cache under the lock.)
+    async fn find_in_store(
+        &self,
+        key: &str,
+        fp: u64,
+    ) -> Result<Option<Vec<EventId>>, PublishError> {
+        if self.lock().idempotency.get(key).is_some() {
+            return Ok(None);
+        }
+        let Some(found) = self.shared.store.find_keyed(key).await? else {
+            return Ok(None);
+        };
+        if found.fingerprint != fp {
+            return Err(PublishError::IdempotencyConflict);
+        }
+        let epoch = self.shared.epoch;
+        Ok(Some(
+            (0..u64::from(found.count))
+                .map(|i| EventId::new(epoch, found.first_seq + i))
+                .collect(),
+        ))
     }
 
     /// Assigns ids to `batch` and hands it to the store (under the state lock, so the store
@@ -243,8 +273,17 @@ impl Hub {
                 .collect();
             let ids: Vec<EventId> = records.iter().map(|r| r.event.id).collect();
             st.pending.extend(records.iter().cloned());
+            let keyed = match (&batch.idempotency_key, fingerprint, ids.first()) {
+                (Some(key), Some(fingerprint), Some(first)) => Some(KeyedBatch {
+                    key: key.clone(),
+                    fingerprint,
+                    first_seq: first.seq,
+                    count: ids.len() as u32,
+                }),
+                _ => None,
+            };
             // Called under the lock so the store sees batches in seq order.
-            let fut = self.shared.store.append(records);
+            let fut = self.shared.store.append(records, keyed);
             // Only a keyed publish can have retries waiting on its outcome.
             let mut outcome = None;
             if let (Some(key), Some(fingerprint)) = (&batch.idempotency_key, fingerprint) {

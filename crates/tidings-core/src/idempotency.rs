@@ -3,7 +3,6 @@
 //! Kept in memory: a retry after a restart of the hub publishes again (documented).
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 
 use tidings_proto::EventId;
 use tokio::sync::watch;
@@ -63,14 +62,68 @@ impl IdempotencyCache {
 }
 
 /// A hash of what a batch publishes, to tell a true retry from a key reused for other events.
+/// FNV-1a over length-prefixed fields: stable across builds, since stores keep it on disk.
 pub(crate) fn fingerprint(events: &[NewEvent], origin: Option<&str>) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    origin.hash(&mut h);
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    h.field(origin);
     for e in events {
-        e.topic.as_str().hash(&mut h);
-        e.event_type.as_str().hash(&mut h);
-        e.key.as_ref().map(|k| k.as_str()).hash(&mut h);
-        e.data.get().hash(&mut h);
+        h.field(Some(e.topic.as_str()));
+        h.field(Some(e.event_type.as_str()));
+        h.field(e.key.as_ref().map(|k| k.as_str()));
+        h.field(Some(e.data.get()));
     }
-    h.finish()
+    h.0
+}
+
+struct Fnv(u64);
+
+impl Fnv {
+    fn bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    /// An optional string, length-prefixed so adjacent fields cannot run together.
+    fn field(&mut self, value: Option<&str>) {
+        match value {
+            None => self.bytes(&[0]),
+            Some(s) => {
+                self.bytes(&[1]);
+                self.bytes(&(s.len() as u64).to_le_bytes());
+                self.bytes(s.as_bytes());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(topic: &str, data: &str) -> NewEvent {
+        NewEvent {
+            topic: tidings_proto::Topic::new(topic).unwrap(),
+            event_type: tidings_proto::EventType::new("t").unwrap(),
+            key: None,
+            data: serde_json::value::RawValue::from_string(data.to_owned()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn fingerprints_are_stable_and_separate_fields() {
+        // Pinned: stores keep fingerprints on disk, so the function must never change.
+        assert_eq!(
+            fingerprint(&[ev("a", "1")], None),
+            2_746_815_508_485_247_809
+        );
+        assert_ne!(
+            fingerprint(&[ev("a1", "2")], None),
+            fingerprint(&[ev("a", "12")], None)
+        );
+        assert_ne!(
+            fingerprint(&[ev("a", "1")], Some("me")),
+            fingerprint(&[ev("a", "1")], None)
+        );
+    }
 }

@@ -30,5 +30,5 @@ pub use error::{PublishError, SubscribeError};
 pub use hub::{Hub, HubStats, NewEvent, PublishBatch, SubscribeRequest};
 pub use limits::Limits;
 pub use record::{EventRecord, FormatSlot, SharedEvent};
-pub use store::{DynStore, EventStore, MemoryStore, Retention, StoreError, StoreStats};
+pub use store::{DynStore, EventStore, KeyedBatch, MemoryStore, Retention, StoreError, StoreStats};
 pub use subscription::{CloseReason, ResetReason, Step, Subscription};

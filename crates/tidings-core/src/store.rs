@@ -11,6 +11,10 @@
 //!   deliver an event that follows one that was lost. Readiness reports it.
 //! - Retention removes events from the front only, and `trimmed_through` is the highest seq
 //!   removed: a cursor below it has lost events.
+//! - A batch appended with a `KeyedBatch` is findable by its key (`find_keyed`) for as long as
+//!   its events are retained, and the key is written in the same commit as the events: a
+//!   retry after a crash finds either both or neither. (`MemoryStore` finds nothing: in
+//!   memory mode the hub's own cache lives exactly as long as the history.)
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -78,6 +82,20 @@ pub struct StoreStats {
     pub trimmed_through: u64,
 }
 
+/// A publish remembered by its `Idempotency-Key`, so that a retry, even after a restart,
+/// gets the original ids instead of publishing twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedBatch {
+    /// The `Idempotency-Key`.
+    pub key: String,
+    /// Hash of what the batch published, to tell a retry from a reused key.
+    pub fingerprint: u64,
+    /// Seq of the batch's first event; its events are `first_seq..first_seq + count`.
+    pub first_seq: u64,
+    /// Events in the batch.
+    pub count: u32,
+}
+
 /// Durable, ordered event history. See the module docs for the contract.
 pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// The epoch every id from this store carries.
@@ -89,8 +107,16 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// Highest seq removed by retention.
     fn trimmed_through(&self) -> u64;
 
-    /// Appends a batch; see the contract above. Called in seq order.
-    fn append(&self, events: Vec<SharedEvent>) -> BoxFuture<'static, Result<(), StoreError>>;
+    /// Appends a batch, remembering `keyed` with it; see the contract above. Called in seq
+    /// order.
+    fn append(
+        &self,
+        events: Vec<SharedEvent>,
+        keyed: Option<KeyedBatch>,
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// The batch appended with idempotency key `key`, if it is still retained.
+    fn find_keyed(&self, key: &str) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>>;
 
     /// Up to `limit` events with seq greater than `after`, in seq order.
     fn read_after(
@@ -154,7 +180,11 @@ impl EventStore for MemoryStore {
         self.lock().trimmed_through
     }
 
-    fn append(&self, events: Vec<SharedEvent>) -> BoxFuture<'static, Result<(), StoreError>> {
+    fn append(
+        &self,
+        events: Vec<SharedEvent>,
+        _keyed: Option<KeyedBatch>,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
         let now = crate::clock::now_ms();
         let mut inner = self.lock();
         for event in events {
@@ -203,6 +233,10 @@ impl EventStore for MemoryStore {
             .cloned()
             .collect();
         Box::pin(std::future::ready(Ok(out)))
+    }
+
+    fn find_keyed(&self, _key: &str) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>> {
+        Box::pin(std::future::ready(Ok(None)))
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {

@@ -85,7 +85,7 @@ pub async fn store_conformance(make: impl Fn(Retention) -> DynStore) {
 
 async fn append(store: &DynStore, seqs: std::ops::RangeInclusive<u64>) {
     let events = seqs.map(|seq| event_for(store, seq)).collect();
-    store.append(events).await.expect("append succeeds");
+    store.append(events, None).await.expect("append succeeds");
 }
 
 async fn seqs_after(store: &DynStore, after: u64, limit: usize) -> Vec<u64> {
@@ -122,7 +122,7 @@ async fn order_and_read_after(store: &DynStore) {
     append(store, 2..=4).await;
     append(store, 5..=10).await;
     store
-        .append(Vec::new())
+        .append(Vec::new(), None)
         .await
         .expect("an empty append succeeds");
 
@@ -183,7 +183,7 @@ async fn many_appends_in_flight(store: &DynStore) {
     // Appends are issued in seq order (as the hub does, under its sequencer lock) but awaited
     // only afterwards, so the store has many in flight at once.
     let pending: Vec<_> = (1..=200)
-        .map(|seq| store.append(vec![event_for(store, seq)]))
+        .map(|seq| store.append(vec![event_for(store, seq)], None))
         .collect();
     for done in pending {
         done.await.expect("every append in flight is acknowledged");
@@ -248,7 +248,7 @@ async fn retention_by_age(store: &DynStore) {
     let old = (1..=5)
         .map(|seq| test_event_in(store.epoch(), seq, now - 3_600_000))
         .collect();
-    store.append(old).await.expect("append succeeds");
+    store.append(old, None).await.expect("append succeeds");
     append(store, 6..=7).await;
     store.flush().await.expect("flush succeeds");
     assert_eq!(

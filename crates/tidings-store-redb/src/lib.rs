@@ -68,7 +68,9 @@ use std::time::{Duration, Instant};
 
 use redb::ReadableDatabase;
 use tidings_core::store::BoxFuture;
-use tidings_core::{EventRecord, EventStore, Retention, SharedEvent, StoreError, StoreStats};
+use tidings_core::{
+    EventRecord, EventStore, KeyedBatch, Retention, SharedEvent, StoreError, StoreStats,
+};
 use tidings_proto::Epoch;
 use tokio::sync::oneshot;
 
@@ -295,7 +297,11 @@ impl EventStore for RedbStore {
         self.shared.trimmed_through.load(Ordering::Acquire)
     }
 
-    fn append(&self, events: Vec<SharedEvent>) -> BoxFuture<'static, Result<(), StoreError>> {
+    fn append(
+        &self,
+        events: Vec<SharedEvent>,
+        keyed: Option<KeyedBatch>,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
         if let Some(err) = self.shared.poison.get() {
             return Box::pin(std::future::ready(Err(StoreError::Poisoned(
                 err.to_string(),
@@ -305,7 +311,24 @@ impl EventStore for RedbStore {
             return Box::pin(std::future::ready(Ok(())));
         }
         let (done, rx) = oneshot::channel();
-        self.request(Request::Append { events, done }, rx)
+        self.request(
+            Request::Append {
+                events,
+                keyed,
+                done,
+            },
+            rx,
+        )
+    }
+
+    fn find_keyed(&self, key: &str) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>> {
+        let shared = Arc::clone(&self.shared);
+        let key = key.to_owned();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || find_keyed(&shared, key))
+                .await
+                .map_err(|e| StoreError::Io(format!("read task failed: {e}")))?
+        })
     }
 
     fn read_after(
@@ -358,6 +381,21 @@ impl fmt::Debug for RedbStore {
 }
 
 /// Reads up to `limit` events after `after`, on a blocking thread.
+fn find_keyed(shared: &Shared, key: String) -> Result<Option<KeyedBatch>, StoreError> {
+    let tx = shared.db.begin_read().map_err(store_error)?;
+    let table = tx.open_table(schema::IDEMPOTENCY).map_err(store_error)?;
+    let Some(row) = table.get(key.as_str()).map_err(store_error)? else {
+        return Ok(None);
+    };
+    let (fingerprint, first_seq, count) = schema::decode_keyed(&key, row.value())?;
+    Ok(Some(KeyedBatch {
+        key,
+        fingerprint,
+        first_seq,
+        count,
+    }))
+}
+
 fn read_after(shared: &Shared, after: u64, limit: usize) -> Result<Vec<SharedEvent>, StoreError> {
     let Some(first) = after.checked_add(1) else {
         return Ok(Vec::new());

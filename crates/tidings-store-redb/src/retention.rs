@@ -11,7 +11,9 @@ use std::time::Duration;
 use redb::{ReadableTable, WriteTransaction};
 use tidings_core::{Retention, StoreError};
 
-use crate::schema::{self, EVENT_BYTES, EVENT_COUNT, EVENTS, META, TRIMMED_THROUGH};
+use crate::schema::{
+    self, EVENT_BYTES, EVENT_COUNT, EVENTS, IDEMPOTENCY, IDEMPOTENCY_BY_SEQ, META, TRIMMED_THROUGH,
+};
 use crate::store_error;
 
 /// How often the writer looks at the age of the oldest event when nothing else trims.
@@ -88,10 +90,26 @@ pub(crate) fn trim(
         }
     }
     if counters != before {
+        forget_keys(tx, counters.trimmed_through)?;
         let mut meta = tx.open_table(META).map_err(store_error)?;
         write_counters(&mut meta, &counters)?;
     }
     Ok(counters)
+}
+
+/// Drops the idempotency keys of batches whose first event is at or below `through`.
+fn forget_keys(tx: &WriteTransaction, through: u64) -> Result<(), StoreError> {
+    let mut by_seq = tx.open_table(IDEMPOTENCY_BY_SEQ).map_err(store_error)?;
+    let mut keys = tx.open_table(IDEMPOTENCY).map_err(store_error)?;
+    for _ in 0..MAX_TRIM_PER_TX {
+        let key = match by_seq.first().map_err(store_error)? {
+            Some((seq, key)) if seq.value() <= through => (seq.value(), key.value().to_owned()),
+            _ => break,
+        };
+        by_seq.remove(key.0).map_err(store_error)?;
+        keys.remove(key.1.as_str()).map_err(store_error)?;
+    }
+    Ok(())
 }
 
 /// Writes the count, byte and trim counters to `meta`.

@@ -1,5 +1,8 @@
-//! The on-disk layout of format version 1: the `events` and `meta` tables, and the byte
-//! encoding of one event.
+//! The on-disk layout (format version 2): the `events` and `meta` tables, the idempotency
+//! tables, and the byte encoding of one event.
+//!
+//! Version history: v1 had `events` and `meta`; v2 added `idempotency` and
+//! `idempotency_by_seq` (see `migrate::v2`).
 //!
 //! # Tables
 //! - `events`: `u64` seq → event bytes (below). Seqs are strictly increasing and contiguous
@@ -13,6 +16,11 @@
 //!   - `clean_shutdown` (empty value): present only while no acknowledged event can be missing
 //!     from the durable state: written by a durable commit at flush and close, removed by a
 //!     durable commit before the first unfsynced append after it.
+//!
+//! - `idempotency` (v2): `&str` Idempotency-Key → `fingerprint u64 LE | first_seq u64 LE |
+//!   count u32 LE`, written in the same transaction as the batch's events.
+//! - `idempotency_by_seq` (v2): `u64` first seq → `&str` key, so retention can drop a key
+//!   together with its events (a key lives while its batch's first event does).
 //!
 //! # One event (the value in `events`)
 //! ```text
@@ -37,6 +45,36 @@ use tidings_proto::{Epoch, Event, EventId, EventType, Key, Topic};
 pub(crate) const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 /// name → little-endian value.
 pub(crate) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+
+/// Idempotency-Key → keyed batch (v2).
+pub(crate) const IDEMPOTENCY: TableDefinition<'_, &str, &[u8]> =
+    TableDefinition::new("idempotency");
+/// First seq of a keyed batch → its key (v2).
+pub(crate) const IDEMPOTENCY_BY_SEQ: TableDefinition<'_, u64, &str> =
+    TableDefinition::new("idempotency_by_seq");
+
+/// Encodes the value of an `idempotency` row.
+pub(crate) fn encode_keyed(fingerprint: u64, first_seq: u64, count: u32) -> [u8; 20] {
+    let mut out = [0u8; 20];
+    out[..8].copy_from_slice(&fingerprint.to_le_bytes());
+    out[8..16].copy_from_slice(&first_seq.to_le_bytes());
+    out[16..].copy_from_slice(&count.to_le_bytes());
+    out
+}
+
+/// Decodes an `idempotency` row: `(fingerprint, first_seq, count)`.
+pub(crate) fn decode_keyed(key: &str, bytes: &[u8]) -> Result<(u64, u64, u32), StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("idempotency row `{key}` is malformed"));
+    let bytes: &[u8; 20] = bytes.try_into().map_err(|_| corrupt())?;
+    let u64_at = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    let mut count = [0u8; 4];
+    count.copy_from_slice(&bytes[16..]);
+    Ok((u64_at(0), u64_at(8), u32::from_le_bytes(count)))
+}
 
 /// Meta key: format version, `u32`.
 pub(crate) const FORMAT_VERSION: &str = "format_version";

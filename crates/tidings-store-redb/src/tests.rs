@@ -30,17 +30,17 @@ async fn a_failed_commit_poisons_every_later_append() {
         retention: Retention::default(),
     })
     .unwrap();
-    store.append(vec![event(1)]).await.unwrap();
+    store.append(vec![event(1)], None).await.unwrap();
     assert!(store.health().is_none());
 
     store.shared.fail_commits.store(true, Ordering::Relaxed);
-    let failed = store.append(vec![event(2)]).await;
+    let failed = store.append(vec![event(2)], None).await;
     assert!(matches!(failed, Err(StoreError::Io(_))), "{failed:?}");
     assert!(matches!(store.health(), Some(StoreError::Io(_))));
 
     // Even once the disk "recovers", nothing after the lost event may be accepted.
     store.shared.fail_commits.store(false, Ordering::Relaxed);
-    let refused = store.append(vec![event(3)]).await;
+    let refused = store.append(vec![event(3)], None).await;
     assert!(
         matches!(refused, Err(StoreError::Poisoned(_))),
         "{refused:?}"

@@ -8,11 +8,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use redb::WriteTransaction;
-use tidings_core::{Retention, SharedEvent, StoreError};
+use tidings_core::{KeyedBatch, Retention, SharedEvent, StoreError};
 use tokio::sync::oneshot;
 
 use crate::retention::{self, Counters};
-use crate::schema::{self, CLEAN_SHUTDOWN, EVENTS, META};
+use crate::schema::{self, CLEAN_SHUTDOWN, EVENTS, IDEMPOTENCY, IDEMPOTENCY_BY_SEQ, META};
 use crate::{Durability, Shared, store_error};
 
 /// Most events one commit takes from the queue; the rest wait for the next commit.
@@ -30,6 +30,8 @@ pub(crate) enum Request {
     /// Write these events (seq order), then answer.
     Append {
         events: Vec<SharedEvent>,
+        /// Remembered in the same transaction as the events.
+        keyed: Option<KeyedBatch>,
         done: Reply,
     },
     /// Trim to the exact bounds, commit durably with the clean marker, then answer.
@@ -339,10 +341,20 @@ fn append_all(
     let before = *counters;
     {
         let mut table = tx.open_table(EVENTS).map_err(store_error)?;
+        let mut keys = tx.open_table(IDEMPOTENCY).map_err(store_error)?;
+        let mut keys_by_seq = tx.open_table(IDEMPOTENCY_BY_SEQ).map_err(store_error)?;
         for request in batch {
-            let Request::Append { events, .. } = request else {
+            let Request::Append { events, keyed, .. } = request else {
                 continue;
             };
+            if let Some(k) = keyed {
+                let value = schema::encode_keyed(k.fingerprint, k.first_seq, k.count);
+                keys.insert(k.key.as_str(), value.as_slice())
+                    .map_err(store_error)?;
+                keys_by_seq
+                    .insert(k.first_seq, k.key.as_str())
+                    .map_err(store_error)?;
+            }
             for event in events {
                 let seq = event.seq();
                 if seq <= counters.last_seq {

@@ -12,9 +12,10 @@ use crate::schema::{self, FORMAT_VERSION, META};
 use crate::store_error;
 
 pub(crate) mod v1;
+pub(crate) mod v2;
 
 /// The format this build writes.
-pub(crate) const CURRENT_VERSION: u32 = 1;
+pub(crate) const CURRENT_VERSION: u32 = 2;
 
 /// What the meta table says about a file, once it is at the current version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +54,9 @@ pub(crate) fn open(tx: &WriteTransaction, new_epoch: u32) -> Result<Meta, StoreE
             }
             drop(events);
             v1::create(tx, new_epoch)?;
+            v2::upgrade(tx)?;
         }
+        Some(v1::VERSION) => v2::upgrade(tx)?,
         Some(CURRENT_VERSION) => {}
         Some(other) => {
             return Err(StoreError::Corrupt(format!(

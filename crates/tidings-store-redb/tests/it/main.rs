@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use redb::ReadableDatabase;
 use tidings_core::testing::{store_conformance, test_event, test_event_at, unbounded};
-use tidings_core::{DynStore, EventStore, Retention, StoreError};
+use tidings_core::{DynStore, EventStore, KeyedBatch, Retention, StoreError};
 use tidings_proto::EventId;
 use tidings_store_redb::{Durability, RedbStore, StoreConfig};
 
@@ -33,7 +33,10 @@ fn fast(path: &Path) -> RedbStore {
 }
 
 async fn append_range(store: &RedbStore, seqs: std::ops::RangeInclusive<u64>) {
-    store.append(seqs.map(test_event).collect()).await.unwrap();
+    store
+        .append(seqs.map(test_event).collect(), None)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,7 +124,7 @@ async fn concurrent_publishers_share_commits() {
                     let done = {
                         let mut seq = sequencer.lock().unwrap();
                         *seq += 1;
-                        store.append(vec![test_event(*seq)])
+                        store.append(vec![test_event(*seq)], None)
                     };
                     done.await.unwrap();
                 }
@@ -195,7 +198,7 @@ async fn retention_by_bytes_and_age() {
     let store = RedbStore::open(config(&path, Durability::Durable, by_age.clone())).unwrap();
     let hour_ago = tidings_core::clock::now_ms() - 3_600_000;
     store
-        .append((1..=50).map(|s| test_event_at(s, hour_ago)).collect())
+        .append((1..=50).map(|s| test_event_at(s, hour_ago)).collect(), None)
         .await
         .unwrap();
     append_range(&store, 51..=60).await;
@@ -218,7 +221,7 @@ async fn retention_by_bytes_and_age() {
     {
         let store = RedbStore::open(config(&path, Durability::Durable, all_old.clone())).unwrap();
         store
-            .append((1..=3).map(|s| test_event_at(s, hour_ago)).collect())
+            .append((1..=3).map(|s| test_event_at(s, hour_ago)).collect(), None)
             .await
             .unwrap();
         store.flush().await.unwrap();
@@ -285,14 +288,14 @@ async fn unknown_format_version_and_foreign_files_are_corrupt() {
         {
             let meta: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("meta");
             let mut meta = tx.open_table(meta).unwrap();
-            meta.insert("format_version", 2u32.to_le_bytes().as_slice())
+            meta.insert("format_version", 3u32.to_le_bytes().as_slice())
                 .unwrap();
         }
         tx.commit().unwrap();
     }
     let err = RedbStore::open(config(&path, Durability::Durable, unbounded())).unwrap_err();
     assert!(
-        matches!(&err, StoreError::Corrupt(m) if m.contains("format version 2")),
+        matches!(&err, StoreError::Corrupt(m) if m.contains("format version 3")),
         "{err}"
     );
 
@@ -335,9 +338,10 @@ fn fixture_time(seq: u64) -> u64 {
     1_700_000_000_000 + seq
 }
 
-/// Writes a small v1 store at `path`: events 1..=12 with fixed times, the first 2 trimmed by
-/// count, closed cleanly. Regenerate the committed copy with
-/// `TIDINGS_WRITE_FIXTURES=1 cargo test -p tidings-store-redb --test it v1_fixture`.
+/// Writes a small store at `path` with the contents of the committed v1 fixture: events 1..=12
+/// with fixed times, the first 2 trimmed by count, closed cleanly. (The committed
+/// `tests/fixtures/v1.redb` was written this way by format version 1; it is never regenerated,
+/// since it stands for files written by that version.)
 async fn write_v1_fixture(path: &Path) {
     let retention = Retention {
         max_events: Some(10),
@@ -347,7 +351,7 @@ async fn write_v1_fixture(path: &Path) {
     let events = (1..=FIXTURE_EVENTS)
         .map(|s| test_event_at(s, fixture_time(s)))
         .collect();
-    store.append(events).await.unwrap();
+    store.append(events, None).await.unwrap();
     store.flush().await.unwrap();
 }
 
@@ -382,9 +386,6 @@ async fn v1_fixture_written_now_reads_back() {
     let path = dir.path().join("v1.redb");
     write_v1_fixture(&path).await;
     check_v1_fixture(&path).await;
-    if std::env::var_os("TIDINGS_WRITE_FIXTURES").is_some() {
-        std::fs::copy(&path, committed_fixture()).unwrap();
-    }
 }
 
 /// The committed file was written by format version 1; every later build must read it.
@@ -414,4 +415,67 @@ async fn v1_fixture_committed_file_still_reads() {
         assert_eq!(version, 1u32.to_le_bytes(), "the fixture is a v1 file");
     }
     check_v1_fixture(&path).await;
+    // Opening upgraded it to v2 in place: keyed batches work on it from now on.
+    let store = durable(&path);
+    let keyed = KeyedBatch {
+        key: "after-upgrade".into(),
+        fingerprint: 7,
+        first_seq: 13,
+        count: 1,
+    };
+    store
+        .append(
+            vec![test_event_at(13, fixture_time(13))],
+            Some(keyed.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.find_keyed("after-upgrade").await.unwrap(),
+        Some(keyed)
+    );
+}
+
+#[tokio::test]
+async fn keyed_batches_survive_a_reopen_and_leave_with_their_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let retention = Retention {
+        max_events: Some(4),
+        ..unbounded()
+    };
+    let keyed = |key: &str, first_seq, count| KeyedBatch {
+        key: key.into(),
+        fingerprint: 0xfeed,
+        first_seq,
+        count,
+    };
+    {
+        let store = RedbStore::open(config(&path, Durability::Durable, retention.clone())).unwrap();
+        store
+            .append((1..=2).map(test_event).collect(), Some(keyed("a", 1, 2)))
+            .await
+            .unwrap();
+        store.append(vec![test_event(3)], None).await.unwrap();
+        store
+            .append(vec![test_event(4)], Some(keyed("b", 4, 1)))
+            .await
+            .unwrap();
+        assert_eq!(store.find_keyed("a").await.unwrap(), Some(keyed("a", 1, 2)));
+        assert_eq!(store.find_keyed("nope").await.unwrap(), None);
+        // Crash: no flush, no clean close.
+        store.simulate_crash();
+    }
+    let store = RedbStore::open(config(&path, Durability::Durable, retention)).unwrap();
+    assert_eq!(store.find_keyed("a").await.unwrap(), Some(keyed("a", 1, 2)));
+    assert_eq!(store.find_keyed("b").await.unwrap(), Some(keyed("b", 4, 1)));
+    // Retention to 4 events drops seq 1 and 2, and key `a` with them.
+    store
+        .append((5..=6).map(test_event).collect(), None)
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.trimmed_through(), 2);
+    assert_eq!(store.find_keyed("a").await.unwrap(), None);
+    assert_eq!(store.find_keyed("b").await.unwrap(), Some(keyed("b", 4, 1)));
 }

@@ -1,6 +1,7 @@
 //! Durability: acknowledged publishes survive `kill -9` in durable mode; SIGTERM closes
 //! streams with `reconnect-required` (shutdown), exits 0 and keeps epoch and head; memory
-//! mode starts a new epoch; count retention is visible through `earliest`.
+//! mode starts a new epoch; count retention is visible through `earliest`; an
+//! Idempotency-Key is as durable as its events.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -195,4 +196,34 @@ async fn retention_by_count_is_visible_via_earliest() {
             sub.expect_no_event(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// A publisher whose request was cut off by a crash retries with the same Idempotency-Key
+/// after the restart: it gets the original ids and nothing is published twice.
+#[tokio::test]
+async fn an_idempotency_key_survives_kill_9() {
+    let mut server = Server::start(&["--durability", "durable"]);
+    let batch = json!([
+        {"topic": "orders/1", "type": "created", "data": {"n": 1}},
+        {"topic": "orders/1", "type": "paid", "data": {"n": 2}}
+    ]);
+    let key = [("idempotency-key", "order-1-attempt")];
+    let (status, first) = server.publish_raw(&batch, &key).await;
+    assert_eq!(status, 200, "{first}");
+    server.publish_one("orders/2", "created", json!({})).await;
+    let head = server.readyz().await["head"].clone();
+    server.restart(); // kill -9, then start on the same data dir
+    assert_eq!(server.readyz().await["head"], head);
+    let (status, again) = server.publish_raw(&batch, &key).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, first, "the retry gets the original ids");
+    assert_eq!(
+        server.readyz().await["head"],
+        head,
+        "nothing was published twice"
+    );
+    let other = json!({"topic": "orders/1", "type": "created", "data": {"n": 9}});
+    let (status, body) = server.publish_raw(&other, &key).await;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["code"], "idempotency_conflict");
 }

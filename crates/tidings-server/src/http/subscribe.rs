@@ -152,7 +152,7 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
                 }
             };
             upgrade
-                .read_buffer_size(4 << 10)
+                .read_buffer_size(1 << 10)
                 .write_buffer_size(16 << 10)
                 .max_write_buffer_size(4 << 20)
                 .max_message_size(options.ws_max_message_bytes)

@@ -237,7 +237,86 @@ async fn write_error(wr: &mut WriteTimeout<tokio::net::tcp::OwnedWriteHalf>, e: 
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use tidings_core::{Hub, Limits, MemoryStore, Retention};
+
     use super::*;
+    use crate::endpoint::{Endpoint, Origins, TransportOptions};
+    use crate::state::AppState;
+
+    fn routes() -> LeanRoutes {
+        let store = Arc::new(MemoryStore::new(
+            tidings_proto::Epoch(1),
+            Retention::default(),
+        ));
+        let app = AppState {
+            hub: Hub::new(store, Limits::default()),
+            auth: Arc::new(tidings_auth::Authorizer::new(vec![])),
+            transport: TransportOptions::default(),
+        };
+        let endpoint = Endpoint::default_events(Origins::SameOrigin);
+        let ctx = EndpointState {
+            app,
+            endpoint: Arc::new(endpoint),
+        };
+        Arc::new(HashMap::from([("/events".to_owned(), ctx)]))
+    }
+
+    /// `Some(true)`: the lean path takes it; `Some(false)`: hyper does; `None`: not a full head.
+    fn lean(head: &[u8], routes: &LeanRoutes) -> Option<bool> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(head) {
+            Ok(httparse::Status::Complete(_)) => Some(classify(&req, routes).is_some()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn only_streaming_gets_to_an_endpoint_are_lean() {
+        let r = routes();
+        let req = |s: &str| lean(s.as_bytes(), &r);
+        assert_eq!(
+            req("GET /events?topic=a HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some(true)
+        );
+        assert_eq!(
+            req("GET /events?format=ndjson HTTP/1.0\r\n\r\n"),
+            Some(true)
+        );
+        assert_eq!(
+            req("GET /events?poll=1 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some(false)
+        );
+        assert_eq!(req("POST /events HTTP/1.1\r\nHost: x\r\n\r\n"), Some(false));
+        assert_eq!(
+            req("GET /events HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"),
+            Some(false)
+        );
+        assert_eq!(req("GET /publish HTTP/1.1\r\n\r\n"), Some(false));
+        assert_eq!(req("GET http://x/events HTTP/1.1\r\n\r\n"), Some(false));
+        assert_eq!(req("GET /events HTTP/1.1\r\n"), None);
+    }
+
+    proptest! {
+        /// Any head: classified or left to hyper, never a panic.
+        #[test]
+        fn any_head_is_classified_without_panic(
+            method in "GET|POST|get|G\x00T",
+            path in "/events[?&=a-z%0-9\\x7f-\\xff]{0,12}|[^ ]{0,8}",
+            headers in proptest::collection::vec(("[A-Za-z-]{1,8}|Upgrade|Last-Event-ID", "[ -~\\x80-\\xff]{0,12}"), 0..4),
+        ) {
+            let mut head = format!("{method} {path} HTTP/1.1\r\n").into_bytes();
+            for (k, v) in &headers {
+                head.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+            }
+            head.extend_from_slice(b"\r\n");
+            let r = routes();
+            if lean(&head, &r) == Some(true) {
+                prop_assert!(path.starts_with("/events"));
+            }
+        }
+    }
 
     #[test]
     fn chunk_heads_are_hex() {

@@ -122,3 +122,24 @@ proptest! {
         ]);
     }
 }
+
+proptest! {
+    /// Arbitrary bytes in arbitrary pieces: the decoder yields items or `TooLong`, never
+    /// panics, and never holds more than its bound.
+    #[test]
+    fn decoder_survives_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512), cut in 0usize..512) {
+        let mut d = Decoder::new(64);
+        let mut out = Vec::new();
+        let cut = cut.min(bytes.len());
+        let fed = d
+            .feed(&bytes[..cut], &mut out)
+            .and_then(|()| d.feed(&bytes[cut..], &mut out));
+        // The bound can only be hit by at least as many bytes as the bound.
+        prop_assert!(fed.is_ok() || bytes.len() >= 60);
+        for item in out {
+            if let SseItem::Event(e) = item {
+                prop_assert!(e.data.len() <= 64);
+            }
+        }
+    }
+}

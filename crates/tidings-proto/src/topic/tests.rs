@@ -70,3 +70,21 @@ fn selector_filters_by_type() {
     assert!(sel.matches(&topic, &EventType::new("progress").unwrap()));
     assert!(!sel.matches(&topic, &EventType::new("complete").unwrap()));
 }
+
+proptest::proptest! {
+    /// Whatever a client sends as a topic, selector, type, key or cursor, parsing answers
+    /// (Ok or a message) and never panics; what is accepted round-trips.
+    #[test]
+    fn names_never_panic(s in "\\PC{0,40}|[\\x00-\\x7f]{0,40}|.{0,3}\\*") {
+        if let Ok(t) = Topic::new(&s) { proptest::prop_assert_eq!(t.as_str(), s.as_str()); }
+        if let Ok(p) = Pattern::parse(&s) { proptest::prop_assert_eq!(p.to_string(), s.clone()); }
+        let clean = !s.is_empty() && !s.chars().any(char::is_control);
+        proptest::prop_assert_eq!(EventType::new(&s).is_ok(), clean && s.len() <= MAX_TYPE_BYTES);
+        proptest::prop_assert_eq!(Key::new(&s).is_ok(), clean && s.len() <= MAX_KEY_BYTES);
+        let cursor = crate::Cursor::parse(&s);
+        proptest::prop_assert_eq!(cursor.is_none(), s.trim().is_empty());
+        if let Ok(id) = s.parse::<crate::EventId>() {
+            proptest::prop_assert_eq!(id.to_string().parse::<crate::EventId>(), Ok(id));
+        }
+    }
+}

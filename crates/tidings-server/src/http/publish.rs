@@ -216,3 +216,62 @@ fn parse_event(item: &RawValue, count: usize, i: usize) -> Result<NewEvent, Http
         data,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn status(bytes: &[u8]) -> Result<usize, u16> {
+        parse_events(bytes, 3)
+            .map(|v| v.len())
+            .map_err(|e| e.status().as_u16())
+    }
+
+    #[test]
+    fn shapes_and_errors() {
+        assert_eq!(status(br#"{"topic":"a","type":"b"}"#), Ok(1));
+        assert_eq!(
+            status(br#"[{"topic":"a","type":"b","data":[1]},{"topic":"a","type":"c","key":"k"}]"#),
+            Ok(2)
+        );
+        assert_eq!(status(b"{"), Err(400));
+        assert_eq!(status(b"[]"), Err(422));
+        assert_eq!(status(br#"[1,2,3,4]"#), Err(413));
+        assert_eq!(status(br#"[1]"#), Err(422));
+        assert_eq!(status(br#"{"topic":"a","type":"b","extra":1}"#), Err(422));
+        assert_eq!(status(br#"{"topic":"a","topic":"b","type":"c"}"#), Err(422));
+        assert_eq!(status(br#"{"type":"b"}"#), Err(422));
+        assert_eq!(
+            status("{\"topic\":\"a\",\"type\":\"b\\u0000\"}".as_bytes()),
+            Err(422)
+        );
+    }
+
+    proptest! {
+        /// Any body: a list of events or a 4xx, never a panic.
+        #[test]
+        fn any_body_is_events_or_a_4xx(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Err(code) = status(&bytes) {
+                prop_assert!((400..500).contains(&code), "{code}");
+            }
+        }
+
+        /// Bodies that are almost right: field names and values drawn from a small alphabet.
+        #[test]
+        fn near_miss_bodies_are_events_or_a_4xx(
+            fields in proptest::collection::vec(("topic|type|key|data|tpoic", "\"[a-z*/\\n]{0,4}\"|1|null|\\[\\]|\\{\\}"), 0..5),
+            array in any::<bool>(),
+        ) {
+            let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            let mut text = format!("{{{}}}", body.join(","));
+            if array {
+                text = format!("[{text},{text}]");
+            }
+            if let Err(code) = status(text.as_bytes()) {
+                prop_assert!((400..500).contains(&code), "{code} for {text}");
+            }
+        }
+    }
+}

@@ -135,12 +135,7 @@ async fn sigterm_closes_streams_exits_0_and_keeps_epoch_and_head() {
     let mut sub3 = server
         .subscribe(&format!("lastEventId={}", old[0].last_event_id))
         .await;
-    let got: Vec<String> = sub3
-        .events(2)
-        .await
-        .into_iter()
-        .map(|e| e.last_event_id)
-        .collect();
+    let got: Vec<String> = sub3.ids(2).await;
     assert_eq!(
         got,
         vec![old[1].last_event_id.clone(), old[2].last_event_id.clone()]
@@ -175,23 +170,13 @@ async fn retention_by_count_is_visible_via_earliest() {
             ids.push(server.publish_one("ret/x", "n", json!(i)).await);
         }
         let mut sub = server.subscribe("lastEventId=earliest").await;
-        let got: Vec<String> = sub
-            .events(5)
-            .await
-            .into_iter()
-            .map(|e| e.last_event_id)
-            .collect();
+        let got: Vec<String> = sub.ids(5).await;
         assert_eq!(got, ids[7..].to_vec(), "{mode}");
         sub.expect_no_event(Duration::from_millis(200)).await;
         if mode == "durable" {
             server.restart();
             let mut sub = server.subscribe("lastEventId=earliest").await;
-            let got: Vec<String> = sub
-                .events(5)
-                .await
-                .into_iter()
-                .map(|e| e.last_event_id)
-                .collect();
+            let got: Vec<String> = sub.ids(5).await;
             assert_eq!(got, ids[7..].to_vec(), "after restart");
             sub.expect_no_event(Duration::from_millis(200)).await;
         }

@@ -34,12 +34,7 @@ async fn header_and_query_cursors_replay_the_missed_matching_events_then_live() 
         .await;
     let mut subs = vec![("header", by_header), ("query", by_query), ("both", both)];
     for (name, sub) in &mut subs {
-        let got: Vec<String> = sub
-            .events(3)
-            .await
-            .into_iter()
-            .map(|e| e.last_event_id)
-            .collect();
+        let got: Vec<String> = sub.ids(3).await;
         assert_eq!(got, want, "{name}");
         sub.expect_no_event(Duration::from_millis(200)).await;
     }
@@ -65,23 +60,13 @@ async fn earliest_replays_all_history_then_live() {
     }
     for query in ["lastEventId=earliest", "topic=e/*&lastEventId=earliest"] {
         let mut sub = server.subscribe(query).await;
-        let got: Vec<String> = sub
-            .events(5)
-            .await
-            .into_iter()
-            .map(|e| e.last_event_id)
-            .collect();
+        let got: Vec<String> = sub.ids(5).await;
         assert_eq!(got, ids, "{query}");
     }
     let mut sub = server
         .subscribe_with("topic=e/x", &[("Last-Event-ID", "earliest")])
         .await;
-    let got: Vec<String> = sub
-        .events(5)
-        .await
-        .into_iter()
-        .map(|e| e.last_event_id)
-        .collect();
+    let got: Vec<String> = sub.ids(5).await;
     assert_eq!(got, ids);
     let live = server.publish_one("e/x", "n", json!(5)).await;
     assert_eq!(sub.next_event().await.last_event_id, live);
@@ -237,11 +222,6 @@ async fn bad_cursors_get_reset_then_live() {
     let mut ok = server
         .subscribe_with("topic=x/y", &[("Last-Event-ID", &ids[18])])
         .await;
-    let got: Vec<String> = ok
-        .events(2)
-        .await
-        .into_iter()
-        .map(|e| e.last_event_id)
-        .collect();
+    let got: Vec<String> = ok.ids(2).await;
     assert_eq!(got, vec![ids[19].clone(), live]);
 }

@@ -132,12 +132,7 @@ async fn selectors_exact_prefix_all_several_and_type_filter() {
         ),
     ];
     for (name, sub, want) in cases {
-        let got: Vec<String> = sub
-            .events(want.len())
-            .await
-            .into_iter()
-            .map(|e| e.last_event_id)
-            .collect();
+        let got: Vec<String> = sub.ids(want.len()).await;
         assert_eq!(got, want, "{name}");
         sub.expect_no_event(Duration::from_millis(200)).await;
     }

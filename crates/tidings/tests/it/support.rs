@@ -542,6 +542,15 @@ impl SseClient {
         }
     }
 
+    /// The ids of the next `n` events.
+    pub async fn ids(&mut self, n: usize) -> Vec<String> {
+        self.events(n)
+            .await
+            .into_iter()
+            .map(|e| e.last_event_id)
+            .collect()
+    }
+
     /// `n` events.
     pub async fn events(&mut self, n: usize) -> Vec<SseEvent> {
         let mut v = Vec::with_capacity(n);

@@ -250,59 +250,57 @@ impl Hub {
     /// Assigns ids to `batch` and hands it to the store (under the state lock, so the store
     /// sees batches in seq order).
     fn sequence(&self, st: &mut State, batch: PublishBatch, fingerprint: Option<u64>) -> Commit {
-        {
-            let time = clock::now_ms();
-            let epoch = self.shared.epoch;
-            let origin = batch.origin;
-            let records: Vec<SharedEvent> = batch
-                .events
-                .into_iter()
-                .map(|e| {
-                    let seq = st.next_seq;
-                    st.next_seq += 1;
-                    EventRecord::new(Event {
-                        id: EventId::new(epoch, seq),
-                        topic: e.topic,
-                        event_type: e.event_type,
-                        key: e.key,
-                        origin: origin.clone(),
-                        time,
-                        data: e.data,
-                    })
+        let time = clock::now_ms();
+        let epoch = self.shared.epoch;
+        let origin = batch.origin;
+        let records: Vec<SharedEvent> = batch
+            .events
+            .into_iter()
+            .map(|e| {
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                EventRecord::new(Event {
+                    id: EventId::new(epoch, seq),
+                    topic: e.topic,
+                    event_type: e.event_type,
+                    key: e.key,
+                    origin: origin.clone(),
+                    time,
+                    data: e.data,
                 })
-                .collect();
-            let ids: Vec<EventId> = records.iter().map(|r| r.event.id).collect();
-            st.pending.extend(records.iter().cloned());
-            let keyed = match (&batch.idempotency_key, fingerprint, ids.first()) {
-                (Some(key), Some(fingerprint), Some(first)) => Some(KeyedBatch {
-                    key: key.clone(),
-                    fingerprint,
-                    first_seq: first.seq,
-                    count: ids.len() as u32,
-                }),
-                _ => None,
+            })
+            .collect();
+        let ids: Vec<EventId> = records.iter().map(|r| r.event.id).collect();
+        st.pending.extend(records.iter().cloned());
+        let keyed = match (&batch.idempotency_key, fingerprint, ids.first()) {
+            (Some(key), Some(fingerprint), Some(first)) => Some(KeyedBatch {
+                key: key.clone(),
+                fingerprint,
+                first_seq: first.seq,
+                count: ids.len() as u32,
+            }),
+            _ => None,
+        };
+        // Called under the lock so the store sees batches in seq order.
+        let fut = self.shared.store.append(records, keyed);
+        // Only a keyed publish can have retries waiting on its outcome.
+        let mut outcome = None;
+        if let (Some(key), Some(fingerprint)) = (&batch.idempotency_key, fingerprint) {
+            let (outcome_tx, outcome_rx) = watch::channel(None);
+            let entry = Entry {
+                fingerprint,
+                ids: ids.clone(),
+                outcome: outcome_rx,
             };
-            // Called under the lock so the store sees batches in seq order.
-            let fut = self.shared.store.append(records, keyed);
-            // Only a keyed publish can have retries waiting on its outcome.
-            let mut outcome = None;
-            if let (Some(key), Some(fingerprint)) = (&batch.idempotency_key, fingerprint) {
-                let (outcome_tx, outcome_rx) = watch::channel(None);
-                let entry = Entry {
-                    fingerprint,
-                    ids: ids.clone(),
-                    outcome: outcome_rx,
-                };
-                st.idempotency.insert(key.clone(), entry);
-                outcome = Some(outcome_tx);
-            }
-            Commit {
-                hub: self.clone(),
-                fut: Some(fut),
-                ids,
-                key: batch.idempotency_key,
-                outcome,
-            }
+            st.idempotency.insert(key.clone(), entry);
+            outcome = Some(outcome_tx);
+        }
+        Commit {
+            hub: self.clone(),
+            fut: Some(fut),
+            ids,
+            key: batch.idempotency_key,
+            outcome,
         }
     }
 

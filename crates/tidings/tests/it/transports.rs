@@ -483,6 +483,10 @@ fn endpoint_addr(server: &Server, name: &str) -> SocketAddr {
 }
 
 fn tasks_server() -> (Server, SocketAddr, tempfile::TempDir) {
+    tasks_server_with(&[])
+}
+
+fn tasks_server_with(extra: &[&str]) -> (Server, SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tasks.toml");
     std::fs::write(
@@ -505,7 +509,9 @@ fn tasks_server() -> (Server, SocketAddr, tempfile::TempDir) {
         "#,
     )
     .unwrap();
-    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args);
     let addr = endpoint_addr(&server, "tasks");
     (server, addr, dir)
 }
@@ -783,4 +789,28 @@ async fn both_connection_paths_serve_the_same_stream() {
     assert!(bad.starts_with("HTTP/1.1 422"), "{bad}");
     assert!(bad.contains("\"code\":\"invalid_topic\""), "{bad}");
     server.assert_works().await;
+}
+
+#[tokio::test]
+async fn a_query_token_never_reaches_the_logs() {
+    let (server, addr, _dir) = tasks_server_with(&["--log", "trace"]);
+    let mut ws = ws_connect(&format!("ws://{addr}/?token=nzbflow-token-1"), &[])
+        .await
+        .expect("connect");
+    assert_eq!(
+        ws_connect(&format!("ws://{addr}/?token=wrong-token-42"), &[])
+            .await
+            .err(),
+        Some(401)
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    publish_task(&server, "queue-update", json!({})).await;
+    next_json(&mut ws).await;
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = server.stderr();
+    assert!(log.contains("DEBUG"), "verbose logging is on:\n{log}");
+    for secret in ["nzbflow-token-1", "wrong-token-42"] {
+        assert!(!log.contains(secret), "`{secret}` was logged:\n{log}");
+    }
 }

@@ -363,6 +363,7 @@ impl Hub {
             selector,
             req.client_id,
             limits.subscriber_queue_events,
+            limits.subscriber_queue_bytes,
         ));
         let head = {
             let mut st = self.lock();

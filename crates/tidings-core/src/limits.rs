@@ -18,6 +18,9 @@ pub struct Limits {
     /// Events a subscriber may have queued before it counts as too slow and is closed with
     /// `reconnect-required` (it then resumes from history).
     pub subscriber_queue_events: usize,
+    /// Bytes (`EventRecord::size`) a subscriber may have queued before it counts as too
+    /// slow, so large events cannot make one slow subscriber pin unbounded memory.
+    pub subscriber_queue_bytes: usize,
     /// Events read from the store per replay step.
     pub replay_chunk: usize,
     /// Most events handed to a connection in one step (one write).
@@ -37,6 +40,7 @@ impl Default for Limits {
             max_patterns: 32,
             max_types: 32,
             subscriber_queue_events: 4096,
+            subscriber_queue_bytes: 4 << 20,
             replay_chunk: 1024,
             delivery_batch: 256,
             idempotency_keys: 100_000,

@@ -22,6 +22,7 @@ pub(crate) struct SubShared {
     /// Events published with this origin are not delivered to this subscriber.
     pub(crate) client_id: Option<Key>,
     cap: usize,
+    cap_bytes: usize,
     /// Held only for a push or a drain (short, synchronous); never across an await.
     queue: Mutex<Queue>,
     /// Wakes the connection when its queue goes from empty to non-empty, or closes. One
@@ -32,6 +33,8 @@ pub(crate) struct SubShared {
 #[derive(Debug, Default)]
 struct Queue {
     events: VecDeque<SharedEvent>,
+    /// Sum of `EventRecord::size` over `events`.
+    bytes: usize,
     closed: Option<CloseReason>,
 }
 
@@ -47,12 +50,19 @@ pub(crate) enum Drain {
 }
 
 impl SubShared {
-    pub(crate) fn new(id: u64, selector: Selector, client_id: Option<Key>, cap: usize) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        selector: Selector,
+        client_id: Option<Key>,
+        cap: usize,
+        cap_bytes: usize,
+    ) -> Self {
         SubShared {
             id,
             selector,
             client_id,
             cap,
+            cap_bytes,
             queue: Mutex::new(Queue::default()),
             waker: AtomicWaker::new(),
         }
@@ -80,13 +90,15 @@ impl SubShared {
         if q.closed.is_some() {
             return;
         }
-        if q.events.len() >= self.cap {
+        let size = event.size();
+        if q.events.len() >= self.cap || q.bytes + size > self.cap_bytes {
             q.closed = Some(CloseReason::SlowConsumer);
             drop(q);
             self.waker.wake();
             return;
         }
         let was_empty = q.events.is_empty();
+        q.bytes += size;
         q.events.push_back(event.clone());
         drop(q);
         if was_empty {
@@ -130,7 +142,11 @@ impl SubShared {
             };
         }
         let n = q.events.len().min(max);
-        out.extend(q.events.drain(..n));
+        let q = &mut *q;
+        for event in q.events.drain(..n) {
+            q.bytes -= event.size();
+            out.push(event);
+        }
         Drain::Took(n)
     }
 

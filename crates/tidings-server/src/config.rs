@@ -235,6 +235,13 @@ pub struct RawLimits {
         value_name = "N"
     )]
     pub subscriber_queue: Option<usize>,
+    /// Bytes queued for one subscriber before it is told to reconnect [default: 4MiB].
+    #[arg(
+        long = "subscriber-queue-bytes",
+        env = "TIDINGS_SUBSCRIBER_QUEUE_BYTES",
+        value_name = "SIZE"
+    )]
+    pub subscriber_queue_bytes: Option<String>,
 }
 
 /// `[auth]`.
@@ -385,7 +392,8 @@ impl RawConfig {
             max_data_bytes,
             max_batch_events,
             max_topics,
-            subscriber_queue
+            subscriber_queue,
+            subscriber_queue_bytes
         );
         if self.auth.token_specs.is_empty() {
             self.auth.tokens = file.auth.tokens;
@@ -469,8 +477,19 @@ impl RawConfig {
                 self.limits.subscriber_queue,
                 defaults.subscriber_queue_events,
             )?,
+            subscriber_queue_bytes: size(
+                "limits.subscriber_queue_bytes",
+                self.limits.subscriber_queue_bytes.as_deref(),
+                "4MiB",
+            )?,
             ..defaults
         };
+        if limits.subscriber_queue_bytes < limits.max_data_bytes {
+            return Err(bad(
+                "limits.subscriber_queue_bytes",
+                "must be at least limits.max_data_bytes, or no large event could ever be queued",
+            ));
+        }
         if limits.max_data_bytes > limits.max_body_bytes {
             return Err(bad(
                 "limits.max_data_bytes",

@@ -476,3 +476,18 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn a_byte_bound_closes_a_slow_subscriber_of_large_events() {
+    let limits = Limits { subscriber_queue_events: 1000, subscriber_queue_bytes: 10_000, ..Limits::default() };
+    let hub = hub_with(Retention::default(), limits);
+    let mut slow = hub.subscribe(req(&["*"], None)).unwrap();
+    let big = format!("\"{}\"", "x".repeat(3000));
+    for _ in 0..5 {
+        hub.publish(batch(vec![ev("t", "x", &big)])).await.unwrap();
+    }
+    // Three ~3 KB events fit in 10,000 bytes; the fourth does not.
+    let (seqs, steps) = ready(&mut slow).await;
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(steps, vec![Step::Closed(CloseReason::SlowConsumer)]);
+}

@@ -634,6 +634,8 @@ async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
         "1s",
         "--subscriber-queue",
         "100000",
+        "--subscriber-queue-bytes",
+        "1GiB",
         "--durability",
         "memory",
     ]);

@@ -479,7 +479,11 @@ proptest! {
 
 #[tokio::test]
 async fn a_byte_bound_closes_a_slow_subscriber_of_large_events() {
-    let limits = Limits { subscriber_queue_events: 1000, subscriber_queue_bytes: 10_000, ..Limits::default() };
+    let limits = Limits {
+        subscriber_queue_events: 1000,
+        subscriber_queue_bytes: 10_000,
+        ..Limits::default()
+    };
     let hub = hub_with(Retention::default(), limits);
     let mut slow = hub.subscribe(req(&["*"], None)).unwrap();
     let big = format!("\"{}\"", "x".repeat(3000));

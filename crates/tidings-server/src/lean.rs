@@ -109,17 +109,22 @@ fn classify(
     subscribe::is_stream_request(&parts).then(|| (parts, ctx.clone()))
 }
 
-/// Serves one streaming subscription on `tcp` until either side ends it.
+/// Serves one streaming subscription on `tcp` until either side ends it. The request head and
+/// the endpoint context are dropped once the subscription is open: a long-lived stream keeps
+/// only what it writes with.
 pub(crate) async fn serve(
     tcp: TcpStream,
-    parts: &http::request::Parts,
-    ctx: &EndpointState,
+    parts: Box<http::request::Parts>,
+    ctx: EndpointState,
     write_timeout: Duration,
 ) {
     let chunked = parts.version == Version::HTTP_11;
+    let keepalive = ctx.app.transport.keepalive;
     let (mut rd, wr) = tcp.into_split();
     let mut wr = WriteTimeout::new(wr, write_timeout);
-    let (sub, format) = match subscribe::prepare(ctx, parts) {
+    let prepared = subscribe::prepare(&ctx, &parts);
+    drop((parts, ctx));
+    let (sub, format) = match prepared {
         Ok(Prepared::Stream(sub, format)) => (sub, format),
         Ok(_) => {
             // `classify` admits only streaming requests; anything else is a bug, said politely.
@@ -150,7 +155,7 @@ pub(crate) async fn serve(
         return;
     }
     drop(head);
-    let body = stream::body(sub, format, ctx.app.transport.keepalive);
+    let body = stream::body(sub, format, keepalive);
     tokio::pin!(body);
     let mut probe = [0u8; 16];
     loop {

@@ -73,7 +73,7 @@ pub(crate) async fn serve(
                     return;
                 }
                 Head::Stream(parts, ctx) => {
-                    lean::serve(stream, &parts, &ctx, options.write_timeout).await;
+                    lean::serve(stream, parts, ctx, options.write_timeout).await;
                     drop((permit, done));
                     return;
                 }

@@ -162,8 +162,17 @@ impl Writer {
         // removes it and is durable.
         let clear_marker = fast && self.marker_set;
         let durable = !fast || clear_marker || self.sync_due();
+        let retention = self.retention.clone();
+        let trimmed_before = self.counters.trimmed_through;
         let result = self.commit(durable, |tx, counters| {
             append_all(tx, batch, counters, encoded)?;
+            // Trim in the same transaction, so an acknowledged append has its retention
+            // applied (a reader never sees more than the bound plus its slack) and a crash
+            // cannot keep the append and lose the trim.
+            if retention::over_size(&retention, counters, false) {
+                *counters =
+                    retention::trim(tx, &retention, *counters, tidings_core::clock::now_ms())?;
+            }
             if clear_marker {
                 let mut meta = tx.open_table(META).map_err(store_error)?;
                 meta.remove(CLEAN_SHUTDOWN).map_err(store_error)?;
@@ -172,6 +181,10 @@ impl Writer {
         });
         if result.is_ok() && clear_marker {
             self.marker_set = false;
+        }
+        if self.counters.trimmed_through != trimmed_before {
+            // The oldest event changed; the next age check reads it again.
+            self.oldest_time = None;
         }
     }
 

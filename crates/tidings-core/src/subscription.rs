@@ -165,10 +165,15 @@ impl Subscription {
                     break;
                 }
                 self.pos = event.seq();
+                // The registry matches topics for live events; replay does it here, and
+                // `wants` adds the type filter and origin suppression, as for live ones.
+                let topic = &event.event.topic;
                 if self
                     .shared
                     .selector
-                    .matches(&event.event.topic, &event.event.event_type)
+                    .patterns
+                    .iter()
+                    .any(|p| p.matches(topic))
                     && self.shared.wants(&event)
                 {
                     out.push(event);

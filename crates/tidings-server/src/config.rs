@@ -749,6 +749,29 @@ fn parse_token_spec(spec: &str) -> Result<StaticToken, String> {
     })
 }
 
+/// Splits `text` into its leading number and the unit after it, and scales the number by the
+/// unit's factor from `units`; `example` goes into the message when either part is wrong.
+fn scaled(
+    setting: &str,
+    text: &str,
+    units: &[(&str, u64)],
+    example: &str,
+) -> Result<u64, ConfigError> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let wrong = || bad(setting, format!("`{text}` is not {example}"));
+    let n: u64 = num.parse().map_err(|_| wrong())?;
+    let factor = units
+        .iter()
+        .find(|(name, _)| *name == unit.trim())
+        .map(|(_, f)| *f)
+        .ok_or_else(wrong)?;
+    n.checked_mul(factor)
+        .ok_or_else(|| bad(setting, format!("`{text}` is too large")))
+}
+
 /// Parses `500ms`, `30s`, `5m`, `2h`, `7d`.
 pub fn duration(
     setting: &str,
@@ -756,64 +779,37 @@ pub fn duration(
     default: &str,
 ) -> Result<Duration, ConfigError> {
     let text = value.unwrap_or(default).trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (num, unit) = text.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        bad(
-            setting,
-            format!("`{text}` is not a duration like 30s, 500ms, 5m, 2h, 7d"),
-        )
-    })?;
-    let ms = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => {
-            return Err(bad(
-                setting,
-                format!("`{text}` is not a duration like 30s, 500ms, 5m, 2h, 7d"),
-            ));
-        }
-    };
-    n.checked_mul(ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| bad(setting, format!("`{text}` is too large")))
+    let units = [
+        ("ms", 1),
+        ("s", 1000),
+        ("m", 60_000),
+        ("h", 3_600_000),
+        ("d", 86_400_000),
+    ];
+    let ms = scaled(
+        setting,
+        text,
+        &units,
+        "a duration like 30s, 500ms, 5m, 2h, 7d",
+    )?;
+    Ok(Duration::from_millis(ms))
 }
 
 /// Parses `1048576`, `64KiB`, `1MiB`, `1GiB`, `10KB`, `5MB`.
 pub fn size(setting: &str, value: Option<&str>, default: &str) -> Result<usize, ConfigError> {
     let text = value.unwrap_or(default).trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (num, unit) = text.split_at(split);
-    let n: usize = num.parse().map_err(|_| {
-        bad(
-            setting,
-            format!("`{text}` is not a size like 65536, 64KiB, 1MiB"),
-        )
-    })?;
-    let mult: usize = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" => 1000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => {
-            return Err(bad(
-                setting,
-                format!("`{text}` is not a size like 65536, 64KiB, 1MiB"),
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| bad(setting, format!("`{text}` is too large")))
+    let units = [
+        ("", 1),
+        ("B", 1),
+        ("KiB", 1 << 10),
+        ("MiB", 1 << 20),
+        ("GiB", 1 << 30),
+        ("KB", 1000),
+        ("MB", 1_000_000),
+        ("GB", 1_000_000_000),
+    ];
+    let bytes = scaled(setting, text, &units, "a size like 65536, 64KiB, 1MiB")?;
+    usize::try_from(bytes).map_err(|_| bad(setting, format!("`{text}` is too large")))
 }
 
 #[cfg(test)]

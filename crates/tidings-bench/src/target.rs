@@ -47,6 +47,13 @@ pub(crate) const PUSHPIN_HTTP_ADDR: &str = "127.0.0.1:18200";
 pub(crate) const PUSHPIN_PUBLISH_ADDR: &str = "127.0.0.1:5661";
 pub(crate) const PEER_DIR: &str = "/tmp/peer";
 
+/// Pushpin's handler log: it records `publish channel=C receivers=N` for every item published.
+const PUSHPIN_HANDLER_LOG: &str = "/tmp/peer/pushpin/log/pushpin-handler.log";
+/// How long to wait for the sessions of an earlier run to leave Pushpin's handler.
+const PUSHPIN_DRAIN_MAX: Duration = Duration::from_secs(120);
+/// The many-topic scenario's channels `bench-0`.. probed for leftover sessions, besides `bench`.
+const PUSHPIN_PROBED_TOPICS: u32 = 100;
+
 /// The bearer secret used when `--auth` is on.
 pub(crate) const BENCH_TOKEN: &str = "tidings-bench-secret-0123456789";
 
@@ -110,11 +117,27 @@ impl Target {
                     pids.push(read_pid(&format!("{PEER_DIR}/pushpin/{name}.pid"))?);
                 }
                 let addr: SocketAddr = PUSHPIN_HTTP_ADDR.parse()?;
-                probe(addr, "pushpin").await?;
+                let publish: SocketAddr = PUSHPIN_PUBLISH_ADDR.parse()?;
+                // scripts/bench-peers restarts Pushpin when condure crashes at the end of a
+                // point; give a restart in progress a few seconds.
+                let mut tries = 0;
+                loop {
+                    let up = match probe(addr, "pushpin").await {
+                        Ok(()) => probe(publish, "pushpin's publish API").await,
+                        Err(e) => Err(e),
+                    };
+                    match up {
+                        Ok(()) => break,
+                        Err(e) if tries == 20 => return Err(e),
+                        Err(_) => tries += 1,
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                wait_pushpin_sessions_gone(publish).await?;
                 Ok(Self::peer(
                     kind,
                     addr,
-                    PUSHPIN_PUBLISH_ADDR.parse()?,
+                    publish,
                     pids,
                     "pushpin --config /tmp/peer/pushpin/pushpin.conf (+ zurl, origin.py)",
                 ))
@@ -224,6 +247,110 @@ fn read_pid(path: &str) -> anyhow::Result<u32> {
     text.trim()
         .parse()
         .with_context(|| format!("pid in {path}"))
+}
+
+/// Waits until Pushpin's handler holds no session on the bench's channels.
+///
+/// When a run ends, the bench drops thousands of subscriber connections at once, and condure
+/// (Pushpin's connection manager) tells the handler about only some of them: after a 1k run
+/// the handler still counted 486-869 of 1,000 receivers, and 4,978 of 5,000 after a 5k run,
+/// for about 60 s, until those sessions' keep-alives expired. A point started in that window
+/// fans every event out to the dead sessions too, and the handler's `receivers=` log
+/// over-counts. So before each Pushpin point this publishes an SSE comment (ignored by SSE
+/// clients) to `bench` and `bench-0`.., reads the receiver counts the handler logs for it, and
+/// waits until they are all zero.
+async fn wait_pushpin_sessions_gone(publish: SocketAddr) -> anyhow::Result<()> {
+    let channels: Vec<String> = std::iter::once("bench".to_owned())
+        .chain((0..PUSHPIN_PROBED_TOPICS).map(|k| format!("bench-{k}")))
+        .collect();
+    let items: Vec<String> = channels
+        .iter()
+        .map(|c| {
+            format!(
+                r#"{{"channel":"{c}","formats":{{"http-stream":{{"content":": tidings-bench idle check\n\n"}}}}}}"#
+            )
+        })
+        .collect();
+    let body = format!(r#"{{"items":[{}]}}"#, items.join(","));
+    let deadline = tokio::time::Instant::now() + PUSHPIN_DRAIN_MAX;
+    let mut poster =
+        crate::http::Poster::connect(crate::http::source_addr(0), publish, String::new()).await?;
+    let mut waited = false;
+    loop {
+        let Ok(before) = std::fs::metadata(PUSHPIN_HANDLER_LOG).map(|m| m.len()) else {
+            // Not the set-up of scripts/bench-peers: nothing to read the counts from.
+            return Ok(());
+        };
+        let (status, _) = poster
+            .post("/publish/", "application/json", body.as_bytes())
+            .await
+            .context("publish a probe to pushpin")?;
+        if !(200..300).contains(&status) {
+            bail!("pushpin refused the probe publish: status {status}");
+        }
+        let mut left = None;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some(n) = logged_receivers(before, &channels)? {
+                left = Some(n);
+                break;
+            }
+        }
+        match left {
+            Some(0) => {
+                if waited {
+                    eprintln!("tidings-bench: pushpin's leftover sessions are gone");
+                }
+                return Ok(());
+            }
+            Some(n) if tokio::time::Instant::now() < deadline => {
+                if !waited {
+                    eprintln!(
+                        "tidings-bench: pushpin's handler still holds {n} sessions of an earlier run; waiting for them to expire"
+                    );
+                    waited = true;
+                }
+            }
+            Some(n) => bail!(
+                "pushpin's handler still holds {n} sessions after {} s",
+                PUSHPIN_DRAIN_MAX.as_secs()
+            ),
+            None if tokio::time::Instant::now() < deadline => {}
+            None => {
+                bail!("pushpin's handler did not log the probe publish in {PUSHPIN_HANDLER_LOG}")
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// The receivers the handler logged, after byte `from` of its log, for the probe's `channels`;
+/// `None` until every channel's line is there.
+fn logged_receivers(from: u64, channels: &[String]) -> anyhow::Result<Option<u64>> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut file = std::fs::File::open(PUSHPIN_HANDLER_LOG)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(sum_receivers(&String::from_utf8_lossy(&bytes), channels))
+}
+
+/// Sums the `publish channel=C receivers=N` lines of `log` over `channels`; `None` unless every
+/// channel has one. Only complete lines count: the handler may be writing the last one.
+fn sum_receivers(log: &str, channels: &[String]) -> Option<u64> {
+    let mut seen = std::collections::HashMap::new();
+    for line in log.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+        let Some((_, rest)) = line.split_once("publish channel=") else {
+            continue;
+        };
+        let Some((channel, n)) = rest.split_once(" receivers=") else {
+            continue;
+        };
+        if let Ok(n) = n.trim().parse::<u64>() {
+            seen.insert(channel, n);
+        }
+    }
+    channels.iter().map(|c| seen.get(c.as_str()).copied()).sum()
 }
 
 async fn probe(addr: SocketAddr, name: &str) -> anyhow::Result<()> {
@@ -354,4 +481,22 @@ async fn start_floor() -> anyhow::Result<Target> {
         child: Some(child),
         _dir: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_the_probe_receivers_from_the_handler_log() {
+        let channels = vec!["bench".to_owned(), "bench-0".to_owned()];
+        let log = "[INFO] 2026-11-23 05:27:55.470 control: POST /publish/ code=200 10 items=2\n\
+                   [INFO] 2026-11-23 05:27:55.471 publish channel=bench receivers=486\n\
+                   [INFO] 2026-11-23 05:27:55.471 publish channel=bench-0 receivers=3\n";
+        assert_eq!(sum_receivers(log, &channels), Some(489));
+        // A channel's line still missing, or cut short while the handler writes it.
+        let partial = "[INFO] 2026-11-23 05:27:55.471 publish channel=bench receivers=0\n\
+                       [INFO] 2026-11-23 05:27:55.471 publish channel=bench-0 receivers=1";
+        assert_eq!(sum_receivers(partial, &channels), None);
+    }
 }

@@ -77,6 +77,7 @@ pub(crate) fn write(results: &Path, docs: &Path) -> anyhow::Result<()> {
         "(b) Many topics, few subscribers each",
     )?;
     idle_section(&mut md, docs, &all)?;
+    scaling_section(&mut md, docs, &all)?;
     churn_section(&mut md, &all);
     publish_section(&mut md, &all);
     replay_section(&mut md, &all);
@@ -87,21 +88,38 @@ pub(crate) fn write(results: &Path, docs: &Path) -> anyhow::Result<()> {
 /// The points of the newest run that has `scenario`. A `-ws` suffix on the key selects
 /// the WebSocket runs of that scenario; without it only SSE runs count.
 fn newest<'a>(all: &'a [Point], key: &str) -> Vec<&'a Point> {
+    newest_where(all, key, |_| true)
+}
+
+/// The points of the newest run of `key` (as for `newest`) whose points pass `accept`.
+fn newest_where<'a>(
+    all: &'a [Point],
+    key: &str,
+    accept: impl Fn(&[&Point]) -> bool,
+) -> Vec<&'a Point> {
     let (scenario, transport) = match key.strip_suffix("-ws") {
         Some(s) => (s, "ws"),
         None => (key, "sse"),
     };
     let wanted = |p: &&Point| p.scenario == scenario && p.transport == transport;
-    let Some(run) = all.iter().filter(wanted).map(|p| p.run_id).max() else {
-        return Vec::new();
-    };
-    let mut v: Vec<&Point> = all
-        .iter()
-        .filter(|p| wanted(p) && p.run_id == run)
-        .collect();
-    v.sort_by_key(|p| (p.subscribers, TARGETS.iter().position(|t| *t == p.target)));
-    v
+    let runs: BTreeSet<u64> = all.iter().filter(wanted).map(|p| p.run_id).collect();
+    for run in runs.into_iter().rev() {
+        let mut v: Vec<&Point> = all
+            .iter()
+            .filter(|p| wanted(p) && p.run_id == run)
+            .collect();
+        if accept(&v) {
+            v.sort_by_key(|p| (p.subscribers, TARGETS.iter().position(|t| *t == p.target)));
+            return v;
+        }
+    }
+    Vec::new()
 }
+
+/// The publish rate issue 3's fan-out targets are stated at (events/s on one topic).
+const TARGET_RATE: f64 = 50.0;
+/// The most connections one process may hold on the development machines (20k descriptors).
+const MOST_CONNECTIONS: u64 = 19_000;
 
 fn commands(md: &mut String, pts: &[&Point]) {
     let cmds: BTreeSet<&str> = pts.iter().map(|p| p.command.as_str()).collect();
@@ -138,6 +156,22 @@ fn find<'a>(pts: &[&'a Point], n: u64, target: &str) -> Option<&'a Point> {
         .find(|p| p.subscribers == n && p.target == target && p.note.is_empty())
 }
 
+/// One chart line per target: `f` of its point at each subscriber count.
+fn series(pts: &[&Point], f: impl Fn(&Point) -> f64) -> Vec<(String, Vec<(f64, f64)>)> {
+    let ns: BTreeSet<u64> = pts.iter().map(|p| p.subscribers).collect();
+    TARGETS
+        .iter()
+        .map(|t| {
+            let v: Vec<(f64, f64)> = ns
+                .iter()
+                .filter_map(|&n| find(pts, n, t).map(|p| (n as f64, f(p))))
+                .collect();
+            ((*t).to_owned(), v)
+        })
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+}
+
 fn ratio(a: f64, b: f64) -> String {
     if a > 0.0 && b > 0.0 {
         format!("{:.2}×", a / b)
@@ -153,7 +187,10 @@ fn fanout_section(
     scenario: &str,
     title: &str,
 ) -> anyhow::Result<()> {
-    let pts = newest(all, scenario);
+    // The fan-out sections show the target rate; the scaling section shows its own run.
+    let pts = newest_where(all, scenario, |v| {
+        scenario == "topics" || v.iter().all(|p| p.rate == TARGET_RATE)
+    });
     wl!(md, "## {title}\n");
     if pts.is_empty() {
         wl!(md, "Not measured yet.\n");
@@ -240,22 +277,9 @@ fn fanout_section(
             ratio(p99("tidings"), p99("floor")),
         );
     }
-    let series = |f: &dyn Fn(&Point) -> f64| -> Vec<(String, Vec<(f64, f64)>)> {
-        TARGETS
-            .iter()
-            .map(|t| {
-                let pts: Vec<(f64, f64)> = ns
-                    .iter()
-                    .filter_map(|&n| find(&pts, n, t).map(|p| (n as f64, f(p))))
-                    .collect();
-                ((*t).to_owned(), pts)
-            })
-            .filter(|(_, v)| !v.is_empty())
-            .collect()
-    };
-    let d = series(&|p| p.deliveries_per_s);
-    let l = series(&|p| p.p99_us as f64 / 1000.0);
-    let c = series(&|p| p.server_cpu_us_per_delivery);
+    let d = series(&pts, |p| p.deliveries_per_s);
+    let l = series(&pts, |p| p.p99_us as f64 / 1000.0);
+    let c = series(&pts, |p| p.server_cpu_us_per_delivery);
     std::fs::write(
         docs.join(format!("bench/{scenario}-deliveries.svg")),
         line_chart(
@@ -352,6 +376,89 @@ fn idle_section(md: &mut String, docs: &Path, all: &[Point]) -> anyhow::Result<(
     Ok(())
 }
 
+/// How CPU and memory grow from 1k to 19k subscribers, and what that projects to 1M.
+fn scaling_section(md: &mut String, docs: &Path, all: &[Point]) -> anyhow::Result<()> {
+    let pts = newest_where(all, "fanout", |v| {
+        v.iter().any(|p| p.subscribers >= MOST_CONNECTIONS)
+    });
+    wl!(md, "## Scaling: 1k to 19k connections in one process\n");
+    if pts.is_empty() {
+        wl!(md, "Not measured yet.\n");
+        return Ok(());
+    }
+    let p0 = pts[0];
+    wl!(
+        md,
+        "One topic, {:.0} events/s, so no point saturates the machine and each delivery is its own write.\n\
+         Memory is the server tree's RSS growth per connection once all are connected.\n",
+        p0.rate
+    );
+    commands(md, &pts);
+    wl!(
+        md,
+        "| subscribers | target | connected | deliveries/s | delivered/expected | p99 ms | server CPU µs/delivery | server RSS MiB | RSS per connection B |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for p in &pts {
+        wl!(
+            md,
+            "| {} | {} | {} | {:.0} | {:.1}% | {} | {:.2} | {:.1} | {:.0} |",
+            p.subscribers,
+            p.target,
+            p.connected,
+            p.deliveries_per_s,
+            100.0 * p.delivered as f64 / p.expected_deliveries.max(1) as f64,
+            ms(p.p99_us),
+            p.server_cpu_us_per_delivery,
+            p.server_rss_end_bytes as f64 / 1048576.0,
+            p.rss_per_conn_bytes,
+        );
+    }
+    if let Some(top) = pts
+        .iter()
+        .filter(|p| p.target == "tidings" && p.delivered > 0)
+        .max_by_key(|p| p.subscribers)
+    {
+        let cpu = top.server_cpu_us_per_delivery;
+        wl!(
+            md,
+            "\n**Projection to 1M connections** (from the {} point): {:.1} GB of user-space memory \
+             ({:.0} B per connection; kernel socket buffers come on top), and {:.1} µs of CPU per \
+             delivery, so one event per second to each of 1M subscribers needs about {:.1} cores \
+             ({:.0}k deliveries per core-second).\n",
+            top.subscribers,
+            top.rss_per_conn_bytes * 1e6 / 1e9,
+            top.rss_per_conn_bytes,
+            cpu,
+            cpu,
+            1e3 / cpu.max(f64::MIN_POSITIVE),
+        );
+    }
+    std::fs::write(
+        docs.join("bench/scaling-cpu.svg"),
+        line_chart(
+            "Server CPU per delivery vs connections",
+            "subscribers",
+            "CPU µs / delivery",
+            &series(&pts, |p| p.server_cpu_us_per_delivery),
+        ),
+    )?;
+    std::fs::write(
+        docs.join("bench/scaling-memory.svg"),
+        line_chart(
+            "Server RSS vs connections",
+            "subscribers",
+            "RSS (MiB)",
+            &series(&pts, |p| p.server_rss_end_bytes as f64 / 1048576.0),
+        ),
+    )?;
+    wl!(
+        md,
+        "![cpu](bench/scaling-cpu.svg)\n![memory](bench/scaling-memory.svg)\n"
+    );
+    Ok(())
+}
+
 fn churn_section(md: &mut String, all: &[Point]) {
     let pts = newest(all, "churn");
     wl!(md, "## (d) Connection churn\n");
@@ -380,7 +487,17 @@ fn churn_section(md: &mut String, all: &[Point]) {
 }
 
 fn publish_section(md: &mut String, all: &[Point]) {
-    let pts = newest(all, "publish");
+    // One row per set-up (durability, batch size): the newest point of each, so a single-event
+    // run does not hide the batched one.
+    let mut pts: Vec<&Point> = Vec::new();
+    for p in all.iter().filter(|p| p.scenario == "publish") {
+        match pts.iter_mut().find(|q| q.note == p.note) {
+            Some(q) if q.run_id < p.run_id => *q = p,
+            Some(_) => {}
+            None => pts.push(p),
+        }
+    }
+    pts.sort_by(|a, b| a.note.cmp(&b.note));
     wl!(md, "## (e) Durable publish throughput\n");
     if pts.is_empty() {
         wl!(md, "Not measured yet.\n");

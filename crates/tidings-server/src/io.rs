@@ -28,6 +28,11 @@ impl<S> WriteTimeout<S> {
         }
     }
 
+    /// The wrapped stream, for a write that must not wait (`try_write`).
+    pub(crate) fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     /// Called when the inner write is pending: arms the timer, or fails once it has fired.
     fn check_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let timeout = self.timeout;

@@ -201,12 +201,18 @@ async fn write_chunk(
     }
     let mut head = [0u8; 18];
     let head_len = chunk_head(&mut head, data.len());
+    let sent = match try_send_small(wr.get_ref(), &head[..head_len], data) {
+        Some(Ok(n)) => n,
+        Some(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => return Err(e),
+        _ => 0,
+    };
     let mut parts = [
         std::io::IoSlice::new(&head[..head_len]),
         std::io::IoSlice::new(data),
         std::io::IoSlice::new(b"\r\n"),
     ];
     let mut slices = &mut parts[..];
+    std::io::IoSlice::advance_slices(&mut slices, sent);
     while !slices.is_empty() {
         let n = wr.write_vectored(slices).await?;
         if n == 0 {
@@ -215,6 +221,29 @@ async fn write_chunk(
         std::io::IoSlice::advance_slices(&mut slices, n);
     }
     Ok(())
+}
+
+/// Largest chunk sent from a stack buffer by `try_send_small`.
+const SMALL_CHUNK: usize = 512;
+
+/// Most chunks are one small event. Such a chunk is assembled in a stack buffer and sent with
+/// one plain `send`, which costs the kernel less than a three-part `writev` (the copy is a few
+/// hundred bytes). Synchronous, so the buffer never becomes part of the connection's future.
+/// `None`: too large, use the vectored path; `Some(Ok(n))`: `n` bytes went out.
+fn try_send_small(
+    wr: &tokio::net::tcp::OwnedWriteHalf,
+    head: &[u8],
+    data: &[u8],
+) -> Option<std::io::Result<usize>> {
+    let total = head.len() + data.len() + 2;
+    if total > SMALL_CHUNK {
+        return None;
+    }
+    let mut buf = [0u8; SMALL_CHUNK];
+    buf[..head.len()].copy_from_slice(head);
+    buf[head.len()..head.len() + data.len()].copy_from_slice(data);
+    buf[total - 2..total].copy_from_slice(b"\r\n");
+    Some(wr.try_write(&buf[..total]))
 }
 
 /// Writes `<hex len>\r\n` into `buf`; returns its length.

@@ -172,6 +172,26 @@ fn series(pts: &[&Point], f: impl Fn(&Point) -> f64) -> Vec<(String, Vec<(f64, f
         .collect()
 }
 
+/// Writes a section's heading; `false` (after saying so) when it has no points yet.
+fn heading(md: &mut String, title: &str, pts: &[&Point]) -> bool {
+    wl!(md, "## {title}\n");
+    if pts.is_empty() {
+        wl!(md, "Not measured yet.\n");
+    }
+    !pts.is_empty()
+}
+
+/// Writes one line chart (an SVG file under docs/bench).
+fn write_line_chart(
+    path: std::path::PathBuf,
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> std::io::Result<()> {
+    std::fs::write(path, line_chart(title, xlabel, ylabel, series))
+}
+
 fn ratio(a: f64, b: f64) -> String {
     if a > 0.0 && b > 0.0 {
         format!("{:.2}×", a / b)
@@ -191,9 +211,7 @@ fn fanout_section(
     let pts = newest_where(all, scenario, |v| {
         scenario == "topics" || v.iter().all(|p| p.rate == TARGET_RATE)
     });
-    wl!(md, "## {title}\n");
-    if pts.is_empty() {
-        wl!(md, "Not measured yet.\n");
+    if !heading(md, title, &pts) {
         return Ok(());
     }
     let p0 = pts[0];
@@ -280,32 +298,26 @@ fn fanout_section(
     let d = series(&pts, |p| p.deliveries_per_s);
     let l = series(&pts, |p| p.p99_us as f64 / 1000.0);
     let c = series(&pts, |p| p.server_cpu_us_per_delivery);
-    std::fs::write(
+    write_line_chart(
         docs.join(format!("bench/{scenario}-deliveries.svg")),
-        line_chart(
-            "Deliveries/s vs subscribers",
-            "subscribers",
-            "deliveries/s",
-            &d,
-        ),
+        "Deliveries/s vs subscribers",
+        "subscribers",
+        "deliveries/s",
+        &d,
     )?;
-    std::fs::write(
+    write_line_chart(
         docs.join(format!("bench/{scenario}-p99.svg")),
-        line_chart(
-            "p99 publish→deliver latency vs subscribers",
-            "subscribers",
-            "p99 (ms)",
-            &l,
-        ),
+        "p99 publish→deliver latency vs subscribers",
+        "subscribers",
+        "p99 (ms)",
+        &l,
     )?;
-    std::fs::write(
+    write_line_chart(
         docs.join(format!("bench/{scenario}-cpu.svg")),
-        line_chart(
-            "Server CPU per delivery vs subscribers",
-            "subscribers",
-            "CPU µs / delivery",
-            &c,
-        ),
+        "Server CPU per delivery vs subscribers",
+        "subscribers",
+        "CPU µs / delivery",
+        &c,
     )?;
     wl!(
         md,
@@ -316,9 +328,7 @@ fn fanout_section(
 
 fn idle_section(md: &mut String, docs: &Path, all: &[Point]) -> anyhow::Result<()> {
     let pts = newest(all, "idle");
-    wl!(md, "## (c) Idle connections: memory per connection\n");
-    if pts.is_empty() {
-        wl!(md, "Not measured yet.\n");
+    if !heading(md, "(c) Idle connections: memory per connection", &pts) {
         return Ok(());
     }
     wl!(
@@ -381,9 +391,7 @@ fn scaling_section(md: &mut String, docs: &Path, all: &[Point]) -> anyhow::Resul
     let pts = newest_where(all, "fanout", |v| {
         v.iter().any(|p| p.subscribers >= MOST_CONNECTIONS)
     });
-    wl!(md, "## Scaling: 1k to 19k connections in one process\n");
-    if pts.is_empty() {
-        wl!(md, "Not measured yet.\n");
+    if !heading(md, "Scaling: 1k to 19k connections in one process", &pts) {
         return Ok(());
     }
     let p0 = pts[0];
@@ -435,23 +443,19 @@ fn scaling_section(md: &mut String, docs: &Path, all: &[Point]) -> anyhow::Resul
             1e3 / cpu.max(f64::MIN_POSITIVE),
         );
     }
-    std::fs::write(
+    write_line_chart(
         docs.join("bench/scaling-cpu.svg"),
-        line_chart(
-            "Server CPU per delivery vs connections",
-            "subscribers",
-            "CPU µs / delivery",
-            &series(&pts, |p| p.server_cpu_us_per_delivery),
-        ),
+        "Server CPU per delivery vs connections",
+        "subscribers",
+        "CPU µs / delivery",
+        &series(&pts, |p| p.server_cpu_us_per_delivery),
     )?;
-    std::fs::write(
+    write_line_chart(
         docs.join("bench/scaling-memory.svg"),
-        line_chart(
-            "Server RSS vs connections",
-            "subscribers",
-            "RSS (MiB)",
-            &series(&pts, |p| p.server_rss_end_bytes as f64 / 1048576.0),
-        ),
+        "Server RSS vs connections",
+        "subscribers",
+        "RSS (MiB)",
+        &series(&pts, |p| p.server_rss_end_bytes as f64 / 1048576.0),
     )?;
     wl!(
         md,
@@ -462,9 +466,7 @@ fn scaling_section(md: &mut String, docs: &Path, all: &[Point]) -> anyhow::Resul
 
 fn churn_section(md: &mut String, all: &[Point]) {
     let pts = newest(all, "churn");
-    wl!(md, "## (d) Connection churn\n");
-    if pts.is_empty() {
-        wl!(md, "Not measured yet.\n");
+    if !heading(md, "(d) Connection churn", &pts) {
         return;
     }
     commands(md, &pts);
@@ -499,9 +501,7 @@ fn publish_section(md: &mut String, all: &[Point]) {
         }
     }
     pts.sort_by(|a, b| a.note.cmp(&b.note));
-    wl!(md, "## (e) Durable publish throughput\n");
-    if pts.is_empty() {
-        wl!(md, "Not measured yet.\n");
+    if !heading(md, "(e) Durable publish throughput", &pts) {
         return;
     }
     commands(md, &pts);
@@ -527,9 +527,7 @@ fn publish_section(md: &mut String, all: &[Point]) {
 
 fn replay_section(md: &mut String, all: &[Point]) {
     let pts = newest(all, "replay");
-    wl!(md, "## (f) Replay throughput\n");
-    if pts.is_empty() {
-        wl!(md, "Not measured yet.\n");
+    if !heading(md, "(f) Replay throughput", &pts) {
         return;
     }
     commands(md, &pts);

@@ -134,3 +134,6 @@ fn overlay(lower: &mut Value, upper: Value) {
         (slot, value) => *slot = value,
     }
 }
+
+#[cfg(test)]
+mod tests;

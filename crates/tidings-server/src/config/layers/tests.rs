@@ -129,6 +129,41 @@ fn every_setting_can_be_given_by_file_env_and_flag_with_file_below_env_below_fla
     assert!(checked >= 25, "only {checked} settings found");
 }
 
+/// The file key of the setting behind flag `arg`, found by serializing what the flag sets.
+fn file_key(arg: &clap::Arg) -> String {
+    let long = arg.get_long().expect("a flag");
+    let value_name = arg.get_value_names().expect("value name")[0].as_str();
+    let parsed = flags(&[format!("--{long}={}", sample(value_name, 0)).into()]);
+    let mut leaves = Vec::new();
+    set_paths(&json(parsed.settings), "", &mut leaves);
+    assert_eq!(
+        leaves.len(),
+        1,
+        "--{long} sets {leaves:?}, not one file key"
+    );
+    leaves.remove(0).0
+}
+
+#[test]
+fn the_shipped_example_names_every_setting() {
+    let text = include_str!("../../../../../examples/tidings.toml");
+    let example: Value = toml::from_str(text).expect("the example is TOML");
+    for arg in ServeArgs::command().get_arguments() {
+        if arg.get_id() == "config" {
+            continue;
+        }
+        let key = file_key(arg);
+        if key == "auth.tokens" {
+            continue; // no token is the default; the example shows them commented out
+        }
+        let found = key.split('.').try_fold(&example, |v, part| v.get(part));
+        assert!(
+            found.is_some(),
+            "examples/tidings.toml does not state `{key}`"
+        );
+    }
+}
+
 fn config_of(file: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Config {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut argv: Vec<OsString> = args.iter().map(OsString::from).collect();

@@ -2,11 +2,12 @@
 //! lives in the library crates (`tidings serve` is `tidings_server::App`).
 
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use tidings_server::{App, RawConfig};
+use clap::error::ErrorKind;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use tidings_server::App;
+use tidings_server::config::{self, ServeArgs};
 
 /// Exit code for invalid configuration (EX_USAGE), used before any port is bound.
 const EXIT_CONFIG: u8 = 64;
@@ -25,33 +26,39 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the hub.
-    Serve {
-        /// A TOML config file; flags and TIDINGS_* variables override it.
-        #[arg(long, env = "TIDINGS_CONFIG", value_name = "FILE")]
-        config: Option<PathBuf>,
-        #[command(flatten)]
-        settings: RawConfig,
-    },
+    Serve(ServeArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // clap parses the flags only: the environment is its own layer, read in `serve`.
+    let matches = match Cli::command()
+        .mut_subcommand("serve", config::without_env)
+        .try_get_matches()
+    {
+        Ok(matches) => matches,
+        // A flag's value that does not parse is invalid configuration, like any other.
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ValueValidation | ErrorKind::InvalidValue
+            ) =>
+        {
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or_default();
+            let reason = line.strip_prefix("error: ").unwrap_or(line);
+            eprintln!("tidings: invalid configuration: {reason}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(e) => e.exit(),
+    };
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
-        Command::Serve { config, settings } => serve(config, settings),
+        Command::Serve(args) => serve(args),
     }
 }
 
-fn serve(file: Option<PathBuf>, flags: RawConfig) -> ExitCode {
-    let raw = match file {
-        None => Ok(flags),
-        Some(path) => std::fs::read_to_string(&path)
-            .map_err(|e| format!("config file {}: {e}", path.display()))
-            .and_then(|text| {
-                RawConfig::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
-            })
-            .map(|from_file| flags.merge_under(from_file)),
-    };
-    let config = match raw.and_then(|raw| raw.validate().map_err(|e| e.to_string())) {
+fn serve(flags: ServeArgs) -> ExitCode {
+    let config = match config::load(flags, std::env::vars_os()).and_then(|raw| raw.validate()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("tidings: invalid configuration: {e}");

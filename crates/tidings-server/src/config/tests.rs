@@ -1,5 +1,6 @@
 //! Config parsing, merging and validation messages.
 
+use super::auth::parse_token_spec;
 use super::*;
 use crate::transport::frame::Shape;
 
@@ -41,7 +42,7 @@ fn file_is_below_flags_and_env() {
         listen: Some("127.0.0.1:9100".into()),
         ..RawConfig::default()
     };
-    let c = validate(flags.merge_under(file)).unwrap();
+    let c = validate(layered([file, flags]).unwrap()).unwrap();
     assert_eq!(c.listen.port(), 9100);
     assert_eq!(c.data_dir, PathBuf::from("/var/lib/tidings"));
     assert_eq!(
@@ -115,8 +116,7 @@ fn errors_name_the_setting() {
         (
             RawConfig {
                 auth: RawAuth {
-                    token_specs: vec!["short:publish=*".into()],
-                    ..Default::default()
+                    tokens: vec!["short:publish=*".to_owned().into()],
                 },
                 ..Default::default()
             },
@@ -125,8 +125,7 @@ fn errors_name_the_setting() {
         (
             RawConfig {
                 auth: RawAuth {
-                    token_specs: vec!["longenough:publish=a\n".into()],
-                    ..Default::default()
+                    tokens: vec!["longenough:publish=a\n".to_owned().into()],
                 },
                 ..Default::default()
             },
@@ -218,7 +217,7 @@ fn endpoint_errors_name_the_setting() {
 }
 
 #[test]
-fn every_file_section_survives_the_merge_under_empty_flags() {
+fn every_file_section_survives_layering_under_empty_flags() {
     let file = RawConfig::from_toml(
         r#"
         write_timeout = "7s"
@@ -235,7 +234,10 @@ fn every_file_section_survives_the_merge_under_empty_flags() {
         "#,
     )
     .unwrap();
-    let c = RawConfig::default().merge_under(file).validate().unwrap();
+    let c = layered([file, RawConfig::default()])
+        .unwrap()
+        .validate()
+        .unwrap();
     assert_eq!(c.transport.write_timeout, Duration::from_secs(7));
     assert_eq!(c.transport.ws_ping_interval, Duration::from_secs(3));
     assert_eq!(c.transport.ws_pong_timeout, Duration::from_secs(2));

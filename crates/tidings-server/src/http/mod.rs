@@ -6,3 +6,6 @@ mod health;
 mod publish;
 pub(crate) mod router;
 pub(crate) mod subscribe;
+
+#[cfg(test)]
+mod tests;

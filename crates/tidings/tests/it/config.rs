@@ -137,6 +137,14 @@ fn invalid_configuration_exits_64_naming_the_setting() {
             Launch::new(&[]).env("TIDINGS_RETENTION_MAX_AGE", "1 week"),
             &["retention.max_age"],
         ),
+        (
+            Launch::new(&["--max-connections", "lots"]),
+            &["--max-connections", "lots"],
+        ),
+        (
+            Launch::new(&[]).env("TIDINGS_MAX_TOPICS", "lots"),
+            &["TIDINGS_MAX_TOPICS", "lots"],
+        ),
     ];
     for (launch, needles) in cases {
         let started = std::time::Instant::now();

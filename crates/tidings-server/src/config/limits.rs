@@ -1,0 +1,100 @@
+//! `[limits]`: the engine and HTTP bounds on bodies, batches, selectors and subscriber queues.
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use tidings_core::Limits;
+
+use super::units::{positive, size};
+use super::{ConfigError, bad};
+
+/// `[limits]`.
+#[derive(Debug, Clone, Default, Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Largest publish body [default: 1MiB].
+    #[arg(
+        long = "max-body-bytes",
+        env = "TIDINGS_MAX_BODY_BYTES",
+        value_name = "SIZE"
+    )]
+    pub max_body_bytes: Option<String>,
+    /// Largest `data` of one event [default: 64KiB].
+    #[arg(
+        long = "max-data-bytes",
+        env = "TIDINGS_MAX_DATA_BYTES",
+        value_name = "SIZE"
+    )]
+    pub max_data_bytes: Option<String>,
+    /// Most events in one publish [default: 1000].
+    #[arg(
+        long = "max-batch-events",
+        env = "TIDINGS_MAX_BATCH_EVENTS",
+        value_name = "N"
+    )]
+    pub max_batch_events: Option<usize>,
+    /// Most topic selectors in one subscription [default: 32].
+    #[arg(long = "max-topics", env = "TIDINGS_MAX_TOPICS", value_name = "N")]
+    pub max_topics: Option<usize>,
+    /// Events queued for one subscriber before it is told to reconnect [default: 4096].
+    #[arg(
+        long = "subscriber-queue",
+        env = "TIDINGS_SUBSCRIBER_QUEUE",
+        value_name = "N"
+    )]
+    pub subscriber_queue: Option<usize>,
+    /// Bytes queued for one subscriber before it is told to reconnect [default: 4MiB].
+    #[arg(
+        long = "subscriber-queue-bytes",
+        env = "TIDINGS_SUBSCRIBER_QUEUE_BYTES",
+        value_name = "SIZE"
+    )]
+    pub subscriber_queue_bytes: Option<String>,
+}
+
+impl RawLimits {
+    pub(super) fn validate(&self) -> Result<Limits, ConfigError> {
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_body_bytes: size(
+                "limits.max_body_bytes",
+                self.max_body_bytes.as_deref(),
+                "1MiB",
+            )?,
+            max_data_bytes: size(
+                "limits.max_data_bytes",
+                self.max_data_bytes.as_deref(),
+                "64KiB",
+            )?,
+            max_batch_events: positive(
+                "limits.max_batch_events",
+                self.max_batch_events,
+                defaults.max_batch_events,
+            )?,
+            max_patterns: positive("limits.max_topics", self.max_topics, defaults.max_patterns)?,
+            subscriber_queue_events: positive(
+                "limits.subscriber_queue",
+                self.subscriber_queue,
+                defaults.subscriber_queue_events,
+            )?,
+            subscriber_queue_bytes: size(
+                "limits.subscriber_queue_bytes",
+                self.subscriber_queue_bytes.as_deref(),
+                "4MiB",
+            )?,
+            ..defaults
+        };
+        if limits.subscriber_queue_bytes < limits.max_data_bytes {
+            return Err(bad(
+                "limits.subscriber_queue_bytes",
+                "must be at least limits.max_data_bytes, or no large event could ever be queued",
+            ));
+        }
+        if limits.max_data_bytes > limits.max_body_bytes {
+            return Err(bad(
+                "limits.max_data_bytes",
+                "must not exceed limits.max_body_bytes",
+            ));
+        }
+        Ok(limits)
+    }
+}

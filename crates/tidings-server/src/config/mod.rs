@@ -1,0 +1,196 @@
+//! Configuration: one raw definition (`RawConfig`) read from a TOML file, `TIDINGS_*`
+//! environment variables and flags, layered with the precedence file < env < flags (`layers`),
+//! then validated once into the typed `Config`. Invalid configuration is refused before any
+//! port is bound. Each subsystem's settings live in their own module.
+
+mod auth;
+mod endpoints;
+mod layers;
+mod limits;
+mod store;
+mod transport;
+mod units;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use tidings_auth::StaticToken;
+use tidings_core::{Limits, Retention};
+use tidings_proto::Pattern;
+
+pub use auth::{RawAuth, RawToken, RawTokenTable};
+pub use endpoints::RawEndpoint;
+pub use layers::{ServeArgs, layered, load, without_env};
+pub use limits::RawLimits;
+pub use store::{Durability, RawRetention, RawStore};
+pub use transport::{RawPoll, RawSse, RawWebSocket};
+pub use units::{duration, size};
+
+use crate::endpoint::{Endpoint, TransportOptions};
+use units::positive;
+
+/// Every setting, each optional so the sources can be layered. Field docs are the `--help`;
+/// every flag has a `TIDINGS_*` variable and a key in the file (tested in `tests`).
+#[derive(Debug, Clone, Default, Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address to listen on [default: 127.0.0.1:1700].
+    #[arg(long, env = "TIDINGS_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Directory for the event store [default: ./tidings-data].
+    #[arg(long, env = "TIDINGS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `tidings=debug` [default: info].
+    #[arg(long, env = "TIDINGS_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Grace period for draining connections at shutdown [default: 10s].
+    #[arg(long, env = "TIDINGS_SHUTDOWN_GRACE", value_name = "DURATION")]
+    pub shutdown_grace: Option<String>,
+    /// Most concurrent connections [default: 19000].
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Longest a write to a client that stopped reading may block before the connection is
+    /// dropped [default: 30s].
+    #[arg(long, env = "TIDINGS_WRITE_TIMEOUT", value_name = "DURATION")]
+    pub write_timeout: Option<String>,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub store: RawStore,
+    #[command(flatten)]
+    #[serde(default)]
+    pub retention: RawRetention,
+    #[command(flatten)]
+    #[serde(default)]
+    pub sse: RawSse,
+    #[command(flatten)]
+    #[serde(default)]
+    pub websocket: RawWebSocket,
+    #[command(flatten)]
+    #[serde(default)]
+    pub poll: RawPoll,
+    #[command(flatten)]
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[command(flatten)]
+    #[serde(default)]
+    pub auth: RawAuth,
+    /// `[[endpoints]]`: extra subscribe routes (file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub endpoints: Vec<RawEndpoint>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Store directory.
+    pub data_dir: PathBuf,
+    /// Log filter.
+    pub log: String,
+    /// Drain period at shutdown.
+    pub shutdown_grace: Duration,
+    /// Most concurrent connections.
+    pub max_connections: usize,
+    /// Durability mode.
+    pub durability: Durability,
+    /// History bounds.
+    pub retention: Retention,
+    /// Transport settings (SSE, WebSocket, long-poll, write timeout).
+    pub transport: TransportOptions,
+    /// Subscribe endpoints: the built-in `/events` first, then `[[endpoints]]`.
+    pub endpoints: Vec<Endpoint>,
+    /// Engine and HTTP limits.
+    pub limits: Limits,
+    /// Static tokens (empty: anonymous, loopback only).
+    pub tokens: Vec<StaticToken>,
+}
+
+/// A configuration error: which setting, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {reason}")]
+pub struct ConfigError {
+    /// The setting, as named in the file (`retention.max_age`).
+    pub setting: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn bad(setting: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting: setting.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn patterns(setting: &str, raw: &[String]) -> Result<Vec<Pattern>, ConfigError> {
+    raw.iter()
+        .map(|p| Pattern::parse(p).map_err(|e| bad(setting, format!("`{p}` {e}"))))
+        .collect()
+}
+
+impl RawConfig {
+    /// Reads a TOML file; an unknown key is an error naming it.
+    pub fn from_toml(text: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| bad("config file", e.to_string().trim().to_owned()))
+    }
+
+    /// Checks every setting and produces the typed configuration.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let listen_text = self.listen.as_deref().unwrap_or("127.0.0.1:1700");
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            bad(
+                "listen",
+                format!("`{listen_text}` is not an IP:port address"),
+            )
+        })?;
+        let durability = self.store.validate()?;
+        let retention = self.retention.validate()?;
+        let limits = self.limits.validate()?;
+        let tokens = self.auth.validate()?;
+        let transport = transport::options(
+            &self.sse,
+            &self.websocket,
+            &self.poll,
+            self.write_timeout.as_deref(),
+        )?;
+        let endpoints = endpoints::endpoints(
+            &self.websocket.allowed_origins,
+            self.endpoints,
+            listen,
+            tokens.is_empty(),
+        )?;
+        if tokens.is_empty() && !listen.ip().is_loopback() {
+            return Err(bad(
+                "listen",
+                format!(
+                    "{listen} is not a loopback address and no auth tokens are configured; \
+                     add tokens (--token or [[auth.tokens]]) or listen on 127.0.0.1"
+                ),
+            ));
+        }
+        Ok(Config {
+            listen,
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("./tidings-data")),
+            log: self.log.unwrap_or_else(|| "info".to_owned()),
+            shutdown_grace: duration("shutdown_grace", self.shutdown_grace.as_deref(), "10s")?,
+            max_connections: positive("max_connections", self.max_connections, 19_000)?,
+            durability,
+            retention,
+            transport,
+            endpoints,
+            limits,
+            tokens,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -327,6 +327,12 @@ impl Hub {
         self.shared.published.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Test access to the idempotency cache.
+    #[cfg(test)]
+    pub(crate) fn with_idempotency<R>(&self, f: impl FnOnce(&IdempotencyCache) -> R) -> R {
+        f(&self.lock().idempotency)
+    }
+
     /// Forgets a batch the store refused. The store is poisoned, so no later batch commits.
     fn abandon(&self, ids: &[EventId], key: Option<&IdempotencyKey>) {
         let (Some(first), Some(last)) = (ids.first(), ids.last()) else {

@@ -249,6 +249,12 @@ async fn the_hub_keeps_scopes_apart() {
         .await
         .unwrap();
     assert_eq!(retry, a);
+    // Once delivered, a key keeps its range and fingerprint, not its channel.
+    let settled = hub.with_idempotency(|c| {
+        c.get(&key(scope(1), "k"))
+            .is_some_and(|e| e.outcome.is_none() && (e.first_seq, e.count) == (1, 2))
+    });
+    assert!(settled, "a delivered key still holds its outcome channel");
     assert!(matches!(
         hub.publish(keyed(scope(2), "k", vec![ev("t", "1"), ev("t", "2")]))
             .await,

@@ -148,6 +148,12 @@ fn the_same_key_in_two_scopes_is_two_keys() {
             .get(&key(IdempotencyScope::ANONYMOUS, "order-1"))
             .is_none()
     );
+    // Debug output (which reaches logs) says nothing about the credential.
+    assert_eq!(format!("{:?}", scope(1)), "IdempotencyScope(..)");
+    assert_eq!(
+        format!("{:?}", IdempotencyScope::ANONYMOUS),
+        "IdempotencyScope(anonymous)"
+    );
     cache.forget(&key(scope(1), "order-1"), 1);
     assert!(cache.get(&key(scope(1), "order-1")).is_none());
     assert!(cache.get(&key(scope(2), "order-1")).is_some());

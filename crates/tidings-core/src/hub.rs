@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::clock;
 use crate::error::{PublishError, SubscribeError};
-use crate::idempotency::{self, Entry, IdempotencyCache};
+use crate::idempotency::{self, Entry, Fingerprint, IdempotencyCache, IdempotencyKey};
 use crate::limits::Limits;
 use crate::record::{EventRecord, SharedEvent};
 use crate::registry::{self, Registry, SubShared};
@@ -47,8 +47,8 @@ pub struct PublishBatch {
     pub events: Vec<NewEvent>,
     /// The publisher's client id: not echoed to subscriptions with the same client id.
     pub origin: Option<Key>,
-    /// Makes a retry of this batch return the original ids.
-    pub idempotency_key: Option<String>,
+    /// Makes a retry of this batch (same key, same scope) return the original ids.
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 /// What a subscription asks for.
@@ -118,7 +118,10 @@ impl Hub {
             pending: VecDeque::new(),
             delivered_seq: last,
             registry: Registry::default(),
-            idempotency: IdempotencyCache::new(limits.idempotency_keys),
+            idempotency: IdempotencyCache::new(
+                limits.idempotency_keys,
+                limits.idempotency_cache_bytes,
+            ),
             shutting_down: false,
         };
         Hub {
@@ -184,10 +187,10 @@ impl Hub {
             }
         }
         if let Some(key) = &batch.idempotency_key
-            && key.len() > limits.max_idempotency_key_bytes
+            && key.key.len() > limits.max_idempotency_key_bytes
         {
             return Err(PublishError::IdempotencyKeyTooLong {
-                size: key.len(),
+                size: key.key.len(),
                 max: limits.max_idempotency_key_bytes,
             });
         }
@@ -211,14 +214,14 @@ impl Hub {
                 if entry.fingerprint != fp {
                     return Err(PublishError::IdempotencyConflict);
                 }
-                Started::Retry(entry.clone())
+                Started::Retry(entry.clone(), self.shared.epoch)
             } else {
                 Started::New(self.sequence(&mut st, batch, fingerprint))
             }
         };
         match started {
             Started::New(commit) => commit.wait().await,
-            Started::Retry(entry) => wait_for_original(entry).await,
+            Started::Retry(entry, epoch) => wait_for_original(entry, epoch).await,
         }
     }
 
@@ -227,8 +230,8 @@ impl Hub {
     /// a concurrent first publish with the same key is caught by the cache under the lock.)
     async fn find_in_store(
         &self,
-        key: &str,
-        fp: u64,
+        key: &IdempotencyKey,
+        fp: Fingerprint,
     ) -> Result<Option<Vec<EventId>>, PublishError> {
         if self.lock().idempotency.get(key).is_some() {
             return Ok(None);
@@ -239,17 +242,21 @@ impl Hub {
         if found.fingerprint != fp {
             return Err(PublishError::IdempotencyConflict);
         }
-        let epoch = self.shared.epoch;
-        Ok(Some(
-            (0..u64::from(found.count))
-                .map(|i| EventId::new(epoch, found.first_seq + i))
-                .collect(),
-        ))
+        Ok(Some(idempotency::ids(
+            self.shared.epoch,
+            found.first_seq,
+            found.count,
+        )))
     }
 
     /// Assigns ids to `batch` and hands it to the store (under the state lock, so the store
     /// sees batches in seq order).
-    fn sequence(&self, st: &mut State, batch: PublishBatch, fingerprint: Option<u64>) -> Commit {
+    fn sequence(
+        &self,
+        st: &mut State,
+        batch: PublishBatch,
+        fingerprint: Option<Fingerprint>,
+    ) -> Commit {
         let time = clock::now_ms();
         let epoch = self.shared.epoch;
         let origin = batch.origin;
@@ -289,8 +296,9 @@ impl Hub {
             let (outcome_tx, outcome_rx) = watch::channel(None);
             let entry = Entry {
                 fingerprint,
-                ids: ids.clone(),
-                outcome: outcome_rx,
+                first_seq: ids.first().map_or(0, |id| id.seq),
+                count: ids.len() as u32,
+                outcome: Some(outcome_rx),
             };
             st.idempotency.insert(key.clone(), entry);
             outcome = Some(outcome_tx);
@@ -319,8 +327,14 @@ impl Hub {
         self.shared.published.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Test access to the idempotency cache.
+    #[cfg(test)]
+    pub(crate) fn with_idempotency<R>(&self, f: impl FnOnce(&IdempotencyCache) -> R) -> R {
+        f(&self.lock().idempotency)
+    }
+
     /// Forgets a batch the store refused. The store is poisoned, so no later batch commits.
-    fn abandon(&self, ids: &[EventId], key: Option<&str>) {
+    fn abandon(&self, ids: &[EventId], key: Option<&IdempotencyKey>) {
         let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
             return;
         };
@@ -328,7 +342,7 @@ impl Hub {
         st.pending
             .retain(|e| e.seq() < first.seq || e.seq() > last.seq);
         if let Some(key) = key {
-            st.idempotency.forget(key);
+            st.idempotency.forget(key, first.seq);
         }
     }
 
@@ -425,17 +439,20 @@ impl Hub {
 
 enum Started {
     New(Commit),
-    Retry(Entry),
+    Retry(Entry, Epoch),
 }
 
-async fn wait_for_original(entry: Entry) -> Result<Vec<EventId>, PublishError> {
-    let mut rx = entry.outcome;
-    let ok = match rx.wait_for(Option::is_some).await {
-        Ok(v) => *v == Some(true),
-        Err(_) => false,
+async fn wait_for_original(entry: Entry, epoch: Epoch) -> Result<Vec<EventId>, PublishError> {
+    let ok = match entry.outcome.clone() {
+        // Settled: delivered.
+        None => true,
+        Some(mut rx) => match rx.wait_for(Option::is_some).await {
+            Ok(v) => *v == Some(true),
+            Err(_) => false,
+        },
     };
     if ok {
-        Ok(entry.ids)
+        Ok(entry.ids(epoch))
     } else {
         Err(PublishError::Store(StoreError::Poisoned(
             "the original publish with this Idempotency-Key failed".into(),
@@ -449,7 +466,7 @@ struct Commit {
     hub: Hub,
     fut: Option<BoxFuture<'static, Result<(), StoreError>>>,
     ids: Vec<EventId>,
-    key: Option<String>,
+    key: Option<IdempotencyKey>,
     /// Set for a keyed publish: retries with the same key wait on it.
     outcome: Option<watch::Sender<Option<bool>>>,
 }
@@ -462,7 +479,7 @@ impl Commit {
         finish(
             &self.hub,
             &self.ids,
-            self.key.as_deref(),
+            self.key.as_ref(),
             self.outcome.as_ref(),
             &result,
         );
@@ -475,12 +492,17 @@ impl Commit {
 fn finish(
     hub: &Hub,
     ids: &[EventId],
-    key: Option<&str>,
+    key: Option<&IdempotencyKey>,
     outcome: Option<&watch::Sender<Option<bool>>>,
     result: &Result<(), StoreError>,
 ) {
     match result {
-        Ok(()) => hub.deliver_through(ids.last().map_or(0, |id| id.seq)),
+        Ok(()) => {
+            hub.deliver_through(ids.last().map_or(0, |id| id.seq));
+            if let (Some(key), Some(first)) = (key, ids.first()) {
+                hub.lock().idempotency.settle(key, first.seq);
+            }
+        }
         Err(e) => {
             tracing::error!(message = "Store refused a batch; it was not delivered.", error = %e);
             hub.abandon(ids, key);
@@ -503,7 +525,7 @@ impl Drop for Commit {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 let result = fut.await;
-                finish(&hub, &ids, key.as_deref(), outcome.as_ref(), &result);
+                finish(&hub, &ids, key.as_ref(), outcome.as_ref(), &result);
             });
         }
     }

@@ -11,7 +11,8 @@
 //! - `subscription`: one subscriber's bounded queue and its replay→live state machine.
 //! - `store`: the `EventStore` trait and `MemoryStore`.
 //! - `record`: `EventRecord`, an event with its per-format encodings cached.
-//! - `idempotency`: remembered publish results keyed by `Idempotency-Key`.
+//! - `idempotency`: keys scoped per credential, batch fingerprints, and the bounded cache of
+//!   recent keyed publishes.
 //! - `limits`: every bound on what the network can make the engine hold.
 
 pub mod clock;
@@ -28,6 +29,7 @@ pub mod testing;
 
 pub use error::{PublishError, SubscribeError};
 pub use hub::{Hub, HubStats, NewEvent, PublishBatch, SubscribeRequest};
+pub use idempotency::{Fingerprint, IdempotencyKey, IdempotencyScope};
 pub use limits::Limits;
 pub use record::{EventRecord, FormatSlot, SharedEvent};
 pub use store::{DynStore, EventStore, KeyedBatch, MemoryStore, Retention, StoreError, StoreStats};

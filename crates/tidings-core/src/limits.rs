@@ -25,8 +25,15 @@ pub struct Limits {
     pub replay_chunk: usize,
     /// Most events handed to a connection in one step (one write).
     pub delivery_batch: usize,
-    /// Idempotency keys remembered (oldest forgotten first).
+    /// Idempotency keys the hub remembers in memory (oldest forgotten first). A store that
+    /// keeps history also keeps each key with its events, so a retry of a forgotten key still
+    /// finds it there; in `memory` mode a forgotten key publishes again.
     pub idempotency_keys: usize,
+    /// Bytes the remembered idempotency keys may take: each costs its length plus a fixed
+    /// overhead of about 170 bytes (the batch's fingerprint and id range, the map and order
+    /// slots); the oldest are forgotten first. The default holds the default number of keys
+    /// of up to about 100 bytes each.
+    pub idempotency_cache_bytes: usize,
     /// Longest idempotency key, in bytes.
     pub max_idempotency_key_bytes: usize,
 }
@@ -44,6 +51,7 @@ impl Default for Limits {
             replay_chunk: 1024,
             delivery_batch: 256,
             idempotency_keys: 100_000,
+            idempotency_cache_bytes: 32 << 20,
             max_idempotency_key_bytes: 256,
         }
     }

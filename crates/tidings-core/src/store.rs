@@ -11,10 +11,11 @@
 //!   deliver an event that follows one that was lost. Readiness reports it.
 //! - Retention removes events from the front only, and `trimmed_through` is the highest seq
 //!   removed: a cursor below it has lost events.
-//! - A batch appended with a `KeyedBatch` is findable by its key (`find_keyed`) for as long as
-//!   its events are retained, and the key is written in the same commit as the events: a
-//!   retry after a crash finds either both or neither. (`MemoryStore` finds nothing: in
-//!   memory mode the hub's own cache lives exactly as long as the history.)
+//! - A batch appended with a `KeyedBatch` is findable by its key and scope (`find_keyed`) for
+//!   as long as its events are retained, and the key is written in the same commit as the
+//!   events: a retry after a crash finds either both or neither. The same key in another scope
+//!   is another key. (`MemoryStore` finds nothing: in memory mode a key lives only in the
+//!   hub's bounded cache, see `Limits::idempotency_keys`.)
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use tidings_proto::Epoch;
 
+use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::record::SharedEvent;
 
 /// A boxed future, so the trait stays object-safe (`Arc<dyn EventStore>`).
@@ -86,10 +88,10 @@ pub struct StoreStats {
 /// gets the original ids instead of publishing twice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyedBatch {
-    /// The `Idempotency-Key`.
-    pub key: String,
-    /// Hash of what the batch published, to tell a retry from a reused key.
-    pub fingerprint: u64,
+    /// The `Idempotency-Key` and its scope.
+    pub key: IdempotencyKey,
+    /// What the batch published, to tell a retry from a reused key.
+    pub fingerprint: Fingerprint,
     /// Seq of the batch's first event; its events are `first_seq..first_seq + count`.
     pub first_seq: u64,
     /// Events in the batch.
@@ -115,8 +117,11 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
         keyed: Option<KeyedBatch>,
     ) -> BoxFuture<'static, Result<(), StoreError>>;
 
-    /// The batch appended with idempotency key `key`, if it is still retained.
-    fn find_keyed(&self, key: &str) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>>;
+    /// The batch appended with idempotency key `key` (in its scope), if it is still retained.
+    fn find_keyed(
+        &self,
+        key: &IdempotencyKey,
+    ) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>>;
 
     /// Up to `limit` events with seq greater than `after`, in seq order.
     fn read_after(
@@ -235,7 +240,10 @@ impl EventStore for MemoryStore {
         Box::pin(std::future::ready(Ok(out)))
     }
 
-    fn find_keyed(&self, _key: &str) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>> {
+    fn find_keyed(
+        &self,
+        _key: &IdempotencyKey,
+    ) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>> {
         Box::pin(std::future::ready(Ok(None)))
     }
 

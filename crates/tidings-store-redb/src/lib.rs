@@ -6,7 +6,8 @@
 //! - `writer`: the single writer thread (group commit, clean-shutdown marker, poisoning).
 //! - `retention`: trimming by count, bytes and age.
 //! - `schema`: the tables and the encoding of one event (format documented there).
-//! - `migrate`: the format version in `meta`; `v1` is the first format.
+//! - `migrate`: the format version in `meta` and the upgrades from older versions (`v1` is
+//!   the first format, `v3` the current one).
 //!
 //! # Why redb (measured, not assumed)
 //! `examples/engine_compare.rs`, run on the development machine (2 vCPU VM, virtio disk,
@@ -69,7 +70,8 @@ use std::time::{Duration, Instant};
 use redb::ReadableDatabase;
 use tidings_core::store::BoxFuture;
 use tidings_core::{
-    EventRecord, EventStore, KeyedBatch, Retention, SharedEvent, StoreError, StoreStats,
+    EventRecord, EventStore, IdempotencyKey, KeyedBatch, Retention, SharedEvent, StoreError,
+    StoreStats,
 };
 use tidings_proto::Epoch;
 use tokio::sync::oneshot;
@@ -321,9 +323,12 @@ impl EventStore for RedbStore {
         )
     }
 
-    fn find_keyed(&self, key: &str) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>> {
+    fn find_keyed(
+        &self,
+        key: &IdempotencyKey,
+    ) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>> {
         let shared = Arc::clone(&self.shared);
-        let key = key.to_owned();
+        let key = key.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || find_keyed(&shared, key))
                 .await
@@ -380,22 +385,17 @@ impl fmt::Debug for RedbStore {
     }
 }
 
-/// Reads up to `limit` events after `after`, on a blocking thread.
-fn find_keyed(shared: &Shared, key: String) -> Result<Option<KeyedBatch>, StoreError> {
+/// The keyed batch remembered for `key` in its scope, on a blocking thread.
+fn find_keyed(shared: &Shared, key: IdempotencyKey) -> Result<Option<KeyedBatch>, StoreError> {
     let tx = shared.db.begin_read().map_err(store_error)?;
-    let table = tx.open_table(schema::IDEMPOTENCY).map_err(store_error)?;
-    let Some(row) = table.get(key.as_str()).map_err(store_error)? else {
+    let table = tx.open_table(schema::KEYED).map_err(store_error)?;
+    let Some(row) = table.get(&schema::keyed_row(&key)).map_err(store_error)? else {
         return Ok(None);
     };
-    let (fingerprint, first_seq, count) = schema::decode_keyed(&key, row.value())?;
-    Ok(Some(KeyedBatch {
-        key,
-        fingerprint,
-        first_seq,
-        count,
-    }))
+    schema::decode_keyed(&key, row.value()).map(Some)
 }
 
+/// Reads up to `limit` events after `after`, on a blocking thread.
 fn read_after(shared: &Shared, after: u64, limit: usize) -> Result<Vec<SharedEvent>, StoreError> {
     let Some(first) = after.checked_add(1) else {
         return Ok(Vec::new());

@@ -12,7 +12,7 @@ use tidings_core::{KeyedBatch, Retention, SharedEvent, StoreError};
 use tokio::sync::oneshot;
 
 use crate::retention::{self, Counters};
-use crate::schema::{self, CLEAN_SHUTDOWN, EVENTS, IDEMPOTENCY, IDEMPOTENCY_BY_SEQ, META};
+use crate::schema::{self, CLEAN_SHUTDOWN, EVENTS, KEYED, KEYED_BY_SEQ, META};
 use crate::{Durability, Shared, store_error};
 
 /// Most events one commit takes from the queue; the rest wait for the next commit.
@@ -354,19 +354,17 @@ fn append_all(
     let before = *counters;
     {
         let mut table = tx.open_table(EVENTS).map_err(store_error)?;
-        let mut keys = tx.open_table(IDEMPOTENCY).map_err(store_error)?;
-        let mut keys_by_seq = tx.open_table(IDEMPOTENCY_BY_SEQ).map_err(store_error)?;
+        let mut keys = tx.open_table(KEYED).map_err(store_error)?;
+        let mut keys_by_seq = tx.open_table(KEYED_BY_SEQ).map_err(store_error)?;
         for request in batch {
             let Request::Append { events, keyed, .. } = request else {
                 continue;
             };
             if let Some(k) = keyed {
-                let value = schema::encode_keyed(k.fingerprint, k.first_seq, k.count);
-                keys.insert(k.key.as_str(), value.as_slice())
+                let row = schema::keyed_row(&k.key);
+                keys.insert(&row, schema::encode_keyed(k).as_slice())
                     .map_err(store_error)?;
-                keys_by_seq
-                    .insert(k.first_seq, k.key.as_str())
-                    .map_err(store_error)?;
+                keys_by_seq.insert(k.first_seq, &row).map_err(store_error)?;
             }
             for event in events {
                 let seq = event.seq();

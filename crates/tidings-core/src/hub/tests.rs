@@ -252,7 +252,10 @@ async fn idempotency_key_returns_the_original_ids() {
     let keyed = |data: &str| PublishBatch {
         events: vec![ev("t", "x", data)],
         origin: None,
-        idempotency_key: Some("k1".into()),
+        idempotency_key: Some(crate::IdempotencyKey {
+            scope: crate::IdempotencyScope::ANONYMOUS,
+            key: "k1".into(),
+        }),
     };
     let first = hub.publish(keyed("1")).await.unwrap();
     let again = hub.publish(keyed("1")).await.unwrap();

@@ -2,6 +2,10 @@
 //!
 //! Checks, in order: content type (415), credential (401), body size (413), JSON syntax (400),
 //! each event's shape and names (422), publish grant (403), then the engine's limits.
+//!
+//! An `Idempotency-Key` is scoped to the credential that sent it (its `CredentialId`; an open
+//! hub has one anonymous scope): two credentials using the same key never see each other's
+//! batches, conflicts or keys.
 
 use axum::Json;
 use axum::body::Body;
@@ -10,7 +14,8 @@ use http::HeaderMap;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tidings_core::{NewEvent, PublishBatch};
+use tidings_auth::Caller;
+use tidings_core::{IdempotencyKey, IdempotencyScope, NewEvent, PublishBatch};
 use tidings_proto::api::PublishResponse;
 use tidings_proto::{ErrorCode, EventType, Key, Topic, json};
 
@@ -38,7 +43,8 @@ pub(crate) async fn publish(
     body: Body,
 ) -> Result<Json<PublishResponse>, HttpError> {
     check_content_type(&headers)?;
-    let grant = state.auth.authenticate(extract::bearer(&headers)?)?;
+    let caller = state.auth.identify(extract::bearer(&headers)?)?;
+    let grant = &caller.grant;
     let limits = state.hub.limits();
     let max = limits.max_body_bytes;
     let too_large = || {
@@ -81,8 +87,11 @@ pub(crate) async fn publish(
                         ErrorCode::InvalidParameter,
                         "Idempotency-Key: must be non-empty text",
                     )
-                })?
-                .to_owned(),
+                })
+                .map(|key| IdempotencyKey {
+                    scope: scope_of(&caller),
+                    key: key.to_owned(),
+                })?,
         ),
     };
     let ids = state
@@ -96,6 +105,12 @@ pub(crate) async fn publish(
     Ok(Json(PublishResponse {
         ids: ids.iter().map(ToString::to_string).collect(),
     }))
+}
+
+/// The idempotency scope of a caller: its credential id (the anonymous id of an open hub is
+/// the anonymous scope).
+fn scope_of(caller: &Caller) -> IdempotencyScope {
+    IdempotencyScope(caller.id.0)
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), HttpError> {
@@ -227,6 +242,22 @@ mod tests {
         parse_events(bytes, 3)
             .map(|v| v.len())
             .map_err(|e| e.status().as_u16())
+    }
+
+    #[test]
+    fn an_open_hub_publishes_in_the_anonymous_scope_and_tokens_in_their_own() {
+        use tidings_auth::{Authorizer, Grant, StaticToken};
+        let open = Authorizer::new(vec![]).identify(None).unwrap();
+        assert_eq!(scope_of(&open), IdempotencyScope::ANONYMOUS);
+        let token = |secret: &str| StaticToken {
+            secret: secret.into(),
+            grant: Grant::everything("t"),
+        };
+        let auth = Authorizer::new(vec![token("secret-one"), token("secret-two")]);
+        let one = scope_of(&auth.identify(Some("secret-one")).unwrap());
+        let two = scope_of(&auth.identify(Some("secret-two")).unwrap());
+        assert_ne!(one, two);
+        assert_ne!(one, IdempotencyScope::ANONYMOUS);
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub use http::router::{endpoint_router, router};
 pub use state::AppState;
 pub use transport::frame::Shape;
 pub use transport::ws::{
-    CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG,
+    CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_INVALID_DATA, CLOSE_PING_TIMEOUT, CLOSE_PROTOCOL,
+    CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG,
 };
 
 /// The bound sockets: the main listener and one per endpoint with its own port.

@@ -19,8 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN, UPGRADE};
 use http::{HeaderMap, HeaderValue};
@@ -136,7 +135,7 @@ pub(crate) enum Prepared {
 }
 
 pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request) -> Response {
-    let (mut parts, _body) = request.into_parts();
+    let (parts, _body) = request.into_parts();
     let prepared = match prepare(&ctx, &parts) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -144,20 +143,7 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
     let options = ctx.app.transport;
     match prepared {
         Prepared::WebSocket(sub, shape) => {
-            let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-                Ok(u) => u,
-                Err(e) => {
-                    let msg = format!("WebSocket upgrade: {e}");
-                    return HttpError::new(ErrorCode::InvalidParameter, msg).into_response();
-                }
-            };
-            upgrade
-                .read_buffer_size(1 << 10)
-                .write_buffer_size(16 << 10)
-                .max_write_buffer_size(4 << 20)
-                .max_message_size(options.ws_max_message_bytes)
-                .max_frame_size(options.ws_max_message_bytes)
-                .on_upgrade(move |socket| ws::run(socket, sub, shape, options))
+            ws::upgrade(http::Request::from_parts(parts, ()), sub, shape, options)
         }
         Prepared::Poll(sub, shape, timeout) => {
             let body = poll::answer(sub, shape, timeout).await;

@@ -2,6 +2,7 @@
 //! talks to them over HTTP and raw sockets.
 
 mod auth;
+mod autobahn;
 mod config;
 mod durability;
 mod publish;

@@ -816,3 +816,44 @@ async fn a_query_token_never_reaches_the_logs() {
         assert!(!log.contains(secret), "`{secret}` was logged:\n{log}");
     }
 }
+
+#[tokio::test]
+async fn a_python_websockets_client_closes_cleanly_and_gets_its_code_back() {
+    use std::io::Write;
+    let python = std::env::var("TIDINGS_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("TIDINGS_TEST_PYTHON is not set: run ./scripts/test, which installs Python's `websockets` client")
+    });
+    let server = Server::start(&["--durability", "memory"]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ws_close.py");
+    let url = ws_url(server.addr, "/events");
+    let mut child = Command::new(python)
+        .args([script, &url, "1000", "done reading"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start python");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    assert_eq!(rx.recv_timeout(WAIT).expect("python connected"), "READY");
+    // The subscription is open on the server; now the client closes.
+    writeln!(child.stdin.take().unwrap(), "close").unwrap();
+    let line = rx.recv_timeout(WAIT).expect("python reported the close");
+    let report: Value = serde_json::from_str(&line).unwrap();
+    // What a browser's CloseEvent would say: the server's Close echoed the client's code, so
+    // the close was clean (not 1006), and the server hung up at once instead of making the
+    // client wait out its close timeout.
+    assert_eq!(report["code"], 1000, "{report}");
+    assert_eq!(report["reason"], "done reading", "{report}");
+    assert_eq!(report["clean"], true, "{report}");
+    assert!(report["seconds"].as_f64().unwrap() < 5.0, "{report}");
+    assert!(child.wait().unwrap().success());
+    server.assert_works().await;
+}

@@ -38,6 +38,21 @@ pub struct RawConfig {
     /// dropped [default: 30s].
     #[arg(long, env = "TIDINGS_WRITE_TIMEOUT", value_name = "DURATION")]
     pub write_timeout: Option<String>,
+    /// Longest a client may take to send a whole publish body [default: 30s].
+    #[arg(long, env = "TIDINGS_BODY_TIMEOUT", value_name = "DURATION")]
+    pub body_timeout: Option<String>,
+    /// A `Host` name this hub answers to (repeatable; `*` for any, `*.example.com` for its
+    /// subdomains; in the environment, several separated by spaces). Without tokens the hub
+    /// answers only loopback names (localhost, *.localhost, 127.0.0.1, [::1]) unless this is
+    /// given; with tokens it answers any name unless this is given.
+    #[arg(
+        long = "allowed-host",
+        env = "TIDINGS_ALLOWED_HOSTS",
+        value_name = "HOST",
+        value_delimiter = ' '
+    )]
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 
     #[command(flatten)]
     #[serde(default)]
@@ -242,6 +257,14 @@ pub struct RawLimits {
         value_name = "SIZE"
     )]
     pub subscriber_queue_bytes: Option<String>,
+    /// Most bytes of publish bodies held at once, over all connections; a publish that would
+    /// exceed it is answered 503 `overloaded` [default: 64MiB].
+    #[arg(
+        long = "max-inflight-body-bytes",
+        env = "TIDINGS_MAX_INFLIGHT_BODY_BYTES",
+        value_name = "SIZE"
+    )]
+    pub max_inflight_body_bytes: Option<String>,
 }
 
 /// `[auth]`.
@@ -307,8 +330,15 @@ pub struct Config {
     pub log: String,
     /// Drain period at shutdown.
     pub shutdown_grace: Duration,
-    /// Most concurrent connections.
+    /// Most concurrent connections (over all listeners; lowered at start to fit the
+    /// process's file descriptor limit).
     pub max_connections: usize,
+    /// Longest a publish body may take to arrive.
+    pub body_timeout: Duration,
+    /// Most bytes of publish bodies held at once.
+    pub max_inflight_body_bytes: usize,
+    /// `Host` names the hub answers to (empty: loopback names without tokens, any with).
+    pub allowed_hosts: Vec<String>,
     /// Durability mode.
     pub durability: Durability,
     /// History bounds.
@@ -362,8 +392,12 @@ impl RawConfig {
             log,
             shutdown_grace,
             max_connections,
-            write_timeout
+            write_timeout,
+            body_timeout
         );
+        if self.allowed_hosts.is_empty() {
+            self.allowed_hosts = file.allowed_hosts;
+        }
         merge_fields!(
             self.websocket,
             file.websocket,
@@ -393,7 +427,8 @@ impl RawConfig {
             max_batch_events,
             max_topics,
             subscriber_queue,
-            subscriber_queue_bytes
+            subscriber_queue_bytes,
+            max_inflight_body_bytes
         );
         if self.auth.token_specs.is_empty() {
             self.auth.tokens = file.auth.tokens;
@@ -496,6 +531,28 @@ impl RawConfig {
                 "must not exceed limits.max_body_bytes",
             ));
         }
+        let max_inflight_body_bytes = size(
+            "limits.max_inflight_body_bytes",
+            self.limits.max_inflight_body_bytes.as_deref(),
+            "64MiB",
+        )?;
+        if max_inflight_body_bytes < limits.max_body_bytes {
+            return Err(bad(
+                "limits.max_inflight_body_bytes",
+                "must be at least limits.max_body_bytes, or no large body could ever be read",
+            ));
+        }
+        for (i, host) in self.allowed_hosts.iter().enumerate() {
+            if host.is_empty()
+                || host.contains(['/', ' ', '@'])
+                || host.chars().any(|c| c.is_control())
+            {
+                return Err(bad(
+                    &format!("allowed_hosts[{i}]"),
+                    format!("`{host}` is not a host name"),
+                ));
+            }
+        }
         let mut tokens = Vec::new();
         for (i, spec) in self.auth.token_specs.iter().enumerate() {
             tokens.push(parse_token_spec(spec).map_err(|r| bad(&format!("auth.token[{i}]"), r))?);
@@ -597,6 +654,9 @@ impl RawConfig {
             log: self.log.unwrap_or_else(|| "info".to_owned()),
             shutdown_grace: duration("shutdown_grace", self.shutdown_grace.as_deref(), "10s")?,
             max_connections: positive("max_connections", self.max_connections, 19_000)?,
+            body_timeout: nonzero("body_timeout", self.body_timeout.as_deref(), "30s")?,
+            max_inflight_body_bytes,
+            allowed_hosts: self.allowed_hosts,
             durability,
             retention,
             transport,

@@ -7,7 +7,8 @@
 //! is most of what an idle SSE subscriber costs. Here the head buffer is freed once parsed, and
 //! a streaming connection holds only its socket, its `Subscription` and the body state. The
 //! request is judged by the same `prepare` as the hyper path and the bytes come from the same
-//! `stream::body`, so both paths answer identically (bar hyper's `date` header).
+//! `stream::body`, and the head is built by the same `http::head`, so both paths answer
+//! alike; the lean path always closes after its answer and says so.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -20,10 +21,15 @@ use http::Version;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use tidings_proto::ErrorCode;
+use tidings_proto::api::ReconnectNotice;
+
 use crate::http::error::HttpError;
+use crate::http::extract;
+use crate::http::head::{self, Framing};
 use crate::http::subscribe::{self, EndpointState, Prepared};
 use crate::io::WriteTimeout;
-use crate::transport::stream;
+use crate::transport::{sse, stream};
 
 /// Subscribe endpoints served on one listener, by path.
 pub(crate) type LeanRoutes = Arc<HashMap<String, EndpointState>>;
@@ -41,6 +47,33 @@ pub(crate) enum Head {
     Other(Bytes),
     /// The client sent nothing and went away (or stayed silent past the timeout).
     Gone,
+}
+
+/// What a buffer holding the start of a connection is, judged without a socket.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    /// A complete head of a streaming subscription to one of `routes`.
+    Stream(Box<http::request::Parts>, EndpointState),
+    /// Not a complete head yet (and still under the size the lean path reads).
+    Partial,
+    /// Anything else (another request, a body or pipelined request after the head, a head
+    /// too large, not HTTP): hyper's job.
+    Other,
+}
+
+/// Classifies `buf`, the bytes a connection has sent so far. Pure: the fuzz target and the
+/// over-limit answer use it as the accept loop does.
+pub(crate) fn parse_head(buf: &[u8], routes: &LeanRoutes) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len == buf.len() => match classify(&req, routes) {
+            Some((parts, ctx)) => Parsed::Stream(Box::new(parts), ctx),
+            None => Parsed::Other,
+        },
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Parsed::Partial,
+        _ => Parsed::Other,
+    }
 }
 
 /// Reads and classifies the request head.
@@ -65,19 +98,10 @@ pub(crate) async fn read_head(
                 Head::Other(buf.freeze())
             };
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) if len == buf.len() => {
-                return match classify(&req, routes) {
-                    Some((parts, ctx)) => Head::Stream(Box::new(parts), ctx),
-                    None => Head::Other(buf.freeze()),
-                };
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-            // A body or a pipelined request follows, the head is too large, or it is not
-            // valid HTTP: hyper's job.
-            _ => return Head::Other(buf.freeze()),
+        match parse_head(&buf, routes) {
+            Parsed::Stream(parts, ctx) => return Head::Stream(parts, ctx),
+            Parsed::Partial => {}
+            Parsed::Other => return Head::Other(buf.freeze()),
         }
     }
 }
@@ -109,6 +133,124 @@ fn classify(
     subscribe::is_stream_request(&parts).then(|| (parts, ctx.clone()))
 }
 
+/// Why a connection is answered and closed without being served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The connection limit is reached.
+    TooManyConnections,
+    /// The hub is draining before exit.
+    ShuttingDown,
+}
+
+impl Refusal {
+    fn code(self) -> ErrorCode {
+        match self {
+            Refusal::TooManyConnections => ErrorCode::TooManyConnections,
+            Refusal::ShuttingDown => ErrorCode::ShuttingDown,
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Refusal::TooManyConnections => "the connection limit is reached; retry shortly",
+            Refusal::ShuttingDown => "the hub is shutting down; retry shortly",
+        }
+    }
+
+    /// The `reconnect-required` reason an SSE client is given.
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::TooManyConnections => "too_many_connections",
+            Refusal::ShuttingDown => "shutdown",
+        }
+    }
+}
+
+/// Answers a connection the hub will not serve, and closes it. An SSE request to an endpoint
+/// gets `200 text/event-stream` with `retry:` and a `reconnect-required` event (a browser's
+/// `EventSource` gives up for good on any other status); anything else gets 503 with the
+/// refusal's code. The head is waited for at most `timeout`; without one, the 503 is sent.
+pub(crate) async fn refuse(
+    mut tcp: TcpStream,
+    routes: &LeanRoutes,
+    refusal: Refusal,
+    timeout: Duration,
+) {
+    let mut buf = BytesMut::with_capacity(1024);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut parsed = Parsed::Partial;
+    while matches!(parsed, Parsed::Partial) {
+        match tokio::time::timeout_at(deadline, tcp.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => parsed = parse_head(&buf, routes),
+            _ => break,
+        }
+    }
+    let sse = match &parsed {
+        Parsed::Stream(parts, ctx) if !subscribe::wants_ndjson_stream(parts) => {
+            Some(ctx.app.transport.retry)
+        }
+        _ => None,
+    };
+    let version = match &parsed {
+        Parsed::Stream(parts, _) => parts.version,
+        _ => http_version(&buf),
+    };
+    drop(parsed);
+    let mut headers = http::HeaderMap::new();
+    let (status, body) = match sse {
+        Some(retry) => {
+            let notice = ReconnectNotice {
+                reason: refusal.reason().to_owned(),
+            };
+            let format = stream::Format::Sse { retry };
+            let mut body =
+                sse::retry(u64::try_from(retry.as_millis()).unwrap_or(u64::MAX)).to_vec();
+            body.extend_from_slice(&sse::reconnect(&notice));
+            head::stream(&mut headers, format.content_type());
+            (http::StatusCode::OK, body)
+        }
+        None => {
+            let e = HttpError::new(refusal.code(), refusal.message());
+            head::json(&mut headers);
+            (e.status(), e.body())
+        }
+    };
+    let mut out = head::encode(status, version, &headers, Framing::Length(body.len()));
+    out.extend_from_slice(&body);
+    let mut wr = WriteTimeout::new(tcp, timeout);
+    if wr.write_all(&out).await.is_ok() {
+        linger(wr, deadline + timeout).await;
+    }
+}
+
+/// The HTTP version a (possibly partial) head asks for; 1.1 if it cannot be told.
+fn http_version(buf: &[u8]) -> Version {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match (req.parse(buf), req.version) {
+        (_, Some(0)) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    }
+}
+
+/// Closes after an answer without losing it: shuts the write side, then reads (and drops)
+/// what the client still sends until it closes or `until`. Closing with unread bytes would
+/// make the kernel reset the connection, and a reset can destroy the answer before the
+/// client reads it.
+async fn linger(mut wr: WriteTimeout<TcpStream>, until: tokio::time::Instant) {
+    if wr.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 1024];
+    let mut left = 64usize << 10;
+    while left > 0 {
+        match tokio::time::timeout_at(until, wr.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+            _ => return,
+        }
+    }
+}
+
 /// Serves one streaming subscription on `tcp` until either side ends it. The request head and
 /// the endpoint context are dropped once the subscription is open: a long-lived stream keeps
 /// only what it writes with.
@@ -118,39 +260,36 @@ pub(crate) async fn serve(
     ctx: EndpointState,
     write_timeout: Duration,
 ) {
-    let chunked = parts.version == Version::HTTP_11;
+    let version = parts.version;
+    let chunked = version == Version::HTTP_11;
     let keepalive = ctx.app.transport.keepalive;
     let (mut rd, wr) = tcp.into_split();
     let mut wr = WriteTimeout::new(wr, write_timeout);
-    let prepared = subscribe::prepare(&ctx, &parts);
+    let prepared = extract::host(&parts.headers, None, &ctx.app)
+        .and_then(|()| subscribe::prepare(&ctx, &parts));
     drop((parts, ctx));
     let (sub, format) = match prepared {
         Ok(Prepared::Stream(sub, format)) => (sub, format),
         Ok(_) => {
             // `classify` admits only streaming requests; anything else is a bug, said politely.
-            let e = HttpError::new(tidings_proto::ErrorCode::Internal, "request was misrouted");
-            write_error(&mut wr, &e).await;
+            let e = HttpError::new(ErrorCode::Internal, "request was misrouted");
+            write_error(&mut wr, version, &e).await;
             return;
         }
         Err(e) => {
-            write_error(&mut wr, &e).await;
+            write_error(&mut wr, version, &e).await;
             return;
         }
     };
-    let mut head = Vec::with_capacity(192);
-    head.extend_from_slice(if chunked {
-        b"HTTP/1.1 200 OK\r\n"
+    let mut headers = http::HeaderMap::new();
+    head::stream(&mut headers, format.content_type());
+    let framing = if chunked {
+        Framing::Chunked
     } else {
-        b"HTTP/1.0 200 OK\r\n"
-    });
-    head.extend_from_slice(b"content-type: ");
-    head.extend_from_slice(format.content_type().as_bytes());
-    head.extend_from_slice(b"\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\n");
-    head.extend_from_slice(if chunked {
-        b"transfer-encoding: chunked\r\n\r\n"
-    } else {
-        b"connection: close\r\n\r\n"
-    });
+        Framing::UntilClose
+    };
+    let head = head::encode(http::StatusCode::OK, version, &headers, framing);
+    drop(headers);
     if wr.write_all(&head).await.is_err() {
         return;
     }
@@ -253,16 +392,15 @@ fn chunk_head(buf: &mut [u8; 18], len: usize) -> usize {
     18 - w.len()
 }
 
-async fn write_error(wr: &mut WriteTimeout<tokio::net::tcp::OwnedWriteHalf>, e: &HttpError) {
+async fn write_error(
+    wr: &mut WriteTimeout<tokio::net::tcp::OwnedWriteHalf>,
+    version: Version,
+    e: &HttpError,
+) {
     let body = e.body();
-    let status = e.status();
-    let head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len()
-    );
-    let mut out = head.into_bytes();
+    let mut headers = http::HeaderMap::new();
+    head::json(&mut headers);
+    let mut out = head::encode(e.status(), version, &headers, Framing::Length(body.len()));
     out.extend_from_slice(&body);
     if wr.write_all(&out).await.is_ok() && wr.shutdown().await.is_err() {
         tracing::debug!(message = "Could not shut down after an error answer.");
@@ -287,6 +425,7 @@ mod tests {
             hub: Hub::new(store, Limits::default()),
             auth: Arc::new(tidings_auth::Authorizer::new(vec![])),
             transport: TransportOptions::default(),
+            edge: crate::state::Edge::default(),
         };
         let endpoint = Endpoint::default_events(Origins::SameOrigin);
         let ctx = EndpointState {
@@ -298,11 +437,10 @@ mod tests {
 
     /// `Some(true)`: the lean path takes it; `Some(false)`: hyper does; `None`: not a full head.
     fn lean(head: &[u8], routes: &LeanRoutes) -> Option<bool> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(head) {
-            Ok(httparse::Status::Complete(_)) => Some(classify(&req, routes).is_some()),
-            _ => None,
+        match parse_head(head, routes) {
+            Parsed::Stream(..) => Some(true),
+            Parsed::Other => Some(false),
+            Parsed::Partial => None,
         }
     }
 

@@ -4,6 +4,7 @@
 mod auth;
 mod config;
 mod durability;
+mod edge;
 mod publish;
 mod resume;
 mod robustness;

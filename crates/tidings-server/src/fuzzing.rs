@@ -9,7 +9,7 @@ use tidings_core::{Hub, Limits, MemoryStore, Retention};
 use crate::endpoint::{Endpoint, Origins, TransportOptions};
 use crate::http::extract;
 use crate::http::subscribe::EndpointState;
-use crate::lean::{self, LeanRoutes, Parsed};
+use crate::lean::{self, Judged, LeanRoutes};
 use crate::state::{AppState, Edge};
 
 /// The routes of a default hub (`/events`, open, loopback names only), built once.
@@ -37,7 +37,7 @@ fn routes() -> &'static LeanRoutes {
 /// Reads and classifies `bytes` as the start of a connection, as the accept loop does, and
 /// runs the `Host` check on a streaming head. Must never panic.
 pub fn request_head(bytes: &[u8]) {
-    if let Parsed::Stream(parts, ctx) = lean::parse_head(bytes, routes()) {
+    if let Judged::Stream(parts, ctx) = lean::judge(bytes, routes()) {
         // The classifier only admits GETs to a known path.
         assert_eq!(parts.method, http::Method::GET);
         assert!(ctx.endpoint.path == parts.uri.path());

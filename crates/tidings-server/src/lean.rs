@@ -35,7 +35,7 @@ use crate::transport::{sse, stream};
 pub(crate) type LeanRoutes = Arc<HashMap<String, EndpointState>>;
 
 /// Largest request head the lean path reads; a larger one goes to hyper, which answers it.
-const MAX_HEAD: usize = 8 << 10;
+pub(crate) const MAX_HEAD: usize = 8 << 10;
 /// Most headers parsed; more goes to hyper.
 const MAX_HEADERS: usize = 48;
 
@@ -51,11 +51,11 @@ pub(crate) enum Head {
 
 /// What a buffer holding the start of a connection is, judged without a socket.
 #[derive(Debug)]
-pub(crate) enum Parsed {
+pub(crate) enum Judged {
     /// A complete head of a streaming subscription to one of `routes`.
     Stream(Box<http::request::Parts>, EndpointState),
     /// Not a complete head yet (and still under the size the lean path reads).
-    Partial,
+    NeedMore,
     /// Anything else (another request, a body or pipelined request after the head, a head
     /// too large, not HTTP): hyper's job.
     Other,
@@ -63,16 +63,16 @@ pub(crate) enum Parsed {
 
 /// Classifies `buf`, the bytes a connection has sent so far. Pure: the fuzz target and the
 /// over-limit answer use it as the accept loop does.
-pub(crate) fn parse_head(buf: &[u8], routes: &LeanRoutes) -> Parsed {
+pub(crate) fn judge(buf: &[u8], routes: &LeanRoutes) -> Judged {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) if len == buf.len() => match classify(&req, routes) {
-            Some((parts, ctx)) => Parsed::Stream(Box::new(parts), ctx),
-            None => Parsed::Other,
+            Some((parts, ctx)) => Judged::Stream(Box::new(parts), ctx),
+            None => Judged::Other,
         },
-        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Parsed::Partial,
-        _ => Parsed::Other,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Judged::NeedMore,
+        _ => Judged::Other,
     }
 }
 
@@ -98,10 +98,10 @@ pub(crate) async fn read_head(
                 Head::Other(buf.freeze())
             };
         }
-        match parse_head(&buf, routes) {
-            Parsed::Stream(parts, ctx) => return Head::Stream(parts, ctx),
-            Parsed::Partial => {}
-            Parsed::Other => return Head::Other(buf.freeze()),
+        match judge(&buf, routes) {
+            Judged::Stream(parts, ctx) => return Head::Stream(parts, ctx),
+            Judged::NeedMore => {}
+            Judged::Other => return Head::Other(buf.freeze()),
         }
     }
 }
@@ -178,24 +178,34 @@ pub(crate) async fn refuse(
 ) {
     let mut buf = BytesMut::with_capacity(1024);
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut parsed = Parsed::Partial;
-    while matches!(parsed, Parsed::Partial) {
+    let mut parsed = Judged::NeedMore;
+    while matches!(parsed, Judged::NeedMore) {
         match tokio::time::timeout_at(deadline, tcp.read_buf(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => parsed = parse_head(&buf, routes),
+            Ok(Ok(n)) if n > 0 => parsed = judge(&buf, routes),
             _ => break,
         }
     }
     let sse = match &parsed {
-        Parsed::Stream(parts, ctx) if !subscribe::wants_ndjson_stream(parts) => {
+        Judged::Stream(parts, ctx) if !subscribe::wants_ndjson_stream(parts) => {
             Some(ctx.app.transport.retry)
         }
         _ => None,
     };
     let version = match &parsed {
-        Parsed::Stream(parts, _) => parts.version,
+        Judged::Stream(parts, _) => parts.version,
         _ => http_version(&buf),
     };
     drop(parsed);
+    let out = refusal_answer(refusal, version, sse);
+    let mut wr = WriteTimeout::new(tcp, timeout);
+    if wr.write_all(&out).await.is_ok() {
+        linger(wr, deadline + timeout).await;
+    }
+}
+
+/// The bytes of a refusal: in-band for an SSE client (`sse` is the endpoint's `retry`), else
+/// a JSON 503.
+fn refusal_answer(refusal: Refusal, version: Version, sse: Option<Duration>) -> Vec<u8> {
     let mut headers = http::HeaderMap::new();
     let (status, body) = match sse {
         Some(retry) => {
@@ -217,10 +227,7 @@ pub(crate) async fn refuse(
     };
     let mut out = head::encode(status, version, &headers, Framing::Length(body.len()));
     out.extend_from_slice(&body);
-    let mut wr = WriteTimeout::new(tcp, timeout);
-    if wr.write_all(&out).await.is_ok() {
-        linger(wr, deadline + timeout).await;
-    }
+    out
 }
 
 /// The HTTP version a (possibly partial) head asks for; 1.1 if it cannot be told.
@@ -267,7 +274,19 @@ pub(crate) async fn serve(
     let mut wr = WriteTimeout::new(wr, write_timeout);
     let prepared = extract::host(&parts.headers, None, &ctx.app)
         .and_then(|()| subscribe::prepare(&ctx, &parts));
+    // The hub began shutting down after this connection was accepted: an SSE client is told
+    // in-band, as one accepted during the drain is.
+    let late = matches!(&prepared, Err(e) if e.0.error.code == ErrorCode::ShuttingDown)
+        && !subscribe::wants_ndjson_stream(&parts);
+    let retry = ctx.app.transport.retry;
     drop((parts, ctx));
+    if late {
+        let out = refusal_answer(Refusal::ShuttingDown, version, Some(retry));
+        if wr.write_all(&out).await.is_ok() && wr.shutdown().await.is_err() {
+            tracing::debug!(message = "Could not shut down after a refusal.");
+        }
+        return;
+    }
     let (sub, format) = match prepared {
         Ok(Prepared::Stream(sub, format)) => (sub, format),
         Ok(_) => {
@@ -437,10 +456,10 @@ mod tests {
 
     /// `Some(true)`: the lean path takes it; `Some(false)`: hyper does; `None`: not a full head.
     fn lean(head: &[u8], routes: &LeanRoutes) -> Option<bool> {
-        match parse_head(head, routes) {
-            Parsed::Stream(..) => Some(true),
-            Parsed::Other => Some(false),
-            Parsed::Partial => None,
+        match judge(head, routes) {
+            Judged::Stream(..) => Some(true),
+            Judged::Other => Some(false),
+            Judged::NeedMore => None,
         }
     }
 

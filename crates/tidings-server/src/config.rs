@@ -31,7 +31,8 @@ pub struct RawConfig {
     /// Grace period for draining connections at shutdown [default: 10s].
     #[arg(long, env = "TIDINGS_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
-    /// Most concurrent connections [default: 19000].
+    /// Most concurrent connections over all listeners, lowered at start to fit the file
+    /// descriptor limit [default: 19000].
     #[arg(long, env = "TIDINGS_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
     /// Longest a write to a client that stopped reading may block before the connection is

@@ -225,11 +225,11 @@ mod rewind_tests {
 }
 
 /// A served connection's socket, holding its slot of the connection limit for as long as
-/// the socket lives (also inside an upgraded WebSocket). Dropped with bytes the server never
-/// read (an upload answered before it was read, such as a 413 or 503), it is not closed at
-/// once: the kernel would answer the unread bytes with a reset, which can destroy the answer
-/// before the client reads it. A task reads and drops what still comes, until the client
-/// closes or `LINGER` has passed, then closes it.
+/// the socket lives (also inside an upgraded WebSocket). Dropped before the client closed
+/// its side (an upload answered before it was read, such as a 413 or 503, may still be
+/// arriving), it is not closed at once: the kernel would answer unread bytes with a reset,
+/// which can destroy the answer before the client reads it. A task reads and drops what
+/// still comes, until the client closes or `LINGER` has passed, then closes it.
 #[derive(Debug)]
 pub(crate) struct Linger {
     stream: Option<tokio::net::TcpStream>,
@@ -262,12 +262,17 @@ impl Drop for Linger {
         let (Some(stream), slot) = (self.stream.take(), self.slot.take()) else {
             return;
         };
+        // The client has closed (or the socket failed): nothing can reset the answer. Else
+        // it may still be sending (bytes pending, or on their way), so linger.
         let mut probe = [0u8; 1024];
-        let unread = matches!(stream.try_read(&mut probe), Ok(n) if n > 0);
+        let closed = match stream.try_read(&mut probe) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if unread {
+        if !closed {
             runtime.spawn(async move {
                 let mut stream = stream;
                 linger(&mut stream).await;

@@ -187,7 +187,9 @@ pub(crate) async fn refuse(
         }
     }
     let sse = match &parsed {
-        Judged::Stream(parts, ctx) if !subscribe::wants_ndjson_stream(parts) => {
+        Judged::Stream(parts, ctx)
+            if ctx.endpoint.transports.sse && !subscribe::wants_ndjson_stream(parts) =>
+        {
             Some(ctx.app.transport.retry)
         }
         _ => None,

@@ -9,7 +9,8 @@
 //! - `transport`: per-connection encoders (SSE, NDJSON, WebSocket, long-poll).
 //! - `listener`: the accept loop, the process-wide connection limit and graceful drain;
 //!   `lean`: the lean HTTP/1 path for streaming subscriptions; `io`: write-stall timeout and
-//!   replayed prefixes.
+//!   replayed prefixes, and the lingering close; `refusal`: answers to connections over the
+//!   limit or during the drain.
 //! - `fuzzing`: entry points for the fuzz targets (hidden, not an API).
 
 pub mod config;
@@ -20,6 +21,7 @@ mod http;
 mod io;
 mod lean;
 mod listener;
+mod refusal;
 mod state;
 mod transport;
 

@@ -1,7 +1,7 @@
 //! The accept loop. One connection limit is shared by every listener of the process and is
 //! derived from the file descriptor limit (`ConnectionLimit::fit`). A connection over the
-//! limit is still accepted and answered: 503 `too_many_connections`, or in-band for SSE
-//! (`lean::refuse`), from a small pool of extra slots the limit leaves room for. Each served
+//! limit is still accepted and answered (`refusal::refuse`: 503 `too_many_connections`, or
+//! in-band for SSE), from a small pool of extra slots the limit leaves room for. Each served
 //! connection goes to the lean path or hyper's HTTP/1 machinery with a header-read timeout.
 //! Accept errors back off exponentially and are logged at most every few seconds. At
 //! shutdown the listener keeps accepting while it drains, answering new connections
@@ -19,7 +19,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::io::{Linger, Rewind, WriteTimeout};
-use crate::lean::{self, Head, LeanRoutes, Refusal};
+use crate::lean::{self, Head, LeanRoutes};
+use crate::refusal::{self, Refusal};
 
 /// Connection handling settings.
 #[derive(Debug, Clone, Copy)]
@@ -128,13 +129,13 @@ async fn accept(
 
 /// Answers a connection that will not be served, if a refusal slot is free; otherwise
 /// closes it at once (better than leaving it unanswered in the backlog).
-fn refuse(limit: &ConnectionLimit, stream: TcpStream, lean: &LeanRoutes, refusal: Refusal) {
+fn refuse(limit: &ConnectionLimit, stream: TcpStream, lean: &LeanRoutes, why: Refusal) {
     let Ok(slot) = limit.refusing.clone().try_acquire_owned() else {
         return;
     };
     let lean = lean.clone();
     tokio::spawn(async move {
-        lean::refuse(stream, &lean, refusal, REFUSE_TIMEOUT).await;
+        refusal::refuse(stream, &lean, why, REFUSE_TIMEOUT).await;
         drop(slot);
     });
 }

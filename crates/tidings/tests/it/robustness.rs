@@ -102,6 +102,15 @@ async fn garbage_and_oversized_input_do_not_hurt_the_server() {
         String::from_utf8_lossy(&answer)
     );
     assert!(String::from_utf8_lossy(&answer).contains("body_too_large"));
+    // The body was not read: the connection ends, and the answer says so (a client must not
+    // pool it).
+    assert!(
+        String::from_utf8_lossy(&answer)
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     drop(sock);
 
     // A 10 MB body actually sent, declared and streamed: 413, read while the upload goes on.

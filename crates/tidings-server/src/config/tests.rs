@@ -249,3 +249,39 @@ fn every_file_section_survives_layering_under_empty_flags() {
     );
     assert_eq!(c.endpoints[1].path, "/x");
 }
+
+#[test]
+fn edge_settings_have_defaults_and_come_from_the_file() {
+    let c = validate(RawConfig::default()).unwrap();
+    assert_eq!(c.body_timeout, Duration::from_secs(30));
+    assert_eq!(c.max_inflight_body_bytes, 64 << 20);
+    assert!(c.allowed_hosts.is_empty());
+    let file = RawConfig::from_toml(
+        r#"
+        body_timeout = "5s"
+        allowed_hosts = ["hub.example.com", "*.example.org"]
+        [limits]
+        max_inflight_body_bytes = "8MiB"
+        "#,
+    )
+    .unwrap();
+    let c = validate(layered([file, RawConfig::default()]).unwrap()).unwrap();
+    assert_eq!(c.body_timeout, Duration::from_secs(5));
+    assert_eq!(c.max_inflight_body_bytes, 8 << 20);
+    assert_eq!(c.allowed_hosts, ["hub.example.com", "*.example.org"]);
+    let small = RawConfig {
+        limits: RawLimits {
+            max_inflight_body_bytes: Some("512KiB".into()),
+            ..RawLimits::default()
+        },
+        ..RawConfig::default()
+    };
+    let err = validate(small).unwrap_err();
+    assert!(err.starts_with("limits.max_inflight_body_bytes:"), "{err}");
+    let host = RawConfig {
+        allowed_hosts: vec!["http://x/".into()],
+        ..RawConfig::default()
+    };
+    let err = validate(host).unwrap_err();
+    assert!(err.starts_with("allowed_hosts[0]:"), "{err}");
+}

@@ -1,7 +1,8 @@
 //! The HTTP edge: routes, request parsing, auth extraction and error answers.
 
 pub(crate) mod error;
-mod extract;
+pub(crate) mod extract;
+pub(crate) mod head;
 mod health;
 mod publish;
 pub(crate) mod router;

@@ -1,6 +1,7 @@
 //! `POST /publish`: one JSON event or an array of them (a batch: all or nothing).
 //!
-//! Checks, in order: content type (415), credential (401), body size (413), JSON syntax (400),
+//! Checks, in order: content type (415), credential (401), body size (413), body budget
+//! (503 `overloaded`) and deadline (408 `body_timeout`), JSON syntax (400),
 //! each event's shape and names (422), publish grant (403), then the engine's limits.
 //!
 //! An `Idempotency-Key` is scoped to the credential that sent it (its `CredentialId`; an open
@@ -46,23 +47,12 @@ pub(crate) async fn publish(
     let caller = state.auth.identify(extract::bearer(&headers)?)?;
     let grant = &caller.grant;
     let limits = state.hub.limits();
-    let max = limits.max_body_bytes;
-    let too_large = || {
-        HttpError::new(
-            ErrorCode::BodyTooLarge,
-            format!("body: larger than the limit of {max} bytes"),
-        )
-    };
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Err(too_large());
-    }
-    let bytes = axum::body::to_bytes(body, max)
-        .await
-        .map_err(|_| too_large())?;
+    // `_held` keeps the body's bytes counted against the budget until the answer.
+    let (bytes, _held) = extract::body(body, declared, limits.max_body_bytes, &state.edge).await?;
     let events = parse_events(&bytes, limits.max_batch_events)?;
     for (i, e) in events.iter().enumerate() {
         if !grant.may_publish(&e.topic) {

@@ -156,13 +156,7 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
         Prepared::Stream(sub, format) => {
             let body = stream::body(sub, format, options.keepalive);
             let mut response = Response::new(Body::from_stream(body));
-            let h = response.headers_mut();
-            h.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(format.content_type()),
-            );
-            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            super::head::stream(response.headers_mut(), format.content_type());
             response
         }
     }
@@ -175,6 +169,13 @@ pub(crate) fn is_stream_request(parts: &http::request::Parts) -> bool {
         && !is_websocket(&parts.headers)
         && !form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
             .any(|(k, v)| k == "poll" && (v == "1" || v == "true"))
+}
+
+/// Whether a stream request asks for NDJSON rather than SSE (`format=ndjson` or `Accept`).
+pub(crate) fn wants_ndjson_stream(parts: &http::request::Parts) -> bool {
+    wants_ndjson(&parts.headers)
+        || form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .any(|(k, v)| k == "format" && v == "ndjson")
 }
 
 /// Everything a subscribe request needs before its transport takes over: query, credential,

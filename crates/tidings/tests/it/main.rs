@@ -5,6 +5,7 @@ mod auth;
 mod autobahn;
 mod config;
 mod durability;
+mod edge;
 mod publish;
 mod resume;
 mod robustness;

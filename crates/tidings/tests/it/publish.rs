@@ -418,7 +418,7 @@ async fn bodies_and_data_over_the_limits_are_413() {
     let mut sock = tokio::net::TcpStream::connect(server.addr)
         .await
         .expect("connect");
-    let mut req = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut req = b"POST /publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     let chunk = 11 * 1024;
     req.extend_from_slice(format!("{chunk:x}\r\n").as_bytes());
     req.extend(std::iter::repeat_n(b' ', chunk));

@@ -1,13 +1,19 @@
-//! `Hub`: the engine's handle. `publish` assigns ids (the one sequencer), appends to the
-//! store, and once the store has committed, fans the events out in id order. `subscribe`
-//! registers a subscription and fixes its handoff point under the same lock as the fan-out.
+//! `Hub`: the engine's handle. `publish` waits for room in the store's queue (outside any
+//! lock), assigns ids (the one sequencer) and appends to the store, and once the store has
+//! committed, fans the events out in id order. `subscribe` registers a subscription and fixes
+//! its handoff point under the same lock as the fan-out.
+//!
+//! Delivery after store: every appended batch waits in `pending`, in seq order, until its
+//! commit completes. Only the committed prefix of `pending` is fanned out, so a store that
+//! completes batches late or out of order never gets an event delivered before it, and every
+//! event before it, is stored.
 //!
 //! Why the handoff has no gap and no duplicate: the fan-out of event `n` and the update of
-//! `delivered` to `n` happen under the state lock, after `n` is committed to the store. A
-//! subscription registers under that lock and records `until = delivered`. Every event with
-//! seq ≤ `until` was committed before registration, so replay reads it from the store; every
-//! event with seq > `until` is fanned out after registration, so it lands in the live queue.
-//! Replay stops at `until`, live starts after it.
+//! `delivered` to `n` happen under the state lock, after `n` and everything before it are
+//! committed to the store. A subscription registers under that lock and records
+//! `until = delivered`. Every event with seq ≤ `until` was committed before registration, so
+//! replay reads it from the store; every event with seq > `until` is fanned out after
+//! registration, so it lands in the live queue. Replay stops at `until`, live starts after it.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -24,7 +30,7 @@ use crate::idempotency::{self, Entry, IdempotencyCache};
 use crate::limits::Limits;
 use crate::record::{EventRecord, SharedEvent};
 use crate::registry::{self, Registry, SubShared};
-use crate::store::{BoxFuture, DynStore, KeyedBatch, StoreError, StoreStats};
+use crate::store::{AppendSlot, BoxFuture, DynStore, KeyedBatch, StoreError, StoreStats};
 use crate::subscription::{CloseReason, ResetReason, Subscription};
 
 /// An event to publish, already validated at the edge.
@@ -101,12 +107,47 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 struct State {
     next_seq: u64,
-    /// Sequenced and handed to the store, not yet committed: delivered in order on commit.
-    pending: VecDeque<SharedEvent>,
+    /// Batches sequenced and handed to the store, in seq order, not yet delivered. The
+    /// committed prefix is delivered as soon as it grows.
+    pending: VecDeque<PendingBatch>,
     delivered_seq: u64,
     registry: Registry,
     idempotency: IdempotencyCache,
     shutting_down: bool,
+}
+
+/// One appended batch waiting for its commit (and for every earlier batch's).
+#[derive(Debug)]
+struct PendingBatch {
+    first_seq: u64,
+    events: Vec<SharedEvent>,
+    committed: bool,
+}
+
+impl State {
+    /// Fans out the committed prefix of `pending`, in seq order; returns how many events.
+    fn deliver_committed_prefix(&mut self) -> u64 {
+        let mut n = 0;
+        while self.pending.front().is_some_and(|b| b.committed) {
+            let batch = self.pending.pop_front().expect("front checked");
+            for event in &batch.events {
+                self.registry
+                    .for_each_match(&event.event.topic, |sub| sub.offer(event));
+            }
+            if let Some(last) = batch.events.last() {
+                self.delivered_seq = last.seq();
+            }
+            n += batch.events.len() as u64;
+        }
+        n
+    }
+
+    /// The pending batch whose first event is `first_seq`.
+    fn pending_index(&self, first_seq: u64) -> Option<usize> {
+        self.pending
+            .binary_search_by_key(&first_seq, |b| b.first_seq)
+            .ok()
+    }
 }
 
 impl Hub {
@@ -200,6 +241,10 @@ impl Hub {
             return Ok(ids);
         }
 
+        // Back-pressure: wait for room in the store's queue here, outside the lock, so a
+        // stalled disk parks this publisher only, never a thread that fan-out, subscribe or
+        // readiness need.
+        let slot = self.shared.store.reserve().await?;
         let started = {
             let mut st = self.lock();
             if st.shutting_down {
@@ -213,7 +258,7 @@ impl Hub {
                 }
                 Started::Retry(entry.clone())
             } else {
-                Started::New(self.sequence(&mut st, batch, fingerprint))
+                Started::New(self.sequence(&mut st, batch, fingerprint, slot))
             }
         };
         match started {
@@ -248,8 +293,15 @@ impl Hub {
     }
 
     /// Assigns ids to `batch` and hands it to the store (under the state lock, so the store
-    /// sees batches in seq order).
-    fn sequence(&self, st: &mut State, batch: PublishBatch, fingerprint: Option<u64>) -> Commit {
+    /// sees batches in seq order). `slot` is the queue place reserved for it, so `append`
+    /// does not block.
+    fn sequence(
+        &self,
+        st: &mut State,
+        batch: PublishBatch,
+        fingerprint: Option<u64>,
+        slot: AppendSlot,
+    ) -> Commit {
         let time = clock::now_ms();
         let epoch = self.shared.epoch;
         let origin = batch.origin;
@@ -271,7 +323,11 @@ impl Hub {
             })
             .collect();
         let ids: Vec<EventId> = records.iter().map(|r| r.event.id).collect();
-        st.pending.extend(records.iter().cloned());
+        st.pending.push_back(PendingBatch {
+            first_seq: ids.first().map_or(0, |id| id.seq),
+            events: records.clone(),
+            committed: false,
+        });
         let keyed = match (&batch.idempotency_key, fingerprint, ids.first()) {
             (Some(key), Some(fingerprint), Some(first)) => Some(KeyedBatch {
                 key: key.clone(),
@@ -298,38 +354,41 @@ impl Hub {
         Commit {
             hub: self.clone(),
             fut: Some(fut),
+            slot: Some(slot),
             ids,
             key: batch.idempotency_key,
             outcome,
         }
     }
 
-    /// Fans out every pending event up to `seq` (committed), in order.
-    fn deliver_through(&self, seq: u64) {
+    /// Marks the batch starting at `first_seq` committed and fans out the committed prefix
+    /// (which includes it only once every earlier batch has committed too).
+    fn deliver_through(&self, first_seq: u64) {
         let mut st = self.lock();
-        let mut n = 0;
-        while st.pending.front().is_some_and(|e| e.seq() <= seq) {
-            let event = st.pending.pop_front().expect("front checked");
-            st.registry
-                .for_each_match(&event.event.topic, |sub| sub.offer(&event));
-            st.delivered_seq = event.seq();
-            n += 1;
+        if let Some(i) = st.pending_index(first_seq) {
+            st.pending[i].committed = true;
         }
+        let n = st.deliver_committed_prefix();
         drop(st);
         self.shared.published.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Forgets a batch the store refused. The store is poisoned, so no later batch commits.
     fn abandon(&self, ids: &[EventId], key: Option<&str>) {
-        let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+        let Some(first) = ids.first() else {
             return;
         };
         let mut st = self.lock();
-        st.pending
-            .retain(|e| e.seq() < first.seq || e.seq() > last.seq);
+        if let Some(i) = st.pending_index(first.seq) {
+            st.pending.remove(i);
+        }
         if let Some(key) = key {
             st.idempotency.forget(key);
         }
+        // Later batches that did commit are no longer held back by this one.
+        let n = st.deliver_committed_prefix();
+        drop(st);
+        self.shared.published.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Opens a subscription. See the module docs for why its handoff is exact.
@@ -448,6 +507,8 @@ async fn wait_for_original(entry: Entry) -> Result<Vec<EventId>, PublishError> {
 struct Commit {
     hub: Hub,
     fut: Option<BoxFuture<'static, Result<(), StoreError>>>,
+    /// The store queue place this batch occupies, given back once its commit resolved.
+    slot: Option<AppendSlot>,
     ids: Vec<EventId>,
     key: Option<String>,
     /// Set for a keyed publish: retries with the same key wait on it.
@@ -459,6 +520,7 @@ impl Commit {
         let fut: &mut Pin<Box<_>> = self.fut.as_mut().expect("a commit is awaited once");
         let result = fut.await;
         self.fut = None;
+        self.slot = None;
         finish(
             &self.hub,
             &self.ids,
@@ -480,7 +542,7 @@ fn finish(
     result: &Result<(), StoreError>,
 ) {
     match result {
-        Ok(()) => hub.deliver_through(ids.last().map_or(0, |id| id.seq)),
+        Ok(()) => hub.deliver_through(ids.first().map_or(0, |id| id.seq)),
         Err(e) => {
             tracing::error!(message = "Store refused a batch; it was not delivered.", error = %e);
             hub.abandon(ids, key);
@@ -500,14 +562,18 @@ impl Drop for Commit {
             self.key.take(),
         );
         let outcome = self.outcome.take();
+        let slot = self.slot.take();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 let result = fut.await;
+                drop(slot);
                 finish(&hub, &ids, key.as_deref(), outcome.as_ref(), &result);
             });
         }
     }
 }
 
+#[cfg(test)]
+mod store_tests;
 #[cfg(test)]
 mod tests;

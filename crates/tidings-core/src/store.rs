@@ -2,11 +2,20 @@
 //! twin (the `memory` durability mode, and the store of engine tests).
 //!
 //! Contract every implementation keeps (checked by `testing::store_conformance`):
+//! - Back-pressure is `reserve`, never `append`: the hub awaits `reserve` outside its lock,
+//!   then calls `append` under the lock, and `append` must return at once (queue the work and
+//!   hand back a future). A store with a bounded queue hands out one `AppendSlot` per queue
+//!   place; the hub holds the slot until that append's future resolves.
 //! - `append` is called by the hub in sequence order, under its sequencer lock, with seqs
 //!   strictly increasing and contiguous; the store keeps that order.
 //! - The future of `append` resolves once the events are readable by `read_after` and as
 //!   durable as the store's mode promises (`durable`: fsynced; `fast`: written, fsynced
 //!   periodically; `memory`: in memory).
+//! - Completion order is free. A store may resolve batch N+1's future before batch N's (a
+//!   remote log acknowledging out of order, say). The hub does not rely on "when batch N
+//!   completes, every earlier batch is committed": it delivers only the contiguous prefix of
+//!   completed batches, so an event reaches subscribers only once it and every event before
+//!   it are stored (`testing::LateStore` checks this against the hub).
 //! - A failed append poisons the store: every later append fails too, so the hub can never
 //!   deliver an event that follows one that was lost. Readiness reports it.
 //! - Retention removes events from the front only, and `trimmed_through` is the highest seq
@@ -14,7 +23,8 @@
 //! - A batch appended with a `KeyedBatch` is findable by its key (`find_keyed`) for as long as
 //!   its events are retained, and the key is written in the same commit as the events: a
 //!   retry after a crash finds either both or neither. (`MemoryStore` finds nothing: in
-//!   memory mode the hub's own cache lives exactly as long as the history.)
+//!   memory mode a retry is recognised only while the hub's in-memory idempotency cache
+//!   still holds the key, which is bounded by `Limits::idempotency_keys`, not by retention.)
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -24,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tidings_proto::Epoch;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::record::SharedEvent;
 
@@ -96,6 +107,27 @@ pub struct KeyedBatch {
     pub count: u32,
 }
 
+/// A place in a store's append queue, reserved by `EventStore::reserve` before `append`.
+/// Dropping it gives the place back; the hub drops it when the append's future resolves.
+#[derive(Debug)]
+pub struct AppendSlot {
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl AppendSlot {
+    /// A slot of a store whose queue is unbounded (or that never queues, like `MemoryStore`).
+    pub fn unbounded() -> Self {
+        AppendSlot { _permit: None }
+    }
+
+    /// A slot that holds one permit of the store's queue semaphore.
+    pub fn from_permit(permit: OwnedSemaphorePermit) -> Self {
+        AppendSlot {
+            _permit: Some(permit),
+        }
+    }
+}
+
 /// Durable, ordered event history. See the module docs for the contract.
 pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// The epoch every id from this store carries.
@@ -107,8 +139,14 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// Highest seq removed by retention.
     fn trimmed_through(&self) -> u64;
 
+    /// Waits, without blocking a thread, until `append` can take one more batch without
+    /// blocking. Called outside the hub's lock. The default is for stores that never block.
+    fn reserve(&self) -> BoxFuture<'static, Result<AppendSlot, StoreError>> {
+        Box::pin(std::future::ready(Ok(AppendSlot::unbounded())))
+    }
+
     /// Appends a batch, remembering `keyed` with it; see the contract above. Called in seq
-    /// order.
+    /// order, under the hub's lock: it must not block (back-pressure belongs in `reserve`).
     fn append(
         &self,
         events: Vec<SharedEvent>,

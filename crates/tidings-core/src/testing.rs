@@ -1,6 +1,14 @@
 //! Conformance suites every backend runs: `store_conformance` checks an `EventStore` against
 //! the contract in `store.rs` (order, `read_after` semantics and limits, retention from the
-//! front with a monotone `trimmed_through`, stats), plus helpers to build test events.
+//! front with a monotone `trimmed_through`, stats), `hub_delivers_committed_prefix` checks a
+//! hub over a store that completes appends late and out of order, plus helpers to build test
+//! events and the test stores `HeldStore` (commits held) and `LateStore` (late completions).
+
+mod held;
+mod late;
+
+pub use held::HeldStore;
+pub use late::{LateStore, hub_delivers_committed_prefix};
 
 use std::time::Duration;
 

@@ -20,53 +20,20 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde_json::value::RawValue;
-use tidings_proto::{Cursor, Epoch, Event, EventId, EventType, Key, Selector, Topic};
+use tidings_proto::{Cursor, Epoch, Event, EventId, Key, Selector};
 use tokio::sync::watch;
 
-use crate::clock;
+use crate::clock::{self, DynClock};
 use crate::error::{PublishError, SubscribeError};
 use crate::idempotency::{self, Entry, IdempotencyCache};
 use crate::limits::Limits;
 use crate::record::{EventRecord, SharedEvent};
-use crate::registry::{self, Registry, SubShared};
+use crate::registry::{self, Registry};
+use crate::request::{PublishBatch, SubscribeRequest};
 use crate::store::{AppendSlot, BoxFuture, DynStore, KeyedBatch, StoreError, StoreStats};
-use crate::subscription::{CloseReason, ResetReason, Subscription};
-
-/// An event to publish, already validated at the edge.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    /// Topic to publish on.
-    pub topic: Topic,
-    /// Event type.
-    pub event_type: EventType,
-    /// Optional entity key.
-    pub key: Option<Key>,
-    /// Compact JSON payload.
-    pub data: Box<RawValue>,
-}
-
-/// One publish: all of its events are stored and delivered, or none.
-#[derive(Debug, Clone)]
-pub struct PublishBatch {
-    /// The events, in order.
-    pub events: Vec<NewEvent>,
-    /// The publisher's client id: not echoed to subscriptions with the same client id.
-    pub origin: Option<Key>,
-    /// Makes a retry of this batch return the original ids.
-    pub idempotency_key: Option<String>,
-}
-
-/// What a subscription asks for.
-#[derive(Debug, Clone)]
-pub struct SubscribeRequest {
-    /// Topics and types.
-    pub selector: Selector,
-    /// Where to resume; `None` starts live.
-    pub cursor: Option<Cursor>,
-    /// The subscriber's client id (its own publishes are not delivered to it).
-    pub client_id: Option<Key>,
-}
+use crate::subscription::{
+    CloseReason, ResetReason, SubscriberQueue, Subscription, SubscriptionContext, Unregister,
+};
 
 /// Counters for metrics and the dashboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,12 +63,25 @@ pub(crate) struct Shared {
     pub(crate) store: DynStore,
     pub(crate) epoch: Epoch,
     pub(crate) limits: Limits,
+    /// Event timestamps come from here, never from the wall clock directly.
+    clock: DynClock,
+    /// All a subscription may use of the hub; one per hub, shared by every subscription.
+    subs: Arc<SubscriptionContext>,
     /// The sequencer, the fan-out and the registry. Held for short synchronous sections only
     /// (assign ids, fan out one committed run, register); never across an await.
     state: Mutex<State>,
     next_sub_id: AtomicU64,
     published: AtomicU64,
-    pub(crate) delivered: AtomicU64,
+}
+
+impl Unregister for Shared {
+    fn unregister(&self, queue: &SubscriberQueue) {
+        lock(&self.state).registry.remove(queue);
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Debug)]
@@ -151,8 +131,13 @@ impl State {
 }
 
 impl Hub {
-    /// A hub over `store`, continuing after the store's last seq.
+    /// A hub over `store`, continuing after the store's last seq, on the wall clock.
     pub fn new(store: DynStore, limits: Limits) -> Hub {
+        Hub::with_clock(store, limits, clock::system())
+    }
+
+    /// A hub over `store` that takes the time from `clock`.
+    pub fn with_clock(store: DynStore, limits: Limits, clock: DynClock) -> Hub {
         let last = store.last_seq();
         let state = State {
             next_seq: last + 1,
@@ -162,21 +147,24 @@ impl Hub {
             idempotency: IdempotencyCache::new(limits.idempotency_keys),
             shutting_down: false,
         };
-        Hub {
-            shared: Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me: &std::sync::Weak<Shared>| {
+            let registry: std::sync::Weak<dyn Unregister> = me.clone();
+            Shared {
                 epoch: store.epoch(),
+                subs: Arc::new(SubscriptionContext::new(store.clone(), &limits, registry)),
                 store,
                 limits,
+                clock,
                 state: Mutex::new(state),
                 next_sub_id: AtomicU64::new(1),
                 published: AtomicU64::new(0),
-                delivered: AtomicU64::new(0),
-            }),
-        }
+            }
+        });
+        Hub { shared }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.shared.state)
     }
 
     /// The limits this hub enforces.
@@ -302,7 +290,7 @@ impl Hub {
         fingerprint: Option<u64>,
         slot: AppendSlot,
     ) -> Commit {
-        let time = clock::now_ms();
+        let time = self.shared.clock.now_ms();
         let epoch = self.shared.epoch;
         let origin = batch.origin;
         let records: Vec<SharedEvent> = batch
@@ -417,7 +405,7 @@ impl Hub {
             types: req.selector.types,
         };
         let id = self.shared.next_sub_id.fetch_add(1, Ordering::Relaxed);
-        let sub = Arc::new(SubShared::new(
+        let sub = Arc::new(SubscriberQueue::new(
             id,
             selector,
             req.client_id,
@@ -445,11 +433,13 @@ impl Hub {
             Some(Cursor::After(id)) if id.seq < trimmed => (Some(ResetReason::CursorExpired), head),
             Some(Cursor::After(id)) => (None, id.seq),
         };
-        Ok(Subscription::new(self.clone(), sub, notice, from, head))
-    }
-
-    pub(crate) fn unregister(&self, sub: &SubShared) {
-        self.lock().registry.remove(sub);
+        Ok(Subscription::new(
+            Arc::clone(&self.shared.subs),
+            sub,
+            notice,
+            from,
+            head,
+        ))
     }
 
     /// Refuses new publishes and subscriptions and tells every subscription to close with
@@ -475,7 +465,7 @@ impl Hub {
             epoch: self.shared.epoch,
             head,
             published: self.shared.published.load(Ordering::Relaxed),
-            delivered: self.shared.delivered.load(Ordering::Relaxed),
+            delivered: self.shared.subs.delivered.load(Ordering::Relaxed),
             subscribers,
             store: self.shared.store.stats(),
         }

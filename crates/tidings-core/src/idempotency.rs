@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use tidings_proto::EventId;
 use tokio::sync::watch;
 
-use crate::hub::NewEvent;
+use crate::request::NewEvent;
 
 /// What a key remembers. `outcome` turns `Some(true)` once the batch is delivered, or
 /// `Some(false)` if the store refused it (the key is then forgotten).

@@ -36,6 +36,7 @@ use std::time::Duration;
 use tidings_proto::Epoch;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::clock::{self, DynClock};
 use crate::record::SharedEvent;
 
 /// A boxed future, so the trait stays object-safe (`Arc<dyn EventStore>`).
@@ -178,6 +179,8 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
 pub struct MemoryStore {
     epoch: Epoch,
     retention: Retention,
+    /// Judges `Retention::max_age`.
+    clock: DynClock,
     /// Short synchronous sections only (push, trim, copy out a range): never held across await.
     inner: Mutex<MemoryInner>,
 }
@@ -191,11 +194,17 @@ struct MemoryInner {
 }
 
 impl MemoryStore {
-    /// An empty store with a fresh random epoch.
+    /// An empty store with `epoch`, judging age by the wall clock.
     pub fn new(epoch: Epoch, retention: Retention) -> Self {
+        Self::with_clock(epoch, retention, clock::system())
+    }
+
+    /// An empty store with `epoch`, judging age by `clock`.
+    pub fn with_clock(epoch: Epoch, retention: Retention, clock: DynClock) -> Self {
         MemoryStore {
             epoch,
             retention,
+            clock,
             inner: Mutex::new(MemoryInner::default()),
         }
     }
@@ -223,7 +232,7 @@ impl EventStore for MemoryStore {
         events: Vec<SharedEvent>,
         _keyed: Option<KeyedBatch>,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
-        let now = crate::clock::now_ms();
+        let now = self.clock.now_ms();
         let mut inner = self.lock();
         for event in events {
             inner.last_seq = event.seq();

@@ -1,15 +1,61 @@
 //! `Subscription`: one subscriber's view of the hub. It first replays history after its
-//! cursor up to the handoff point fixed at registration, then drains its live queue. Each call
-//! to `next` hands the connection everything ready (up to a batch), so one write carries it.
+//! cursor up to the handoff point fixed at registration, then drains its live queue
+//! (`SubscriberQueue`, in `queue`). Each call to `next` hands the connection everything ready
+//! (up to a batch), so one write carries it.
+//!
+//! A subscription sees the hub only through `SubscriptionContext`: the store to replay from,
+//! the replay and delivery limits, the delivery counter, and a handle to leave the registry.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+mod queue;
 
-use tidings_proto::EventId;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
-use crate::hub::Hub;
+use tidings_proto::{Epoch, EventId};
+
+pub(crate) use self::queue::SubscriberQueue;
+use crate::limits::Limits;
 use crate::record::SharedEvent;
-use crate::registry::SubShared;
+use crate::store::DynStore;
+
+/// Takes a subscriber's queue out of the fan-out (the hub's registry implements it).
+pub(crate) trait Unregister: Send + Sync + fmt::Debug {
+    /// Removes `queue` from the registry.
+    fn unregister(&self, queue: &SubscriberQueue);
+}
+
+/// What every subscription of one hub shares: all it may use of the hub.
+#[derive(Debug)]
+pub(crate) struct SubscriptionContext {
+    pub(crate) store: DynStore,
+    pub(crate) epoch: Epoch,
+    /// Most events per replay read.
+    pub(crate) replay_chunk: usize,
+    /// Most events handed out per step.
+    pub(crate) delivery_batch: usize,
+    /// Event deliveries handed to connections (`HubStats::delivered`).
+    pub(crate) delivered: AtomicU64,
+    /// The registry, weakly: a subscription outliving its hub just has nothing to leave.
+    pub(crate) registry: Weak<dyn Unregister>,
+}
+
+impl SubscriptionContext {
+    pub(crate) fn new(
+        store: DynStore,
+        limits: &Limits,
+        registry: Weak<dyn Unregister>,
+    ) -> SubscriptionContext {
+        SubscriptionContext {
+            epoch: store.epoch(),
+            store,
+            replay_chunk: limits.replay_chunk,
+            delivery_batch: limits.delivery_batch,
+            delivered: AtomicU64::new(0),
+            registry,
+        }
+    }
+}
 
 /// Why the subscriber must start over from fresh state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +123,8 @@ pub enum Step {
 /// A live subscription. Dropping it unregisters it.
 #[derive(Debug)]
 pub struct Subscription {
-    hub: Hub,
-    shared: Arc<SubShared>,
+    ctx: Arc<SubscriptionContext>,
+    shared: Arc<SubscriberQueue>,
     notice: Option<ResetReason>,
     /// Replay position: events with seq in `(pos, until]` come from the store.
     pos: u64,
@@ -90,14 +136,14 @@ pub struct Subscription {
 
 impl Subscription {
     pub(crate) fn new(
-        hub: Hub,
-        shared: Arc<SubShared>,
+        ctx: Arc<SubscriptionContext>,
+        shared: Arc<SubscriberQueue>,
         notice: Option<ResetReason>,
         from: u64,
         until: u64,
     ) -> Self {
         Subscription {
-            hub,
+            ctx,
             shared,
             notice,
             pos: from.min(until),
@@ -108,13 +154,13 @@ impl Subscription {
 
     /// The handoff point: the head of the hub when this subscription registered.
     pub fn handoff(&self) -> EventId {
-        EventId::new(self.hub.epoch(), self.until)
+        EventId::new(self.ctx.epoch, self.until)
     }
 
     /// The id after which this subscription continues: every matching event up to it has been
     /// handed out. A long-poll answers it as the next cursor.
     pub fn position(&self) -> EventId {
-        EventId::new(self.hub.epoch(), self.pos.max(self.last_live))
+        EventId::new(self.ctx.epoch, self.pos.max(self.last_live))
     }
 
     /// Events waiting in the live queue (for metrics).
@@ -134,18 +180,17 @@ impl Subscription {
         let before = out.len();
         let step = self.next_inner(out).await;
         let n = (out.len() - before) as u64;
-        self.hub.shared.delivered.fetch_add(n, Ordering::Relaxed);
+        self.ctx.delivered.fetch_add(n, Ordering::Relaxed);
         step
     }
 
     async fn next_inner(&mut self, out: &mut Vec<SharedEvent>) -> Step {
-        let store = &self.hub.shared.store;
-        let limits = &self.hub.shared.limits;
+        let store = &self.ctx.store;
         while self.pos < self.until {
             if self.pos < store.trimmed_through() {
                 return self.expire();
             }
-            let chunk = match store.read_after(self.pos, limits.replay_chunk).await {
+            let chunk = match store.read_after(self.pos, self.ctx.replay_chunk).await {
                 Ok(chunk) => chunk,
                 Err(e) => {
                     tracing::warn!(message = "Replay read failed.", error = %e);
@@ -183,7 +228,7 @@ impl Subscription {
                 return Step::Events;
             }
         }
-        let batch = limits.delivery_batch;
+        let batch = self.ctx.delivery_batch;
         let shared = &self.shared;
         let drained = std::future::poll_fn(|cx| shared.poll_drain(cx, out, batch)).await;
         match drained {
@@ -207,6 +252,8 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub.unregister(&self.shared);
+        if let Some(registry) = self.ctx.registry.upgrade() {
+            registry.unregister(&self.shared);
+        }
     }
 }

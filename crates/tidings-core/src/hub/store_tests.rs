@@ -7,6 +7,7 @@ use std::time::Duration;
 use tidings_proto::{Cursor, Epoch, EventType, Pattern, Selector, Topic};
 
 use super::*;
+use crate::request::NewEvent;
 use crate::store::MemoryStore;
 use crate::subscription::Step;
 use crate::testing::{HeldStore, hub_delivers_committed_prefix, unbounded};

@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use tidings_proto::{Cursor, Epoch, EventId, EventType, Pattern, Selector, Topic};
 
 use super::*;
+use crate::request::NewEvent;
 use crate::store::{MemoryStore, Retention};
 use crate::subscription::Step;
 
@@ -494,4 +495,51 @@ async fn a_byte_bound_closes_a_slow_subscriber_of_large_events() {
     let (seqs, steps) = ready(&mut slow).await;
     assert_eq!(seqs, vec![1, 2, 3]);
     assert_eq!(steps, vec![Step::Closed(CloseReason::SlowConsumer)]);
+}
+
+/// The engine takes time only from its injected clock: event timestamps, and age-based
+/// retention in `MemoryStore`, follow a `ManualClock` with no waiting.
+#[tokio::test]
+async fn time_comes_from_the_injected_clock() {
+    let clock = crate::clock::ManualClock::new(1_000_000);
+    let store = MemoryStore::with_clock(
+        Epoch(7),
+        Retention {
+            max_events: None,
+            max_bytes: None,
+            max_age: Some(Duration::from_secs(60)),
+        },
+        clock.clone(),
+    );
+    let hub = Hub::with_clock(Arc::new(store), Limits::default(), clock.clone());
+    let mut sub = hub.subscribe(req(&["*"], None)).unwrap();
+    hub.publish(batch(vec![ev("t", "x", "1")])).await.unwrap();
+    let mut out = Vec::new();
+    assert_eq!(sub.next(&mut out).await, Step::Events);
+    assert_eq!(
+        out[0].event.time, 1_000_000,
+        "stamped with the clock's time"
+    );
+
+    clock.advance(61_000);
+    hub.publish(batch(vec![ev("t", "x", "2")])).await.unwrap();
+    assert_eq!(
+        hub.stats().store.trimmed_through,
+        1,
+        "the first is past max_age"
+    );
+    let mut late = hub
+        .subscribe(req(
+            &["*"],
+            Some(Cursor::After(EventId { epoch: 7, seq: 0 })),
+        ))
+        .unwrap();
+    let (_, steps) = ready(&mut late).await;
+    assert_eq!(
+        steps,
+        vec![Step::Reset {
+            reason: ResetReason::CursorExpired,
+            resume_after: EventId { epoch: 7, seq: 2 },
+        }]
+    );
 }

@@ -10,9 +10,10 @@ use serde_json::value::RawValue;
 use tidings_proto::{Epoch, EventType, Pattern, Selector, Topic};
 use tokio::sync::{oneshot, watch};
 
-use crate::hub::{Hub, NewEvent, PublishBatch, SubscribeRequest};
+use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::record::SharedEvent;
+use crate::request::{NewEvent, PublishBatch, SubscribeRequest};
 use crate::store::{
     AppendSlot, BoxFuture, DynStore, EventStore, KeyedBatch, StoreError, StoreStats,
 };

@@ -41,5 +41,7 @@ pub use hub::{Hub, HubStats};
 pub use limits::Limits;
 pub use record::{EventRecord, FormatSlot, SharedEvent};
 pub use request::{NewEvent, PublishBatch, SubscribeRequest};
-pub use store::{DynStore, EventStore, KeyedBatch, MemoryStore, Retention, StoreError, StoreStats};
+pub use store::{
+    DynStore, EventStore, KeyedBatch, MemoryStore, ReadLimit, Retention, StoreError, StoreStats,
+};
 pub use subscription::{CloseReason, ResetReason, Step, Subscription};

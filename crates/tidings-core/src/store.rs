@@ -129,6 +129,41 @@ impl AppendSlot {
     }
 }
 
+/// Bounds on one read of history (`EventStore::read_chunk`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimit {
+    /// Most events.
+    pub events: usize,
+    /// Most bytes, counted as `EventRecord::size`: the read stops before the event that would
+    /// take the total over this, except that the first event is always returned.
+    pub bytes: usize,
+}
+
+impl ReadLimit {
+    /// At most `events` events, any size.
+    pub fn events(events: usize) -> ReadLimit {
+        ReadLimit {
+            events,
+            bytes: usize::MAX,
+        }
+    }
+
+    /// Takes events from `events` while they fit: what `read_chunk` returns.
+    pub fn take(self, events: impl IntoIterator<Item = SharedEvent>) -> Vec<SharedEvent> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for event in events.into_iter().take(self.events) {
+            let size = event.size();
+            if !out.is_empty() && bytes.saturating_add(size) > self.bytes {
+                break;
+            }
+            bytes += size;
+            out.push(event);
+        }
+        out
+    }
+}
+
 /// Durable, ordered event history. See the module docs for the contract.
 pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// The epoch every id from this store carries.
@@ -157,12 +192,22 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// The batch appended with idempotency key `key`, if it is still retained.
     fn find_keyed(&self, key: &str) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>>;
 
-    /// Up to `limit` events with seq greater than `after`, in seq order.
+    /// Events with seq greater than `after`, in seq order, within `limit` (by count and by
+    /// bytes: the replay of one subscriber holds at most one such chunk at a time).
+    fn read_chunk(
+        &self,
+        after: u64,
+        limit: ReadLimit,
+    ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>>;
+
+    /// Up to `limit` events with seq greater than `after`, in seq order, any size.
     fn read_after(
         &self,
         after: u64,
         limit: usize,
-    ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>>;
+    ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>> {
+        self.read_chunk(after, ReadLimit::events(limit))
+    }
 
     /// Makes everything appended so far durable (used at shutdown).
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>>;
@@ -262,23 +307,17 @@ impl EventStore for MemoryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn read_after(
+    fn read_chunk(
         &self,
         after: u64,
-        limit: usize,
+        limit: ReadLimit,
     ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>> {
         let inner = self.lock();
         let start = match inner.events.front() {
             Some(front) if after >= front.seq() => (after - front.seq() + 1) as usize,
             _ => 0,
         };
-        let out = inner
-            .events
-            .iter()
-            .skip(start)
-            .take(limit)
-            .cloned()
-            .collect();
+        let out = limit.take(inner.events.iter().skip(start).cloned());
         Box::pin(std::future::ready(Ok(out)))
     }
 

@@ -12,12 +12,14 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
+use tidings_proto::topic::{MAX_KEY_BYTES, MAX_TOPIC_BYTES, MAX_TYPE_BYTES};
 use tidings_proto::{Epoch, EventId};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub(crate) use self::queue::SubscriberQueue;
 use crate::limits::Limits;
 use crate::record::SharedEvent;
-use crate::store::DynStore;
+use crate::store::{DynStore, ReadLimit};
 
 /// Takes a subscriber's queue out of the fan-out (the hub's registry implements it).
 pub(crate) trait Unregister: Send + Sync + fmt::Debug {
@@ -32,6 +34,10 @@ pub(crate) struct SubscriptionContext {
     pub(crate) epoch: Epoch,
     /// Most events per replay read.
     pub(crate) replay_chunk: usize,
+    /// Bytes of the replay budget one read takes (and its byte bound).
+    pub(crate) replay_permits: u32,
+    /// `Limits::replay_memory_bytes`, in permits of one byte.
+    pub(crate) replay_budget: Arc<Semaphore>,
     /// Most events handed out per step.
     pub(crate) delivery_batch: usize,
     /// Event deliveries handed to connections (`HubStats::delivered`).
@@ -50,11 +56,27 @@ impl SubscriptionContext {
             epoch: store.epoch(),
             store,
             replay_chunk: limits.replay_chunk,
+            replay_permits: replay_permits(limits),
+            replay_budget: Arc::new(Semaphore::new(
+                limits.replay_memory_bytes.min(Semaphore::MAX_PERMITS),
+            )),
             delivery_batch: limits.delivery_batch,
             delivered: AtomicU64::new(0),
             registry,
         }
     }
+}
+
+/// The budget one replay read takes: `replay_chunk_bytes`, raised so the largest event the
+/// limits allow fits, lowered so it never exceeds the whole budget (which would wait forever).
+fn replay_permits(limits: &Limits) -> u32 {
+    let largest = 64 + MAX_TOPIC_BYTES + MAX_TYPE_BYTES + 2 * MAX_KEY_BYTES + limits.max_data_bytes;
+    let permits = limits
+        .replay_chunk_bytes
+        .max(largest)
+        .min(limits.replay_memory_bytes)
+        .clamp(1, u32::MAX as usize);
+    permits as u32
 }
 
 /// Why the subscriber must start over from fresh state.
@@ -132,6 +154,8 @@ pub struct Subscription {
     until: u64,
     /// Seq of the last live event handed out.
     last_live: u64,
+    /// The replay budget held by the events of the last step, until the next.
+    replay_held: Option<OwnedSemaphorePermit>,
 }
 
 impl Subscription {
@@ -149,6 +173,7 @@ impl Subscription {
             pos: from.min(until),
             until,
             last_live: 0,
+            replay_held: None,
         }
     }
 
@@ -185,12 +210,26 @@ impl Subscription {
     }
 
     async fn next_inner(&mut self, out: &mut Vec<SharedEvent>) -> Step {
+        // The caller has written what the last step handed out: its budget is free again.
+        self.replay_held = None;
         let store = &self.ctx.store;
         while self.pos < self.until {
             if self.pos < store.trimmed_through() {
                 return self.expire();
             }
-            let chunk = match store.read_after(self.pos, self.ctx.replay_chunk).await {
+            // Cancel-safe: a dropped wait takes nothing, a dropped read moves nothing.
+            let Ok(mut held) = Arc::clone(&self.ctx.replay_budget)
+                .acquire_many_owned(self.ctx.replay_permits)
+                .await
+            else {
+                // The budget is never closed while the hub's subscriptions exist.
+                return Step::Closed(CloseReason::Shutdown);
+            };
+            let limit = ReadLimit {
+                events: self.ctx.replay_chunk,
+                bytes: self.ctx.replay_permits as usize,
+            };
+            let chunk = match store.read_chunk(self.pos, limit).await {
                 Ok(chunk) => chunk,
                 Err(e) => {
                     tracing::warn!(message = "Replay read failed.", error = %e);
@@ -204,6 +243,7 @@ impl Subscription {
             if first.seq() != self.pos + 1 && store.trimmed_through() > self.pos {
                 return self.expire();
             }
+            let before = out.len();
             for event in chunk {
                 if event.seq() > self.until {
                     self.pos = self.until;
@@ -224,7 +264,12 @@ impl Subscription {
                     out.push(event);
                 }
             }
+            // Keep budget for what is handed out; the rest of the chunk is dropped here.
+            let kept: usize = out[before..].iter().map(|e| e.size()).sum();
+            let spare = (self.ctx.replay_permits as usize).saturating_sub(kept);
+            drop(held.split(spare));
             if !out.is_empty() {
+                self.replay_held = Some(held);
                 return Step::Events;
             }
         }

@@ -71,7 +71,7 @@ use std::time::{Duration, Instant};
 use redb::ReadableDatabase;
 use tidings_core::store::{AppendSlot, BoxFuture};
 use tidings_core::{
-    EventRecord, EventStore, KeyedBatch, Retention, SharedEvent, StoreError, StoreStats,
+    EventRecord, EventStore, KeyedBatch, ReadLimit, Retention, SharedEvent, StoreError, StoreStats,
 };
 use tidings_proto::Epoch;
 use tokio::sync::{Semaphore, oneshot};
@@ -349,10 +349,10 @@ impl EventStore for RedbStore {
         })
     }
 
-    fn read_after(
+    fn read_chunk(
         &self,
         after: u64,
-        limit: usize,
+        limit: ReadLimit,
     ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>> {
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
@@ -414,17 +414,32 @@ fn find_keyed(shared: &Shared, key: String) -> Result<Option<KeyedBatch>, StoreE
     }))
 }
 
-fn read_after(shared: &Shared, after: u64, limit: usize) -> Result<Vec<SharedEvent>, StoreError> {
+fn read_after(
+    shared: &Shared,
+    after: u64,
+    limit: ReadLimit,
+) -> Result<Vec<SharedEvent>, StoreError> {
     let Some(first) = after.checked_add(1) else {
         return Ok(Vec::new());
     };
     let tx = shared.db.begin_read().map_err(store_error)?;
     let table = tx.open_table(EVENTS).map_err(store_error)?;
-    let mut out = Vec::with_capacity(limit.min(1024));
-    for row in table.range(first..).map_err(store_error)?.take(limit) {
+    let mut out = Vec::with_capacity(limit.events.min(1024));
+    let mut bytes = 0usize;
+    for row in table
+        .range(first..)
+        .map_err(store_error)?
+        .take(limit.events)
+    {
         let (k, v) = row.map_err(store_error)?;
-        let event = schema::decode_event(shared.epoch, k.value(), v.value())?;
-        out.push(EventRecord::new(event));
+        let event = EventRecord::new(schema::decode_event(shared.epoch, k.value(), v.value())?);
+        // Checked before keeping an event: a read holds at most the bound plus one decoded
+        // row (the first event is always kept).
+        bytes = bytes.saturating_add(event.size());
+        if !out.is_empty() && bytes > limit.bytes {
+            break;
+        }
+        out.push(event);
     }
     Ok(out)
 }

@@ -543,3 +543,57 @@ async fn time_comes_from_the_injected_clock() {
         }]
     );
 }
+
+/// Fault: every resuming subscriber read its own 1,024-event chunk whatever the events'
+/// size, so thousands resuming at once held thousands of chunks. Each read is now bounded by
+/// bytes, and what replay holds across all subscribers by `Limits::replay_memory_bytes`.
+#[tokio::test]
+async fn replay_memory_is_bounded_across_subscribers() {
+    let limits = Limits {
+        max_data_bytes: 100,
+        replay_chunk_bytes: 4_000,
+        replay_memory_bytes: 4_000,
+        ..Limits::default()
+    };
+    let hub = hub_with(Retention::default(), limits);
+    let data = format!("\"{}\"", "x".repeat(60));
+    for _ in 0..10 {
+        hub.publish(batch((0..10).map(|_| ev("t", "x", &data)).collect()))
+            .await
+            .unwrap();
+    }
+    let mut first = hub.subscribe(req(&["*"], Some(Cursor::Earliest))).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(first.next(&mut out).await, Step::Events);
+    let bytes: usize = out.iter().map(|e| e.size()).sum();
+    assert!(
+        bytes <= 4_000,
+        "one step holds at most a chunk ({bytes} bytes)"
+    );
+    assert!(
+        out.len() < 100,
+        "a chunk is bounded by bytes, not only by count"
+    );
+
+    // The budget is held by `first` until it asks for more: a second replay waits.
+    let mut second = hub.subscribe(req(&["*"], Some(Cursor::Earliest))).unwrap();
+    let mut other = Vec::new();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), second.next(&mut other))
+            .await
+            .is_err(),
+        "a replay waits while the budget is spent"
+    );
+    drop(first);
+    assert_eq!(
+        second.next(&mut other).await,
+        Step::Events,
+        "and goes on once it is free"
+    );
+    assert_eq!(other.first().map(|e| e.seq()), Some(1));
+    // Live subscribers never wait on the replay budget.
+    let mut live = hub.subscribe(req(&["*"], None)).unwrap();
+    hub.publish(batch(vec![ev("t", "x", "1")])).await.unwrap();
+    let mut got = Vec::new();
+    assert_eq!(live.next(&mut got).await, Step::Events);
+}

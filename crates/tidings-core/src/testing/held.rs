@@ -9,7 +9,7 @@ use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::record::SharedEvent;
 use crate::store::{
-    AppendSlot, BoxFuture, DynStore, EventStore, KeyedBatch, StoreError, StoreStats,
+    AppendSlot, BoxFuture, DynStore, EventStore, KeyedBatch, ReadLimit, StoreError, StoreStats,
 };
 
 /// Wraps a store. While held, appends wait in a queue of `capacity` places and are committed
@@ -202,12 +202,12 @@ impl EventStore for HeldStore {
         self.inner.find_keyed(key)
     }
 
-    fn read_after(
+    fn read_chunk(
         &self,
         after: u64,
-        limit: usize,
+        limit: ReadLimit,
     ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>> {
-        self.inner.read_after(after, limit)
+        self.inner.read_chunk(after, limit)
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {

@@ -15,7 +15,7 @@ use crate::limits::Limits;
 use crate::record::SharedEvent;
 use crate::request::{NewEvent, PublishBatch, SubscribeRequest};
 use crate::store::{
-    AppendSlot, BoxFuture, DynStore, EventStore, KeyedBatch, StoreError, StoreStats,
+    AppendSlot, BoxFuture, DynStore, EventStore, KeyedBatch, ReadLimit, StoreError, StoreStats,
 };
 use crate::subscription::{Step, Subscription};
 
@@ -157,12 +157,12 @@ impl EventStore for LateStore {
         self.inner.find_keyed(key)
     }
 
-    fn read_after(
+    fn read_chunk(
         &self,
         after: u64,
-        limit: usize,
+        limit: ReadLimit,
     ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>> {
-        self.inner.read_after(after, limit)
+        self.inner.read_chunk(after, limit)
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {

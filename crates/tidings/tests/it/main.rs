@@ -5,6 +5,7 @@ mod auth;
 mod config;
 mod durability;
 mod publish;
+mod replay_memory;
 mod resume;
 mod robustness;
 mod slow;

@@ -4,7 +4,7 @@
 //! its handoff point under the same lock as the fan-out.
 //!
 //! Delivery after store: every appended batch waits in `pending`, in seq order, until its
-//! commit completes. Only the committed prefix of `pending` is fanned out, so a store that
+//! commit completes. Only the committed prefix of the batches is fanned out, so a store that
 //! completes batches late or out of order never gets an event delivered before it, and every
 //! event before it, is stored.
 //!
@@ -87,9 +87,11 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 #[derive(Debug)]
 struct State {
     next_seq: u64,
-    /// Batches sequenced and handed to the store, in seq order, not yet delivered. The
-    /// committed prefix is delivered as soon as it grows.
-    pending: VecDeque<PendingBatch>,
+    /// Events sequenced and handed to the store, in seq order, not yet delivered.
+    pending: VecDeque<SharedEvent>,
+    /// The batches `pending` is made of, in seq order. The events of the committed prefix
+    /// of batches are delivered as soon as it grows.
+    batches: VecDeque<PendingBatch>,
     delivered_seq: u64,
     registry: Registry,
     idempotency: IdempotencyCache,
@@ -100,7 +102,7 @@ struct State {
 #[derive(Debug)]
 struct PendingBatch {
     first_seq: u64,
-    events: Vec<SharedEvent>,
+    last_seq: u64,
     committed: bool,
 }
 
@@ -108,23 +110,26 @@ impl State {
     /// Fans out the committed prefix of `pending`, in seq order; returns how many events.
     fn deliver_committed_prefix(&mut self) -> u64 {
         let mut n = 0;
-        while self.pending.front().is_some_and(|b| b.committed) {
-            let batch = self.pending.pop_front().expect("front checked");
-            for event in &batch.events {
+        while self.batches.front().is_some_and(|b| b.committed) {
+            let batch = self.batches.pop_front().expect("front checked");
+            while self
+                .pending
+                .front()
+                .is_some_and(|e| e.seq() <= batch.last_seq)
+            {
+                let event = self.pending.pop_front().expect("front checked");
                 self.registry
-                    .for_each_match(&event.event.topic, |sub| sub.offer(event));
+                    .for_each_match(&event.event.topic, |sub| sub.offer(&event));
+                self.delivered_seq = event.seq();
+                n += 1;
             }
-            if let Some(last) = batch.events.last() {
-                self.delivered_seq = last.seq();
-            }
-            n += batch.events.len() as u64;
         }
         n
     }
 
     /// The pending batch whose first event is `first_seq`.
-    fn pending_index(&self, first_seq: u64) -> Option<usize> {
-        self.pending
+    fn batch_index(&self, first_seq: u64) -> Option<usize> {
+        self.batches
             .binary_search_by_key(&first_seq, |b| b.first_seq)
             .ok()
     }
@@ -142,6 +147,7 @@ impl Hub {
         let state = State {
             next_seq: last + 1,
             pending: VecDeque::new(),
+            batches: VecDeque::new(),
             delivered_seq: last,
             registry: Registry::default(),
             idempotency: IdempotencyCache::new(limits.idempotency_keys),
@@ -311,9 +317,10 @@ impl Hub {
             })
             .collect();
         let ids: Vec<EventId> = records.iter().map(|r| r.event.id).collect();
-        st.pending.push_back(PendingBatch {
+        st.pending.extend(records.iter().cloned());
+        st.batches.push_back(PendingBatch {
             first_seq: ids.first().map_or(0, |id| id.seq),
-            events: records.clone(),
+            last_seq: ids.last().map_or(0, |id| id.seq),
             committed: false,
         });
         let keyed = match (&batch.idempotency_key, fingerprint, ids.first()) {
@@ -353,8 +360,8 @@ impl Hub {
     /// (which includes it only once every earlier batch has committed too).
     fn deliver_through(&self, first_seq: u64) {
         let mut st = self.lock();
-        if let Some(i) = st.pending_index(first_seq) {
-            st.pending[i].committed = true;
+        if let Some(i) = st.batch_index(first_seq) {
+            st.batches[i].committed = true;
         }
         let n = st.deliver_committed_prefix();
         drop(st);
@@ -367,8 +374,9 @@ impl Hub {
             return;
         };
         let mut st = self.lock();
-        if let Some(i) = st.pending_index(first.seq) {
-            st.pending.remove(i);
+        if let Some(batch) = st.batch_index(first.seq).and_then(|i| st.batches.remove(i)) {
+            st.pending
+                .retain(|e| e.seq() < batch.first_seq || e.seq() > batch.last_seq);
         }
         if let Some(key) = key {
             st.idempotency.forget(key);

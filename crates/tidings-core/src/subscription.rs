@@ -9,12 +9,14 @@
 mod queue;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use tidings_proto::topic::{MAX_KEY_BYTES, MAX_TOPIC_BYTES, MAX_TYPE_BYTES};
 use tidings_proto::{Epoch, EventId};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
 pub(crate) use self::queue::SubscriberQueue;
 use crate::limits::Limits;
@@ -156,6 +158,17 @@ pub struct Subscription {
     last_live: u64,
     /// The replay budget held by the events of the last step, until the next.
     replay_held: Option<OwnedSemaphorePermit>,
+    /// A wait for replay budget that a cancelled `next` left in line.
+    replay_wait: Option<BudgetWait>,
+}
+
+/// A queued wait for replay budget.
+struct BudgetWait(Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>);
+
+impl fmt::Debug for BudgetWait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BudgetWait")
+    }
 }
 
 impl Subscription {
@@ -174,6 +187,7 @@ impl Subscription {
             until,
             last_live: 0,
             replay_held: None,
+            replay_wait: None,
         }
     }
 
@@ -217,11 +231,17 @@ impl Subscription {
             if self.pos < store.trimmed_through() {
                 return self.expire();
             }
-            // Cancel-safe: a dropped wait takes nothing, a dropped read moves nothing.
-            let Ok(mut held) = Arc::clone(&self.ctx.replay_budget)
-                .acquire_many_owned(self.ctx.replay_permits)
-                .await
-            else {
+            // Cancel-safe: the wait for budget is kept across a cancelled `next` (a transport
+            // that wakes for a keepalive keeps its place in line), and a dropped read moves
+            // nothing.
+            let budget = &self.ctx.replay_budget;
+            let permits = self.ctx.replay_permits;
+            let wait = self.replay_wait.get_or_insert_with(|| {
+                BudgetWait(Box::pin(Arc::clone(budget).acquire_many_owned(permits)))
+            });
+            let acquired = wait.0.as_mut().await;
+            self.replay_wait = None;
+            let Ok(mut held) = acquired else {
                 // The budget is never closed while the hub's subscriptions exist.
                 return Step::Closed(CloseReason::Shutdown);
             };

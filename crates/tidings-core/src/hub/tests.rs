@@ -584,13 +584,28 @@ async fn replay_memory_is_bounded_across_subscribers() {
             .is_err(),
         "a replay waits while the budget is spent"
     );
+    // A cancelled wait keeps its place in line: `third`, asking later, comes after it.
+    let mut third = hub.subscribe(req(&["*"], Some(Cursor::Earliest))).unwrap();
+    let mut third_out = Vec::new();
+    assert!(
+        tokio::time::timeout(Duration::ZERO, third.next(&mut third_out))
+            .await
+            .is_err()
+    );
     drop(first);
+    let step = tokio::time::timeout(Duration::from_secs(5), second.next(&mut other)).await;
     assert_eq!(
-        second.next(&mut other).await,
-        Step::Events,
-        "and goes on once it is free"
+        step,
+        Ok(Step::Events),
+        "the first in line goes on once it is free"
     );
     assert_eq!(other.first().map(|e| e.seq()), Some(1));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), third.next(&mut third_out))
+            .await
+            .is_err(),
+        "the later one waits its turn"
+    );
     // Live subscribers never wait on the replay budget.
     let mut live = hub.subscribe(req(&["*"], None)).unwrap();
     hub.publish(batch(vec![ev("t", "x", "1")])).await.unwrap();

@@ -34,7 +34,7 @@ pub struct Limits {
     /// step (it has written the chunk by then) or closes. A step that finds the budget spent
     /// waits for room, so thousands of clients resuming at once after a restart cost this
     /// much memory, not thousands of chunks. Each held event's wire encoding (cached on the
-    /// event) adds about its size again.
+    /// event) adds about its size again. (A budget smaller than one read is one read.)
     pub replay_memory_bytes: usize,
     /// Most events handed to a connection in one step (one write).
     pub delivery_batch: usize,

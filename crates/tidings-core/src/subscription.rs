@@ -54,14 +54,18 @@ impl SubscriptionContext {
         limits: &Limits,
         registry: Weak<dyn Unregister>,
     ) -> SubscriptionContext {
+        let permits = replay_permits(limits);
+        // Never less than one read takes, or replay would wait forever.
+        let budget = limits
+            .replay_memory_bytes
+            .max(permits as usize)
+            .min(Semaphore::MAX_PERMITS);
         SubscriptionContext {
             epoch: store.epoch(),
             store,
             replay_chunk: limits.replay_chunk,
-            replay_permits: replay_permits(limits),
-            replay_budget: Arc::new(Semaphore::new(
-                limits.replay_memory_bytes.min(Semaphore::MAX_PERMITS),
-            )),
+            replay_permits: permits,
+            replay_budget: Arc::new(Semaphore::new(budget)),
             delivery_batch: limits.delivery_batch,
             delivered: AtomicU64::new(0),
             registry,
@@ -70,7 +74,7 @@ impl SubscriptionContext {
 }
 
 /// The budget one replay read takes: `replay_chunk_bytes`, raised so the largest event the
-/// limits allow fits, lowered so it never exceeds the whole budget (which would wait forever).
+/// limits allow fits, lowered to the whole budget (more would wait forever), at least 1.
 fn replay_permits(limits: &Limits) -> u32 {
     let largest = 64 + MAX_TOPIC_BYTES + MAX_TYPE_BYTES + 2 * MAX_KEY_BYTES + limits.max_data_bytes;
     let permits = limits

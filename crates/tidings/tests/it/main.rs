@@ -5,7 +5,6 @@ mod auth;
 mod config;
 mod durability;
 mod publish;
-mod replay_memory;
 mod resume;
 mod robustness;
 mod slow;

@@ -9,6 +9,12 @@
 //! leaves room for the allocator. Without the bounds each stalled subscriber held its whole
 //! replay (1,000 events, read, encoded and joined: about 48 MiB), so a few dozen clients
 //! passed the ceiling.
+//!
+//! Its own test target (see Cargo.toml): it loads the machine, so it must not run alongside
+//! the timing-sensitive tests of `it`. It shares their harness, `support.rs`.
+
+#[path = "support.rs"]
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

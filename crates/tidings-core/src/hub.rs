@@ -381,7 +381,8 @@ impl Hub {
         if let Some(key) = key {
             st.idempotency.forget(key);
         }
-        // Later batches that did commit are no longer held back by this one.
+        // Under the contract no later batch commits once one is refused; a store that breaks
+        // it gets its later batches delivered in order, as replay would read them.
         let n = st.deliver_committed_prefix();
         drop(st);
         self.shared.published.fetch_add(n, Ordering::Relaxed);

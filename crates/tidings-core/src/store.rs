@@ -18,6 +18,9 @@
 //!   it are stored (`testing::LateStore` checks this against the hub).
 //! - A failed append poisons the store: every later append fails too, so the hub can never
 //!   deliver an event that follows one that was lost. Readiness reports it.
+//! - `read_chunk` keeps both bounds of its `ReadLimit` (bytes counted as `EventRecord::size`),
+//!   except that the first event after the cursor always comes: replay memory is bounded by
+//!   the bytes of one chunk per subscriber, whatever the size of events.
 //! - Retention removes events from the front only, and `trimmed_through` is the highest seq
 //!   removed: a cursor below it has lost events.
 //! - A batch appended with a `KeyedBatch` is findable by its key (`find_keyed`) for as long as

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use tidings_proto::{Epoch, EventId};
 use tokio::sync::watch;
 
-use crate::hub::NewEvent;
+use crate::request::NewEvent;
 
 /// Whose idempotency keys these are: a key only matches publishes made in the same scope.
 /// The server derives it from the authenticated credential (never from anything that reveals

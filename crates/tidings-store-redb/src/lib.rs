@@ -48,8 +48,10 @@
 //!   into one transaction and commits once (durable: fsync; fast: no fsync, plus a durable
 //!   commit every `fsync_interval`), then answers them all. If fewer requests are waiting
 //!   than the last commit took, it waits up to 200 µs for the publishers that commit answered,
-//!   so they share the next commit instead of splitting it. When the queue is full, `append`
-//!   blocks its caller until the writer catches up: that is the backpressure on publishers.
+//!   so they share the next commit instead of splitting it. The queue holds at most
+//!   `QUEUE_DEPTH` appends: `reserve` waits (asynchronously, outside the hub's lock) for one
+//!   of that many slots, and `append` itself never blocks. That is the back-pressure on
+//!   publishers: a stalled disk parks publishers, not threads.
 //! - After a failed commit the store is poisoned: every later append is refused with
 //!   `StoreError::Poisoned` and `health()` reports the first failure.
 //! - The epoch is random, made with the file and kept in `meta`. In fast mode a missing clean
@@ -62,19 +64,19 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redb::ReadableDatabase;
-use tidings_core::store::BoxFuture;
+use tidings_core::store::{AppendSlot, BoxFuture};
 use tidings_core::{
-    EventRecord, EventStore, IdempotencyKey, KeyedBatch, Retention, SharedEvent, StoreError,
-    StoreStats,
+    EventRecord, EventStore, IdempotencyKey, KeyedBatch, ReadLimit, Retention, SharedEvent,
+    StoreError, StoreStats,
 };
 use tidings_proto::Epoch;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 mod migrate;
 mod retention;
@@ -85,7 +87,7 @@ use crate::retention::Counters;
 use crate::schema::{CLEAN_SHUTDOWN, EPOCH, EVENTS, META};
 use crate::writer::{Request, Writer};
 
-/// Requests the writer queue holds before `append` blocks its caller.
+/// Appends the writer queue holds: `reserve` waits while this many are in flight.
 const QUEUE_DEPTH: usize = 4096;
 
 /// Shortest fast-mode fsync interval; shorter values are raised to it.
@@ -119,9 +121,12 @@ pub enum Durability {
 /// commit (which blocks the dropping thread for about one fsync).
 pub struct RedbStore {
     shared: Arc<Shared>,
-    /// The writer's queue. `Mutex<Option<..>>` only so `Drop` and the crash hook can close it;
-    /// locked for the duration of one `send`.
-    queue: Mutex<Option<SyncSender<Request>>>,
+    /// The writer's queue. Unbounded as a channel; appends are bounded by `slots`.
+    /// `Mutex<Option<..>>` only so `Drop` and the crash hook can close it; locked for the
+    /// duration of one `send`, which never blocks.
+    queue: Mutex<Option<Sender<Request>>>,
+    /// One permit per append in flight (`reserve` hands them out as `AppendSlot`s).
+    slots: Arc<Semaphore>,
     /// Joined on drop, so the file is closed when the store is gone.
     writer: Option<JoinHandle<()>>,
     last_seq_at_open: u64,
@@ -220,7 +225,7 @@ impl RedbStore {
             },
             Durability::Durable => Durability::Durable,
         };
-        let (queue, rx) = sync_channel(QUEUE_DEPTH);
+        let (queue, rx) = channel();
         let writer = Writer {
             shared: Arc::clone(&shared),
             rx,
@@ -244,6 +249,7 @@ impl RedbStore {
         Ok(RedbStore {
             shared,
             queue: Mutex::new(Some(queue)),
+            slots: Arc::new(Semaphore::new(QUEUE_DEPTH)),
             writer: Some(writer),
             last_seq_at_open: counters.last_seq,
         })
@@ -267,6 +273,7 @@ impl RedbStore {
 
     /// Closes the queue and waits for the writer to finish.
     fn stop(&mut self) {
+        self.slots.close();
         let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(queue);
         if let Some(writer) = self.writer.take()
@@ -297,6 +304,17 @@ impl EventStore for RedbStore {
 
     fn trimmed_through(&self) -> u64 {
         self.shared.trimmed_through.load(Ordering::Acquire)
+    }
+
+    fn reserve(&self) -> BoxFuture<'static, Result<AppendSlot, StoreError>> {
+        let slots = Arc::clone(&self.slots);
+        Box::pin(async move {
+            slots
+                .acquire_owned()
+                .await
+                .map(AppendSlot::from_permit)
+                .map_err(|_| StoreError::Closed)
+        })
     }
 
     fn append(
@@ -336,10 +354,10 @@ impl EventStore for RedbStore {
         })
     }
 
-    fn read_after(
+    fn read_chunk(
         &self,
         after: u64,
-        limit: usize,
+        limit: ReadLimit,
     ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>> {
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
@@ -395,18 +413,33 @@ fn find_keyed(shared: &Shared, key: IdempotencyKey) -> Result<Option<KeyedBatch>
     schema::decode_keyed(&key, row.value()).map(Some)
 }
 
-/// Reads up to `limit` events after `after`, on a blocking thread.
-fn read_after(shared: &Shared, after: u64, limit: usize) -> Result<Vec<SharedEvent>, StoreError> {
+/// Reads the events after `after` within `limit`, on a blocking thread.
+fn read_after(
+    shared: &Shared,
+    after: u64,
+    limit: ReadLimit,
+) -> Result<Vec<SharedEvent>, StoreError> {
     let Some(first) = after.checked_add(1) else {
         return Ok(Vec::new());
     };
     let tx = shared.db.begin_read().map_err(store_error)?;
     let table = tx.open_table(EVENTS).map_err(store_error)?;
-    let mut out = Vec::with_capacity(limit.min(1024));
-    for row in table.range(first..).map_err(store_error)?.take(limit) {
+    let mut out = Vec::with_capacity(limit.events.min(1024));
+    let mut bytes = 0usize;
+    for row in table
+        .range(first..)
+        .map_err(store_error)?
+        .take(limit.events)
+    {
         let (k, v) = row.map_err(store_error)?;
-        let event = schema::decode_event(shared.epoch, k.value(), v.value())?;
-        out.push(EventRecord::new(event));
+        let event = EventRecord::new(schema::decode_event(shared.epoch, k.value(), v.value())?);
+        // Checked before keeping an event: a read holds at most the bound plus one decoded
+        // row (the first event is always kept).
+        bytes = bytes.saturating_add(event.size());
+        if !out.is_empty() && bytes > limit.bytes {
+            break;
+        }
+        out.push(event);
     }
     Ok(out)
 }

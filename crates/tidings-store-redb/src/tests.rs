@@ -1,5 +1,6 @@
 //! Unit tests of what cannot be provoked through the public API with real files: a commit
-//! that fails, and the poisoning that must follow.
+//! that fails, and the poisoning that must follow; and the hub over this store when its
+//! appends complete late and out of order.
 
 use std::sync::atomic::Ordering;
 
@@ -56,4 +57,23 @@ async fn a_failed_commit_poisons_every_later_append() {
     let read = store.read_after(0, 10).await.unwrap();
     assert_eq!(read.len(), 1);
     assert_eq!(store.stats().last_seq, 1);
+}
+
+/// The hub over this store, completing its appends late and out of order, still delivers in
+/// seq order and only what the store acknowledged.
+#[tokio::test]
+async fn a_hub_over_late_completions_delivers_the_committed_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    tidings_core::testing::hub_delivers_committed_prefix(|| {
+        std::sync::Arc::new(
+            RedbStore::open(StoreConfig {
+                path: path.clone(),
+                durability: Durability::Durable,
+                retention: Retention::default(),
+            })
+            .unwrap(),
+        ) as tidings_core::DynStore
+    })
+    .await;
 }

@@ -7,7 +7,8 @@ use tidings_proto::Epoch;
 
 use super::*;
 use crate::error::PublishError;
-use crate::hub::{Hub, PublishBatch};
+use crate::hub::Hub;
+use crate::request::PublishBatch;
 use crate::limits::Limits;
 use crate::store::{MemoryStore, Retention};
 

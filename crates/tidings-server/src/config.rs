@@ -248,8 +248,8 @@ pub struct RawLimits {
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
-    /// A static token: `SECRET:publish=SEL,SEL;subscribe=SEL` (repeatable; in the environment,
-    /// several separated by spaces).
+    /// A static token: `SECRET:name=NAME;publish=SEL,SEL;subscribe=SEL` (repeatable; in the
+    /// environment, several separated by spaces). `name=` is what logs show [default: token-N].
     #[arg(
         long = "token",
         env = "TIDINGS_TOKENS",
@@ -498,7 +498,8 @@ impl RawConfig {
         }
         let mut tokens = Vec::new();
         for (i, spec) in self.auth.token_specs.iter().enumerate() {
-            tokens.push(parse_token_spec(spec).map_err(|r| bad(&format!("auth.token[{i}]"), r))?);
+            tokens
+                .push(parse_token_spec(spec, i).map_err(|r| bad(&format!("auth.token[{i}]"), r))?);
         }
         for (i, raw) in self.auth.tokens.into_iter().enumerate() {
             let setting = format!("auth.tokens[{i}]");
@@ -717,8 +718,10 @@ fn patterns(setting: &str, raw: &[String]) -> Result<Vec<Pattern>, ConfigError> 
         .collect()
 }
 
-/// `SECRET:publish=SEL,SEL;subscribe=SEL`.
-fn parse_token_spec(spec: &str) -> Result<StaticToken, String> {
+/// `SECRET:name=NAME;publish=SEL,SEL;subscribe=SEL`, the `index`th `--token`. The grant's
+/// name (what logs show) is the `name=` part, else `token-<index>`: never derived from the
+/// secret.
+fn parse_token_spec(spec: &str, index: usize) -> Result<StaticToken, String> {
     let (secret, rights) = spec
         .split_once(':')
         .ok_or("expected SECRET:publish=SEL,...;subscribe=SEL,...")?;
@@ -726,7 +729,7 @@ fn parse_token_spec(spec: &str) -> Result<StaticToken, String> {
         return Err("token must be at least 8 characters".into());
     }
     let mut grant = Grant {
-        name: format!("token-{}", &secret[..4]),
+        name: format!("token-{index}"),
         publish: vec![],
         subscribe: vec![],
     };
@@ -735,9 +738,14 @@ fn parse_token_spec(spec: &str) -> Result<StaticToken, String> {
             .split_once('=')
             .ok_or(format!("`{part}` is not RIGHT=SEL,..."))?;
         let list = match right {
+            "name" if !sels.is_empty() && !sels.chars().any(char::is_control) => {
+                grant.name = sels.to_owned();
+                continue;
+            }
+            "name" => return Err("name: must be non-empty text without control characters".into()),
             "publish" | "pub" => &mut grant.publish,
             "subscribe" | "sub" => &mut grant.subscribe,
-            other => return Err(format!("`{other}` is not publish or subscribe")),
+            other => return Err(format!("`{other}` is not name, publish or subscribe")),
         };
         for sel in sels.split(',').filter(|s| !s.is_empty()) {
             list.push(Pattern::parse(sel).map_err(|e| format!("`{sel}` {e}"))?);

@@ -149,11 +149,46 @@ fn errors_name_the_setting() {
 
 #[test]
 fn token_specs() {
-    let t = parse_token_spec("abcdefgh:publish=downloads/*,system;subscribe=*").unwrap();
+    let t = parse_token_spec("abcdefgh:publish=downloads/*,system;subscribe=*", 0).unwrap();
     assert_eq!(t.secret, "abcdefgh");
     assert_eq!(t.grant.publish.len(), 2);
     assert_eq!(t.grant.subscribe, vec![Pattern::All]);
-    assert!(parse_token_spec("abcdefgh:write=*").is_err());
+    assert!(parse_token_spec("abcdefgh:write=*", 0).is_err());
+}
+
+/// A token's name is `name=` or its position, never a piece of the secret; a multi-byte
+/// character where the old code cut the secret at byte 4 is no panic.
+#[test]
+fn token_names_never_come_from_the_secret() {
+    let t = parse_token_spec("s3cretvalue:publish=*", 2).unwrap();
+    assert_eq!(t.grant.name, "token-2");
+    let t = parse_token_spec("s3cretvalue:name=nzbflow;publish=*", 0).unwrap();
+    assert_eq!(t.grant.name, "nzbflow");
+    assert_eq!(t.grant.publish, vec![Pattern::All]);
+    // `é` is two bytes: byte 4 falls inside the first one.
+    let t = parse_token_spec("abcééééé:subscribe=*", 0).unwrap();
+    assert_eq!(t.grant.name, "token-0");
+    assert!(parse_token_spec("s3cretvalue:name=;publish=*", 0).is_err());
+    assert!(parse_token_spec("s3cretvalue:name=a\nb", 0).is_err());
+
+    let raw = RawConfig {
+        auth: RawAuth {
+            token_specs: vec![
+                "abcééééé:publish=*".into(),
+                "s3cretvalue:subscribe=*".into(),
+            ],
+            ..RawAuth::default()
+        },
+        ..RawConfig::default()
+    };
+    let names: Vec<_> = raw
+        .validate()
+        .unwrap()
+        .tokens
+        .into_iter()
+        .map(|t| t.grant.name)
+        .collect();
+    assert_eq!(names, ["token-0", "token-1"]);
 }
 
 #[test]

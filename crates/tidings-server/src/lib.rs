@@ -74,6 +74,7 @@ impl App {
                     path: config.data_dir.join("events.redb"),
                     durability,
                     retention: config.retention.clone(),
+                    cache_size: tidings_store_redb::DEFAULT_CACHE_SIZE,
                 })
                 .with_context(|| {
                     format!("open the event store in {}", config.data_dir.display())

@@ -2,7 +2,8 @@
 //! commit, retention and a versioned format.
 //!
 //! # Layout
-//! - `lib.rs`: `StoreConfig`, `Durability`, `RedbStore` (open, the `EventStore` impl).
+//! - `lib.rs`: `StoreConfig` (path, durability, retention, page cache size), `Durability`,
+//!   `RedbStore` (open, the `EventStore` impl).
 //! - `writer`: the single writer thread (group commit, clean-shutdown marker, poisoning).
 //! - `retention`: trimming by count, bytes and age.
 //! - `schema`: the tables and the encoding of one event (format documented there).
@@ -98,7 +99,14 @@ pub struct StoreConfig {
     pub durability: Durability,
     /// How much history is kept.
     pub retention: Retention,
+    /// Bytes of file pages redb keeps in memory (its read cache and write buffer together);
+    /// the store's share of the process's memory. [`DEFAULT_CACHE_SIZE`] unless configured.
+    pub cache_size: usize,
 }
+
+/// The default page cache: 64 MiB. redb's own default (1 GiB) made the server's memory grow
+/// with stored history rather than with load.
+pub const DEFAULT_CACHE_SIZE: usize = 64 << 20;
 
 /// When an acknowledged append is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,11 +159,14 @@ impl RedbStore {
             std::fs::create_dir_all(parent).map_err(|e| StoreError::Io(e.to_string()))?;
         }
         let path = config.path.clone();
+        let cache_size = config.cache_size;
         // redb reports damaged files as errors; in debug builds a few of its internal checks
         // assert instead, and a damaged file must not take the process down with it.
-        let db = std::panic::catch_unwind(move || redb::Database::create(path))
-            .map_err(|_| StoreError::Corrupt("the database file could not be read".into()))?
-            .map_err(store_error)?;
+        let db = std::panic::catch_unwind(move || {
+            redb::Builder::new().set_cache_size(cache_size).create(path)
+        })
+        .map_err(|_| StoreError::Corrupt("the database file could not be read".into()))?
+        .map_err(store_error)?;
         Self::with_database(db, config)
     }
 

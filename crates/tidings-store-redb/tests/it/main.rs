@@ -18,6 +18,7 @@ fn config(path: &Path, durability: Durability, retention: Retention) -> StoreCon
         path: path.to_path_buf(),
         durability,
         retention,
+        cache_size: tidings_store_redb::DEFAULT_CACHE_SIZE,
     }
 }
 

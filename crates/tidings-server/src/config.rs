@@ -155,6 +155,13 @@ pub struct RawStore {
     /// In `fast` mode, how often to fsync [default: 1s].
     #[arg(long, env = "TIDINGS_FSYNC_INTERVAL", value_name = "DURATION")]
     pub fsync_interval: Option<String>,
+    /// Memory for the store's page cache, in durable and fast mode [default: 64MiB].
+    #[arg(
+        long = "store-cache-size",
+        env = "TIDINGS_STORE_CACHE_SIZE",
+        value_name = "SIZE"
+    )]
+    pub cache_size: Option<String>,
 }
 
 /// `[retention]`: every bound applies; `0` turns one off.
@@ -311,6 +318,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Durability mode.
     pub durability: Durability,
+    /// Bytes of the store's page cache (durable and fast mode).
+    pub store_cache_size: usize,
     /// History bounds.
     pub retention: Retention,
     /// Transport settings (SSE, WebSocket, long-poll, write timeout).
@@ -376,7 +385,13 @@ impl RawConfig {
         }
         merge_fields!(self.poll, file.poll, timeout);
         self.endpoints = file.endpoints;
-        merge_fields!(self.store, file.store, durability, fsync_interval);
+        merge_fields!(
+            self.store,
+            file.store,
+            durability,
+            fsync_interval,
+            cache_size
+        );
         merge_fields!(
             self.retention,
             file.retention,
@@ -432,6 +447,11 @@ impl RawConfig {
         {
             return Err(bad("store.fsync_interval", "must be greater than 0"));
         }
+        let store_cache_size = size(
+            "store.cache_size",
+            self.store.cache_size.as_deref(),
+            "64MiB",
+        )?;
         let off_if_zero = |n: u64| (n > 0).then_some(n);
         let max_age = duration("retention.max_age", self.retention.max_age.as_deref(), "7d")?;
         let retention = Retention {
@@ -599,6 +619,7 @@ impl RawConfig {
             shutdown_grace: duration("shutdown_grace", self.shutdown_grace.as_deref(), "10s")?,
             max_connections: positive("max_connections", self.max_connections, 19_000)?,
             durability,
+            store_cache_size,
             retention,
             transport,
             endpoints,

@@ -27,6 +27,7 @@ fn file_is_below_flags_and_env() {
         [store]
         durability = "fast"
         fsync_interval = "250ms"
+        cache_size = "8MiB"
         [retention]
         max_events = 10
         max_age = "2h"
@@ -50,9 +51,26 @@ fn file_is_below_flags_and_env() {
             interval: Duration::from_millis(250)
         }
     );
+    assert_eq!(c.store_cache_size, 8 << 20);
     assert_eq!(c.retention.max_events, Some(10));
     assert_eq!(c.retention.max_age, Some(Duration::from_secs(7200)));
     assert_eq!(c.tokens.len(), 1);
+    let flags = RawConfig {
+        store: RawStore {
+            cache_size: Some("1MiB".into()),
+            ..RawStore::default()
+        },
+        ..RawConfig::default()
+    };
+    let file = RawConfig::from_toml("[store]\ncache_size = \"8MiB\"").unwrap();
+    assert_eq!(
+        validate(flags.merge_under(file)).unwrap().store_cache_size,
+        1 << 20
+    );
+    assert_eq!(
+        validate(RawConfig::default()).unwrap().store_cache_size,
+        64 << 20
+    );
 }
 
 #[test]

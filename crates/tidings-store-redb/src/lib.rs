@@ -8,6 +8,7 @@
 //! - `retention`: trimming by count, bytes and age.
 //! - `schema`: the tables and the encoding of one event (format documented there).
 //! - `migrate`: the format version in `meta`; `v1` is the first format.
+//! - `verify`: the offline check behind `tidings store verify`.
 //!
 //! # Why redb (measured, not assumed)
 //! `examples/engine_compare.rs`, run on the development machine (2 vCPU VM, virtio disk,
@@ -57,7 +58,14 @@
 //!   epoch and old cursors get a `reset` rather than a silent gap.
 //! - Retention runs on the writer thread after commits (see `retention`); `flush()` applies it
 //!   exactly and makes everything durable.
-//! - Nothing read from disk can panic: it decodes or fails with `StoreError::Corrupt`.
+//! - Nothing read from disk can panic: it decodes or fails with `StoreError::Corrupt`. redb
+//!   does not check page checksums on ordinary reads, and some damaged pages make it panic
+//!   (an index out of bounds) rather than return an error: every read and commit runs under
+//!   `guarded`, which turns such a panic into `StoreError::Corrupt`.
+//! - Damage found by a read poisons the store like a failed commit (appends are refused,
+//!   `health()` reports it, so `/readyz` turns 503), and is logged once, there. A read hands
+//!   out the events before the damage; the next read, starting at it, fails.
+//!   `verify::verify` (`tidings store verify`) reports every damaged range offline.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -78,6 +86,7 @@ use tokio::sync::oneshot;
 mod migrate;
 mod retention;
 mod schema;
+pub mod verify;
 mod writer;
 
 use crate::retention::Counters;
@@ -160,14 +169,20 @@ impl RedbStore {
         }
         let path = config.path.clone();
         let cache_size = config.cache_size;
-        // redb reports damaged files as errors; in debug builds a few of its internal checks
-        // assert instead, and a damaged file must not take the process down with it.
-        let db = std::panic::catch_unwind(move || {
-            redb::Builder::new().set_cache_size(cache_size).create(path)
-        })
-        .map_err(|_| StoreError::Corrupt("the database file could not be read".into()))?
-        .map_err(store_error)?;
-        Self::with_database(db, config)
+        // A damaged file must not take the process down with it (see `guarded`).
+        let db = guarded(
+            || "opening the file".into(),
+            move || {
+                redb::Builder::new()
+                    .set_cache_size(cache_size)
+                    .create(path)
+                    .map_err(store_error)
+            },
+        )?;
+        guarded(
+            || "reading the store's metadata".into(),
+            move || Self::with_database(db, config),
+        )
     }
 
     fn with_database(db: redb::Database, config: StoreConfig) -> Result<Self, StoreError> {
@@ -391,15 +406,33 @@ impl fmt::Debug for RedbStore {
     }
 }
 
-/// Reads up to `limit` events after `after`, on a blocking thread.
+impl Shared {
+    /// Records a read failure: damage poisons the store (the first failure is what `health()`
+    /// reports, and the one place it is logged). Returns the error for the caller to pass on.
+    pub(crate) fn read_failed(&self, err: StoreError) -> StoreError {
+        if matches!(err, StoreError::Corrupt(_)) && self.poison.set(err.clone()).is_ok() {
+            tracing::error!(
+                message = "Event store file is damaged; refusing appends. Stop the server and run `tidings store verify`.",
+                error = %err,
+            );
+        }
+        err
+    }
+}
+
+/// Looks up a keyed batch, on a blocking thread.
 fn find_keyed(shared: &Shared, key: String) -> Result<Option<KeyedBatch>, StoreError> {
-    let tx = shared.db.begin_read().map_err(store_error)?;
-    let table = tx.open_table(schema::IDEMPOTENCY).map_err(store_error)?;
-    let Some(row) = table.get(key.as_str()).map_err(store_error)? else {
-        return Ok(None);
+    let read = || {
+        let tx = shared.db.begin_read().map_err(store_error)?;
+        let table = tx.open_table(schema::IDEMPOTENCY).map_err(store_error)?;
+        let Some(row) = table.get(key.as_str()).map_err(store_error)? else {
+            return Ok(None);
+        };
+        schema::decode_keyed(&key, row.value()).map(Some)
     };
-    let (fingerprint, first_seq, count) = schema::decode_keyed(&key, row.value())?;
-    Ok(Some(KeyedBatch {
+    let found =
+        guarded(|| "reading an idempotency key".into(), read).map_err(|e| shared.read_failed(e))?;
+    Ok(found.map(|(fingerprint, first_seq, count)| KeyedBatch {
         key,
         fingerprint,
         first_seq,
@@ -407,19 +440,53 @@ fn find_keyed(shared: &Shared, key: String) -> Result<Option<KeyedBatch>, StoreE
     }))
 }
 
+/// Reads up to `limit` events after `after`, on a blocking thread. If the file is damaged
+/// part way, the events before the damage are returned (and the store poisoned); a read
+/// that starts at the damage fails.
 fn read_after(shared: &Shared, after: u64, limit: usize) -> Result<Vec<SharedEvent>, StoreError> {
     let Some(first) = after.checked_add(1) else {
         return Ok(Vec::new());
     };
-    let tx = shared.db.begin_read().map_err(store_error)?;
-    let table = tx.open_table(EVENTS).map_err(store_error)?;
     let mut out = Vec::with_capacity(limit.min(1024));
-    for row in table.range(first..).map_err(store_error)?.take(limit) {
-        let (k, v) = row.map_err(store_error)?;
-        let event = schema::decode_event(shared.epoch, k.value(), v.value())?;
-        out.push(EventRecord::new(event));
+    let read = || {
+        let tx = shared.db.begin_read().map_err(store_error)?;
+        let table = tx.open_table(EVENTS).map_err(store_error)?;
+        for row in table.range(first..).map_err(store_error)?.take(limit) {
+            let (k, v) = row.map_err(store_error)?;
+            let event = schema::decode_event(shared.epoch, k.value(), v.value())?;
+            out.push(EventRecord::new(event));
+        }
+        Ok(())
+    };
+    match guarded(|| format!("reading the events after seq {after}"), read) {
+        Ok(()) => Ok(out),
+        Err(err) => {
+            let err = shared.read_failed(err);
+            if out.is_empty() { Err(err) } else { Ok(out) }
+        }
     }
-    Ok(out)
+}
+
+/// Runs `op` on the file, turning a panic inside redb into `StoreError::Corrupt`. redb checks
+/// page checksums only when it repairs a file, and on some damaged pages an ordinary read
+/// indexes out of bounds and panics instead of returning an error; that must fail the read,
+/// not take down the thread (a tokio worker, or the writer) with it. `what` says what was
+/// being read, for the message.
+pub(crate) fn guarded<T>(
+    what: impl FnOnce() -> String,
+    op: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)).unwrap_or_else(|payload| {
+        let cause = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(StoreError::Corrupt(format!(
+            "{}: the file is damaged (the database engine failed: {cause})",
+            what()
+        )))
+    })
 }
 
 fn random_epoch() -> Result<u32, StoreError> {

@@ -13,6 +13,8 @@ use tidings_core::{DynStore, EventStore, KeyedBatch, Retention, StoreError};
 use tidings_proto::EventId;
 use tidings_store_redb::{Durability, RedbStore, StoreConfig};
 
+mod damage;
+
 fn config(path: &Path, durability: Durability, retention: Retention) -> StoreConfig {
     StoreConfig {
         path: path.to_path_buf(),
@@ -326,9 +328,11 @@ async fn an_undecodable_event_is_corrupt_not_a_panic() {
         tx.commit().unwrap();
     }
     let store = durable(&path);
-    let err = store.read_after(0, 10).await.unwrap_err();
+    // What precedes the damage is handed out; a read starting at it fails.
+    assert_eq!(store.read_after(0, 10).await.unwrap().len(), 1);
+    let err = store.read_after(1, 10).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
-    assert_eq!(store.read_after(0, 1).await.unwrap().len(), 1);
+    assert!(matches!(store.health(), Some(StoreError::Corrupt(_))));
 }
 
 // === v1 format fixture ===

@@ -151,7 +151,9 @@ pub(crate) struct Shared {
     pub(crate) bytes: AtomicU64,
     pub(crate) last_seq: AtomicU64,
     pub(crate) trimmed_through: AtomicU64,
-    /// The first commit failure; set once, by the writer.
+    /// Commits made since open (each answers every append it took).
+    pub(crate) commits: AtomicU64,
+    /// The first commit failure, or the first damage a read found; set once.
     pub(crate) poison: OnceLock<StoreError>,
     /// Unit-test hook: makes the next commits fail.
     #[cfg(test)]
@@ -234,6 +236,7 @@ impl RedbStore {
             bytes: AtomicU64::new(counters.bytes),
             last_seq: AtomicU64::new(counters.last_seq),
             trimmed_through: AtomicU64::new(counters.trimmed_through),
+            commits: AtomicU64::new(0),
             poison: OnceLock::new(),
             #[cfg(test)]
             fail_commits: std::sync::atomic::AtomicBool::new(false),
@@ -271,6 +274,13 @@ impl RedbStore {
             writer: Some(writer),
             last_seq_at_open: counters.last_seq,
         })
+    }
+
+    /// Commits the writer has made since the store was opened. Appends shared with other
+    /// appends in one commit (group commit) count once, so `events / commits` is the average
+    /// group size.
+    pub fn commits(&self) -> u64 {
+        self.shared.commits.load(Ordering::Relaxed)
     }
 
     /// Test hook: stops the writer as a crash would, without the final durable commit or the

@@ -237,6 +237,7 @@ impl Writer {
             Ok(()) => {
                 self.counters = counters;
                 self.publish_counters();
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 if durable {
                     self.dirty = false;
                     self.last_sync = Instant::now();

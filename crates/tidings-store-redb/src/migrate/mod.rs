@@ -1,9 +1,11 @@
 //! Format versions: reads the version recorded in `meta`, creates a new file at the current
 //! version, and refuses a version this build does not know.
 //!
-//! **Invariant:** a file is only ever read by code that knows its version. A future format
-//! change adds `v2.rs` with an upgrade from v1 (run here, in the opening transaction, so it is
-//! atomic), bumps [`CURRENT_VERSION`], and keeps the v1 fixture test in `tests/it` passing.
+//! **Invariant:** a file is only ever read by code that knows its version. Each format
+//! change adds a module `vN.rs` with the upgrade from the version before it (run here, in the
+//! opening transaction, so it is atomic; `v2` is the upgrade from `v1`), bumps
+//! [`CURRENT_VERSION`], and keeps every committed fixture test in `tests/it` passing: a file
+//! written by each older version still opens and reads.
 
 use redb::{ReadableTable, WriteTransaction};
 use tidings_core::StoreError;

@@ -482,7 +482,8 @@ fn finish(
     match result {
         Ok(()) => hub.deliver_through(ids.last().map_or(0, |id| id.seq)),
         Err(e) => {
-            tracing::error!(message = "Store refused a batch; it was not delivered.", error = %e);
+            // The store logged the cause where it failed; this batch is one of its refusals.
+            tracing::debug!(message = "Store refused a batch; it was not delivered.", error = %e);
             hub.abandon(ids, key);
         }
     }

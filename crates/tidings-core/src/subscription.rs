@@ -1,6 +1,7 @@
 //! `Subscription`: one subscriber's view of the hub. It first replays history after its
 //! cursor up to the handoff point fixed at registration, then drains its live queue. Each call
-//! to `next` hands the connection everything ready (up to a batch), so one write carries it.
+//! to `next` hands the connection everything ready (up to a batch), so one write carries it;
+//! `next_or_idle` is the same with a limit on waiting for live events (long-poll).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -132,32 +133,74 @@ impl Subscription {
             };
         }
         let before = out.len();
-        let step = self.next_inner(out).await;
+        let step = match self.replay(out).await {
+            Some(step) => step,
+            None => self.live(out).await,
+        };
         let n = (out.len() - before) as u64;
         self.hub.shared.delivered.fetch_add(n, Ordering::Relaxed);
         step
     }
 
-    async fn next_inner(&mut self, out: &mut Vec<SharedEvent>) -> Step {
+    /// Like `next`, but stops waiting for live events once `idle` resolves, and then returns
+    /// `None`. History after the cursor is read whatever `idle` does: a long-poll with no
+    /// time to wait still answers with the events that exist, rather than with nothing
+    /// because reading them from the store took a moment. Cancel-safe, like `next`.
+    pub async fn next_or_idle(
+        &mut self,
+        out: &mut Vec<SharedEvent>,
+        idle: impl std::future::Future<Output = ()>,
+    ) -> Option<Step> {
+        if let Some(reason) = self.notice.take() {
+            return Some(Step::Reset {
+                reason,
+                resume_after: self.handoff(),
+            });
+        }
+        let before = out.len();
+        let step = match self.replay(out).await {
+            Some(step) => Some(step),
+            None => {
+                let mut idle = std::pin::pin!(idle);
+                let live = self.live(out);
+                let mut live = std::pin::pin!(live);
+                std::future::poll_fn(|cx| {
+                    if let std::task::Poll::Ready(step) = live.as_mut().poll(cx) {
+                        return std::task::Poll::Ready(Some(step));
+                    }
+                    idle.as_mut().poll(cx).map(|()| None)
+                })
+                .await
+            }
+        };
+        let n = (out.len() - before) as u64;
+        self.hub.shared.delivered.fetch_add(n, Ordering::Relaxed);
+        step
+    }
+
+    /// Replays history up to the handoff point: `Some` as soon as a step is ready, `None`
+    /// once everything up to the handoff has been read and none of it matched.
+    async fn replay(&mut self, out: &mut Vec<SharedEvent>) -> Option<Step> {
         let store = &self.hub.shared.store;
         let limits = &self.hub.shared.limits;
         while self.pos < self.until {
             if self.pos < store.trimmed_through() {
-                return self.expire();
+                return Some(self.expire());
             }
             let chunk = match store.read_after(self.pos, limits.replay_chunk).await {
                 Ok(chunk) => chunk,
                 Err(e) => {
-                    tracing::warn!(message = "Replay read failed.", error = %e);
-                    return Step::Closed(CloseReason::StoreFailed);
+                    // The store logged the cause where it found it.
+                    tracing::debug!(message = "Replay read failed.", error = %e);
+                    return Some(Step::Closed(CloseReason::StoreFailed));
                 }
             };
             let Some(first) = chunk.first() else {
                 // The store has nothing after `pos` up to the handoff: it was trimmed away.
-                return self.expire();
+                return Some(self.expire());
             };
             if first.seq() != self.pos + 1 && store.trimmed_through() > self.pos {
-                return self.expire();
+                return Some(self.expire());
             }
             for event in chunk {
                 if event.seq() > self.until {
@@ -180,10 +223,15 @@ impl Subscription {
                 }
             }
             if !out.is_empty() {
-                return Step::Events;
+                return Some(Step::Events);
             }
         }
-        let batch = limits.delivery_batch;
+        None
+    }
+
+    /// Waits for live events.
+    async fn live(&mut self, out: &mut Vec<SharedEvent>) -> Step {
+        let batch = self.hub.shared.limits.delivery_batch;
         let shared = &self.shared;
         let drained = std::future::poll_fn(|cx| shared.poll_drain(cx, out, batch)).await;
         match drained {

@@ -8,6 +8,7 @@ mod publish;
 mod resume;
 mod robustness;
 mod slow;
+mod store;
 mod subscribe;
 mod support;
 mod transports;

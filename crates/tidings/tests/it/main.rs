@@ -4,6 +4,7 @@
 mod auth;
 mod config;
 mod durability;
+mod envelope;
 mod publish;
 mod resume;
 mod robustness;

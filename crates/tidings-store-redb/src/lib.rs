@@ -417,14 +417,21 @@ impl fmt::Debug for RedbStore {
 }
 
 impl Shared {
-    /// Records a read failure: damage poisons the store (the first failure is what `health()`
-    /// reports, and the one place it is logged). Returns the error for the caller to pass on.
+    /// Records a read failure, the one place it is logged: damage poisons the store (the
+    /// first is what `health()` reports, logged once); any other failure is logged as it
+    /// happens. Returns the error for the caller to pass on.
     pub(crate) fn read_failed(&self, err: StoreError) -> StoreError {
-        if matches!(err, StoreError::Corrupt(_)) && self.poison.set(err.clone()).is_ok() {
-            tracing::error!(
-                message = "Event store file is damaged; refusing appends. Stop the server and run `tidings store verify`.",
-                error = %err,
-            );
+        match &err {
+            StoreError::Corrupt(_) => {
+                if self.poison.set(err.clone()).is_ok() {
+                    tracing::error!(
+                        message = "Event store file is damaged; refusing appends. Stop the server and run `tidings store verify`.",
+                        error = %err,
+                    );
+                }
+            }
+            StoreError::Poisoned(_) | StoreError::Closed => {}
+            StoreError::Io(_) => tracing::warn!(message = "Event store read failed.", error = %err),
         }
         err
     }

@@ -171,16 +171,27 @@ impl RedbStore {
         }
         let path = config.path.clone();
         let cache_size = config.cache_size;
+        let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&repaired);
         // A damaged file must not take the process down with it (see `guarded`).
         let db = guarded(
             || "opening the file".into(),
             move || {
                 redb::Builder::new()
                     .set_cache_size(cache_size)
+                    .set_repair_callback(move |_| flag.store(true, Ordering::Relaxed))
                     .create(path)
                     .map_err(store_error)
             },
         )?;
+        if repaired.load(Ordering::Relaxed) {
+            // redb rebuilds its state after a crash; if the last commit's pages fail their
+            // checksums it falls back to the commit before, which would be invisible otherwise.
+            tracing::warn!(
+                message = "Event store file was not closed cleanly and was repaired at open; \
+                           if its last commit was damaged, that commit was rolled back.",
+            );
+        }
         guarded(
             || "reading the store's metadata".into(),
             move || Self::with_database(db, config),

@@ -275,3 +275,26 @@ async fn memory_stays_near_the_store_cache_whatever_is_stored() {
         after >> 20
     );
 }
+
+/// After a crash redb repairs the file at open, and may roll back a damaged last commit: the
+/// log says a repair happened (a clean stop and start does not).
+#[tokio::test]
+async fn a_repair_at_open_is_logged() {
+    let mut server = Server::start(&[]);
+    server.publish_one("repair", "tick", json!(1)).await;
+    assert!(server.terminate().success());
+    server.restart();
+    assert!(
+        !server.stderr().contains("repaired at open"),
+        "{}",
+        server.stderr()
+    );
+    server.publish_one("repair", "tick", json!(2)).await;
+    server.restart(); // SIGKILL, then start again
+    let log = server.stderr();
+    assert!(
+        log.contains("was not closed cleanly and was repaired at open"),
+        "{log}"
+    );
+    server.assert_works().await;
+}

@@ -175,6 +175,18 @@ async fn a_damaged_store_surfaces_everywhere_and_verify_reports_it() {
     assert_eq!(seen as u64, DAMAGED - 1);
     assert_store_unavailable(status, &body);
 
+    // NDJSON: the lines before the damage, then the notice as the last line.
+    server.terminate();
+    server.restart();
+    let (status, body) = get(&server, "/events?format=ndjson&lastEventId=earliest").await;
+    assert_eq!(status, 200);
+    let lines: Vec<&str> = body.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len() as u64, DAMAGED, "2,499 events and the notice");
+    assert_eq!(
+        lines.last().copied(),
+        Some(r#"{"type":"reconnect-required","data":{"reason":"store_unavailable"}}"#)
+    );
+
     // WebSocket: the frames before the damage, then close 1011.
     server.terminate();
     server.restart();

@@ -319,7 +319,9 @@ impl Hub {
         self.shared.published.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Forgets a batch the store refused. The store is poisoned, so no later batch commits.
+    /// Forgets a batch the store refused. The store is poisoned, so no later batch commits:
+    /// every subscription is closed with `StoreFailed` (after what it has queued), so a
+    /// subscriber hears that nothing more will come instead of waiting in silence.
     fn abandon(&self, ids: &[EventId], key: Option<&str>) {
         let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
             return;
@@ -330,6 +332,8 @@ impl Hub {
         if let Some(key) = key {
             st.idempotency.forget(key);
         }
+        st.registry
+            .for_each(|sub| sub.close(CloseReason::StoreFailed));
     }
 
     /// Opens a subscription. See the module docs for why its handoff is exact.

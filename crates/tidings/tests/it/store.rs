@@ -115,6 +115,9 @@ async fn a_damaged_store_surfaces_everywhere_and_verify_reports_it() {
         200,
         "nothing has been read yet"
     );
+    // A live subscriber at the head, opened while the store still looks healthy.
+    let mut live = server.subscribe("").await;
+    live.expect_retry().await;
     let mut sse = server
         .subscribe_with("", &[("Last-Event-ID", "earliest")])
         .await;
@@ -147,6 +150,11 @@ async fn a_damaged_store_surfaces_everywhere_and_verify_reports_it() {
         .publish_raw(&json!({"topic": "damage", "type": "tick"}), &[])
         .await;
     assert_store_unavailable(status, &body.to_string());
+    // The refused publish tells every open stream that nothing more will come.
+    let notice = live.next_event().await;
+    assert_eq!(notice.event, "reconnect-required");
+    assert_eq!(notice.data, r#"{"reason":"store_unavailable"}"#);
+    assert!(live.next_item().await.is_none(), "the live stream ends");
     // Logged once, where it was found; not per request.
     let log = server.stderr();
     assert_eq!(log.matches("data is not UTF-8").count(), 1, "{log}");

@@ -377,7 +377,9 @@ impl Hub {
         f(&self.lock().idempotency)
     }
 
-    /// Forgets a batch the store refused. The store is poisoned, so no later batch commits.
+    /// Forgets a batch the store refused. The store is poisoned, so no later batch commits:
+    /// every subscription is closed with `StoreFailed` (after what it has queued), so a
+    /// subscriber hears that nothing more will come instead of waiting in silence.
     fn abandon(&self, ids: &[EventId], key: Option<&IdempotencyKey>) {
         let Some(first) = ids.first() else {
             return;
@@ -393,6 +395,8 @@ impl Hub {
         // Under the contract no later batch commits once one is refused; a store that breaks
         // it gets its later batches delivered in order, as replay would read them.
         let n = st.deliver_committed_prefix();
+        st.registry
+            .for_each(|sub| sub.close(CloseReason::StoreFailed));
         drop(st);
         self.shared.published.fetch_add(n, Ordering::Relaxed);
     }
@@ -560,7 +564,8 @@ fn finish(
             }
         }
         Err(e) => {
-            tracing::error!(message = "Store refused a batch; it was not delivered.", error = %e);
+            // The store logged the cause where it failed; this batch is one of its refusals.
+            tracing::debug!(message = "Store refused a batch; it was not delivered.", error = %e);
             hub.abandon(ids, key);
         }
     }

@@ -40,8 +40,8 @@ use std::time::Duration;
 use tidings_proto::Epoch;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::clock::{self, DynClock};
+use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::record::SharedEvent;
 
 /// A boxed future, so the trait stays object-safe (`Arc<dyn EventStore>`).

@@ -1,7 +1,8 @@
 //! `Subscription`: one subscriber's view of the hub. It first replays history after its
 //! cursor up to the handoff point fixed at registration, then drains its live queue
 //! (`SubscriberQueue`, in `queue`). Each call to `next` hands the connection everything ready
-//! (up to a batch), so one write carries it.
+//! (up to a batch), so one write carries it;
+//! `next_or_idle` is the same with a limit on waiting for live events (long-poll).
 //!
 //! A subscription sees the hub only through `SubscriptionContext`: the store to replay from,
 //! the replay and delivery limits, the delivery counter, and a handle to leave the registry.
@@ -221,19 +222,60 @@ impl Subscription {
             };
         }
         let before = out.len();
-        let step = self.next_inner(out).await;
+        let step = match self.replay(out).await {
+            Some(step) => step,
+            None => self.live(out).await,
+        };
         let n = (out.len() - before) as u64;
         self.ctx.delivered.fetch_add(n, Ordering::Relaxed);
         step
     }
 
-    async fn next_inner(&mut self, out: &mut Vec<SharedEvent>) -> Step {
+    /// Like `next`, but stops waiting for live events once `idle` resolves, and then returns
+    /// `None`. History after the cursor is read whatever `idle` does: a long-poll with no
+    /// time to wait still answers with the events that exist, rather than with nothing
+    /// because reading them from the store took a moment. Cancel-safe, like `next`.
+    pub async fn next_or_idle(
+        &mut self,
+        out: &mut Vec<SharedEvent>,
+        idle: impl std::future::Future<Output = ()>,
+    ) -> Option<Step> {
+        if let Some(reason) = self.notice.take() {
+            return Some(Step::Reset {
+                reason,
+                resume_after: self.handoff(),
+            });
+        }
+        let before = out.len();
+        let step = match self.replay(out).await {
+            Some(step) => Some(step),
+            None => {
+                let mut idle = std::pin::pin!(idle);
+                let live = self.live(out);
+                let mut live = std::pin::pin!(live);
+                std::future::poll_fn(|cx| {
+                    if let std::task::Poll::Ready(step) = live.as_mut().poll(cx) {
+                        return std::task::Poll::Ready(Some(step));
+                    }
+                    idle.as_mut().poll(cx).map(|()| None)
+                })
+                .await
+            }
+        };
+        let n = (out.len() - before) as u64;
+        self.ctx.delivered.fetch_add(n, Ordering::Relaxed);
+        step
+    }
+
+    /// Replays history up to the handoff point: `Some` as soon as a step is ready, `None`
+    /// once everything up to the handoff has been read and none of it matched.
+    async fn replay(&mut self, out: &mut Vec<SharedEvent>) -> Option<Step> {
         // The caller has written what the last step handed out: its budget is free again.
         self.replay_held = None;
         let store = &self.ctx.store;
         while self.pos < self.until {
             if self.pos < store.trimmed_through() {
-                return self.expire();
+                return Some(self.expire());
             }
             // Cancel-safe: the wait for budget is kept across a cancelled `next` (a transport
             // that wakes for a keepalive keeps its place in line), and a dropped read moves
@@ -247,7 +289,7 @@ impl Subscription {
             self.replay_wait = None;
             let Ok(mut held) = acquired else {
                 // The budget is never closed while the hub's subscriptions exist.
-                return Step::Closed(CloseReason::Shutdown);
+                return Some(Step::Closed(CloseReason::Shutdown));
             };
             let limit = ReadLimit {
                 events: self.ctx.replay_chunk,
@@ -256,16 +298,17 @@ impl Subscription {
             let chunk = match store.read_chunk(self.pos, limit).await {
                 Ok(chunk) => chunk,
                 Err(e) => {
-                    tracing::warn!(message = "Replay read failed.", error = %e);
-                    return Step::Closed(CloseReason::StoreFailed);
+                    // The store logged the cause where it found it.
+                    tracing::debug!(message = "Replay read failed.", error = %e);
+                    return Some(Step::Closed(CloseReason::StoreFailed));
                 }
             };
             let Some(first) = chunk.first() else {
                 // The store has nothing after `pos` up to the handoff: it was trimmed away.
-                return self.expire();
+                return Some(self.expire());
             };
             if first.seq() != self.pos + 1 && store.trimmed_through() > self.pos {
-                return self.expire();
+                return Some(self.expire());
             }
             let before = out.len();
             for event in chunk {
@@ -294,9 +337,14 @@ impl Subscription {
             drop(held.split(spare));
             if !out.is_empty() {
                 self.replay_held = Some(held);
-                return Step::Events;
+                return Some(Step::Events);
             }
         }
+        None
+    }
+
+    /// Waits for live events.
+    async fn live(&mut self, out: &mut Vec<SharedEvent>) -> Step {
         let batch = self.ctx.delivery_batch;
         let shared = &self.shared;
         let drained = std::future::poll_fn(|cx| shared.poll_drain(cx, out, batch)).await;

@@ -81,6 +81,7 @@ impl App {
                     path: config.data_dir.join("events.redb"),
                     durability,
                     retention: config.retention.clone(),
+                    cache_size: config.store_cache_size,
                 })
                 .with_context(|| {
                     format!("open the event store in {}", config.data_dir.display())

@@ -2,12 +2,14 @@
 //! commit, retention and a versioned format.
 //!
 //! # Layout
-//! - `lib.rs`: `StoreConfig`, `Durability`, `RedbStore` (open, the `EventStore` impl).
+//! - `lib.rs`: `StoreConfig` (path, durability, retention, page cache size), `Durability`,
+//!   `RedbStore` (open, the `EventStore` impl).
 //! - `writer`: the single writer thread (group commit, clean-shutdown marker, poisoning).
 //! - `retention`: trimming by count, bytes and age.
 //! - `schema`: the tables and the encoding of one event (format documented there).
 //! - `migrate`: the format version in `meta` and the upgrades from older versions (`v1` is
 //!   the first format, `v3` the current one).
+//! - `verify`: the offline check behind `tidings store verify`.
 //!
 //! # Why redb (measured, not assumed)
 //! `examples/engine_compare.rs`, run on the development machine (2 vCPU VM, virtio disk,
@@ -59,7 +61,14 @@
 //!   epoch and old cursors get a `reset` rather than a silent gap.
 //! - Retention runs on the writer thread after commits (see `retention`); `flush()` applies it
 //!   exactly and makes everything durable.
-//! - Nothing read from disk can panic: it decodes or fails with `StoreError::Corrupt`.
+//! - Nothing read from disk can panic: it decodes or fails with `StoreError::Corrupt`. redb
+//!   does not check page checksums on ordinary reads, and some damaged pages make it panic
+//!   (an index out of bounds) rather than return an error: every read and commit runs under
+//!   `guarded`, which turns such a panic into `StoreError::Corrupt`.
+//! - Damage found by a read poisons the store like a failed commit (appends are refused,
+//!   `health()` reports it, so `/readyz` turns 503), and is logged once, there. A read hands
+//!   out the events before the damage; the next read, starting at it, fails.
+//!   `verify::verify` (`tidings store verify`) reports every damaged range offline.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -81,6 +90,7 @@ use tokio::sync::{Semaphore, oneshot};
 mod migrate;
 mod retention;
 mod schema;
+pub mod verify;
 mod writer;
 
 use crate::retention::Counters;
@@ -102,7 +112,14 @@ pub struct StoreConfig {
     pub durability: Durability,
     /// How much history is kept.
     pub retention: Retention,
+    /// Bytes of file pages redb keeps in memory (its read cache and write buffer together);
+    /// the store's share of the process's memory. [`DEFAULT_CACHE_SIZE`] unless configured.
+    pub cache_size: usize,
 }
+
+/// The default page cache: 64 MiB. redb's own default (1 GiB) made the server's memory grow
+/// with stored history rather than with load.
+pub const DEFAULT_CACHE_SIZE: usize = 64 << 20;
 
 /// When an acknowledged append is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +158,9 @@ pub(crate) struct Shared {
     pub(crate) bytes: AtomicU64,
     pub(crate) last_seq: AtomicU64,
     pub(crate) trimmed_through: AtomicU64,
-    /// The first commit failure; set once, by the writer.
+    /// Commits made since open (each answers every append it took).
+    pub(crate) commits: AtomicU64,
+    /// The first commit failure, or the first damage a read found; set once.
     pub(crate) poison: OnceLock<StoreError>,
     /// Unit-test hook: makes the next commits fail.
     #[cfg(test)]
@@ -158,12 +177,32 @@ impl RedbStore {
             std::fs::create_dir_all(parent).map_err(|e| StoreError::Io(e.to_string()))?;
         }
         let path = config.path.clone();
-        // redb reports damaged files as errors; in debug builds a few of its internal checks
-        // assert instead, and a damaged file must not take the process down with it.
-        let db = std::panic::catch_unwind(move || redb::Database::create(path))
-            .map_err(|_| StoreError::Corrupt("the database file could not be read".into()))?
-            .map_err(store_error)?;
-        Self::with_database(db, config)
+        let cache_size = config.cache_size;
+        let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&repaired);
+        // A damaged file must not take the process down with it (see `guarded`).
+        let db = guarded(
+            || "opening the file".into(),
+            move || {
+                redb::Builder::new()
+                    .set_cache_size(cache_size)
+                    .set_repair_callback(move |_| flag.store(true, Ordering::Relaxed))
+                    .create(path)
+                    .map_err(store_error)
+            },
+        )?;
+        if repaired.load(Ordering::Relaxed) {
+            // redb rebuilds its state after a crash; if the last commit's pages fail their
+            // checksums it falls back to the commit before, which would be invisible otherwise.
+            tracing::warn!(
+                message = "Event store file was not closed cleanly and was repaired at open; \
+                           if its last commit was damaged, that commit was rolled back.",
+            );
+        }
+        guarded(
+            || "reading the store's metadata".into(),
+            move || Self::with_database(db, config),
+        )
     }
 
     fn with_database(db: redb::Database, config: StoreConfig) -> Result<Self, StoreError> {
@@ -215,6 +254,7 @@ impl RedbStore {
             bytes: AtomicU64::new(counters.bytes),
             last_seq: AtomicU64::new(counters.last_seq),
             trimmed_through: AtomicU64::new(counters.trimmed_through),
+            commits: AtomicU64::new(0),
             poison: OnceLock::new(),
             #[cfg(test)]
             fail_commits: std::sync::atomic::AtomicBool::new(false),
@@ -253,6 +293,13 @@ impl RedbStore {
             writer: Some(writer),
             last_seq_at_open: counters.last_seq,
         })
+    }
+
+    /// Commits the writer has made since the store was opened. Appends shared with other
+    /// appends in one commit (group commit) count once, so `events / commits` is the average
+    /// group size.
+    pub fn commits(&self) -> u64 {
+        self.shared.commits.load(Ordering::Relaxed)
     }
 
     /// Test hook: stops the writer as a crash would, without the final durable commit or the
@@ -403,17 +450,43 @@ impl fmt::Debug for RedbStore {
     }
 }
 
-/// The keyed batch remembered for `key` in its scope, on a blocking thread.
-fn find_keyed(shared: &Shared, key: IdempotencyKey) -> Result<Option<KeyedBatch>, StoreError> {
-    let tx = shared.db.begin_read().map_err(store_error)?;
-    let table = tx.open_table(schema::KEYED).map_err(store_error)?;
-    let Some(row) = table.get(&schema::keyed_row(&key)).map_err(store_error)? else {
-        return Ok(None);
-    };
-    schema::decode_keyed(&key, row.value()).map(Some)
+impl Shared {
+    /// Records a read failure, the one place it is logged: damage poisons the store (the
+    /// first is what `health()` reports, logged once); any other failure is logged as it
+    /// happens. Returns the error for the caller to pass on.
+    pub(crate) fn read_failed(&self, err: StoreError) -> StoreError {
+        match &err {
+            StoreError::Corrupt(_) => {
+                if self.poison.set(err.clone()).is_ok() {
+                    tracing::error!(
+                        message = "Event store file is damaged; refusing appends. Stop the server and run `tidings store verify`.",
+                        error = %err,
+                    );
+                }
+            }
+            StoreError::Poisoned(_) | StoreError::Closed => {}
+            StoreError::Io(_) => tracing::warn!(message = "Event store read failed.", error = %err),
+        }
+        err
+    }
 }
 
-/// Reads the events after `after` within `limit`, on a blocking thread.
+/// The keyed batch remembered for `key` in its scope, on a blocking thread.
+fn find_keyed(shared: &Shared, key: IdempotencyKey) -> Result<Option<KeyedBatch>, StoreError> {
+    let read = || {
+        let tx = shared.db.begin_read().map_err(store_error)?;
+        let table = tx.open_table(schema::KEYED).map_err(store_error)?;
+        let Some(row) = table.get(&schema::keyed_row(&key)).map_err(store_error)? else {
+            return Ok(None);
+        };
+        schema::decode_keyed(&key, row.value()).map(Some)
+    };
+    guarded(|| "reading an idempotency key".into(), read).map_err(|e| shared.read_failed(e))
+}
+
+/// Reads the events after `after` within `limit`, on a blocking thread. If the file is
+/// damaged part way, the events before the damage are returned (and the store poisoned); a
+/// read that starts at the damage fails.
 fn read_after(
     shared: &Shared,
     after: u64,
@@ -422,26 +495,57 @@ fn read_after(
     let Some(first) = after.checked_add(1) else {
         return Ok(Vec::new());
     };
-    let tx = shared.db.begin_read().map_err(store_error)?;
-    let table = tx.open_table(EVENTS).map_err(store_error)?;
     let mut out = Vec::with_capacity(limit.events.min(1024));
-    let mut bytes = 0usize;
-    for row in table
-        .range(first..)
-        .map_err(store_error)?
-        .take(limit.events)
-    {
-        let (k, v) = row.map_err(store_error)?;
-        let event = EventRecord::new(schema::decode_event(shared.epoch, k.value(), v.value())?);
-        // Checked before keeping an event: a read holds at most the bound plus one decoded
-        // row (the first event is always kept).
-        bytes = bytes.saturating_add(event.size());
-        if !out.is_empty() && bytes > limit.bytes {
-            break;
+    let read = || {
+        let tx = shared.db.begin_read().map_err(store_error)?;
+        let table = tx.open_table(EVENTS).map_err(store_error)?;
+        let mut bytes = 0usize;
+        for row in table
+            .range(first..)
+            .map_err(store_error)?
+            .take(limit.events)
+        {
+            let (k, v) = row.map_err(store_error)?;
+            let event = EventRecord::new(schema::decode_event(shared.epoch, k.value(), v.value())?);
+            // Checked before keeping an event: a read holds at most the bound plus one
+            // decoded row (the first event is always kept).
+            bytes = bytes.saturating_add(event.size());
+            if !out.is_empty() && bytes > limit.bytes {
+                break;
+            }
+            out.push(event);
         }
-        out.push(event);
+        Ok(())
+    };
+    match guarded(|| format!("reading the events after seq {after}"), read) {
+        Ok(()) => Ok(out),
+        Err(err) => {
+            let err = shared.read_failed(err);
+            if out.is_empty() { Err(err) } else { Ok(out) }
+        }
     }
-    Ok(out)
+}
+
+/// Runs `op` on the file, turning a panic inside redb into `StoreError::Corrupt`. redb checks
+/// page checksums only when it repairs a file, and on some damaged pages an ordinary read
+/// indexes out of bounds and panics instead of returning an error; that must fail the read,
+/// not take down the thread (a tokio worker, or the writer) with it. `what` says what was
+/// being read, for the message.
+pub(crate) fn guarded<T>(
+    what: impl FnOnce() -> String,
+    op: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)).unwrap_or_else(|payload| {
+        let cause = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(StoreError::Corrupt(format!(
+            "{}: the file is damaged (the database engine failed: {cause})",
+            what()
+        )))
+    })
 }
 
 fn random_epoch() -> Result<u32, StoreError> {

@@ -8,8 +8,8 @@ use tidings_proto::Epoch;
 use super::*;
 use crate::error::PublishError;
 use crate::hub::Hub;
-use crate::request::PublishBatch;
 use crate::limits::Limits;
+use crate::request::PublishBatch;
 use crate::store::{MemoryStore, Retention};
 
 fn ev(topic: &str, data: &str) -> NewEvent {

@@ -10,8 +10,8 @@ use serde_json::value::RawValue;
 use tidings_proto::{Epoch, EventType, Pattern, Selector, Topic};
 use tokio::sync::{oneshot, watch};
 
-use crate::idempotency::IdempotencyKey;
 use crate::hub::Hub;
+use crate::idempotency::IdempotencyKey;
 use crate::limits::Limits;
 use crate::record::SharedEvent;
 use crate::request::{NewEvent, PublishBatch, SubscribeRequest};

@@ -122,6 +122,8 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     /// Durability mode.
     pub durability: Durability,
+    /// Bytes of the store's page cache (durable and fast mode).
+    pub store_cache_size: usize,
     /// History bounds.
     pub retention: Retention,
     /// Transport settings (SSE, WebSocket, long-poll, write timeout).
@@ -173,6 +175,7 @@ impl RawConfig {
             )
         })?;
         let durability = self.store.validate()?;
+        let store_cache_size = self.store.cache_size()?;
         let retention = self.retention.validate()?;
         let limits = self.limits.validate()?;
         let max_inflight_body_bytes = self.limits.max_inflight_body_bytes(&limits)?;
@@ -221,6 +224,7 @@ impl RawConfig {
             max_inflight_body_bytes,
             allowed_hosts: self.allowed_hosts,
             durability,
+            store_cache_size,
             retention,
             transport,
             endpoints,

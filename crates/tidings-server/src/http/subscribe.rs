@@ -12,8 +12,10 @@
 //! subscribes to something else.
 //!
 //! Errors a retry cannot fix (bad selector, bad credential, no grant, Origin) are answered
-//! with a 4xx JSON body, which also stops a browser's `EventSource` from retrying. The rest
-//! (a bad cursor, a slow consumer, shutdown) is said in-band.
+//! with a 4xx JSON body, which also stops a browser's `EventSource` from retrying; so is a
+//! store that is poisoned (503 `store_unavailable`: an operator must act). The rest (a bad
+//! cursor, a slow consumer, shutdown, history found unreadable while streaming) is said
+//! in-band.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -146,7 +148,10 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
             ws::upgrade(http::Request::from_parts(parts, ()), sub, shape, options)
         }
         Prepared::Poll(sub, shape, timeout) => {
-            let body = poll::answer(sub, shape, timeout).await;
+            let body = match poll::answer(sub, shape, timeout).await {
+                Ok(body) => body,
+                Err(e) => return e.into_response(),
+            };
             let mut response = Response::new(Body::from(body));
             let h = response.headers_mut();
             h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -244,6 +249,11 @@ pub(crate) fn prepare(
     });
     let cursor = header_cursor.or(query.cursor);
     let options = app.transport;
+    if app.hub.store_health().is_some() {
+        // Nothing new will ever be stored and history may not read: say so at once, rather
+        // than open a stream that stays silent.
+        return Err(HttpError::store_unavailable());
+    }
     let sub = open(app, selector, cursor)?;
     Ok(if websocket {
         Prepared::WebSocket(sub, endpoint.shape)

@@ -29,7 +29,7 @@ use crate::transport::stream;
 pub(crate) type LeanRoutes = Arc<HashMap<String, EndpointState>>;
 
 /// Largest request head the lean path reads; a larger one goes to hyper, which answers it.
-const MAX_HEAD: usize = 8 << 10;
+pub(crate) const MAX_HEAD: usize = 8 << 10;
 /// Most headers parsed; more goes to hyper.
 const MAX_HEADERS: usize = 48;
 
@@ -65,20 +65,38 @@ pub(crate) async fn read_head(
                 Head::Other(buf.freeze())
             };
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) if len == buf.len() => {
-                return match classify(&req, routes) {
-                    Some((parts, ctx)) => Head::Stream(Box::new(parts), ctx),
-                    None => Head::Other(buf.freeze()),
-                };
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-            // A body or a pipelined request follows, the head is too large, or it is not
-            // valid HTTP: hyper's job.
-            _ => return Head::Other(buf.freeze()),
+        match judge(&buf, routes) {
+            Judged::Stream(parts, ctx) => return Head::Stream(parts, ctx),
+            Judged::NeedMore => {}
+            Judged::Other => return Head::Other(buf.freeze()),
         }
+    }
+}
+
+/// What the bytes read so far say.
+pub(crate) enum Judged {
+    /// A complete head, and a streaming subscription to one of `routes`.
+    Stream(Box<http::request::Parts>, EndpointState),
+    /// A head not yet complete and still under `MAX_HEAD`: read more.
+    NeedMore,
+    /// Hyper's job.
+    Other,
+}
+
+/// Judges the bytes read so far, without a socket (`read_head` after each read; the
+/// `request_head` fuzz target through `crate::fuzzing`).
+pub(crate) fn judge(buf: &[u8], routes: &LeanRoutes) -> Judged {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len == buf.len() => match classify(&req, routes) {
+            Some((parts, ctx)) => Judged::Stream(Box::new(parts), ctx),
+            None => Judged::Other,
+        },
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Judged::NeedMore,
+        // A body or a pipelined request follows, the head is too large, or it is not
+        // valid HTTP: hyper's job.
+        _ => Judged::Other,
     }
 }
 

@@ -12,6 +12,8 @@
 
 pub mod config;
 pub mod endpoint;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod io;
 mod lean;

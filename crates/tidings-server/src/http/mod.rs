@@ -3,6 +3,6 @@
 pub(crate) mod error;
 mod extract;
 mod health;
-mod publish;
+pub(crate) mod publish;
 pub(crate) mod router;
 pub(crate) mod subscribe;

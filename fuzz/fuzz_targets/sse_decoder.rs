@@ -2,9 +2,9 @@
 //! chunking and the decoder's bound; the rest is the stream.
 //!
 //! Checks: the decoder yields the same items (and the same `TooLong`) however the stream is
-//! split into reads; every item it yields, encoded again, decodes to itself; and any text
-//! encoded as an event's data (or a comment) decodes to that text with its line ends
-//! normalised to LF (its line breaks dropped).
+//! split into reads (sizes 0 to 16, drawn from the seed); every item it yields, encoded
+//! again, decodes to itself; and any text encoded as an event's data (or a comment) decodes
+//! to that text with its line ends normalised to LF (its line breaks dropped).
 #![no_main]
 
 use bytes::BytesMut;
@@ -19,11 +19,6 @@ libfuzzer_sys::fuzz_target!(|input: &[u8]| {
     let whole = decode(stream, max, std::iter::once(stream.len()));
     let chunked = decode(stream, max, chunk_sizes(seed));
     assert_eq!(whole, chunked, "chunking changed what was decoded");
-    let bytewise = decode(stream, max, std::iter::repeat(1));
-    assert_eq!(
-        whole, bytewise,
-        "byte-at-a-time reads changed what was decoded"
-    );
 
     // What was decoded, encoded again, decodes to itself.
     let mut buf = BytesMut::new();

@@ -137,7 +137,7 @@ fn field(count: usize, i: usize, name: &str) -> String {
 }
 
 /// Parses a body into validated events. Nothing is published unless every event is valid.
-fn parse_events(bytes: &[u8], max_batch: usize) -> Result<Vec<NewEvent>, HttpError> {
+pub(crate) fn parse_events(bytes: &[u8], max_batch: usize) -> Result<Vec<NewEvent>, HttpError> {
     let raw: &RawValue = serde_json::from_slice(bytes)
         .map_err(|e| HttpError::new(ErrorCode::MalformedJson, format!("body: {e}")))?;
     let text = raw.get();

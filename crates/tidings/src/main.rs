@@ -9,6 +9,8 @@ use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use tidings_server::App;
 use tidings_server::config::{self, ServeArgs};
 
+mod cmd;
+
 /// Exit code for invalid configuration (EX_USAGE), used before any port is bound.
 const EXIT_CONFIG: u8 = 64;
 
@@ -24,9 +26,14 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once at start-up")]
 enum Command {
     /// Run the hub.
     Serve(ServeArgs),
+    /// Publish one event, or a stream of events with --ndjson.
+    Publish(cmd::publish::Args),
+    /// Tail events live; reconnects and resumes on its own.
+    Subscribe(cmd::subscribe::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +61,8 @@ fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Publish(args) => cmd::publish::run(args),
+        Command::Subscribe(args) => cmd::subscribe::run(args),
     }
 }
 

@@ -2,6 +2,8 @@
 //! talks to them over HTTP and raw sockets.
 
 mod auth;
+mod cli;
+mod client;
 mod config;
 mod durability;
 mod publish;

@@ -26,7 +26,7 @@ pub(crate) struct Args {
     #[arg(long = "type", value_name = "T")]
     types: Vec<String>,
     /// Start after this event id, or at `earliest` retained event [default: now].
-    #[arg(long, value_name = "ID|earliest")]
+    #[arg(long, value_name = "ID|earliest", value_parser = parse_since)]
     since: Option<String>,
     /// A stable client id (sent as X-Client-Id).
     #[arg(long, value_name = "ID")]
@@ -37,6 +37,14 @@ pub(crate) struct Args {
     /// Exit after this many events.
     #[arg(long, short = 'n', value_name = "N")]
     count: Option<u64>,
+}
+
+/// `earliest` or an event id (`<8 hex digits>-<sequence>`).
+fn parse_since(value: &str) -> Result<String, String> {
+    if value == "earliest" || value.parse::<tidings_client::EventId>().is_ok() {
+        return Ok(value.to_owned());
+    }
+    Err("expected `earliest` or an event id like `5f1c09a2-42`".to_owned())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

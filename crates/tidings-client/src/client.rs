@@ -79,6 +79,34 @@ impl Client {
     }
 }
 
+/// Bound on an error answer read for its message.
+pub(crate) const MAX_ERROR_BYTES: usize = 64 << 10;
+
+/// Reads a response body of at most `max` bytes: a larger one is cut off (`Ok` with what fit
+/// when `truncate`, a protocol error otherwise), so a broken hub cannot grow memory without
+/// bound.
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+    max: usize,
+    truncate: bool,
+) -> Result<Vec<u8>, Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Error::from_reqwest)? {
+        if body.len() + chunk.len() > max {
+            if truncate {
+                body.extend_from_slice(&chunk[..max - body.len()]);
+                return Ok(body);
+            }
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!("the hub's answer is larger than {max} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 impl ClientBuilder {
     /// A bearer token sent with every request.
     pub fn token(mut self, token: impl Into<String>) -> Self {
@@ -198,5 +226,37 @@ impl std::fmt::Debug for ClientBuilder {
             .field("token", &redact(&self.token))
             .field("client_id", &self.client_id)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_capped;
+    use crate::ErrorKind;
+
+    fn response(len: usize) -> reqwest::Response {
+        reqwest::Response::from(http::Response::new(vec![b'x'; len]))
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_up_to_a_bound() {
+        assert_eq!(
+            read_capped(response(10), 10, false)
+                .await
+                .expect("fits")
+                .len(),
+            10
+        );
+        let e = read_capped(response(11), 10, false)
+            .await
+            .expect_err("too big");
+        assert_eq!(e.kind(), ErrorKind::Protocol);
+        assert_eq!(
+            read_capped(response(11), 10, true)
+                .await
+                .expect("cut")
+                .len(),
+            10
+        );
     }
 }

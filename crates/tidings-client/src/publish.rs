@@ -11,8 +11,11 @@ use tidings_proto::api::PublishResponse;
 use tidings_proto::{EventId, EventType, Key, Topic};
 
 use crate::backoff::{Backoff, random_unit};
-use crate::client::Client;
+use crate::client::{Client, MAX_ERROR_BYTES, read_capped};
 use crate::error::{Error, ErrorKind};
+
+/// Bound on a publish answer: a few dozen bytes per id, for batches far beyond the hub's limit.
+const MAX_ANSWER_BYTES: usize = 8 << 20;
 
 /// An event to publish. Its topic, type and key are validated when it is made, so a bad one
 /// is refused before anything is sent.
@@ -116,7 +119,11 @@ impl Client {
             .await
             .map_err(Error::from_reqwest)?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(Error::from_reqwest)?;
+        let bytes = if status == 200 {
+            read_capped(resp, MAX_ANSWER_BYTES, false).await?
+        } else {
+            read_capped(resp, MAX_ERROR_BYTES, true).await?
+        };
         if status != 200 {
             return Err(Error::from_answer(status, &bytes));
         }

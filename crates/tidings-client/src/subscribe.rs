@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use tidings_proto::{EventId, EventType, Pattern};
 
 use crate::backoff::{Backoff, random_unit};
-use crate::client::Client;
+use crate::client::{Client, MAX_ERROR_BYTES, read_capped};
 use crate::error::{Error, ErrorKind};
 use crate::frame::{Decoder, Frame};
 
@@ -318,11 +318,14 @@ impl Subscription {
         let status = resp.status().as_u16();
         if status != 200 {
             // An error body is small; bound the wait for it like any answer.
-            let body = tokio::time::timeout(inner.request_timeout, resp.bytes())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
+            let body = tokio::time::timeout(
+                inner.request_timeout,
+                read_capped(resp, MAX_ERROR_BYTES, true),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
             return self.fail(Error::from_answer(status, &body));
         }
         self.backoff.reset();

@@ -137,13 +137,14 @@ impl fmt::Display for Error {
         if let Some(code) = self.code {
             write!(f, " ({code})")?;
         }
-        // The source's text is part of the message: callers print `{e}` once.
+        // The root cause is part of the message, so callers print `{e}` once; the layers
+        // between (reqwest's, hyper's) repeat the URL and add nothing a user can act on.
         if let Some(source) = &self.source {
-            let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
-            while let Some(e) = next {
-                write!(f, ": {e}")?;
-                next = e.source();
+            let mut root: &(dyn std::error::Error + 'static) = source.as_ref();
+            while let Some(next) = root.source() {
+                root = next;
             }
+            write!(f, ": {root}")?;
         }
         Ok(())
     }

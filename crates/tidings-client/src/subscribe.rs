@@ -119,7 +119,10 @@ impl std::fmt::Display for DisconnectCause {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Since {
-    /// Only events published from now on.
+    /// Only events published from now on. Until the first event arrives there is no id to
+    /// resume from, so a reconnect before then starts from "now" again: events published
+    /// while it was away are missed. Use [`Since::Earliest`] or [`Since::After`] where that
+    /// matters.
     #[default]
     Now,
     /// Everything the hub still retains, then live.

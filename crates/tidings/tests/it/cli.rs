@@ -234,6 +234,61 @@ fn redact_times(text: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn subscribe_survives_a_restart_and_says_so() {
+    let mut server = Server::start(&["--durability", "durable"]);
+    let addr = server.addr.to_string();
+    server.launch.auto_listen = false;
+    server.launch.args.extend(["--listen".to_owned(), addr]);
+    let mut child = tidings(
+        &server,
+        &["subscribe", "r/*", "--output", "json", "-n", "2"],
+    )
+    .spawn()
+    .expect("spawn");
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, stderr.read_line(&mut line))
+        .await
+        .expect("the tail connects")
+        .expect("read stderr");
+    assert!(line.starts_with("tidings: connected"), "{line}");
+    let first = server.publish_one("r/1", "t", json!(1)).await;
+    server.sigterm();
+    assert!(server.wait_exit().success());
+    server.restart();
+    let second = server.publish_one("r/1", "t", json!(2)).await;
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("the tail comes back and exits after two events")
+        .expect("wait");
+    let mut rest = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut rest)
+        .await
+        .expect("stderr");
+    assert!(out.status.success(), "{rest}");
+    let ids: Vec<String> = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("json")["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids, [first.clone(), second]);
+    assert!(
+        rest.contains("the hub asked to reconnect (shutdown); reconnecting now"),
+        "{rest}"
+    );
+    assert!(rest.contains("reconnecting in"), "{rest}");
+    assert!(
+        rest.contains(&format!("reconnected, resuming after {first}")),
+        "{rest}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn exit_codes_say_what_went_wrong() {
     let server = Server::start(&["--token", "cli-secret-1:publish=*;subscribe=*"]);
     let code = |args: &'static [&'static str], token: Option<&'static str>| {

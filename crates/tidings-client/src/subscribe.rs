@@ -98,7 +98,8 @@ pub struct Disconnected {
 #[non_exhaustive]
 pub enum DisconnectCause {
     /// The hub sent `reconnect-required` with this reason (`shutdown`, `slow_consumer`): the
-    /// client reconnects at once.
+    /// client reconnects at once (with backoff if the hub asked again on a connection that
+    /// delivered nothing).
     ReconnectRequired(String),
     /// A transient failure: the connection could not be opened, broke, or went silent.
     Failed(Error),
@@ -239,6 +240,8 @@ impl Client {
             conn: None,
             wait: None,
             opened: 0,
+            received: 0,
+            idle_reconnect: false,
             pending: VecDeque::new(),
             frames: Vec::new(),
             done: false,
@@ -265,6 +268,10 @@ struct Subscription {
     wait: Option<Duration>,
     /// Connections opened so far.
     opened: u64,
+    /// Events received on the current connection.
+    received: u64,
+    /// The last connection ended with `reconnect-required` before delivering any event.
+    idle_reconnect: bool,
     pending: VecDeque<Result<Item, Error>>,
     frames: Vec<Frame>,
     done: bool,
@@ -341,6 +348,7 @@ impl Subscription {
             opened_before: self.opened,
         })));
         self.opened += 1;
+        self.received = 0;
     }
 
     async fn read(&mut self, mut conn: Connection) {
@@ -366,6 +374,7 @@ impl Subscription {
         for frame in frames.drain(..) {
             match frame {
                 Frame::Event(e) => {
+                    self.received += 1;
                     if !e.id.is_empty() {
                         self.cursor = Some(e.id.clone());
                     }
@@ -384,9 +393,19 @@ impl Subscription {
         }
         self.frames = frames;
         if let Some(reason) = reconnect {
+            // At once, unless the hub keeps asking without delivering anything (still
+            // draining, say): then the backoff applies, so the client never spins.
+            let idle = self.received == 0;
+            let retry_in = if idle && self.idle_reconnect {
+                self.backoff.next_delay(random_unit())
+            } else {
+                Duration::ZERO
+            };
+            self.idle_reconnect = idle;
+            self.wait = Some(retry_in);
             self.pending.push_back(Ok(Item::Disconnected(Disconnected {
                 cause: DisconnectCause::ReconnectRequired(reason),
-                retry_in: Duration::ZERO,
+                retry_in,
             })));
             return;
         }

@@ -236,6 +236,49 @@ async fn reconnect_required_reconnects_at_once_and_resumes_from_the_last_id() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_hub_that_keeps_asking_to_reconnect_without_events_gets_backoff() {
+    const ASK: &str = "event: reconnect-required\ndata: {\"reason\":\"shutdown\"}\n\n";
+    let script = vec![
+        Reply::Stream {
+            body: ASK,
+            hold: true,
+        },
+        Reply::Stream {
+            body: ASK,
+            hold: true,
+        },
+        Reply::Stream {
+            body: "id: 0000000a-1\nevent: t\ndata: 1\n\n",
+            hold: false,
+        },
+    ];
+    let (url, seen) = scripted(script).await;
+    let client = Client::new(&url).expect("client");
+    let mut stream = std::pin::pin!(client.subscribe(["*"]));
+    let mut delays = Vec::new();
+    while delays.len() < 2 {
+        if let Item::Disconnected(d) = stream.next().await.expect("item").expect("ok") {
+            delays.push(d.retry_in);
+        }
+    }
+    assert_eq!(
+        delays[0],
+        Duration::ZERO,
+        "the first request is honoured at once"
+    );
+    assert!(delays[1] > Duration::from_millis(500), "{:?}", delays[1]);
+    loop {
+        if let Item::Event(e) = stream.next().await.expect("item").expect("ok") {
+            assert_eq!(e.id, "0000000a-1");
+            break;
+        }
+    }
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(gaps(&seen)[0], Duration::ZERO);
+    assert!(gaps(&seen)[1].abs_diff(delays[1]) < Duration::from_millis(5));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_silent_connection_is_dropped_after_the_keepalive_timeout() {
     let script = vec![Reply::Stream {
         body: "id: 0000000a-3\nevent: t\ndata: 1\n\n",

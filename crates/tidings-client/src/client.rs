@@ -160,10 +160,11 @@ impl ClientBuilder {
         let base = self.url.trim_end_matches('/').to_owned();
         let parsed = reqwest::Url::parse(&base)
             .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("url `{base}`: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
+        // This build carries no TLS stack: say so now rather than fail on every attempt.
+        if parsed.scheme() != "http" {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
-                format!("url `{base}`: the scheme must be http or https"),
+                format!("url `{base}`: the scheme must be http (this client has no TLS)"),
             ));
         }
         if parsed.query().is_some() || parsed.fragment().is_some() {

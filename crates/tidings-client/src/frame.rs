@@ -43,7 +43,7 @@ impl Decoder {
                 decoder: sse::Decoder::new(max_bytes),
                 items: Vec::new(),
             },
-            Framing::Ndjson => Decoder::Ndjson {
+            Framing::Ndjson | Framing::WebSocket => Decoder::Ndjson {
                 line: Vec::new(),
                 max_bytes,
             },
@@ -144,7 +144,7 @@ struct JsonFrame<'a> {
     data: &'a RawValue,
 }
 
-fn json_frame(line: &[u8]) -> Result<Frame, Error> {
+pub(crate) fn json_frame(line: &[u8]) -> Result<Frame, Error> {
     let f: JsonFrame<'_> = serde_json::from_slice(line).map_err(|e| {
         Error::new(ErrorKind::Protocol, "a stream line is not an event").with_source(e)
     })?;

@@ -63,8 +63,12 @@
 //! ```
 //!
 //! [`SubscribeOptions`] adds type filters, a starting point ([`Since::Earliest`] replays all
-//! retained history) and the JSON-lines framing, which also carries each event's topic and
-//! key. A failure that cannot be retried ends the stream after yielding it as `Err`.
+//! retained history) and the transport: SSE (the default), JSON lines or WebSocket; the last
+//! two also carry each event's topic and key ([`Framing`]). A failure that cannot be retried
+//! ends the stream after yielding it as `Err`.
+//!
+//! This build speaks plain `http://` only (no TLS stack); put a TLS-terminating proxy in
+//! front of a remote hub.
 //!
 //! # Backoff
 //!
@@ -92,6 +96,7 @@ mod error;
 mod frame;
 mod publish;
 mod subscribe;
+mod ws;
 
 pub use backoff::Backoff;
 pub use client::{Client, ClientBuilder};

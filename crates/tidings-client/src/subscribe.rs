@@ -16,6 +16,7 @@ use crate::backoff::{Backoff, random_unit};
 use crate::client::{Client, MAX_ERROR_BYTES, read_capped};
 use crate::error::{Error, ErrorKind};
 use crate::frame::{Decoder, Frame};
+use crate::ws;
 
 /// One item of a subscription.
 #[derive(Debug)]
@@ -141,6 +142,8 @@ pub enum Framing {
     Sse,
     /// One JSON object per line (`format=ndjson`): also carries topic and key.
     Ndjson,
+    /// One JSON text frame per event over a WebSocket: also carries topic and key.
+    WebSocket,
 }
 
 /// What to subscribe to.
@@ -277,9 +280,28 @@ struct Subscription {
     done: bool,
 }
 
-struct Connection {
-    body: BoxStream<'static, reqwest::Result<Bytes>>,
-    decoder: Decoder,
+/// One open connection: an HTTP stream with its decoder, or a WebSocket.
+enum Connection {
+    Http {
+        body: BoxStream<'static, reqwest::Result<Bytes>>,
+        decoder: Decoder,
+    },
+    Ws(Box<ws::Socket>),
+}
+
+impl Connection {
+    /// Waits for the next bytes or message and decodes what it can into `out`; an error
+    /// means the connection is over (frames decoded before it are still in `out`).
+    async fn next_frames(&mut self, out: &mut Vec<Frame>) -> Result<(), Error> {
+        match self {
+            Connection::Http { body, decoder } => match body.next().await {
+                None => Err(Error::new(ErrorKind::Connect, "the hub closed the stream")),
+                Some(Err(e)) => Err(Error::from_reqwest(e)),
+                Some(Ok(chunk)) => decoder.feed(&chunk, out),
+            },
+            Connection::Ws(socket) => ws::next_frames(socket, out).await,
+        }
+    }
 }
 
 impl Subscription {
@@ -310,6 +332,13 @@ impl Subscription {
             }
         };
         let inner = &self.client.inner;
+        if self.framing == Framing::WebSocket {
+            match ws::connect(&self.client, &path, self.cursor.as_deref()).await {
+                Ok(socket) => self.opened(Connection::Ws(Box::new(socket))),
+                Err(e) => self.fail(e),
+            }
+            return;
+        }
         let mut req = self.client.request(reqwest::Method::GET, &path);
         if let Some(cursor) = &self.cursor {
             req = req.header("last-event-id", cursor);
@@ -338,11 +367,15 @@ impl Subscription {
             .unwrap_or_default();
             return self.fail(Error::from_answer(status, &body));
         }
-        self.backoff.reset();
-        self.conn = Some(Connection {
+        self.opened(Connection::Http {
             body: resp.bytes_stream().boxed(),
             decoder: Decoder::new(self.framing, inner.max_frame_bytes),
         });
+    }
+
+    fn opened(&mut self, conn: Connection) {
+        self.backoff.reset();
+        self.conn = Some(conn);
         self.pending.push_back(Ok(Item::Connected(Connected {
             resumed_from: self.cursor.clone(),
             opened_before: self.opened,
@@ -354,21 +387,14 @@ impl Subscription {
     async fn read(&mut self, mut conn: Connection) {
         let inner = &self.client.inner;
         let silence = inner.keepalive.saturating_mul(inner.keepalive_misses);
-        let chunk = match tokio::time::timeout(silence, conn.body.next()).await {
-            Err(_) => {
-                return self.fail(Error::new(
-                    ErrorKind::Timeout,
-                    format!("no bytes from the hub for {silence:?}: the connection is dead"),
-                ));
-            }
-            Ok(None) => {
-                return self.fail(Error::new(ErrorKind::Connect, "the hub closed the stream"));
-            }
-            Ok(Some(Err(e))) => return self.fail(Error::from_reqwest(e)),
-            Ok(Some(Ok(chunk))) => chunk,
-        };
         let mut frames = std::mem::take(&mut self.frames);
-        let decoded = conn.decoder.feed(&chunk, &mut frames);
+        let decoded = match tokio::time::timeout(silence, conn.next_frames(&mut frames)).await {
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!("no bytes from the hub for {silence:?}: the connection is dead"),
+            )),
+            Ok(result) => result,
+        };
         // Frames before a decoding error are still delivered, in order.
         let mut reconnect = None;
         for frame in frames.drain(..) {

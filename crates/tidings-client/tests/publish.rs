@@ -151,6 +151,8 @@ fn events_are_checked_before_sending() {
         r#"{"a":[1,2]}"#
     );
     assert!(Client::new("ftp://x").is_err());
+    let no_tls = Client::new("https://hub.example").expect_err("no TLS in this build");
+    assert!(no_tls.to_string().contains("no TLS"), "{no_tls}");
     assert!(
         Client::builder("http://x")
             .token("two\nlines")

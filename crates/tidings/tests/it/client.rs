@@ -1,8 +1,9 @@
 //! The Rust client against the real binary over real sockets: publish then subscribe (both
 //! framings); a `kill -9` and restart mid-stream with 10 publishers running, after which
-//! every acknowledged event has arrived exactly once and in order per topic; a slow-consumer
-//! `reconnect-required` followed at once by a resuming reconnect; a graceful shutdown's
-//! `reconnect-required`; and a 401 that stops retrying.
+//! every acknowledged event has arrived exactly once and in order per topic (over SSE and
+//! WebSocket); a slow-consumer `reconnect-required` followed at once by a resuming reconnect;
+//! a graceful shutdown's `reconnect-required`; the WebSocket transport; and a 401 that stops
+//! retrying.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -113,6 +114,15 @@ type Acked = (usize, u64, String);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_and_restart_mid_stream_loses_and_repeats_nothing() {
+    restart_mid_stream(Framing::Sse).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_and_restart_mid_stream_over_websocket() {
+    restart_mid_stream(Framing::WebSocket).await;
+}
+
+async fn restart_mid_stream(framing: Framing) {
     const PUBLISHERS: usize = 10;
     let mut server = Server::start(&["--durability", "durable"]);
     // The restarted hub must come back where the client knows it: same port, same data.
@@ -127,7 +137,11 @@ async fn kill_9_and_restart_mid_stream_loses_and_repeats_nothing() {
 
     // The subscriber forwards every item it sees.
     let (tx, mut rx) = mpsc::unbounded_channel::<Item>();
-    let sub = client.subscribe_with(SubscribeOptions::new(["load/*"]).since(Since::Earliest));
+    let sub = client.subscribe_with(
+        SubscribeOptions::new(["load/*"])
+            .since(Since::Earliest)
+            .framing(framing),
+    );
     let subscriber = tokio::spawn(async move {
         let mut sub = std::pin::pin!(sub);
         while let Some(item) = sub.next().await {
@@ -257,7 +271,7 @@ async fn kill_9_and_restart_mid_stream_loses_and_repeats_nothing() {
         );
     }
     eprintln!(
-        "restart: {} acknowledged, {} received, {unacked} publishes failed during the restart",
+        "restart ({framing:?}): {} acknowledged, {} received, {unacked} publishes failed during the restart",
         acked.len(),
         events.len()
     );
@@ -344,6 +358,72 @@ async fn a_graceful_shutdown_says_reconnect_required() {
         }
         other => panic!("expected a failed reconnect, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_websocket_too() {
+    let mut server = Server::start(&[
+        "--durability",
+        "memory",
+        "--token",
+        "ws-secret-1:publish=*;subscribe=*",
+    ]);
+    let url = format!("http://{}", server.addr);
+    let client = Client::builder(&url)
+        .token("ws-secret-1")
+        .build()
+        .expect("client");
+    let first = client
+        .publish(
+            &NewEvent::new("w/1", "t", &json!({"a": 1}))
+                .expect("event")
+                .key("k")
+                .expect("key"),
+        )
+        .await
+        .expect("publish");
+    let options = SubscribeOptions::new(["w/*"])
+        .since(Since::Earliest)
+        .framing(Framing::WebSocket);
+    let mut stream = std::pin::pin!(client.subscribe_with(options.clone()));
+    let e = next_event(&mut stream).await;
+    assert_eq!(e.event_id(), Some(first));
+    assert_eq!(
+        (e.topic.as_deref(), e.key.as_deref()),
+        (Some("w/1"), Some("k"))
+    );
+    assert_eq!(e.data, r#"{"a":1}"#);
+    let second = client
+        .publish(&NewEvent::new("w/2", "t", &2).expect("event"))
+        .await
+        .expect("publish");
+    assert_eq!(next_event(&mut stream).await.event_id(), Some(second));
+
+    // A refused upgrade is permanent.
+    let anonymous = Client::new(&url).expect("client");
+    let mut refused = std::pin::pin!(anonymous.subscribe_with(options));
+    let err = tokio::time::timeout(WAIT, refused.next())
+        .await
+        .expect("in time")
+        .expect("an item")
+        .expect_err("401");
+    assert_eq!(err.kind(), ErrorKind::Unauthorized);
+    assert!(refused.next().await.is_none());
+
+    // Shutdown: the JSON notice, then the close; the client would come back at once.
+    server.sigterm();
+    match next_item(&mut stream).await {
+        Item::Disconnected(d) => {
+            assert!(
+                matches!(&d.cause, DisconnectCause::ReconnectRequired(r) if r == "shutdown"),
+                "{:?}",
+                d.cause
+            );
+            assert_eq!(d.retry_in, Duration::ZERO);
+        }
+        other => panic!("expected reconnect-required, got {other:?}"),
+    }
+    assert!(server.wait_exit().success());
 }
 
 #[tokio::test(flavor = "multi_thread")]

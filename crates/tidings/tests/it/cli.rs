@@ -312,6 +312,17 @@ async fn exit_codes_say_what_went_wrong() {
     let (c, out, err) = code(&["publish", "a", "b", "[1]"], Some("cli-secret-1")).await;
     assert_eq!(c, 0, "{err}");
     assert_eq!(parse_id(out.trim()).1, 1);
+    // A bad line stops the input there: what came before it is published.
+    let mut cmd = tidings(&server, &["publish", "--ndjson"]);
+    cmd.env("TIDINGS_TOKEN", "cli-secret-1");
+    let input = b"{\"topic\":\"a\",\"type\":\"b\"}\n{\"topic\":\"a\",\"typo\":\"b\"}\n{\"topic\":\"a\",\"type\":\"c\"}\n";
+    let (c, out, err) = run(cmd, Some(input.to_vec()), Duration::from_secs(20)).await;
+    assert_eq!(c, 65, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(err.contains("stdin line 2: unknown field `typo`"), "{err}");
+    let (c, _, err) = code(&["subscribe", "--since", "yesterday"], None).await;
+    assert_eq!(c, 64, "{err}");
+    assert!(err.contains("--since"), "{err}");
     let (c, _, err) = code(
         &["publish", "--url", "http://127.0.0.1:1", "a", "b", "1"],
         None,

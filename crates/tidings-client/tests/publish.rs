@@ -82,6 +82,10 @@ async fn retries_reuse_the_idempotency_key_and_body_and_each_call_gets_a_new_one
         .token("s3cret-token")
         .build()
         .expect("client");
+    assert!(
+        !format!("{client:?}").contains("s3cret"),
+        "Debug hides the token"
+    );
     let id = client
         .publish(&event(1))
         .await

@@ -4,6 +4,11 @@
 //!
 //! Tokens are kept only as SHA-256 digests and looked up by the digest of what was presented,
 //! so the lookup time does not depend on how much of a wrong token matched.
+//!
+//! Each credential also has a `CredentialId`, for state kept per credential (the server scopes
+//! idempotency keys with it). It is derived from the token's digest, never from its name
+//! (names are chosen freely and need not be unique), and reveals nothing of the secret that
+//! the digest does not.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -78,11 +83,46 @@ impl AuthError {
     }
 }
 
+/// Identifies a credential for per-credential state: the same token always has the same id
+/// (across restarts and config reorders), two tokens have different ids, and an open hub's
+/// anonymous caller has [`CredentialId::ANONYMOUS`]. Not a secret, but not for display either.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CredentialId(pub [u8; 32]);
+
+impl CredentialId {
+    /// The id of the anonymous caller of an open hub.
+    pub const ANONYMOUS: CredentialId = CredentialId([0; 32]);
+
+    /// SHA-256 of a tag and the token's digest (so it differs from the digest itself).
+    fn of_token(token_digest: &[u8; 32]) -> CredentialId {
+        let mut h = Sha256::new();
+        h.update(b"tidings credential id v1\0");
+        h.update(token_digest);
+        CredentialId(h.finalize().into())
+    }
+}
+
+impl std::fmt::Debug for CredentialId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CredentialId(..)")
+    }
+}
+
+/// An authenticated caller: what it may do and which credential it used.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// What the credential grants.
+    pub grant: Arc<Grant>,
+    /// Which credential it is.
+    pub id: CredentialId,
+}
+
 /// Maps credentials to grants.
 #[derive(Debug, Clone)]
 pub struct Authorizer {
-    tokens: HashMap<[u8; 32], Arc<Grant>>,
-    anonymous: Arc<Grant>,
+    /// Token digest → the caller it authenticates.
+    tokens: HashMap<[u8; 32], Caller>,
+    anonymous: Caller,
 }
 
 impl Authorizer {
@@ -91,11 +131,21 @@ impl Authorizer {
     pub fn new(tokens: Vec<StaticToken>) -> Self {
         let tokens = tokens
             .into_iter()
-            .map(|t| (digest(&t.secret), Arc::new(t.grant)))
+            .map(|t| {
+                let digest = digest(&t.secret);
+                let caller = Caller {
+                    grant: Arc::new(t.grant),
+                    id: CredentialId::of_token(&digest),
+                };
+                (digest, caller)
+            })
             .collect();
         Authorizer {
             tokens,
-            anonymous: Arc::new(Grant::everything("anonymous")),
+            anonymous: Caller {
+                grant: Arc::new(Grant::everything("anonymous")),
+                id: CredentialId::ANONYMOUS,
+            },
         }
     }
 
@@ -106,6 +156,12 @@ impl Authorizer {
 
     /// The grant for a presented bearer token (`None`: nothing presented).
     pub fn authenticate(&self, bearer: Option<&str>) -> Result<Arc<Grant>, AuthError> {
+        self.identify(bearer).map(|caller| caller.grant)
+    }
+
+    /// The caller a presented bearer token authenticates (`None`: nothing presented): its
+    /// grant and its credential id.
+    pub fn identify(&self, bearer: Option<&str>) -> Result<Caller, AuthError> {
         if self.is_open() {
             return Ok(self.anonymous.clone());
         }
@@ -159,6 +215,35 @@ mod tests {
         assert_eq!(
             g.check_subscribe(&sel(&["downloads/a", "*"])),
             Err(&Pattern::All)
+        );
+    }
+
+    #[test]
+    fn each_token_has_its_own_stable_id_that_is_not_its_digest() {
+        let token = |secret: &str, name: &str| StaticToken {
+            secret: secret.into(),
+            grant: Grant::everything(name),
+        };
+        let a = Authorizer::new(vec![
+            token("secret-one", "same"),
+            token("secret-two", "same"),
+        ]);
+        let one = a.identify(Some("secret-one")).unwrap().id;
+        let two = a.identify(Some("secret-two")).unwrap().id;
+        assert_ne!(one, two, "same name, different tokens: different ids");
+        assert_ne!(one, CredentialId::ANONYMOUS);
+        assert_ne!(one.0, digest("secret-one"));
+        // Reordered, and with another token added: the same token keeps its id.
+        let b = Authorizer::new(vec![
+            token("secret-three", "x"),
+            token("secret-two", "y"),
+            token("secret-one", "z"),
+        ]);
+        assert_eq!(b.identify(Some("secret-one")).unwrap().id, one);
+        assert_eq!(format!("{one:?}"), "CredentialId(..)");
+        assert_eq!(
+            Authorizer::new(vec![]).identify(None).unwrap().id,
+            CredentialId::ANONYMOUS
         );
     }
 

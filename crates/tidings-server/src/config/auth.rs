@@ -89,7 +89,7 @@ impl RawAuth {
         for (i, raw) in self.tokens.into_iter().enumerate() {
             let token = match raw {
                 RawToken::Spec(spec) => {
-                    parse_token_spec(&spec).map_err(|r| bad(&format!("auth.token[{i}]"), r))?
+                    parse_token_spec(&spec, i).map_err(|r| bad(&format!("auth.token[{i}]"), r))?
                 }
                 RawToken::Table(raw) => {
                     let setting = format!("auth.tokens[{i}]");
@@ -113,8 +113,9 @@ impl RawAuth {
     }
 }
 
-/// `SECRET:publish=SEL,SEL;subscribe=SEL`.
-pub(super) fn parse_token_spec(spec: &str) -> Result<StaticToken, String> {
+/// `SECRET:name=NAME;publish=SEL,SEL;subscribe=SEL`, the `index`th token. The grant's name
+/// (what logs show) is the `name=` part, else `token-<index>`: never derived from the secret.
+pub(super) fn parse_token_spec(spec: &str, index: usize) -> Result<StaticToken, String> {
     let (secret, rights) = spec
         .split_once(':')
         .ok_or("expected SECRET:publish=SEL,...;subscribe=SEL,...")?;
@@ -122,7 +123,7 @@ pub(super) fn parse_token_spec(spec: &str) -> Result<StaticToken, String> {
         return Err("token must be at least 8 characters".into());
     }
     let mut grant = Grant {
-        name: format!("token-{}", &secret[..4]),
+        name: format!("token-{index}"),
         publish: vec![],
         subscribe: vec![],
     };
@@ -131,9 +132,14 @@ pub(super) fn parse_token_spec(spec: &str) -> Result<StaticToken, String> {
             .split_once('=')
             .ok_or(format!("`{part}` is not RIGHT=SEL,..."))?;
         let list = match right {
+            "name" if !sels.is_empty() && !sels.chars().any(char::is_control) => {
+                grant.name = sels.to_owned();
+                continue;
+            }
+            "name" => return Err("name: must be non-empty text without control characters".into()),
             "publish" | "pub" => &mut grant.publish,
             "subscribe" | "sub" => &mut grant.subscribe,
-            other => return Err(format!("`{other}` is not publish or subscribe")),
+            other => return Err(format!("`{other}` is not name, publish or subscribe")),
         };
         for sel in sels.split(',').filter(|s| !s.is_empty()) {
             list.push(Pattern::parse(sel).map_err(|e| format!("`{sel}` {e}"))?);

@@ -2,14 +2,18 @@
 //! talks to them over HTTP and raw sockets.
 
 mod auth;
+mod autobahn;
 mod cli;
 mod client;
 mod config;
 mod durability;
+mod edge;
+mod envelope;
 mod publish;
 mod resume;
 mod robustness;
 mod slow;
+mod store;
 mod subscribe;
 mod support;
 mod transports;

@@ -26,6 +26,7 @@ fn sample(value_name: &str, layer: usize) -> String {
         "MODE" => ["durable", "fast", "memory"][layer].to_owned(),
         "ORIGIN" => format!("https://layer-{layer}.example"),
         "SPEC" => format!("secret-of-layer-{layer}:publish=*"),
+        "HOST" => format!("layer-{layer}.example"),
         other => panic!("no sample value for value name {other}: add one to `sample`"),
     }
 }

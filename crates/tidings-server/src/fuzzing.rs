@@ -14,10 +14,10 @@ use tidings_proto::{Epoch, Pattern};
 
 use crate::config::{RawConfig, layered};
 use crate::endpoint::{Endpoint, Origins, TransportOptions, Transports};
+use crate::http::extract;
 use crate::http::publish::parse_events;
 use crate::http::subscribe::{self, Prepared};
 use crate::lean::{self, Judged, LeanRoutes};
-use crate::http::extract;
 use crate::state::{AppState, Edge};
 use crate::transport::frame::Shape;
 

@@ -1,61 +1,38 @@
 //! Credentials to grants. A `Grant` says which selectors a caller may publish to and
-//! subscribe to; the `Authorizer` maps a presented credential (for now a static bearer token)
-//! to its grant. Pure: no HTTP types, no I/O.
+//! subscribe to, and whether it has the admin right; the `Authorizer` maps a presented bearer
+//! credential (a static token or a JWT) to its grant. Pure: no HTTP types, no I/O (key files
+//! are read by the caller and handed over as bytes).
 //!
-//! Tokens are kept only as SHA-256 digests and looked up by the digest of what was presented,
-//! so the lookup time does not depend on how much of a wrong token matched.
+//! Static tokens are kept only as SHA-256 digests and looked up by the digest of what was
+//! presented, so the lookup time does not depend on how much of a wrong token matched.
+//!
+//! Telling them apart: a presented token is first looked up in the static table; if it is not
+//! there, JWT verification is configured, and it has the JWS compact shape (`eyJ…` then two
+//! more base64url parts after dots), it is verified as a JWT. So a static token keeps working
+//! whatever it looks like, and a JWT's refusal names its reason.
+
+mod grant;
+mod jwt;
+mod secret;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use tidings_proto::{ErrorCode, Pattern, Selector, Topic};
+use tidings_proto::ErrorCode;
 
-/// What a credential may do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    /// A name for logs (never the secret).
-    pub name: String,
-    /// Topics it may publish to.
-    pub publish: Vec<Pattern>,
-    /// Topics it may subscribe to.
-    pub subscribe: Vec<Pattern>,
-}
-
-impl Grant {
-    /// Everything: what an anonymous caller gets when no credentials are configured.
-    pub fn everything(name: &str) -> Self {
-        Grant {
-            name: name.to_owned(),
-            publish: vec![Pattern::All],
-            subscribe: vec![Pattern::All],
-        }
-    }
-
-    /// Whether this grant may publish to `topic`.
-    pub fn may_publish(&self, topic: &Topic) -> bool {
-        self.publish.iter().any(|p| p.matches(topic))
-    }
-
-    /// `Ok` when every pattern of `selector` is covered by a subscribe grant; otherwise the
-    /// first pattern that is not.
-    pub fn check_subscribe<'a>(&self, selector: &'a Selector) -> Result<(), &'a Pattern> {
-        match selector
-            .patterns
-            .iter()
-            .find(|want| !self.subscribe.iter().any(|g| g.covers(want)))
-        {
-            Some(p) => Err(p),
-            None => Ok(()),
-        }
-    }
-}
+pub use grant::{Grant, GrantTemplate, MAX_CLAIM_BYTES, TemplateError};
+pub use jwt::{
+    JwtError, JwtKey, JwtRules, JwtVerifier, MAX_JWT_BYTES, MIN_HS256_SECRET_BYTES, MIN_RSA_BITS,
+    SigningKey, TokenSpec,
+};
+pub use secret::Secret;
 
 /// One configured static token.
 #[derive(Debug, Clone)]
 pub struct StaticToken {
     /// The secret as presented in `Authorization: Bearer <secret>`.
-    pub secret: String,
+    pub secret: Secret,
     /// What it grants.
     pub grant: Grant,
 }
@@ -69,6 +46,9 @@ pub enum AuthError {
     /// The presented credential is unknown.
     #[error("the bearer token is not valid")]
     Invalid,
+    /// The presented JWT was refused.
+    #[error("the bearer token (a JWT) was refused: {0}")]
+    Jwt(JwtError),
 }
 
 impl AuthError {
@@ -82,26 +62,34 @@ impl AuthError {
 #[derive(Debug, Clone)]
 pub struct Authorizer {
     tokens: HashMap<[u8; 32], Arc<Grant>>,
+    jwt: Option<JwtVerifier>,
     anonymous: Arc<Grant>,
 }
 
 impl Authorizer {
-    /// An authorizer over static tokens. With no tokens, every caller is anonymous with
-    /// every right (the server then listens on loopback only).
+    /// An authorizer over static tokens. With no tokens (and no JWT keys), every caller is
+    /// anonymous with every right (the server then listens on loopback only).
     pub fn new(tokens: Vec<StaticToken>) -> Self {
         let tokens = tokens
             .into_iter()
-            .map(|t| (digest(&t.secret), Arc::new(t.grant)))
+            .map(|t| (digest(t.secret.expose()), Arc::new(t.grant)))
             .collect();
         Authorizer {
             tokens,
+            jwt: None,
             anonymous: Arc::new(Grant::everything("anonymous")),
         }
     }
 
-    /// Whether any credential is configured.
+    /// Also accepts JWTs verified by `jwt`.
+    pub fn with_jwt(mut self, jwt: Option<JwtVerifier>) -> Self {
+        self.jwt = jwt;
+        self
+    }
+
+    /// Whether no credential is configured (every caller is anonymous).
     pub fn is_open(&self) -> bool {
-        self.tokens.is_empty()
+        self.tokens.is_empty() && self.jwt.is_none()
     }
 
     /// The grant for a presented bearer token (`None`: nothing presented).
@@ -110,10 +98,15 @@ impl Authorizer {
             return Ok(self.anonymous.clone());
         }
         let token = bearer.ok_or(AuthError::Missing)?;
-        self.tokens
-            .get(&digest(token))
-            .cloned()
-            .ok_or(AuthError::Invalid)
+        if let Some(grant) = self.tokens.get(&digest(token)) {
+            return Ok(grant.clone());
+        }
+        match &self.jwt {
+            Some(jwt) if JwtVerifier::looks_like_jwt(token) => {
+                jwt.verify(token).map(Arc::new).map_err(AuthError::Jwt)
+            }
+            _ => Err(AuthError::Invalid),
+        }
     }
 }
 
@@ -122,54 +115,4 @@ fn digest(secret: &str) -> [u8; 32] {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pats(p: &[&str]) -> Vec<Pattern> {
-        p.iter().map(|s| Pattern::parse(s).unwrap()).collect()
-    }
-
-    fn authorizer() -> Authorizer {
-        Authorizer::new(vec![StaticToken {
-            secret: "s3cret".into(),
-            grant: Grant {
-                name: "dl".into(),
-                publish: pats(&["downloads/*"]),
-                subscribe: pats(&["downloads/*", "system"]),
-            },
-        }])
-    }
-
-    #[test]
-    fn tokens_map_to_grants() {
-        let a = authorizer();
-        assert_eq!(a.authenticate(None), Err(AuthError::Missing));
-        assert_eq!(a.authenticate(Some("s3cre")), Err(AuthError::Invalid));
-        let g = a.authenticate(Some("s3cret")).unwrap();
-        assert!(g.may_publish(&Topic::new("downloads/a").unwrap()));
-        assert!(!g.may_publish(&Topic::new("system").unwrap()));
-        let sel = |p: &[&str]| Selector {
-            patterns: pats(p),
-            types: vec![],
-        };
-        assert!(
-            g.check_subscribe(&sel(&["downloads/a", "downloads/x/*", "system"]))
-                .is_ok()
-        );
-        assert_eq!(
-            g.check_subscribe(&sel(&["downloads/a", "*"])),
-            Err(&Pattern::All)
-        );
-    }
-
-    #[test]
-    fn no_tokens_means_anonymous_with_every_right() {
-        let a = Authorizer::new(vec![]);
-        assert!(a.is_open());
-        assert!(
-            a.authenticate(None)
-                .unwrap()
-                .may_publish(&Topic::new("x").unwrap())
-        );
-    }
-}
+mod tests;

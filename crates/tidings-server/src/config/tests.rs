@@ -117,6 +117,7 @@ fn errors_name_the_setting() {
             RawConfig {
                 auth: RawAuth {
                     tokens: vec!["short:publish=*".to_owned().into()],
+                    ..Default::default()
                 },
                 ..Default::default()
             },
@@ -126,6 +127,7 @@ fn errors_name_the_setting() {
             RawConfig {
                 auth: RawAuth {
                     tokens: vec!["longenough:publish=a\n".to_owned().into()],
+                    ..Default::default()
                 },
                 ..Default::default()
             },
@@ -149,10 +151,15 @@ fn errors_name_the_setting() {
 #[test]
 fn token_specs() {
     let t = parse_token_spec("abcdefgh:publish=downloads/*,system;subscribe=*").unwrap();
-    assert_eq!(t.secret, "abcdefgh");
+    assert_eq!(t.secret.expose(), "abcdefgh");
     assert_eq!(t.grant.publish.len(), 2);
     assert_eq!(t.grant.subscribe, vec![Pattern::All]);
+    assert!(!t.grant.admin);
     assert!(parse_token_spec("abcdefgh:write=*").is_err());
+    let t = parse_token_spec("abcdefgh:publish=*;subscribe=*;admin").unwrap();
+    assert!(t.grant.admin);
+    let e = parse_token_spec("abcdefgh:admin=*").unwrap_err();
+    assert!(e.contains("admin"), "{e}");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The `tidings` command: argument parsing, logging set-up and exit codes. Everything else
 //! lives in the library crates (`tidings serve` is `tidings_server::App`).
 
+mod token;
+
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
@@ -24,9 +26,12 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Command {
     /// Run the hub.
     Serve(ServeArgs),
+    /// Print a signed JWT carrying a grant.
+    Token(token::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Token(args) => token::run(args),
     }
 }
 

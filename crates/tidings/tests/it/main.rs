@@ -4,6 +4,7 @@
 mod auth;
 mod config;
 mod durability;
+mod jwt;
 mod publish;
 mod resume;
 mod robustness;

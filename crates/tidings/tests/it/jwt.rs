@@ -443,3 +443,32 @@ async fn tidings_token_output_verifies_with_pyjwt_and_is_accepted() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--key"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_only_an_rsa_key_an_hs256_token_finds_no_key_to_be_checked_with() {
+    let f = Fixture::new();
+    let rsa = f.path("rsa.pub");
+    let server = Server::launch(Launch::new(&[
+        "--jwt-public-key",
+        &rsa,
+        "--jwt-audience",
+        "tidings",
+        "--jwt-issuer",
+        "https://idp.test",
+    ]));
+    // The RSA public key used as an HMAC secret, and an honest HS256 token: neither is
+    // checked against the RSA key, whatever the token's `alg` says.
+    for case in ["confused", "ok HS256", "none"] {
+        let token = f.token(case);
+        let (status, v) = subscribe(&server, token, "topic=granted/*").await;
+        assert_eq!(status, 401, "{case}: {v}");
+        let why = if case == "none" {
+            "unsupported algorithm `none`"
+        } else {
+            "unsupported algorithm: no configured key verifies HS256 tokens"
+        };
+        assert_error(&v, "unauthorized", why, token, case);
+    }
+    let (status, v) = subscribe(&server, f.token("ok RS256"), "topic=granted/*").await;
+    assert_eq!(status, 200, "{v}");
+}

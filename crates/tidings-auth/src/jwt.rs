@@ -260,6 +260,19 @@ pub struct JwtRules {
     pub subscribe_templates: Vec<GrantTemplate>,
 }
 
+/// What a verified token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Its rights: the `tidings` claim plus the configured templates.
+    pub grant: Grant,
+    /// The `sub` claim, if it is a string.
+    pub subject: Option<String>,
+    /// The `iss` claim, if it is a string.
+    pub issuer: Option<String>,
+    /// The `exp` claim, seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
 /// Verifies JWTs against the configured keys.
 #[derive(Debug, Clone)]
 pub struct JwtVerifier {
@@ -328,6 +341,11 @@ impl JwtVerifier {
 
     /// The grant of a valid token.
     pub fn verify(&self, token: &str) -> Result<Grant, JwtError> {
+        self.verify_full(token).map(|v| v.grant)
+    }
+
+    /// What a valid token says: its grant, subject, issuer and expiry.
+    pub fn verify_full(&self, token: &str) -> Result<Verified, JwtError> {
         if !Self::looks_like_jwt(token) {
             return Err(JwtError::Malformed);
         }
@@ -358,7 +376,18 @@ impl JwtVerifier {
             }
             tried = true;
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
-                Ok(data) => return self.grant(&data.claims),
+                Ok(data) => {
+                    let claims = &data.claims;
+                    let text =
+                        |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+                    return Ok(Verified {
+                        grant: self.grant(claims)?,
+                        subject: text("sub"),
+                        issuer: text("iss"),
+                        // `exp` is required and checked above, so it is a number here.
+                        expires_at: claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
+                    });
+                }
                 Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
                 Err(e) => return Err(refusal(e.into_kind())),
             }

@@ -114,3 +114,70 @@ fn errors_never_echo_the_token() {
     assert!(!e.to_string().contains("s3cret"));
     assert!(!format!("{e:?}").contains("s3cret"));
 }
+
+#[test]
+fn each_token_has_its_own_stable_id_that_is_not_its_digest() {
+    let token = |secret: &str, name: &str| StaticToken {
+        secret: secret.into(),
+        grant: Grant::everything(name),
+    };
+    let a = Authorizer::new(vec![
+        token("secret-one", "same"),
+        token("secret-two", "same"),
+    ]);
+    let one = a.identify(Some("secret-one")).unwrap().id;
+    let two = a.identify(Some("secret-two")).unwrap().id;
+    assert_ne!(one, two, "same name, different tokens: different ids");
+    assert_ne!(one, CredentialId::ANONYMOUS);
+    assert_ne!(one.0, digest("secret-one"));
+    // Reordered, and with another token added: the same token keeps its id.
+    let b = Authorizer::new(vec![
+        token("secret-three", "x"),
+        token("secret-two", "y"),
+        token("secret-one", "z"),
+    ]);
+    assert_eq!(b.identify(Some("secret-one")).unwrap().id, one);
+    assert_eq!(format!("{one:?}"), "CredentialId(..)");
+    assert_eq!(
+        Authorizer::new(vec![]).identify(None).unwrap().id,
+        CredentialId::ANONYMOUS
+    );
+}
+
+/// A JWT's id follows its issuer and subject, so a refreshed token is the same credential for
+/// per-credential limits; without a subject it is the token itself. Its expiry is its `exp`.
+#[test]
+fn a_jwt_is_identified_by_issuer_and_subject_and_carries_its_expiry() {
+    let secret = b"0123456789abcdef0123456789abcdef";
+    let a = Authorizer::new(vec![]).with_jwt(Some(
+        JwtVerifier::new(vec![JwtKey::hs256(secret).unwrap()], JwtRules::default()).unwrap(),
+    ));
+    let now = jsonwebtoken::get_current_timestamp();
+    let mint = |sub: Option<&str>, iss: Option<&str>, ttl: u64| {
+        SigningKey::hs256(secret)
+            .unwrap()
+            .mint(
+                &TokenSpec {
+                    sub: sub.map(str::to_owned),
+                    iss: iss.map(str::to_owned),
+                    ttl: std::time::Duration::from_secs(ttl),
+                    ..TokenSpec::default()
+                },
+                now,
+            )
+            .unwrap()
+    };
+    let id = |t: &str| a.identify(Some(t)).unwrap().id;
+    let first = mint(Some("alice"), Some("ops"), 60);
+    let refreshed = mint(Some("alice"), Some("ops"), 120);
+    assert_ne!(first, refreshed);
+    assert_eq!(id(&first), id(&refreshed));
+    assert_ne!(id(&first), id(&mint(Some("bob"), Some("ops"), 60)));
+    assert_ne!(id(&first), id(&mint(Some("alice"), Some("other"), 60)));
+    assert_ne!(id(&first), id(&mint(Some("alice"), None, 60)));
+    let anonymous_a = mint(None, None, 60);
+    let anonymous_b = mint(None, None, 61);
+    assert_ne!(id(&anonymous_a), id(&anonymous_b));
+    assert_ne!(id(&anonymous_a), CredentialId::ANONYMOUS);
+    assert_eq!(a.identify(Some(&first)).unwrap().expires_at, Some(now + 60));
+}

@@ -1,66 +1,39 @@
-//! `Hub`: the engine's handle. `publish` assigns ids (the one sequencer), appends to the
-//! store, and once the store has committed, fans the events out in id order. `subscribe`
-//! registers a subscription and fixes its handoff point under the same lock as the fan-out.
+//! `Hub`: the engine's handle. `publish` waits for room in the store's queue (outside any
+//! lock), assigns ids (the one sequencer) and appends to the store, and once the store has
+//! committed, fans the events out in id order. `subscribe` registers a subscription and fixes
+//! its handoff point under the same lock as the fan-out.
+//!
+//! Delivery after store: every appended batch waits in `pending`, in seq order, until its
+//! commit completes. Only the committed prefix of the batches is fanned out, so a store that
+//! completes batches late or out of order never gets an event delivered before it, and every
+//! event before it, is stored.
 //!
 //! Why the handoff has no gap and no duplicate: the fan-out of event `n` and the update of
-//! `delivered` to `n` happen under the state lock, after `n` is committed to the store. A
-//! subscription registers under that lock and records `until = delivered`. Every event with
-//! seq ≤ `until` was committed before registration, so replay reads it from the store; every
-//! event with seq > `until` is fanned out after registration, so it lands in the live queue.
-//! Replay stops at `until`, live starts after it.
+//! `delivered` to `n` happen under the state lock, after `n` and everything before it are
+//! committed to the store. A subscription registers under that lock and records
+//! `until = delivered`. Every event with seq ≤ `until` was committed before registration, so
+//! replay reads it from the store; every event with seq > `until` is fanned out after
+//! registration, so it lands in the live queue. Replay stops at `until`, live starts after it.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde_json::value::RawValue;
-use tidings_proto::{Cursor, Epoch, Event, EventId, EventType, Key, Selector, Topic};
+use tidings_proto::{Cursor, Epoch, Event, EventId, Key, Selector};
 use tokio::sync::watch;
 
-use crate::clock;
+use crate::clock::{self, DynClock};
 use crate::error::{PublishError, SubscribeError};
-use crate::idempotency::{self, Entry, IdempotencyCache};
+use crate::idempotency::{self, Entry, Fingerprint, IdempotencyCache, IdempotencyKey};
 use crate::limits::Limits;
 use crate::record::{EventRecord, SharedEvent};
-use crate::registry::{self, Registry, SubShared};
-use crate::store::{BoxFuture, DynStore, KeyedBatch, StoreError, StoreStats};
-use crate::subscription::{CloseReason, ResetReason, Subscription};
-
-/// An event to publish, already validated at the edge.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    /// Topic to publish on.
-    pub topic: Topic,
-    /// Event type.
-    pub event_type: EventType,
-    /// Optional entity key.
-    pub key: Option<Key>,
-    /// Compact JSON payload.
-    pub data: Box<RawValue>,
-}
-
-/// One publish: all of its events are stored and delivered, or none.
-#[derive(Debug, Clone)]
-pub struct PublishBatch {
-    /// The events, in order.
-    pub events: Vec<NewEvent>,
-    /// The publisher's client id: not echoed to subscriptions with the same client id.
-    pub origin: Option<Key>,
-    /// Makes a retry of this batch return the original ids.
-    pub idempotency_key: Option<String>,
-}
-
-/// What a subscription asks for.
-#[derive(Debug, Clone)]
-pub struct SubscribeRequest {
-    /// Topics and types.
-    pub selector: Selector,
-    /// Where to resume; `None` starts live.
-    pub cursor: Option<Cursor>,
-    /// The subscriber's client id (its own publishes are not delivered to it).
-    pub client_id: Option<Key>,
-}
+use crate::registry::{self, Registry};
+use crate::request::{PublishBatch, SubscribeRequest};
+use crate::store::{AppendSlot, BoxFuture, DynStore, KeyedBatch, StoreError, StoreStats};
+use crate::subscription::{
+    CloseReason, ResetReason, SubscriberQueue, Subscription, SubscriptionContext, Unregister,
+};
 
 /// Counters for metrics and the dashboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,52 +63,117 @@ pub(crate) struct Shared {
     pub(crate) store: DynStore,
     pub(crate) epoch: Epoch,
     pub(crate) limits: Limits,
+    /// Event timestamps come from here, never from the wall clock directly.
+    clock: DynClock,
+    /// All a subscription may use of the hub; one per hub, shared by every subscription.
+    subs: Arc<SubscriptionContext>,
     /// The sequencer, the fan-out and the registry. Held for short synchronous sections only
     /// (assign ids, fan out one committed run, register); never across an await.
     state: Mutex<State>,
     next_sub_id: AtomicU64,
     published: AtomicU64,
-    pub(crate) delivered: AtomicU64,
+}
+
+impl Unregister for Shared {
+    fn unregister(&self, queue: &SubscriberQueue) {
+        lock(&self.state).registry.remove(queue);
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Debug)]
 struct State {
     next_seq: u64,
-    /// Sequenced and handed to the store, not yet committed: delivered in order on commit.
+    /// Events sequenced and handed to the store, in seq order, not yet delivered.
     pending: VecDeque<SharedEvent>,
+    /// The batches `pending` is made of, in seq order. The events of the committed prefix
+    /// of batches are delivered as soon as it grows.
+    batches: VecDeque<PendingBatch>,
     delivered_seq: u64,
     registry: Registry,
     idempotency: IdempotencyCache,
     shutting_down: bool,
 }
 
+/// One appended batch waiting for its commit (and for every earlier batch's).
+#[derive(Debug)]
+struct PendingBatch {
+    first_seq: u64,
+    last_seq: u64,
+    committed: bool,
+}
+
+impl State {
+    /// Fans out the committed prefix of `pending`, in seq order; returns how many events.
+    fn deliver_committed_prefix(&mut self) -> u64 {
+        let mut n = 0;
+        while self.batches.front().is_some_and(|b| b.committed) {
+            let batch = self.batches.pop_front().expect("front checked");
+            while self
+                .pending
+                .front()
+                .is_some_and(|e| e.seq() <= batch.last_seq)
+            {
+                let event = self.pending.pop_front().expect("front checked");
+                self.registry
+                    .for_each_match(&event.event.topic, |sub| sub.offer(&event));
+                self.delivered_seq = event.seq();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The pending batch whose first event is `first_seq`.
+    fn batch_index(&self, first_seq: u64) -> Option<usize> {
+        self.batches
+            .binary_search_by_key(&first_seq, |b| b.first_seq)
+            .ok()
+    }
+}
+
 impl Hub {
-    /// A hub over `store`, continuing after the store's last seq.
+    /// A hub over `store`, continuing after the store's last seq, on the wall clock.
     pub fn new(store: DynStore, limits: Limits) -> Hub {
+        Hub::with_clock(store, limits, clock::system())
+    }
+
+    /// A hub over `store` that takes the time from `clock`.
+    pub fn with_clock(store: DynStore, limits: Limits, clock: DynClock) -> Hub {
         let last = store.last_seq();
         let state = State {
             next_seq: last + 1,
             pending: VecDeque::new(),
+            batches: VecDeque::new(),
             delivered_seq: last,
             registry: Registry::default(),
-            idempotency: IdempotencyCache::new(limits.idempotency_keys),
+            idempotency: IdempotencyCache::new(
+                limits.idempotency_keys,
+                limits.idempotency_cache_bytes,
+            ),
             shutting_down: false,
         };
-        Hub {
-            shared: Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me: &std::sync::Weak<Shared>| {
+            let registry: std::sync::Weak<dyn Unregister> = me.clone();
+            Shared {
                 epoch: store.epoch(),
+                subs: Arc::new(SubscriptionContext::new(store.clone(), &limits, registry)),
                 store,
                 limits,
+                clock,
                 state: Mutex::new(state),
                 next_sub_id: AtomicU64::new(1),
                 published: AtomicU64::new(0),
-                delivered: AtomicU64::new(0),
-            }),
-        }
+            }
+        });
+        Hub { shared }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.shared.state)
     }
 
     /// The limits this hub enforces.
@@ -184,10 +222,10 @@ impl Hub {
             }
         }
         if let Some(key) = &batch.idempotency_key
-            && key.len() > limits.max_idempotency_key_bytes
+            && key.key.len() > limits.max_idempotency_key_bytes
         {
             return Err(PublishError::IdempotencyKeyTooLong {
-                size: key.len(),
+                size: key.key.len(),
                 max: limits.max_idempotency_key_bytes,
             });
         }
@@ -200,6 +238,10 @@ impl Hub {
             return Ok(ids);
         }
 
+        // Back-pressure: wait for room in the store's queue here, outside the lock, so a
+        // stalled disk parks this publisher only, never a thread that fan-out, subscribe or
+        // readiness need.
+        let slot = self.shared.store.reserve().await?;
         let started = {
             let mut st = self.lock();
             if st.shutting_down {
@@ -211,14 +253,14 @@ impl Hub {
                 if entry.fingerprint != fp {
                     return Err(PublishError::IdempotencyConflict);
                 }
-                Started::Retry(entry.clone())
+                Started::Retry(entry.clone(), self.shared.epoch)
             } else {
-                Started::New(self.sequence(&mut st, batch, fingerprint))
+                Started::New(self.sequence(&mut st, batch, fingerprint, slot))
             }
         };
         match started {
             Started::New(commit) => commit.wait().await,
-            Started::Retry(entry) => wait_for_original(entry).await,
+            Started::Retry(entry, epoch) => wait_for_original(entry, epoch).await,
         }
     }
 
@@ -227,8 +269,8 @@ impl Hub {
     /// a concurrent first publish with the same key is caught by the cache under the lock.)
     async fn find_in_store(
         &self,
-        key: &str,
-        fp: u64,
+        key: &IdempotencyKey,
+        fp: Fingerprint,
     ) -> Result<Option<Vec<EventId>>, PublishError> {
         if self.lock().idempotency.get(key).is_some() {
             return Ok(None);
@@ -239,18 +281,24 @@ impl Hub {
         if found.fingerprint != fp {
             return Err(PublishError::IdempotencyConflict);
         }
-        let epoch = self.shared.epoch;
-        Ok(Some(
-            (0..u64::from(found.count))
-                .map(|i| EventId::new(epoch, found.first_seq + i))
-                .collect(),
-        ))
+        Ok(Some(idempotency::ids(
+            self.shared.epoch,
+            found.first_seq,
+            found.count,
+        )))
     }
 
     /// Assigns ids to `batch` and hands it to the store (under the state lock, so the store
-    /// sees batches in seq order).
-    fn sequence(&self, st: &mut State, batch: PublishBatch, fingerprint: Option<u64>) -> Commit {
-        let time = clock::now_ms();
+    /// sees batches in seq order). `slot` is the queue place reserved for it, so `append`
+    /// does not block.
+    fn sequence(
+        &self,
+        st: &mut State,
+        batch: PublishBatch,
+        fingerprint: Option<Fingerprint>,
+        slot: AppendSlot,
+    ) -> Commit {
+        let time = self.shared.clock.now_ms();
         let epoch = self.shared.epoch;
         let origin = batch.origin;
         let records: Vec<SharedEvent> = batch
@@ -272,6 +320,11 @@ impl Hub {
             .collect();
         let ids: Vec<EventId> = records.iter().map(|r| r.event.id).collect();
         st.pending.extend(records.iter().cloned());
+        st.batches.push_back(PendingBatch {
+            first_seq: ids.first().map_or(0, |id| id.seq),
+            last_seq: ids.last().map_or(0, |id| id.seq),
+            committed: false,
+        });
         let keyed = match (&batch.idempotency_key, fingerprint, ids.first()) {
             (Some(key), Some(fingerprint), Some(first)) => Some(KeyedBatch {
                 key: key.clone(),
@@ -289,8 +342,9 @@ impl Hub {
             let (outcome_tx, outcome_rx) = watch::channel(None);
             let entry = Entry {
                 fingerprint,
-                ids: ids.clone(),
-                outcome: outcome_rx,
+                first_seq: ids.first().map_or(0, |id| id.seq),
+                count: ids.len() as u32,
+                outcome: Some(outcome_rx),
             };
             st.idempotency.insert(key.clone(), entry);
             outcome = Some(outcome_tx);
@@ -298,38 +352,53 @@ impl Hub {
         Commit {
             hub: self.clone(),
             fut: Some(fut),
+            slot: Some(slot),
             ids,
             key: batch.idempotency_key,
             outcome,
         }
     }
 
-    /// Fans out every pending event up to `seq` (committed), in order.
-    fn deliver_through(&self, seq: u64) {
+    /// Marks the batch starting at `first_seq` committed and fans out the committed prefix
+    /// (which includes it only once every earlier batch has committed too).
+    fn deliver_through(&self, first_seq: u64) {
         let mut st = self.lock();
-        let mut n = 0;
-        while st.pending.front().is_some_and(|e| e.seq() <= seq) {
-            let event = st.pending.pop_front().expect("front checked");
-            st.registry
-                .for_each_match(&event.event.topic, |sub| sub.offer(&event));
-            st.delivered_seq = event.seq();
-            n += 1;
+        if let Some(i) = st.batch_index(first_seq) {
+            st.batches[i].committed = true;
         }
+        let n = st.deliver_committed_prefix();
         drop(st);
         self.shared.published.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Forgets a batch the store refused. The store is poisoned, so no later batch commits.
-    fn abandon(&self, ids: &[EventId], key: Option<&str>) {
-        let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+    /// Test access to the idempotency cache.
+    #[cfg(test)]
+    pub(crate) fn with_idempotency<R>(&self, f: impl FnOnce(&IdempotencyCache) -> R) -> R {
+        f(&self.lock().idempotency)
+    }
+
+    /// Forgets a batch the store refused. The store is poisoned, so no later batch commits:
+    /// every subscription is closed with `StoreFailed` (after what it has queued), so a
+    /// subscriber hears that nothing more will come instead of waiting in silence.
+    fn abandon(&self, ids: &[EventId], key: Option<&IdempotencyKey>) {
+        let Some(first) = ids.first() else {
             return;
         };
         let mut st = self.lock();
-        st.pending
-            .retain(|e| e.seq() < first.seq || e.seq() > last.seq);
-        if let Some(key) = key {
-            st.idempotency.forget(key);
+        if let Some(batch) = st.batch_index(first.seq).and_then(|i| st.batches.remove(i)) {
+            st.pending
+                .retain(|e| e.seq() < batch.first_seq || e.seq() > batch.last_seq);
         }
+        if let Some(key) = key {
+            st.idempotency.forget(key, first.seq);
+        }
+        // Under the contract no later batch commits once one is refused; a store that breaks
+        // it gets its later batches delivered in order, as replay would read them.
+        let n = st.deliver_committed_prefix();
+        st.registry
+            .for_each(|sub| sub.close(CloseReason::StoreFailed));
+        drop(st);
+        self.shared.published.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Opens a subscription. See the module docs for why its handoff is exact.
@@ -358,7 +427,7 @@ impl Hub {
             types: req.selector.types,
         };
         let id = self.shared.next_sub_id.fetch_add(1, Ordering::Relaxed);
-        let sub = Arc::new(SubShared::new(
+        let sub = Arc::new(SubscriberQueue::new(
             id,
             selector,
             req.client_id,
@@ -386,11 +455,13 @@ impl Hub {
             Some(Cursor::After(id)) if id.seq < trimmed => (Some(ResetReason::CursorExpired), head),
             Some(Cursor::After(id)) => (None, id.seq),
         };
-        Ok(Subscription::new(self.clone(), sub, notice, from, head))
-    }
-
-    pub(crate) fn unregister(&self, sub: &SubShared) {
-        self.lock().registry.remove(sub);
+        Ok(Subscription::new(
+            Arc::clone(&self.shared.subs),
+            sub,
+            notice,
+            from,
+            head,
+        ))
     }
 
     /// Refuses new publishes and subscriptions and tells every subscription to close with
@@ -416,7 +487,7 @@ impl Hub {
             epoch: self.shared.epoch,
             head,
             published: self.shared.published.load(Ordering::Relaxed),
-            delivered: self.shared.delivered.load(Ordering::Relaxed),
+            delivered: self.shared.subs.delivered.load(Ordering::Relaxed),
             subscribers,
             store: self.shared.store.stats(),
         }
@@ -425,17 +496,20 @@ impl Hub {
 
 enum Started {
     New(Commit),
-    Retry(Entry),
+    Retry(Entry, Epoch),
 }
 
-async fn wait_for_original(entry: Entry) -> Result<Vec<EventId>, PublishError> {
-    let mut rx = entry.outcome;
-    let ok = match rx.wait_for(Option::is_some).await {
-        Ok(v) => *v == Some(true),
-        Err(_) => false,
+async fn wait_for_original(entry: Entry, epoch: Epoch) -> Result<Vec<EventId>, PublishError> {
+    let ok = match entry.outcome.clone() {
+        // Settled: delivered.
+        None => true,
+        Some(mut rx) => match rx.wait_for(Option::is_some).await {
+            Ok(v) => *v == Some(true),
+            Err(_) => false,
+        },
     };
     if ok {
-        Ok(entry.ids)
+        Ok(entry.ids(epoch))
     } else {
         Err(PublishError::Store(StoreError::Poisoned(
             "the original publish with this Idempotency-Key failed".into(),
@@ -448,8 +522,10 @@ async fn wait_for_original(entry: Entry) -> Result<Vec<EventId>, PublishError> {
 struct Commit {
     hub: Hub,
     fut: Option<BoxFuture<'static, Result<(), StoreError>>>,
+    /// The store queue place this batch occupies, given back once its commit resolved.
+    slot: Option<AppendSlot>,
     ids: Vec<EventId>,
-    key: Option<String>,
+    key: Option<IdempotencyKey>,
     /// Set for a keyed publish: retries with the same key wait on it.
     outcome: Option<watch::Sender<Option<bool>>>,
 }
@@ -459,10 +535,11 @@ impl Commit {
         let fut: &mut Pin<Box<_>> = self.fut.as_mut().expect("a commit is awaited once");
         let result = fut.await;
         self.fut = None;
+        self.slot = None;
         finish(
             &self.hub,
             &self.ids,
-            self.key.as_deref(),
+            self.key.as_ref(),
             self.outcome.as_ref(),
             &result,
         );
@@ -475,14 +552,20 @@ impl Commit {
 fn finish(
     hub: &Hub,
     ids: &[EventId],
-    key: Option<&str>,
+    key: Option<&IdempotencyKey>,
     outcome: Option<&watch::Sender<Option<bool>>>,
     result: &Result<(), StoreError>,
 ) {
     match result {
-        Ok(()) => hub.deliver_through(ids.last().map_or(0, |id| id.seq)),
+        Ok(()) => {
+            hub.deliver_through(ids.first().map_or(0, |id| id.seq));
+            if let (Some(key), Some(first)) = (key, ids.first()) {
+                hub.lock().idempotency.settle(key, first.seq);
+            }
+        }
         Err(e) => {
-            tracing::error!(message = "Store refused a batch; it was not delivered.", error = %e);
+            // The store logged the cause where it failed; this batch is one of its refusals.
+            tracing::debug!(message = "Store refused a batch; it was not delivered.", error = %e);
             hub.abandon(ids, key);
         }
     }
@@ -500,14 +583,18 @@ impl Drop for Commit {
             self.key.take(),
         );
         let outcome = self.outcome.take();
+        let slot = self.slot.take();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 let result = fut.await;
-                finish(&hub, &ids, key.as_deref(), outcome.as_ref(), &result);
+                drop(slot);
+                finish(&hub, &ids, key.as_ref(), outcome.as_ref(), &result);
             });
         }
     }
 }
 
+#[cfg(test)]
+mod store_tests;
 #[cfg(test)]
 mod tests;

@@ -6,13 +6,22 @@
 //! (`EventStore`), so the engine runs in a plain `#[tokio::test]` with `MemoryStore`.
 //!
 //! # Layout
-//! - `hub`: `Hub`, the cheap-clone handle; `publish` and `subscribe`.
-//! - `registry`: which subscriptions match a topic.
-//! - `subscription`: one subscriber's bounded queue and its replay→live state machine.
+//! - `hub`: `Hub`, the cheap-clone handle; `publish` and `subscribe`, the sequencer and the
+//!   fan-out.
+//! - `request`: what callers hand the hub (`PublishBatch`, `SubscribeRequest`).
+//! - `registry`: which subscriber queues match a topic.
+//! - `subscription`: the replay→live state machine, seeing the hub only through a narrow
+//!   `SubscriptionContext`; `subscription::queue`: `SubscriberQueue`, one subscriber's
+//!   bounded live queue.
 //! - `store`: the `EventStore` trait and `MemoryStore`.
 //! - `record`: `EventRecord`, an event with its per-format encodings cached.
-//! - `idempotency`: remembered publish results keyed by `Idempotency-Key`.
+//! - `idempotency`: keys scoped per credential, batch fingerprints, and the bounded cache of
+//!   recent keyed publishes.
 //! - `limits`: every bound on what the network can make the engine hold.
+//! - `clock`: the injected `Clock` (`SystemClock`, `ManualClock`).
+//!
+//! Dependencies point one way: `hub` → `registry` → `subscription` → `store`/`record`;
+//! `idempotency` → `request`. Nothing below `hub` names it.
 
 pub mod clock;
 mod error;
@@ -21,14 +30,20 @@ mod idempotency;
 mod limits;
 pub mod record;
 mod registry;
+mod request;
 pub mod store;
 mod subscription;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
+pub use clock::{Clock, DynClock, ManualClock, SystemClock};
 pub use error::{PublishError, SubscribeError};
-pub use hub::{Hub, HubStats, NewEvent, PublishBatch, SubscribeRequest};
+pub use hub::{Hub, HubStats};
+pub use idempotency::{Fingerprint, IdempotencyKey, IdempotencyScope};
 pub use limits::Limits;
 pub use record::{EventRecord, FormatSlot, SharedEvent};
-pub use store::{DynStore, EventStore, KeyedBatch, MemoryStore, Retention, StoreError, StoreStats};
+pub use request::{NewEvent, PublishBatch, SubscribeRequest};
+pub use store::{
+    DynStore, EventStore, KeyedBatch, MemoryStore, ReadLimit, Retention, StoreError, StoreStats,
+};
 pub use subscription::{CloseReason, ResetReason, Step, Subscription};

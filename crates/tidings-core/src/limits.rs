@@ -21,12 +21,32 @@ pub struct Limits {
     /// Bytes (`EventRecord::size`) a subscriber may have queued before it counts as too
     /// slow, so large events cannot make one slow subscriber pin unbounded memory.
     pub subscriber_queue_bytes: usize,
-    /// Events read from the store per replay step.
+    /// Most events read from the store per replay step.
     pub replay_chunk: usize,
+    /// Most bytes (`EventRecord::size`) read from the store per replay step. One subscriber's
+    /// replay holds at most one such chunk at a time: it is handed to the connection, which
+    /// writes it before asking for the next. (Raised to the largest possible event if lower,
+    /// so one event always fits.)
+    pub replay_chunk_bytes: usize,
+    /// Most bytes (`EventRecord::size`) of replayed events held at once across all
+    /// subscribers. A replay step takes `replay_chunk_bytes` from this budget before it reads
+    /// and gives the unused part back at once, the rest when the connection asks for the next
+    /// step (it has written the chunk by then) or closes. A step that finds the budget spent
+    /// waits for room, so thousands of clients resuming at once after a restart cost this
+    /// much memory, not thousands of chunks. Each held event's wire encoding (cached on the
+    /// event) adds about its size again. (A budget smaller than one read is one read.)
+    pub replay_memory_bytes: usize,
     /// Most events handed to a connection in one step (one write).
     pub delivery_batch: usize,
-    /// Idempotency keys remembered (oldest forgotten first).
+    /// Idempotency keys the hub remembers in memory (oldest forgotten first). A store that
+    /// keeps history also keeps each key with its events, so a retry of a forgotten key still
+    /// finds it there; in `memory` mode a forgotten key publishes again.
     pub idempotency_keys: usize,
+    /// Bytes the remembered idempotency keys may take: each costs its length plus a fixed
+    /// overhead of about 170 bytes (the batch's fingerprint and id range, the map and order
+    /// slots); the oldest are forgotten first. The default holds the default number of keys
+    /// of up to about 100 bytes each.
+    pub idempotency_cache_bytes: usize,
     /// Longest idempotency key, in bytes.
     pub max_idempotency_key_bytes: usize,
 }
@@ -42,8 +62,11 @@ impl Default for Limits {
             subscriber_queue_events: 4096,
             subscriber_queue_bytes: 4 << 20,
             replay_chunk: 1024,
+            replay_chunk_bytes: 64 << 10,
+            replay_memory_bytes: 32 << 20,
             delivery_batch: 256,
             idempotency_keys: 100_000,
+            idempotency_cache_bytes: 32 << 20,
             max_idempotency_key_bytes: 256,
         }
     }

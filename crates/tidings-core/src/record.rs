@@ -6,8 +6,9 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use tidings_proto::Event;
 
-/// How many distinct wire encodings one event can carry at once (SSE, WebSocket JSON, NDJSON,
-/// and one per configured endpoint shape). Transports pick a slot at start-up.
+/// How many distinct wire encodings one event can carry at once. Slots are per encoding, not
+/// per transport: the server uses 0 for SSE frames, 1 for the JSON `event` shape and 2 for
+/// the JSON `envelope` shape (WebSocket, NDJSON and long-poll share 1 and 2); 3 is free.
 pub const FORMAT_SLOTS: usize = 4;
 
 /// A slot in the per-event encoding cache, owned by one wire format.

@@ -1,159 +1,16 @@
-//! Which subscriptions match a topic, and each subscription's bounded queue.
+//! Which subscriptions match a topic: an index from topics to `SubscriberQueue`s.
 //!
 //! A subscription's patterns are normalised when it registers (patterns covered by another
 //! are dropped), so at most one of its patterns matches any topic and the fan-out needs no
 //! de-duplication. Lookup per event: one hash probe for the exact topic, one per distinct
 //! registered prefix length, then the `*` subscribers.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use futures_util::task::AtomicWaker;
-use tidings_proto::{Key, Pattern, Selector, Topic};
+use tidings_proto::{Pattern, Topic};
 
-use crate::record::SharedEvent;
-use crate::subscription::CloseReason;
-
-/// The state a subscription shares with the fan-out.
-#[derive(Debug)]
-pub(crate) struct SubShared {
-    pub(crate) id: u64,
-    pub(crate) selector: Selector,
-    /// Events published with this origin are not delivered to this subscriber.
-    pub(crate) client_id: Option<Key>,
-    cap: usize,
-    cap_bytes: usize,
-    /// Held only for a push or a drain (short, synchronous); never across an await.
-    queue: Mutex<Queue>,
-    /// Wakes the connection when its queue goes from empty to non-empty, or closes. One
-    /// consumer only, so a lock-free waker slot is enough (no waiter list to lock).
-    waker: AtomicWaker,
-}
-
-#[derive(Debug, Default)]
-struct Queue {
-    events: VecDeque<SharedEvent>,
-    /// Sum of `EventRecord::size` over `events`.
-    bytes: usize,
-    closed: Option<CloseReason>,
-}
-
-/// Result of draining a queue.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Drain {
-    /// This many events were moved out.
-    Took(usize),
-    /// Nothing queued; wait for `notify`.
-    Empty,
-    /// Nothing queued and the queue is closed.
-    Closed(CloseReason),
-}
-
-impl SubShared {
-    pub(crate) fn new(
-        id: u64,
-        selector: Selector,
-        client_id: Option<Key>,
-        cap: usize,
-        cap_bytes: usize,
-    ) -> Self {
-        SubShared {
-            id,
-            selector,
-            client_id,
-            cap,
-            cap_bytes,
-            queue: Mutex::new(Queue::default()),
-            waker: AtomicWaker::new(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether this subscriber wants `event` (type filter and origin suppression; the topic
-    /// was matched by the registry).
-    pub(crate) fn wants(&self, event: &SharedEvent) -> bool {
-        let e = &event.event;
-        (self.selector.types.is_empty() || self.selector.types.contains(&e.event_type))
-            && (self.client_id.is_none() || e.origin != self.client_id)
-    }
-
-    /// Queues `event` if wanted. A full queue closes the subscription as a slow consumer:
-    /// the publisher never waits for a subscriber.
-    pub(crate) fn offer(&self, event: &SharedEvent) {
-        if !self.wants(event) {
-            return;
-        }
-        let mut q = self.lock();
-        if q.closed.is_some() {
-            return;
-        }
-        let size = event.size();
-        if q.events.len() >= self.cap || q.bytes + size > self.cap_bytes {
-            q.closed = Some(CloseReason::SlowConsumer);
-            drop(q);
-            self.waker.wake();
-            return;
-        }
-        let was_empty = q.events.is_empty();
-        q.bytes += size;
-        q.events.push_back(event.clone());
-        drop(q);
-        if was_empty {
-            self.waker.wake();
-        }
-    }
-
-    pub(crate) fn close(&self, reason: CloseReason) {
-        let mut q = self.lock();
-        if q.closed.is_none() {
-            q.closed = Some(reason);
-        }
-        drop(q);
-        self.waker.wake();
-    }
-
-    /// Moves up to `max` queued events into `out` (`Ready(Ok(()))`), reports the close once
-    /// the queue is drained (`Ready(Err(reason))`), or registers `cx` to be woken when there is
-    /// something (registered before looking, so no wake-up is lost).
-    pub(crate) fn poll_drain(
-        &self,
-        cx: &mut std::task::Context<'_>,
-        out: &mut Vec<SharedEvent>,
-        max: usize,
-    ) -> std::task::Poll<Result<(), CloseReason>> {
-        self.waker.register(cx.waker());
-        match self.drain(out, max) {
-            Drain::Empty => std::task::Poll::Pending,
-            Drain::Took(_) => std::task::Poll::Ready(Ok(())),
-            Drain::Closed(reason) => std::task::Poll::Ready(Err(reason)),
-        }
-    }
-
-    /// Moves up to `max` queued events into `out`.
-    pub(crate) fn drain(&self, out: &mut Vec<SharedEvent>, max: usize) -> Drain {
-        let mut q = self.lock();
-        if q.events.is_empty() {
-            return match q.closed {
-                Some(reason) => Drain::Closed(reason),
-                None => Drain::Empty,
-            };
-        }
-        let n = q.events.len().min(max);
-        let q = &mut *q;
-        for event in q.events.drain(..n) {
-            q.bytes -= event.size();
-            out.push(event);
-        }
-        Drain::Took(n)
-    }
-
-    pub(crate) fn queued(&self) -> usize {
-        self.lock().events.len()
-    }
-}
+use crate::subscription::SubscriberQueue;
 
 /// Drops patterns covered by another pattern of the same selector.
 pub(crate) fn normalise(patterns: &[Pattern]) -> Vec<Pattern> {
@@ -170,7 +27,7 @@ pub(crate) fn normalise(patterns: &[Pattern]) -> Vec<Pattern> {
     out
 }
 
-type Bucket = HashMap<u64, Arc<SubShared>>;
+type Bucket = HashMap<u64, Arc<SubscriberQueue>>;
 
 /// Index from topics to the subscriptions that match them.
 #[derive(Debug, Default)]
@@ -184,7 +41,7 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub(crate) fn insert(&mut self, sub: &Arc<SubShared>) {
+    pub(crate) fn insert(&mut self, sub: &Arc<SubscriberQueue>) {
         for p in &sub.selector.patterns {
             match p {
                 Pattern::All => {
@@ -208,7 +65,7 @@ impl Registry {
         self.len += 1;
     }
 
-    pub(crate) fn remove(&mut self, sub: &SubShared) {
+    pub(crate) fn remove(&mut self, sub: &SubscriberQueue) {
         for p in &sub.selector.patterns {
             match p {
                 Pattern::All => {
@@ -242,7 +99,7 @@ impl Registry {
     }
 
     /// Calls `f` once for every subscription whose patterns match `topic`.
-    pub(crate) fn for_each_match(&self, topic: &Topic, mut f: impl FnMut(&Arc<SubShared>)) {
+    pub(crate) fn for_each_match(&self, topic: &Topic, mut f: impl FnMut(&Arc<SubscriberQueue>)) {
         if let Some(bucket) = self.exact.get(topic) {
             bucket.values().for_each(&mut f);
         }
@@ -261,7 +118,7 @@ impl Registry {
         self.all.values().for_each(f);
     }
 
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<SubShared>)) {
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<SubscriberQueue>)) {
         let mut seen = std::collections::HashSet::new();
         let buckets = self
             .exact

@@ -2,19 +2,33 @@
 //! twin (the `memory` durability mode, and the store of engine tests).
 //!
 //! Contract every implementation keeps (checked by `testing::store_conformance`):
+//! - Back-pressure is `reserve`, never `append`: the hub awaits `reserve` outside its lock,
+//!   then calls `append` under the lock, and `append` must return at once (queue the work and
+//!   hand back a future). A store with a bounded queue hands out one `AppendSlot` per queue
+//!   place; the hub holds the slot until that append's future resolves.
 //! - `append` is called by the hub in sequence order, under its sequencer lock, with seqs
 //!   strictly increasing and contiguous; the store keeps that order.
 //! - The future of `append` resolves once the events are readable by `read_after` and as
 //!   durable as the store's mode promises (`durable`: fsynced; `fast`: written, fsynced
 //!   periodically; `memory`: in memory).
+//! - Completion order is free. A store may resolve batch N+1's future before batch N's (a
+//!   remote log acknowledging out of order, say). The hub does not rely on "when batch N
+//!   completes, every earlier batch is committed": it delivers only the contiguous prefix of
+//!   completed batches, so an event reaches subscribers only once it and every event before
+//!   it are stored (`testing::LateStore` checks this against the hub).
 //! - A failed append poisons the store: every later append fails too, so the hub can never
 //!   deliver an event that follows one that was lost. Readiness reports it.
+//! - `read_chunk` keeps both bounds of its `ReadLimit` (bytes counted as `EventRecord::size`),
+//!   except that the first event after the cursor always comes: replay memory is bounded by
+//!   the bytes of one chunk per subscriber, whatever the size of events.
 //! - Retention removes events from the front only, and `trimmed_through` is the highest seq
 //!   removed: a cursor below it has lost events.
-//! - A batch appended with a `KeyedBatch` is findable by its key (`find_keyed`) for as long as
-//!   its events are retained, and the key is written in the same commit as the events: a
-//!   retry after a crash finds either both or neither. (`MemoryStore` finds nothing: in
-//!   memory mode the hub's own cache lives exactly as long as the history.)
+//! - A batch appended with a `KeyedBatch` is findable by its key and scope (`find_keyed`) for
+//!   as long as its events are retained, and the key is written in the same commit as the
+//!   events: a retry after a crash finds either both or neither. The same key in another scope
+//!   is another key. (`MemoryStore` finds nothing: in memory mode a key lives only in the
+//!   hub's bounded cache, which is bounded by `Limits::idempotency_keys` and
+//!   `Limits::idempotency_cache_bytes`, not by retention.)
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -24,7 +38,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tidings_proto::Epoch;
+use tokio::sync::OwnedSemaphorePermit;
 
+use crate::clock::{self, DynClock};
+use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::record::SharedEvent;
 
 /// A boxed future, so the trait stays object-safe (`Arc<dyn EventStore>`).
@@ -86,14 +103,70 @@ pub struct StoreStats {
 /// gets the original ids instead of publishing twice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyedBatch {
-    /// The `Idempotency-Key`.
-    pub key: String,
-    /// Hash of what the batch published, to tell a retry from a reused key.
-    pub fingerprint: u64,
+    /// The `Idempotency-Key` and its scope.
+    pub key: IdempotencyKey,
+    /// What the batch published, to tell a retry from a reused key.
+    pub fingerprint: Fingerprint,
     /// Seq of the batch's first event; its events are `first_seq..first_seq + count`.
     pub first_seq: u64,
     /// Events in the batch.
     pub count: u32,
+}
+
+/// A place in a store's append queue, reserved by `EventStore::reserve` before `append`.
+/// Dropping it gives the place back; the hub drops it when the append's future resolves.
+#[derive(Debug)]
+pub struct AppendSlot {
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl AppendSlot {
+    /// A slot of a store whose queue is unbounded (or that never queues, like `MemoryStore`).
+    pub fn unbounded() -> Self {
+        AppendSlot { _permit: None }
+    }
+
+    /// A slot that holds one permit of the store's queue semaphore.
+    pub fn from_permit(permit: OwnedSemaphorePermit) -> Self {
+        AppendSlot {
+            _permit: Some(permit),
+        }
+    }
+}
+
+/// Bounds on one read of history (`EventStore::read_chunk`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimit {
+    /// Most events.
+    pub events: usize,
+    /// Most bytes, counted as `EventRecord::size`: the read stops before the event that would
+    /// take the total over this, except that the first event is always returned.
+    pub bytes: usize,
+}
+
+impl ReadLimit {
+    /// At most `events` events, any size.
+    pub fn events(events: usize) -> ReadLimit {
+        ReadLimit {
+            events,
+            bytes: usize::MAX,
+        }
+    }
+
+    /// Takes events from `events` while they fit: what `read_chunk` returns.
+    pub fn take(self, events: impl IntoIterator<Item = SharedEvent>) -> Vec<SharedEvent> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for event in events.into_iter().take(self.events) {
+            let size = event.size();
+            if !out.is_empty() && bytes.saturating_add(size) > self.bytes {
+                break;
+            }
+            bytes += size;
+            out.push(event);
+        }
+        out
+    }
 }
 
 /// Durable, ordered event history. See the module docs for the contract.
@@ -107,23 +180,42 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// Highest seq removed by retention.
     fn trimmed_through(&self) -> u64;
 
+    /// Waits, without blocking a thread, until `append` can take one more batch without
+    /// blocking. Called outside the hub's lock. The default is for stores that never block.
+    fn reserve(&self) -> BoxFuture<'static, Result<AppendSlot, StoreError>> {
+        Box::pin(std::future::ready(Ok(AppendSlot::unbounded())))
+    }
+
     /// Appends a batch, remembering `keyed` with it; see the contract above. Called in seq
-    /// order.
+    /// order, under the hub's lock: it must not block (back-pressure belongs in `reserve`).
     fn append(
         &self,
         events: Vec<SharedEvent>,
         keyed: Option<KeyedBatch>,
     ) -> BoxFuture<'static, Result<(), StoreError>>;
 
-    /// The batch appended with idempotency key `key`, if it is still retained.
-    fn find_keyed(&self, key: &str) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>>;
+    /// The batch appended with idempotency key `key` (in its scope), if it is still retained.
+    fn find_keyed(
+        &self,
+        key: &IdempotencyKey,
+    ) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>>;
 
-    /// Up to `limit` events with seq greater than `after`, in seq order.
+    /// Events with seq greater than `after`, in seq order, within `limit` (by count and by
+    /// bytes: the replay of one subscriber holds at most one such chunk at a time).
+    fn read_chunk(
+        &self,
+        after: u64,
+        limit: ReadLimit,
+    ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>>;
+
+    /// Up to `limit` events with seq greater than `after`, in seq order, any size.
     fn read_after(
         &self,
         after: u64,
         limit: usize,
-    ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>>;
+    ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>> {
+        self.read_chunk(after, ReadLimit::events(limit))
+    }
 
     /// Makes everything appended so far durable (used at shutdown).
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>>;
@@ -140,6 +232,8 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
 pub struct MemoryStore {
     epoch: Epoch,
     retention: Retention,
+    /// Judges `Retention::max_age`.
+    clock: DynClock,
     /// Short synchronous sections only (push, trim, copy out a range): never held across await.
     inner: Mutex<MemoryInner>,
 }
@@ -153,11 +247,17 @@ struct MemoryInner {
 }
 
 impl MemoryStore {
-    /// An empty store with a fresh random epoch.
+    /// An empty store with `epoch`, judging age by the wall clock.
     pub fn new(epoch: Epoch, retention: Retention) -> Self {
+        Self::with_clock(epoch, retention, clock::system())
+    }
+
+    /// An empty store with `epoch`, judging age by `clock`.
+    pub fn with_clock(epoch: Epoch, retention: Retention, clock: DynClock) -> Self {
         MemoryStore {
             epoch,
             retention,
+            clock,
             inner: Mutex::new(MemoryInner::default()),
         }
     }
@@ -185,7 +285,7 @@ impl EventStore for MemoryStore {
         events: Vec<SharedEvent>,
         _keyed: Option<KeyedBatch>,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
-        let now = crate::clock::now_ms();
+        let now = self.clock.now_ms();
         let mut inner = self.lock();
         for event in events {
             inner.last_seq = event.seq();
@@ -215,27 +315,24 @@ impl EventStore for MemoryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn read_after(
+    fn read_chunk(
         &self,
         after: u64,
-        limit: usize,
+        limit: ReadLimit,
     ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>> {
         let inner = self.lock();
         let start = match inner.events.front() {
             Some(front) if after >= front.seq() => (after - front.seq() + 1) as usize,
             _ => 0,
         };
-        let out = inner
-            .events
-            .iter()
-            .skip(start)
-            .take(limit)
-            .cloned()
-            .collect();
+        let out = limit.take(inner.events.iter().skip(start).cloned());
         Box::pin(std::future::ready(Ok(out)))
     }
 
-    fn find_keyed(&self, _key: &str) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>> {
+    fn find_keyed(
+        &self,
+        _key: &IdempotencyKey,
+    ) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>> {
         Box::pin(std::future::ready(Ok(None)))
     }
 

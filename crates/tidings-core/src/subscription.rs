@@ -1,15 +1,90 @@
 //! `Subscription`: one subscriber's view of the hub. It first replays history after its
-//! cursor up to the handoff point fixed at registration, then drains its live queue. Each call
-//! to `next` hands the connection everything ready (up to a batch), so one write carries it.
+//! cursor up to the handoff point fixed at registration, then drains its live queue
+//! (`SubscriberQueue`, in `queue`). Each call to `next` hands the connection everything ready
+//! (up to a batch), so one write carries it;
+//! `next_or_idle` is the same with a limit on waiting for live events (long-poll).
+//!
+//! A subscription sees the hub only through `SubscriptionContext`: the store to replay from,
+//! the replay and delivery limits, the delivery counter, and a handle to leave the registry.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+mod queue;
 
-use tidings_proto::EventId;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
-use crate::hub::Hub;
+use tidings_proto::topic::{MAX_KEY_BYTES, MAX_TOPIC_BYTES, MAX_TYPE_BYTES};
+use tidings_proto::{Epoch, EventId};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
+
+pub(crate) use self::queue::SubscriberQueue;
+use crate::limits::Limits;
 use crate::record::SharedEvent;
-use crate::registry::SubShared;
+use crate::store::{DynStore, ReadLimit};
+
+/// Takes a subscriber's queue out of the fan-out (the hub's registry implements it).
+pub(crate) trait Unregister: Send + Sync + fmt::Debug {
+    /// Removes `queue` from the registry.
+    fn unregister(&self, queue: &SubscriberQueue);
+}
+
+/// What every subscription of one hub shares: all it may use of the hub.
+#[derive(Debug)]
+pub(crate) struct SubscriptionContext {
+    pub(crate) store: DynStore,
+    pub(crate) epoch: Epoch,
+    /// Most events per replay read.
+    pub(crate) replay_chunk: usize,
+    /// Bytes of the replay budget one read takes (and its byte bound).
+    pub(crate) replay_permits: u32,
+    /// `Limits::replay_memory_bytes`, in permits of one byte.
+    pub(crate) replay_budget: Arc<Semaphore>,
+    /// Most events handed out per step.
+    pub(crate) delivery_batch: usize,
+    /// Event deliveries handed to connections (`HubStats::delivered`).
+    pub(crate) delivered: AtomicU64,
+    /// The registry, weakly: a subscription outliving its hub just has nothing to leave.
+    pub(crate) registry: Weak<dyn Unregister>,
+}
+
+impl SubscriptionContext {
+    pub(crate) fn new(
+        store: DynStore,
+        limits: &Limits,
+        registry: Weak<dyn Unregister>,
+    ) -> SubscriptionContext {
+        let permits = replay_permits(limits);
+        // Never less than one read takes, or replay would wait forever.
+        let budget = limits
+            .replay_memory_bytes
+            .max(permits as usize)
+            .min(Semaphore::MAX_PERMITS);
+        SubscriptionContext {
+            epoch: store.epoch(),
+            store,
+            replay_chunk: limits.replay_chunk,
+            replay_permits: permits,
+            replay_budget: Arc::new(Semaphore::new(budget)),
+            delivery_batch: limits.delivery_batch,
+            delivered: AtomicU64::new(0),
+            registry,
+        }
+    }
+}
+
+/// The budget one replay read takes: `replay_chunk_bytes`, raised so the largest event the
+/// limits allow fits, lowered to the whole budget (more would wait forever), at least 1.
+fn replay_permits(limits: &Limits) -> u32 {
+    let largest = 64 + MAX_TOPIC_BYTES + MAX_TYPE_BYTES + 2 * MAX_KEY_BYTES + limits.max_data_bytes;
+    let permits = limits
+        .replay_chunk_bytes
+        .max(largest)
+        .min(limits.replay_memory_bytes)
+        .clamp(1, u32::MAX as usize);
+    permits as u32
+}
 
 /// Why the subscriber must start over from fresh state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +152,8 @@ pub enum Step {
 /// A live subscription. Dropping it unregisters it.
 #[derive(Debug)]
 pub struct Subscription {
-    hub: Hub,
-    shared: Arc<SubShared>,
+    ctx: Arc<SubscriptionContext>,
+    shared: Arc<SubscriberQueue>,
     notice: Option<ResetReason>,
     /// Replay position: events with seq in `(pos, until]` come from the store.
     pos: u64,
@@ -86,35 +161,50 @@ pub struct Subscription {
     until: u64,
     /// Seq of the last live event handed out.
     last_live: u64,
+    /// The replay budget held by the events of the last step, until the next.
+    replay_held: Option<OwnedSemaphorePermit>,
+    /// A wait for replay budget that a cancelled `next` left in line.
+    replay_wait: Option<BudgetWait>,
+}
+
+/// A queued wait for replay budget.
+struct BudgetWait(Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>);
+
+impl fmt::Debug for BudgetWait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BudgetWait")
+    }
 }
 
 impl Subscription {
     pub(crate) fn new(
-        hub: Hub,
-        shared: Arc<SubShared>,
+        ctx: Arc<SubscriptionContext>,
+        shared: Arc<SubscriberQueue>,
         notice: Option<ResetReason>,
         from: u64,
         until: u64,
     ) -> Self {
         Subscription {
-            hub,
+            ctx,
             shared,
             notice,
             pos: from.min(until),
             until,
             last_live: 0,
+            replay_held: None,
+            replay_wait: None,
         }
     }
 
     /// The handoff point: the head of the hub when this subscription registered.
     pub fn handoff(&self) -> EventId {
-        EventId::new(self.hub.epoch(), self.until)
+        EventId::new(self.ctx.epoch, self.until)
     }
 
     /// The id after which this subscription continues: every matching event up to it has been
     /// handed out. A long-poll answers it as the next cursor.
     pub fn position(&self) -> EventId {
-        EventId::new(self.hub.epoch(), self.pos.max(self.last_live))
+        EventId::new(self.ctx.epoch, self.pos.max(self.last_live))
     }
 
     /// Events waiting in the live queue (for metrics).
@@ -132,33 +222,95 @@ impl Subscription {
             };
         }
         let before = out.len();
-        let step = self.next_inner(out).await;
+        let step = match self.replay(out).await {
+            Some(step) => step,
+            None => self.live(out).await,
+        };
         let n = (out.len() - before) as u64;
-        self.hub.shared.delivered.fetch_add(n, Ordering::Relaxed);
+        self.ctx.delivered.fetch_add(n, Ordering::Relaxed);
         step
     }
 
-    async fn next_inner(&mut self, out: &mut Vec<SharedEvent>) -> Step {
-        let store = &self.hub.shared.store;
-        let limits = &self.hub.shared.limits;
+    /// Like `next`, but stops waiting for live events once `idle` resolves, and then returns
+    /// `None`. History after the cursor is read whatever `idle` does: a long-poll with no
+    /// time to wait still answers with the events that exist, rather than with nothing
+    /// because reading them from the store took a moment. Cancel-safe, like `next`.
+    pub async fn next_or_idle(
+        &mut self,
+        out: &mut Vec<SharedEvent>,
+        idle: impl std::future::Future<Output = ()>,
+    ) -> Option<Step> {
+        if let Some(reason) = self.notice.take() {
+            return Some(Step::Reset {
+                reason,
+                resume_after: self.handoff(),
+            });
+        }
+        let before = out.len();
+        let step = match self.replay(out).await {
+            Some(step) => Some(step),
+            None => {
+                let mut idle = std::pin::pin!(idle);
+                let live = self.live(out);
+                let mut live = std::pin::pin!(live);
+                std::future::poll_fn(|cx| {
+                    if let std::task::Poll::Ready(step) = live.as_mut().poll(cx) {
+                        return std::task::Poll::Ready(Some(step));
+                    }
+                    idle.as_mut().poll(cx).map(|()| None)
+                })
+                .await
+            }
+        };
+        let n = (out.len() - before) as u64;
+        self.ctx.delivered.fetch_add(n, Ordering::Relaxed);
+        step
+    }
+
+    /// Replays history up to the handoff point: `Some` as soon as a step is ready, `None`
+    /// once everything up to the handoff has been read and none of it matched.
+    async fn replay(&mut self, out: &mut Vec<SharedEvent>) -> Option<Step> {
+        // The caller has written what the last step handed out: its budget is free again.
+        self.replay_held = None;
+        let store = &self.ctx.store;
         while self.pos < self.until {
             if self.pos < store.trimmed_through() {
-                return self.expire();
+                return Some(self.expire());
             }
-            let chunk = match store.read_after(self.pos, limits.replay_chunk).await {
+            // Cancel-safe: the wait for budget is kept across a cancelled `next` (a transport
+            // that wakes for a keepalive keeps its place in line), and a dropped read moves
+            // nothing.
+            let budget = &self.ctx.replay_budget;
+            let permits = self.ctx.replay_permits;
+            let wait = self.replay_wait.get_or_insert_with(|| {
+                BudgetWait(Box::pin(Arc::clone(budget).acquire_many_owned(permits)))
+            });
+            let acquired = wait.0.as_mut().await;
+            self.replay_wait = None;
+            let Ok(mut held) = acquired else {
+                // The budget is never closed while the hub's subscriptions exist.
+                return Some(Step::Closed(CloseReason::Shutdown));
+            };
+            let limit = ReadLimit {
+                events: self.ctx.replay_chunk,
+                bytes: self.ctx.replay_permits as usize,
+            };
+            let chunk = match store.read_chunk(self.pos, limit).await {
                 Ok(chunk) => chunk,
                 Err(e) => {
-                    tracing::warn!(message = "Replay read failed.", error = %e);
-                    return Step::Closed(CloseReason::StoreFailed);
+                    // The store logged the cause where it found it.
+                    tracing::debug!(message = "Replay read failed.", error = %e);
+                    return Some(Step::Closed(CloseReason::StoreFailed));
                 }
             };
             let Some(first) = chunk.first() else {
                 // The store has nothing after `pos` up to the handoff: it was trimmed away.
-                return self.expire();
+                return Some(self.expire());
             };
             if first.seq() != self.pos + 1 && store.trimmed_through() > self.pos {
-                return self.expire();
+                return Some(self.expire());
             }
+            let before = out.len();
             for event in chunk {
                 if event.seq() > self.until {
                     self.pos = self.until;
@@ -179,11 +331,21 @@ impl Subscription {
                     out.push(event);
                 }
             }
+            // Keep budget for what is handed out; the rest of the chunk is dropped here.
+            let kept: usize = out[before..].iter().map(|e| e.size()).sum();
+            let spare = (self.ctx.replay_permits as usize).saturating_sub(kept);
+            drop(held.split(spare));
             if !out.is_empty() {
-                return Step::Events;
+                self.replay_held = Some(held);
+                return Some(Step::Events);
             }
         }
-        let batch = limits.delivery_batch;
+        None
+    }
+
+    /// Waits for live events.
+    async fn live(&mut self, out: &mut Vec<SharedEvent>) -> Step {
+        let batch = self.ctx.delivery_batch;
         let shared = &self.shared;
         let drained = std::future::poll_fn(|cx| shared.poll_drain(cx, out, batch)).await;
         match drained {
@@ -207,6 +369,8 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub.unregister(&self.shared);
+        if let Some(registry) = self.ctx.registry.upgrade() {
+            registry.unregister(&self.shared);
+        }
     }
 }

@@ -1,6 +1,14 @@
 //! Conformance suites every backend runs: `store_conformance` checks an `EventStore` against
 //! the contract in `store.rs` (order, `read_after` semantics and limits, retention from the
-//! front with a monotone `trimmed_through`, stats), plus helpers to build test events.
+//! front with a monotone `trimmed_through`, stats), `hub_delivers_committed_prefix` checks a
+//! hub over a store that completes appends late and out of order, plus helpers to build test
+//! events and the test stores `HeldStore` (commits held) and `LateStore` (late completions).
+
+mod held;
+mod late;
+
+pub use held::HeldStore;
+pub use late::{LateStore, hub_delivers_committed_prefix};
 
 use std::time::Duration;
 
@@ -8,7 +16,7 @@ use serde_json::value::RawValue;
 use tidings_proto::{Epoch, Event, EventId, EventType, Key, Topic};
 
 use crate::record::{EventRecord, SharedEvent};
-use crate::store::{DynStore, Retention};
+use crate::store::{DynStore, ReadLimit, Retention};
 
 /// Retention with every bound off.
 pub fn unbounded() -> Retention {
@@ -171,6 +179,8 @@ async fn order_and_read_after(store: &DynStore) {
         "limit 0 reads nothing"
     );
 
+    read_chunk_holds_its_byte_bound(store, &all).await;
+
     store.flush().await.expect("flush succeeds");
     let stats = store.stats();
     assert_eq!(stats.events, 10, "stats count events");
@@ -194,6 +204,35 @@ async fn many_appends_in_flight(store: &DynStore) {
         "in order"
     );
     assert_eq!(store.stats().last_seq, 200);
+}
+
+/// `read_chunk` stops before the event that would pass the byte bound (counted as
+/// `EventRecord::size`), but always returns the first. `all` is events 1..=10 as stored.
+async fn read_chunk_holds_its_byte_bound(store: &DynStore, all: &[SharedEvent]) {
+    let chunk = |bytes: usize, events: usize| async move {
+        let read = store
+            .read_chunk(4, ReadLimit { events, bytes })
+            .await
+            .expect("read succeeds");
+        read.iter().map(|e| e.seq()).collect::<Vec<_>>()
+    };
+    let two = all[4].size() + all[5].size();
+    assert_eq!(chunk(two, 100).await, vec![5, 6], "exactly two events fit");
+    assert_eq!(
+        chunk(two - 1, 100).await,
+        vec![5],
+        "the second does not fit"
+    );
+    assert_eq!(chunk(1, 100).await, vec![5], "the first event always comes");
+    assert_eq!(
+        chunk(usize::MAX, 2).await,
+        vec![5, 6],
+        "the count bound holds"
+    );
+    assert!(
+        chunk(usize::MAX, 0).await.is_empty(),
+        "limit 0 reads nothing"
+    );
 }
 
 /// Appends 1..=`n` one by one, checking after each flush that `trimmed_through` never goes

@@ -23,6 +23,7 @@ pub struct ResetNotice {
 /// at once with the last id seen.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReconnectNotice {
-    /// `shutdown` or `slow_consumer`.
+    /// `shutdown`, `slow_consumer`, `store_failed`, or `too_many_connections` (a stream
+    /// refused at the connection limit).
     pub reason: String,
 }

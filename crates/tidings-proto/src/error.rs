@@ -36,8 +36,10 @@ codes! {
     InvalidParameter => ("invalid_parameter", 400, "A query parameter or header is invalid."),
     Unauthorized => ("unauthorized", 401, "No valid credential was presented."),
     Forbidden => ("forbidden", 403, "The credential does not grant this action on this topic."),
+    ForbiddenHost => ("forbidden_host", 403, "The request's Host is not a name this hub answers to."),
     NotFound => ("not_found", 404, "No such route."),
     MethodNotAllowed => ("method_not_allowed", 405, "The route does not accept this method."),
+    BodyTimeout => ("body_timeout", 408, "The request body did not arrive within the time allowed."),
     BodyTooLarge => ("body_too_large", 413, "The request body exceeds the configured limit."),
     EventTooLarge => ("event_too_large", 413, "One event's data exceeds the configured limit."),
     BatchTooLarge => ("batch_too_large", 413, "The batch has more events than allowed."),
@@ -49,6 +51,7 @@ codes! {
     IdempotencyConflict => ("idempotency_conflict", 422, "An idempotency key was reused with a different body."),
     TooManyConnections => ("too_many_connections", 503, "The connection limit is reached."),
     ShuttingDown => ("shutting_down", 503, "The hub is shutting down."),
+    Overloaded => ("overloaded", 503, "Too many request bodies are being received; retry shortly."),
     StoreUnavailable => ("store_unavailable", 503, "The event store failed; nothing was published."),
     Internal => ("internal", 500, "An internal error; the cause is logged."),
 }

@@ -223,3 +223,116 @@ mod rewind_tests {
         assert_eq!(out, "hello world");
     }
 }
+
+/// A served connection's socket, holding its slot of the connection limit for as long as
+/// the socket lives (also inside an upgraded WebSocket). Dropped before the client closed
+/// its side (an upload answered before it was read, such as a 413 or 503, may still be
+/// arriving), it is not closed at once: the kernel would answer unread bytes with a reset,
+/// which can destroy the answer before the client reads it. A task reads and drops what
+/// still comes, until the client closes or `LINGER` has passed, then closes it.
+#[derive(Debug)]
+pub(crate) struct Linger {
+    stream: Option<tokio::net::TcpStream>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// How long a closing connection with unread bytes is drained before it is dropped.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Linger {
+    pub(crate) fn new(
+        stream: tokio::net::TcpStream,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) -> Self {
+        Linger {
+            stream: Some(stream),
+            slot: Some(slot),
+        }
+    }
+
+    fn stream(&mut self) -> io::Result<&mut tokio::net::TcpStream> {
+        self.stream
+            .as_mut()
+            .ok_or_else(|| io::ErrorKind::NotConnected.into())
+    }
+}
+
+impl Drop for Linger {
+    fn drop(&mut self) {
+        let (Some(stream), slot) = (self.stream.take(), self.slot.take()) else {
+            return;
+        };
+        // The client has closed (or the socket failed): nothing can reset the answer. Else
+        // it may still be sending (bytes pending, or on their way), so linger.
+        let mut probe = [0u8; 1024];
+        let closed = match stream.try_read(&mut probe) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !closed {
+            runtime.spawn(async move {
+                let mut stream = stream;
+                linger(&mut stream).await;
+                drop((stream, slot));
+            });
+        }
+    }
+}
+
+async fn linger(stream: &mut tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.shutdown().await.is_err() {
+        // Already shut down by hyper, or the peer is gone; reading tells which.
+    }
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
+}
+
+impl AsyncRead for Linger {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().stream()?).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Linger {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().stream()?).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().stream()?).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().stream()?).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().stream()?).poll_shutdown(cx)
+    }
+}

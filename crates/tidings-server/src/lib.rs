@@ -7,15 +7,21 @@
 //! - `http`: routes and handlers (`router(state)` is testable without a socket).
 //! - `endpoint`: configured subscribe routes and transport settings.
 //! - `transport`: per-connection encoders (SSE, NDJSON, WebSocket, long-poll).
-//! - `listener`: the accept loop, connection limit and graceful drain; `lean`: the lean
-//!   HTTP/1 path for streaming subscriptions; `io`: write-stall timeout and replayed prefixes.
+//! - `listener`: the accept loop, the process-wide connection limit and graceful drain;
+//!   `lean`: the lean HTTP/1 path for streaming subscriptions; `io`: write-stall timeout and
+//!   replayed prefixes, and the lingering close; `refusal`: answers to connections over the
+//!   limit or during the drain.
+//! - `fuzzing`: entry points for the fuzz targets (hidden, not an API).
 
 pub mod config;
 pub mod endpoint;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod io;
 mod lean;
 mod listener;
+mod refusal;
 mod state;
 mod transport;
 
@@ -31,10 +37,11 @@ use tokio::net::TcpListener;
 pub use config::{Config, ConfigError, Durability, RawConfig};
 use http::router::lean_routes;
 pub use http::router::{endpoint_router, router};
-pub use state::AppState;
+pub use state::{AppState, Edge};
 pub use transport::frame::Shape;
 pub use transport::ws::{
-    CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_PING_TIMEOUT, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG,
+    CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_INVALID_DATA, CLOSE_PING_TIMEOUT, CLOSE_PROTOCOL,
+    CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG,
 };
 
 /// The bound sockets: the main listener and one per endpoint with its own port.
@@ -74,6 +81,7 @@ impl App {
                     path: config.data_dir.join("events.redb"),
                     durability,
                     retention: config.retention.clone(),
+                    cache_size: config.store_cache_size,
                 })
                 .with_context(|| {
                     format!("open the event store in {}", config.data_dir.display())
@@ -86,6 +94,11 @@ impl App {
             hub,
             auth: Arc::new(Authorizer::new(config.tokens.clone()).with_jwt(config.jwt.clone())),
             transport: config.transport,
+            edge: Edge::new(
+                config.body_timeout,
+                config.max_inflight_body_bytes,
+                config.allowed_hosts.clone(),
+            ),
         };
         Ok(App { state, config })
     }
@@ -143,10 +156,25 @@ impl App {
             );
         }
         let options = listener::Options {
-            max_connections: config.max_connections,
             grace: config.shutdown_grace,
             write_timeout: config.transport.write_timeout,
         };
+        let nofile = match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+            Ok((soft, _hard)) => Some(soft),
+            Err(e) => {
+                tracing::warn!(message = "Could not read the file descriptor limit.", error = %e);
+                None
+            }
+        };
+        let limit = listener::ConnectionLimit::fit(config.max_connections, nofile);
+        if limit.max < config.max_connections {
+            tracing::warn!(
+                message = "Connection limit lowered to fit the file descriptor limit.",
+                max_connections = limit.max,
+                configured = config.max_connections,
+                fd_limit = nofile,
+            );
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = move || {
             let mut rx = stop_rx.clone();
@@ -168,6 +196,7 @@ impl App {
             main_router,
             main_lean,
             options,
+            limit.clone(),
             stopped(),
         )));
         for (name, l) in listeners.endpoints {
@@ -183,6 +212,7 @@ impl App {
                 r,
                 lean,
                 options,
+                limit.clone(),
                 stopped(),
             )));
         }

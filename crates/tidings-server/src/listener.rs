@@ -1,6 +1,11 @@
-//! The accept loop: a semaphore caps concurrent connections (accepting waits when full, so
-//! the kernel backlog absorbs bursts), each connection is served by hyper's HTTP/1 machinery
-//! with a header-read timeout, and shutdown drains connections for a bounded grace period.
+//! The accept loop. One connection limit is shared by every listener of the process and is
+//! derived from the file descriptor limit (`ConnectionLimit::fit`). A connection over the
+//! limit is still accepted and answered (`refusal::refuse`: 503 `too_many_connections`, or
+//! in-band for SSE), from a small pool of extra slots the limit leaves room for. Each served
+//! connection goes to the lean path or hyper's HTTP/1 machinery with a header-read timeout.
+//! Accept errors back off exponentially and are logged at most every few seconds. At
+//! shutdown the listener keeps accepting while it drains, answering new connections
+//! `shutting_down`, for up to the grace period.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,105 +14,263 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::time::Instant;
 
-use crate::io::{Rewind, WriteTimeout};
+use crate::io::{Linger, Rewind, WriteTimeout};
 use crate::lean::{self, Head, LeanRoutes};
+use crate::refusal::{self, Refusal};
 
 /// Connection handling settings.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Options {
-    pub(crate) max_connections: usize,
     pub(crate) grace: Duration,
     pub(crate) write_timeout: Duration,
 }
 
 /// How long a client may take to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a refused connection may take to send its head, and then to read the answer.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Descriptors kept for everything but connections: stdio, the runtime's epoll and event
+/// fds, the store's files, the listeners, the odd file the process opens.
+const RESERVED_FDS: u64 = 64;
+/// Longest pause after failed accepts.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Accept failures are logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The process-wide connection limit, shared by every listener.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionLimit {
+    /// One permit per served connection.
+    served: Arc<Semaphore>,
+    /// One permit per connection being answered `too_many_connections` or `shutting_down`.
+    refusing: Arc<Semaphore>,
+    /// The number of `served` permits.
+    pub(crate) max: usize,
+}
+
+impl ConnectionLimit {
+    /// A limit of `configured` connections, lowered so that served connections, refused
+    /// ones being answered and `RESERVED_FDS` fit in `nofile` descriptors (the soft
+    /// `RLIMIT_NOFILE`; `None` if unknown). Refusals get 1/64 of the descriptors, 8 to 256.
+    pub(crate) fn fit(configured: usize, nofile: Option<u64>) -> ConnectionLimit {
+        let nofile = nofile.unwrap_or(u64::MAX);
+        let refusing = (nofile / 64).clamp(8, 256);
+        let room = nofile.saturating_sub(RESERVED_FDS + refusing).max(1);
+        let max = usize::try_from(room).map_or(configured, |room| configured.min(room));
+        ConnectionLimit {
+            served: Arc::new(Semaphore::new(max)),
+            refusing: Arc::new(Semaphore::new(refusing as usize)),
+            max,
+        }
+    }
+}
+
+/// Backs off and logs after failed accepts (EMFILE and friends): exponentially up to
+/// `MAX_BACKOFF`, and one log line per `LOG_EVERY` with the count of failures in between.
+#[derive(Debug, Default)]
+struct AcceptErrors {
+    backoff: Duration,
+    failures: u64,
+    logged: Option<Instant>,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, error: &std::io::Error) -> Duration {
+        self.failures += 1;
+        if self.logged.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
+            tracing::warn!(
+                message = "Accept failed; backing off.",
+                error = %error,
+                failures = self.failures,
+            );
+            self.failures = 0;
+            self.logged = Some(Instant::now());
+        }
+        self.backoff = (self.backoff * 2).clamp(Duration::from_millis(5), MAX_BACKOFF);
+        self.backoff
+    }
+
+    fn accepted(&mut self) {
+        self.backoff = Duration::ZERO;
+    }
+}
+
+/// Accepts one connection, or `None` once `stop` resolves; failures back off in between.
+async fn accept(
+    listener: &TcpListener,
+    errors: &mut AcceptErrors,
+    stop: impl Future<Output = ()>,
+) -> Option<TcpStream> {
+    tokio::pin!(stop);
+    loop {
+        let failed = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    errors.accepted();
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(message = "Could not set TCP_NODELAY.", error = %e);
+                    }
+                    return Some(stream);
+                }
+                Err(e) => errors.failed(&e),
+            },
+            () = &mut stop => return None,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(failed) => {}
+            () = &mut stop => return None,
+        }
+    }
+}
+
+/// Answers a connection that will not be served, if a refusal slot is free; otherwise
+/// closes it at once (better than leaving it unanswered in the backlog).
+fn refuse(limit: &ConnectionLimit, stream: TcpStream, lean: &LeanRoutes, why: Refusal) {
+    let Ok(slot) = limit.refusing.clone().try_acquire_owned() else {
+        return;
+    };
+    let lean = lean.clone();
+    tokio::spawn(async move {
+        refusal::refuse(stream, &lean, why, REFUSE_TIMEOUT).await;
+        drop(slot);
+    });
+}
 
 pub(crate) async fn serve(
     listener: TcpListener,
     app: axum::Router,
     lean: LeanRoutes,
     options: Options,
+    limit: ConnectionLimit,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let limit = Arc::new(Semaphore::new(options.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every connection task holds a clone; `recv` returns `None` once all have ended.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let mut errors = AcceptErrors::default();
     tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = &mut shutdown => break,
+    while let Some(stream) = accept(&listener, &mut errors, &mut shutdown).await {
+        let Ok(permit) = limit.served.clone().try_acquire_owned() else {
+            refuse(&limit, stream, &lean, Refusal::TooManyConnections);
+            continue;
         };
-        let (stream, _peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(message = "Accept failed.", error = %e);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
+        let conn = Connection {
+            app: app.clone(),
+            lean: lean.clone(),
+            options,
+            stop: stop_rx.clone(),
         };
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(message = "Could not set TCP_NODELAY.", error = %e);
-        }
-        let service = TowerToHyperService::new(app.clone());
-        let mut stop = stop_rx.clone();
         let done = done_tx.clone();
-        let lean = lean.clone();
         tokio::spawn(async move {
-            let mut stream = stream;
-            // The head reader and hyper's connection are boxed: a task's future is as large
-            // as its largest state, and every long-lived lean stream would pay for them.
-            let head = Box::pin(lean::read_head(&mut stream, &lean, HEADER_READ_TIMEOUT)).await;
-            let prefix = match head {
-                Head::Gone => {
-                    drop((permit, done));
-                    return;
-                }
-                Head::Stream(parts, ctx) => {
-                    lean::serve(stream, parts, ctx, options.write_timeout).await;
-                    drop((permit, done));
-                    return;
-                }
-                Head::Other(prefix) => prefix,
-            };
-            let io = Rewind::new(prefix, WriteTimeout::new(stream, options.write_timeout));
-            let mut conn = Box::pin(
-                http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(io), service)
-                    .with_upgrades(),
-            );
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.as_mut().await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(message = "Connection ended with an error.", error = %e);
-            }
-            drop(permit);
+            conn.serve(stream, permit).await;
             drop(done);
         });
     }
-    drop(listener);
     stop_tx.send_replace(true);
     drop(done_tx);
-    if tokio::time::timeout(options.grace, done_rx.recv())
-        .await
-        .is_err()
-    {
-        tracing::warn!(message = "Grace period over; closing the remaining connections.");
+    // Drain: the connections finish (streams end with `reconnect-required`), while new
+    // connections are still accepted and told the hub is shutting down.
+    let drained = async {
+        if tokio::time::timeout(options.grace, done_rx.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!(message = "Grace period over; closing the remaining connections.");
+        }
+    };
+    tokio::pin!(drained);
+    while let Some(stream) = accept(&listener, &mut errors, &mut drained).await {
+        refuse(&limit, stream, &lean, Refusal::ShuttingDown);
+    }
+}
+
+/// What one served connection needs.
+struct Connection {
+    app: axum::Router,
+    lean: LeanRoutes,
+    options: Options,
+    stop: watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// Serves `stream`; `slot` is its place under the connection limit, held as long as the
+    /// socket lives (after a WebSocket upgrade too).
+    async fn serve(self, mut stream: TcpStream, slot: OwnedSemaphorePermit) {
+        let Connection {
+            app,
+            lean,
+            options,
+            mut stop,
+        } = self;
+        // The head reader and hyper's connection are boxed: a task's future is as large as
+        // its largest state, and every long-lived lean stream would pay for them.
+        let head = Box::pin(lean::read_head(&mut stream, &lean, HEADER_READ_TIMEOUT)).await;
+        let prefix = match head {
+            Head::Gone => return,
+            Head::Stream(parts, ctx) => {
+                drop(lean);
+                lean::serve(stream, parts, ctx, options.write_timeout).await;
+                drop(slot);
+                return;
+            }
+            Head::Other(prefix) => prefix,
+        };
+        let service = TowerToHyperService::new(app);
+        let stream = Linger::new(stream, slot);
+        let io = Rewind::new(prefix, WriteTimeout::new(stream, options.write_timeout));
+        let mut conn = Box::pin(
+            http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades(),
+        );
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
+                conn.as_mut().graceful_shutdown();
+                conn.as_mut().await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(message = "Connection ended with an error.", error = %e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_fits_the_descriptor_limit() {
+        assert_eq!(ConnectionLimit::fit(19_000, None).max, 19_000);
+        assert_eq!(ConnectionLimit::fit(19_000, Some(1 << 20)).max, 19_000);
+        // 20,000 descriptors: 64 reserved, 256 for refusals.
+        assert_eq!(ConnectionLimit::fit(19_000, Some(20_000)).max, 19_000);
+        assert_eq!(ConnectionLimit::fit(38_000, Some(20_000)).max, 19_680);
+        // 128: 64 reserved, 8 for refusals.
+        let small = ConnectionLimit::fit(19_000, Some(128));
+        assert_eq!(small.max, 56);
+        assert_eq!(small.refusing.available_permits(), 8);
+        assert_eq!(ConnectionLimit::fit(19_000, Some(10)).max, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn accept_failures_back_off_and_log_rarely() {
+        let mut errors = AcceptErrors::default();
+        let e = std::io::Error::from_raw_os_error(24);
+        let pauses: Vec<_> = (0..10).map(|_| errors.failed(&e)).collect();
+        assert_eq!(pauses[0], Duration::from_millis(5));
+        assert_eq!(pauses[1], Duration::from_millis(10));
+        assert_eq!(pauses[9], MAX_BACKOFF);
+        // Only the first failure was logged; the rest are counted for the next line.
+        assert_eq!(errors.failures, 9);
+        errors.accepted();
+        assert_eq!(errors.failed(&e), Duration::from_millis(5));
     }
 }

@@ -1,9 +1,11 @@
 //! `AppState`: what every handler needs, cloned per request (all fields are cheap handles).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tidings_auth::Authorizer;
 use tidings_core::Hub;
+use tokio::sync::Semaphore;
 
 use crate::endpoint::TransportOptions;
 
@@ -16,4 +18,43 @@ pub struct AppState {
     pub auth: Arc<Authorizer>,
     /// Transport settings.
     pub transport: TransportOptions,
+    /// What the HTTP edge enforces before a request reaches a handler's logic.
+    pub edge: Edge,
+}
+
+/// Edge settings shared by every connection: the publish-body deadline, the budget of body
+/// bytes held at once, and the `Host` names the hub answers to.
+#[derive(Debug, Clone)]
+pub struct Edge {
+    /// Longest a whole publish body may take to arrive.
+    pub body_timeout: Duration,
+    /// Permits are bytes of publish bodies being held, over all connections.
+    pub(crate) body_bytes: Arc<Semaphore>,
+    /// Extra `Host` names answered (beyond loopback names); empty: none without tokens, any
+    /// with tokens.
+    pub(crate) allowed_hosts: Arc<[String]>,
+}
+
+impl Edge {
+    /// Edge settings with these bounds.
+    pub fn new(
+        body_timeout: Duration,
+        max_inflight_body_bytes: usize,
+        allowed_hosts: Vec<String>,
+    ) -> Edge {
+        Edge {
+            body_timeout,
+            body_bytes: Arc::new(Semaphore::new(
+                max_inflight_body_bytes.min(Semaphore::MAX_PERMITS),
+            )),
+            allowed_hosts: allowed_hosts.into(),
+        }
+    }
+}
+
+impl Default for Edge {
+    /// The configuration's defaults: 30 s, 64 MiB, loopback names only for an open hub.
+    fn default() -> Edge {
+        Edge::new(Duration::from_secs(30), 64 << 20, Vec::new())
+    }
 }

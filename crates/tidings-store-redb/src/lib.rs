@@ -2,11 +2,14 @@
 //! commit, retention and a versioned format.
 //!
 //! # Layout
-//! - `lib.rs`: `StoreConfig`, `Durability`, `RedbStore` (open, the `EventStore` impl).
+//! - `lib.rs`: `StoreConfig` (path, durability, retention, page cache size), `Durability`,
+//!   `RedbStore` (open, the `EventStore` impl).
 //! - `writer`: the single writer thread (group commit, clean-shutdown marker, poisoning).
 //! - `retention`: trimming by count, bytes and age.
 //! - `schema`: the tables and the encoding of one event (format documented there).
-//! - `migrate`: the format version in `meta`; `v1` is the first format.
+//! - `migrate`: the format version in `meta` and the upgrades from older versions (`v1` is
+//!   the first format, `v3` the current one).
+//! - `verify`: the offline check behind `tidings store verify`.
 //!
 //! # Why redb (measured, not assumed)
 //! `examples/engine_compare.rs`, run on the development machine (2 vCPU VM, virtio disk,
@@ -47,8 +50,10 @@
 //!   into one transaction and commits once (durable: fsync; fast: no fsync, plus a durable
 //!   commit every `fsync_interval`), then answers them all. If fewer requests are waiting
 //!   than the last commit took, it waits up to 200 µs for the publishers that commit answered,
-//!   so they share the next commit instead of splitting it. When the queue is full, `append`
-//!   blocks its caller until the writer catches up: that is the backpressure on publishers.
+//!   so they share the next commit instead of splitting it. The queue holds at most
+//!   `QUEUE_DEPTH` appends: `reserve` waits (asynchronously, outside the hub's lock) for one
+//!   of that many slots, and `append` itself never blocks. That is the back-pressure on
+//!   publishers: a stalled disk parks publishers, not threads.
 //! - After a failed commit the store is poisoned: every later append is refused with
 //!   `StoreError::Poisoned` and `health()` reports the first failure.
 //! - The epoch is random, made with the file and kept in `meta`. In fast mode a missing clean
@@ -56,34 +61,43 @@
 //!   epoch and old cursors get a `reset` rather than a silent gap.
 //! - Retention runs on the writer thread after commits (see `retention`); `flush()` applies it
 //!   exactly and makes everything durable.
-//! - Nothing read from disk can panic: it decodes or fails with `StoreError::Corrupt`.
+//! - Nothing read from disk can panic: it decodes or fails with `StoreError::Corrupt`. redb
+//!   does not check page checksums on ordinary reads, and some damaged pages make it panic
+//!   (an index out of bounds) rather than return an error: every read and commit runs under
+//!   `guarded`, which turns such a panic into `StoreError::Corrupt`.
+//! - Damage found by a read poisons the store like a failed commit (appends are refused,
+//!   `health()` reports it, so `/readyz` turns 503), and is logged once, there. A read hands
+//!   out the events before the damage; the next read, starting at it, fails.
+//!   `verify::verify` (`tidings store verify`) reports every damaged range offline.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redb::ReadableDatabase;
-use tidings_core::store::BoxFuture;
+use tidings_core::store::{AppendSlot, BoxFuture};
 use tidings_core::{
-    EventRecord, EventStore, KeyedBatch, Retention, SharedEvent, StoreError, StoreStats,
+    EventRecord, EventStore, IdempotencyKey, KeyedBatch, ReadLimit, Retention, SharedEvent,
+    StoreError, StoreStats,
 };
 use tidings_proto::Epoch;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 mod migrate;
 mod retention;
 mod schema;
+pub mod verify;
 mod writer;
 
 use crate::retention::Counters;
 use crate::schema::{CLEAN_SHUTDOWN, EPOCH, EVENTS, META};
 use crate::writer::{Request, Writer};
 
-/// Requests the writer queue holds before `append` blocks its caller.
+/// Appends the writer queue holds: `reserve` waits while this many are in flight.
 const QUEUE_DEPTH: usize = 4096;
 
 /// Shortest fast-mode fsync interval; shorter values are raised to it.
@@ -98,7 +112,14 @@ pub struct StoreConfig {
     pub durability: Durability,
     /// How much history is kept.
     pub retention: Retention,
+    /// Bytes of file pages redb keeps in memory (its read cache and write buffer together);
+    /// the store's share of the process's memory. [`DEFAULT_CACHE_SIZE`] unless configured.
+    pub cache_size: usize,
 }
+
+/// The default page cache: 64 MiB. redb's own default (1 GiB) made the server's memory grow
+/// with stored history rather than with load.
+pub const DEFAULT_CACHE_SIZE: usize = 64 << 20;
 
 /// When an acknowledged append is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,9 +138,12 @@ pub enum Durability {
 /// commit (which blocks the dropping thread for about one fsync).
 pub struct RedbStore {
     shared: Arc<Shared>,
-    /// The writer's queue. `Mutex<Option<..>>` only so `Drop` and the crash hook can close it;
-    /// locked for the duration of one `send`.
-    queue: Mutex<Option<SyncSender<Request>>>,
+    /// The writer's queue. Unbounded as a channel; appends are bounded by `slots`.
+    /// `Mutex<Option<..>>` only so `Drop` and the crash hook can close it; locked for the
+    /// duration of one `send`, which never blocks.
+    queue: Mutex<Option<Sender<Request>>>,
+    /// One permit per append in flight (`reserve` hands them out as `AppendSlot`s).
+    slots: Arc<Semaphore>,
     /// Joined on drop, so the file is closed when the store is gone.
     writer: Option<JoinHandle<()>>,
     last_seq_at_open: u64,
@@ -134,7 +158,9 @@ pub(crate) struct Shared {
     pub(crate) bytes: AtomicU64,
     pub(crate) last_seq: AtomicU64,
     pub(crate) trimmed_through: AtomicU64,
-    /// The first commit failure; set once, by the writer.
+    /// Commits made since open (each answers every append it took).
+    pub(crate) commits: AtomicU64,
+    /// The first commit failure, or the first damage a read found; set once.
     pub(crate) poison: OnceLock<StoreError>,
     /// Unit-test hook: makes the next commits fail.
     #[cfg(test)]
@@ -151,12 +177,32 @@ impl RedbStore {
             std::fs::create_dir_all(parent).map_err(|e| StoreError::Io(e.to_string()))?;
         }
         let path = config.path.clone();
-        // redb reports damaged files as errors; in debug builds a few of its internal checks
-        // assert instead, and a damaged file must not take the process down with it.
-        let db = std::panic::catch_unwind(move || redb::Database::create(path))
-            .map_err(|_| StoreError::Corrupt("the database file could not be read".into()))?
-            .map_err(store_error)?;
-        Self::with_database(db, config)
+        let cache_size = config.cache_size;
+        let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&repaired);
+        // A damaged file must not take the process down with it (see `guarded`).
+        let db = guarded(
+            || "opening the file".into(),
+            move || {
+                redb::Builder::new()
+                    .set_cache_size(cache_size)
+                    .set_repair_callback(move |_| flag.store(true, Ordering::Relaxed))
+                    .create(path)
+                    .map_err(store_error)
+            },
+        )?;
+        if repaired.load(Ordering::Relaxed) {
+            // redb rebuilds its state after a crash; if the last commit's pages fail their
+            // checksums it falls back to the commit before, which would be invisible otherwise.
+            tracing::warn!(
+                message = "Event store file was not closed cleanly and was repaired at open; \
+                           if its last commit was damaged, that commit was rolled back.",
+            );
+        }
+        guarded(
+            || "reading the store's metadata".into(),
+            move || Self::with_database(db, config),
+        )
     }
 
     fn with_database(db: redb::Database, config: StoreConfig) -> Result<Self, StoreError> {
@@ -208,6 +254,7 @@ impl RedbStore {
             bytes: AtomicU64::new(counters.bytes),
             last_seq: AtomicU64::new(counters.last_seq),
             trimmed_through: AtomicU64::new(counters.trimmed_through),
+            commits: AtomicU64::new(0),
             poison: OnceLock::new(),
             #[cfg(test)]
             fail_commits: std::sync::atomic::AtomicBool::new(false),
@@ -218,7 +265,7 @@ impl RedbStore {
             },
             Durability::Durable => Durability::Durable,
         };
-        let (queue, rx) = sync_channel(QUEUE_DEPTH);
+        let (queue, rx) = channel();
         let writer = Writer {
             shared: Arc::clone(&shared),
             rx,
@@ -242,9 +289,17 @@ impl RedbStore {
         Ok(RedbStore {
             shared,
             queue: Mutex::new(Some(queue)),
+            slots: Arc::new(Semaphore::new(QUEUE_DEPTH)),
             writer: Some(writer),
             last_seq_at_open: counters.last_seq,
         })
+    }
+
+    /// Commits the writer has made since the store was opened. Appends shared with other
+    /// appends in one commit (group commit) count once, so `events / commits` is the average
+    /// group size.
+    pub fn commits(&self) -> u64 {
+        self.shared.commits.load(Ordering::Relaxed)
     }
 
     /// Test hook: stops the writer as a crash would, without the final durable commit or the
@@ -265,6 +320,7 @@ impl RedbStore {
 
     /// Closes the queue and waits for the writer to finish.
     fn stop(&mut self) {
+        self.slots.close();
         let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(queue);
         if let Some(writer) = self.writer.take()
@@ -297,6 +353,17 @@ impl EventStore for RedbStore {
         self.shared.trimmed_through.load(Ordering::Acquire)
     }
 
+    fn reserve(&self) -> BoxFuture<'static, Result<AppendSlot, StoreError>> {
+        let slots = Arc::clone(&self.slots);
+        Box::pin(async move {
+            slots
+                .acquire_owned()
+                .await
+                .map(AppendSlot::from_permit)
+                .map_err(|_| StoreError::Closed)
+        })
+    }
+
     fn append(
         &self,
         events: Vec<SharedEvent>,
@@ -321,9 +388,12 @@ impl EventStore for RedbStore {
         )
     }
 
-    fn find_keyed(&self, key: &str) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>> {
+    fn find_keyed(
+        &self,
+        key: &IdempotencyKey,
+    ) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>> {
         let shared = Arc::clone(&self.shared);
-        let key = key.to_owned();
+        let key = key.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || find_keyed(&shared, key))
                 .await
@@ -331,10 +401,10 @@ impl EventStore for RedbStore {
         })
     }
 
-    fn read_after(
+    fn read_chunk(
         &self,
         after: u64,
-        limit: usize,
+        limit: ReadLimit,
     ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>> {
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
@@ -380,35 +450,102 @@ impl fmt::Debug for RedbStore {
     }
 }
 
-/// Reads up to `limit` events after `after`, on a blocking thread.
-fn find_keyed(shared: &Shared, key: String) -> Result<Option<KeyedBatch>, StoreError> {
-    let tx = shared.db.begin_read().map_err(store_error)?;
-    let table = tx.open_table(schema::IDEMPOTENCY).map_err(store_error)?;
-    let Some(row) = table.get(key.as_str()).map_err(store_error)? else {
-        return Ok(None);
-    };
-    let (fingerprint, first_seq, count) = schema::decode_keyed(&key, row.value())?;
-    Ok(Some(KeyedBatch {
-        key,
-        fingerprint,
-        first_seq,
-        count,
-    }))
+impl Shared {
+    /// Records a read failure, the one place it is logged: damage poisons the store (the
+    /// first is what `health()` reports, logged once); any other failure is logged as it
+    /// happens. Returns the error for the caller to pass on.
+    pub(crate) fn read_failed(&self, err: StoreError) -> StoreError {
+        match &err {
+            StoreError::Corrupt(_) => {
+                if self.poison.set(err.clone()).is_ok() {
+                    tracing::error!(
+                        message = "Event store file is damaged; refusing appends. Stop the server and run `tidings store verify`.",
+                        error = %err,
+                    );
+                }
+            }
+            StoreError::Poisoned(_) | StoreError::Closed => {}
+            StoreError::Io(_) => tracing::warn!(message = "Event store read failed.", error = %err),
+        }
+        err
+    }
 }
 
-fn read_after(shared: &Shared, after: u64, limit: usize) -> Result<Vec<SharedEvent>, StoreError> {
+/// The keyed batch remembered for `key` in its scope, on a blocking thread.
+fn find_keyed(shared: &Shared, key: IdempotencyKey) -> Result<Option<KeyedBatch>, StoreError> {
+    let read = || {
+        let tx = shared.db.begin_read().map_err(store_error)?;
+        let table = tx.open_table(schema::KEYED).map_err(store_error)?;
+        let Some(row) = table.get(&schema::keyed_row(&key)).map_err(store_error)? else {
+            return Ok(None);
+        };
+        schema::decode_keyed(&key, row.value()).map(Some)
+    };
+    guarded(|| "reading an idempotency key".into(), read).map_err(|e| shared.read_failed(e))
+}
+
+/// Reads the events after `after` within `limit`, on a blocking thread. If the file is
+/// damaged part way, the events before the damage are returned (and the store poisoned); a
+/// read that starts at the damage fails.
+fn read_after(
+    shared: &Shared,
+    after: u64,
+    limit: ReadLimit,
+) -> Result<Vec<SharedEvent>, StoreError> {
     let Some(first) = after.checked_add(1) else {
         return Ok(Vec::new());
     };
-    let tx = shared.db.begin_read().map_err(store_error)?;
-    let table = tx.open_table(EVENTS).map_err(store_error)?;
-    let mut out = Vec::with_capacity(limit.min(1024));
-    for row in table.range(first..).map_err(store_error)?.take(limit) {
-        let (k, v) = row.map_err(store_error)?;
-        let event = schema::decode_event(shared.epoch, k.value(), v.value())?;
-        out.push(EventRecord::new(event));
+    let mut out = Vec::with_capacity(limit.events.min(1024));
+    let read = || {
+        let tx = shared.db.begin_read().map_err(store_error)?;
+        let table = tx.open_table(EVENTS).map_err(store_error)?;
+        let mut bytes = 0usize;
+        for row in table
+            .range(first..)
+            .map_err(store_error)?
+            .take(limit.events)
+        {
+            let (k, v) = row.map_err(store_error)?;
+            let event = EventRecord::new(schema::decode_event(shared.epoch, k.value(), v.value())?);
+            // Checked before keeping an event: a read holds at most the bound plus one
+            // decoded row (the first event is always kept).
+            bytes = bytes.saturating_add(event.size());
+            if !out.is_empty() && bytes > limit.bytes {
+                break;
+            }
+            out.push(event);
+        }
+        Ok(())
+    };
+    match guarded(|| format!("reading the events after seq {after}"), read) {
+        Ok(()) => Ok(out),
+        Err(err) => {
+            let err = shared.read_failed(err);
+            if out.is_empty() { Err(err) } else { Ok(out) }
+        }
     }
-    Ok(out)
+}
+
+/// Runs `op` on the file, turning a panic inside redb into `StoreError::Corrupt`. redb checks
+/// page checksums only when it repairs a file, and on some damaged pages an ordinary read
+/// indexes out of bounds and panics instead of returning an error; that must fail the read,
+/// not take down the thread (a tokio worker, or the writer) with it. `what` says what was
+/// being read, for the message.
+pub(crate) fn guarded<T>(
+    what: impl FnOnce() -> String,
+    op: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)).unwrap_or_else(|payload| {
+        let cause = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(StoreError::Corrupt(format!(
+            "{}: the file is damaged (the database engine failed: {cause})",
+            what()
+        )))
+    })
 }
 
 fn random_epoch() -> Result<u32, StoreError> {

@@ -12,7 +12,7 @@ use redb::{ReadableTable, WriteTransaction};
 use tidings_core::{Retention, StoreError};
 
 use crate::schema::{
-    self, EVENT_BYTES, EVENT_COUNT, EVENTS, IDEMPOTENCY, IDEMPOTENCY_BY_SEQ, META, TRIMMED_THROUGH,
+    self, EVENT_BYTES, EVENT_COUNT, EVENTS, KEYED, KEYED_BY_SEQ, META, TRIMMED_THROUGH,
 };
 use crate::store_error;
 
@@ -99,15 +99,15 @@ pub(crate) fn trim(
 
 /// Drops the idempotency keys of batches whose first event is at or below `through`.
 fn forget_keys(tx: &WriteTransaction, through: u64) -> Result<(), StoreError> {
-    let mut by_seq = tx.open_table(IDEMPOTENCY_BY_SEQ).map_err(store_error)?;
-    let mut keys = tx.open_table(IDEMPOTENCY).map_err(store_error)?;
+    let mut by_seq = tx.open_table(KEYED_BY_SEQ).map_err(store_error)?;
+    let mut keys = tx.open_table(KEYED).map_err(store_error)?;
     for _ in 0..MAX_TRIM_PER_TX {
-        let key = match by_seq.first().map_err(store_error)? {
-            Some((seq, key)) if seq.value() <= through => (seq.value(), key.value().to_owned()),
+        let (seq, row) = match by_seq.first().map_err(store_error)? {
+            Some((seq, row)) if seq.value() <= through => (seq.value(), *row.value()),
             _ => break,
         };
-        by_seq.remove(key.0).map_err(store_error)?;
-        keys.remove(key.1.as_str()).map_err(store_error)?;
+        by_seq.remove(seq).map_err(store_error)?;
+        keys.remove(&row).map_err(store_error)?;
     }
     Ok(())
 }

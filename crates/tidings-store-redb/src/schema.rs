@@ -1,8 +1,10 @@
-//! The on-disk layout (format version 2): the `events` and `meta` tables, the idempotency
+//! The on-disk layout (format version 3): the `events` and `meta` tables, the keyed-batch
 //! tables, and the byte encoding of one event.
 //!
 //! Version history: v1 had `events` and `meta`; v2 added `idempotency` and
-//! `idempotency_by_seq` (see `migrate::v2`).
+//! `idempotency_by_seq` (see `migrate::v2`); v3 replaced them with `keyed_batches` and
+//! `keyed_batches_by_seq`, whose keys are scoped per credential and whose fingerprints are
+//! SHA-256 (see `migrate::v3`).
 //!
 //! # Tables
 //! - `events`: `u64` seq → event bytes (below). Seqs are strictly increasing and contiguous
@@ -17,10 +19,12 @@
 //!     from the durable state: written by a durable commit at flush and close, removed by a
 //!     durable commit before the first unfsynced append after it.
 //!
-//! - `idempotency` (v2): `&str` Idempotency-Key → `fingerprint u64 LE | first_seq u64 LE |
-//!   count u32 LE`, written in the same transaction as the batch's events.
-//! - `idempotency_by_seq` (v2): `u64` first seq → `&str` key, so retention can drop a key
-//!   together with its events (a key lives while its batch's first event does).
+//! - `keyed_batches` (v3): `[u8; 32]` row id → `fingerprint [u8; 32] | first_seq u64 LE |
+//!   count u32 LE` (44 bytes), written in the same transaction as the batch's events. The row
+//!   id is [`keyed_row`]: SHA-256 of a tag, the key's 32-byte scope and the key's bytes, so
+//!   the same key in two scopes is two rows, and neither the key nor the scope is on disk.
+//! - `keyed_batches_by_seq` (v3): `u64` first seq → `[u8; 32]` row id, so retention can drop a
+//!   key together with its events (a key lives while its batch's first event does).
 //!
 //! # One event (the value in `events`)
 //! ```text
@@ -38,7 +42,8 @@
 
 use redb::TableDefinition;
 use serde_json::value::RawValue;
-use tidings_core::StoreError;
+use sha2::{Digest, Sha256};
+use tidings_core::{Fingerprint, IdempotencyKey, KeyedBatch, StoreError};
 use tidings_proto::{Epoch, Event, EventId, EventType, Key, Topic};
 
 /// seq → encoded event.
@@ -46,34 +51,47 @@ pub(crate) const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new(
 /// name → little-endian value.
 pub(crate) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 
-/// Idempotency-Key → keyed batch (v2).
-pub(crate) const IDEMPOTENCY: TableDefinition<'_, &str, &[u8]> =
-    TableDefinition::new("idempotency");
-/// First seq of a keyed batch → its key (v2).
-pub(crate) const IDEMPOTENCY_BY_SEQ: TableDefinition<'_, u64, &str> =
-    TableDefinition::new("idempotency_by_seq");
+/// Row id of a keyed batch ([`keyed_row`]) → fingerprint, first seq, count (v3).
+pub(crate) const KEYED: TableDefinition<'_, &[u8; 32], &[u8]> =
+    TableDefinition::new("keyed_batches");
+/// First seq of a keyed batch → its row id (v3).
+pub(crate) const KEYED_BY_SEQ: TableDefinition<'_, u64, &[u8; 32]> =
+    TableDefinition::new("keyed_batches_by_seq");
 
-/// Encodes the value of an `idempotency` row.
-pub(crate) fn encode_keyed(fingerprint: u64, first_seq: u64, count: u32) -> [u8; 20] {
-    let mut out = [0u8; 20];
-    out[..8].copy_from_slice(&fingerprint.to_le_bytes());
-    out[8..16].copy_from_slice(&first_seq.to_le_bytes());
-    out[16..].copy_from_slice(&count.to_le_bytes());
+/// The row id of an idempotency key in `keyed_batches`: SHA-256 over a tag, the 32-byte scope,
+/// then the key's bytes (the scope's fixed length keeps the two apart).
+pub(crate) fn keyed_row(key: &IdempotencyKey) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"tidings keyed batch v3\0");
+    h.update(key.scope.0);
+    h.update(key.key.as_bytes());
+    h.finalize().into()
+}
+
+/// Length of a `keyed_batches` value.
+const KEYED_LEN: usize = 32 + 8 + 4;
+
+/// Encodes the value of a `keyed_batches` row.
+pub(crate) fn encode_keyed(batch: &KeyedBatch) -> [u8; KEYED_LEN] {
+    let mut out = [0u8; KEYED_LEN];
+    out[..32].copy_from_slice(&batch.fingerprint.0);
+    out[32..40].copy_from_slice(&batch.first_seq.to_le_bytes());
+    out[40..].copy_from_slice(&batch.count.to_le_bytes());
     out
 }
 
-/// Decodes an `idempotency` row: `(fingerprint, first_seq, count)`.
-pub(crate) fn decode_keyed(key: &str, bytes: &[u8]) -> Result<(u64, u64, u32), StoreError> {
-    let corrupt = || StoreError::Corrupt(format!("idempotency row `{key}` is malformed"));
-    let bytes: &[u8; 20] = bytes.try_into().map_err(|_| corrupt())?;
-    let u64_at = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&bytes[at..at + 8]);
-        u64::from_le_bytes(b)
-    };
-    let mut count = [0u8; 4];
-    count.copy_from_slice(&bytes[16..]);
-    Ok((u64_at(0), u64_at(8), u32::from_le_bytes(count)))
+/// Decodes a `keyed_batches` row found for `key`.
+pub(crate) fn decode_keyed(key: &IdempotencyKey, bytes: &[u8]) -> Result<KeyedBatch, StoreError> {
+    let corrupt = || StoreError::Corrupt("a keyed-batch row is malformed".into());
+    let bytes: &[u8; KEYED_LEN] = bytes.try_into().map_err(|_| corrupt())?;
+    let (fingerprint, rest) = bytes.split_at(32);
+    let (first_seq, count) = rest.split_at(8);
+    Ok(KeyedBatch {
+        key: key.clone(),
+        fingerprint: Fingerprint(fingerprint.try_into().map_err(|_| corrupt())?),
+        first_seq: u64::from_le_bytes(first_seq.try_into().map_err(|_| corrupt())?),
+        count: u32::from_le_bytes(count.try_into().map_err(|_| corrupt())?),
+    })
 }
 
 /// Meta key: format version, `u32`.
@@ -282,5 +300,33 @@ mod tests {
         assert!(event_time(1, &buf[..5]).is_err());
         assert!(meta_u32("x", &[1, 2]).is_err());
         assert!(meta_u64("x", &[1, 2, 3, 4]).is_err());
+    }
+
+    #[test]
+    fn keyed_rows_round_trip_and_separate_scopes() {
+        use tidings_core::IdempotencyScope;
+        let key = |scope: u8, k: &str| IdempotencyKey {
+            scope: IdempotencyScope([scope; 32]),
+            key: k.into(),
+        };
+        let batch = KeyedBatch {
+            key: key(1, "order-1"),
+            fingerprint: Fingerprint([7; 32]),
+            first_seq: u64::MAX - 3,
+            count: 1000,
+        };
+        let bytes = encode_keyed(&batch);
+        assert_eq!(decode_keyed(&batch.key, &bytes).unwrap(), batch);
+        for len in [0, 20, KEYED_LEN - 1, KEYED_LEN + 1] {
+            let mut bad = bytes.to_vec();
+            bad.resize(len, 0);
+            assert!(matches!(
+                decode_keyed(&batch.key, &bad),
+                Err(StoreError::Corrupt(_))
+            ));
+        }
+        assert_ne!(keyed_row(&key(1, "order-1")), keyed_row(&key(2, "order-1")));
+        assert_ne!(keyed_row(&key(1, "order-1")), keyed_row(&key(1, "order-2")));
+        assert_eq!(keyed_row(&key(1, "order-1")), keyed_row(&key(1, "order-1")));
     }
 }

@@ -12,8 +12,8 @@ use tidings_core::{KeyedBatch, Retention, SharedEvent, StoreError};
 use tokio::sync::oneshot;
 
 use crate::retention::{self, Counters};
-use crate::schema::{self, CLEAN_SHUTDOWN, EVENTS, IDEMPOTENCY, IDEMPOTENCY_BY_SEQ, META};
-use crate::{Durability, Shared, store_error};
+use crate::schema::{self, CLEAN_SHUTDOWN, EVENTS, KEYED, KEYED_BY_SEQ, META};
+use crate::{Durability, Shared, guarded, store_error};
 
 /// Most events one commit takes from the queue; the rest wait for the next commit.
 const MAX_EVENTS_PER_COMMIT: usize = 16_384;
@@ -215,25 +215,29 @@ impl Writer {
         write: impl FnOnce(&WriteTransaction, &mut Counters) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let mut counters = self.counters;
-        let result = (|| {
-            let mut tx = self.shared.db.begin_write().map_err(store_error)?;
-            let level = if durable {
-                redb::Durability::Immediate
-            } else {
-                redb::Durability::None
-            };
-            tx.set_durability(level).map_err(store_error)?;
-            write(&tx, &mut counters)?;
-            #[cfg(test)]
-            if self.shared.fail_commits.load(Ordering::Relaxed) {
-                return Err(StoreError::Io("injected commit failure".into()));
-            }
-            tx.commit().map_err(store_error)
-        })();
+        let result = guarded(
+            || "writing a commit".into(),
+            || {
+                let mut tx = self.shared.db.begin_write().map_err(store_error)?;
+                let level = if durable {
+                    redb::Durability::Immediate
+                } else {
+                    redb::Durability::None
+                };
+                tx.set_durability(level).map_err(store_error)?;
+                write(&tx, &mut counters)?;
+                #[cfg(test)]
+                if self.shared.fail_commits.load(Ordering::Relaxed) {
+                    return Err(StoreError::Io("injected commit failure".into()));
+                }
+                tx.commit().map_err(store_error)
+            },
+        );
         match &result {
             Ok(()) => {
                 self.counters = counters;
                 self.publish_counters();
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 if durable {
                     self.dirty = false;
                     self.last_sync = Instant::now();
@@ -313,18 +317,27 @@ impl Writer {
                 break;
             }
         }
-        self.oldest_time = self.first_time().ok().flatten();
+        self.oldest_time = self
+            .first_time()
+            .map_err(|e| self.shared.read_failed(e))
+            .ok()
+            .flatten();
     }
 
     /// Publish time of the first retained event.
     fn first_time(&self) -> Result<Option<u64>, StoreError> {
         use redb::{ReadableDatabase, ReadableTable};
-        let tx = self.shared.db.begin_read().map_err(store_error)?;
-        let table = tx.open_table(EVENTS).map_err(store_error)?;
-        match table.first().map_err(store_error)? {
-            Some((k, v)) => schema::event_time(k.value(), v.value()).map(Some),
-            None => Ok(None),
-        }
+        guarded(
+            || "reading the first event".into(),
+            || {
+                let tx = self.shared.db.begin_read().map_err(store_error)?;
+                let table = tx.open_table(EVENTS).map_err(store_error)?;
+                match table.first().map_err(store_error)? {
+                    Some((k, v)) => schema::event_time(k.value(), v.value()).map(Some),
+                    None => Ok(None),
+                }
+            },
+        )
     }
 
     /// At shutdown: a durable commit carrying the clean marker.
@@ -354,19 +367,17 @@ fn append_all(
     let before = *counters;
     {
         let mut table = tx.open_table(EVENTS).map_err(store_error)?;
-        let mut keys = tx.open_table(IDEMPOTENCY).map_err(store_error)?;
-        let mut keys_by_seq = tx.open_table(IDEMPOTENCY_BY_SEQ).map_err(store_error)?;
+        let mut keys = tx.open_table(KEYED).map_err(store_error)?;
+        let mut keys_by_seq = tx.open_table(KEYED_BY_SEQ).map_err(store_error)?;
         for request in batch {
             let Request::Append { events, keyed, .. } = request else {
                 continue;
             };
             if let Some(k) = keyed {
-                let value = schema::encode_keyed(k.fingerprint, k.first_seq, k.count);
-                keys.insert(k.key.as_str(), value.as_slice())
+                let row = schema::keyed_row(&k.key);
+                keys.insert(&row, schema::encode_keyed(k).as_slice())
                     .map_err(store_error)?;
-                keys_by_seq
-                    .insert(k.first_seq, k.key.as_str())
-                    .map_err(store_error)?;
+                keys_by_seq.insert(k.first_seq, &row).map_err(store_error)?;
             }
             for event in events {
                 let seq = event.seq();

@@ -4,6 +4,7 @@
 mod token;
 
 use std::io::IsTerminal as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
@@ -13,6 +14,10 @@ use tidings_server::config::{self, ServeArgs};
 
 /// Exit code for invalid configuration (EX_USAGE), used before any port is bound.
 const EXIT_CONFIG: u8 = 64;
+/// `tidings store verify`: the store is damaged.
+const EXIT_DAMAGED: u8 = 1;
+/// `tidings store verify`: the store could not be checked at all (in use, missing, foreign).
+const EXIT_UNVERIFIED: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,12 +31,30 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-#[allow(clippy::large_enum_variant)] // parsed once at start-up
+// Parsed once at start-up: the size of `Serve`'s settings costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the hub.
     Serve(ServeArgs),
     /// Print a signed JWT carrying a grant.
     Token(token::TokenArgs),
+    /// Work on the event store of a stopped server.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Read every stored event and report the seq ranges that cannot be read. Exits 0 when
+    /// the store is intact, 1 when it is damaged, 2 when it cannot be checked (in use by a
+    /// running server, missing, not a store).
+    Verify {
+        /// The data directory (`--data-dir`), or the `events.redb` file in it.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +83,33 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token::run(args),
+        Command::Store {
+            command: StoreCommand::Verify { dir },
+        } => verify(&dir),
+    }
+}
+
+fn verify(dir: &std::path::Path) -> ExitCode {
+    use std::io::Write as _;
+    // A damaged page can make the database engine panic; the check catches each one and
+    // counts it as damage, so the default hook's message per panic would only bury the report.
+    std::panic::set_hook(Box::new(|_| {}));
+    match tidings_store_redb::verify::verify(dir) {
+        Ok(report) => {
+            let mut out = std::io::stdout().lock();
+            if write!(out, "{report}").and_then(|()| out.flush()).is_err() {
+                return ExitCode::FAILURE;
+            }
+            if report.is_intact() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_DAMAGED)
+            }
+        }
+        Err(e) => {
+            eprintln!("tidings: cannot verify the store in {}: {e}", dir.display());
+            ExitCode::from(EXIT_UNVERIFIED)
+        }
     }
 }
 
@@ -105,31 +155,45 @@ fn serve(flags: ServeArgs) -> ExitCode {
 }
 
 async fn run(config: tidings_server::Config) -> anyhow::Result<()> {
+    // Handlers first: a signal that arrives once the hub says it is listening must start a
+    // drain, not kill the process.
+    let shutdown = shutdown_signal();
     let app = App::build(config)?;
     let listeners = app.bind().await?;
-    app.run(listeners, shutdown_signal()).await
+    app.run(listeners, shutdown).await
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            let (int, term) = signals;
+            tokio::select! {
+                () = wait(int) => {},
+                () = wait(term) => {},
+            }
+        }
+        #[cfg(not(unix))]
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
 }

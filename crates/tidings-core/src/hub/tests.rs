@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use tidings_proto::{Cursor, Epoch, EventId, EventType, Pattern, Selector, Topic};
 
 use super::*;
+use crate::request::NewEvent;
 use crate::store::{MemoryStore, Retention};
 use crate::subscription::Step;
 
@@ -252,7 +253,10 @@ async fn idempotency_key_returns_the_original_ids() {
     let keyed = |data: &str| PublishBatch {
         events: vec![ev("t", "x", data)],
         origin: None,
-        idempotency_key: Some("k1".into()),
+        idempotency_key: Some(crate::IdempotencyKey {
+            scope: crate::IdempotencyScope::ANONYMOUS,
+            key: "k1".into(),
+        }),
     };
     let first = hub.publish(keyed("1")).await.unwrap();
     let again = hub.publish(keyed("1")).await.unwrap();
@@ -494,4 +498,120 @@ async fn a_byte_bound_closes_a_slow_subscriber_of_large_events() {
     let (seqs, steps) = ready(&mut slow).await;
     assert_eq!(seqs, vec![1, 2, 3]);
     assert_eq!(steps, vec![Step::Closed(CloseReason::SlowConsumer)]);
+}
+
+/// The engine takes time only from its injected clock: event timestamps, and age-based
+/// retention in `MemoryStore`, follow a `ManualClock` with no waiting.
+#[tokio::test]
+async fn time_comes_from_the_injected_clock() {
+    let clock = crate::clock::ManualClock::new(1_000_000);
+    let store = MemoryStore::with_clock(
+        Epoch(7),
+        Retention {
+            max_events: None,
+            max_bytes: None,
+            max_age: Some(Duration::from_secs(60)),
+        },
+        clock.clone(),
+    );
+    let hub = Hub::with_clock(Arc::new(store), Limits::default(), clock.clone());
+    let mut sub = hub.subscribe(req(&["*"], None)).unwrap();
+    hub.publish(batch(vec![ev("t", "x", "1")])).await.unwrap();
+    let mut out = Vec::new();
+    assert_eq!(sub.next(&mut out).await, Step::Events);
+    assert_eq!(
+        out[0].event.time, 1_000_000,
+        "stamped with the clock's time"
+    );
+
+    clock.advance(61_000);
+    hub.publish(batch(vec![ev("t", "x", "2")])).await.unwrap();
+    assert_eq!(
+        hub.stats().store.trimmed_through,
+        1,
+        "the first is past max_age"
+    );
+    let mut late = hub
+        .subscribe(req(
+            &["*"],
+            Some(Cursor::After(EventId { epoch: 7, seq: 0 })),
+        ))
+        .unwrap();
+    let (_, steps) = ready(&mut late).await;
+    assert_eq!(
+        steps,
+        vec![Step::Reset {
+            reason: ResetReason::CursorExpired,
+            resume_after: EventId { epoch: 7, seq: 2 },
+        }]
+    );
+}
+
+/// Fault: every resuming subscriber read its own 1,024-event chunk whatever the events'
+/// size, so thousands resuming at once held thousands of chunks. Each read is now bounded by
+/// bytes, and what replay holds across all subscribers by `Limits::replay_memory_bytes`.
+#[tokio::test]
+async fn replay_memory_is_bounded_across_subscribers() {
+    let limits = Limits {
+        max_data_bytes: 100,
+        replay_chunk_bytes: 4_000,
+        replay_memory_bytes: 4_000,
+        ..Limits::default()
+    };
+    let hub = hub_with(Retention::default(), limits);
+    let data = format!("\"{}\"", "x".repeat(60));
+    for _ in 0..10 {
+        hub.publish(batch((0..10).map(|_| ev("t", "x", &data)).collect()))
+            .await
+            .unwrap();
+    }
+    let mut first = hub.subscribe(req(&["*"], Some(Cursor::Earliest))).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(first.next(&mut out).await, Step::Events);
+    let bytes: usize = out.iter().map(|e| e.size()).sum();
+    assert!(
+        bytes <= 4_000,
+        "one step holds at most a chunk ({bytes} bytes)"
+    );
+    assert!(
+        out.len() < 100,
+        "a chunk is bounded by bytes, not only by count"
+    );
+
+    // The budget is held by `first` until it asks for more: a second replay waits.
+    let mut second = hub.subscribe(req(&["*"], Some(Cursor::Earliest))).unwrap();
+    let mut other = Vec::new();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), second.next(&mut other))
+            .await
+            .is_err(),
+        "a replay waits while the budget is spent"
+    );
+    // A cancelled wait keeps its place in line: `third`, asking later, comes after it.
+    let mut third = hub.subscribe(req(&["*"], Some(Cursor::Earliest))).unwrap();
+    let mut third_out = Vec::new();
+    assert!(
+        tokio::time::timeout(Duration::ZERO, third.next(&mut third_out))
+            .await
+            .is_err()
+    );
+    drop(first);
+    let step = tokio::time::timeout(Duration::from_secs(5), second.next(&mut other)).await;
+    assert_eq!(
+        step,
+        Ok(Step::Events),
+        "the first in line goes on once it is free"
+    );
+    assert_eq!(other.first().map(|e| e.seq()), Some(1));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), third.next(&mut third_out))
+            .await
+            .is_err(),
+        "the later one waits its turn"
+    );
+    // Live subscribers never wait on the replay budget.
+    let mut live = hub.subscribe(req(&["*"], None)).unwrap();
+    hub.publish(batch(vec![ev("t", "x", "1")])).await.unwrap();
+    let mut got = Vec::new();
+    assert_eq!(live.next(&mut got).await, Step::Events);
 }

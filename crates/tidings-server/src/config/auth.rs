@@ -1,5 +1,6 @@
-//! `[auth]`: static bearer tokens, given as `SECRET:publish=SEL;subscribe=SEL;admin` specs
-//! (`--token`, `TIDINGS_TOKENS`, or strings in `auth.tokens`) or as `[[auth.tokens]]` tables;
+//! `[auth]`: static bearer tokens, given as `SECRET:name=N;publish=SEL;subscribe=SEL;admin`
+//! specs (`--token`, `TIDINGS_TOKENS`, or strings in `auth.tokens`) or as `[[auth.tokens]]`
+//! tables;
 //! and JWT verification: an HS256 secret, PEM public keys, JWKS files, the `aud`/`iss` to
 //! require, the clock leeway, and grant templates filled from each token's claims.
 
@@ -272,10 +273,7 @@ fn static_tokens(raw_tokens: Vec<RawToken>) -> Result<Vec<StaticToken>, ConfigEr
     for (i, raw) in raw_tokens.into_iter().enumerate() {
         let token = match raw {
             RawToken::Spec(spec) => {
-                let mut token =
-                    parse_token_spec(&spec).map_err(|r| bad(&format!("auth.token[{i}]"), r))?;
-                token.grant.name = format!("token-{i}");
-                token
+                parse_token_spec(&spec, i).map_err(|r| bad(&format!("auth.token[{i}]"), r))?
             }
             RawToken::Table(raw) => {
                 let setting = format!("auth.tokens[{i}]");
@@ -299,8 +297,10 @@ fn static_tokens(raw_tokens: Vec<RawToken>) -> Result<Vec<StaticToken>, ConfigEr
     Ok(tokens)
 }
 
-/// `SECRET:publish=SEL,SEL;subscribe=SEL;admin`.
-pub(super) fn parse_token_spec(spec: &str) -> Result<StaticToken, String> {
+/// `SECRET:name=NAME;publish=SEL,SEL;subscribe=SEL;admin`, the `index`th token. The grant's
+/// name (what logs show) is the `name=` part, else `token-<index>`: never derived from the
+/// secret.
+pub(super) fn parse_token_spec(spec: &str, index: usize) -> Result<StaticToken, String> {
     let (secret, rights) = spec
         .split_once(':')
         .ok_or("expected SECRET:publish=SEL,...;subscribe=SEL,...;admin")?;
@@ -308,7 +308,7 @@ pub(super) fn parse_token_spec(spec: &str) -> Result<StaticToken, String> {
         return Err("token must be at least 8 characters".into());
     }
     let mut grant = Grant {
-        name: "token".to_owned(),
+        name: format!("token-{index}"),
         publish: vec![],
         subscribe: vec![],
         admin: false,
@@ -322,10 +322,19 @@ pub(super) fn parse_token_spec(spec: &str) -> Result<StaticToken, String> {
             .split_once('=')
             .ok_or(format!("`{part}` is not RIGHT=SEL,... or admin"))?;
         let list = match right {
+            "name" if !sels.is_empty() && !sels.chars().any(char::is_control) => {
+                grant.name = sels.to_owned();
+                continue;
+            }
+            "name" => return Err("name: must be non-empty text without control characters".into()),
             "publish" | "pub" => &mut grant.publish,
             "subscribe" | "sub" => &mut grant.subscribe,
             "admin" => return Err("`admin` takes no selectors; write `admin` alone".into()),
-            other => return Err(format!("`{other}` is not publish, subscribe or admin")),
+            other => {
+                return Err(format!(
+                    "`{other}` is not name, publish, subscribe or admin"
+                ));
+            }
         };
         for sel in sels.split(',').filter(|s| !s.is_empty()) {
             list.push(Pattern::parse(sel).map_err(|e| format!("`{sel}` {e}"))?);

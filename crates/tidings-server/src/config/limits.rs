@@ -49,6 +49,14 @@ pub struct RawLimits {
         value_name = "SIZE"
     )]
     pub subscriber_queue_bytes: Option<String>,
+    /// Most bytes of publish bodies held at once, over all connections; a publish that would
+    /// exceed it is answered 503 `overloaded` [default: 64MiB].
+    #[arg(
+        long = "max-inflight-body-bytes",
+        env = "TIDINGS_MAX_INFLIGHT_BODY_BYTES",
+        value_name = "SIZE"
+    )]
+    pub max_inflight_body_bytes: Option<String>,
 }
 
 impl RawLimits {
@@ -96,5 +104,21 @@ impl RawLimits {
             ));
         }
         Ok(limits)
+    }
+
+    /// The budget for publish bodies in flight, checked against `limits.max_body_bytes`.
+    pub(super) fn max_inflight_body_bytes(&self, limits: &Limits) -> Result<usize, ConfigError> {
+        let budget = size(
+            "limits.max_inflight_body_bytes",
+            self.max_inflight_body_bytes.as_deref(),
+            "64MiB",
+        )?;
+        if budget < limits.max_body_bytes {
+            return Err(bad(
+                "limits.max_inflight_body_bytes",
+                "must be at least limits.max_body_bytes, or no large body could ever be read",
+            ));
+        }
+        Ok(budget)
     }
 }

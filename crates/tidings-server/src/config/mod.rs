@@ -49,13 +49,29 @@ pub struct RawConfig {
     /// Grace period for draining connections at shutdown [default: 10s].
     #[arg(long, env = "TIDINGS_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
-    /// Most concurrent connections [default: 19000].
+    /// Most concurrent connections over all listeners, lowered at start to fit the file
+    /// descriptor limit [default: 19000].
     #[arg(long, env = "TIDINGS_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
     /// Longest a write to a client that stopped reading may block before the connection is
     /// dropped [default: 30s].
     #[arg(long, env = "TIDINGS_WRITE_TIMEOUT", value_name = "DURATION")]
     pub write_timeout: Option<String>,
+    /// Longest a client may take to send a whole publish body [default: 30s].
+    #[arg(long, env = "TIDINGS_BODY_TIMEOUT", value_name = "DURATION")]
+    pub body_timeout: Option<String>,
+    /// A `Host` name this hub answers to (repeatable; `*` for any, `*.example.com` for its
+    /// subdomains; in the environment, several separated by spaces). Without tokens the hub
+    /// answers only loopback names (localhost, *.localhost, 127.0.0.1, [::1]) unless this is
+    /// given; with tokens it answers any name unless this is given.
+    #[arg(
+        long = "allowed-host",
+        env = "TIDINGS_ALLOWED_HOSTS",
+        value_name = "HOST",
+        value_delimiter = ' '
+    )]
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 
     #[command(flatten)]
     #[serde(default)]
@@ -95,10 +111,19 @@ pub struct Config {
     pub log: String,
     /// Drain period at shutdown.
     pub shutdown_grace: Duration,
-    /// Most concurrent connections.
+    /// Most concurrent connections (over all listeners; lowered at start to fit the
+    /// process's file descriptor limit).
     pub max_connections: usize,
+    /// Longest a publish body may take to arrive.
+    pub body_timeout: Duration,
+    /// Most bytes of publish bodies held at once.
+    pub max_inflight_body_bytes: usize,
+    /// `Host` names the hub answers to (empty: loopback names without tokens, any with).
+    pub allowed_hosts: Vec<String>,
     /// Durability mode.
     pub durability: Durability,
+    /// Bytes of the store's page cache (durable and fast mode).
+    pub store_cache_size: usize,
     /// History bounds.
     pub retention: Retention,
     /// Transport settings (SSE, WebSocket, long-poll, write timeout).
@@ -152,8 +177,21 @@ impl RawConfig {
             )
         })?;
         let durability = self.store.validate()?;
+        let store_cache_size = self.store.cache_size()?;
         let retention = self.retention.validate()?;
         let limits = self.limits.validate()?;
+        let max_inflight_body_bytes = self.limits.max_inflight_body_bytes(&limits)?;
+        for (i, host) in self.allowed_hosts.iter().enumerate() {
+            if host.is_empty()
+                || host.contains(['/', ' ', '@'])
+                || host.chars().any(|c| c.is_control())
+            {
+                return Err(bad(
+                    &format!("allowed_hosts[{i}]"),
+                    format!("`{host}` is not a host name"),
+                ));
+            }
+        }
         let (tokens, jwt) = self.auth.validate()?;
         let open = tokens.is_empty() && jwt.is_none();
         let transport = transport::options(
@@ -185,7 +223,11 @@ impl RawConfig {
             log: self.log.unwrap_or_else(|| "info".to_owned()),
             shutdown_grace: duration("shutdown_grace", self.shutdown_grace.as_deref(), "10s")?,
             max_connections: positive("max_connections", self.max_connections, 19_000)?,
+            body_timeout: units::nonzero("body_timeout", self.body_timeout.as_deref(), "30s")?,
+            max_inflight_body_bytes,
+            allowed_hosts: self.allowed_hosts,
             durability,
+            store_cache_size,
             retention,
             transport,
             endpoints,

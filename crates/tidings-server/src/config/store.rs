@@ -19,6 +19,13 @@ pub struct RawStore {
     /// In `fast` mode, how often to fsync [default: 1s].
     #[arg(long, env = "TIDINGS_FSYNC_INTERVAL", value_name = "DURATION")]
     pub fsync_interval: Option<String>,
+    /// Memory for the store's page cache, in durable and fast mode [default: 64MiB].
+    #[arg(
+        long = "store-cache-size",
+        env = "TIDINGS_STORE_CACHE_SIZE",
+        value_name = "SIZE"
+    )]
+    pub cache_size: Option<String>,
 }
 
 /// `[retention]`: every bound applies; `0` turns one off.
@@ -84,6 +91,11 @@ impl RawStore {
             return Err(bad("store.fsync_interval", "must be greater than 0"));
         }
         Ok(durability)
+    }
+
+    /// Bytes of the store's page cache.
+    pub(super) fn cache_size(&self) -> Result<usize, ConfigError> {
+        size("store.cache_size", self.cache_size.as_deref(), "64MiB")
     }
 }
 

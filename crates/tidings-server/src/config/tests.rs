@@ -28,6 +28,7 @@ fn file_is_below_flags_and_env() {
         [store]
         durability = "fast"
         fsync_interval = "250ms"
+        cache_size = "8MiB"
         [retention]
         max_events = 10
         max_age = "2h"
@@ -51,9 +52,28 @@ fn file_is_below_flags_and_env() {
             interval: Duration::from_millis(250)
         }
     );
+    assert_eq!(c.store_cache_size, 8 << 20);
     assert_eq!(c.retention.max_events, Some(10));
     assert_eq!(c.retention.max_age, Some(Duration::from_secs(7200)));
     assert_eq!(c.tokens.len(), 1);
+    let flags = RawConfig {
+        store: RawStore {
+            cache_size: Some("1MiB".into()),
+            ..RawStore::default()
+        },
+        ..RawConfig::default()
+    };
+    let file = RawConfig::from_toml("[store]\ncache_size = \"8MiB\"").unwrap();
+    assert_eq!(
+        validate(layered([file, flags]).unwrap())
+            .unwrap()
+            .store_cache_size,
+        1 << 20
+    );
+    assert_eq!(
+        validate(RawConfig::default()).unwrap().store_cache_size,
+        64 << 20
+    );
 }
 
 #[test]
@@ -150,16 +170,51 @@ fn errors_name_the_setting() {
 
 #[test]
 fn token_specs() {
-    let t = parse_token_spec("abcdefgh:publish=downloads/*,system;subscribe=*").unwrap();
+    let t = parse_token_spec("abcdefgh:publish=downloads/*,system;subscribe=*", 0).unwrap();
     assert_eq!(t.secret.expose(), "abcdefgh");
     assert_eq!(t.grant.publish.len(), 2);
     assert_eq!(t.grant.subscribe, vec![Pattern::All]);
     assert!(!t.grant.admin);
-    assert!(parse_token_spec("abcdefgh:write=*").is_err());
-    let t = parse_token_spec("abcdefgh:publish=*;subscribe=*;admin").unwrap();
+    assert!(parse_token_spec("abcdefgh:write=*", 0).is_err());
+    let t = parse_token_spec("abcdefgh:publish=*;subscribe=*;admin", 0).unwrap();
     assert!(t.grant.admin);
-    let e = parse_token_spec("abcdefgh:admin=*").unwrap_err();
+    let e = parse_token_spec("abcdefgh:admin=*", 0).unwrap_err();
     assert!(e.contains("admin"), "{e}");
+}
+
+/// A token's name is `name=` or its position, never a piece of the secret; a multi-byte
+/// character where the old code cut the secret at byte 4 is no panic.
+#[test]
+fn token_names_never_come_from_the_secret() {
+    let t = parse_token_spec("s3cretvalue:publish=*", 2).unwrap();
+    assert_eq!(t.grant.name, "token-2");
+    let t = parse_token_spec("s3cretvalue:name=nzbflow;publish=*", 0).unwrap();
+    assert_eq!(t.grant.name, "nzbflow");
+    assert_eq!(t.grant.publish, vec![Pattern::All]);
+    // `é` is two bytes: byte 4 falls inside the first one.
+    let t = parse_token_spec("abcééééé:subscribe=*", 0).unwrap();
+    assert_eq!(t.grant.name, "token-0");
+    assert!(parse_token_spec("s3cretvalue:name=;publish=*", 0).is_err());
+    assert!(parse_token_spec("s3cretvalue:name=a\nb", 0).is_err());
+
+    let raw = RawConfig {
+        auth: RawAuth {
+            tokens: vec![
+                RawToken::Spec("abcééééé:publish=*".into()),
+                RawToken::Spec("s3cretvalue:subscribe=*".into()),
+            ],
+            ..RawAuth::default()
+        },
+        ..RawConfig::default()
+    };
+    let names: Vec<_> = raw
+        .validate()
+        .unwrap()
+        .tokens
+        .into_iter()
+        .map(|t| t.grant.name)
+        .collect();
+    assert_eq!(names, ["token-0", "token-1"]);
 }
 
 #[test]
@@ -255,4 +310,40 @@ fn every_file_section_survives_layering_under_empty_flags() {
         crate::endpoint::Origins::List(vec!["https://a.example".into()])
     );
     assert_eq!(c.endpoints[1].path, "/x");
+}
+
+#[test]
+fn edge_settings_have_defaults_and_come_from_the_file() {
+    let c = validate(RawConfig::default()).unwrap();
+    assert_eq!(c.body_timeout, Duration::from_secs(30));
+    assert_eq!(c.max_inflight_body_bytes, 64 << 20);
+    assert!(c.allowed_hosts.is_empty());
+    let file = RawConfig::from_toml(
+        r#"
+        body_timeout = "5s"
+        allowed_hosts = ["hub.example.com", "*.example.org"]
+        [limits]
+        max_inflight_body_bytes = "8MiB"
+        "#,
+    )
+    .unwrap();
+    let c = validate(layered([file, RawConfig::default()]).unwrap()).unwrap();
+    assert_eq!(c.body_timeout, Duration::from_secs(5));
+    assert_eq!(c.max_inflight_body_bytes, 8 << 20);
+    assert_eq!(c.allowed_hosts, ["hub.example.com", "*.example.org"]);
+    let small = RawConfig {
+        limits: RawLimits {
+            max_inflight_body_bytes: Some("512KiB".into()),
+            ..RawLimits::default()
+        },
+        ..RawConfig::default()
+    };
+    let err = validate(small).unwrap_err();
+    assert!(err.starts_with("limits.max_inflight_body_bytes:"), "{err}");
+    let host = RawConfig {
+        allowed_hosts: vec!["http://x/".into()],
+        ..RawConfig::default()
+    };
+    let err = validate(host).unwrap_err();
+    assert!(err.starts_with("allowed_hosts[0]:"), "{err}");
 }

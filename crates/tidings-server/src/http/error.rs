@@ -1,5 +1,7 @@
 //! `HttpError`: the one way a handler fails. Status comes from the stable code; the body is
-//! `{"error": {"code", "message"}}`; internal causes are logged here, never sent.
+//! `{"error": {"code", "message"}}`. An internal cause (a store failure) is never sent: the
+//! client gets the stable code and a generic message, and the cause is logged once, where it
+//! was handled (the store logs the failure that poisoned it).
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
@@ -14,7 +16,16 @@ impl HttpError {
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         HttpError(ApiError::new(code, message))
     }
+
+    /// `store_unavailable`, with nothing of the cause in it.
+    pub(crate) fn store_unavailable() -> Self {
+        HttpError::new(ErrorCode::StoreUnavailable, STORE_UNAVAILABLE)
+    }
 }
+
+/// The message of every `store_unavailable` answer.
+pub(crate) const STORE_UNAVAILABLE: &str =
+    "the event store is unavailable; the server's log has the cause";
 
 impl HttpError {
     /// The status of this error's code.
@@ -34,7 +45,8 @@ impl IntoResponse for HttpError {
         let code = self.0.error.code;
         let status = self.status();
         if status.is_server_error() {
-            tracing::warn!(message = "Request failed.", code = %code, reason = %self.0.error.message);
+            // The cause was logged where it was handled; this is one answer among many.
+            tracing::debug!(message = "Request refused.", code = %code);
         }
         (status, Json(self.0)).into_response()
     }
@@ -42,7 +54,10 @@ impl IntoResponse for HttpError {
 
 impl From<tidings_core::PublishError> for HttpError {
     fn from(e: tidings_core::PublishError) -> Self {
-        HttpError::new(e.code(), e.to_string())
+        match e {
+            tidings_core::PublishError::Store(_) => HttpError::store_unavailable(),
+            e => HttpError::new(e.code(), e.to_string()),
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::json;
+use tidings_proto::ErrorCode;
 
 use crate::state::AppState;
 
@@ -12,9 +13,12 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// 200 `ready`, or 503 `unavailable` with the stable code `store_unavailable` as the reason
+/// once the store is poisoned (a failed commit, or damage found in the file); the cause is in
+/// the log, never in the body.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let stats = state.hub.stats();
-    let body = |status: &str, reason: Option<String>| {
+    let body = |status: &str, reason: Option<&str>| {
         json!({
             "status": status,
             "reason": reason,
@@ -26,9 +30,12 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     };
     match state.hub.store_health() {
         None => Json(body("ready", None)).into_response(),
-        Some(e) => (
+        Some(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(body("unavailable", Some(e.to_string()))),
+            Json(body(
+                "unavailable",
+                Some(ErrorCode::StoreUnavailable.as_str()),
+            )),
         )
             .into_response(),
     }

@@ -1,9 +1,10 @@
 //! The HTTP edge: routes, request parsing, auth extraction and error answers.
 
 pub(crate) mod error;
-mod extract;
+pub(crate) mod extract;
+pub(crate) mod head;
 mod health;
-mod publish;
+pub(crate) mod publish;
 pub(crate) mod router;
 pub(crate) mod subscribe;
 

@@ -1,7 +1,12 @@
 //! `POST /publish`: one JSON event or an array of them (a batch: all or nothing).
 //!
-//! Checks, in order: content type (415), credential (401), body size (413), JSON syntax (400),
+//! Checks, in order: content type (415), credential (401), body size (413), body budget
+//! (503 `overloaded`) and deadline (408 `body_timeout`), JSON syntax (400),
 //! each event's shape and names (422), publish grant (403), then the engine's limits.
+//!
+//! An `Idempotency-Key` is scoped to the credential that sent it (its `CredentialId`; an open
+//! hub has one anonymous scope): two credentials using the same key never see each other's
+//! batches, conflicts or keys.
 
 use axum::Json;
 use axum::body::Body;
@@ -10,7 +15,8 @@ use http::HeaderMap;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tidings_core::{NewEvent, PublishBatch};
+use tidings_auth::Caller;
+use tidings_core::{IdempotencyKey, IdempotencyScope, NewEvent, PublishBatch};
 use tidings_proto::api::PublishResponse;
 use tidings_proto::{ErrorCode, EventType, Key, Topic, json};
 
@@ -38,25 +44,15 @@ pub(crate) async fn publish(
     body: Body,
 ) -> Result<Json<PublishResponse>, HttpError> {
     check_content_type(&headers)?;
-    let grant = state.auth.authenticate(extract::bearer(&headers)?)?;
+    let caller = state.auth.identify(extract::bearer(&headers)?)?;
+    let grant = &caller.grant;
     let limits = state.hub.limits();
-    let max = limits.max_body_bytes;
-    let too_large = || {
-        HttpError::new(
-            ErrorCode::BodyTooLarge,
-            format!("body: larger than the limit of {max} bytes"),
-        )
-    };
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Err(too_large());
-    }
-    let bytes = axum::body::to_bytes(body, max)
-        .await
-        .map_err(|_| too_large())?;
+    // `_held` keeps the body's bytes counted against the budget until the answer.
+    let (bytes, _held) = extract::body(body, declared, limits.max_body_bytes, &state.edge).await?;
     let events = parse_events(&bytes, limits.max_batch_events)?;
     for (i, e) in events.iter().enumerate() {
         if !grant.may_publish(&e.topic) {
@@ -81,8 +77,11 @@ pub(crate) async fn publish(
                         ErrorCode::InvalidParameter,
                         "Idempotency-Key: must be non-empty text",
                     )
-                })?
-                .to_owned(),
+                })
+                .map(|key| IdempotencyKey {
+                    scope: scope_of(&caller),
+                    key: key.to_owned(),
+                })?,
         ),
     };
     let ids = state
@@ -96,6 +95,12 @@ pub(crate) async fn publish(
     Ok(Json(PublishResponse {
         ids: ids.iter().map(ToString::to_string).collect(),
     }))
+}
+
+/// The idempotency scope of a caller: its credential id (the anonymous id of an open hub is
+/// the anonymous scope).
+fn scope_of(caller: &Caller) -> IdempotencyScope {
+    IdempotencyScope(caller.id.0)
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), HttpError> {
@@ -132,7 +137,7 @@ fn field(count: usize, i: usize, name: &str) -> String {
 }
 
 /// Parses a body into validated events. Nothing is published unless every event is valid.
-fn parse_events(bytes: &[u8], max_batch: usize) -> Result<Vec<NewEvent>, HttpError> {
+pub(crate) fn parse_events(bytes: &[u8], max_batch: usize) -> Result<Vec<NewEvent>, HttpError> {
     let raw: &RawValue = serde_json::from_slice(bytes)
         .map_err(|e| HttpError::new(ErrorCode::MalformedJson, format!("body: {e}")))?;
     let text = raw.get();
@@ -227,6 +232,22 @@ mod tests {
         parse_events(bytes, 3)
             .map(|v| v.len())
             .map_err(|e| e.status().as_u16())
+    }
+
+    #[test]
+    fn an_open_hub_publishes_in_the_anonymous_scope_and_tokens_in_their_own() {
+        use tidings_auth::{Authorizer, Grant, StaticToken};
+        let open = Authorizer::new(vec![]).identify(None).unwrap();
+        assert_eq!(scope_of(&open), IdempotencyScope::ANONYMOUS);
+        let token = |secret: &str| StaticToken {
+            secret: secret.into(),
+            grant: Grant::everything("t"),
+        };
+        let auth = Authorizer::new(vec![token("secret-one"), token("secret-two")]);
+        let one = scope_of(&auth.identify(Some("secret-one")).unwrap());
+        let two = scope_of(&auth.identify(Some("secret-two")).unwrap());
+        assert_ne!(one, two);
+        assert_ne!(one, IdempotencyScope::ANONYMOUS);
     }
 
     #[test]

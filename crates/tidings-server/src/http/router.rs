@@ -4,16 +4,22 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http::HeaderValue;
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use tidings_proto::ErrorCode;
 
 use super::error::HttpError;
 use super::subscribe::{EndpointState, subscribe};
-use super::{health, publish};
+use super::{extract, health, publish};
 use crate::endpoint::Endpoint;
 use crate::state::AppState;
 
-fn with_fallbacks(router: Router) -> Router {
+/// Fallbacks for unknown routes and methods, and the `Host` check in front of every route.
+fn with_fallbacks(router: Router, state: &AppState) -> Router {
     router
         .fallback(|| async { HttpError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -22,6 +28,33 @@ fn with_fallbacks(router: Router) -> Router {
                 "this route does not accept that method",
             )
         })
+        .layer(middleware::from_fn_with_state(state.clone(), edge_guard))
+}
+
+/// Refuses a request whose `Host` the hub does not answer to (see `extract::host`), and
+/// closes the connection after an error answer to a request with a body. Such an answer may
+/// come before the body was read (413, 503 `overloaded`, 408), and hyper then closes the
+/// connection, possibly after the head went out without saying so; a client that pooled the
+/// connection would send its next request into the closed socket. Saying `connection: close`
+/// keeps it from pooling.
+async fn edge_guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let authority = request.uri().authority().map(|a| a.as_str());
+    let has_body = request.headers().contains_key(TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let mut response = match extract::host(request.headers(), authority, &state) {
+        Err(e) => e.into_response(),
+        Ok(()) => next.run(request).await,
+    };
+    let status = response.status();
+    if has_body && (status.is_client_error() || status.is_server_error()) {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 fn mount(router: Router, state: &AppState, endpoint: &Endpoint) -> Router {
@@ -43,12 +76,12 @@ pub fn router(state: AppState, endpoints: &[Endpoint]) -> Router {
     for endpoint in endpoints.iter().filter(|e| e.listen.is_none()) {
         router = mount(router, &state, endpoint);
     }
-    with_fallbacks(router)
+    with_fallbacks(router, &state)
 }
 
 /// The router of an endpoint on its own port: just its route.
 pub fn endpoint_router(state: AppState, endpoint: &Endpoint) -> Router {
-    with_fallbacks(mount(Router::new(), &state, endpoint))
+    with_fallbacks(mount(Router::new(), &state, endpoint), &state)
 }
 
 /// The streaming routes the lean connection path serves on a listener with `endpoints`.

@@ -12,15 +12,16 @@
 //! subscribes to something else.
 //!
 //! Errors a retry cannot fix (bad selector, bad credential, no grant, Origin) are answered
-//! with a 4xx JSON body, which also stops a browser's `EventSource` from retrying. The rest
-//! (a bad cursor, a slow consumer, shutdown) is said in-band.
+//! with a 4xx JSON body, which also stops a browser's `EventSource` from retrying; so is a
+//! store that is poisoned (503 `store_unavailable`: an operator must act). The rest (a bad
+//! cursor, a slow consumer, shutdown, history found unreadable while streaming) is said
+//! in-band.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN, UPGRADE};
 use http::{HeaderMap, HeaderValue};
@@ -136,7 +137,7 @@ pub(crate) enum Prepared {
 }
 
 pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request) -> Response {
-    let (mut parts, _body) = request.into_parts();
+    let (parts, _body) = request.into_parts();
     let prepared = match prepare(&ctx, &parts) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -144,23 +145,13 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
     let options = ctx.app.transport;
     match prepared {
         Prepared::WebSocket(sub, shape) => {
-            let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-                Ok(u) => u,
-                Err(e) => {
-                    let msg = format!("WebSocket upgrade: {e}");
-                    return HttpError::new(ErrorCode::InvalidParameter, msg).into_response();
-                }
-            };
-            upgrade
-                .read_buffer_size(1 << 10)
-                .write_buffer_size(16 << 10)
-                .max_write_buffer_size(4 << 20)
-                .max_message_size(options.ws_max_message_bytes)
-                .max_frame_size(options.ws_max_message_bytes)
-                .on_upgrade(move |socket| ws::run(socket, sub, shape, options))
+            ws::upgrade(http::Request::from_parts(parts, ()), sub, shape, options)
         }
         Prepared::Poll(sub, shape, timeout) => {
-            let body = poll::answer(sub, shape, timeout).await;
+            let body = match poll::answer(sub, shape, timeout).await {
+                Ok(body) => body,
+                Err(e) => return e.into_response(),
+            };
             let mut response = Response::new(Body::from(body));
             let h = response.headers_mut();
             h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -170,13 +161,7 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
         Prepared::Stream(sub, format) => {
             let body = stream::body(sub, format, options.keepalive);
             let mut response = Response::new(Body::from_stream(body));
-            let h = response.headers_mut();
-            h.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(format.content_type()),
-            );
-            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            super::head::stream(response.headers_mut(), format.content_type());
             response
         }
     }
@@ -189,6 +174,13 @@ pub(crate) fn is_stream_request(parts: &http::request::Parts) -> bool {
         && !is_websocket(&parts.headers)
         && !form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
             .any(|(k, v)| k == "poll" && (v == "1" || v == "true"))
+}
+
+/// Whether a stream request asks for NDJSON rather than SSE (`format=ndjson` or `Accept`).
+pub(crate) fn wants_ndjson_stream(parts: &http::request::Parts) -> bool {
+    wants_ndjson(&parts.headers)
+        || form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .any(|(k, v)| k == "format" && v == "ndjson")
 }
 
 /// Everything a subscribe request needs before its transport takes over: query, credential,
@@ -257,6 +249,11 @@ pub(crate) fn prepare(
     });
     let cursor = header_cursor.or(query.cursor);
     let options = app.transport;
+    if app.hub.store_health().is_some() {
+        // Nothing new will ever be stored and history may not read: say so at once, rather
+        // than open a stream that stays silent.
+        return Err(HttpError::store_unavailable());
+    }
     let sub = open(app, selector, cursor)?;
     Ok(if websocket {
         Prepared::WebSocket(sub, endpoint.shape)

@@ -4,7 +4,10 @@
 //! Shapes:
 //! - `event`: `{"id":"…","topic":"…","type":"…","data":…}` (plus `"key"` when set).
 //! - `envelope`: `{"success":true,"id":"…","data":{"type":"…",…payload fields…}}`, the shape
-//!   NZB Flow's clients read. A payload that is not an object goes under `"value"`.
+//!   NZB Flow's clients read. A payload that is not an object goes under `"value"`. The event
+//!   type wins: a payload's own top-level `type` field is left out of the envelope (it would
+//!   be a second `type` key, and JavaScript would read the payload's). The `event` shape and
+//!   SSE carry the payload unchanged.
 //!
 //! Control frames (`reset`, `reconnect-required`) have the same shapes with no topic.
 
@@ -66,12 +69,17 @@ fn encode(e: &Event, shape: Shape) -> Bytes {
     buf.freeze()
 }
 
-/// `{"type":"…",<fields of payload>}`; a non-object payload becomes `"value"`.
+/// `{"type":"…",<fields of payload>}`; a non-object payload becomes `"value"`, and a
+/// payload's own `type` field is dropped (the event type wins).
 fn put_merged(buf: &mut BytesMut, ty: &str, payload: &str) {
     buf.put_slice(b"{\"type\":");
     put_json_str(buf, ty);
     match payload.strip_prefix('{') {
         Some("}") => buf.put_u8(b'}'),
+        // A `type` key is spelled out, or escaped (`\u0074ype`); anything else is copied.
+        Some(rest) if rest.contains("type") || rest.contains("\\u") => {
+            put_fields_but_type(buf, payload, rest);
+        }
         Some(rest) => {
             buf.put_u8(b',');
             buf.put_slice(rest.as_bytes());
@@ -81,6 +89,50 @@ fn put_merged(buf: &mut BytesMut, ty: &str, payload: &str) {
             buf.put_slice(payload.as_bytes());
             buf.put_u8(b'}');
         }
+    }
+}
+
+/// The object `payload`'s fields except `type`, in order, each as `,"key":value`, then `}`.
+/// `rest` is `payload` after its `{`.
+fn put_fields_but_type(buf: &mut BytesMut, payload: &str, rest: &str) {
+    let Ok(Fields(fields)) = serde_json::from_str::<Fields<'_>>(payload) else {
+        // Payloads are validated JSON objects; should one not parse, send it as it is.
+        buf.put_u8(b',');
+        buf.put_slice(rest.as_bytes());
+        return;
+    };
+    for (key, value) in fields.iter().filter(|(k, _)| k != "type") {
+        buf.put_u8(b',');
+        put_json_str(buf, key);
+        buf.put_u8(b':');
+        buf.put_slice(value.get().as_bytes());
+    }
+    buf.put_u8(b'}');
+}
+
+/// A JSON object's fields in their order, values kept as raw text.
+struct Fields<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    fields.push((key, map.next_value()?));
+                }
+                Ok(Fields(fields))
+            }
+        }
+        d.deserialize_map(Visit)
     }
 }
 
@@ -166,6 +218,44 @@ mod tests {
                 serde_json::from_slice(event(&record("5", None), shape)).unwrap();
             assert!(v.is_object());
         }
+    }
+
+    /// The envelope has one `type`, the event's: a payload's own top-level `type` is dropped
+    /// (however it is spelled), nested ones and look-alikes stay, order is kept.
+    #[test]
+    fn the_event_type_wins_in_the_envelope() {
+        let cases = [
+            (
+                r#"{"type":"task-finished","id":42}"#,
+                r#"{"type":"queue-update","id":42}"#,
+            ),
+            (
+                r#"{"a":1,"type":{"deep":true},"b":[1,"type"]}"#,
+                r#"{"type":"queue-update","a":1,"b":[1,"type"]}"#,
+            ),
+            (r#"{"type":"x"}"#, r#"{"type":"queue-update"}"#),
+            (
+                r#"{"\u0074ype":"x","z":"\u00e9"}"#,
+                r#"{"type":"queue-update","z":"\u00e9"}"#,
+            ),
+            (
+                r#"{"types":1,"x":{"type":"inner"},"subtype":"y"}"#,
+                r#"{"type":"queue-update","types":1,"x":{"type":"inner"},"subtype":"y"}"#,
+            ),
+        ];
+        for (payload, data) in cases {
+            let r = record(payload, None);
+            let frame = event(&r, Shape::Envelope);
+            let want = format!(r#"{{"success":true,"id":"000000ab-7","data":{data}}}"#);
+            assert_eq!(frame, want.as_bytes(), "payload {payload}");
+        }
+        // The event shape carries the payload as published.
+        let r = record(r#"{"type":"task-finished"}"#, None);
+        assert!(
+            std::str::from_utf8(event(&r, Shape::Event))
+                .unwrap()
+                .ends_with(r#""data":{"type":"task-finished"}}"#)
+        );
     }
 
     #[test]

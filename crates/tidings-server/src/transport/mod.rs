@@ -20,8 +20,14 @@ pub(crate) fn reset_notice(reason: ResetReason, resume_after: EventId) -> ResetN
     }
 }
 
+/// The notice a stream ends with. History that cannot be read is said as `store_unavailable`,
+/// the code a publish or long-poll gets for the same cause.
 pub(crate) fn reconnect_notice(reason: CloseReason) -> ReconnectNotice {
+    let reason = match reason {
+        CloseReason::StoreFailed => tidings_proto::ErrorCode::StoreUnavailable.as_str(),
+        other => other.as_str(),
+    };
     ReconnectNotice {
-        reason: reason.as_str().to_owned(),
+        reason: reason.to_owned(),
     }
 }

@@ -2,16 +2,22 @@
 //! up to the timeout for the next ones, then answer with the cursor to poll from next. A
 //! client that polls in a loop with the returned cursor misses nothing, because events
 //! published between its polls are replayed from history.
+//!
+//! The timeout bounds only the wait for new events: history after the cursor is read in full
+//! first (`Subscription::next_or_idle`). Racing the whole step against the timeout answered
+//! `timeout=0` polls with nothing whenever the store's read took longer than the timer.
+//! History that cannot be read (a damaged or failed store) is a 503 `store_unavailable`.
 
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use serde::Serialize;
-use tidings_core::{Step, Subscription};
+use tidings_core::{CloseReason, Step, Subscription};
 use tidings_proto::api::ResetNotice;
 
 use super::frame::{self, Shape};
 use super::reset_notice;
+use crate::http::error::HttpError;
 
 #[derive(Serialize)]
 struct Tail<'a> {
@@ -21,17 +27,24 @@ struct Tail<'a> {
 }
 
 /// The JSON body: `{"events":[…frames…],"cursor":"<id>","reset":{…}?}`.
-pub(crate) async fn answer(mut sub: Subscription, shape: Shape, timeout: Duration) -> bytes::Bytes {
+pub(crate) async fn answer(
+    mut sub: Subscription,
+    shape: Shape,
+    timeout: Duration,
+) -> Result<bytes::Bytes, HttpError> {
     let mut events = Vec::new();
     let mut reset = None;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let step = tokio::time::timeout_at(deadline, sub.next(&mut events)).await;
-    if let Ok(Step::Reset {
-        reason,
-        resume_after,
-    }) = step
-    {
-        reset = Some(reset_notice(reason, resume_after));
+    let step = sub
+        .next_or_idle(&mut events, tokio::time::sleep(timeout))
+        .await;
+    match step {
+        Some(Step::Reset {
+            reason,
+            resume_after,
+        }) => reset = Some(reset_notice(reason, resume_after)),
+        Some(Step::Closed(CloseReason::StoreFailed)) => return Err(HttpError::store_unavailable()),
+        // Shutdown or a slow consumer: answer what there is; the next poll sees the rest.
+        Some(Step::Events | Step::Closed(_)) | None => {}
     }
     let mut buf = BytesMut::with_capacity(
         64 + events
@@ -53,5 +66,8 @@ pub(crate) async fn answer(mut sub: Subscription, shape: Shape, timeout: Duratio
     };
     let tail = serde_json::to_string(&tail).expect("the tail serializes");
     buf.put_slice(&tail.as_bytes()[1..]);
-    buf.freeze()
+    Ok(buf.freeze())
 }
+
+#[cfg(test)]
+mod tests;

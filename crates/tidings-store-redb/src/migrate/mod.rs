@@ -1,9 +1,12 @@
 //! Format versions: reads the version recorded in `meta`, creates a new file at the current
 //! version, and refuses a version this build does not know.
 //!
-//! **Invariant:** a file is only ever read by code that knows its version. A future format
-//! change adds `v2.rs` with an upgrade from v1 (run here, in the opening transaction, so it is
-//! atomic), bumps [`CURRENT_VERSION`], and keeps the v1 fixture test in `tests/it` passing.
+//! **Invariant:** a file is only ever read by code that knows its version. Each format has a
+//! module: `v1` creates a file, `v2` and `v3` each upgrade from the version before. A file of
+//! any older version is brought up step by step, here, in the opening transaction, so the
+//! upgrade is atomic. A format change adds the next module with its upgrade, bumps
+//! [`CURRENT_VERSION`], and commits a fixture written by the previous version's code (see
+//! `tests/fixtures/README.md`), which `tests/it` must keep opening.
 
 use redb::{ReadableTable, WriteTransaction};
 use tidings_core::StoreError;
@@ -13,9 +16,10 @@ use crate::store_error;
 
 pub(crate) mod v1;
 pub(crate) mod v2;
+pub(crate) mod v3;
 
 /// The format this build writes.
-pub(crate) const CURRENT_VERSION: u32 = 2;
+pub(crate) const CURRENT_VERSION: u32 = 3;
 
 /// What the meta table says about a file, once it is at the current version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +59,13 @@ pub(crate) fn open(tx: &WriteTransaction, new_epoch: u32) -> Result<Meta, StoreE
             drop(events);
             v1::create(tx, new_epoch)?;
             v2::upgrade(tx)?;
+            v3::upgrade(tx)?;
         }
-        Some(v1::VERSION) => v2::upgrade(tx)?,
+        Some(v1::VERSION) => {
+            v2::upgrade(tx)?;
+            v3::upgrade(tx)?;
+        }
+        Some(v2::VERSION) => v3::upgrade(tx)?,
         Some(CURRENT_VERSION) => {}
         Some(other) => {
             return Err(StoreError::Corrupt(format!(

@@ -1,23 +1,29 @@
 //! Integration tests of `RedbStore` on real files in temp dirs: the core conformance suite,
 //! reopening, group commit under concurrent publishers, retention, the fast-mode epoch rule,
-//! format versions and the committed v1 fixture.
+//! format versions and the committed v1 and v2 fixtures, and damaged files (`damage`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redb::ReadableDatabase;
+use redb::{ReadableDatabase, ReadableTable};
 use tidings_core::testing::{store_conformance, test_event, test_event_at, unbounded};
-use tidings_core::{DynStore, EventStore, KeyedBatch, Retention, StoreError};
+use tidings_core::{
+    DynStore, EventStore, Fingerprint, IdempotencyKey, IdempotencyScope, KeyedBatch, Retention,
+    StoreError,
+};
 use tidings_proto::EventId;
 use tidings_store_redb::{Durability, RedbStore, StoreConfig};
+
+mod damage;
 
 fn config(path: &Path, durability: Durability, retention: Retention) -> StoreConfig {
     StoreConfig {
         path: path.to_path_buf(),
         durability,
         retention,
+        cache_size: tidings_store_redb::DEFAULT_CACHE_SIZE,
     }
 }
 
@@ -115,6 +121,7 @@ async fn concurrent_publishers_share_commits() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(durable(&dir.path().join("events.redb")));
     let sequencer = Arc::new(Mutex::new(0u64));
+    let commits_before = store.commits();
     let start = Instant::now();
     let tasks: Vec<_> = (0..PUBLISHERS)
         .map(|_| {
@@ -136,7 +143,18 @@ async fn concurrent_publishers_share_commits() {
     }
     let total = PUBLISHERS * EACH;
     let rate = total as f64 / start.elapsed().as_secs_f64();
-    eprintln!("{total} durable appends by {PUBLISHERS} publishers: {rate:.0} events/s");
+    let commits = store.commits() - commits_before;
+    let per_commit = total as f64 / commits as f64;
+    eprintln!(
+        "{total} durable appends by {PUBLISHERS} publishers: {rate:.0} events/s, \
+         {commits} commits ({per_commit:.1} events each)"
+    );
+    // Sharing: one commit per append would be `total` commits. While one fsync runs, the
+    // other publishers' appends queue up and go into the next commit together.
+    assert!(
+        commits * 8 <= total,
+        "{commits} commits for {total} appends: commits are not shared"
+    );
     let read = store.read_after(0, usize::MAX).await.unwrap();
     let seqs: Vec<u64> = read.iter().map(|e| e.seq()).collect();
     assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
@@ -288,14 +306,14 @@ async fn unknown_format_version_and_foreign_files_are_corrupt() {
         {
             let meta: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("meta");
             let mut meta = tx.open_table(meta).unwrap();
-            meta.insert("format_version", 3u32.to_le_bytes().as_slice())
+            meta.insert("format_version", 4u32.to_le_bytes().as_slice())
                 .unwrap();
         }
         tx.commit().unwrap();
     }
     let err = RedbStore::open(config(&path, Durability::Durable, unbounded())).unwrap_err();
     assert!(
-        matches!(&err, StoreError::Corrupt(m) if m.contains("format version 3")),
+        matches!(&err, StoreError::Corrupt(m) if m.contains("format version 4")),
         "{err}"
     );
 
@@ -325,9 +343,11 @@ async fn an_undecodable_event_is_corrupt_not_a_panic() {
         tx.commit().unwrap();
     }
     let store = durable(&path);
-    let err = store.read_after(0, 10).await.unwrap_err();
+    // What precedes the damage is handed out; a read starting at it fails.
+    assert_eq!(store.read_after(0, 10).await.unwrap().len(), 1);
+    let err = store.read_after(1, 10).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
-    assert_eq!(store.read_after(0, 1).await.unwrap().len(), 1);
+    assert!(matches!(store.health(), Some(StoreError::Corrupt(_))));
 }
 
 // === v1 format fixture ===
@@ -339,9 +359,9 @@ fn fixture_time(seq: u64) -> u64 {
 }
 
 /// Writes a small store at `path` with the contents of the committed v1 fixture: events 1..=12
-/// with fixed times, the first 2 trimmed by count, closed cleanly. (The committed
-/// `tests/fixtures/v1.redb` was written this way by format version 1; it is never regenerated,
-/// since it stands for files written by that version.)
+/// with fixed times, the first 2 trimmed by count, closed cleanly. It writes in the current
+/// format: the committed `tests/fixtures/v1.redb` was written this way by format version 1,
+/// and is never regenerated, since it stands for files written by that version.
 async fn write_v1_fixture(path: &Path) {
     let retention = Retention {
         max_events: Some(10),
@@ -380,10 +400,12 @@ fn committed_fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1.redb")
 }
 
+/// The fixture's contents written by this build, in the current format (not v1: the
+/// committed file is what proves a v1 file still opens), pass the same checks.
 #[tokio::test]
-async fn v1_fixture_written_now_reads_back() {
+async fn fixture_contents_written_in_the_current_format_read_back() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v1.redb");
+    let path = dir.path().join("current.redb");
     write_v1_fixture(&path).await;
     check_v1_fixture(&path).await;
 }
@@ -415,14 +437,10 @@ async fn v1_fixture_committed_file_still_reads() {
         assert_eq!(version, 1u32.to_le_bytes(), "the fixture is a v1 file");
     }
     check_v1_fixture(&path).await;
-    // Opening upgraded it to v2 in place: keyed batches work on it from now on.
+    // Opening upgraded it to the current format in place: keyed batches work on it now.
+    assert_eq!(format_version(&path), 3);
     let store = durable(&path);
-    let keyed = KeyedBatch {
-        key: "after-upgrade".into(),
-        fingerprint: 7,
-        first_seq: 13,
-        count: 1,
-    };
+    let keyed = keyed_batch(IdempotencyScope::ANONYMOUS, "after-upgrade", 13, 1);
     store
         .append(
             vec![test_event_at(13, fixture_time(13))],
@@ -430,9 +448,117 @@ async fn v1_fixture_committed_file_still_reads() {
         )
         .await
         .unwrap();
+    assert_eq!(store.find_keyed(&keyed.key).await.unwrap(), Some(keyed));
+}
+
+/// The `format_version` row of the file at `path` (opened raw, without the store).
+fn format_version(path: &Path) -> u32 {
+    let db = redb::Database::open(path).unwrap();
+    let tx = db.begin_read().unwrap();
+    let meta: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("meta");
+    let meta = tx.open_table(meta).unwrap();
+    let version = meta.get("format_version").unwrap().unwrap();
+    u32::from_le_bytes(version.value().try_into().unwrap())
+}
+
+fn idem_key(scope: IdempotencyScope, key: &str) -> IdempotencyKey {
+    IdempotencyKey {
+        scope,
+        key: key.into(),
+    }
+}
+
+fn keyed_batch(scope: IdempotencyScope, key: &str, first_seq: u64, count: u32) -> KeyedBatch {
+    KeyedBatch {
+        key: idem_key(scope, key),
+        fingerprint: Fingerprint([0xfe; 32]),
+        first_seq,
+        count,
+    }
+}
+
+// === v2 format fixture ===
+
+/// Rows of the v2 `idempotency` table, read raw (the table the v3 upgrade drops).
+fn v2_idempotency_rows(path: &Path) -> Vec<String> {
+    let db = redb::Database::open(path).unwrap();
+    let tx = db.begin_read().unwrap();
+    let table: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("idempotency");
+    let table = tx.open_table(table).unwrap();
+    table
+        .iter()
+        .unwrap()
+        .map(|row| row.unwrap().0.value().to_owned())
+        .collect()
+}
+
+/// `tests/fixtures/v2.redb` was written by the format-v2 code (see the fixtures README): events
+/// 1..=12 with the v1 fixture's contents, 1 and 2 trimmed, and two keyed batches remembered
+/// (`v2-order-1`: seqs 3..=5, `v2-order-2`: 11..=12). Opening it upgrades it to v3 in place:
+/// the events, epoch and counters are kept, the v2 keys are dropped (they have no scope and a
+/// 64-bit fingerprint; see `migrate::v3`), and keyed batches and retention work afterwards.
+#[tokio::test]
+async fn v2_fixture_committed_file_upgrades_to_v3() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2.redb");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.redb");
+    std::fs::copy(&fixture, &path).unwrap();
+    assert_eq!(format_version(&path), 2, "the fixture is a v2 file");
     assert_eq!(
-        store.find_keyed("after-upgrade").await.unwrap(),
-        Some(keyed)
+        v2_idempotency_rows(&path),
+        ["v2-order-1", "v2-order-2"],
+        "the fixture remembers two v2 keys"
+    );
+
+    check_v1_fixture(&path).await;
+    assert_eq!(format_version(&path), 3, "opening upgraded the file");
+    let retention = Retention {
+        max_events: Some(10),
+        ..unbounded()
+    };
+    let store = RedbStore::open(config(&path, Durability::Durable, retention)).unwrap();
+    assert_eq!(store.epoch().to_string(), "55b95389", "the fixture's epoch");
+    for key in ["v2-order-1", "v2-order-2"] {
+        assert_eq!(
+            store
+                .find_keyed(&idem_key(IdempotencyScope::ANONYMOUS, key))
+                .await
+                .unwrap(),
+            None,
+            "v2 key `{key}` must not survive the upgrade"
+        );
+    }
+    // Keyed batches work, in their scope only, and leave with their events.
+    let scope = IdempotencyScope([1; 32]);
+    let keyed = keyed_batch(scope, "v2-order-1", 13, 2);
+    let events = (13..=14)
+        .map(|s| test_event_at(s, fixture_time(s)))
+        .collect();
+    store.append(events, Some(keyed.clone())).await.unwrap();
+    assert_eq!(
+        store.find_keyed(&keyed.key).await.unwrap(),
+        Some(keyed.clone())
+    );
+    let other_scope = idem_key(IdempotencyScope::ANONYMOUS, "v2-order-1");
+    assert_eq!(store.find_keyed(&other_scope).await.unwrap(), None);
+    let events = (15..=24)
+        .map(|s| test_event_at(s, fixture_time(s)))
+        .collect();
+    store.append(events, None).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.trimmed_through(), 14);
+    assert_eq!(store.find_keyed(&keyed.key).await.unwrap(), None);
+    drop(store);
+    let err = redb::Database::open(&path)
+        .unwrap()
+        .begin_read()
+        .unwrap()
+        .open_table(redb::TableDefinition::<'_, &str, &[u8]>::new("idempotency"))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(err, redb::TableError::TableDoesNotExist(_)),
+        "the v2 table is gone: {err}"
     );
 }
 
@@ -444,12 +570,9 @@ async fn keyed_batches_survive_a_reopen_and_leave_with_their_events() {
         max_events: Some(4),
         ..unbounded()
     };
-    let keyed = |key: &str, first_seq, count| KeyedBatch {
-        key: key.into(),
-        fingerprint: 0xfeed,
-        first_seq,
-        count,
-    };
+    let scope = IdempotencyScope([9; 32]);
+    let keyed = |key: &str, first_seq, count| keyed_batch(scope, key, first_seq, count);
+    let find = |store: &RedbStore, key: &str| store.find_keyed(&idem_key(scope, key));
     {
         let store = RedbStore::open(config(&path, Durability::Durable, retention.clone())).unwrap();
         store
@@ -461,14 +584,14 @@ async fn keyed_batches_survive_a_reopen_and_leave_with_their_events() {
             .append(vec![test_event(4)], Some(keyed("b", 4, 1)))
             .await
             .unwrap();
-        assert_eq!(store.find_keyed("a").await.unwrap(), Some(keyed("a", 1, 2)));
-        assert_eq!(store.find_keyed("nope").await.unwrap(), None);
+        assert_eq!(find(&store, "a").await.unwrap(), Some(keyed("a", 1, 2)));
+        assert_eq!(find(&store, "nope").await.unwrap(), None);
         // Crash: no flush, no clean close.
         store.simulate_crash();
     }
     let store = RedbStore::open(config(&path, Durability::Durable, retention)).unwrap();
-    assert_eq!(store.find_keyed("a").await.unwrap(), Some(keyed("a", 1, 2)));
-    assert_eq!(store.find_keyed("b").await.unwrap(), Some(keyed("b", 4, 1)));
+    assert_eq!(find(&store, "a").await.unwrap(), Some(keyed("a", 1, 2)));
+    assert_eq!(find(&store, "b").await.unwrap(), Some(keyed("b", 4, 1)));
     // Retention to 4 events drops seq 1 and 2, and key `a` with them.
     store
         .append((5..=6).map(test_event).collect(), None)
@@ -476,6 +599,6 @@ async fn keyed_batches_survive_a_reopen_and_leave_with_their_events() {
         .unwrap();
     store.flush().await.unwrap();
     assert_eq!(store.trimmed_through(), 2);
-    assert_eq!(store.find_keyed("a").await.unwrap(), None);
-    assert_eq!(store.find_keyed("b").await.unwrap(), Some(keyed("b", 4, 1)));
+    assert_eq!(find(&store, "a").await.unwrap(), None);
+    assert_eq!(find(&store, "b").await.unwrap(), Some(keyed("b", 4, 1)));
 }

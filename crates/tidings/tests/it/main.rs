@@ -2,13 +2,17 @@
 //! talks to them over HTTP and raw sockets.
 
 mod auth;
+mod autobahn;
 mod config;
 mod durability;
+mod edge;
+mod envelope;
 mod jwt;
 mod publish;
 mod resume;
 mod robustness;
 mod slow;
+mod store;
 mod subscribe;
 mod support;
 mod transports;

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, parse_id};
+use crate::support::{Server, ids_of, parse_id};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn single_and_batch_ids_share_the_epoch_and_increase() {
@@ -320,6 +320,81 @@ async fn idempotency_key_retry_returns_the_original_ids_once() {
     assert_eq!(server.readyz().await["head"], 4);
 }
 
+/// Publishes `body` with `Authorization: Bearer {secret}` and `Idempotency-Key: {key}`.
+async fn publish_keyed(server: &Server, secret: &str, key: &str, body: &Value) -> (u16, Value) {
+    let auth = format!("Bearer {secret}");
+    server
+        .publish_raw(body, &[("authorization", &auth), ("idempotency-key", key)])
+        .await
+}
+
+/// Two credentials use the same Idempotency-Key for different bodies: each is its own key.
+/// Neither blocks the other (no 422), neither learns which keys the other used, and each
+/// retry gets its own original ids, from the hub's memory and, after a kill -9, from the store.
+#[tokio::test(flavor = "multi_thread")]
+async fn idempotency_keys_are_scoped_per_credential() {
+    const A: &str = "tenant-a-secret-1";
+    const B: &str = "tenant-b-secret-1";
+    let mut server = Server::start(&[
+        "--durability",
+        "durable",
+        "--token",
+        &format!("{A}:publish=*;subscribe=*"),
+        "--token",
+        &format!("{B}:publish=*;subscribe=*"),
+    ]);
+    let body_a = json!([
+        {"topic": "scoped/a", "type": "t", "data": "a1"},
+        {"topic": "scoped/a", "type": "t", "data": "a2"}
+    ]);
+    let body_b = json!({"topic": "scoped/b", "type": "t", "data": "b1"});
+
+    let (s, first_a) = publish_keyed(&server, A, "shared-key", &body_a).await;
+    assert_eq!(s, 200, "{first_a}");
+    let (s, first_b) = publish_keyed(&server, B, "shared-key", &body_b).await;
+    assert_eq!(s, 200, "B was blocked by A's key: {first_b}");
+    assert_eq!(ids_of(&first_a).len(), 2);
+    assert_eq!(ids_of(&first_b).len(), 1);
+    assert!(
+        !ids_of(&first_a).contains(&ids_of(&first_b)[0]),
+        "{first_a} {first_b}"
+    );
+
+    // Retries get their own originals; a key only B used is free for A (no probing).
+    let retry = publish_keyed(&server, A, "shared-key", &body_a).await;
+    assert_eq!(retry, (200, first_a.clone()));
+    let retry = publish_keyed(&server, B, "shared-key", &body_b).await;
+    assert_eq!(retry, (200, first_b.clone()));
+    let (s, only_b) = publish_keyed(&server, B, "b-only", &body_b).await;
+    assert_eq!(s, 200, "{only_b}");
+    let (s, a_on_b_key) = publish_keyed(&server, A, "b-only", &body_a).await;
+    assert_eq!(s, 200, "A learned that B used `b-only`: {a_on_b_key}");
+    assert_ne!(a_on_b_key, only_b);
+    // Within one credential, a reused key is still a conflict.
+    let (s, conflict) = publish_keyed(&server, B, "shared-key", &body_a).await;
+    assert_eq!(s, 422, "{conflict}");
+    assert_eq!(conflict["error"]["code"], "idempotency_conflict");
+    let head = server.readyz().await["head"].clone();
+    assert_eq!(head, 6, "2 + 1 + 1 + 2 events");
+
+    // After a kill -9 the hub remembers nothing: the answers come from the store.
+    server.restart();
+    let retry = publish_keyed(&server, B, "shared-key", &body_b).await;
+    assert_eq!(retry, (200, first_b));
+    let retry = publish_keyed(&server, A, "shared-key", &body_a).await;
+    assert_eq!(retry, (200, first_a));
+    let retry = publish_keyed(&server, A, "b-only", &body_a).await;
+    assert_eq!(retry, (200, a_on_b_key));
+    let (s, conflict) = publish_keyed(&server, B, "shared-key", &body_a).await;
+    assert_eq!(s, 422, "{conflict}");
+    assert_eq!(conflict["error"]["code"], "idempotency_conflict");
+    assert_eq!(
+        server.readyz().await["head"],
+        head,
+        "nothing was published twice"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_and_data_over_the_limits_are_413() {
     let server = Server::start(&["--max-body-bytes", "10KiB", "--max-data-bytes", "1KiB"]);
@@ -343,7 +418,7 @@ async fn bodies_and_data_over_the_limits_are_413() {
     let mut sock = tokio::net::TcpStream::connect(server.addr)
         .await
         .expect("connect");
-    let mut req = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut req = b"POST /publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     let chunk = 11 * 1024;
     req.extend_from_slice(format!("{chunk:x}\r\n").as_bytes());
     req.extend(std::iter::repeat_n(b' ', chunk));

@@ -19,9 +19,11 @@ async fn a_slow_subscriber_is_told_to_reconnect_without_slowing_anyone() {
     ]));
     // The slow one: sends its request, reads the head, then stops reading.
     let mut slow = TcpStream::connect(server.addr).await.expect("connect");
-    slow.write_all(b"GET /events?topic=slow/* HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
+    slow.write_all(
+        b"GET /events?topic=slow/* HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
     let mut slow_buf = Vec::new();
     read_until(&mut slow, &mut slow_buf, Duration::from_secs(10), |b| {
         b.windows(9).any(|w| w == b"retry: 20")

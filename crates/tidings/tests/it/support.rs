@@ -52,6 +52,8 @@ pub struct Launch {
     pub auto_listen: bool,
     /// Add `--data-dir <tempdir>/data`.
     pub auto_data_dir: bool,
+    /// Start under this file descriptor limit (soft and hard), via `sh -c 'ulimit -n'`.
+    pub nofile: Option<u64>,
 }
 
 impl Launch {
@@ -62,7 +64,13 @@ impl Launch {
             cwd: None,
             auto_listen: true,
             auto_data_dir: true,
+            nofile: None,
         }
+    }
+
+    pub fn nofile(mut self, limit: u64) -> Launch {
+        self.nofile = Some(limit);
+        self
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Launch {
@@ -82,7 +90,16 @@ impl Launch {
     }
 
     fn command(&self, data_dir: &Path) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match self.nofile {
+            None => Command::new(BIN),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                sh
+            }
+        };
         cmd.arg("serve");
         if self.auto_listen {
             cmd.args(["--listen", "127.0.0.1:0"]);

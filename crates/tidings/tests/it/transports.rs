@@ -641,9 +641,11 @@ async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     ]);
     let topic = format!("stall{}", unique());
     let mut raw = TcpStream::connect(server.addr).await.unwrap();
-    raw.write_all(format!("GET /events?topic={topic} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    raw.write_all(
+        format!("GET /events?topic={topic} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     for _ in 0..100 {
         if server.readyz().await["subscribers"].as_u64() == Some(1) {
             break;
@@ -739,11 +741,13 @@ async fn both_connection_paths_serve_the_same_stream() {
     let id = server.publish_one(&topic, "hello", json!({"a": 1})).await;
     let frame = format!("id: {id}\nevent: hello\ndata: {{\"a\":1}}\n\n");
     let get = |extra: &str| {
-        format!("GET /events?topic={topic}&lastEventId=earliest HTTP/1.1\r\nHost: t\r\n{extra}\r\n")
+        format!(
+            "GET /events?topic={topic}&lastEventId=earliest HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n"
+        )
     };
-    // Small head: the lean path (no `date` header).
+    // Small head: the lean path.
     let lean = raw_exchange(&server, get("").as_bytes(), "data: {\"a\":1}").await;
-    // A head larger than the lean reader takes goes to hyper, which adds `date`.
+    // A head larger than the lean reader takes goes to hyper.
     let big = get(&format!("x-pad: {}\r\n", "p".repeat(9000)));
     let hyper = raw_exchange(&server, big.as_bytes(), "data: {\"a\":1}").await;
     for (name, answer) in [("lean", &lean), ("hyper", &hyper)] {
@@ -765,12 +769,19 @@ async fn both_connection_paths_serve_the_same_stream() {
             "{name}: {body:?}"
         );
     }
+    // Both carry `date`; the lean path, which never keeps a connection, says it closes.
+    for (name, answer) in [("lean", &lean), ("hyper", &hyper)] {
+        assert!(
+            answer.to_ascii_lowercase().contains("\r\ndate:"),
+            "{name}: {answer}"
+        );
+    }
     assert!(
-        !lean.to_ascii_lowercase().contains("\r\ndate:"),
+        lean.to_ascii_lowercase().contains("\r\nconnection: close"),
         "the lean path answered"
     );
     assert!(
-        hyper.to_ascii_lowercase().contains("\r\ndate:"),
+        !hyper.to_ascii_lowercase().contains("\r\nconnection: close"),
         "hyper answered"
     );
     // HTTP/1.0 gets a close-delimited stream.
@@ -784,7 +795,7 @@ async fn both_connection_paths_serve_the_same_stream() {
     // Errors on the lean path are JSON, like everywhere else.
     let bad = raw_exchange(
         &server,
-        b"GET /events?topic=%00 HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /events?topic=%00 HTTP/1.1\r\nHost: localhost\r\n\r\n",
         "}}",
     )
     .await;
@@ -815,4 +826,45 @@ async fn a_query_token_never_reaches_the_logs() {
     for secret in ["nzbflow-token-1", "wrong-token-42"] {
         assert!(!log.contains(secret), "`{secret}` was logged:\n{log}");
     }
+}
+
+#[tokio::test]
+async fn a_python_websockets_client_closes_cleanly_and_gets_its_code_back() {
+    use std::io::Write;
+    let python = std::env::var("TIDINGS_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("TIDINGS_TEST_PYTHON is not set: run ./scripts/test, which installs Python's `websockets` client")
+    });
+    let server = Server::start(&["--durability", "memory"]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ws_close.py");
+    let url = ws_url(server.addr, "/events");
+    let mut child = Command::new(python)
+        .args([script, &url, "1000", "done reading"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start python");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    assert_eq!(rx.recv_timeout(WAIT).expect("python connected"), "READY");
+    // The subscription is open on the server; now the client closes.
+    writeln!(child.stdin.take().unwrap(), "close").unwrap();
+    let line = rx.recv_timeout(WAIT).expect("python reported the close");
+    let report: Value = serde_json::from_str(&line).unwrap();
+    // What a browser's CloseEvent would say: the server's Close echoed the client's code, so
+    // the close was clean (not 1006), and the server hung up at once instead of making the
+    // client wait out its close timeout.
+    assert_eq!(report["code"], 1000, "{report}");
+    assert_eq!(report["reason"], "done reading", "{report}");
+    assert_eq!(report["clean"], true, "{report}");
+    assert!(report["seconds"].as_f64().unwrap() < 5.0, "{report}");
+    assert!(child.wait().unwrap().success());
+    server.assert_works().await;
 }

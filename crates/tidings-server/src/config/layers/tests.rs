@@ -31,6 +31,7 @@ fn sample(value_name: &str, layer: usize) -> String {
         "AUD" => format!("audience-{layer}"),
         "ISS" => format!("https://issuer-{layer}.example"),
         "TEMPLATE" => format!("layer-{layer}/{{sub}}/*"),
+        "HOST" => format!("layer-{layer}.example"),
         other => panic!("no sample value for value name {other}: add one to `sample`"),
     }
 }

@@ -1,0 +1,264 @@
+//! The WebSocket transport: each event is one text frame in the endpoint's JSON shape (encoded
+//! once per shape, shared by every connection). Everything ready is fed, then flushed once.
+//! The server pings; a pong that does not come in time closes the connection. The loop runs
+//! over any byte stream (`upgrade` gives it the upgraded HTTP connection; tests give it an
+//! in-memory pipe), so the protocol is the same code everywhere.
+//!
+//! Close codes tell the client whether to reconnect:
+//!
+//! | code | meaning | reconnect? |
+//! |---|---|---|
+//! | the client's | the client closed: its code is echoed (1002 if its code may not be sent) | — |
+//! | 1001 | server shutting down | yes, with the last id |
+//! | 1002 | the client broke the protocol (bad frame, control frame over 125 bytes, …) | no (fix the client) |
+//! | 1007 | the client sent a text message that is not UTF-8 | no (fix the client) |
+//! | 1009 | the client sent a message over the size limit | no (fix the client) |
+//! | 1011 | the server cannot read history | yes, with backoff |
+//! | 4000 | slow consumer: the client fell too far behind | yes, at once, with the last id |
+//! | 4001 | no pong within the pong timeout | yes |
+//!
+//! Every close is a handshake (RFC 6455 §5.5.1, §7): a client's Close is answered with a Close
+//! before the server drops TCP, and after its own Close the server waits (bounded) for the
+//! client's answer. Auth and Origin failures are refused with HTTP 401/403 before the upgrade.
+
+mod upgrade;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tidings_core::{CloseReason, SharedEvent, Step, Subscription};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, WebSocketConfig};
+
+use super::frame::{self, Shape};
+use super::{reconnect_notice, reset_notice};
+use crate::endpoint::TransportOptions;
+
+pub(crate) use upgrade::upgrade;
+
+/// Close code: the server is going away.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: the client broke the protocol.
+pub const CLOSE_PROTOCOL: u16 = 1002;
+/// Close code: a text message was not UTF-8.
+pub const CLOSE_INVALID_DATA: u16 = 1007;
+/// Close code: the client's message was too big.
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code: the server failed.
+pub const CLOSE_INTERNAL: u16 = 1011;
+/// Close code: the client reads too slowly.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4000;
+/// Close code: no pong in time.
+pub const CLOSE_PING_TIMEOUT: u16 = 4001;
+
+/// How long the server waits for the other half of a close handshake (its reply reaching the
+/// client, or the client's reply to the server's close) before dropping the connection.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// The codec limits of a server connection.
+pub(crate) fn config(options: &TransportOptions) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(1 << 10)
+        .write_buffer_size(16 << 10)
+        .max_write_buffer_size(4 << 20)
+        .max_message_size(Some(options.ws_max_message_bytes))
+        .max_frame_size(Some(options.ws_max_message_bytes))
+}
+
+fn text(bytes: Bytes) -> Message {
+    // Frames are built from validated UTF-8 strings and JSON.
+    Message::Text(Utf8Bytes::try_from(bytes).expect("frames are UTF-8"))
+}
+
+/// The close a read error calls for, by the error's type: `None` when nothing can be sent (the
+/// connection is gone).
+fn close_for(error: &WsError) -> Option<(u16, &'static str)> {
+    match error {
+        WsError::Capacity(_) => Some((CLOSE_TOO_BIG, "message too big")),
+        WsError::Utf8(_) => Some((CLOSE_INVALID_DATA, "text is not UTF-8")),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(_) => Some((CLOSE_PROTOCOL, "protocol error")),
+        _ => None,
+    }
+}
+
+/// How the per-connection loop ended.
+enum End {
+    /// The connection is gone (or its writes failed): nothing more can be said.
+    Gone,
+    /// The client sent a Close: the codec queued the reply, which must still be written.
+    ClientClosed,
+    /// The server closes with this code. `read_failed`: the frame reader stopped on an error,
+    /// so the client's answer can only be drained as raw bytes.
+    Close {
+        code: u16,
+        reason: &'static str,
+        read_failed: bool,
+    },
+}
+
+/// Runs one WebSocket connection until either side ends it.
+pub(crate) async fn run<S>(
+    socket: WebSocketStream<S>,
+    mut sub: Subscription,
+    shape: Shape,
+    options: TransportOptions,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut tx, mut rx) = socket.split();
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + options.ws_ping_interval,
+        options.ws_ping_interval,
+    );
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut pong_deadline: Option<Instant> = None;
+    let mut events: Vec<SharedEvent> = Vec::new();
+    let end = loop {
+        events.clear();
+        tokio::select! {
+            biased;
+            incoming = rx.next() => match incoming {
+                None => break End::Gone,
+                Some(Ok(Message::Pong(_))) => pong_deadline = None,
+                Some(Ok(Message::Close(_))) => break End::ClientClosed,
+                // Pings are answered by the codec (on its next read or write); client data is
+                // not part of the protocol yet and is dropped (its size is bounded by the codec).
+                Some(Ok(_)) => {}
+                Some(Err(e)) => match close_for(&e) {
+                    Some((code, reason)) => {
+                        tracing::debug!(message = "WebSocket client broke the protocol.", error = %e);
+                        break End::Close { code, reason, read_failed: true };
+                    }
+                    None => break End::Gone,
+                },
+            },
+            step = sub.next(&mut events) => match step {
+                Step::Events => {
+                    let mut ok = true;
+                    for e in &events {
+                        if tx.feed(text(frame::event(e, shape).clone())).await.is_err() {
+                            ok = false;
+                            break;
+                        }
+                    }
+                    if !ok || tx.flush().await.is_err() {
+                        break End::Gone;
+                    }
+                    if events.capacity() > 64 {
+                        events = Vec::new();
+                    }
+                }
+                Step::Reset { reason, resume_after } => {
+                    let notice = reset_notice(reason, resume_after);
+                    let msg = frame::control(shape, "reset", Some(resume_after), &notice);
+                    if tx.send(text(msg)).await.is_err() {
+                        break End::Gone;
+                    }
+                }
+                Step::Closed(reason) => {
+                    let msg = frame::control(shape, "reconnect-required", None, &reconnect_notice(reason));
+                    if tx.feed(text(msg)).await.is_err() {
+                        break End::Gone;
+                    }
+                    let (code, reason) = match reason {
+                        CloseReason::SlowConsumer => (CLOSE_SLOW_CONSUMER, "slow consumer"),
+                        CloseReason::Shutdown => (CLOSE_GOING_AWAY, "server shutting down"),
+                        CloseReason::StoreFailed => (CLOSE_INTERNAL, "history unavailable"),
+                    };
+                    break End::Close { code, reason, read_failed: false };
+                }
+            },
+            () = async { tokio::time::sleep_until(pong_deadline.expect("guarded")).await }, if pong_deadline.is_some() => {
+                break End::Close { code: CLOSE_PING_TIMEOUT, reason: "ping timeout", read_failed: false };
+            }
+            _ = ping.tick() => {
+                if tx.send(Message::Ping(Bytes::new())).await.is_err() {
+                    break End::Gone;
+                }
+                pong_deadline.get_or_insert(Instant::now() + options.ws_pong_timeout);
+            }
+        }
+    };
+    drop(sub);
+    finish(tx, rx, end).await;
+}
+
+/// Completes the close handshake `end` calls for, each wait bounded by `CLOSE_WAIT`.
+async fn finish<S>(
+    mut tx: SplitSink<WebSocketStream<S>, Message>,
+    mut rx: SplitStream<WebSocketStream<S>>,
+    end: End,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match end {
+        End::Gone => {}
+        End::ClientClosed => {
+            // Writes the queued Close reply (the client's code, echoed); the codec then ends
+            // the connection, so the server drops TCP first, as RFC 6455 §7.1.1 asks.
+            if tokio::time::timeout(CLOSE_WAIT, tx.flush()).await.is_err() {
+                tracing::debug!(message = "WebSocket close reply could not be written in time.");
+            }
+        }
+        End::Close {
+            code,
+            reason,
+            read_failed,
+        } => {
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: Utf8Bytes::from_static(reason),
+            };
+            if tokio::time::timeout(CLOSE_WAIT, tx.send(Message::Close(Some(frame))))
+                .await
+                .map_or(true, |sent| sent.is_err())
+            {
+                return;
+            }
+            let answered = if read_failed {
+                // The frame reader stopped on the client's error, so the client's answer cannot
+                // be read as frames: end the server's half of TCP and read what the client still
+                // sends (its Close) as bytes until it closes, so that dropping the connection
+                // does not reset it under unread data and lose the Close just sent.
+                match tx.reunite(rx) {
+                    Ok(mut socket) => linger(socket.get_mut()).await,
+                    Err(_) => false,
+                }
+            } else {
+                let wait = async { while let Some(Ok(_)) = rx.next().await {} };
+                tokio::time::timeout(CLOSE_WAIT, wait).await.is_ok()
+            };
+            if !answered {
+                tracing::debug!(message = "WebSocket client did not answer the close in time.");
+            }
+        }
+    }
+}
+
+/// Shuts the server's half of `stream` and discards what arrives until the peer closes;
+/// `false` if it did not within `CLOSE_WAIT`.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> bool {
+    let mut buf = [0u8; 1024];
+    let until_eof = async {
+        if stream.shutdown().await.is_err() {
+            return;
+        }
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(CLOSE_WAIT, until_eof).await.is_ok()
+}

@@ -33,7 +33,15 @@ pub struct Edge {
     /// Extra `Host` names answered (beyond loopback names); empty: none without tokens, any
     /// with tokens.
     pub(crate) allowed_hosts: Arc<[String]>,
+    /// Event types the hub sends itself, which a publish may not use.
+    pub(crate) reserved_types: Arc<[String]>,
+    /// The window a drain spreads its closes over (and the `retry:` a stream refused during
+    /// a drain is given, so it lands elsewhere).
+    pub drain_spread: Duration,
 }
+
+/// The event names every endpoint's streams may carry from the hub itself.
+pub const SYSTEM_TYPES: [&str; 4] = ["subscribed", "resumed", "reset", "reconnect-required"];
 
 impl Edge {
     /// Edge settings with these bounds.
@@ -48,7 +56,22 @@ impl Edge {
                 max_inflight_body_bytes.min(Semaphore::MAX_PERMITS),
             )),
             allowed_hosts: allowed_hosts.into(),
+            reserved_types: SYSTEM_TYPES.iter().map(|s| (*s).to_owned()).collect(),
+            drain_spread: Duration::from_secs(10),
         }
+    }
+
+    /// Also refuses `names` (the endpoints' own session, handshake, keep-alive and synthetic
+    /// event names) at publish.
+    pub fn reserve<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Edge {
+        let mut all: Vec<String> = self.reserved_types.to_vec();
+        for n in names {
+            if !all.iter().any(|a| a == n) {
+                all.push(n.to_owned());
+            }
+        }
+        self.reserved_types = all.into();
+        self
     }
 }
 

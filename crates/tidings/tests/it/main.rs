@@ -10,6 +10,7 @@ mod envelope;
 mod publish;
 mod resume;
 mod robustness;
+mod sessions;
 mod slow;
 mod store;
 mod subscribe;

@@ -8,6 +8,7 @@ mod durability;
 mod edge;
 mod envelope;
 mod publish;
+mod reconnect;
 mod resume;
 mod robustness;
 mod sessions;

@@ -45,6 +45,9 @@ struct Cli {
     /// subscribe carry a bearer token.
     #[arg(long, global = true)]
     no_auth: bool,
+    /// Every Tidings subscriber sends a client id (`X-Client-Id`), so each holds a session.
+    #[arg(long, global = true)]
+    client_ids: bool,
     /// Seconds of publishing before the measured window.
     #[arg(long, global = true, default_value_t = 2.0)]
     warmup: f64,
@@ -239,6 +242,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             subscriber_queue: cli.subscriber_queue,
             max_connections: cli.max_connections,
             auth: !cli.no_auth,
+            client_ids: cli.client_ids,
             extra_args,
         },
         connect_concurrency: cli.connect_concurrency,

@@ -65,6 +65,9 @@ pub(crate) struct TidingsOptions {
     pub(crate) subscriber_queue: usize,
     pub(crate) max_connections: usize,
     pub(crate) auth: bool,
+    /// Every Tidings subscriber sends a client id (`X-Client-Id: bench-<n>`), so each holds a
+    /// session.
+    pub(crate) client_ids: bool,
     pub(crate) extra_args: Vec<String>,
 }
 
@@ -76,6 +79,8 @@ pub(crate) struct Request {
     /// Complete header lines (`Name: value\r\n`...).
     pub(crate) extra_headers: String,
     pub(crate) last_event_id_header: String,
+    /// Send `X-Client-Id: bench-<subscriber index>`.
+    pub(crate) client_ids: bool,
 }
 
 /// A running server under test.
@@ -89,6 +94,7 @@ pub(crate) struct Target {
     /// How the server was started, for the report.
     pub(crate) command: String,
     auth: bool,
+    client_ids: bool,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -153,6 +159,7 @@ impl Target {
             pids,
             command: cmd.to_owned(),
             auth: false,
+            client_ids: false,
             child: None,
             _dir: None,
         }
@@ -180,6 +187,7 @@ impl Target {
             path,
             extra_headers: self.auth_headers(),
             last_event_id_header: String::new(),
+            client_ids: self.client_ids,
         }
     }
 
@@ -453,6 +461,7 @@ async fn start_tidings(o: &TidingsOptions) -> anyhow::Result<Target> {
                 .replace(&dir.path().display().to_string(), "$TMP")
         ),
         auth: o.auth,
+        client_ids: o.client_ids,
         child: Some(child),
         _dir: Some(dir),
     })
@@ -478,6 +487,7 @@ async fn start_floor() -> anyhow::Result<Target> {
         pids: vec![pid],
         command: "tidings-bench floor-server --listen 127.0.0.1:0".to_owned(),
         auth: false,
+        client_ids: false,
         child: Some(child),
         _dir: None,
     })

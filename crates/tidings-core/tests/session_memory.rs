@@ -50,7 +50,7 @@ async fn bytes_per_idle_session_at_100k() {
     assert_eq!(hub.stats().sessions, N);
     assert_eq!(hub.stats().subscribers, 0);
     let per = after.saturating_sub(before) / N as u64;
-    println!("bytes per idle session at {N} sessions (resident set growth): {per}");
+    eprintln!("bytes per idle session at {N} sessions (resident set growth): {per}");
     if before > 0 {
         assert!(
             per < 4096,

@@ -233,7 +233,7 @@ async fn open(
         && !subscribe::wants_ndjson_stream(&parts);
     // During a drain, long enough for the client to land on another node.
     let retry = if ctx.app.hub.draining() {
-        ctx.app.transport.retry.max(ctx.app.edge.drain_spread)
+        ctx.app.transport.retry.max(ctx.app.edge.drain_spread())
     } else {
         ctx.app.transport.retry
     };

@@ -100,10 +100,9 @@ impl App {
                 config.max_inflight_body_bytes,
                 config.allowed_hosts.clone(),
             )
-            .reserve(config.endpoints.iter().flat_map(|e| e.system_names())),
+            .reserve(config.endpoints.iter().flat_map(|e| e.system_names()))
+            .with_drain_spread(config.drain_spread),
         };
-        let mut state = state;
-        state.edge.drain_spread = config.drain_spread;
         Ok(App { state, config })
     }
 

@@ -61,7 +61,7 @@ pub(crate) async fn post_drain(
     if state.hub.draining() {
         return Ok(Json(json!({"draining": true, "streams": 0})));
     }
-    let spread = state.edge.drain_spread;
+    let spread = state.edge.drain_spread();
     let streams = state.hub.stats().subscribers;
     let hub = state.hub.clone();
     tokio::spawn(async move {

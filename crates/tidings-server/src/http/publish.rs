@@ -63,6 +63,7 @@ pub(crate) async fn publish(
     for (i, e) in events.iter().enumerate() {
         if state
             .edge
+            .policy
             .reserved_types
             .iter()
             .any(|r| r == e.event_type.as_str())

@@ -121,7 +121,7 @@ async fn a_drain_of_1000_streams_is_spread_evenly_over_the_window() {
     at.sort();
     let (first, last) = (at[0], at[N - 1]);
     let span = last - first;
-    println!("drain of {N}: first {first:?}, last {last:?}, span {span:?}");
+    eprintln!("drain of {N}: first {first:?}, last {last:?}, span {span:?}");
     // Spread over the window, not all at once (tolerance: 20% of the window).
     assert!(span >= spread.mul_f64(0.8), "span {span:?}");
     assert!(last <= spread + spread.mul_f64(0.2), "last {last:?}");

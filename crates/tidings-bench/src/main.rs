@@ -45,9 +45,6 @@ struct Cli {
     /// subscribe carry a bearer token.
     #[arg(long, global = true)]
     no_auth: bool,
-    /// Every Tidings subscriber sends a client id (`X-Client-Id`), so each holds a session.
-    #[arg(long, global = true)]
-    client_ids: bool,
     /// Seconds of publishing before the measured window.
     #[arg(long, global = true, default_value_t = 2.0)]
     warmup: f64,
@@ -242,7 +239,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             subscriber_queue: cli.subscriber_queue,
             max_connections: cli.max_connections,
             auth: !cli.no_auth,
-            client_ids: cli.client_ids,
             extra_args,
         },
         connect_concurrency: cli.connect_concurrency,
@@ -275,6 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         transport: transport.into(),
                         publishers,
                         payload_bytes,
+                        sessions: kinds.contains(&Kind::TidingsIds),
                     };
                     match scenario::fanout(&ctx, kind, &params).await {
                         Ok(p) => save(&p)?,
@@ -362,6 +359,7 @@ async fn smoke(ctx: &Ctx, subscribers: u64, duration: f64) -> anyhow::Result<()>
         transport: Transport::Sse,
         publishers: 1,
         payload_bytes: 16,
+        sessions: false,
     };
     let p = scenario::fanout(&ctx, Kind::Tidings, &params).await?;
     say(&summary(&p));

@@ -15,6 +15,9 @@ use tokio::process::{Child, Command};
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Kind {
     Tidings,
+    /// Tidings with every subscriber sending a client id (each holds a session).
+    #[serde(rename = "tidings-ids")]
+    TidingsIds,
     Floor,
     Nchan,
     Pushpin,
@@ -24,16 +27,20 @@ impl Kind {
     pub(crate) fn parse(s: &str) -> anyhow::Result<Self> {
         Ok(match s {
             "tidings" => Self::Tidings,
+            "tidings-ids" => Self::TidingsIds,
             "floor" => Self::Floor,
             "nchan" => Self::Nchan,
             "pushpin" => Self::Pushpin,
-            other => bail!("unknown target `{other}` (tidings, floor, nchan, pushpin)"),
+            other => {
+                bail!("unknown target `{other}` (tidings, tidings-ids, floor, nchan, pushpin)")
+            }
         })
     }
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Tidings => "tidings",
+            Self::TidingsIds => "tidings-ids",
             Self::Floor => "floor",
             Self::Nchan => "nchan",
             Self::Pushpin => "pushpin",
@@ -65,9 +72,6 @@ pub(crate) struct TidingsOptions {
     pub(crate) subscriber_queue: usize,
     pub(crate) max_connections: usize,
     pub(crate) auth: bool,
-    /// Every Tidings subscriber sends a client id (`X-Client-Id: bench-<n>`), so each holds a
-    /// session.
-    pub(crate) client_ids: bool,
     pub(crate) extra_args: Vec<String>,
 }
 
@@ -104,6 +108,12 @@ impl Target {
     pub(crate) async fn start(kind: Kind, tidings: &TidingsOptions) -> anyhow::Result<Self> {
         match kind {
             Kind::Tidings => start_tidings(tidings).await,
+            Kind::TidingsIds => {
+                let mut t = start_tidings(tidings).await?;
+                t.kind = Kind::TidingsIds;
+                t.client_ids = true;
+                Ok(t)
+            }
             Kind::Floor => start_floor().await,
             Kind::Nchan => {
                 let pid = read_pid(&format!("{PEER_DIR}/nchan/nginx.pid"))?;
@@ -177,8 +187,10 @@ impl Target {
     /// The subscribe request for `topic`.
     pub(crate) fn subscribe(&self, topic: &str, from_earliest: bool) -> Request {
         let path = match self.kind {
-            Kind::Tidings if from_earliest => format!("/events?topic={topic}&lastEventId=earliest"),
-            Kind::Tidings | Kind::Floor => format!("/events?topic={topic}"),
+            Kind::Tidings | Kind::TidingsIds if from_earliest => {
+                format!("/events?topic={topic}&lastEventId=earliest")
+            }
+            Kind::Tidings | Kind::TidingsIds | Kind::Floor => format!("/events?topic={topic}"),
             Kind::Nchan => format!("/sub?topic={topic}"),
             Kind::Pushpin => format!("/stream?topic={topic}"),
         };
@@ -221,7 +233,7 @@ pub(crate) fn publish_for(
 ) -> (String, &'static str) {
     out.clear();
     match kind {
-        Kind::Tidings => {
+        Kind::Tidings | Kind::TidingsIds => {
             out.extend_from_slice(
                 format!(r#"{{"topic":"{topic}","type":"tick","data":{{"t":{t},"p":"{pad}"}}}}"#)
                     .as_bytes(),
@@ -461,7 +473,7 @@ async fn start_tidings(o: &TidingsOptions) -> anyhow::Result<Target> {
                 .replace(&dir.path().display().to_string(), "$TMP")
         ),
         auth: o.auth,
-        client_ids: o.client_ids,
+        client_ids: false,
         child: Some(child),
         _dir: Some(dir),
     })

@@ -42,9 +42,10 @@ use crate::subscription::{
 pub struct DrainHandle(Arc<SubscriberQueue>);
 
 impl DrainHandle {
-    /// Tells the subscription to reconnect (after what is queued for it).
-    pub fn close(&self) {
-        self.0.close(CloseReason::Reconnect);
+    /// Ends the subscription with `reason` (after what is queued for it): `Reconnect` for a
+    /// drain, `Shutdown` for a shutdown.
+    pub fn close(&self, reason: CloseReason) {
+        self.0.close(reason);
     }
 }
 

@@ -224,7 +224,12 @@ impl App {
             message = "Shutting down: telling streams to reconnect, spread over the drain window.",
             spread_ms = u64::try_from(config.drain_spread.as_millis()).unwrap_or(u64::MAX),
         );
-        http::admin::drain(&hub, config.drain_spread).await;
+        http::admin::drain(
+            &hub,
+            config.drain_spread,
+            tidings_core::CloseReason::Shutdown,
+        )
+        .await;
         tracing::info!(message = "Closing the rest and draining connections.");
         hub.shutdown();
         stop_tx.send_replace(true);

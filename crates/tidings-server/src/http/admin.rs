@@ -12,7 +12,7 @@ use axum::extract::State;
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tidings_core::Hub;
+use tidings_core::{CloseReason, Hub};
 use tidings_proto::{ErrorCode, Pattern};
 
 use super::error::HttpError;
@@ -39,16 +39,16 @@ fn is_admin(_caller: &tidings_auth::Caller) -> bool {
     false
 }
 
-/// Tells every open stream to reconnect, one after another, evenly over `spread`; returns
-/// how many. New subscriptions are refused from the start.
-pub(crate) async fn drain(hub: &Hub, spread: Duration) -> usize {
+/// Tells every open stream to reconnect (with `reason`), one after another, evenly over
+/// `spread`; returns how many. New subscriptions are refused from the start.
+pub(crate) async fn drain(hub: &Hub, spread: Duration, reason: CloseReason) -> usize {
     let handles = hub.drain(true);
     let n = handles.len();
     let start = tokio::time::Instant::now();
     for (i, h) in handles.iter().enumerate() {
         let at = start + spread.mul_f64(i as f64 / n as f64);
         tokio::time::sleep_until(at).await;
-        h.close();
+        h.close(reason);
     }
     n
 }
@@ -65,7 +65,7 @@ pub(crate) async fn post_drain(
     let streams = state.hub.stats().subscribers;
     let hub = state.hub.clone();
     tokio::spawn(async move {
-        let n = drain(&hub, spread).await;
+        let n = drain(&hub, spread, CloseReason::Reconnect).await;
         tracing::info!(
             message = "Drained: every stream was told to reconnect.",
             streams = n

@@ -105,6 +105,10 @@ impl AckTracker {
         if let Some(seq) = confirmed {
             self.place.confirm(seq);
         }
+        if self.marks.is_empty() && self.marks.capacity() > 0 {
+            // An idle connection keeps no buffer from its last burst.
+            self.marks = VecDeque::new();
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Project automation in Rust: `cargo xtask ci` (every check, as CI runs them) and
-//! `cargo xtask tidy` (project rules that clippy cannot express).
+//! Project automation in Rust: `cargo xtask ci` (every check, as CI runs them),
+//! `cargo xtask tidy` (project rules that clippy cannot express), `cargo xtask deny`
+//! (supply-chain rules) and `cargo xtask fuzz-smoke` (a short run of every fuzz target).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,15 +16,34 @@ fn main() -> anyhow::Result<()> {
     match task.as_str() {
         "ci" => ci(&root),
         "tidy" => tidy(&root),
-        _ => bail!("usage: cargo xtask ci | tidy"),
+        "deny" => deny(&root),
+        "fuzz-smoke" => fuzz_smoke(&root),
+        _ => bail!("usage: cargo xtask ci | tidy | deny | fuzz-smoke"),
     }
 }
 
 /// Everything CI checks, in order from fastest to slowest, stopping at the first failure.
 /// (`cargo test` builds every binary the tests run, so there is no separate build step.)
+/// Needs cargo-deny and cargo-fuzz on `PATH` and a nightly toolchain: `scripts/test`
+/// installs the tools.
 fn ci(root: &Path) -> anyhow::Result<()> {
     run(root, "cargo", &["fmt", "--all", "--check"])?;
+    run(
+        root,
+        "rustfmt",
+        &[
+            "--edition",
+            "2024",
+            "--check",
+            "fuzz/fuzz_targets/config.rs",
+            "fuzz/fuzz_targets/publish_body.rs",
+            "fuzz/fuzz_targets/request_head.rs",
+            "fuzz/fuzz_targets/selectors.rs",
+            "fuzz/fuzz_targets/sse_decoder.rs",
+        ],
+    )?;
     tidy(root)?;
+    deny(root)?;
     run(
         root,
         "cargo",
@@ -37,7 +57,84 @@ fn ci(root: &Path) -> anyhow::Result<()> {
             "warnings",
         ],
     )?;
-    test(root)
+    test(root)?;
+    fuzz_smoke(root)
+}
+
+/// The dependency tree's licenses, duplicates and sources against `deny.toml`. Advisories
+/// are not checked here: their database is fetched from a git host CI cannot reach
+/// (docs/supply-chain.md).
+fn deny(root: &Path) -> anyhow::Result<()> {
+    need_tool(root, "cargo", &["deny", "--version"], "cargo-deny")?;
+    run(
+        root,
+        "cargo",
+        &["deny", "--locked", "check", "bans", "licenses", "sources"],
+    )
+}
+
+/// Every fuzz target of `fuzz/`, briefly: each starts from its seeds and runs until
+/// `FUZZ_SMOKE_RUNS` executions or `FUZZ_SMOKE_SECONDS`, whichever comes first. A crash or a
+/// failed check fails CI; the input is left in `fuzz/artifacts/TARGET/` (docs/fuzzing.md).
+/// New inputs go to `target/fuzz-smoke/`, never into the committed seeds.
+fn fuzz_smoke(root: &Path) -> anyhow::Result<()> {
+    const TARGETS: [&str; 5] = [
+        "sse_decoder",
+        "request_head",
+        "selectors",
+        "publish_body",
+        "config",
+    ];
+    let nightly = ["run", "nightly", "cargo", "fuzz"];
+    need_tool(
+        root,
+        "rustup",
+        &[&nightly[..], &["--version"]].concat(),
+        "cargo-fuzz",
+    )?;
+    let build = ["build", "--sanitizer", "none", "--debug-assertions"];
+    run(root, "rustup", &[&nightly[..], &build[..]].concat())?;
+    let runs = std::env::var("FUZZ_SMOKE_RUNS").unwrap_or_else(|_| "100000".to_owned());
+    let seconds = std::env::var("FUZZ_SMOKE_SECONDS").unwrap_or_else(|_| "10".to_owned());
+    for target in TARGETS {
+        let corpus = root.join("target/fuzz-smoke").join(target);
+        std::fs::create_dir_all(&corpus).with_context(|| format!("create {}", corpus.display()))?;
+        let corpus = corpus.display().to_string();
+        let seeds = format!("fuzz/seeds/{target}");
+        let runs = format!("-runs={runs}");
+        let seconds = format!("-max_total_time={seconds}");
+        let args = [
+            "run",
+            "--sanitizer",
+            "none",
+            "--debug-assertions",
+            target,
+            &corpus,
+            &seeds,
+            "--",
+            &runs,
+            &seconds,
+        ];
+        run(root, "rustup", &[&nightly[..], &args[..]].concat()).with_context(|| {
+            format!("fuzz target `{target}` failed; see fuzz/artifacts/{target}/")
+        })?;
+    }
+    Ok(())
+}
+
+/// Fails with a pointer to `scripts/test` when a tool CI needs is missing.
+fn need_tool(root: &Path, program: &str, args: &[&str], tool: &str) -> anyhow::Result<()> {
+    let found = Command::new(program)
+        .args(args)
+        .current_dir(root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        bail!("{tool} is not installed (or no nightly toolchain): scripts/test installs it");
+    }
+    Ok(())
 }
 
 /// `cargo test` for the whole workspace, echoing its output and ending with one plain line
@@ -112,7 +209,7 @@ fn run(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
 fn tidy(root: &Path) -> anyhow::Result<()> {
     let mut problems = Vec::new();
     let mut files = Vec::new();
-    for dir in ["crates", "xtask"] {
+    for dir in ["crates", "xtask", "fuzz"] {
         collect_rs(&root.join(dir), &mut files)?;
     }
     let banned = [
@@ -209,9 +306,16 @@ fn dependency_rules(root: &Path) -> anyhow::Result<Vec<String>> {
         ),
         ("tidings-auth", &["axum", "hyper", "tokio", "tidings-core"]),
         ("tidings-store-redb", &["axum", "hyper"]),
+        // Among our crates the client knows only the wire contract.
         (
             "tidings-client",
-            &["tidings-core", "tidings-server", "axum"],
+            &[
+                "tidings-core",
+                "tidings-server",
+                "tidings-auth",
+                "tidings-store-redb",
+                "axum",
+            ],
         ),
     ];
     let mut problems = Vec::new();

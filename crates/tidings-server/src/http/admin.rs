@@ -24,19 +24,13 @@ const MAX_BODY: usize = 4 << 10;
 
 fn check_admin(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError> {
     let caller = state.auth.identify(extract::bearer(headers)?)?;
-    if state.auth.is_open() || is_admin(&caller) {
+    if state.auth.is_open() || caller.grant.admin {
         return Ok(());
     }
     Err(HttpError::new(
         ErrorCode::Forbidden,
         "this credential has no admin right",
     ))
-}
-
-/// Whether the credential has the admin right. Static tokens gain an `admin` flag with the
-/// auth work (h-auth); until it is merged no token has the right.
-fn is_admin(_caller: &tidings_auth::Caller) -> bool {
-    false
 }
 
 /// Tells every open stream to reconnect (with `reason`), one after another, evenly over

@@ -188,7 +188,7 @@ fn field(count: usize, i: usize, name: &str) -> String {
 
 /// Parses a body into validated events, with each one's `origin` field. Nothing is published
 /// unless every event is valid.
-fn parse_events(
+pub(crate) fn parse_events(
     bytes: &[u8],
     max_batch: usize,
 ) -> Result<(Vec<NewEvent>, Vec<Option<String>>), HttpError> {

@@ -3,10 +3,13 @@
 
 mod auth;
 mod autobahn;
+mod cli;
+mod client;
 mod config;
 mod durability;
 mod edge;
 mod envelope;
+mod jwt;
 mod publish;
 mod reconnect;
 mod resume;

@@ -251,22 +251,24 @@ async fn camera_handshake_synthetic_disconnect_admin_reconnect_and_both_keepaliv
 
 #[tokio::test]
 async fn admin_routes_need_the_admin_right() {
-    let server = Server::start(&["--token", "sub-only-secret-1:subscribe=*;publish=*"]);
-    for path in ["/admin/drain", "/admin/reconnect"] {
-        let (s, v) = admin(&server, path, json!({"topic": "*"}), None).await;
+    let server = Server::start(&[
+        "--token",
+        "sub-only-secret-1:subscribe=*;publish=*",
+        "--token",
+        "operator-secret-22:subscribe=*;admin",
+    ]);
+    for path in ["/admin/reconnect", "/admin/drain"] {
+        let body = json!({"topic": "*"});
+        let (s, v) = admin(&server, path, body.clone(), None).await;
         assert_eq!(s, 401, "{path} {v}");
-        let (s, v) = admin(
-            &server,
-            path,
-            json!({"topic": "*"}),
-            Some("sub-only-secret-1"),
-        )
-        .await;
+        let (s, v) = admin(&server, path, body.clone(), Some("sub-only-secret-1")).await;
         assert_eq!(
             (s, v["error"]["code"].as_str()),
             (403, Some("forbidden")),
             "{path} {v}"
         );
+        let (s, v) = admin(&server, path, body, Some("operator-secret-22")).await;
+        assert_eq!(s, 200, "{path} {v}");
     }
 }
 

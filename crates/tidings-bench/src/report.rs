@@ -341,9 +341,8 @@ fn sessions_section(md: &mut String, all: &[Point]) {
     let p0 = pts[0];
     wl!(
         md,
-        "`tidings-ids`: the same server, every subscriber sending `X-Client-Id` (so each holds a
-         session, with its place tracked from TCP acknowledgements). {} topic(s), {:.0} events/s, {:.0} s measured.
-",
+        "`tidings-ids`: the same server, every subscriber sending `X-Client-Id` (so each holds a\n\
+         session, with its place tracked from TCP acknowledgements). {} topic(s), {:.0} events/s, {:.0} s measured.\n",
         p0.topics,
         p0.rate,
         p0.duration_s
@@ -351,7 +350,7 @@ fn sessions_section(md: &mut String, all: &[Point]) {
     commands(md, &pts);
     wl!(
         md,
-        "| subscribers | target | connected | deliveries/s | delivered/expected | p50 ms | p99 ms | server CPU µs/delivery |
+        "| subscribers | target | connected | deliveries/s | delivered/expected | p50 ms | p99 ms | server CPU µs/delivery |\n\
          |---:|---|---:|---:|---:|---:|---:|---:|"
     );
     for p in &pts {
@@ -370,11 +369,8 @@ fn sessions_section(md: &mut String, all: &[Point]) {
     }
     wl!(
         md,
-        "
-Ratios of server CPU per delivery (same run):
-
-         | subscribers | tidings-ids / tidings | tidings-ids / floor | tidings / floor |
-|---:|---:|---:|---:|"
+        "\nRatios of server CPU per delivery (same run):\n\n\
+         | subscribers | tidings-ids / tidings | tidings-ids / floor | tidings / floor |\n|---:|---:|---:|---:|"
     );
     let ns: BTreeSet<u64> = pts.iter().map(|p| p.subscribers).collect();
     for &n in &ns {

@@ -14,7 +14,7 @@ use tidings_proto::ErrorCode;
 
 use super::error::HttpError;
 use super::subscribe::{EndpointState, subscribe};
-use super::{extract, health, publish};
+use super::{admin, extract, health, publish};
 use crate::endpoint::Endpoint;
 use crate::state::AppState;
 
@@ -72,6 +72,8 @@ pub fn router(state: AppState, endpoints: &[Endpoint]) -> Router {
         .route("/publish", post(publish::publish))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/admin/drain", post(admin::post_drain))
+        .route("/admin/reconnect", post(admin::post_reconnect))
         .with_state(state.clone());
     for endpoint in endpoints.iter().filter(|e| e.listen.is_none()) {
         router = mount(router, &state, endpoint);

@@ -17,6 +17,13 @@
 //! | 4000 | slow consumer: the client fell too far behind | yes, at once, with the last id |
 //! | 4001 | no pong within the pong timeout | yes |
 //!
+//! A client-id session's place moves only as far as the client's TCP stack acknowledged: for
+//! each event frame the loop notes where its bytes end on the connection (the accept loop
+//! counts what was written to the socket, `ack::ConnSocket`) and confirms the event once
+//! `TCP_INFO` says those bytes were acknowledged (asked when marks pile up, on each ping, and
+//! once more when the loop ends, before the socket closes). Over an in-memory pipe (tests)
+//! there is no socket, and the place stays where the stream started.
+//!
 //! Every close is a handshake (RFC 6455 §5.5.1, §7): a client's Close is answered with a Close
 //! before the server drops TCP, and after its own Close the server waits (bounded) for the
 //! client's answer. Auth and Origin failures are refused with HTTP 401/403 before the upgrade.
@@ -43,6 +50,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, WebSocketCon
 
 use super::frame::{self, Shape};
 use super::{reconnect_notice, reset_notice, session_notice};
+use crate::ack::{AckTracker, ConnSocket};
 use crate::endpoint::{Endpoint, TransportOptions};
 
 pub(crate) use upgrade::upgrade;
@@ -108,16 +116,63 @@ enum End {
     },
 }
 
-/// Runs one WebSocket connection until either side ends it.
+/// Bytes a server (unmasked) frame with a payload of `len` bytes takes on the wire.
+fn frame_len(len: usize) -> u64 {
+    let head = match len {
+        0..126 => 2,
+        126..=0xffff => 4,
+        _ => 10,
+    };
+    (head + len) as u64
+}
+
+/// Largest control frame (a pong the codec owes the client): 2 bytes of head, 125 of data.
+const MAX_CONTROL_FRAME: u64 = 127;
+
+/// Notes where each of `events` (just flushed, in order) ends on the connection, from what the
+/// socket has been given in all: the batch's frames are the last bytes written, except that a
+/// pong the codec owed the client may follow the first frame (tungstenite writes it after the
+/// next frame it is given; it cannot owe another until it reads again). So each end is
+/// counted back from the total, the first one allowing for that pong: every mark is at or
+/// after where its frame truly ends, which can only delay a confirmation.
+fn mark_flushed(acks: &mut AckTracker, conn: &ConnSocket, events: &[SharedEvent], shape: Shape) {
+    let written = conn.written();
+    let lens = || {
+        events
+            .iter()
+            .map(|e| frame_len(frame::event(e, shape).len()))
+    };
+    let mut end = written.saturating_sub(lens().sum());
+    let mut next_lens = lens().skip(1);
+    for (i, (e, len)) in events.iter().zip(lens()).enumerate() {
+        end += len;
+        let mark = if i == 0 {
+            let next_end = next_lens.next().map_or(written, |next| end + next);
+            (end + MAX_CONTROL_FRAME).min(next_end)
+        } else {
+            end
+        };
+        acks.mark(mark, e.seq(), conn);
+    }
+}
+
+/// Runs one WebSocket connection until either side ends it. `conn` is the connection's socket
+/// when it is a real one (held open by `socket` for as long as this runs).
 pub(crate) async fn run<S>(
     socket: WebSocketStream<S>,
     mut sub: Subscription,
     shape: Shape,
     options: TransportOptions,
     endpoint: Arc<Endpoint>,
+    conn: Option<ConnSocket>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // A client-id session's place moves only as far as the client's TCP stack acknowledged.
+    let mut acks = match (sub.session_place(), conn) {
+        (Some(place), Some(conn)) => Some((Box::new(AckTracker::new(place)), conn)),
+        _ => None,
+    };
     let (mut tx, mut rx) = socket.split();
     if let Some((name, data)) = super::stream::handshake_data(&endpoint, &sub) {
         let raw = serde_json::value::RawValue::from_string(data)
@@ -167,6 +222,9 @@ pub(crate) async fn run<S>(
                     }
                     if !ok || tx.flush().await.is_err() {
                         break End::Gone;
+                    }
+                    if let Some((t, conn)) = acks.as_mut() {
+                        mark_flushed(t, conn, &events, shape);
                     }
                     if events.capacity() > 64 {
                         events = Vec::new();
@@ -218,10 +276,19 @@ pub(crate) async fn run<S>(
                 if tx.send(Message::Ping(Bytes::new())).await.is_err() {
                     break End::Gone;
                 }
+                if let Some((t, conn)) = acks.as_mut() {
+                    // A quiet moment to catch up.
+                    t.check(conn);
+                }
                 pong_deadline.get_or_insert(Instant::now() + options.ws_pong_timeout);
             }
         }
     };
+    // Before the socket closes (and the subscription detaches its session): what did the
+    // client's TCP stack acknowledge in the end?
+    if let Some((t, conn)) = acks.as_mut() {
+        t.check(conn);
+    }
     drop(sub);
     finish(tx, rx, end).await;
 }

@@ -1,6 +1,7 @@
 //! The WebSocket loop over an in-memory pipe (`tokio::io::duplex`), no sockets: the close
 //! handshake both ways, protocol errors by type (oversized control frames, bad UTF-8, big
-//! messages), the ping/pong timeout with paused time, and the slow-consumer close.
+//! messages), the ping/pong timeout with paused time, the slow-consumer close, and the wire
+//! size of a frame (what session places are counted in).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +68,7 @@ async fn serve(
         std::sync::Arc::new(crate::endpoint::Endpoint::default_events(
             crate::endpoint::Origins::Any,
         )),
+        None,
     ));
     (client_io, task)
 }
@@ -319,4 +321,22 @@ async fn a_slow_consumer_gets_a_notice_then_4000() {
             .is_none()
     );
     ends(task).await;
+}
+
+/// `frame_len` is what the codec writes for a server's text frame, at every header size.
+#[tokio::test]
+async fn frame_len_is_what_a_server_frame_takes_on_the_wire() {
+    use tokio::io::AsyncReadExt;
+    for len in [0usize, 1, 125, 126, 127, 0xffff, 0x1_0000, 70_000] {
+        let (server_io, mut peer) = tokio::io::duplex(1 << 20);
+        let mut server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        server
+            .send(Message::Text("x".repeat(len).into()))
+            .await
+            .unwrap();
+        drop(server);
+        let mut wire = Vec::new();
+        peer.read_to_end(&mut wire).await.unwrap();
+        assert_eq!(frame_len(len), wire.len() as u64, "payload of {len}");
+    }
 }

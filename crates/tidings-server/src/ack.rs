@@ -194,6 +194,12 @@ impl AckTracker {
         });
     }
 
+    /// Nothing is waiting to be confirmed (and the kernel can be asked): the tracker can be
+    /// dropped until the next write, and made again.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.marks.is_empty() && !self.unsupported
+    }
+
     /// Asks the kernel what the peer acknowledged and confirms what that covers.
     pub(crate) fn check(&mut self, socket: &impl AckSource) {
         if self.marks.is_empty() || self.unsupported {

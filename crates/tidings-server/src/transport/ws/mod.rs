@@ -39,7 +39,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tidings_core::{CloseReason, SharedEvent, Step, Subscription};
+use tidings_core::{CloseReason, SessionPlace, SharedEvent, Step, Subscription};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
@@ -156,6 +156,35 @@ fn mark_flushed(acks: &mut AckTracker, conn: &ConnSocket, events: &[SharedEvent]
     }
 }
 
+/// A session's confirmations on a real socket. The tracker exists only while events wait to
+/// be confirmed, so an idle connection keeps nothing but the two handles.
+struct Acks {
+    place: SessionPlace,
+    conn: ConnSocket,
+    tracker: Option<Box<AckTracker>>,
+}
+
+impl Acks {
+    /// `events` were just flushed.
+    fn flushed(&mut self, events: &[SharedEvent], shape: Shape) {
+        let place = &self.place;
+        let tracker = self
+            .tracker
+            .get_or_insert_with(|| Box::new(AckTracker::new(place.clone())));
+        mark_flushed(tracker, &self.conn, events, shape);
+    }
+
+    /// Confirms what the client acknowledged so far.
+    fn check(&mut self) {
+        if let Some(t) = self.tracker.as_mut() {
+            t.check(&self.conn);
+            if t.is_idle() {
+                self.tracker = None;
+            }
+        }
+    }
+}
+
 /// Runs one WebSocket connection until either side ends it. `conn` is the connection's socket
 /// when it is a real one (held open by `socket` for as long as this runs).
 pub(crate) async fn run<S>(
@@ -170,7 +199,11 @@ pub(crate) async fn run<S>(
 {
     // A client-id session's place moves only as far as the client's TCP stack acknowledged.
     let mut acks = match (sub.session_place(), conn) {
-        (Some(place), Some(conn)) => Some((Box::new(AckTracker::new(place)), conn)),
+        (Some(place), Some(conn)) => Some(Acks {
+            place,
+            conn,
+            tracker: None,
+        }),
         _ => None,
     };
     let (mut tx, mut rx) = socket.split();
@@ -223,8 +256,8 @@ pub(crate) async fn run<S>(
                     if !ok || tx.flush().await.is_err() {
                         break End::Gone;
                     }
-                    if let Some((t, conn)) = acks.as_mut() {
-                        mark_flushed(t, conn, &events, shape);
+                    if let Some(acks) = acks.as_mut() {
+                        acks.flushed(&events, shape);
                     }
                     if events.capacity() > 64 {
                         events = Vec::new();
@@ -276,9 +309,9 @@ pub(crate) async fn run<S>(
                 if tx.send(Message::Ping(Bytes::new())).await.is_err() {
                     break End::Gone;
                 }
-                if let Some((t, conn)) = acks.as_mut() {
+                if let Some(acks) = acks.as_mut() {
                     // A quiet moment to catch up.
-                    t.check(conn);
+                    acks.check();
                 }
                 pong_deadline.get_or_insert(Instant::now() + options.ws_pong_timeout);
             }
@@ -286,8 +319,8 @@ pub(crate) async fn run<S>(
     };
     // Before the socket closes (and the subscription detaches its session): what did the
     // client's TCP stack acknowledge in the end?
-    if let Some((t, conn)) = acks.as_mut() {
-        t.check(conn);
+    if let Some(acks) = acks.as_mut() {
+        acks.check();
     }
     drop(sub);
     finish(tx, rx, end).await;

@@ -200,6 +200,12 @@ impl AckTracker {
         self.marks.is_empty() && !self.unsupported
     }
 
+    /// The marks waiting, oldest first: (where a frame ends, its event's seq).
+    #[cfg(test)]
+    pub(crate) fn marks(&self) -> Vec<(u64, u64)> {
+        self.marks.iter().copied().collect()
+    }
+
     /// Asks the kernel what the peer acknowledged and confirms what that covers.
     pub(crate) fn check(&mut self, socket: &impl AckSource) {
         if self.marks.is_empty() || self.unsupported {

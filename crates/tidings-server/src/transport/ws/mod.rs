@@ -126,33 +126,21 @@ fn frame_len(len: usize) -> u64 {
     (head + len) as u64
 }
 
-/// Largest control frame (a pong the codec owes the client): 2 bytes of head, 125 of data.
-const MAX_CONTROL_FRAME: u64 = 127;
-
-/// Notes where each of `events` (just flushed, in order) ends on the connection, from what the
-/// socket has been given in all: the batch's frames are the last bytes written, except that a
-/// pong the codec owed the client may follow the first frame (tungstenite writes it after the
-/// next frame it is given; it cannot owe another until it reads again). So each end is
-/// counted back from the total, the first one allowing for that pong: every mark is at or
-/// after where its frame truly ends, which can only delay a confirmation.
+/// Notes where each of `events` (just flushed, in order) ends on the connection, counted back
+/// from what the socket has been given in all: the frames are the last bytes written, so an
+/// end is exact unless other bytes came after its frame within the batch (tungstenite writes
+/// a pong it owed the client after the first frame it is given), and then it is later than
+/// the true end, which can only delay a confirmation, never claim one.
 fn mark_flushed(acks: &mut AckTracker, conn: &ConnSocket, events: &[SharedEvent], shape: Shape) {
-    let written = conn.written();
     let lens = || {
         events
             .iter()
             .map(|e| frame_len(frame::event(e, shape).len()))
     };
-    let mut end = written.saturating_sub(lens().sum());
-    let mut next_lens = lens().skip(1);
-    for (i, (e, len)) in events.iter().zip(lens()).enumerate() {
+    let mut end = conn.written().saturating_sub(lens().sum());
+    for (e, len) in events.iter().zip(lens()) {
         end += len;
-        let mark = if i == 0 {
-            let next_end = next_lens.next().map_or(written, |next| end + next);
-            (end + MAX_CONTROL_FRAME).min(next_end)
-        } else {
-            end
-        };
-        acks.mark(mark, e.seq(), conn);
+        acks.mark(end, e.seq(), conn);
     }
 }
 

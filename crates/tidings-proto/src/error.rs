@@ -37,6 +37,7 @@ codes! {
     Unauthorized => ("unauthorized", 401, "No valid credential was presented."),
     Forbidden => ("forbidden", 403, "The credential does not grant this action on this topic."),
     ForbiddenHost => ("forbidden_host", 403, "The request's Host is not a name this hub answers to."),
+    CookieOnlyPublish => ("cookie_only_publish", 403, "A publish authenticated only by a cookie is refused (cross-site request forgery)."),
     NotFound => ("not_found", 404, "No such route."),
     MethodNotAllowed => ("method_not_allowed", 405, "The route does not accept this method."),
     BodyTimeout => ("body_timeout", 408, "The request body did not arrive within the time allowed."),

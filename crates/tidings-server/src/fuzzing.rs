@@ -132,6 +132,7 @@ fn app(tokens: Vec<StaticToken>) -> AppState {
         auth: Arc::new(Authorizer::new(tokens).with_jwt(jwt)),
         transport: TransportOptions::default(),
         edge: Edge::default(),
+        credentials: Default::default(),
     }
 }
 

@@ -6,6 +6,8 @@
 //! - `config`: `RawConfig` (flags, env, TOML) → `Config`.
 //! - `http`: routes and handlers (`router(state)` is testable without a socket).
 //! - `endpoint`: configured subscribe routes and transport settings.
+//! - `credential`: where a request's credential comes from (header, ticket, query, cookie),
+//!   the CSRF rule for publishes, and the one-time connect tickets.
 //! - `transport`: per-connection encoders (SSE, NDJSON, WebSocket, long-poll).
 //! - `listener`: the accept loop, the process-wide connection limit and graceful drain;
 //!   `lean`: the lean HTTP/1 path for streaming subscriptions; `io`: write-stall timeout and
@@ -14,6 +16,7 @@
 //! - `fuzzing`: entry points for the fuzz targets (hidden, not an API).
 
 pub mod config;
+pub mod credential;
 pub mod endpoint;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -35,6 +38,7 @@ use tidings_proto::Epoch;
 use tokio::net::TcpListener;
 
 pub use config::{Config, ConfigError, Durability, RawConfig};
+pub use credential::{CredentialOptions, Credentials};
 use http::router::lean_routes;
 pub use http::router::{endpoint_router, router};
 pub use state::{AppState, Edge};
@@ -98,6 +102,10 @@ impl App {
                 config.body_timeout,
                 config.max_inflight_body_bytes,
                 config.allowed_hosts.clone(),
+            ),
+            credentials: Credentials::new(
+                config.credentials.clone(),
+                tidings_core::clock::system(),
             ),
         };
         Ok(App { state, config })

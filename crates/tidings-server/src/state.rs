@@ -7,6 +7,7 @@ use tidings_auth::Authorizer;
 use tidings_core::Hub;
 use tokio::sync::Semaphore;
 
+use crate::credential::Credentials;
 use crate::endpoint::TransportOptions;
 
 /// Shared state of the HTTP layer.
@@ -20,6 +21,8 @@ pub struct AppState {
     pub transport: TransportOptions,
     /// What the HTTP edge enforces before a request reaches a handler's logic.
     pub edge: Edge,
+    /// Where credentials come from, and the connect tickets.
+    pub credentials: Credentials,
 }
 
 /// Edge settings shared by every connection: the publish-body deadline, the budget of body

@@ -136,6 +136,8 @@ pub struct Config {
     pub tokens: Vec<StaticToken>,
     /// JWT verification (`None`: JWTs are not accepted).
     pub jwt: Option<JwtVerifier>,
+    /// Where credentials come from (ticket TTL, cookie).
+    pub credentials: crate::credential::CredentialOptions,
 }
 
 /// A configuration error: which setting, and why.
@@ -192,6 +194,7 @@ impl RawConfig {
                 ));
             }
         }
+        let credentials = self.auth.credentials()?;
         let (tokens, jwt) = self.auth.validate()?;
         let open = tokens.is_empty() && jwt.is_none();
         let transport = transport::options(
@@ -234,6 +237,7 @@ impl RawConfig {
             limits,
             tokens,
             jwt,
+            credentials,
         })
     }
 }

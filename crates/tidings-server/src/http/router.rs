@@ -14,7 +14,7 @@ use tidings_proto::ErrorCode;
 
 use super::error::HttpError;
 use super::subscribe::{EndpointState, subscribe};
-use super::{extract, health, publish};
+use super::{extract, health, publish, tickets};
 use crate::endpoint::Endpoint;
 use crate::state::AppState;
 
@@ -65,11 +65,12 @@ fn mount(router: Router, state: &AppState, endpoint: &Endpoint) -> Router {
     router.route(&endpoint.path, get(subscribe).with_state(ctx))
 }
 
-/// The main listener: `POST /publish`, `/healthz`, `/readyz`, and `endpoints` (those without a
-/// port of their own).
+/// The main listener: `POST /publish`, `POST /tickets`, `/healthz`, `/readyz`, and
+/// `endpoints` (those without a port of their own).
 pub fn router(state: AppState, endpoints: &[Endpoint]) -> Router {
     let mut router = Router::new()
         .route("/publish", post(publish::publish))
+        .route("/tickets", post(tickets::create))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(state.clone());

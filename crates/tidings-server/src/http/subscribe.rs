@@ -7,7 +7,8 @@
 //! Query: `topic` (repeatable selector; default `*`, or the endpoint's fixed selector),
 //! `type` (repeatable filter), `lastEventId` (for clients that cannot set `Last-Event-ID`,
 //! which wins), `format`, `poll`, `timeout` (long-poll seconds, capped by the server's
-//! limit), and the endpoint's token parameter if it has one. Parameters starting with `_`
+//! limit), `ticket` (a one-time connect ticket from `POST /tickets`), and the endpoint's
+//! token parameter if it has one. Parameters starting with `_`
 //! are ignored (cache busters); any other unknown one is a 400, so a typo never silently
 //! subscribes to something else.
 //!
@@ -25,6 +26,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN, UPGRADE};
 use http::{HeaderMap, HeaderValue};
+use tidings_auth::Caller;
 use tidings_core::{SubscribeRequest, Subscription};
 use tidings_proto::{Cursor, ErrorCode, EventType, Pattern, Selector};
 
@@ -48,6 +50,7 @@ struct Query {
     types: Vec<EventType>,
     cursor: Option<Cursor>,
     token: Option<String>,
+    ticket: Option<String>,
     ndjson: bool,
     poll: bool,
     timeout: Option<Duration>,
@@ -98,13 +101,14 @@ fn parse_query(raw: Option<&str>, endpoint: &Endpoint, app: &AppState) -> Result
                 })?;
                 q.timeout = Some(Duration::from_secs(secs));
             }
+            "ticket" => q.ticket = Some(value.into_owned()),
             other if endpoint.query_token.as_deref() == Some(other) => {
                 q.token = Some(value.into_owned());
             }
             other if other.starts_with('_') => {}
             other => {
                 return Err(invalid(format!(
-                    "query parameter `{other}` is not known; use topic, type, lastEventId, format, poll, timeout"
+                    "query parameter `{other}` is not known; use topic, type, lastEventId, format, poll, timeout, ticket"
                 )));
             }
         }
@@ -192,10 +196,8 @@ pub(crate) fn prepare(
     let EndpointState { app, endpoint } = ctx;
     let query = parse_query(parts.uri.query(), endpoint, app)?;
     let headers = &parts.headers;
-    let grant = match extract::bearer(headers)? {
-        Some(token) => app.auth.authenticate(Some(token))?,
-        None => app.auth.authenticate(query.token.as_deref())?,
-    };
+    let caller = credential(app, headers, &query)?;
+    let grant = &caller.grant;
     let websocket = is_websocket(headers);
     let ndjson = query.ndjson || wants_ndjson(headers);
     let transports = endpoint.transports;
@@ -272,6 +274,22 @@ pub(crate) fn prepare(
             },
         )
     })
+}
+
+/// The caller behind a subscribe request, from the first credential it presents:
+/// `Authorization: Bearer`, `?ticket=` (used up here), the endpoint's query token, the cookie.
+fn credential(app: &AppState, headers: &HeaderMap, query: &Query) -> Result<Caller, HttpError> {
+    if let Some(token) = extract::bearer(headers)? {
+        return Ok(app.auth.identify(Some(token))?);
+    }
+    if let Some(ticket) = &query.ticket {
+        return Ok(app.credentials.tickets().redeem(ticket)?);
+    }
+    let presented = query
+        .token
+        .as_deref()
+        .or_else(|| app.credentials.cookie(headers));
+    Ok(app.auth.identify(presented)?)
 }
 
 fn open(

@@ -4,6 +4,7 @@
 mod auth;
 mod autobahn;
 mod config;
+mod credentials;
 mod durability;
 mod edge;
 mod envelope;

@@ -1,0 +1,222 @@
+//! Where a request's credential comes from, and the one-time connect tickets. A subscribe
+//! request presents, in this order of precedence: `Authorization: Bearer`, `?ticket=`, the
+//! endpoint's query token parameter (if it has one), the credential cookie. A publish takes
+//! the header, or the cookie only when the configured custom header is present too (a
+//! cross-site page cannot add one without a CORS preflight), so a cookie alone never
+//! publishes (CSRF).
+//!
+//! A ticket (`POST /tickets`) is 32 random bytes, base64url; the table keeps only its SHA-256
+//! digest with the caller it stands for (grant narrowed, subscribe only), and the lookup is
+//! by digest, so its time does not depend on how much of a wrong ticket matched. Redeeming
+//! removes it: a ticket opens one subscription within its TTL. The table is bounded; expired
+//! tickets are swept as it grows. Time comes from the injected clock.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::HeaderMap;
+use http::header::COOKIE;
+use sha2::{Digest, Sha256};
+use tidings_auth::Caller;
+use tidings_core::clock::{self, DynClock};
+use tidings_proto::ErrorCode;
+
+use crate::http::error::HttpError;
+
+/// Most tickets held at once (issued and neither used nor swept).
+pub const MAX_TICKETS: usize = 100_000;
+/// Below this many held tickets, issuing never sweeps.
+const SWEEP_FLOOR: usize = 1024;
+
+/// How credentials are taken from requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialOptions {
+    /// How long a ticket may wait for its connection.
+    pub ticket_ttl: Duration,
+    /// The cookie carrying a token.
+    pub cookie_name: String,
+    /// A header whose presence lets a cookie-authenticated publish through (`None`: a cookie
+    /// never authenticates a publish).
+    pub cookie_publish_header: Option<http::HeaderName>,
+}
+
+impl Default for CredentialOptions {
+    /// 60 s tickets, the `tidings_token` cookie, no cookie publish.
+    fn default() -> Self {
+        CredentialOptions {
+            ticket_ttl: Duration::from_secs(60),
+            cookie_name: "tidings_token".to_owned(),
+            cookie_publish_header: None,
+        }
+    }
+}
+
+/// The credential settings and the ticket table, shared by every connection (one pointer:
+/// every idle lean stream carries a copy while it opens).
+#[derive(Debug, Clone)]
+pub struct Credentials(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    options: CredentialOptions,
+    tickets: Tickets,
+}
+
+impl Credentials {
+    /// Credentials with these settings, tickets timed by `clock`.
+    pub fn new(options: CredentialOptions, clock: DynClock) -> Credentials {
+        Credentials(Arc::new(Shared {
+            tickets: Tickets::new(options.ticket_ttl, clock),
+            options,
+        }))
+    }
+
+    /// The settings.
+    pub(crate) fn options(&self) -> &CredentialOptions {
+        &self.0.options
+    }
+
+    /// The ticket table.
+    pub(crate) fn tickets(&self) -> &Tickets {
+        &self.0.tickets
+    }
+
+    /// The value of the credential cookie, if the request carries it (the first one).
+    pub(crate) fn cookie<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
+        let name = self.0.options.cookie_name.as_str();
+        headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.trim_matches('"'))
+            .filter(|v| !v.is_empty())
+    }
+}
+
+impl Default for Credentials {
+    fn default() -> Credentials {
+        Credentials::new(CredentialOptions::default(), clock::system())
+    }
+}
+
+/// A held ticket.
+#[derive(Debug)]
+struct Held {
+    caller: Caller,
+    expires_ms: u64,
+}
+
+/// The ticket table.
+#[derive(Debug)]
+pub(crate) struct Tickets {
+    ttl: Duration,
+    clock: DynClock,
+    inner: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    held: HashMap<[u8; 32], Held>,
+    /// Issuing sweeps expired tickets once `held` reaches this size.
+    sweep_at: usize,
+}
+
+/// Why a ticket was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TicketError {
+    /// Never issued, or already used.
+    Unknown,
+    /// Issued, but its TTL passed before it was used.
+    Expired,
+}
+
+impl From<TicketError> for HttpError {
+    fn from(e: TicketError) -> HttpError {
+        HttpError::new(
+            ErrorCode::Unauthorized,
+            match e {
+                TicketError::Unknown => "ticket: not valid (unknown, or already used)",
+                TicketError::Expired => "ticket: expired; ask POST /tickets for a new one",
+            },
+        )
+    }
+}
+
+impl Tickets {
+    pub(crate) fn new(ttl: Duration, clock: DynClock) -> Tickets {
+        Tickets {
+            ttl,
+            clock,
+            inner: Mutex::new(Table {
+                held: HashMap::new(),
+                sweep_at: SWEEP_FLOOR,
+            }),
+        }
+    }
+
+    /// The TTL in whole seconds, as `expires_in` says it.
+    pub(crate) fn ttl_secs(&self) -> u64 {
+        self.ttl.as_secs()
+    }
+
+    /// Issues a ticket standing for `caller`; `Err` when the table is full of live tickets.
+    pub(crate) fn issue(&self, caller: Caller) -> Result<String, HttpError> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)
+            .map_err(|_| HttpError::new(ErrorCode::Internal, "ticket: no randomness available"))?;
+        let ticket = URL_SAFE_NO_PAD.encode(bytes);
+        let now = self.clock.now_ms();
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut table = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if table.held.len() >= table.sweep_at {
+            table.held.retain(|_, h| h.expires_ms > now);
+            table.sweep_at = (table.held.len() * 2).clamp(SWEEP_FLOOR, MAX_TICKETS);
+        }
+        if table.held.len() >= MAX_TICKETS {
+            return Err(HttpError::new(
+                ErrorCode::Overloaded,
+                "ticket: too many unused tickets are held; retry shortly",
+            ));
+        }
+        table.held.insert(
+            digest(&ticket),
+            Held {
+                caller,
+                expires_ms: now.saturating_add(ttl_ms),
+            },
+        );
+        Ok(ticket)
+    }
+
+    /// The caller a ticket stands for; the ticket is used up either way.
+    pub(crate) fn redeem(&self, ticket: &str) -> Result<Caller, TicketError> {
+        let now = self.clock.now_ms();
+        let held = {
+            let mut table = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            table.held.remove(&digest(ticket))
+        };
+        match held {
+            None => Err(TicketError::Unknown),
+            Some(h) if h.expires_ms <= now => Err(TicketError::Expired),
+            Some(h) => Ok(h.caller),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner.lock().unwrap().held.len()
+    }
+}
+
+fn digest(ticket: &str) -> [u8; 32] {
+    Sha256::digest(ticket.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests;

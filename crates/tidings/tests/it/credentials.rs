@@ -1,0 +1,325 @@
+//! Browser-safe credentials over real sockets: one-time connect tickets (`POST /tickets`,
+//! `?ticket=` on SSE, NDJSON, long-poll and WebSocket; single use, narrowed, expiring), the
+//! credential cookie (default and configured name), and the CSRF rule: a publish with only a
+//! cookie is refused and publishes nothing, unless the configured custom header comes with it.
+
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{Server, SseClient};
+
+const TOKEN: &str = "browser-user-token";
+const PUBLISHER: &str = "publisher-token-xyz";
+
+fn server(extra: &[&str]) -> Server {
+    let user = format!("{TOKEN}:name=user;publish=rooms/*;subscribe=rooms/*");
+    let publisher = format!("{PUBLISHER}:name=publisher;publish=*;subscribe=*");
+    let mut args = vec!["--token", &user, "--token", &publisher];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// `POST /tickets` with `headers` and an optional JSON body: status and answer.
+async fn ticket_raw(
+    server: &Server,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = server.http.post(server.url("/tickets"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("tickets request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("tickets answer is JSON"))
+}
+
+/// A fresh ticket for `TOKEN`, narrowed to `topics` if given.
+async fn ticket(server: &Server, topics: Option<&[&str]>) -> String {
+    let body = topics.map(|t| json!({ "topics": t }));
+    let (status, v) = ticket_raw(server, &[("authorization", &bearer(TOKEN))], body).await;
+    assert_eq!(status, 200, "{v}");
+    v["ticket"].as_str().expect("ticket").to_owned()
+}
+
+async fn publish_as_publisher(server: &Server, topic: &str, n: u64) {
+    let (status, v) = server
+        .publish_raw(
+            &json!({"topic": topic, "type": "t", "data": {"n": n}}),
+            &[("authorization", &bearer(PUBLISHER))],
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+}
+
+/// The status and error body of `GET /events?<query>` that is refused.
+async fn refused(server: &Server, query: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let resp = server.get_events(query, headers).await;
+    let status = resp.status().as_u16();
+    assert_ne!(status, 200, "{query}: expected a refusal");
+    (status, resp.json().await.expect("error JSON"))
+}
+
+/// The `n` of an SSE event's data (the default endpoint sends the event's data as is).
+fn n_of(ev: &tidings_proto::sse::SseEvent) -> Value {
+    serde_json::from_str::<Value>(&ev.data).expect("data is JSON")["n"].clone()
+}
+
+fn assert_error(v: &Value, code: &str, says: &str) {
+    assert_eq!(v["error"]["code"], code, "{v}");
+    let msg = v["error"]["message"].as_str().expect("message");
+    assert!(msg.contains(says), "`{msg}` does not say `{says}`");
+}
+
+#[tokio::test]
+async fn a_ticket_opens_exactly_one_subscription_within_its_narrowed_grant() {
+    let server = server(&[]);
+
+    // Minting needs a credential, and the topics must lie inside the caller's grant.
+    let (status, v) = ticket_raw(&server, &[], None).await;
+    assert_eq!(status, 401, "{v}");
+    assert_error(&v, "unauthorized", "bearer token is required");
+    for escape in ["*", "rooms*", "roomsx/*", "other/a"] {
+        let (status, v) = ticket_raw(
+            &server,
+            &[("authorization", &bearer(TOKEN))],
+            Some(json!({ "topics": [escape] })),
+        )
+        .await;
+        assert_eq!(status, 403, "{escape}: {v}");
+        assert_error(&v, "forbidden", "topics");
+    }
+    let (status, v) = ticket_raw(
+        &server,
+        &[("authorization", &bearer(TOKEN))],
+        Some(json!({ "topics": ["rooms/a"] })),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["expires_in"], 60);
+    let t = v["ticket"].as_str().expect("ticket").to_owned();
+    assert!(t.len() >= 40, "an opaque random ticket: {t}");
+    assert!(!t.contains(TOKEN));
+
+    // SSE with the ticket receives events.
+    let mut sse = server
+        .subscribe_with(&format!("ticket={t}&topic=rooms/a"), &[])
+        .await;
+    publish_as_publisher(&server, "rooms/a", 1).await;
+    let ev = sse.next_event().await;
+    assert_eq!(n_of(&ev), 1);
+
+    // The same ticket again: refused, whatever the transport.
+    let (status, v) = refused(&server, &format!("ticket={t}&topic=rooms/a"), &[]).await;
+    assert_eq!(status, 401);
+    assert_error(&v, "unauthorized", "already used");
+    // The first stream is unaffected.
+    publish_as_publisher(&server, "rooms/a", 2).await;
+    let ev = sse.next_event().await;
+    assert_eq!(n_of(&ev), 2);
+
+    // Narrowed: a ticket for rooms/a opens nothing else, though the token could.
+    let narrow = ticket(&server, Some(&["rooms/a"])).await;
+    let (status, v) = refused(&server, &format!("ticket={narrow}&topic=rooms/b"), &[]).await;
+    assert_eq!(status, 403, "{v}");
+    assert_error(&v, "forbidden", "rooms/b");
+    // ... and that refusal used it up.
+    let (status, _) = refused(&server, &format!("ticket={narrow}&topic=rooms/a"), &[]).await;
+    assert_eq!(status, 401);
+    // Unnarrowed: the caller's whole subscribe grant, still nothing beyond it.
+    let whole = ticket(&server, None).await;
+    let (status, _) = refused(&server, &format!("ticket={whole}&topic=other"), &[]).await;
+    assert_eq!(status, 403);
+    let whole = ticket(&server, None).await;
+    drop(
+        server
+            .subscribe_with(&format!("ticket={whole}&topic=rooms/b"), &[])
+            .await,
+    );
+
+    // NDJSON, long-poll and WebSocket take tickets too.
+    let t = ticket(&server, Some(&["rooms/*"])).await;
+    let resp = server
+        .get_events(&format!("ticket={t}&topic=rooms/c&format=ndjson"), &[])
+        .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    drop(resp);
+    let t = ticket(&server, Some(&["rooms/*"])).await;
+    let poll = server.http.get(server.url(&format!(
+        "/events?ticket={t}&topic=rooms/a&poll=1&timeout=0&lastEventId=0"
+    )));
+    let resp = poll.send().await.expect("poll");
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "{}",
+        resp.text().await.unwrap()
+    );
+    let t = ticket(&server, Some(&["rooms/*"])).await;
+    let url = format!("ws://{}/events?ticket={t}&topic=rooms/w", server.addr);
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(url.as_str()),
+    )
+    .await
+    .expect("ws connect in time")
+    .expect("ws with a ticket");
+    publish_as_publisher(&server, "rooms/w", 7).await;
+    let frame = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("ws open")
+            .expect("ws frame")
+        {
+            Message::Text(t) => break serde_json::from_str::<Value>(t.as_str()).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(frame["data"]["n"], 7, "{frame}");
+    let (status, _) = refused(&server, &format!("ticket={t}"), &[]).await;
+    assert_eq!(status, 401, "a WebSocket used the ticket up too");
+    assert!(
+        !server.stderr().contains(&t),
+        "a ticket never reaches the log"
+    );
+}
+
+#[tokio::test]
+async fn a_ticket_expires_after_its_ttl() {
+    let server = server(&["--ticket-ttl", "1s"]);
+    let (status, v) = ticket_raw(&server, &[("authorization", &bearer(TOKEN))], None).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["expires_in"], 1);
+    // Twenty tickets minted now; one is tried every 150 ms until one is refused as expired.
+    let mut tickets = Vec::new();
+    for _ in 0..20 {
+        tickets.push(ticket(&server, None).await);
+    }
+    let started = std::time::Instant::now();
+    let mut opened = 0;
+    let mut expired = None;
+    for t in &tickets {
+        let resp = server
+            .get_events(&format!("ticket={t}&topic=rooms/a"), &[])
+            .await;
+        match resp.status().as_u16() {
+            200 => opened += 1,
+            401 => {
+                let v: Value = resp.json().await.unwrap();
+                assert_error(&v, "unauthorized", "expired");
+                expired = Some(started.elapsed());
+                break;
+            }
+            other => panic!("ticket answered {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let expired = expired.expect("a ticket expired within 3 s");
+    assert!(opened >= 1, "tickets open before their TTL ({opened})");
+    assert!(expired >= Duration::from_millis(500), "{expired:?}");
+}
+
+#[tokio::test]
+async fn a_cookie_subscribes_but_never_publishes_alone() {
+    let server = server(&[]);
+    let cookie = format!("theme=dark; tidings_token={TOKEN}");
+    let mut sse: SseClient = server
+        .subscribe_with("topic=rooms/a", &[("cookie", &cookie)])
+        .await;
+    publish_as_publisher(&server, "rooms/a", 1).await;
+    let ev = sse.next_event().await;
+    assert_eq!(n_of(&ev), 1);
+    // The cookie's grant applies.
+    let (status, _) = refused(&server, "topic=other", &[("cookie", &cookie)]).await;
+    assert_eq!(status, 403);
+    // A bad cookie is a 401 like a bad header.
+    let (status, _) = refused(
+        &server,
+        "topic=rooms/a",
+        &[("cookie", "tidings_token=wrong-one")],
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    // A publish with only the cookie: 403, nothing published, the stream sees nothing of it.
+    let head = server.readyz().await["head"].clone();
+    let (status, v) = server
+        .publish_raw(
+            &json!({"topic": "rooms/a", "type": "t", "data": {"n": 666}}),
+            &[("cookie", &cookie)],
+        )
+        .await;
+    assert_eq!(status, 403, "{v}");
+    assert_error(&v, "cookie_only_publish", "cookie");
+    assert!(!v.to_string().contains(TOKEN));
+    assert_eq!(server.readyz().await["head"], head);
+    publish_as_publisher(&server, "rooms/a", 2).await;
+    let ev = sse.next_event().await;
+    assert_eq!(n_of(&ev), 2);
+    // With a bearer header it publishes (the header wins over the cookie).
+    let (status, v) = server
+        .publish_raw(
+            &json!({"topic": "rooms/a", "type": "t", "data": {"n": 3}}),
+            &[("cookie", &cookie), ("authorization", &bearer(TOKEN))],
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+
+    // A cookie mints a ticket (a browser page's way to a ticket).
+    let (status, v) = ticket_raw(&server, &[("cookie", &cookie)], None).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        !server.stderr().contains(TOKEN),
+        "the token never reaches the log"
+    );
+}
+
+#[tokio::test]
+async fn the_cookie_name_and_the_cookie_publish_header_are_configurable() {
+    let server = server(&[
+        "--cookie-name",
+        "sess",
+        "--cookie-publish-header",
+        "X-Tidings-Publish",
+    ]);
+    drop(
+        server
+            .subscribe_with("topic=rooms/a", &[("cookie", &format!("sess={TOKEN}"))])
+            .await,
+    );
+    let (status, _) = refused(
+        &server,
+        "topic=rooms/a",
+        &[("cookie", &format!("tidings_token={TOKEN}"))],
+    )
+    .await;
+    assert_eq!(status, 401, "only the configured cookie counts");
+
+    let event = json!({"topic": "rooms/a", "type": "t", "data": {}});
+    let cookie = format!("sess={TOKEN}");
+    let (status, v) = server.publish_raw(&event, &[("cookie", &cookie)]).await;
+    assert_eq!(status, 403, "{v}");
+    assert_error(&v, "cookie_only_publish", "cookie");
+    let (status, v) = server
+        .publish_raw(&event, &[("cookie", &cookie), ("x-tidings-publish", "1")])
+        .await;
+    assert_eq!(status, 200, "the opted-in header lets it through: {v}");
+    // The cookie's grant still rules.
+    let other = json!({"topic": "other", "type": "t", "data": {}});
+    let (status, _) = server
+        .publish_raw(&other, &[("cookie", &cookie), ("x-tidings-publish", "1")])
+        .await;
+    assert_eq!(status, 403);
+}

@@ -4,6 +4,7 @@
 //! Flow's WebSocket on port 3001, …) are others.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tidings_proto::Pattern;
@@ -60,6 +61,30 @@ impl Origins {
     }
 }
 
+/// Which browser origins may read answers cross-origin (CORS), with credentials: exact
+/// origins such as `https://app.example.com`. Empty: no CORS headers are sent, so a browser
+/// lets only same-origin pages read the answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cors(Arc<[String]>);
+
+impl Cors {
+    /// CORS for these exact origins.
+    pub fn new(origins: Vec<String>) -> Cors {
+        Cors(origins.into())
+    }
+
+    /// Whether any origin is allowed.
+    pub fn is_on(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// Whether `origin` (a request's `Origin`) is one of the allowed ones. Compared
+    /// byte for byte but for ASCII case: `https://app.example.com.evil` is another origin.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.0.iter().any(|o| o.eq_ignore_ascii_case(origin))
+    }
+}
+
 /// One subscribe route.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -81,6 +106,8 @@ pub struct Endpoint {
     pub origins: Origins,
     /// Transports served.
     pub transports: Transports,
+    /// Origins whose pages may read this endpoint's answers (CORS).
+    pub cors: Cors,
 }
 
 impl Endpoint {
@@ -95,6 +122,7 @@ impl Endpoint {
             query_token: None,
             origins,
             transports: Transports::ALL,
+            cors: Cors::default(),
         }
     }
 }

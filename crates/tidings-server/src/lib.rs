@@ -102,7 +102,8 @@ impl App {
                 config.body_timeout,
                 config.max_inflight_body_bytes,
                 config.allowed_hosts.clone(),
-            ),
+            )
+            .with_cors(config.cors.clone()),
             credentials: Credentials::new(
                 config.credentials.clone(),
                 tidings_core::clock::system(),

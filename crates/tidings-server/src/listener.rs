@@ -213,7 +213,7 @@ impl Connection {
             Head::Gone => return,
             Head::Stream(parts, ctx) => {
                 drop(lean);
-                lean::serve(stream, parts, ctx, options.write_timeout).await;
+                lean::serve(stream, parts, Box::new(ctx), options.write_timeout).await;
                 drop(slot);
                 return;
             }

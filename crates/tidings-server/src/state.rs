@@ -8,7 +8,7 @@ use tidings_core::Hub;
 use tokio::sync::Semaphore;
 
 use crate::credential::Credentials;
-use crate::endpoint::TransportOptions;
+use crate::endpoint::{Cors, TransportOptions};
 
 /// Shared state of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -36,6 +36,8 @@ pub struct Edge {
     /// Extra `Host` names answered (beyond loopback names); empty: none without tokens, any
     /// with tokens.
     pub(crate) allowed_hosts: Arc<[String]>,
+    /// CORS of the main listener's own routes (`/publish`, `/tickets`).
+    pub(crate) cors: Cors,
 }
 
 impl Edge {
@@ -51,7 +53,14 @@ impl Edge {
                 max_inflight_body_bytes.min(Semaphore::MAX_PERMITS),
             )),
             allowed_hosts: allowed_hosts.into(),
+            cors: Cors::default(),
         }
+    }
+
+    /// The same, with CORS for `/publish` and `/tickets`.
+    pub fn with_cors(mut self, cors: Cors) -> Edge {
+        self.cors = cors;
+        self
     }
 }
 

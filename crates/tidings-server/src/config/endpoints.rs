@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, bad, patterns};
-use crate::endpoint::{Endpoint, Origins, Transports};
+use crate::endpoint::{Cors, Endpoint, Origins, Transports};
 use crate::transport::frame::Shape;
 
 /// `[[endpoints]]`.
@@ -36,17 +36,25 @@ pub struct RawEndpoint {
     /// Any of `sse`, `websocket`, `ndjson`, `poll` [default: all].
     #[serde(default)]
     pub transports: Option<Vec<String>>,
+    /// Origins whose pages may read this endpoint's answers, with credentials (CORS)
+    /// [default: none].
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
-/// The built-in `/events` (with the `[websocket]` Origin list) followed by every
-/// `[[endpoints]]` entry. `open` is true when no auth tokens are configured.
+/// The built-in `/events` (with the `[websocket]` Origin list and the main CORS list)
+/// followed by every `[[endpoints]]` entry. `open` is true when no auth tokens are configured.
 pub(super) fn endpoints(
     ws_allowed_origins: &[String],
+    cors: &Cors,
     raw: Vec<RawEndpoint>,
     listen: SocketAddr,
     open: bool,
 ) -> Result<Vec<Endpoint>, ConfigError> {
-    let mut endpoints = vec![Endpoint::default_events(origins(ws_allowed_origins))];
+    let mut endpoints = vec![Endpoint {
+        cors: cors.clone(),
+        ..Endpoint::default_events(origins(ws_allowed_origins))
+    }];
     for (i, raw) in raw.into_iter().enumerate() {
         let endpoint = endpoint(&format!("endpoints[{i}]"), raw)?;
         // Port 0 asks the OS for a free port, so it never clashes.
@@ -64,7 +72,7 @@ pub(super) fn endpoints(
             ));
         }
         if endpoint.listen.is_none()
-            && ["/publish", "/healthz", "/readyz"].contains(&endpoint.path.as_str())
+            && ["/publish", "/tickets", "/healthz", "/readyz"].contains(&endpoint.path.as_str())
         {
             return Err(bad(
                 &format!("endpoints[{i}].path"),
@@ -156,7 +164,29 @@ fn endpoint(setting: &str, raw: RawEndpoint) -> Result<Endpoint, ConfigError> {
         query_token: raw.query_token.filter(|q| !q.is_empty()),
         origins: origins(&raw.allowed_origins),
         transports,
+        cors: cors(&format!("{setting}.cors_origins"), raw.cors_origins)?,
     })
+}
+
+/// A CORS list: exact `scheme://host[:port]` origins (no `*`: answers carry credentials).
+pub(super) fn cors(setting: &str, list: Vec<String>) -> Result<Cors, ConfigError> {
+    for (i, origin) in list.iter().enumerate() {
+        let valid = origin.split_once("://").is_some_and(|(scheme, rest)| {
+            matches!(scheme, "http" | "https")
+                && !rest.is_empty()
+                && !rest.contains(['/', '?', '#', '@', ' ', '*'])
+        }) && !origin.chars().any(char::is_control);
+        if !valid {
+            return Err(bad(
+                &format!("{setting}[{i}]"),
+                format!(
+                    "`{origin}` is not an exact origin like https://app.example.com (no path, \
+                     no wildcard: CORS answers here carry credentials)"
+                ),
+            ));
+        }
+    }
+    Ok(Cors::new(list))
 }
 
 fn transports(setting: &str, list: &[String]) -> Result<Transports, ConfigError> {

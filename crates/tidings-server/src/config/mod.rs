@@ -72,6 +72,17 @@ pub struct RawConfig {
     )]
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// An origin whose pages may read the answers of `/events`, `/publish` and `/tickets`
+    /// with credentials (CORS), e.g. `https://app.example.com` (repeatable; exact origins
+    /// only; in the environment, several separated by spaces) [default: none].
+    #[arg(
+        long = "cors-origin",
+        env = "TIDINGS_CORS_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ' '
+    )]
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 
     #[command(flatten)]
     #[serde(default)]
@@ -120,6 +131,8 @@ pub struct Config {
     pub max_inflight_body_bytes: usize,
     /// `Host` names the hub answers to (empty: loopback names without tokens, any with).
     pub allowed_hosts: Vec<String>,
+    /// CORS for `/events`, `/publish` and `/tickets`.
+    pub cors: crate::endpoint::Cors,
     /// Durability mode.
     pub durability: Durability,
     /// Bytes of the store's page cache (durable and fast mode).
@@ -203,8 +216,10 @@ impl RawConfig {
             &self.poll,
             self.write_timeout.as_deref(),
         )?;
+        let cors = endpoints::cors("cors_origins", self.cors_origins)?;
         let endpoints = endpoints::endpoints(
             &self.websocket.allowed_origins,
+            &cors,
             self.endpoints,
             listen,
             open,
@@ -229,6 +244,7 @@ impl RawConfig {
             body_timeout: units::nonzero("body_timeout", self.body_timeout.as_deref(), "30s")?,
             max_inflight_body_bytes,
             allowed_hosts: self.allowed_hosts,
+            cors,
             durability,
             store_cache_size,
             retention,

@@ -347,3 +347,35 @@ fn edge_settings_have_defaults_and_come_from_the_file() {
     let err = validate(host).unwrap_err();
     assert!(err.starts_with("allowed_hosts[0]:"), "{err}");
 }
+
+#[test]
+fn cors_origins_are_exact_origins() {
+    let c = RawConfig::from_toml(
+        "cors_origins = [\"https://app.example\", \"http://localhost:3000\"]\n\
+         [[endpoints]]\nname = \"feed\"\npath = \"/feed\"\ncors_origins = [\"https://b.example\"]",
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    assert!(c.cors.allows("https://app.example"));
+    assert!(c.endpoints[0].cors.allows("http://localhost:3000"));
+    assert!(!c.endpoints[0].cors.allows("https://b.example"));
+    assert!(c.endpoints[1].cors.allows("https://b.example"));
+    for (toml, setting) in [
+        ("cors_origins = [\"*\"]", "cors_origins[0]"),
+        (
+            "cors_origins = [\"https://a.example/path\"]",
+            "cors_origins[0]",
+        ),
+        ("cors_origins = [\"app.example\"]", "cors_origins[0]"),
+        ("cors_origins = [\"https://*.example\"]", "cors_origins[0]"),
+        (
+            "[[endpoints]]\nname = \"f\"\npath = \"/f\"\ncors_origins = [\"null\"]",
+            "endpoints[0].cors_origins[0]",
+        ),
+    ] {
+        let e = RawConfig::from_toml(toml).unwrap().validate().unwrap_err();
+        assert_eq!(e.setting, setting, "{toml}: {e}");
+        assert!(e.reason.contains("exact origin"), "{e}");
+    }
+}

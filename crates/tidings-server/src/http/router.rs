@@ -9,13 +9,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::HeaderValue;
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, ORIGIN, TRANSFER_ENCODING};
 use tidings_proto::ErrorCode;
 
 use super::error::HttpError;
 use super::subscribe::{EndpointState, subscribe};
-use super::{extract, health, publish, tickets};
-use crate::endpoint::Endpoint;
+use super::{extract, head, health, publish, tickets};
+use crate::endpoint::{Cors, Endpoint};
 use crate::state::AppState;
 
 /// Fallbacks for unknown routes and methods, and the `Host` check in front of every route.
@@ -57,23 +57,72 @@ async fn edge_guard(State(state): State<AppState>, request: Request, next: Next)
     response
 }
 
+/// What the CORS layer of a group of routes needs.
+#[derive(Clone)]
+struct CorsPolicy {
+    cors: Cors,
+    /// The cookie-publish header, allowed in preflights too.
+    extra: Option<http::HeaderName>,
+}
+
+/// Answers CORS preflights and adds the CORS headers to every other answer (see
+/// `head::cors`; the lean path adds the same headers itself).
+async fn cors_guard(State(policy): State<CorsPolicy>, request: Request, next: Next) -> Response {
+    if let Some((status, headers)) = head::preflight(
+        request.headers(),
+        request.method(),
+        &policy.cors,
+        policy.extra.as_ref(),
+    ) {
+        return (status, headers).into_response();
+    }
+    let origin = request.headers().get(ORIGIN).cloned();
+    let mut response = next.run(request).await;
+    head::cors(response.headers_mut(), &policy.cors, origin.as_ref());
+    response
+}
+
+/// `OPTIONS` reaches a route's CORS layer only if the route takes it; a preflight is answered
+/// there, and any other `OPTIONS` ends here.
+async fn not_a_preflight() -> HttpError {
+    HttpError::new(
+        ErrorCode::MethodNotAllowed,
+        "OPTIONS is answered only as a CORS preflight (Origin and Access-Control-Request-Method)",
+    )
+}
+
+fn cors_layer(router: Router, state: &AppState, cors: &Cors) -> Router {
+    let policy = CorsPolicy {
+        cors: cors.clone(),
+        extra: state.credentials.options().cookie_publish_header.clone(),
+    };
+    router.route_layer(middleware::from_fn_with_state(policy, cors_guard))
+}
+
 fn mount(router: Router, state: &AppState, endpoint: &Endpoint) -> Router {
     let ctx = EndpointState {
         app: state.clone(),
         endpoint: Arc::new(endpoint.clone()),
     };
-    router.route(&endpoint.path, get(subscribe).with_state(ctx))
+    let route = Router::new().route(
+        &endpoint.path,
+        get(subscribe).options(not_a_preflight).with_state(ctx),
+    );
+    router.merge(cors_layer(route, state, &endpoint.cors))
 }
 
 /// The main listener: `POST /publish`, `POST /tickets`, `/healthz`, `/readyz`, and
 /// `endpoints` (those without a port of their own).
 pub fn router(state: AppState, endpoints: &[Endpoint]) -> Router {
+    let credentialed = Router::new()
+        .route("/publish", post(publish::publish).options(not_a_preflight))
+        .route("/tickets", post(tickets::create).options(not_a_preflight))
+        .with_state(state.clone());
     let mut router = Router::new()
-        .route("/publish", post(publish::publish))
-        .route("/tickets", post(tickets::create))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .merge(cors_layer(credentialed, &state, &state.edge.cors));
     for endpoint in endpoints.iter().filter(|e| e.listen.is_none()) {
         router = mount(router, &state, endpoint);
     }

@@ -323,3 +323,150 @@ async fn the_cookie_name_and_the_cookie_publish_header_are_configurable() {
         .await;
     assert_eq!(status, 403);
 }
+
+/// The CORS headers of an answer, as (allow-origin, allow-credentials, vary).
+fn cors_of(h: &reqwest::header::HeaderMap) -> (Option<String>, Option<String>, Option<String>) {
+    let get = |n: &str| h.get(n).map(|v| v.to_str().unwrap().to_owned());
+    (
+        get("access-control-allow-origin"),
+        get("access-control-allow-credentials"),
+        get("vary"),
+    )
+}
+
+#[tokio::test]
+async fn cors_names_exact_origins_with_credentials_on_every_path_and_answers_preflights() {
+    const APP: &str = "https://app.example";
+    let server = server(&[
+        "--cors-origin",
+        APP,
+        "--cookie-publish-header",
+        "X-Tidings-Publish",
+    ]);
+    let cookie = format!("tidings_token={TOKEN}");
+    let allowed = (
+        Some(APP.to_owned()),
+        Some("true".to_owned()),
+        Some("origin".to_owned()),
+    );
+
+    // An EventSource stream (the lean path) from the allowed origin, with the cookie.
+    let resp = server
+        .get_events("topic=rooms/a", &[("origin", APP), ("cookie", &cookie)])
+        .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(cors_of(resp.headers()), allowed);
+    drop(resp);
+    // Its refusals are readable by the page too.
+    let resp = server
+        .get_events("topic=other", &[("origin", APP), ("cookie", &cookie)])
+        .await;
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(cors_of(resp.headers()), allowed);
+    // Another origin, or a look-alike, gets no CORS grant (the browser hides the answer).
+    for evil in [
+        "https://evil.example",
+        "https://app.example.evil",
+        "http://app.example",
+        "null",
+    ] {
+        let resp = server
+            .get_events("topic=rooms/a", &[("origin", evil), ("cookie", &cookie)])
+            .await;
+        let (origin, creds, vary) = cors_of(resp.headers());
+        assert_eq!((origin, creds), (None, None), "{evil}");
+        assert_eq!(vary.as_deref(), Some("origin"));
+    }
+    // Long-poll (hyper's path) and publish carry the same headers.
+    let resp = server
+        .http
+        .get(server.url("/events?topic=rooms/a&poll=1&timeout=0&lastEventId=0"))
+        .header("origin", APP)
+        .header("authorization", bearer(TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(cors_of(resp.headers()), allowed);
+    let resp = server
+        .http
+        .post(server.url("/publish"))
+        .header("origin", APP)
+        .header("authorization", bearer(TOKEN))
+        .json(&json!({"topic": "rooms/a", "type": "t", "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(cors_of(resp.headers()), allowed);
+
+    // Preflights: the resume cursor, the credential, a client id and the publish header are
+    // allowed request headers for the allowed origin; anything else is 403.
+    let preflight = |path: &str, origin: &str, method: &str, headers: &str| {
+        server
+            .http
+            .request(reqwest::Method::OPTIONS, server.url(path))
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", headers)
+            .send()
+    };
+    let resp = preflight(
+        "/events",
+        APP,
+        "GET",
+        "last-event-id, authorization, x-client-id",
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(cors_of(resp.headers()).0.as_deref(), Some(APP));
+    let allow = resp.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for h in [
+        "last-event-id",
+        "authorization",
+        "x-client-id",
+        "x-tidings-publish",
+    ] {
+        assert!(allow.contains(h), "{allow}");
+    }
+    for path in ["/publish", "/tickets"] {
+        let resp = preflight(
+            path,
+            APP,
+            "POST",
+            "content-type, authorization, x-tidings-publish",
+        )
+        .await
+        .unwrap();
+        assert_eq!(resp.status().as_u16(), 204, "{path}");
+        assert_eq!(cors_of(resp.headers()), allowed, "{path}");
+    }
+    let resp = preflight("/publish", "https://evil.example", "POST", "content-type")
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(cors_of(resp.headers()).0, None);
+
+    // The WebSocket Origin allow-list still holds: a cross-site upgrade is refused.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut req = format!("ws://{}/events?topic=rooms/a", server.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    req.headers_mut()
+        .insert("authorization", bearer(TOKEN).parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 403);
+        }
+        other => panic!(
+            "a cross-site upgrade was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+}

@@ -120,6 +120,9 @@ pub enum CloseReason {
     Shutdown,
     /// History could not be read.
     StoreFailed,
+    /// The credential the subscription was opened with expired (decided by the server, which
+    /// knows credentials; the engine itself never ends a subscription for this).
+    TokenExpired,
 }
 
 impl CloseReason {
@@ -129,6 +132,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::Shutdown => "shutdown",
             CloseReason::StoreFailed => "store_failed",
+            CloseReason::TokenExpired => "token_expired",
         }
     }
 }

@@ -84,6 +84,12 @@ impl Credentials {
         &self.0.tickets
     }
 
+    /// Now, in milliseconds since the Unix epoch, from the injected clock (credential expiry
+    /// is judged against it).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.0.tickets.clock.now_ms()
+    }
+
     /// The value of the credential cookie, if the request carries it (the first one).
     pub(crate) fn cookie<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
         let name = self.0.options.cookie_name.as_str();

@@ -149,10 +149,10 @@ pub(crate) async fn serve(
     let mut wr = WriteTimeout::new(wr, write_timeout);
     // Boxed: the opening's state is freed once the stream runs, and every long-lived stream
     // would otherwise carry room for it.
-    let Some((sub, format)) = Box::pin(open(&mut wr, parts, ctx)).await else {
+    let Some((sub, format, expiry)) = Box::pin(open(&mut wr, parts, ctx)).await else {
         return;
     };
-    let body = stream::body(sub, format, keepalive);
+    let body = stream::body(sub, format, keepalive, expiry);
     tokio::pin!(body);
     let mut probe = [0u8; 16];
     loop {
@@ -192,7 +192,7 @@ async fn open(
     wr: &mut WriteTimeout<tokio::net::tcp::OwnedWriteHalf>,
     parts: Box<http::request::Parts>,
     ctx: Box<EndpointState>,
-) -> Option<(Subscription, stream::Format)> {
+) -> Option<(Subscription, stream::Format, Option<tokio::time::Instant>)> {
     let version = parts.version;
     let prepared = extract::host(&parts.headers, None, &ctx.app)
         .and_then(|()| subscribe::prepare(&ctx, &parts));
@@ -215,8 +215,8 @@ async fn open(
         }
         return None;
     }
-    let (sub, format) = match prepared {
-        Ok(Prepared::Stream(sub, format)) => (sub, format),
+    let (sub, format, expiry) = match prepared {
+        Ok(Prepared::Stream(sub, format, expiry)) => (sub, format, expiry),
         Ok(_) => {
             // `classify` admits only streaming requests; anything else is a bug, said politely.
             let e = HttpError::new(ErrorCode::Internal, "request was misrouted");
@@ -237,7 +237,7 @@ async fn open(
     let head = head::encode(http::StatusCode::OK, version, &headers, framing);
     drop(headers);
     wr.write_all(&head).await.ok()?;
-    Some((sub, format))
+    Some((sub, format, expiry))
 }
 
 /// Writes `data` as one HTTP/1.1 chunk (or as is), gathering the chunk header, the shared

@@ -45,7 +45,7 @@ pub use state::{AppState, Edge};
 pub use transport::frame::Shape;
 pub use transport::ws::{
     CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_INVALID_DATA, CLOSE_PING_TIMEOUT, CLOSE_PROTOCOL,
-    CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG,
+    CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, CLOSE_TOO_BIG,
 };
 
 /// The bound sockets: the main listener and one per endpoint with its own port.

@@ -29,6 +29,7 @@ use http::{HeaderMap, HeaderValue};
 use tidings_auth::Caller;
 use tidings_core::{SubscribeRequest, Subscription};
 use tidings_proto::{Cursor, ErrorCode, EventType, Pattern, Selector};
+use tokio::time::Instant;
 
 use super::error::HttpError;
 use super::extract;
@@ -132,12 +133,12 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
 
 /// A subscription ready for its transport.
 pub(crate) enum Prepared {
-    /// Upgrade to a WebSocket speaking `shape`.
-    WebSocket(Subscription, Shape),
+    /// Upgrade to a WebSocket speaking `shape`, until the credential's expiry.
+    WebSocket(Subscription, Shape, Option<Instant>),
     /// Answer one long-poll.
     Poll(Subscription, Shape, Duration),
-    /// Stream SSE or NDJSON.
-    Stream(Subscription, stream::Format),
+    /// Stream SSE or NDJSON, until the credential's expiry.
+    Stream(Subscription, stream::Format, Option<Instant>),
 }
 
 pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request) -> Response {
@@ -148,9 +149,13 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
     };
     let options = ctx.app.transport;
     match prepared {
-        Prepared::WebSocket(sub, shape) => {
-            ws::upgrade(http::Request::from_parts(parts, ()), sub, shape, options)
-        }
+        Prepared::WebSocket(sub, shape, expiry) => ws::upgrade(
+            http::Request::from_parts(parts, ()),
+            sub,
+            shape,
+            options,
+            expiry,
+        ),
         Prepared::Poll(sub, shape, timeout) => {
             let body = match poll::answer(sub, shape, timeout).await {
                 Ok(body) => body,
@@ -162,8 +167,8 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
-        Prepared::Stream(sub, format) => {
-            let body = stream::body(sub, format, options.keepalive);
+        Prepared::Stream(sub, format, expiry) => {
+            let body = stream::body(sub, format, options.keepalive, expiry);
             let mut response = Response::new(Body::from_stream(body));
             super::head::stream(response.headers_mut(), format.content_type());
             response
@@ -256,22 +261,33 @@ pub(crate) fn prepare(
         // than open a stream that stays silent.
         return Err(HttpError::store_unavailable());
     }
+    // When the credential expires, the stream ends with `token_expired` (a ticket's own TTL
+    // bounds only the connect; it carries the expiry of the token that minted it).
+    let expires_in = caller.expires_at.map(|exp| {
+        let left_ms = exp
+            .saturating_mul(1000)
+            .saturating_sub(app.credentials.now_ms());
+        Duration::from_millis(left_ms)
+    });
+    let expiry = expires_in.map(|left| Instant::now() + left);
     let sub = open(app, selector, cursor)?;
     Ok(if websocket {
-        Prepared::WebSocket(sub, endpoint.shape)
+        Prepared::WebSocket(sub, endpoint.shape, expiry)
     } else if query.poll {
         let timeout = query
             .timeout
             .map_or(options.poll_timeout, |t| t.min(options.poll_timeout));
+        let timeout = expires_in.map_or(timeout, |left| timeout.min(left));
         Prepared::Poll(sub, endpoint.shape, timeout)
     } else if ndjson {
-        Prepared::Stream(sub, stream::Format::Ndjson(endpoint.shape))
+        Prepared::Stream(sub, stream::Format::Ndjson(endpoint.shape), expiry)
     } else {
         Prepared::Stream(
             sub,
             stream::Format::Sse {
                 retry: options.retry,
             },
+            expiry,
         )
     })
 }

@@ -5,13 +5,14 @@
 //! let go once it is handed on, so a connection never holds a second copy of a whole chunk.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tidings_core::{CloseReason, ResetReason, SharedEvent, Step, Subscription};
 use tidings_proto::EventId;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 
 use super::frame::{self, Shape};
 use super::{reconnect_notice, reset_notice, sse};
@@ -126,14 +127,19 @@ struct State {
     events: Vec<SharedEvent>,
     keepalive: Option<Interval>,
     preamble: Option<Bytes>,
+    /// When the credential behind the stream expires (boxed: most streams have none, and
+    /// every idle stream would otherwise carry a timer's room).
+    expiry: Option<Pin<Box<Sleep>>>,
     done: bool,
 }
 
-/// The body of a streaming response.
+/// The body of a streaming response; at `expiry` (the credential's end) it closes with
+/// `reconnect-required` (`token_expired`).
 pub(crate) fn body(
     sub: Subscription,
     format: Format,
     keepalive: Option<Duration>,
+    expiry: Option<Instant>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let keepalive = keepalive.map(|period| {
         let mut iv = tokio::time::interval_at(Instant::now() + period, period);
@@ -147,6 +153,7 @@ pub(crate) fn body(
         events: Vec::new(),
         keepalive,
         preamble,
+        expiry: expiry.map(|at| Box::pin(tokio::time::sleep_until(at))),
         done: false,
     };
     futures_util::stream::unfold(state, |mut st| async move {
@@ -167,13 +174,25 @@ pub(crate) fn body(
 
 async fn next_chunk(st: &mut State) -> Bytes {
     st.events.clear();
+    let expiry = st.expiry.as_mut();
+    let expired = async move {
+        match expiry {
+            Some(sleep) => sleep.await,
+            None => std::future::pending().await,
+        }
+    };
     let step = match st.keepalive.as_mut() {
         Some(iv) => tokio::select! {
             biased;
+            () = expired => Step::Closed(CloseReason::TokenExpired),
             step = st.sub.next(&mut st.events) => step,
             _ = iv.tick() => return st.format.keepalive(),
         },
-        None => st.sub.next(&mut st.events).await,
+        None => tokio::select! {
+            biased;
+            () = expired => Step::Closed(CloseReason::TokenExpired),
+            step = st.sub.next(&mut st.events) => step,
+        },
     };
     // The keepalive ticks on a fixed period whatever the traffic: resetting a timer on every
     // delivery cost more than one tiny comment per period.
@@ -266,7 +285,7 @@ mod tests {
                 client_id: None,
             })
             .unwrap();
-        let body = body(sub, Format::Ndjson(super::frame::Shape::Event), None);
+        let body = body(sub, Format::Ndjson(super::frame::Shape::Event), None, None);
         tokio::pin!(body);
         let mut lines = 0;
         let mut pieces = 0;
@@ -285,5 +304,45 @@ mod tests {
             pieces >= 4,
             "ten 20 KiB events take several pieces, not {pieces}"
         );
+    }
+
+    /// The credential behind a stream expires: the stream says `reconnect-required`
+    /// (`token_expired`) at that moment and ends, even with nothing else to send.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_ends_with_token_expired_at_the_credential_expiry() {
+        let store = Arc::new(MemoryStore::new(
+            Epoch(1),
+            tidings_core::Retention::default(),
+        ));
+        let hub = Hub::new(store, Limits::default());
+        let sub = hub
+            .subscribe(SubscribeRequest {
+                selector: Selector {
+                    patterns: vec![Pattern::All],
+                    types: vec![],
+                },
+                cursor: None,
+                client_id: None,
+            })
+            .unwrap();
+        let start = Instant::now();
+        let format = Format::Sse {
+            retry: Duration::from_secs(2),
+        };
+        let body = body(
+            sub,
+            format,
+            Some(Duration::from_secs(30)),
+            Some(start + Duration::from_secs(2)),
+        );
+        tokio::pin!(body);
+        let retry = body.next().await.unwrap().unwrap();
+        assert!(retry.starts_with(b"retry:"));
+        let closed = body.next().await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&closed);
+        assert!(text.contains("event: reconnect-required"), "{text}");
+        assert!(text.contains("token_expired"), "{text}");
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        assert!(body.next().await.is_none(), "the stream ends");
     }
 }

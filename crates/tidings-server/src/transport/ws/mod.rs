@@ -60,6 +60,8 @@ pub const CLOSE_INTERNAL: u16 = 1011;
 pub const CLOSE_SLOW_CONSUMER: u16 = 4000;
 /// Close code: no pong in time.
 pub const CLOSE_PING_TIMEOUT: u16 = 4001;
+/// Close code: the credential behind the stream expired; reconnect with a fresh one.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
 
 /// How long the server waits for the other half of a close handshake (its reply reaching the
 /// client, or the client's reply to the server's close) before dropping the connection.
@@ -107,12 +109,30 @@ enum End {
     },
 }
 
-/// Runs one WebSocket connection until either side ends it.
+/// The subscription's next step, or `Closed(TokenExpired)` once `expiry` passes.
+async fn next_step(
+    sub: &mut Subscription,
+    events: &mut Vec<SharedEvent>,
+    expiry: Option<Instant>,
+) -> Step {
+    match expiry {
+        None => sub.next(events).await,
+        Some(at) => tokio::select! {
+            biased;
+            () = tokio::time::sleep_until(at) => Step::Closed(CloseReason::TokenExpired),
+            step = sub.next(events) => step,
+        },
+    }
+}
+
+/// Runs one WebSocket connection until either side ends it; `expiry` is when the credential
+/// behind it expires.
 pub(crate) async fn run<S>(
     socket: WebSocketStream<S>,
     mut sub: Subscription,
     shape: Shape,
     options: TransportOptions,
+    expiry: Option<Instant>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -143,7 +163,7 @@ pub(crate) async fn run<S>(
                     None => break End::Gone,
                 },
             },
-            step = sub.next(&mut events) => match step {
+            step = next_step(&mut sub, &mut events, expiry) => match step {
                 Step::Events => {
                     let mut ok = true;
                     for e in &events {
@@ -175,6 +195,7 @@ pub(crate) async fn run<S>(
                         CloseReason::SlowConsumer => (CLOSE_SLOW_CONSUMER, "slow consumer"),
                         CloseReason::Shutdown => (CLOSE_GOING_AWAY, "server shutting down"),
                         CloseReason::StoreFailed => (CLOSE_INTERNAL, "history unavailable"),
+                        CloseReason::TokenExpired => (CLOSE_TOKEN_EXPIRED, "token expired"),
                     };
                     break End::Close { code, reason, read_failed: false };
                 }

@@ -167,6 +167,8 @@ impl App {
         let options = listener::Options {
             grace: config.shutdown_grace,
             write_timeout: config.transport.write_timeout,
+            header_timeout: config.header_timeout,
+            max_header_bytes: config.max_header_bytes,
         };
         let nofile = match rlimit::getrlimit(rlimit::Resource::NOFILE) {
             Ok((soft, _hard)) => Some(soft),
@@ -175,7 +177,11 @@ impl App {
                 None
             }
         };
-        let limit = listener::ConnectionLimit::fit(config.max_connections, nofile);
+        let per_address = listener::PerAddress::new(
+            config.max_connections_per_ip,
+            config.trusted_proxies.clone(),
+        );
+        let limit = listener::ConnectionLimit::fit(config.max_connections, nofile, per_address);
         if limit.max < config.max_connections {
             tracing::warn!(
                 message = "Connection limit lowered to fit the file descriptor limit.",

@@ -12,6 +12,7 @@ mod jwt;
 mod publish;
 mod resume;
 mod robustness;
+mod security;
 mod slow;
 mod store;
 mod subscribe;

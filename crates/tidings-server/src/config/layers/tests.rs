@@ -32,6 +32,7 @@ fn sample(value_name: &str, layer: usize) -> String {
         "ISS" => format!("https://issuer-{layer}.example"),
         "TEMPLATE" => format!("layer-{layer}/{{sub}}/*"),
         "HOST" => format!("layer-{layer}.example"),
+        "IP" => format!("10.0.0.{layer}"),
         "NAME" => format!("cookie_of_layer_{layer}"),
         "HEADER" => format!("x-csrf-layer-{layer}"),
         other => panic!("no sample value for value name {other}: add one to `sample`"),

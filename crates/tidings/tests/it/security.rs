@@ -1,0 +1,289 @@
+//! The security suite's socket-level cases: 1,000 connections from one address over a
+//! per-address limit of 100 (the rest refused, other clients served), a slowloris client
+//! cut at the header timeout while others are served, oversized request lines, headers and
+//! bodies, and CR/LF injection at publish. Each is refused with its status and JSON code and
+//! changes nothing else. (JWT cases are in `jwt.rs`; tickets, cookies, CORS and cross-site
+//! WebSocket upgrades in `credentials.rs`.)
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::support::{Server, WAIT, ignore, raw_exchange, read_until, status_of};
+
+/// Connects to `addr` from the loopback address `src`.
+async fn connect_from(src: Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(IpAddr::V4(src), 0))
+        .expect("bind a loopback source address");
+    socket.connect(addr).await.expect("connect")
+}
+
+/// Everything the server sends on `s` until it closes (or `WAIT` passes).
+async fn answer(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    ignore(
+        tokio::time::timeout(WAIT, async {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await,
+    );
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The JSON body of a `connection: close` answer.
+fn body_json(answer: &str) -> Value {
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not a JSON body ({e}): {answer:?}"))
+}
+
+async fn healthz_from(src: Ipv4Addr, addr: SocketAddr) -> u16 {
+    let mut s = connect_from(src, addr).await;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    status_of(answer(&mut s).await.as_bytes()).expect("an HTTP answer")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_connections_from_one_address_over_a_limit_of_100() {
+    let server = Server::start(&["--max-connections-per-ip", "100"]);
+    let addr = server.addr;
+    let one = Ipv4Addr::new(127, 0, 0, 1);
+    // 100 streams from one address are served and held open.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let mut s = connect_from(one, addr).await;
+        s.write_all(b"GET /events?topic=sec/a HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = Vec::new();
+        read_until(&mut s, &mut buf, WAIT, |b| {
+            String::from_utf8_lossy(b).contains("retry:")
+        })
+        .await;
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(!text.contains("reconnect-required"), "{text}");
+        held.push(s);
+    }
+    // The other 900 from that address are refused, 50 at a time: a JSON 503, or in-band for
+    // an SSE request (a browser's EventSource would give up for good on a 503).
+    let mut refused = 0;
+    for batch in 0..18 {
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            tasks.push(tokio::spawn(async move {
+                let mut s = connect_from(one, addr).await;
+                let sse = (batch + i) % 10 == 0;
+                let request: &[u8] = if sse {
+                    b"GET /events?topic=sec/a HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                } else {
+                    b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                };
+                // The server may answer before reading: a write error is no failure here.
+                ignore(s.write_all(request).await);
+                (sse, answer(&mut s).await)
+            }));
+        }
+        for task in tasks {
+            let (sse, text) = task.await.expect("task");
+            if sse {
+                assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+                assert!(text.contains("reconnect-required"), "{text}");
+                assert!(text.contains("too_many_connections"), "{text}");
+                assert!(text.contains("retry:"), "{text}");
+            } else {
+                assert_eq!(status_of(text.as_bytes()), Some(503), "{text}");
+                let v = body_json(&text);
+                assert_eq!(v["error"]["code"], "too_many_connections", "{v}");
+                assert!(
+                    v["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("client address"),
+                    "{v}"
+                );
+            }
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 900);
+    // Meanwhile another address is served, publishes reach the held streams, and closing
+    // streams frees their address's places.
+    let two = Ipv4Addr::new(127, 0, 0, 2);
+    assert_eq!(healthz_from(two, addr).await, 200);
+    let body = r#"{"topic":"sec/a","type":"t","data":1}"#;
+    let mut publisher = connect_from(two, addr).await;
+    publisher
+        .write_all(
+            format!(
+                "POST /publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+    let published = answer(&mut publisher).await;
+    assert_eq!(status_of(published.as_bytes()), Some(200), "{published}");
+    let mut buf = Vec::new();
+    read_until(&mut held[0], &mut buf, WAIT, |b| {
+        String::from_utf8_lossy(b).contains("data: 1")
+    })
+    .await;
+    held.truncate(90);
+    let deadline = Instant::now() + WAIT;
+    while healthz_from(one, addr).await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "closed streams never freed their places"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slowloris_client_is_cut_at_the_header_timeout_while_others_are_served() {
+    let server = Server::start(&["--header-timeout", "1s"]);
+    for start in [
+        // The lean path's head reader (a stream request) and hyper's (anything else).
+        &b"GET /events?topic=sec/b HTTP/1.1\r\nHost: localhost\r\n"[..],
+        &b"POST /publish HTTP/1.1\r\nHost: localhost\r\n"[..],
+    ] {
+        let mut slow = TcpStream::connect(server.addr).await.expect("connect");
+        slow.write_all(start).await.expect("write");
+        let began = Instant::now();
+        let mut cut = false;
+        let mut i = 0u32;
+        while began.elapsed() < Duration::from_secs(8) {
+            // One header byte at a time, never finishing the head.
+            if slow
+                .write_all(format!("X-Slow-{i}: a\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                cut = true;
+                break;
+            }
+            i += 1;
+            // A legitimate client is served meanwhile.
+            let answer = raw_exchange(
+                server.addr,
+                b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                WAIT,
+            )
+            .await;
+            assert_eq!(status_of(&answer), Some(200));
+            let mut probe = [0u8; 512];
+            match tokio::time::timeout(Duration::from_millis(200), slow.read(&mut probe)).await {
+                Ok(Ok(0) | Err(_)) => {
+                    cut = true;
+                    break;
+                }
+                Ok(Ok(n)) => {
+                    // An answer (408 or 400) then the close also counts as cut.
+                    let text = String::from_utf8_lossy(&probe[..n]).to_string();
+                    assert!(text.starts_with("HTTP/1.1 4"), "{text}");
+                }
+                Err(_) => {}
+            }
+        }
+        let after = began.elapsed();
+        assert!(cut, "a slowloris head was not cut within 8 s");
+        assert!(
+            after >= Duration::from_millis(900) && after < Duration::from_secs(5),
+            "cut after {after:?}, the header timeout is 1 s"
+        );
+    }
+}
+
+#[tokio::test]
+async fn oversized_request_lines_headers_and_bodies_are_refused_and_change_nothing() {
+    let server = Server::start(&["--max-body-bytes", "1024", "--max-data-bytes", "512"]);
+    let before = server.readyz().await["head"].clone();
+    let long_line = format!(
+        "GET /events?topic={} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "a".repeat(200 << 10)
+    );
+    let long_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(200 << 10)
+    );
+    for request in [long_line, long_header] {
+        let answer = raw_exchange(server.addr, request.as_bytes(), WAIT).await;
+        let status = status_of(&answer);
+        assert!(
+            matches!(status, Some(400 | 414 | 431)),
+            "an oversized head answered {status:?}: {:?}",
+            String::from_utf8_lossy(&answer[..answer.len().min(300)])
+        );
+    }
+    let big = json!({"topic": "sec/c", "type": "t", "data": "x".repeat(4096)});
+    let (status, v) = server.publish_raw(&big, &[]).await;
+    assert_eq!(status, 413, "{v}");
+    assert_eq!(v["error"]["code"], "body_too_large");
+    assert_eq!(
+        server.readyz().await["head"],
+        before,
+        "nothing was published"
+    );
+    server.assert_works().await;
+}
+
+#[tokio::test]
+async fn cr_lf_injection_at_publish_is_refused_and_never_reaches_a_stream() {
+    let server = Server::start(&[]);
+    let mut sse = server.subscribe("topic=*").await;
+    let before = server.readyz().await["head"].clone();
+    for (event, field) in [
+        (
+            json!({"topic": "a\r\nevent: evil", "type": "t", "data": 1}),
+            "topic",
+        ),
+        (
+            json!({"topic": "a\n\ndata: x", "type": "t", "data": 1}),
+            "topic",
+        ),
+        (
+            json!({"topic": "a", "type": "t\r\nid: 99", "data": 1}),
+            "type",
+        ),
+        (
+            json!({"topic": "a", "type": "t", "key": "k\nretry: 1", "data": 1}),
+            "key",
+        ),
+    ] {
+        let (status, v) = server.publish_raw(&event, &[]).await;
+        assert_eq!(status, 422, "{event}: {v}");
+        let code = v["error"]["code"].as_str().unwrap();
+        assert!(code.starts_with("invalid_"), "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(field),
+            "{v} names {field}"
+        );
+    }
+    assert_eq!(server.readyz().await["head"], before);
+    // A newline inside JSON data is escaped, so it cannot end the SSE frame either.
+    let id = server
+        .publish_one("a", "t", json!("line one\n\nevent: evil\ndata: x"))
+        .await;
+    let ev = sse.next_event().await;
+    assert_eq!(ev.event, "t");
+    assert_eq!(ev.last_event_id, id);
+    assert_eq!(
+        serde_json::from_str::<Value>(&ev.data).unwrap(),
+        json!("line one\n\nevent: evil\ndata: x")
+    );
+}

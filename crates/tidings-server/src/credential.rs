@@ -20,11 +20,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
 use http::header::COOKIE;
 use sha2::{Digest, Sha256};
-use tidings_auth::Caller;
+use tidings_auth::{Caller, CredentialId};
 use tidings_core::clock::{self, DynClock};
 use tidings_proto::ErrorCode;
 
 use crate::http::error::HttpError;
+use crate::rate::PublishRate;
 
 /// Most tickets held at once (issued and neither used nor swept).
 pub const MAX_TICKETS: usize = 100_000;
@@ -41,15 +42,21 @@ pub struct CredentialOptions {
     /// A header whose presence lets a cookie-authenticated publish through (`None`: a cookie
     /// never authenticates a publish).
     pub cookie_publish_header: Option<http::HeaderName>,
+    /// Events per second one credential may publish (0: no limit).
+    pub publish_rate: u32,
+    /// Events one credential may publish in a burst.
+    pub publish_burst: u32,
 }
 
 impl Default for CredentialOptions {
-    /// 60 s tickets, the `tidings_token` cookie, no cookie publish.
+    /// 60 s tickets, the `tidings_token` cookie, no cookie publish, 10,000 events/s.
     fn default() -> Self {
         CredentialOptions {
             ticket_ttl: Duration::from_secs(60),
             cookie_name: "tidings_token".to_owned(),
             cookie_publish_header: None,
+            publish_rate: 10_000,
+            publish_burst: 20_000,
         }
     }
 }
@@ -63,13 +70,15 @@ pub struct Credentials(Arc<Shared>);
 struct Shared {
     options: CredentialOptions,
     tickets: Tickets,
+    publish_rate: PublishRate,
 }
 
 impl Credentials {
     /// Credentials with these settings, tickets timed by `clock`.
     pub fn new(options: CredentialOptions, clock: DynClock) -> Credentials {
         Credentials(Arc::new(Shared {
-            tickets: Tickets::new(options.ticket_ttl, clock),
+            tickets: Tickets::new(options.ticket_ttl, clock.clone()),
+            publish_rate: PublishRate::new(options.publish_rate, options.publish_burst, clock),
             options,
         }))
     }
@@ -77,6 +86,21 @@ impl Credentials {
     /// The settings.
     pub(crate) fn options(&self) -> &CredentialOptions {
         &self.0.options
+    }
+
+    /// Takes `events` from the caller's publish bucket, or answers 429 with `Retry-After`.
+    pub(crate) fn publish_rate(&self, id: CredentialId, events: usize) -> Result<(), HttpError> {
+        self.0.publish_rate.take(id, events).map_err(|secs| {
+            HttpError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "this credential publishes more than {} events per second; retry after \
+                     {secs} s",
+                    self.0.options.publish_rate
+                ),
+            )
+            .retry_after(secs)
+        })
     }
 
     /// The ticket table.

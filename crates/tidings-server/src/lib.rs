@@ -24,6 +24,7 @@ mod http;
 mod io;
 mod lean;
 mod listener;
+mod rate;
 mod refusal;
 mod state;
 mod transport;

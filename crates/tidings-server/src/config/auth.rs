@@ -200,7 +200,7 @@ impl RawAuth {
             return Err(bad("auth.ticket_ttl", "must be between 1s and 10m"));
         }
         let cookie_name = match &self.cookie_name {
-            None => defaults.cookie_name,
+            None => defaults.cookie_name.clone(),
             Some(name) => {
                 // A cookie name is an HTTP token (RFC 6265 and 9110).
                 let token = !name.is_empty()
@@ -240,6 +240,8 @@ impl RawAuth {
             ticket_ttl,
             cookie_name,
             cookie_publish_header,
+            // Set from `[limits]` by the caller.
+            ..defaults
         })
     }
 

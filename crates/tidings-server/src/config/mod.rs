@@ -238,7 +238,9 @@ impl RawConfig {
                 ));
             }
         }
-        let credentials = self.auth.credentials()?;
+        let mut credentials = self.auth.credentials()?;
+        (credentials.publish_rate, credentials.publish_burst) =
+            self.limits.publish_rate(&limits)?;
         let max_header_bytes = size(
             "max_header_bytes",
             self.max_header_bytes.as_deref(),

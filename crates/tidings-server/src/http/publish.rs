@@ -3,7 +3,8 @@
 //! Checks, in order: content type (415), credential (401; a cookie alone is 403
 //! `cookie_only_publish`), body size (413), body budget
 //! (503 `overloaded`) and deadline (408 `body_timeout`), JSON syntax (400),
-//! each event's shape and names (422), publish grant (403), then the engine's limits.
+//! each event's shape and names (422), publish grant (403), the credential's publish rate
+//! (429 with `Retry-After`), then the engine's limits.
 //!
 //! An `Idempotency-Key` is scoped to the credential that sent it (its `CredentialId`; an open
 //! hub has one anonymous scope): two credentials using the same key never see each other's
@@ -67,6 +68,8 @@ pub(crate) async fn publish(
             ));
         }
     }
+    // Only a publish that would otherwise go through spends the credential's rate.
+    state.credentials.publish_rate(caller.id, events.len())?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(

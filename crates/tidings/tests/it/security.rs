@@ -287,3 +287,75 @@ async fn cr_lf_injection_at_publish_is_refused_and_never_reaches_a_stream() {
         json!("line one\n\nevent: evil\ndata: x")
     );
 }
+
+#[tokio::test]
+async fn publishing_faster_than_the_rate_is_429_with_retry_after_per_credential() {
+    let server = Server::start(&[
+        "--token",
+        "fast-publisher-1:publish=*;subscribe=*",
+        "--token",
+        "calm-publisher-2:publish=*;subscribe=*",
+        "--max-batch-events",
+        "10",
+        "--publish-rate",
+        "5",
+        "--publish-burst",
+        "10",
+    ]);
+    let post = |token: &'static str, n: usize| {
+        let batch: Vec<Value> = (0..n)
+            .map(|i| json!({"topic": "sec/rate", "type": "t", "data": i}))
+            .collect();
+        server
+            .http
+            .post(server.url("/publish"))
+            .header("authorization", format!("Bearer {token}"))
+            .json(&batch)
+            .send()
+    };
+    assert_eq!(
+        post("fast-publisher-1", 10)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let head = server.readyz().await["head"].clone();
+    let resp = post("fast-publisher-1", 1).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After: {retry}");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limited", "{v}");
+    assert!(!v.to_string().contains("fast-publisher-1"));
+    assert_eq!(
+        server.readyz().await["head"],
+        head,
+        "the refused publish stored nothing"
+    );
+    // Another credential has its own bucket.
+    assert_eq!(
+        post("calm-publisher-2", 10)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    // The bucket refills at 5 events/s: after Retry-After the publish goes through.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status = post("fast-publisher-1", 1).await.unwrap().status().as_u16();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429);
+        assert!(Instant::now() < deadline, "the bucket never refilled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -3,6 +3,7 @@
 
 mod auth;
 mod autobahn;
+mod browser;
 mod config;
 mod credentials;
 mod durability;

@@ -50,6 +50,7 @@ codes! {
     InvalidType => ("invalid_type", 422, "An event type is not valid."),
     InvalidKey => ("invalid_key", 422, "An event key is not valid."),
     IdempotencyConflict => ("idempotency_conflict", 422, "An idempotency key was reused with a different body."),
+    TooManyStreams => ("too_many_streams", 429, "The credential has the most streams it may hold open."),
     RateLimited => ("rate_limited", 429, "The credential publishes faster than its rate; retry after the Retry-After seconds."),
     TooManyConnections => ("too_many_connections", 503, "The connection limit is reached."),
     ShuttingDown => ("shutting_down", 503, "The hub is shutting down."),

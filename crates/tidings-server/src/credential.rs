@@ -46,6 +46,9 @@ pub struct CredentialOptions {
     pub publish_rate: u32,
     /// Events one credential may publish in a burst.
     pub publish_burst: u32,
+    /// Streams (SSE, NDJSON, WebSocket) one credential may hold open (0: no limit; the
+    /// anonymous caller of an open hub is not limited).
+    pub max_streams: usize,
 }
 
 impl Default for CredentialOptions {
@@ -57,6 +60,7 @@ impl Default for CredentialOptions {
             cookie_publish_header: None,
             publish_rate: 10_000,
             publish_burst: 20_000,
+            max_streams: 10_000,
         }
     }
 }
@@ -71,6 +75,8 @@ struct Shared {
     options: CredentialOptions,
     tickets: Tickets,
     publish_rate: PublishRate,
+    /// Open streams per credential.
+    streams: Mutex<HashMap<CredentialId, usize>>,
 }
 
 impl Credentials {
@@ -79,6 +85,7 @@ impl Credentials {
         Credentials(Arc::new(Shared {
             tickets: Tickets::new(options.ticket_ttl, clock.clone()),
             publish_rate: PublishRate::new(options.publish_rate, options.publish_burst, clock),
+            streams: Mutex::new(HashMap::new()),
             options,
         }))
     }
@@ -101,6 +108,28 @@ impl Credentials {
             )
             .retry_after(secs)
         })
+    }
+
+    /// A place for one more stream of `caller`'s credential, held until the stream ends;
+    /// 429 `too_many_streams` when it has its most open (`None`: not limited).
+    pub(crate) fn open_stream(&self, caller: &Caller) -> Result<Option<StreamSlot>, HttpError> {
+        let max = self.0.options.max_streams;
+        if max == 0 || caller.id == CredentialId::ANONYMOUS {
+            return Ok(None);
+        }
+        let mut streams = self.0.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let n = streams.entry(caller.id).or_insert(0);
+        if *n >= max {
+            return Err(HttpError::new(
+                ErrorCode::TooManyStreams,
+                format!("this credential has {max} streams open, the most it may; close one"),
+            ));
+        }
+        *n += 1;
+        Ok(Some(StreamSlot {
+            credentials: self.clone(),
+            id: caller.id,
+        }))
     }
 
     /// The ticket table.
@@ -133,6 +162,38 @@ impl Default for Credentials {
     fn default() -> Credentials {
         Credentials::new(CredentialOptions::default(), clock::system())
     }
+}
+
+/// One open stream's place under its credential's limit; given back when dropped.
+#[derive(Debug)]
+pub(crate) struct StreamSlot {
+    credentials: Credentials,
+    id: CredentialId,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self
+            .credentials
+            .0
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = streams.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                streams.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// What a stream holds for its credential: when it expires and its place under the
+/// credential's stream limit.
+#[derive(Debug, Default)]
+pub(crate) struct Lease {
+    pub(crate) expiry: Option<tokio::time::Instant>,
+    pub(crate) slot: Option<StreamSlot>,
 }
 
 /// A held ticket.

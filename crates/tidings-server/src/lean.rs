@@ -149,10 +149,10 @@ pub(crate) async fn serve(
     let mut wr = WriteTimeout::new(wr, write_timeout);
     // Boxed: the opening's state is freed once the stream runs, and every long-lived stream
     // would otherwise carry room for it.
-    let Some((sub, format, expiry)) = Box::pin(open(&mut wr, parts, ctx)).await else {
+    let Some((sub, format, lease)) = Box::pin(open(&mut wr, parts, ctx)).await else {
         return;
     };
-    let body = stream::body(sub, format, keepalive, expiry);
+    let body = stream::body(sub, format, keepalive, lease);
     tokio::pin!(body);
     let mut probe = [0u8; 16];
     loop {
@@ -192,14 +192,19 @@ async fn open(
     wr: &mut WriteTimeout<tokio::net::tcp::OwnedWriteHalf>,
     parts: Box<http::request::Parts>,
     ctx: Box<EndpointState>,
-) -> Option<(Subscription, stream::Format, Option<tokio::time::Instant>)> {
+) -> Option<(Subscription, stream::Format, crate::credential::Lease)> {
     let version = parts.version;
     let prepared = extract::host(&parts.headers, None, &ctx.app)
         .and_then(|()| subscribe::prepare(&ctx, &parts));
     // The hub began shutting down after this connection was accepted: an SSE client is told
     // in-band, as one accepted during the drain is.
-    let late = matches!(&prepared, Err(e) if e.0.error.code == ErrorCode::ShuttingDown)
-        && !subscribe::wants_ndjson_stream(&parts);
+    // So is one whose credential has its most streams open: shedding load in-band.
+    let shed = match &prepared {
+        Err(e) if e.0.error.code == ErrorCode::ShuttingDown => Some(Refusal::ShuttingDown),
+        Err(e) if e.0.error.code == ErrorCode::TooManyStreams => Some(Refusal::TooManyStreams),
+        _ => None,
+    }
+    .filter(|_| !subscribe::wants_ndjson_stream(&parts));
     let retry = ctx.app.transport.retry;
     let mut headers = http::HeaderMap::new();
     head::cors(
@@ -208,15 +213,15 @@ async fn open(
         parts.headers.get(http::header::ORIGIN),
     );
     drop((parts, ctx));
-    if late {
-        let out = refusal_answer(Refusal::ShuttingDown, version, Some(retry));
+    if let Some(refusal) = shed {
+        let out = refusal_answer(refusal, version, Some(retry));
         if wr.write_all(&out).await.is_ok() && wr.shutdown().await.is_err() {
             tracing::debug!(message = "Could not shut down after a refusal.");
         }
         return None;
     }
-    let (sub, format, expiry) = match prepared {
-        Ok(Prepared::Stream(sub, format, expiry)) => (sub, format, expiry),
+    let (sub, format, lease) = match prepared {
+        Ok(Prepared::Stream(sub, format, lease)) => (sub, format, lease),
         Ok(_) => {
             // `classify` admits only streaming requests; anything else is a bug, said politely.
             let e = HttpError::new(ErrorCode::Internal, "request was misrouted");
@@ -237,7 +242,7 @@ async fn open(
     let head = head::encode(http::StatusCode::OK, version, &headers, framing);
     drop(headers);
     wr.write_all(&head).await.ok()?;
-    Some((sub, format, expiry))
+    Some((sub, format, lease))
 }
 
 /// Writes `data` as one HTTP/1.1 chunk (or as is), gathering the chunk header, the shared

@@ -29,6 +29,8 @@ pub(crate) enum Refusal {
     TooManyFromAddress,
     /// The hub is draining before exit.
     ShuttingDown,
+    /// The request's credential has its most streams open.
+    TooManyStreams,
 }
 
 impl Refusal {
@@ -38,6 +40,7 @@ impl Refusal {
                 ErrorCode::TooManyConnections
             }
             Refusal::ShuttingDown => ErrorCode::ShuttingDown,
+            Refusal::TooManyStreams => ErrorCode::TooManyStreams,
         }
     }
 
@@ -48,6 +51,7 @@ impl Refusal {
                 "this client address has the most connections it may open; retry shortly"
             }
             Refusal::ShuttingDown => "the hub is shutting down; retry shortly",
+            Refusal::TooManyStreams => "this credential has the most streams it may hold open",
         }
     }
 
@@ -56,6 +60,7 @@ impl Refusal {
         match self {
             Refusal::TooManyConnections | Refusal::TooManyFromAddress => "too_many_connections",
             Refusal::ShuttingDown => "shutdown",
+            Refusal::TooManyStreams => "too_many_streams",
         }
     }
 }

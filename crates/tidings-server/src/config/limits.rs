@@ -69,6 +69,14 @@ pub struct RawLimits {
         value_name = "N"
     )]
     pub publish_burst: Option<u32>,
+    /// Streams (SSE, NDJSON, WebSocket) one credential may hold open; past it 429
+    /// `too_many_streams`, in-band for SSE (0: no limit) [default: 10000].
+    #[arg(
+        long = "max-streams-per-credential",
+        env = "TIDINGS_MAX_STREAMS_PER_CREDENTIAL",
+        value_name = "N"
+    )]
+    pub max_streams_per_credential: Option<usize>,
 }
 
 impl RawLimits {

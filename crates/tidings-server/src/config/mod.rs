@@ -241,6 +241,7 @@ impl RawConfig {
         let mut credentials = self.auth.credentials()?;
         (credentials.publish_rate, credentials.publish_burst) =
             self.limits.publish_rate(&limits)?;
+        credentials.max_streams = self.limits.max_streams_per_credential.unwrap_or(10_000);
         let max_header_bytes = size(
             "max_header_bytes",
             self.max_header_bytes.as_deref(),

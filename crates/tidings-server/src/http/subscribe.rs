@@ -33,6 +33,7 @@ use tokio::time::Instant;
 
 use super::error::HttpError;
 use super::extract;
+use crate::credential::Lease;
 use crate::endpoint::Endpoint;
 use crate::state::AppState;
 use crate::transport::frame::Shape;
@@ -134,11 +135,11 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
 /// A subscription ready for its transport.
 pub(crate) enum Prepared {
     /// Upgrade to a WebSocket speaking `shape`, until the credential's expiry.
-    WebSocket(Subscription, Shape, Option<Instant>),
+    WebSocket(Subscription, Shape, Lease),
     /// Answer one long-poll.
     Poll(Subscription, Shape, Duration),
     /// Stream SSE or NDJSON, until the credential's expiry.
-    Stream(Subscription, stream::Format, Option<Instant>),
+    Stream(Subscription, stream::Format, Lease),
 }
 
 pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request) -> Response {
@@ -149,12 +150,12 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
     };
     let options = ctx.app.transport;
     match prepared {
-        Prepared::WebSocket(sub, shape, expiry) => ws::upgrade(
+        Prepared::WebSocket(sub, shape, lease) => ws::upgrade(
             http::Request::from_parts(parts, ()),
             sub,
             shape,
             options,
-            expiry,
+            lease,
         ),
         Prepared::Poll(sub, shape, timeout) => {
             let body = match poll::answer(sub, shape, timeout).await {
@@ -167,8 +168,8 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
-        Prepared::Stream(sub, format, expiry) => {
-            let body = stream::body(sub, format, options.keepalive, expiry);
+        Prepared::Stream(sub, format, lease) => {
+            let body = stream::body(sub, format, options.keepalive, lease);
             let mut response = Response::new(Body::from_stream(body));
             super::head::stream(response.headers_mut(), format.content_type());
             response
@@ -270,9 +271,16 @@ pub(crate) fn prepare(
         Duration::from_millis(left_ms)
     });
     let expiry = expires_in.map(|left| Instant::now() + left);
+    // A stream holds a place under its credential's stream limit; a long-poll does not.
+    let lease = |slot| Lease { expiry, slot };
+    let slot = if query.poll && !websocket {
+        None
+    } else {
+        app.credentials.open_stream(&caller)?
+    };
     let sub = open(app, selector, cursor)?;
     Ok(if websocket {
-        Prepared::WebSocket(sub, endpoint.shape, expiry)
+        Prepared::WebSocket(sub, endpoint.shape, lease(slot))
     } else if query.poll {
         let timeout = query
             .timeout
@@ -280,14 +288,14 @@ pub(crate) fn prepare(
         let timeout = expires_in.map_or(timeout, |left| timeout.min(left));
         Prepared::Poll(sub, endpoint.shape, timeout)
     } else if ndjson {
-        Prepared::Stream(sub, stream::Format::Ndjson(endpoint.shape), expiry)
+        Prepared::Stream(sub, stream::Format::Ndjson(endpoint.shape), lease(slot))
     } else {
         Prepared::Stream(
             sub,
             stream::Format::Sse {
                 retry: options.retry,
             },
-            expiry,
+            lease(slot),
         )
     })
 }

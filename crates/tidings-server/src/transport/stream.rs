@@ -16,6 +16,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 
 use super::frame::{self, Shape};
 use super::{reconnect_notice, reset_notice, sse};
+use crate::credential::{Lease, StreamSlot};
 
 /// A text streaming format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +131,8 @@ struct State {
     /// When the credential behind the stream expires (boxed: most streams have none, and
     /// every idle stream would otherwise carry a timer's room).
     expiry: Option<Pin<Box<Sleep>>>,
+    /// The stream's place under its credential's stream limit.
+    _slot: Option<StreamSlot>,
     done: bool,
 }
 
@@ -139,7 +142,7 @@ pub(crate) fn body(
     sub: Subscription,
     format: Format,
     keepalive: Option<Duration>,
-    expiry: Option<Instant>,
+    lease: Lease,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let keepalive = keepalive.map(|period| {
         let mut iv = tokio::time::interval_at(Instant::now() + period, period);
@@ -153,7 +156,10 @@ pub(crate) fn body(
         events: Vec::new(),
         keepalive,
         preamble,
-        expiry: expiry.map(|at| Box::pin(tokio::time::sleep_until(at))),
+        expiry: lease
+            .expiry
+            .map(|at| Box::pin(tokio::time::sleep_until(at))),
+        _slot: lease.slot,
         done: false,
     };
     futures_util::stream::unfold(state, |mut st| async move {
@@ -285,7 +291,12 @@ mod tests {
                 client_id: None,
             })
             .unwrap();
-        let body = body(sub, Format::Ndjson(super::frame::Shape::Event), None, None);
+        let body = body(
+            sub,
+            Format::Ndjson(super::frame::Shape::Event),
+            None,
+            Lease::default(),
+        );
         tokio::pin!(body);
         let mut lines = 0;
         let mut pieces = 0;
@@ -333,7 +344,10 @@ mod tests {
             sub,
             format,
             Some(Duration::from_secs(30)),
-            Some(start + Duration::from_secs(2)),
+            Lease {
+                expiry: Some(start + Duration::from_secs(2)),
+                slot: None,
+            },
         );
         tokio::pin!(body);
         let retry = body.next().await.unwrap().unwrap();

@@ -359,3 +359,60 @@ async fn publishing_faster_than_the_rate_is_429_with_retry_after_per_credential(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn streams_per_credential_are_limited_and_sse_is_shed_in_band() {
+    let server = Server::start(&[
+        "--token",
+        "stream-token-one:subscribe=*;publish=*",
+        "--token",
+        "stream-token-two:subscribe=*",
+        "--max-streams-per-credential",
+        "2",
+    ]);
+    let one = [("authorization", "Bearer stream-token-one")];
+    let first = server.subscribe_with("topic=sec/s", &one).await;
+    let second = server.subscribe_with("topic=sec/s", &one).await;
+    // The third SSE stream answers 200 and sheds in-band: an EventSource retries after
+    // `retry:` instead of giving up on a 429.
+    let mut third = server.subscribe_with("topic=sec/s", &one).await;
+    assert!(third.expect_retry().await > 0);
+    let rest = third.read_to_end().await;
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0].event, "reconnect-required");
+    assert!(rest[0].data.contains("too_many_streams"), "{:?}", rest[0]);
+    // NDJSON says it with a 429.
+    let resp = server.get_events("topic=sec/s&format=ndjson", &one).await;
+    assert_eq!(resp.status().as_u16(), 429);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "too_many_streams", "{v}");
+    // A long-poll is not a stream, and another credential has its own count.
+    let resp = server
+        .http
+        .get(server.url("/events?topic=sec/s&poll=1&timeout=0&lastEventId=0"))
+        .header("authorization", "Bearer stream-token-one")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    drop(
+        server
+            .subscribe_with(
+                "topic=sec/s",
+                &[("authorization", "Bearer stream-token-two")],
+            )
+            .await,
+    );
+    // Closing a stream gives its place back.
+    drop(first);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let resp = server.get_events("topic=sec/s&format=ndjson", &one).await;
+        if resp.status().as_u16() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a closed stream kept its place");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(second);
+}

@@ -32,6 +32,8 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tidings_core::{CloseReason, SharedEvent, Step, Subscription};
+
+use crate::credential::Lease;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
@@ -132,10 +134,11 @@ pub(crate) async fn run<S>(
     mut sub: Subscription,
     shape: Shape,
     options: TransportOptions,
-    expiry: Option<Instant>,
+    lease: Lease,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let Lease { expiry, slot } = lease;
     let (mut tx, mut rx) = socket.split();
     let mut ping = tokio::time::interval_at(
         Instant::now() + options.ws_ping_interval,
@@ -211,7 +214,7 @@ pub(crate) async fn run<S>(
             }
         }
     };
-    drop(sub);
+    drop((sub, slot));
     finish(tx, rx, end).await;
 }
 

@@ -59,7 +59,7 @@ async fn serve(
         .expect("subscribe");
     let socket =
         WebSocketStream::from_raw_socket(server_io, Role::Server, Some(config(&options))).await;
-    let task = tokio::spawn(run(socket, sub, Shape::Event, options, None));
+    let task = tokio::spawn(run(socket, sub, Shape::Event, options, Default::default()));
     (client_io, task)
 }
 

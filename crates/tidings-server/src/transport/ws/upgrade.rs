@@ -22,7 +22,7 @@ pub(crate) fn upgrade(
     sub: Subscription,
     shape: Shape,
     options: TransportOptions,
-    expiry: Option<tokio::time::Instant>,
+    lease: crate::credential::Lease,
 ) -> Response {
     let response = match create_response_with_body(&request, Body::empty) {
         Ok(response) => response,
@@ -39,7 +39,7 @@ pub(crate) fn upgrade(
                 let socket =
                     WebSocketStream::from_raw_socket(io, Role::Server, Some(config(&options)))
                         .await;
-                run(socket, sub, shape, options, expiry).await;
+                run(socket, sub, shape, options, lease).await;
             }
             Err(e) => {
                 tracing::debug!(message = "WebSocket upgrade failed.", error = %e);

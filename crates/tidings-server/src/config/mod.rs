@@ -72,8 +72,8 @@ pub struct RawConfig {
     )]
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
-    /// Longest a client may take to send a request head; a slower one is cut off (slowloris)
-    /// [default: 10s].
+    /// Longest a client may take to send a request head; a slower one is cut off (slowloris).
+    /// Also how long a kept-alive non-stream connection may sit idle [default: 10s].
     #[arg(long, env = "TIDINGS_HEADER_TIMEOUT", value_name = "DURATION")]
     pub header_timeout: Option<String>,
     /// Most bytes of a request head (request line and headers); a larger one is answered 431

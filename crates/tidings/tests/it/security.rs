@@ -416,3 +416,32 @@ async fn streams_per_credential_are_limited_and_sse_is_shed_in_band() {
     }
     drop(second);
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let server = Server::start(&["--header-timeout", "1s"]);
+    let mut s = TcpStream::connect(server.addr).await.expect("connect");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    read_until(&mut s, &mut buf, WAIT, |b| {
+        String::from_utf8_lossy(b).contains("{\"status\":\"ok\"}")
+    })
+    .await;
+    let served = Instant::now();
+    // Kept alive, then idle: the server closes it once no next head came within 1 s.
+    let mut rest = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut rest).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an idle connection was kept past 5 s");
+    let idle = served.elapsed();
+    assert!(idle >= Duration::from_millis(900), "closed after {idle:?}");
+}

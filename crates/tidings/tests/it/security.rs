@@ -445,3 +445,75 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     let idle = served.elapsed();
     assert!(idle >= Duration::from_millis(900), "closed after {idle:?}");
 }
+
+/// A bearer token, a cookie, a ticket and a refused JWT-shaped token pass through every path
+/// with the log at `trace`, and none of them appears in the log.
+#[tokio::test]
+async fn secrets_never_reach_the_log_even_at_trace() {
+    const TOKEN: &str = "log-secret-token-a1b2c3";
+    let spec = format!("{TOKEN}:publish=*;subscribe=*");
+    let server = Server::start(&[
+        "--token",
+        &spec,
+        "--log",
+        "trace",
+        "--jwt-hs256-secret",
+        "a-jwt-secret-of-at-least-32-bytes-for-logs",
+    ]);
+    let bearer = format!("Bearer {TOKEN}");
+    let cookie = format!("tidings_token={TOKEN}");
+    server
+        .publish_raw(
+            &json!({"topic": "log/a", "type": "t", "data": 1}),
+            &[("authorization", &bearer)],
+        )
+        .await;
+    drop(
+        server
+            .subscribe_with("topic=log/a", &[("cookie", &cookie)])
+            .await,
+    );
+    let resp = server
+        .http
+        .post(server.url("/tickets"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    let ticket = resp.json::<Value>().await.unwrap()["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(
+        server
+            .subscribe_with(&format!("topic=log/a&ticket={ticket}"), &[])
+            .await,
+    );
+    let forged = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJsb2ctc2VjcmV0In0.Zm9yZ2VkLXNpZ25hdHVyZQ";
+    let resp = server
+        .get_events(
+            "topic=log/a",
+            &[("authorization", &format!("Bearer {forged}"))],
+        )
+        .await;
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = server
+        .get_events(
+            "topic=log/a",
+            &[("cookie", "tidings_token=wrong-secret-xyz123")],
+        )
+        .await;
+    assert_eq!(resp.status().as_u16(), 401);
+    let log = server.stderr();
+    assert!(log.contains("DEBUG"), "the log shows debug lines at least:\n{log}");
+    for secret in [
+        TOKEN,
+        ticket.as_str(),
+        forged,
+        "Zm9yZ2VkLXNpZ25hdHVyZQ",
+        "wrong-secret-xyz123",
+        "a-jwt-secret-of-at-least-32-bytes-for-logs",
+    ] {
+        assert!(!log.contains(secret), "`{secret}` is in the log");
+    }
+}

@@ -180,23 +180,24 @@ pub(crate) fn body(
 
 async fn next_chunk(st: &mut State) -> Bytes {
     st.events.clear();
-    let expiry = st.expiry.as_mut();
-    let expired = async move {
-        match expiry {
-            Some(sleep) => sleep.await,
-            None => std::future::pending().await,
-        }
-    };
-    let step = match st.keepalive.as_mut() {
-        Some(iv) => tokio::select! {
+    // A stream without an expiry (static tokens, an open hub) waits exactly as before; one
+    // with an expiry also waits for it.
+    let step = match (st.keepalive.as_mut(), st.expiry.as_mut()) {
+        (Some(iv), None) => tokio::select! {
             biased;
-            () = expired => Step::Closed(CloseReason::TokenExpired),
             step = st.sub.next(&mut st.events) => step,
             _ = iv.tick() => return st.format.keepalive(),
         },
-        None => tokio::select! {
+        (None, None) => st.sub.next(&mut st.events).await,
+        (Some(iv), Some(expiry)) => tokio::select! {
             biased;
-            () = expired => Step::Closed(CloseReason::TokenExpired),
+            () = expiry => Step::Closed(CloseReason::TokenExpired),
+            step = st.sub.next(&mut st.events) => step,
+            _ = iv.tick() => return st.format.keepalive(),
+        },
+        (None, Some(expiry)) => tokio::select! {
+            biased;
+            () = expiry => Step::Closed(CloseReason::TokenExpired),
             step = st.sub.next(&mut st.events) => step,
         },
     };

@@ -505,7 +505,10 @@ async fn secrets_never_reach_the_log_even_at_trace() {
         .await;
     assert_eq!(resp.status().as_u16(), 401);
     let log = server.stderr();
-    assert!(log.contains("DEBUG"), "the log shows debug lines at least:\n{log}");
+    assert!(
+        log.contains("DEBUG"),
+        "the log shows debug lines at least:\n{log}"
+    );
     for secret in [
         TOKEN,
         ticket.as_str(),

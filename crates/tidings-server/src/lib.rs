@@ -9,7 +9,9 @@
 //! - `credential`: where a request's credential comes from (header, ticket, query, cookie),
 //!   the CSRF rule for publishes, and the one-time connect tickets.
 //! - `transport`: per-connection encoders (SSE, NDJSON, WebSocket, long-poll).
-//! - `listener`: the accept loop, the process-wide connection limit and graceful drain;
+//! - `rate`: the publish token bucket per credential.
+//! - `listener`: the accept loop, the process-wide and per-address connection limits and
+//!   graceful drain;
 //!   `lean`: the lean HTTP/1 path for streaming subscriptions; `io`: write-stall timeout and
 //!   replayed prefixes, and the lingering close; `refusal`: answers to connections over the
 //!   limit or during the drain.

@@ -379,3 +379,38 @@ fn cors_origins_are_exact_origins() {
         assert!(e.reason.contains("exact origin"), "{e}");
     }
 }
+
+#[test]
+fn edge_and_rate_limits_are_checked() {
+    let c = RawConfig::default().validate().unwrap();
+    assert_eq!(c.max_connections_per_ip, 1024);
+    assert_eq!(c.header_timeout, Duration::from_secs(10));
+    assert_eq!(c.max_header_bytes, 16 << 10);
+    assert_eq!(c.credentials.publish_rate, 10_000);
+    assert_eq!(c.credentials.publish_burst, 20_000);
+    assert_eq!(c.credentials.max_streams, 10_000);
+    for (toml, setting) in [
+        ("max_header_bytes = \"4KiB\"", "max_header_bytes"),
+        ("max_header_bytes = \"2MiB\"", "max_header_bytes"),
+        (
+            "trusted_proxies = [\"proxy.example\"]",
+            "trusted_proxies[0]",
+        ),
+        ("header_timeout = \"0s\"", "header_timeout"),
+        (
+            "[limits]\npublish_rate = 5\npublish_burst = 10",
+            "limits.publish_burst",
+        ),
+    ] {
+        let e = RawConfig::from_toml(toml).unwrap().validate().unwrap_err();
+        assert_eq!(e.setting, setting, "{toml}: {e}");
+    }
+    let c = RawConfig::from_toml(
+        "trusted_proxies = [\"10.0.0.1\", \"::1\"]\n[limits]\npublish_rate = 0",
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    assert_eq!(c.trusted_proxies.len(), 2);
+    assert_eq!(c.credentials.publish_rate, 0);
+}

@@ -4,6 +4,8 @@
 mod auth;
 mod autobahn;
 mod browser;
+mod cli;
+mod client;
 mod config;
 mod credentials;
 mod durability;

@@ -17,6 +17,7 @@
 //!   limit or during the drain.
 //! - `fuzzing`: entry points for the fuzz targets (hidden, not an API).
 
+mod ack;
 pub mod config;
 pub mod credential;
 pub mod endpoint;
@@ -44,7 +45,7 @@ pub use config::{Config, ConfigError, Durability, RawConfig};
 pub use credential::{CredentialOptions, Credentials};
 use http::router::lean_routes;
 pub use http::router::{endpoint_router, router};
-pub use state::{AppState, Edge};
+pub use state::{AppState, Edge, SYSTEM_TYPES};
 pub use transport::frame::Shape;
 pub use transport::ws::{
     CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_INVALID_DATA, CLOSE_PING_TIMEOUT, CLOSE_PROTOCOL,
@@ -106,7 +107,9 @@ impl App {
                 config.max_inflight_body_bytes,
                 config.allowed_hosts.clone(),
             )
-            .with_cors(config.cors.clone()),
+            .with_cors(config.cors.clone())
+            .reserve(config.endpoints.iter().flat_map(|e| e.system_names()))
+            .with_drain_spread(config.drain_spread),
             credentials: Credentials::new(
                 config.credentials.clone(),
                 tidings_core::clock::system(),
@@ -235,7 +238,17 @@ impl App {
             )));
         }
         shutdown.await;
-        tracing::info!(message = "Shutting down: closing streams and draining connections.");
+        tracing::info!(
+            message = "Shutting down: telling streams to reconnect, spread over the drain window.",
+            spread_ms = u64::try_from(config.drain_spread.as_millis()).unwrap_or(u64::MAX),
+        );
+        http::admin::drain(
+            &hub,
+            config.drain_spread,
+            tidings_core::CloseReason::Shutdown,
+        )
+        .await;
+        tracing::info!(message = "Closing the rest and draining connections.");
         hub.shutdown();
         stop_tx.send_replace(true);
         for server in servers {

@@ -36,9 +36,25 @@ pub struct Edge {
     /// Extra `Host` names answered (beyond loopback names); empty: none without tokens, any
     /// with tokens.
     pub(crate) allowed_hosts: Arc<[String]>,
+    /// Reserved names, the drain window and CORS (one pointer: `Edge` rides in every lean
+    /// connection's opening state).
+    pub(crate) policy: Arc<Policy>,
+}
+
+/// What the edge knows about the hub's own events, drains and CORS.
+#[derive(Debug, Clone)]
+pub(crate) struct Policy {
+    /// Event types the hub sends itself, which a publish may not use.
+    pub(crate) reserved_types: Vec<String>,
+    /// The window a drain spreads its closes over (and the `retry:` a stream refused during
+    /// a drain is given, so it lands elsewhere).
+    pub(crate) drain_spread: Duration,
     /// CORS of the main listener's own routes (`/publish`, `/tickets`).
     pub(crate) cors: Cors,
 }
+
+/// The event names every endpoint's streams may carry from the hub itself.
+pub const SYSTEM_TYPES: [&str; 4] = ["subscribed", "resumed", "reset", "reconnect-required"];
 
 impl Edge {
     /// Edge settings with these bounds.
@@ -53,14 +69,51 @@ impl Edge {
                 max_inflight_body_bytes.min(Semaphore::MAX_PERMITS),
             )),
             allowed_hosts: allowed_hosts.into(),
-            cors: Cors::default(),
+            policy: Arc::new(Policy {
+                cors: Cors::default(),
+                reserved_types: SYSTEM_TYPES.iter().map(|s| (*s).to_owned()).collect(),
+                drain_spread: Duration::from_secs(10),
+            }),
         }
     }
 
     /// The same, with CORS for `/publish` and `/tickets`.
     pub fn with_cors(mut self, cors: Cors) -> Edge {
-        self.cors = cors;
+        let mut policy = (*self.policy).clone();
+        policy.cors = cors;
+        self.policy = Arc::new(policy);
         self
+    }
+
+    /// CORS of the main listener's own routes.
+    pub(crate) fn cors(&self) -> &Cors {
+        &self.policy.cors
+    }
+
+    /// Also refuses `names` (the endpoints' own session, handshake, keep-alive and synthetic
+    /// event names) at publish.
+    pub fn reserve<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Edge {
+        let mut policy = (*self.policy).clone();
+        for n in names {
+            if !policy.reserved_types.iter().any(|a| a == n) {
+                policy.reserved_types.push(n.to_owned());
+            }
+        }
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// Drains spread their closes over `spread`.
+    pub fn with_drain_spread(mut self, spread: Duration) -> Edge {
+        let mut policy = (*self.policy).clone();
+        policy.drain_spread = spread;
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// The drain window.
+    pub fn drain_spread(&self) -> Duration {
+        self.policy.drain_spread
     }
 }
 

@@ -16,15 +16,15 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
 use crate::endpoint::Cors;
 
-/// Request headers a cross-origin page may send (besides the CORS-safelisted ones): the
-/// credential, a publish body's type, the resume cursor, idempotency, and client ids.
-const CORS_REQUEST_HEADERS: [&str; 6] = [
+/// Request headers a cross-origin page may send to any route (besides the CORS-safelisted
+/// ones): the credential, a publish body's type, the resume cursor and idempotency. Each route
+/// group adds its own (an endpoint its client-id header, `/publish` `X-Client-Id` and the
+/// cookie-publish header).
+const CORS_REQUEST_HEADERS: [&str; 4] = [
     "authorization",
     "content-type",
     "last-event-id",
     "idempotency-key",
-    "x-client-id",
-    "x-cr-client-id",
 ];
 /// How long a browser may cache a preflight answer.
 const CORS_MAX_AGE: &str = "600";
@@ -63,13 +63,13 @@ pub(crate) fn cors(headers: &mut HeaderMap, cors: &Cors, origin: Option<&HeaderV
 /// The answer to a CORS preflight (`OPTIONS` with `Origin` and
 /// `Access-Control-Request-Method`), or `None` if the request is not one. An allowed origin
 /// asking for allowed headers gets 204 with the methods and headers it may use; anything else
-/// gets 403 without CORS headers, so the browser does not send the real request. `extra` is a
-/// further allowed request header (the cookie-publish header).
+/// gets 403 without CORS headers, so the browser does not send the real request. `extra` are
+/// the route's own further allowed request headers.
 pub(crate) fn preflight(
     request: &HeaderMap,
     method: &Method,
     cors: &Cors,
-    extra: Option<&HeaderName>,
+    extra: &[HeaderName],
 ) -> Option<(StatusCode, HeaderMap)> {
     if method != Method::OPTIONS || !request.contains_key(ACCESS_CONTROL_REQUEST_METHOD) {
         return None;
@@ -91,7 +91,7 @@ pub(crate) fn preflight(
                     .all(|h| {
                         let h = h.to_ascii_lowercase();
                         CORS_REQUEST_HEADERS.contains(&h.as_str())
-                            || extra.is_some_and(|e| e.as_str() == h)
+                            || extra.iter().any(|e| e.as_str() == h)
                     })
             })
         });
@@ -108,7 +108,7 @@ pub(crate) fn preflight(
         HeaderValue::from_static("GET, POST"),
     );
     let mut allow = CORS_REQUEST_HEADERS.join(", ");
-    if let Some(extra) = extra {
+    for extra in extra {
         allow.push_str(", ");
         allow.push_str(extra.as_str());
     }
@@ -250,13 +250,16 @@ mod tests {
                     HeaderValue::from_static(headers),
                 );
             }
-            let extra = HeaderName::from_static("x-tidings-publish");
-            preflight(&h, &Method::OPTIONS, &app_cors(), Some(&extra))
+            let extra = [
+                HeaderName::from_static("x-cr-client-id"),
+                HeaderName::from_static("x-tidings-publish"),
+            ];
+            preflight(&h, &Method::OPTIONS, &app_cors(), &extra)
         };
         let (status, h) = ask(
             "https://app.example",
             "GET",
-            "Authorization, Last-Event-ID, X-Client-Id",
+            "Authorization, Last-Event-ID, X-Cr-Client-Id",
         )
         .unwrap();
         assert_eq!(status, StatusCode::NO_CONTENT);
@@ -266,7 +269,7 @@ mod tests {
         for name in [
             "authorization",
             "last-event-id",
-            "x-client-id",
+            "x-cr-client-id",
             "x-tidings-publish",
         ] {
             assert!(allow.contains(name), "{allow}");
@@ -282,19 +285,21 @@ mod tests {
             ("https://evil.example", "GET", ""),
             ("https://app.example", "DELETE", ""),
             ("https://app.example", "POST", "x-unknown"),
+            // Only the route's own client-id header is allowed.
+            ("https://app.example", "GET", "x-client-id"),
         ] {
             let (status, h) = ask(origin, method, headers).unwrap();
             assert_eq!(status, StatusCode::FORBIDDEN, "{origin} {method} {headers}");
             assert!(!h.contains_key(ACCESS_CONTROL_ALLOW_ORIGIN));
         }
         // Not a preflight: a plain OPTIONS, or a GET.
-        assert!(preflight(&HeaderMap::new(), &Method::OPTIONS, &app_cors(), None).is_none());
+        assert!(preflight(&HeaderMap::new(), &Method::OPTIONS, &app_cors(), &[]).is_none());
         let mut h = HeaderMap::new();
         h.insert(ORIGIN, HeaderValue::from_static("https://app.example"));
         h.insert(
             ACCESS_CONTROL_REQUEST_METHOD,
             HeaderValue::from_static("GET"),
         );
-        assert!(preflight(&h, &Method::GET, &app_cors(), None).is_none());
+        assert!(preflight(&h, &Method::GET, &app_cors(), &[]).is_none());
     }
 }

@@ -14,7 +14,7 @@ use tidings_proto::ErrorCode;
 
 use super::error::HttpError;
 use super::subscribe::{EndpointState, subscribe};
-use super::{extract, head, health, publish, tickets};
+use super::{admin, extract, head, health, publish, tickets};
 use crate::endpoint::{Cors, Endpoint};
 use crate::state::AppState;
 
@@ -61,8 +61,9 @@ async fn edge_guard(State(state): State<AppState>, request: Request, next: Next)
 #[derive(Clone)]
 struct CorsPolicy {
     cors: Cors,
-    /// The cookie-publish header, allowed in preflights too.
-    extra: Option<http::HeaderName>,
+    /// The routes' own request headers, allowed in preflights too: an endpoint's client-id
+    /// header; `/publish`'s `X-Client-Id` and the cookie-publish header.
+    extra: Arc<[http::HeaderName]>,
 }
 
 /// Answers CORS preflights and adds the CORS headers to every other answer (see
@@ -72,7 +73,7 @@ async fn cors_guard(State(policy): State<CorsPolicy>, request: Request, next: Ne
         request.headers(),
         request.method(),
         &policy.cors,
-        policy.extra.as_ref(),
+        &policy.extra,
     ) {
         return (status, headers).into_response();
     }
@@ -91,10 +92,10 @@ async fn not_a_preflight() -> HttpError {
     )
 }
 
-fn cors_layer(router: Router, state: &AppState, cors: &Cors) -> Router {
+fn cors_layer(router: Router, cors: &Cors, extra: Vec<http::HeaderName>) -> Router {
     let policy = CorsPolicy {
         cors: cors.clone(),
-        extra: state.credentials.options().cookie_publish_header.clone(),
+        extra: extra.into(),
     };
     router.route_layer(middleware::from_fn_with_state(policy, cors_guard))
 }
@@ -108,12 +109,16 @@ fn mount(router: Router, state: &AppState, endpoint: &Endpoint) -> Router {
         &endpoint.path,
         get(subscribe).options(not_a_preflight).with_state(ctx),
     );
-    router.merge(cors_layer(route, state, &endpoint.cors))
+    let client_id = vec![endpoint.client_id.header.clone()];
+    router.merge(cors_layer(route, &endpoint.cors, client_id))
 }
 
 /// The main listener: `POST /publish`, `POST /tickets`, `/healthz`, `/readyz`, and
 /// `endpoints` (those without a port of their own).
 pub fn router(state: AppState, endpoints: &[Endpoint]) -> Router {
+    let publish_headers = std::iter::once(http::HeaderName::from_static("x-client-id"))
+        .chain(state.credentials.options().cookie_publish_header.clone())
+        .collect();
     let credentialed = Router::new()
         .route("/publish", post(publish::publish).options(not_a_preflight))
         .route("/tickets", post(tickets::create).options(not_a_preflight))
@@ -121,8 +126,10 @@ pub fn router(state: AppState, endpoints: &[Endpoint]) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/admin/drain", post(admin::post_drain))
+        .route("/admin/reconnect", post(admin::post_reconnect))
         .with_state(state.clone())
-        .merge(cors_layer(credentialed, &state, &state.edge.cors));
+        .merge(cors_layer(credentialed, state.edge.cors(), publish_headers));
     for endpoint in endpoints.iter().filter(|e| e.listen.is_none()) {
         router = mount(router, &state, endpoint);
     }

@@ -6,6 +6,7 @@
 //!
 //! Query: `topic` (repeatable selector; default `*`, or the endpoint's fixed selector),
 //! `type` (repeatable filter), `lastEventId` (for clients that cannot set `Last-Event-ID`,
+//! which wins), `clientId` (for clients that cannot set the endpoint's client-id header,
 //! which wins), `format`, `poll`, `timeout` (long-poll seconds, capped by the server's
 //! limit), `ticket` (a one-time connect ticket from `POST /tickets`), and the endpoint's
 //! token parameter if it has one. Parameters starting with `_`
@@ -32,7 +33,7 @@ use tidings_proto::{Cursor, ErrorCode, EventType, Pattern, Selector};
 use tokio::time::Instant;
 
 use super::error::HttpError;
-use super::extract;
+use super::{client_id, extract};
 use crate::credential::Lease;
 use crate::endpoint::Endpoint;
 use crate::state::AppState;
@@ -56,6 +57,7 @@ struct Query {
     ndjson: bool,
     poll: bool,
     timeout: Option<Duration>,
+    client_id: Option<String>,
 }
 
 fn parse_query(raw: Option<&str>, endpoint: &Endpoint, app: &AppState) -> Result<Query, HttpError> {
@@ -87,6 +89,7 @@ fn parse_query(raw: Option<&str>, endpoint: &Endpoint, app: &AppState) -> Result
                 })?);
             }
             "lastEventId" => q.cursor = Cursor::parse(&value),
+            "clientId" => q.client_id = Some(value.into_owned()),
             "format" => match &*value {
                 "ndjson" => q.ndjson = true,
                 "sse" => q.ndjson = false,
@@ -110,7 +113,7 @@ fn parse_query(raw: Option<&str>, endpoint: &Endpoint, app: &AppState) -> Result
             other if other.starts_with('_') => {}
             other => {
                 return Err(invalid(format!(
-                    "query parameter `{other}` is not known; use topic, type, lastEventId, format, poll, timeout, ticket"
+                    "query parameter `{other}` is not known; use topic, type, lastEventId, clientId, format, poll, timeout, ticket"
                 )));
             }
         }
@@ -149,16 +152,18 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
         Err(e) => return e.into_response(),
     };
     let options = ctx.app.transport;
+    let endpoint = Arc::clone(&ctx.endpoint);
     match prepared {
         Prepared::WebSocket(sub, shape, lease) => ws::upgrade(
             http::Request::from_parts(parts, ()),
             sub,
             shape,
             options,
+            endpoint,
             lease,
         ),
         Prepared::Poll(sub, shape, timeout) => {
-            let body = match poll::answer(sub, shape, timeout).await {
+            let body = match poll::answer(sub, shape, timeout, &endpoint.session).await {
                 Ok(body) => body,
                 Err(e) => return e.into_response(),
             };
@@ -169,7 +174,8 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
             response
         }
         Prepared::Stream(sub, format, lease) => {
-            let body = stream::body(sub, format, options.keepalive, lease);
+            let keepalive = endpoint.keepalive_every(options.keepalive);
+            let body = stream::body(sub, format, keepalive, endpoint, lease);
             let mut response = Response::new(Body::from_stream(body));
             super::head::stream(response.headers_mut(), format.content_type());
             response
@@ -256,6 +262,12 @@ pub(crate) fn prepare(
             .unwrap_or(Cursor::Invalid)
     });
     let cursor = header_cursor.or(query.cursor);
+    let client_id = client_id::of_subscribe(
+        headers,
+        &endpoint.client_id.header,
+        query.client_id.as_deref(),
+        endpoint.client_id.uuid,
+    )?;
     let options = app.transport;
     if app.hub.store_health().is_some() {
         // Nothing new will ever be stored and history may not read: say so at once, rather
@@ -278,7 +290,7 @@ pub(crate) fn prepare(
     } else {
         app.credentials.open_stream(&caller)?
     };
-    let sub = open(app, selector, cursor)?;
+    let sub = open(app, selector, cursor, client_id)?;
     Ok(if websocket {
         Prepared::WebSocket(sub, endpoint.shape, lease(slot))
     } else if query.poll {
@@ -320,11 +332,12 @@ fn open(
     app: &AppState,
     selector: Selector,
     cursor: Option<Cursor>,
+    client_id: Option<tidings_proto::Key>,
 ) -> Result<Subscription, HttpError> {
     Ok(app.hub.subscribe(SubscribeRequest {
         selector,
         cursor,
-        client_id: None,
+        client_id,
     })?)
 }
 

@@ -425,12 +425,7 @@ async fn cors_names_exact_origins_with_credentials_on_every_path_and_answers_pre
         .to_str()
         .unwrap()
         .to_owned();
-    for h in [
-        "last-event-id",
-        "authorization",
-        "x-client-id",
-        "x-tidings-publish",
-    ] {
+    for h in ["last-event-id", "authorization", "x-client-id"] {
         assert!(allow.contains(h), "{allow}");
     }
     for path in ["/publish", "/tickets"] {
@@ -438,7 +433,7 @@ async fn cors_names_exact_origins_with_credentials_on_every_path_and_answers_pre
             path,
             APP,
             "POST",
-            "content-type, authorization, x-tidings-publish",
+            "content-type, authorization, x-tidings-publish, x-client-id",
         )
         .await
         .unwrap();
@@ -469,4 +464,80 @@ async fn cors_names_exact_origins_with_credentials_on_every_path_and_answers_pre
             other.map(|_| ())
         ),
     }
+}
+
+/// An endpoint with its own client-id header and CORS list: a preflight may ask for that
+/// header (and not for `X-Client-Id`, which this route does not read); a page from the allowed
+/// origin then opens a session on it with a ticket and the header, and reads its events.
+#[tokio::test]
+async fn an_endpoints_client_id_header_is_allowed_by_its_preflight_and_opens_a_session_with_a_ticket()
+ {
+    const APP: &str = "https://files.example";
+    const ID: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("files.toml");
+    std::fs::write(
+        &config,
+        r#"
+        [[endpoints]]
+        name = "files"
+        path = "/api/v4/file/events"
+        transports = ["sse"]
+        client_id_header = "X-Cr-Client-Id"
+        client_id_uuid = true
+        cors_origins = ["https://files.example"]
+        "#,
+    )
+    .unwrap();
+    let server = server(&["--config", config.to_str().unwrap()]);
+    let preflight = |headers: &'static str| {
+        server
+            .http
+            .request(reqwest::Method::OPTIONS, server.url("/api/v4/file/events"))
+            .header("origin", APP)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", headers)
+            .send()
+    };
+    let resp = preflight("x-cr-client-id, last-event-id").await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    let allow = resp.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let allowed: Vec<&str> = allow.split(", ").collect();
+    assert!(allowed.contains(&"x-cr-client-id"), "{allow}");
+    assert!(!allowed.contains(&"x-client-id"), "{allow}");
+    let resp = preflight("x-client-id").await.unwrap();
+    assert_eq!(resp.status().as_u16(), 403, "not this route's header");
+
+    let ticket = ticket(&server, Some(&["rooms/*"])).await;
+    let resp = reqwest::Client::new()
+        .get(server.url(&format!(
+            "/api/v4/file/events?topic=rooms/f&ticket={ticket}"
+        )))
+        .header("origin", APP)
+        .header("X-Cr-Client-Id", ID)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["access-control-allow-origin"], APP);
+    let mut sub = SseClient::new(resp);
+    sub.expect_retry().await;
+    let opened = sub.next_event().await;
+    assert_eq!(opened.event, "subscribed");
+    assert!(opened.data.contains(ID), "{}", opened.data);
+    publish_as_publisher(&server, "rooms/f", 7).await;
+    assert_eq!(sub.next_event().await.data, r#"{"n":7}"#);
+    // The ticket was used up: the same one cannot reopen the session.
+    let resp = reqwest::Client::new()
+        .get(server.url(&format!(
+            "/api/v4/file/events?topic=rooms/f&ticket={ticket}"
+        )))
+        .header("X-Cr-Client-Id", ID)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
 }

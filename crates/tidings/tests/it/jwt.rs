@@ -474,7 +474,7 @@ async fn with_only_an_rsa_key_an_hs256_token_finds_no_key_to_be_checked_with() {
 }
 
 /// A token that expires in 2 s: every stream opened with it (SSE with the header, SSE with a
-/// ticket minted from it, WebSocket) gets `reconnect-required` (`token_expired`) when it
+/// ticket minted from it and a client id, WebSocket) gets `reconnect-required` (`token_expired`) when it
 /// expires and is closed; the ticket's own 60 s TTL does not extend the stream.
 #[tokio::test(flavor = "multi_thread")]
 async fn streams_end_with_token_expired_when_their_token_expires() {
@@ -514,9 +514,14 @@ async fn streams_end_with_token_expired_when_their_token_expires() {
     let ticket: Value = resp.json().await.unwrap();
     assert_eq!(ticket["expires_in"], 60);
     let ticket = ticket["ticket"].as_str().unwrap().to_owned();
+    // The ticket's stream is also a client-id session: expiry ends sessions as well.
     let mut by_ticket = server
-        .subscribe_with(&format!("topic=granted/a&ticket={ticket}"), &[])
+        .subscribe_with(
+            &format!("topic=granted/a&ticket={ticket}&clientId=jwt-session"),
+            &[],
+        )
         .await;
+    assert_eq!(by_ticket.next_event().await.event, "subscribed");
     let mut req = format!("ws://{}/events?topic=granted/a", server.addr)
         .into_client_request()
         .unwrap();

@@ -372,7 +372,12 @@ async fn streams_per_credential_are_limited_and_sse_is_shed_in_band() {
     ]);
     let one = [("authorization", "Bearer stream-token-one")];
     let first = server.subscribe_with("topic=sec/s", &one).await;
-    let second = server.subscribe_with("topic=sec/s", &one).await;
+    // A client-id session stream holds a place like any other.
+    let session = [
+        ("authorization", "Bearer stream-token-one"),
+        ("x-client-id", "sec-session"),
+    ];
+    let second = server.subscribe_with("topic=sec/s", &session).await;
     // The third SSE stream answers 200 and sheds in-band: an EventSource retries after
     // `retry:` instead of giving up on a 429.
     let mut third = server.subscribe_with("topic=sec/s", &one).await;

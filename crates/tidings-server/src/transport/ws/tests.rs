@@ -59,7 +59,16 @@ async fn serve(
         .expect("subscribe");
     let socket =
         WebSocketStream::from_raw_socket(server_io, Role::Server, Some(config(&options))).await;
-    let task = tokio::spawn(run(socket, sub, Shape::Event, options, Default::default()));
+    let task = tokio::spawn(run(
+        socket,
+        sub,
+        Shape::Event,
+        options,
+        std::sync::Arc::new(crate::endpoint::Endpoint::default_events(
+            crate::endpoint::Origins::Any,
+        )),
+        Default::default(),
+    ));
     (client_io, task)
 }
 

@@ -98,8 +98,12 @@ export type Item =
   | { kind: "connected"; connected: Connected }
   | { kind: "disconnected"; disconnected: Disconnected };
 
-/** A listener for a hub event type. */
-export type EventListenerFn<T = unknown> = (event: TidingsEvent<T>) => void;
+/**
+ * A listener for a hub event type. `data` is `any` unless typed (`addEventListener<T>`), as
+ * `JSON.parse` gives in an `EventSource` listener.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type EventListenerFn<T = any> = (event: TidingsEvent<T>) => void;
 
 /** One thing the hub said on a connection. */
 type Frame =
@@ -178,7 +182,8 @@ export class Subscription implements AsyncIterable<Item> {
    * `onclose` (so a hub event type named `error`, as in the downloads API, is just an event).
    */
   addEventListener(type: "reset", listener: (reset: ResetNotice) => void): void;
-  addEventListener<T = unknown>(type: string, listener: EventListenerFn<T>): void;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  addEventListener<T = any>(type: string, listener: EventListenerFn<T>): void;
   addEventListener(type: string, listener: EventListenerFn<never> | ((r: ResetNotice) => void)): void {
     if (type === "reset") {
       this.resetListeners.add(listener as (r: ResetNotice) => void);
@@ -199,7 +204,8 @@ export class Subscription implements AsyncIterable<Item> {
   }
 
   /** Shorthand for `addEventListener`; returns a function that removes the listener. */
-  on<T = unknown>(type: string, listener: EventListenerFn<T>): () => void {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  on<T = any>(type: string, listener: EventListenerFn<T>): () => void {
     this.addEventListener<T>(type, listener);
     return () => this.removeEventListener(type, listener as EventListenerFn<never>);
   }

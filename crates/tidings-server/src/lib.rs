@@ -103,7 +103,7 @@ impl App {
         let hub = Hub::new(store, config.limits.clone());
         let state = AppState {
             hub,
-            auth: Arc::new(Authorizer::new(config.tokens.clone())),
+            auth: Arc::new(Authorizer::new(config.tokens.clone()).with_jwt(config.jwt.clone())),
             transport: config.transport,
             edge: Edge::new(
                 config.body_timeout,

@@ -1,6 +1,8 @@
 //! The `tidings` command: argument parsing, logging set-up and exit codes. Everything else
 //! lives in the library crates (`tidings serve` is `tidings_server::App`).
 
+mod token;
+
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +38,8 @@ struct Cli {
 enum Command {
     /// Run the hub.
     Serve(ServeArgs),
+    /// Print a signed JWT carrying a grant.
+    Token(token::TokenArgs),
     /// Publish one event, or a stream of events with --ndjson.
     Publish(cmd::publish::Args),
     /// Tail events live; reconnects and resumes on its own.
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Token(args) => token::run(args),
         Command::Publish(args) => cmd::publish::run(args),
         Command::Subscribe(args) => cmd::subscribe::run(args),
         Command::Store {

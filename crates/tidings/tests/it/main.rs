@@ -10,6 +10,7 @@ mod durability;
 mod edge;
 mod embedded;
 mod envelope;
+mod jwt;
 mod publish;
 mod resume;
 mod robustness;

@@ -26,6 +26,11 @@ fn sample(value_name: &str, layer: usize) -> String {
         "MODE" => ["durable", "fast", "memory"][layer].to_owned(),
         "ORIGIN" => format!("https://layer-{layer}.example"),
         "SPEC" => format!("secret-of-layer-{layer}:publish=*"),
+        "SECRET" => format!("an-hs256-secret-of-layer-{layer}-of-32-bytes"),
+        "FILE" => format!("/tmp/layer-{layer}.pem"),
+        "AUD" => format!("audience-{layer}"),
+        "ISS" => format!("https://issuer-{layer}.example"),
+        "TEMPLATE" => format!("layer-{layer}/{{sub}}/*"),
         "HOST" => format!("layer-{layer}.example"),
         other => panic!("no sample value for value name {other}: add one to `sample`"),
     }
@@ -154,8 +159,8 @@ fn the_shipped_example_names_every_setting() {
             continue;
         }
         let key = file_key(arg);
-        if key == "auth.tokens" {
-            continue; // no token is the default; the example shows them commented out
+        if key == "auth.tokens" || key == "auth.jwt_hs256_secret" {
+            continue; // no secret is the default; the example shows them commented out
         }
         let found = key.split('.').try_fold(&example, |v, part| v.get(part));
         assert!(
@@ -226,7 +231,7 @@ fn precedence_reaches_the_validated_config() {
             "https://env-b.example".into()
         ])
     );
-    let secrets: Vec<&str> = c.tokens.iter().map(|t| t.secret.as_str()).collect();
+    let secrets: Vec<&str> = c.tokens.iter().map(|t| t.secret.expose()).collect();
     assert_eq!(
         secrets,
         ["env-secret-1", "env-secret-2"],
@@ -245,7 +250,7 @@ fn precedence_reaches_the_validated_config() {
     assert_eq!(c.max_connections, 5);
     assert_eq!(c.retention.max_age, Some(Duration::from_secs(3 * 3600)));
     assert_eq!(c.endpoints[0].origins, Origins::Any);
-    let secrets: Vec<&str> = c.tokens.iter().map(|t| t.secret.as_str()).collect();
+    let secrets: Vec<&str> = c.tokens.iter().map(|t| t.secret.expose()).collect();
     assert_eq!(secrets, ["flag-secret"]);
 
     // [[endpoints]] are file-only and survive the other layers.

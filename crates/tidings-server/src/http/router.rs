@@ -92,7 +92,11 @@ async fn not_a_preflight() -> HttpError {
     )
 }
 
-fn cors_layer(router: Router, cors: &Cors, extra: Vec<http::HeaderName>) -> Router {
+fn cors_layer<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    cors: &Cors,
+    extra: Vec<http::HeaderName>,
+) -> Router<S> {
     let policy = CorsPolicy {
         cors: cors.clone(),
         extra: extra.into(),
@@ -100,7 +104,24 @@ fn cors_layer(router: Router, cors: &Cors, extra: Vec<http::HeaderName>) -> Rout
     router.route_layer(middleware::from_fn_with_state(policy, cors_guard))
 }
 
-fn mount(router: Router, state: &AppState, endpoint: &Endpoint) -> Router {
+/// `POST /publish` and `POST /tickets` behind their CORS layer (the request headers a page
+/// may add there: `X-Client-Id` and the cookie-publish header).
+fn credentialed<S: Clone + Send + Sync + 'static>(state: &AppState) -> Router<S> {
+    let publish_headers = std::iter::once(http::HeaderName::from_static("x-client-id"))
+        .chain(state.credentials.options().cookie_publish_header.clone())
+        .collect();
+    let routes = Router::new()
+        .route("/publish", post(publish::publish).options(not_a_preflight))
+        .route("/tickets", post(tickets::create).options(not_a_preflight))
+        .with_state(state.clone());
+    cors_layer(routes, state.edge.cors(), publish_headers)
+}
+
+fn mount<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    state: &AppState,
+    endpoint: &Endpoint,
+) -> Router<S> {
     let ctx = EndpointState {
         app: state.clone(),
         endpoint: Arc::new(endpoint.clone()),
@@ -116,24 +137,32 @@ fn mount(router: Router, state: &AppState, endpoint: &Endpoint) -> Router {
 /// The main listener: `POST /publish`, `POST /tickets`, `/healthz`, `/readyz`, and
 /// `endpoints` (those without a port of their own).
 pub fn router(state: AppState, endpoints: &[Endpoint]) -> Router {
-    let publish_headers = std::iter::once(http::HeaderName::from_static("x-client-id"))
-        .chain(state.credentials.options().cookie_publish_header.clone())
-        .collect();
-    let credentialed = Router::new()
-        .route("/publish", post(publish::publish).options(not_a_preflight))
-        .route("/tickets", post(tickets::create).options(not_a_preflight))
-        .with_state(state.clone());
     let mut router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/admin/drain", post(admin::post_drain))
         .route("/admin/reconnect", post(admin::post_reconnect))
         .with_state(state.clone())
-        .merge(cors_layer(credentialed, state.edge.cors(), publish_headers));
+        .merge(credentialed(&state));
     for endpoint in endpoints.iter().filter(|e| e.listen.is_none()) {
         router = mount(router, &state, endpoint);
     }
     with_fallbacks(router, &state)
+}
+
+/// `POST /publish`, `POST /tickets` and `endpoints` (those without a port of their own),
+/// behind the same `Host` check and CORS, as routes of any state type: what an application
+/// mounts when it embeds the hub (`crate::embed`). No fallbacks: unknown routes are the
+/// application's.
+pub(crate) fn mountable<S: Clone + Send + Sync + 'static>(
+    state: &AppState,
+    endpoints: &[Endpoint],
+) -> Router<S> {
+    let mut router = credentialed(state);
+    for endpoint in endpoints.iter().filter(|e| e.listen.is_none()) {
+        router = mount(router, state, endpoint);
+    }
+    router.route_layer(middleware::from_fn_with_state(state.clone(), edge_guard))
 }
 
 /// The router of an endpoint on its own port: just its route.

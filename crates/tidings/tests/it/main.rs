@@ -10,6 +10,7 @@ mod config;
 mod credentials;
 mod durability;
 mod edge;
+mod embedded;
 mod envelope;
 mod jwt;
 mod publish;

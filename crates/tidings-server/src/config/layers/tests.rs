@@ -32,6 +32,7 @@ fn sample(value_name: &str, layer: usize) -> String {
         "ISS" => format!("https://issuer-{layer}.example"),
         "TEMPLATE" => format!("layer-{layer}/{{sub}}/*"),
         "HOST" => format!("layer-{layer}.example"),
+        "NAME" => format!("layer-{layer}-event"),
         other => panic!("no sample value for value name {other}: add one to `sample`"),
     }
 }

@@ -33,8 +33,8 @@ fn sample(value_name: &str, layer: usize) -> String {
         "TEMPLATE" => format!("layer-{layer}/{{sub}}/*"),
         "HOST" => format!("layer-{layer}.example"),
         "IP" => format!("10.0.0.{layer}"),
-        "NAME" => format!("cookie_of_layer_{layer}"),
         "HEADER" => format!("x-csrf-layer-{layer}"),
+        "NAME" => format!("layer-{layer}-event"),
         other => panic!("no sample value for value name {other}: add one to `sample`"),
     }
 }

@@ -1,11 +1,13 @@
 //! `POST /publish`: one JSON event or an array of them (a batch: all or nothing).
 //!
-//! Checks, in order: content type (415), credential (401), body size (413), body budget
+//! Checks, in order: content type (415), credential (401; a cookie alone is 403
+//! `cookie_only_publish`), body size (413), body budget
 //! (503 `overloaded`) and deadline (408 `body_timeout`), JSON syntax (400),
 //! each event's shape and names (422; a type the hub sends itself is 422 `reserved_type`),
 //! the publisher's client id (`X-Client-Id` or the events' `origin` field: 400
-//! `invalid_client_id`), publish grant (403), then the engine's limits. Subscriptions with the
-//! publisher's client id do not get the batch (self-echo suppression).
+//! `invalid_client_id`), publish grant (403), the credential's publish rate (429 with
+//! `Retry-After`), then the engine's limits. Subscriptions with the publisher's client id do
+//! not get the batch (self-echo suppression).
 //!
 //! An `Idempotency-Key` is scoped to the credential that sent it (its `CredentialId`; an open
 //! hub has one anonymous scope): two credentials using the same key never see each other's
@@ -50,7 +52,7 @@ pub(crate) async fn publish(
     body: Body,
 ) -> Result<Json<PublishResponse>, HttpError> {
     check_content_type(&headers)?;
-    let caller = state.auth.identify(extract::bearer(&headers)?)?;
+    let caller = credential(&state, &headers)?;
     let grant = &caller.grant;
     let limits = state.hub.limits();
     let declared = headers
@@ -74,6 +76,8 @@ pub(crate) async fn publish(
             ));
         }
     }
+    // Only a publish that would otherwise go through spends the credential's rate.
+    state.credentials.publish_rate(caller.id, events.len())?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(
@@ -103,6 +107,33 @@ pub(crate) async fn publish(
     Ok(Json(PublishResponse {
         ids: ids.iter().map(ToString::to_string).collect(),
     }))
+}
+
+/// The caller behind a publish: `Authorization: Bearer`, else the cookie, but only with the
+/// configured custom header (a cookie alone is what a cross-site form sends: CSRF).
+fn credential(state: &AppState, headers: &HeaderMap) -> Result<Caller, HttpError> {
+    if let Some(token) = extract::bearer(headers)? {
+        return Ok(state.auth.identify(Some(token))?);
+    }
+    let creds = &state.credentials;
+    match creds.cookie(headers) {
+        Some(cookie) if !state.auth.is_open() => {
+            let opted_in = creds
+                .options()
+                .cookie_publish_header
+                .as_ref()
+                .is_some_and(|h| headers.contains_key(h));
+            if !opted_in {
+                return Err(HttpError::new(
+                    ErrorCode::CookieOnlyPublish,
+                    "Cookie: a publish authenticated only by a cookie is refused (cross-site \
+                     request forgery); send Authorization: Bearer <token>",
+                ));
+            }
+            Ok(state.auth.identify(Some(cookie))?)
+        }
+        _ => Ok(state.auth.identify(None)?),
+    }
 }
 
 /// The publisher's client id: the `X-Client-Id` header, or the events' `origin` field (the

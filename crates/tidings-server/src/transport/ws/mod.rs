@@ -33,6 +33,8 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tidings_core::{CloseReason, SharedEvent, Step, Subscription};
+
+use crate::credential::Lease;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
@@ -61,6 +63,8 @@ pub const CLOSE_INTERNAL: u16 = 1011;
 pub const CLOSE_SLOW_CONSUMER: u16 = 4000;
 /// Close code: no pong in time.
 pub const CLOSE_PING_TIMEOUT: u16 = 4001;
+/// Close code: the credential behind the stream expired; reconnect with a fresh one.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
 
 /// How long the server waits for the other half of a close handshake (its reply reaching the
 /// client, or the client's reply to the server's close) before dropping the connection.
@@ -108,16 +112,35 @@ enum End {
     },
 }
 
-/// Runs one WebSocket connection until either side ends it.
+/// The subscription's next step, or `Closed(TokenExpired)` once `expiry` passes.
+async fn next_step(
+    sub: &mut Subscription,
+    events: &mut Vec<SharedEvent>,
+    expiry: Option<Instant>,
+) -> Step {
+    match expiry {
+        None => sub.next(events).await,
+        Some(at) => tokio::select! {
+            biased;
+            () = tokio::time::sleep_until(at) => Step::Closed(CloseReason::TokenExpired),
+            step = sub.next(events) => step,
+        },
+    }
+}
+
+/// Runs one WebSocket connection until either side ends it; `expiry` is when the credential
+/// behind it expires.
 pub(crate) async fn run<S>(
     socket: WebSocketStream<S>,
     mut sub: Subscription,
     shape: Shape,
     options: TransportOptions,
     endpoint: Arc<Endpoint>,
+    lease: Lease,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let Lease { expiry, slot } = lease;
     let (mut tx, mut rx) = socket.split();
     if let Some((name, data)) = super::stream::handshake_data(&endpoint, &sub) {
         let raw = serde_json::value::RawValue::from_string(data)
@@ -156,7 +179,7 @@ pub(crate) async fn run<S>(
                     None => break End::Gone,
                 },
             },
-            step = sub.next(&mut events) => match step {
+            step = next_step(&mut sub, &mut events, expiry) => match step {
                 Step::Events => {
                     let mut ok = true;
                     for e in &events {
@@ -207,6 +230,7 @@ pub(crate) async fn run<S>(
                         CloseReason::Shutdown => (CLOSE_GOING_AWAY, "server shutting down"),
                         CloseReason::Reconnect => (CLOSE_GOING_AWAY, "reconnect"),
                         CloseReason::StoreFailed => (CLOSE_INTERNAL, "history unavailable"),
+                        CloseReason::TokenExpired => (CLOSE_TOKEN_EXPIRED, "token expired"),
                     };
                     break End::Close { code, reason, read_failed: false };
                 }
@@ -222,7 +246,7 @@ pub(crate) async fn run<S>(
             }
         }
     };
-    drop(sub);
+    drop((sub, slot));
     finish(tx, rx, end).await;
 }
 

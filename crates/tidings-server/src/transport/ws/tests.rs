@@ -67,6 +67,7 @@ async fn serve(
         std::sync::Arc::new(crate::endpoint::Endpoint::default_events(
             crate::endpoint::Origins::Any,
         )),
+        Default::default(),
     ));
     (client_io, task)
 }

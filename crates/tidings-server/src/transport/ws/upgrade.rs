@@ -23,6 +23,7 @@ pub(crate) fn upgrade(
     shape: Shape,
     options: TransportOptions,
     endpoint: std::sync::Arc<crate::endpoint::Endpoint>,
+    lease: crate::credential::Lease,
 ) -> Response {
     let response = match create_response_with_body(&request, Body::empty) {
         Ok(response) => response,
@@ -39,7 +40,7 @@ pub(crate) fn upgrade(
                 let socket =
                     WebSocketStream::from_raw_socket(io, Role::Server, Some(config(&options)))
                         .await;
-                run(socket, sub, shape, options, endpoint).await;
+                run(socket, sub, shape, options, endpoint, lease).await;
             }
             Err(e) => {
                 tracing::debug!(message = "WebSocket upgrade failed.", error = %e);

@@ -121,6 +121,9 @@ pub enum CloseReason {
     Shutdown,
     /// History could not be read.
     StoreFailed,
+    /// The credential the subscription was opened with expired (decided by the server, which
+    /// knows credentials; the engine itself never ends a subscription for this).
+    TokenExpired,
     /// The hub asked this client to reconnect (a drain, or `Hub::reconnect`): it should
     /// reconnect at once, with its last id or client id, possibly to another node.
     Reconnect,
@@ -133,6 +136,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::Shutdown => "shutdown",
             CloseReason::StoreFailed => "store_failed",
+            CloseReason::TokenExpired => "token_expired",
             CloseReason::Reconnect => "reconnect",
         }
     }

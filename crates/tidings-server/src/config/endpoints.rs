@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, bad, patterns};
 use crate::endpoint::{
-    ClientIdRule, Endpoint, Handshake, Keepalive, Origins, SessionNames, TEMPLATE_VARS, Transports,
+    ClientIdRule, Cors, Endpoint, Handshake, Keepalive, Origins, SessionNames, TEMPLATE_VARS,
+    Transports,
 };
 use crate::transport::frame::Shape;
 
@@ -38,6 +39,10 @@ pub struct RawEndpoint {
     /// Any of `sse`, `websocket`, `ndjson`, `poll` [default: all].
     #[serde(default)]
     pub transports: Option<Vec<String>>,
+    /// Origins whose pages may read this endpoint's answers, with credentials (CORS)
+    /// [default: none].
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
     /// Header carrying the subscriber's client id [default: `X-Client-Id`].
     #[serde(default)]
     pub client_id_header: Option<String>,
@@ -77,17 +82,23 @@ pub struct RawEndpoint {
     pub disconnect_data: Option<String>,
 }
 
-/// The built-in `/events` (with the `[websocket]` Origin list) followed by every
-/// `[[endpoints]]` entry. `open` is true when no auth tokens are configured.
+/// The built-in `/events` (with the `[websocket]` Origin list and the main CORS list)
+/// followed by every `[[endpoints]]` entry. `open` is true when no auth tokens are configured.
 pub(super) fn endpoints(
     ws_allowed_origins: &[String],
+    cors: &Cors,
     raw: Vec<RawEndpoint>,
     listen: SocketAddr,
     open: bool,
+    session_names: &SessionNames,
 ) -> Result<Vec<Endpoint>, ConfigError> {
-    let mut endpoints = vec![Endpoint::default_events(origins(ws_allowed_origins))];
+    let mut endpoints = vec![Endpoint {
+        cors: cors.clone(),
+        session: session_names.clone(),
+        ..Endpoint::default_events(origins(ws_allowed_origins))
+    }];
     for (i, raw) in raw.into_iter().enumerate() {
-        let endpoint = endpoint(&format!("endpoints[{i}]"), raw)?;
+        let endpoint = endpoint(&format!("endpoints[{i}]"), raw, session_names)?;
         // Port 0 asks the OS for a free port, so it never clashes.
         let same_socket = |a: Option<SocketAddr>, b: Option<SocketAddr>| {
             a == b && a.is_none_or(|a| a.port() != 0)
@@ -103,7 +114,7 @@ pub(super) fn endpoints(
             ));
         }
         if endpoint.listen.is_none()
-            && ["/publish", "/healthz", "/readyz"].contains(&endpoint.path.as_str())
+            && ["/publish", "/tickets", "/healthz", "/readyz"].contains(&endpoint.path.as_str())
         {
             return Err(bad(
                 &format!("endpoints[{i}].path"),
@@ -140,7 +151,11 @@ fn origins(list: &[String]) -> Origins {
     }
 }
 
-fn endpoint(setting: &str, raw: RawEndpoint) -> Result<Endpoint, ConfigError> {
+fn endpoint(
+    setting: &str,
+    raw: RawEndpoint,
+    defaults: &SessionNames,
+) -> Result<Endpoint, ConfigError> {
     if raw.name.is_empty() || raw.name.chars().any(|c| c.is_control()) {
         return Err(bad(&format!("{setting}.name"), "must be a non-empty name"));
     }
@@ -196,19 +211,12 @@ fn endpoint(setting: &str, raw: RawEndpoint) -> Result<Endpoint, ConfigError> {
         })?;
     }
     client_id.uuid = raw.client_id_uuid.unwrap_or(false);
-    let defaults = SessionNames::default();
-    let session = SessionNames {
-        subscribed: event_name(
-            &format!("{setting}.subscribed_event"),
-            raw.subscribed_event,
-            defaults.subscribed,
-        )?,
-        resumed: event_name(
-            &format!("{setting}.resumed_event"),
-            raw.resumed_event,
-            defaults.resumed,
-        )?,
-    };
+    let session = session_names(
+        &format!("{setting}."),
+        raw.subscribed_event,
+        raw.resumed_event,
+        defaults.clone(),
+    )?;
     let handshake = match raw.handshake_event {
         None => {
             if raw.handshake_data.is_some() {
@@ -282,6 +290,7 @@ fn endpoint(setting: &str, raw: RawEndpoint) -> Result<Endpoint, ConfigError> {
         query_token: raw.query_token.filter(|q| !q.is_empty()),
         origins: origins(&raw.allowed_origins),
         transports,
+        cors: cors(&format!("{setting}.cors_origins"), raw.cors_origins)?,
         client_id,
         session,
         handshake,
@@ -290,6 +299,27 @@ fn endpoint(setting: &str, raw: RawEndpoint) -> Result<Endpoint, ConfigError> {
         reconnect_event,
         disconnect,
     })
+}
+
+/// A CORS list: exact `scheme://host[:port]` origins (no `*`: answers carry credentials).
+pub(super) fn cors(setting: &str, list: Vec<String>) -> Result<Cors, ConfigError> {
+    for (i, origin) in list.iter().enumerate() {
+        let valid = origin.split_once("://").is_some_and(|(scheme, rest)| {
+            matches!(scheme, "http" | "https")
+                && !rest.is_empty()
+                && !rest.contains(['/', '?', '#', '@', ' ', '*'])
+        }) && !origin.chars().any(char::is_control);
+        if !valid {
+            return Err(bad(
+                &format!("{setting}[{i}]"),
+                format!(
+                    "`{origin}` is not an exact origin like https://app.example.com (no path, \
+                     no wildcard: CORS answers here carry credentials)"
+                ),
+            ));
+        }
+    }
+    Ok(Cors::new(list))
 }
 
 /// A handshake template: only known placeholders, and JSON once they are filled in.
@@ -320,6 +350,38 @@ fn check_json(setting: &str, text: &str) -> Result<(), ConfigError> {
 }
 
 /// An event name the hub sends itself: a valid event type.
+/// The names of the session events, `{prefix}subscribed_event` and `{prefix}resumed_event`
+/// given or else `defaults`'. The two must differ, or a client could not tell them apart.
+pub(super) fn session_names(
+    prefix: &str,
+    subscribed: Option<String>,
+    resumed: Option<String>,
+    defaults: SessionNames,
+) -> Result<SessionNames, ConfigError> {
+    let (sub_key, res_key) = if prefix.is_empty() {
+        (
+            "session_subscribed_event".to_owned(),
+            "session_resumed_event".to_owned(),
+        )
+    } else {
+        (
+            format!("{prefix}subscribed_event"),
+            format!("{prefix}resumed_event"),
+        )
+    };
+    let names = SessionNames {
+        subscribed: event_name(&sub_key, subscribed, defaults.subscribed)?,
+        resumed: event_name(&res_key, resumed, defaults.resumed)?,
+    };
+    if names.subscribed == names.resumed {
+        return Err(bad(
+            &res_key,
+            "must differ from the subscribed event's name",
+        ));
+    }
+    Ok(names)
+}
+
 fn event_name(setting: &str, raw: Option<String>, default: String) -> Result<String, ConfigError> {
     let Some(name) = raw else { return Ok(default) };
     tidings_proto::EventType::new(&name).map_err(|e| bad(setting, format!("`{name}` {e}")))?;

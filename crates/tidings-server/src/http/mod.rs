@@ -9,6 +9,7 @@ mod health;
 pub(crate) mod publish;
 pub(crate) mod router;
 pub(crate) mod subscribe;
+mod tickets;
 
 #[cfg(test)]
 mod tests;

@@ -1,11 +1,13 @@
 //! `POST /publish`: one JSON event or an array of them (a batch: all or nothing).
 //!
-//! Checks, in order: content type (415), credential (401), body size (413), body budget
+//! Checks, in order: content type (415), credential (401; a cookie alone is 403
+//! `cookie_only_publish`), body size (413), body budget
 //! (503 `overloaded`) and deadline (408 `body_timeout`), JSON syntax (400),
 //! each event's shape and names (422; a type the hub sends itself is 422 `reserved_type`),
 //! the publisher's client id (`X-Client-Id` or the events' `origin` field: 400
-//! `invalid_client_id`), publish grant (403), then the engine's limits. Subscriptions with the
-//! publisher's client id do not get the batch (self-echo suppression).
+//! `invalid_client_id`), publish grant (403), the credential's publish rate (429 with
+//! `Retry-After`), then the engine's limits. Subscriptions with the publisher's client id do
+//! not get the batch (self-echo suppression).
 //!
 //! An `Idempotency-Key` is scoped to the credential that sent it (its `CredentialId`; an open
 //! hub has one anonymous scope): two credentials using the same key never see each other's
@@ -50,7 +52,7 @@ pub(crate) async fn publish(
     body: Body,
 ) -> Result<Json<PublishResponse>, HttpError> {
     check_content_type(&headers)?;
-    let caller = state.auth.identify(extract::bearer(&headers)?)?;
+    let caller = credential(&state, &headers)?;
     let grant = &caller.grant;
     let limits = state.hub.limits();
     let declared = headers
@@ -60,24 +62,7 @@ pub(crate) async fn publish(
     // `_held` keeps the body's bytes counted against the budget until the answer.
     let (bytes, _held) = extract::body(body, declared, limits.max_body_bytes, &state.edge).await?;
     let (events, origins) = parse_events(&bytes, limits.max_batch_events)?;
-    for (i, e) in events.iter().enumerate() {
-        if state
-            .edge
-            .policy
-            .reserved_types
-            .iter()
-            .any(|r| r == e.event_type.as_str())
-        {
-            return Err(HttpError::new(
-                ErrorCode::ReservedType,
-                format!(
-                    "{}: `{}` is an event the hub sends itself and cannot be published",
-                    field(events.len(), i, "type"),
-                    e.event_type
-                ),
-            ));
-        }
-    }
+    refuse_reserved(&state, &events)?;
     let origin = origin_of(&headers, &origins)?;
     for (i, e) in events.iter().enumerate() {
         if !grant.may_publish(&e.topic) {
@@ -91,6 +76,8 @@ pub(crate) async fn publish(
             ));
         }
     }
+    // Only a publish that would otherwise go through spends the credential's rate.
+    state.credentials.publish_rate(caller.id, events.len())?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(
@@ -122,9 +109,65 @@ pub(crate) async fn publish(
     }))
 }
 
+/// The caller behind a publish: `Authorization: Bearer`, else the cookie, but only with the
+/// configured custom header (a cookie alone is what a cross-site form sends: CSRF).
+fn credential(state: &AppState, headers: &HeaderMap) -> Result<Caller, HttpError> {
+    if let Some(token) = extract::bearer(headers)? {
+        return Ok(state.auth.identify(Some(token))?);
+    }
+    let creds = &state.credentials;
+    match creds.cookie(headers) {
+        Some(cookie) if !state.auth.is_open() => {
+            let opted_in = creds
+                .options()
+                .cookie_publish_header
+                .as_ref()
+                .is_some_and(|h| headers.contains_key(h));
+            if !opted_in {
+                return Err(HttpError::new(
+                    ErrorCode::CookieOnlyPublish,
+                    "Cookie: a publish authenticated only by a cookie is refused (cross-site \
+                     request forgery); send Authorization: Bearer <token>",
+                ));
+            }
+            Ok(state.auth.identify(Some(cookie))?)
+        }
+        _ => Ok(state.auth.identify(None)?),
+    }
+}
+
 /// The publisher's client id: the `X-Client-Id` header, or the events' `origin` field (the
 /// same in every event that has one, and the header's if both are given).
-fn origin_of(headers: &HeaderMap, origins: &[Option<String>]) -> Result<Option<Key>, HttpError> {
+/// Refuses a batch that names an event the hub sends itself (`subscribed`, `reset`, an
+/// endpoint's handshake, …): a publisher must never be able to forge one.
+pub(crate) fn refuse_reserved(state: &AppState, events: &[NewEvent]) -> Result<(), HttpError> {
+    for (i, e) in events.iter().enumerate() {
+        if state
+            .edge
+            .policy
+            .reserved_types
+            .iter()
+            .any(|r| r == e.event_type.as_str())
+        {
+            return Err(HttpError::new(
+                ErrorCode::ReservedType,
+                format!(
+                    "{}: `{}` is an event the hub sends itself and cannot be published",
+                    field(events.len(), i, "type"),
+                    e.event_type
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The batch's publisher client id: the `X-Client-Id` header, or the events' `origin` fields
+/// (which must agree).
+pub(crate) fn origin_of(
+    headers: &HeaderMap,
+    origins: &[Option<String>],
+) -> Result<Option<Key>, HttpError> {
     let header = headers
         .get("x-client-id")
         .map(|v| client_id::parse(v.as_bytes(), "X-Client-Id", false))

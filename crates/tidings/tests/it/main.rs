@@ -3,17 +3,21 @@
 
 mod auth;
 mod autobahn;
+mod browser;
 mod cli;
 mod client;
 mod config;
+mod credentials;
 mod durability;
 mod edge;
+mod embedded;
 mod envelope;
 mod jwt;
 mod publish;
 mod reconnect;
 mod resume;
 mod robustness;
+mod security;
 mod sessions;
 mod slow;
 mod store;

@@ -32,6 +32,9 @@ fn sample(value_name: &str, layer: usize) -> String {
         "ISS" => format!("https://issuer-{layer}.example"),
         "TEMPLATE" => format!("layer-{layer}/{{sub}}/*"),
         "HOST" => format!("layer-{layer}.example"),
+        "IP" => format!("10.0.0.{layer}"),
+        "HEADER" => format!("x-csrf-layer-{layer}"),
+        "NAME" => format!("layer-{layer}-event"),
         other => panic!("no sample value for value name {other}: add one to `sample`"),
     }
 }
@@ -161,6 +164,12 @@ fn the_shipped_example_names_every_setting() {
         let key = file_key(arg);
         if key == "auth.tokens" || key == "auth.jwt_hs256_secret" {
             continue; // no secret is the default; the example shows them commented out
+        }
+        if key == "auth.cookie_publish_header" {
+            // Unset by default (a cookie alone never publishes); the example shows it
+            // commented out, since any value it states turns cookie publishing on.
+            assert!(text.contains("# cookie_publish_header = "), "{key}");
+            continue;
         }
         let found = key.split('.').try_fold(&example, |v, part| v.get(part));
         assert!(

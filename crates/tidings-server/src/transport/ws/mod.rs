@@ -51,6 +51,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, WebSocketCon
 use super::frame::{self, Shape};
 use super::{reconnect_notice, reset_notice, session_notice};
 use crate::ack::{AckTracker, ConnSocket};
+use crate::credential::Lease;
 use crate::endpoint::{Endpoint, TransportOptions};
 
 pub(crate) use upgrade::upgrade;
@@ -69,6 +70,8 @@ pub const CLOSE_INTERNAL: u16 = 1011;
 pub const CLOSE_SLOW_CONSUMER: u16 = 4000;
 /// Close code: no pong in time.
 pub const CLOSE_PING_TIMEOUT: u16 = 4001;
+/// Close code: the credential behind the stream expired; reconnect with a fresh one.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
 
 /// How long the server waits for the other half of a close handshake (its reply reaching the
 /// client, or the client's reply to the server's close) before dropping the connection.
@@ -173,18 +176,37 @@ impl Acks {
     }
 }
 
-/// Runs one WebSocket connection until either side ends it. `conn` is the connection's socket
-/// when it is a real one (held open by `socket` for as long as this runs).
+/// The subscription's next step, or `Closed(TokenExpired)` once `expiry` passes.
+async fn next_step(
+    sub: &mut Subscription,
+    events: &mut Vec<SharedEvent>,
+    expiry: Option<Instant>,
+) -> Step {
+    match expiry {
+        None => sub.next(events).await,
+        Some(at) => tokio::select! {
+            biased;
+            () = tokio::time::sleep_until(at) => Step::Closed(CloseReason::TokenExpired),
+            step = sub.next(events) => step,
+        },
+    }
+}
+
+/// Runs one WebSocket connection until either side ends it. `lease` holds the credential's
+/// connection slot and says when the credential behind it expires; `conn` is the connection's
+/// socket when it is a real one (held open by `socket` for as long as this runs).
 pub(crate) async fn run<S>(
     socket: WebSocketStream<S>,
     mut sub: Subscription,
     shape: Shape,
     options: TransportOptions,
     endpoint: Arc<Endpoint>,
+    lease: Lease,
     conn: Option<ConnSocket>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let Lease { expiry, slot } = lease;
     // A client-id session's place moves only as far as the client's TCP stack acknowledged.
     let mut acks = match (sub.session_place(), conn) {
         (Some(place), Some(conn)) => Some(Acks {
@@ -232,7 +254,7 @@ pub(crate) async fn run<S>(
                     None => break End::Gone,
                 },
             },
-            step = sub.next(&mut events) => match step {
+            step = next_step(&mut sub, &mut events, expiry) => match step {
                 Step::Events => {
                     let mut ok = true;
                     for e in &events {
@@ -286,6 +308,7 @@ pub(crate) async fn run<S>(
                         CloseReason::Shutdown => (CLOSE_GOING_AWAY, "server shutting down"),
                         CloseReason::Reconnect => (CLOSE_GOING_AWAY, "reconnect"),
                         CloseReason::StoreFailed => (CLOSE_INTERNAL, "history unavailable"),
+                        CloseReason::TokenExpired => (CLOSE_TOKEN_EXPIRED, "token expired"),
                     };
                     break End::Close { code, reason, read_failed: false };
                 }
@@ -305,12 +328,12 @@ pub(crate) async fn run<S>(
             }
         }
     };
-    // Before the socket closes (and the subscription detaches its session): what did the
-    // client's TCP stack acknowledge in the end?
+    // Before the socket closes (and the subscription detaches its session), on every end
+    // (token expiry included): what did the client's TCP stack acknowledge in the end?
     if let Some(acks) = acks.as_mut() {
         acks.check();
     }
-    drop(sub);
+    drop((sub, slot));
     finish(tx, rx, end).await;
 }
 

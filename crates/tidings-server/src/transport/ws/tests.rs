@@ -68,6 +68,7 @@ async fn serve(
         std::sync::Arc::new(crate::endpoint::Endpoint::default_events(
             crate::endpoint::Origins::Any,
         )),
+        Default::default(),
         None,
     ));
     (client_io, task)

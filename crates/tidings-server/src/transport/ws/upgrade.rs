@@ -24,6 +24,7 @@ pub(crate) fn upgrade(
     shape: Shape,
     options: TransportOptions,
     endpoint: std::sync::Arc<crate::endpoint::Endpoint>,
+    lease: crate::credential::Lease,
 ) -> Response {
     let response = match create_response_with_body(&request, Body::empty) {
         Ok(response) => response,
@@ -43,7 +44,7 @@ pub(crate) fn upgrade(
                     WebSocketStream::from_raw_socket(io, Role::Server, Some(config(&options)))
                         .await;
                 // `upgraded` (moved into `socket`) owns the TCP socket while `run` uses `conn`.
-                run(socket, sub, shape, options, endpoint, conn).await;
+                run(socket, sub, shape, options, endpoint, lease, conn).await;
             }
             Err(e) => {
                 tracing::debug!(message = "WebSocket upgrade failed.", error = %e);

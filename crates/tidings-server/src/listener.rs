@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
+use crate::ack::{ConnSocket, Counted};
 use crate::io::{Linger, Rewind, WriteTimeout};
 use crate::lean::{self, Head, LeanRoutes};
 use crate::refusal::{self, Refusal};
@@ -318,8 +321,21 @@ impl Connection {
             }
             Head::Other(prefix) => prefix,
         };
+        // An upgrade request learns its socket and how many bytes were written to it, so a
+        // WebSocket can confirm its session's place from what the client acknowledged.
+        let written = Arc::new(AtomicU64::new(0));
+        let socket = ConnSocket::new(stream.as_raw_fd(), Arc::clone(&written));
+        let app = tower::ServiceExt::map_request(
+            app,
+            move |mut request: http::Request<hyper::body::Incoming>| {
+                if request.headers().contains_key(http::header::UPGRADE) {
+                    request.extensions_mut().insert(socket.clone());
+                }
+                request
+            },
+        );
         let service = TowerToHyperService::new(app);
-        let stream = Linger::new(stream, slot);
+        let stream = Counted::new(Linger::new(stream, slot), written);
         let io = Rewind::new(prefix, WriteTimeout::new(stream, options.write_timeout));
         let mut conn = Box::pin(
             http1::Builder::new()

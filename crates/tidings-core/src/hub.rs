@@ -14,17 +14,23 @@
 //! `until = delivered`. Every event with seq ≤ `until` was committed before registration, so
 //! replay reads it from the store; every event with seq > `until` is fanned out after
 //! registration, so it lands in the live queue. Replay stops at `until`, live starts after it.
+//!
+//! Why a snapshot's cursor resumes exactly: the store reads its latest-per-key table and the
+//! seq `S` it is exact as of in one go (every event up to `S` is stored, none after it is in
+//! the table). `snapshot` then waits until the hub has delivered through `S` (committed
+//! events are always delivered, in order, moments later), so a subscription with cursor `S`
+//! is accepted (never `cursor_ahead`) and replays exactly the events after `S`.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tidings_proto::{Cursor, Epoch, Event, EventId, Key, Pattern, Selector};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::clock::{self, DynClock};
-use crate::error::{PublishError, SubscribeError};
+use crate::error::{PublishError, SnapshotError, SubscribeError};
 use crate::idempotency::{self, Entry, Fingerprint, IdempotencyCache, IdempotencyKey};
 use crate::limits::Limits;
 use crate::record::{EventRecord, SharedEvent};
@@ -88,6 +94,28 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     next_sub_id: AtomicU64,
     published: AtomicU64,
+    /// Woken after a delivery while a snapshot waits for the hub to catch up with its cursor.
+    delivered_notify: Notify,
+    /// Snapshots waiting on `delivered_notify` (the fan-out notifies only when some are).
+    snapshot_waiters: AtomicUsize,
+}
+
+/// The newest event per key under a selector, as of `cursor` (`Hub::snapshot`).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// A subscription resuming after this id continues exactly where the snapshot ends.
+    pub cursor: EventId,
+    /// The newest event of each `(topic, key)`, in seq order.
+    pub events: Vec<SharedEvent>,
+}
+
+/// Counts a snapshot among `snapshot_waiters` while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Unregister for Shared {
@@ -200,6 +228,8 @@ impl Hub {
                 state: Mutex::new(state),
                 next_sub_id: AtomicU64::new(1),
                 published: AtomicU64::new(0),
+                delivered_notify: Notify::new(),
+                snapshot_waiters: AtomicUsize::new(0),
             }
         });
         Hub { shared }
@@ -402,6 +432,90 @@ impl Hub {
         let n = st.deliver_committed_prefix();
         drop(st);
         self.shared.published.fetch_add(n, Ordering::Relaxed);
+        self.wake_snapshots(n);
+    }
+
+    /// Wakes the snapshots waiting for delivery to reach their cursor, if any wait.
+    fn wake_snapshots(&self, delivered: u64) {
+        if delivered > 0 && self.shared.snapshot_waiters.load(Ordering::SeqCst) > 0 {
+            self.shared.delivered_notify.notify_waiters();
+        }
+    }
+
+    /// The newest event per key under `selector`, and the cursor it is exact as of: a
+    /// subscription with `Last-Event-ID` = `cursor` continues from there with no gap and no
+    /// duplicate (see the module docs). Bounded by `Limits::snapshot_max_bytes` (larger is
+    /// `SnapshotError::TooLarge`), and it takes that much of the replay budget while it reads.
+    pub async fn snapshot(&self, selector: Selector) -> Result<Snapshot, SnapshotError> {
+        let selector = self.check_selector(selector)?;
+        let ctx = &self.shared.subs;
+        let permits = ctx.snapshot_permits;
+        let _held = Arc::clone(&ctx.replay_budget)
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| SnapshotError::Store(StoreError::Closed))?;
+        let read = self
+            .shared
+            .store
+            .snapshot(&selector, permits as usize)
+            .await?;
+        if read.overflow {
+            return Err(SnapshotError::TooLarge {
+                max: permits as usize,
+            });
+        }
+        self.wait_delivered(read.through).await;
+        let events = read
+            .events
+            .into_iter()
+            .filter(|e| selector.matches(&e.event.topic, &e.event.event_type))
+            .collect();
+        Ok(Snapshot {
+            cursor: EventId::new(self.shared.epoch, read.through),
+            events,
+        })
+    }
+
+    /// Waits until the hub has delivered through `seq` (which the store has committed).
+    async fn wait_delivered(&self, seq: u64) {
+        self.shared.snapshot_waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.shared.snapshot_waiters);
+        loop {
+            let notified = self.shared.delivered_notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().delivered_seq >= seq {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A selector checked against the limits, its patterns normalised.
+    fn check_selector(&self, selector: Selector) -> Result<Selector, SubscribeError> {
+        let limits = &self.shared.limits;
+        let patterns = &selector.patterns;
+        if patterns.is_empty() {
+            return Err(SubscribeError::NoPatterns);
+        }
+        if patterns.len() > limits.max_patterns {
+            return Err(SubscribeError::TooMany {
+                field: "topic",
+                count: patterns.len(),
+                max: limits.max_patterns,
+            });
+        }
+        if selector.types.len() > limits.max_types {
+            return Err(SubscribeError::TooMany {
+                field: "type",
+                count: selector.types.len(),
+                max: limits.max_types,
+            });
+        }
+        Ok(Selector {
+            patterns: registry::normalise(patterns),
+            types: selector.types,
+        })
     }
 
     /// Test access to the idempotency cache.
@@ -432,33 +546,13 @@ impl Hub {
             .for_each(|sub| sub.close(CloseReason::StoreFailed));
         drop(st);
         self.shared.published.fetch_add(n, Ordering::Relaxed);
+        self.wake_snapshots(n);
     }
 
     /// Opens a subscription. See the module docs for why its handoff is exact.
     pub fn subscribe(&self, req: SubscribeRequest) -> Result<Subscription, SubscribeError> {
         let limits = &self.shared.limits;
-        let patterns = &req.selector.patterns;
-        if patterns.is_empty() {
-            return Err(SubscribeError::NoPatterns);
-        }
-        if patterns.len() > limits.max_patterns {
-            return Err(SubscribeError::TooMany {
-                field: "topic",
-                count: patterns.len(),
-                max: limits.max_patterns,
-            });
-        }
-        if req.selector.types.len() > limits.max_types {
-            return Err(SubscribeError::TooMany {
-                field: "type",
-                count: req.selector.types.len(),
-                max: limits.max_types,
-            });
-        }
-        let selector = Selector {
-            patterns: registry::normalise(patterns),
-            types: req.selector.types,
-        };
+        let selector = self.check_selector(req.selector)?;
         let id = self.shared.next_sub_id.fetch_add(1, Ordering::Relaxed);
         let client_id = req.client_id;
         let sub = Arc::new(SubscriberQueue::new(

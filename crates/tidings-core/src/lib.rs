@@ -40,14 +40,15 @@ mod subscription;
 pub mod testing;
 
 pub use clock::{Clock, DynClock, ManualClock, SystemClock};
-pub use error::{PublishError, SubscribeError};
-pub use hub::{DrainHandle, Hub, HubStats};
+pub use error::{PublishError, SnapshotError, SubscribeError};
+pub use hub::{DrainHandle, Hub, HubStats, Snapshot};
 pub use idempotency::{Fingerprint, IdempotencyKey, IdempotencyScope};
 pub use limits::Limits;
 pub use record::{EventRecord, FormatSlot, SharedEvent};
 pub use request::{NewEvent, PublishBatch, SubscribeRequest};
 pub use session::{SavedSession, SessionPlace, SessionStore};
 pub use store::{
-    DynStore, EventStore, KeyedBatch, MemoryStore, ReadLimit, Retention, StoreError, StoreStats,
+    DynStore, EventStore, KeyedBatch, MemoryStore, ReadLimit, Retention, SnapshotRead,
+    SnapshotRules, StoreError, StoreStats,
 };
 pub use subscription::{CloseReason, ResetReason, Step, Subscription};

@@ -38,6 +38,11 @@ pub struct Limits {
     pub replay_memory_bytes: usize,
     /// Most events handed to a connection in one step (one write).
     pub delivery_batch: usize,
+    /// Most bytes (`EventRecord::size`) of one snapshot (`GET /snapshot`, `snapshot=1`): a
+    /// larger one is refused (`SnapshotError::TooLarge`) rather than cut short. A snapshot
+    /// read takes this much of `replay_memory_bytes` while it reads, and keeps what it holds
+    /// until the connection has written it. (Lowered to `replay_memory_bytes` if higher.)
+    pub snapshot_max_bytes: usize,
     /// Idempotency keys the hub remembers in memory (oldest forgotten first). A store that
     /// keeps history also keeps each key with its events, so a retry of a forgotten key still
     /// finds it there; in `memory` mode a forgotten key publishes again.
@@ -69,6 +74,7 @@ impl Default for Limits {
             replay_chunk_bytes: 64 << 10,
             replay_memory_bytes: 32 << 20,
             delivery_batch: 256,
+            snapshot_max_bytes: 8 << 20,
             idempotency_keys: 100_000,
             idempotency_cache_bytes: 32 << 20,
             max_idempotency_key_bytes: 256,

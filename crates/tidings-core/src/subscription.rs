@@ -6,6 +6,13 @@
 //!
 //! A subscription sees the hub only through `SubscriptionContext`: the store to replay from,
 //! the replay and delivery limits, the delivery counter, and a handle to leave the registry.
+//!
+//! With a snapshot (`load_snapshot`, before the first step) it first hands out the newest
+//! event per key as of the snapshot's cursor `S`, then `Step::Snapshot { cursor: S }`, then
+//! exactly the events after `S`: the subscription registered at `until` before the table was
+//! read, so `S >= until` for a store that keeps its contract, and the live queue holds every
+//! event after `until`; those up to `S` are already in the snapshot and are skipped. (Were
+//! `S` below `until`, replay would read `(S, until]` from history instead.)
 
 mod queue;
 
@@ -20,6 +27,7 @@ use tidings_proto::{Epoch, EventId, Key};
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
 pub(crate) use self::queue::SubscriberQueue;
+use crate::error::SnapshotError;
 use crate::limits::Limits;
 use crate::record::SharedEvent;
 use crate::session::{Place, SessionPlace};
@@ -44,6 +52,8 @@ pub(crate) struct SubscriptionContext {
     pub(crate) replay_budget: Arc<Semaphore>,
     /// Most events handed out per step.
     pub(crate) delivery_batch: usize,
+    /// Bytes of the replay budget a snapshot read takes (and its byte bound).
+    pub(crate) snapshot_permits: u32,
     /// Event deliveries handed to connections (`HubStats::delivered`).
     pub(crate) delivered: AtomicU64,
     /// The registry, weakly: a subscription outliving its hub just has nothing to leave.
@@ -69,6 +79,10 @@ impl SubscriptionContext {
             replay_permits: permits,
             replay_budget: Arc::new(Semaphore::new(budget)),
             delivery_batch: limits.delivery_batch,
+            snapshot_permits: limits
+                .snapshot_max_bytes
+                .min(budget)
+                .clamp(1, u32::MAX as usize) as u32,
             delivered: AtomicU64::new(0),
             registry,
         }
@@ -171,6 +185,12 @@ pub enum Step {
         /// The id the stream continues after (send it as the event's id).
         resume_after: EventId,
     },
+    /// The snapshot (handed out as `Events` before this) ends here: it is the newest event per
+    /// key as of `cursor`, and the stream continues with the events after `cursor`.
+    Snapshot {
+        /// The id the stream continues after (send it as the handoff's id).
+        cursor: EventId,
+    },
     /// The subscription is over; nothing more will come.
     Closed(CloseReason),
 }
@@ -195,6 +215,13 @@ pub struct Subscription {
     announce: Option<bool>,
     /// The session's place, which the connection confirms (`session_place`).
     place: Option<Place>,
+    /// Snapshot events not yet handed out, and the budget they hold.
+    prelude: Vec<SharedEvent>,
+    prelude_held: Option<OwnedSemaphorePermit>,
+    /// The snapshot's cursor, announced (`Step::Snapshot`) after its events.
+    handoff_at: Option<EventId>,
+    /// Live events up to this seq are in the snapshot already: skipped.
+    skip_through: u64,
 }
 
 /// A queued wait for replay budget.
@@ -230,7 +257,64 @@ impl Subscription {
             replay_wait: None,
             announce,
             place,
+            prelude: Vec::new(),
+            prelude_held: None,
+            handoff_at: None,
+            skip_through: 0,
         }
+    }
+
+    /// Starts this subscription with a snapshot: the newest event per key under its selector,
+    /// read now, then the events after the snapshot's cursor (see the module docs). Call before
+    /// the first step. Waits for room in the replay budget; a snapshot over
+    /// `Limits::snapshot_max_bytes` is refused. Cancel-safe (nothing changes until it returns).
+    pub async fn load_snapshot(&mut self) -> Result<(), SnapshotError> {
+        let permits = self.ctx.snapshot_permits;
+        let mut held = Arc::clone(&self.ctx.replay_budget)
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| SnapshotError::Store(crate::store::StoreError::Closed))?;
+        let read = self
+            .ctx
+            .store
+            .snapshot(&self.shared.selector, permits as usize)
+            .await?;
+        if read.overflow {
+            return Err(SnapshotError::TooLarge {
+                max: permits as usize,
+            });
+        }
+        let kept: usize = read.events.iter().map(|e| e.size()).sum();
+        drop(held.split((permits as usize).saturating_sub(kept)));
+        if read.through < self.until {
+            // History fills `(through, until]`.
+            self.pos = self.pos.min(read.through);
+        } else {
+            self.pos = self.until;
+            self.skip_through = read.through;
+            self.last_live = read.through;
+        }
+        self.prelude = read
+            .events
+            .into_iter()
+            .filter(|e| self.shared.wants(e))
+            .collect();
+        self.prelude_held = Some(held);
+        self.handoff_at = Some(EventId::new(self.ctx.epoch, read.through));
+        Ok(())
+    }
+
+    /// The snapshot's events, then its handoff, come before replay and live events.
+    fn snapshot_step(&mut self, out: &mut Vec<SharedEvent>) -> Option<Step> {
+        if !self.prelude.is_empty() {
+            out.append(&mut self.prelude);
+            self.replay_held = self.prelude_held.take();
+            return Some(Step::Events);
+        }
+        self.prelude_held = None;
+        self.handoff_at
+            .take()
+            .map(|cursor| Step::Snapshot { cursor })
     }
 
     /// What this subscription selects.
@@ -287,9 +371,12 @@ impl Subscription {
             return step;
         }
         let before = out.len();
-        let step = match self.replay(out).await {
+        let step = match self.snapshot_step(out) {
             Some(step) => step,
-            None => self.live(out).await,
+            None => match self.replay(out).await {
+                Some(step) => step,
+                None => self.live(out).await,
+            },
         };
         let n = (out.len() - before) as u64;
         self.ctx.delivered.fetch_add(n, Ordering::Relaxed);
@@ -309,7 +396,22 @@ impl Subscription {
             return Some(step);
         }
         let before = out.len();
-        let step = match self.replay(out).await {
+        let step = match self.snapshot_step(out) {
+            Some(step) => Some(step),
+            None => self.replay_or_idle(out, idle).await,
+        };
+        let n = (out.len() - before) as u64;
+        self.ctx.delivered.fetch_add(n, Ordering::Relaxed);
+        step
+    }
+
+    /// `next_or_idle` after the snapshot: replay, then live until `idle`.
+    async fn replay_or_idle(
+        &mut self,
+        out: &mut Vec<SharedEvent>,
+        idle: impl std::future::Future<Output = ()>,
+    ) -> Option<Step> {
+        match self.replay(out).await {
             Some(step) => Some(step),
             None => {
                 let mut idle = std::pin::pin!(idle);
@@ -323,10 +425,7 @@ impl Subscription {
                 })
                 .await
             }
-        };
-        let n = (out.len() - before) as u64;
-        self.ctx.delivered.fetch_add(n, Ordering::Relaxed);
-        step
+        }
     }
 
     /// Replays history up to the handoff point: `Some` as soon as a step is ready, `None`
@@ -405,17 +504,30 @@ impl Subscription {
         None
     }
 
-    /// Waits for live events.
+    /// Waits for live events (skipping those a snapshot already covered).
     async fn live(&mut self, out: &mut Vec<SharedEvent>) -> Step {
         let batch = self.ctx.delivery_batch;
-        let shared = &self.shared;
-        let drained = std::future::poll_fn(|cx| shared.poll_drain(cx, out, batch)).await;
-        match drained {
-            Ok(()) => {
-                self.last_live = out.last().map_or(self.last_live, |e| e.seq());
-                Step::Events
+        loop {
+            let before = out.len();
+            let shared = &self.shared;
+            let drained = std::future::poll_fn(|cx| shared.poll_drain(cx, out, batch)).await;
+            match drained {
+                Ok(()) => {
+                    if self.skip_through > 0 {
+                        let skip = self.skip_through;
+                        let tail = out.split_off(before);
+                        out.extend(tail.into_iter().filter(|e| e.seq() > skip));
+                        if out.len() == before {
+                            continue;
+                        }
+                        // The queue is in seq order: everything after this is new.
+                        self.skip_through = 0;
+                    }
+                    self.last_live = out.last().map_or(self.last_live, |e| e.seq());
+                    return Step::Events;
+                }
+                Err(reason) => return Step::Closed(reason),
             }
-            Err(reason) => Step::Closed(reason),
         }
     }
 

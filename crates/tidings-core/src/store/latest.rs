@@ -49,7 +49,8 @@ pub struct SnapshotRead {
     pub through: u64,
     /// The newest event of each `(topic, key)` the selector matches, in seq order.
     pub events: Vec<SharedEvent>,
-    /// The matching rows take more than the read's byte bound: `events` is cut short.
+    /// The matching rows take more than the read's byte bound: `events` is then empty (a
+    /// snapshot is whole or refused, never silently cut short).
     pub overflow: bool,
 }
 
@@ -80,8 +81,8 @@ pub fn ranges(selector: &Selector) -> Option<Vec<Vec<u8>>> {
     Some(out)
 }
 
-/// Orders matching rows by seq and keeps them while they fit in `max_bytes`
-/// (`EventRecord::size`); the result says whether some were left out.
+/// Keeps the rows `selector` matches, in seq order, if they fit in `max_bytes`
+/// (`EventRecord::size`); otherwise none, with `overflow` set.
 pub fn select(
     through: u64,
     mut rows: Vec<SharedEvent>,
@@ -91,17 +92,11 @@ pub fn select(
     rows.retain(|e| selector.matches(&e.event.topic, &e.event.event_type));
     rows.sort_unstable_by_key(|e| e.seq());
     rows.dedup_by_key(|e| e.seq());
-    let mut bytes = 0usize;
-    let mut keep = rows.len();
-    for (i, e) in rows.iter().enumerate() {
-        bytes = bytes.saturating_add(e.size());
-        if bytes > max_bytes {
-            keep = i;
-            break;
-        }
+    let bytes = rows.iter().fold(0usize, |n, e| n.saturating_add(e.size()));
+    let overflow = bytes > max_bytes;
+    if overflow {
+        rows = Vec::new();
     }
-    let overflow = keep < rows.len();
-    rows.truncate(keep);
     SnapshotRead {
         through,
         events: rows,

@@ -304,6 +304,11 @@ impl Subscription {
         Ok(())
     }
 
+    /// Whether the snapshot's handoff (`Step::Snapshot`) is still to come.
+    pub fn handoff_pending(&self) -> bool {
+        self.handoff_at.is_some()
+    }
+
     /// The snapshot's events, then its handoff, come before replay and live events.
     fn snapshot_step(&mut self, out: &mut Vec<SharedEvent>) -> Option<Step> {
         if !self.prelude.is_empty() {

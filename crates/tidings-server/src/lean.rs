@@ -232,8 +232,12 @@ async fn open(
     usize,
 )> {
     let version = parts.version;
-    let prepared = extract::host(&parts.headers, None, &ctx.app)
-        .and_then(|()| subscribe::prepare(&ctx, &parts));
+    let prepared = match extract::host(&parts.headers, None, &ctx.app)
+        .and_then(|()| subscribe::prepare(&ctx, &parts))
+    {
+        Ok(p) => subscribe::with_snapshot(&parts, p).await,
+        Err(e) => Err(e),
+    };
     // The hub began shutting down after this connection was accepted: an SSE client is told
     // in-band, as one accepted during the drain is.
     // So is one whose credential has its most streams open: shedding load in-band.

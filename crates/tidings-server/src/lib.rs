@@ -83,9 +83,10 @@ impl App {
     /// Opens the store and builds the hub.
     pub fn build(config: Config) -> anyhow::Result<App> {
         let store: DynStore = match config.durability {
-            Durability::Memory => {
-                Arc::new(MemoryStore::new(random_epoch()?, config.retention.clone()))
-            }
+            Durability::Memory => Arc::new(
+                MemoryStore::new(random_epoch()?, config.retention.clone())
+                    .with_snapshot_rules(config.snapshot.clone()),
+            ),
             Durability::Durable | Durability::Fast { .. } => {
                 std::fs::create_dir_all(&config.data_dir).with_context(|| {
                     format!("create data directory {}", config.data_dir.display())
@@ -101,6 +102,7 @@ impl App {
                     durability,
                     retention: config.retention.clone(),
                     cache_size: config.store_cache_size,
+                    snapshot: config.snapshot.clone(),
                 })
                 .with_context(|| {
                     format!("open the event store in {}", config.data_dir.display())

@@ -7,6 +7,7 @@ mod auth;
 mod endpoints;
 mod layers;
 mod limits;
+mod snapshot;
 mod store;
 mod transport;
 mod units;
@@ -18,13 +19,14 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use tidings_auth::{JwtVerifier, StaticToken};
-use tidings_core::{Limits, Retention};
+use tidings_core::{Limits, Retention, SnapshotRules};
 use tidings_proto::Pattern;
 
 pub use auth::{RawAuth, RawToken, RawTokenTable};
 pub use endpoints::RawEndpoint;
 pub use layers::{ServeArgs, layered, load, without_env};
 pub use limits::RawLimits;
+pub use snapshot::RawSnapshot;
 pub use store::{Durability, RawRetention, RawStore};
 pub use transport::{RawPoll, RawSse, RawWebSocket};
 pub use units::{duration, size};
@@ -136,6 +138,9 @@ pub struct RawConfig {
     pub retention: RawRetention,
     #[command(flatten)]
     #[serde(default)]
+    pub snapshot: RawSnapshot,
+    #[command(flatten)]
+    #[serde(default)]
     pub sse: RawSse,
     #[command(flatten)]
     #[serde(default)]
@@ -191,6 +196,8 @@ pub struct Config {
     pub store_cache_size: usize,
     /// History bounds.
     pub retention: Retention,
+    /// What the latest-per-key table keeps.
+    pub snapshot: SnapshotRules,
     /// Transport settings (SSE, WebSocket, long-poll, write timeout).
     pub transport: TransportOptions,
     /// Subscribe endpoints: the built-in `/events` first, then `[[endpoints]]`.
@@ -249,6 +256,8 @@ impl RawConfig {
         let store_cache_size = self.store.cache_size()?;
         let retention = self.retention.validate()?;
         let mut limits = self.limits.validate()?;
+        let (snapshot, snapshot_max_bytes) = self.snapshot.validate()?;
+        limits.snapshot_max_bytes = snapshot_max_bytes;
         let ttl = units::nonzero("session_ttl", self.session_ttl.as_deref(), "5m")?;
         limits.session_ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         limits.max_sessions = positive("max_sessions", self.max_sessions, 100_000)?;
@@ -344,6 +353,7 @@ impl RawConfig {
             durability,
             store_cache_size,
             retention,
+            snapshot,
             transport,
             endpoints,
             limits,

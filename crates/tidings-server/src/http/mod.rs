@@ -8,6 +8,7 @@ pub(crate) mod head;
 mod health;
 pub(crate) mod publish;
 pub(crate) mod router;
+mod snapshot;
 pub(crate) mod subscribe;
 mod tickets;
 

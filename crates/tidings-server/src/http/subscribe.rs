@@ -8,8 +8,10 @@
 //! `type` (repeatable filter), `lastEventId` (for clients that cannot set `Last-Event-ID`,
 //! which wins), `clientId` (for clients that cannot set the endpoint's client-id header,
 //! which wins), `format`, `poll`, `timeout` (long-poll seconds, capped by the server's
-//! limit), `ticket` (a one-time connect ticket from `POST /tickets`), and the endpoint's
-//! token parameter if it has one. Parameters starting with `_`
+//! limit), `ticket` (a one-time connect ticket from `POST /tickets`), `snapshot` (`1`: first
+//! the newest event per key under the selector, then a `snapshot` control event whose id is
+//! the cursor, then the events after it; ignored with a cursor, which resumes instead; not
+//! with a client id), and the endpoint's token parameter if it has one. Parameters starting with `_`
 //! are ignored (cache busters); any other unknown one is a 400, so a typo never silently
 //! subscribes to something else.
 //!
@@ -58,6 +60,7 @@ struct Query {
     poll: bool,
     timeout: Option<Duration>,
     client_id: Option<String>,
+    snapshot: bool,
 }
 
 fn parse_query(raw: Option<&str>, endpoint: &Endpoint, app: &AppState) -> Result<Query, HttpError> {
@@ -107,18 +110,31 @@ fn parse_query(raw: Option<&str>, endpoint: &Endpoint, app: &AppState) -> Result
                 q.timeout = Some(Duration::from_secs(secs));
             }
             "ticket" => q.ticket = Some(value.into_owned()),
+            "snapshot" => q.snapshot = flag("snapshot", &value)?,
             other if endpoint.query_token.as_deref() == Some(other) => {
                 q.token = Some(value.into_owned());
             }
             other if other.starts_with('_') => {}
             other => {
                 return Err(invalid(format!(
-                    "query parameter `{other}` is not known; use topic, type, lastEventId, clientId, format, poll, timeout, ticket"
+                    "query parameter `{other}` is not known; use topic, type, lastEventId, clientId, format, poll, timeout, ticket, snapshot"
                 )));
             }
         }
     }
     Ok(q)
+}
+
+/// A `1`/`true` or `0`/`false` query flag.
+fn flag(name: &str, value: &str) -> Result<bool, HttpError> {
+    match value {
+        "1" | "true" => Ok(true),
+        "0" | "false" => Ok(false),
+        other => Err(HttpError::new(
+            ErrorCode::InvalidParameter,
+            format!("{name}: `{other}` is not 1 or 0"),
+        )),
+    }
 }
 
 fn is_websocket(headers: &HeaderMap) -> bool {
@@ -135,6 +151,32 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("application/x-ndjson"))
 }
 
+/// Starts the prepared subscription with a snapshot if the request asks for one
+/// (`snapshot=1` without a cursor; `prepare` has checked the rest).
+pub(crate) async fn with_snapshot(
+    parts: &http::request::Parts,
+    mut prepared: Prepared,
+) -> Result<Prepared, HttpError> {
+    if snapshot_requested(parts) {
+        let sub = match &mut prepared {
+            Prepared::WebSocket(sub, ..) | Prepared::Poll(sub, ..) | Prepared::Stream(sub, ..) => {
+                sub
+            }
+        };
+        sub.load_snapshot().await?;
+    }
+    Ok(prepared)
+}
+
+/// `snapshot=1` and no cursor (header or `lastEventId`): a cursor resumes instead, so an
+/// `EventSource` that reconnects to the same URL resumes after its last id.
+fn snapshot_requested(parts: &http::request::Parts) -> bool {
+    let query = || form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes());
+    query().any(|(k, v)| k == "snapshot" && (v == "1" || v == "true"))
+        && !query().any(|(k, _)| k == "lastEventId")
+        && !parts.headers.contains_key("last-event-id")
+}
+
 /// A subscription ready for its transport.
 pub(crate) enum Prepared {
     /// Upgrade to a WebSocket speaking `shape`, until the credential's expiry.
@@ -148,6 +190,10 @@ pub(crate) enum Prepared {
 pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
     let prepared = match prepare(&ctx, &parts) {
+        Ok(p) => with_snapshot(&parts, p).await,
+        Err(e) => Err(e),
+    };
+    let prepared = match prepared {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -268,6 +314,15 @@ pub(crate) fn prepare(
         query.client_id.as_deref(),
         endpoint.client_id.uuid,
     )?;
+    if query.snapshot && client_id.is_some() {
+        // A session's place must never claim an event the client did not get, and a snapshot
+        // hands out events older than its cursor: the two do not mix.
+        return Err(HttpError::new(
+            ErrorCode::InvalidParameter,
+            "snapshot: not with a client id (resume a session by its client id, or take a \
+             snapshot and resume by Last-Event-ID)",
+        ));
+    }
     let options = app.transport;
     if app.hub.store_health().is_some() {
         // Nothing new will ever be stored and history may not read: say so at once, rather
@@ -315,16 +370,30 @@ pub(crate) fn prepare(
 /// The caller behind a subscribe request, from the first credential it presents:
 /// `Authorization: Bearer`, `?ticket=` (used up here), the endpoint's query token, the cookie.
 fn credential(app: &AppState, headers: &HeaderMap, query: &Query) -> Result<Caller, HttpError> {
+    caller(
+        app,
+        headers,
+        query.ticket.as_deref(),
+        query.token.as_deref(),
+    )
+}
+
+/// The caller behind a request to an endpoint (subscribe or snapshot), from the first
+/// credential it presents: the bearer header, a ticket (used up here), the endpoint's query
+/// token, the cookie.
+pub(crate) fn caller(
+    app: &AppState,
+    headers: &HeaderMap,
+    ticket: Option<&str>,
+    token: Option<&str>,
+) -> Result<Caller, HttpError> {
     if let Some(token) = extract::bearer(headers)? {
         return Ok(app.auth.identify(Some(token))?);
     }
-    if let Some(ticket) = &query.ticket {
+    if let Some(ticket) = ticket {
         return Ok(app.credentials.tickets().redeem(ticket)?);
     }
-    let presented = query
-        .token
-        .as_deref()
-        .or_else(|| app.credentials.cookie(headers));
+    let presented = token.or_else(|| app.credentials.cookie(headers));
     Ok(app.auth.identify(presented)?)
 }
 
@@ -343,7 +412,7 @@ fn open(
 
 /// The selector a request gets on `endpoint`: what it asked for (default `*`), which must lie
 /// within the endpoint's fixed selector if it has one (default: all of it).
-fn narrow(endpoint: &Endpoint, asked: Vec<Pattern>) -> Result<Vec<Pattern>, HttpError> {
+pub(crate) fn narrow(endpoint: &Endpoint, asked: Vec<Pattern>) -> Result<Vec<Pattern>, HttpError> {
     let Some(fixed) = &endpoint.topics else {
         return Ok(if asked.is_empty() {
             vec![Pattern::All]

@@ -20,6 +20,7 @@ mod robustness;
 mod security;
 mod sessions;
 mod slow;
+mod snapshot;
 mod store;
 mod subscribe;
 mod support;

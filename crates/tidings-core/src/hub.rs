@@ -805,6 +805,8 @@ impl Drop for Commit {
 #[cfg(test)]
 mod session_tests;
 #[cfg(test)]
+mod snapshot_tests;
+#[cfg(test)]
 mod store_tests;
 #[cfg(test)]
 mod tests;

@@ -454,12 +454,11 @@ impl EventStore for RedbStore {
         let shared = Arc::clone(&self.shared);
         let selector = selector.clone();
         Box::pin(async move {
-            let read = tokio::task::spawn_blocking(move || {
+            tokio::task::spawn_blocking(move || {
                 latest::read(&shared, &selector, max_bytes).map_err(|e| shared.read_failed(e))
             })
             .await
-            .map_err(|e| StoreError::Io(format!("read task failed: {e}")))?;
-            read
+            .map_err(|e| StoreError::Io(format!("read task failed: {e}")))?
         })
     }
 }

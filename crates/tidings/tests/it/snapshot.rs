@@ -573,7 +573,9 @@ async fn bad_input_and_missing_grants_are_refused() {
     ]);
     let all = ("authorization", "Bearer snap-pub-secret");
     let mine = ("authorization", "Bearer snap-sub-secret");
-    let cases: &[(&str, &[(&str, &str)], u16, &str, &str)] = &[
+    /// Query, headers, then the status, code and field the answer must name.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], u16, &'a str, &'a str);
+    let cases: &[Case<'_>] = &[
         ("topic=mine/*", &[], 401, "unauthorized", ""),
         ("topic=other", &[mine], 403, "forbidden", "topic"),
         ("", &[mine], 403, "forbidden", "topic"),

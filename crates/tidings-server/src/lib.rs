@@ -122,7 +122,11 @@ impl App {
             )
             .with_cors(config.cors.clone())
             .reserve(config.endpoints.iter().flat_map(|e| e.system_names()))
-            .with_drain_spread(config.drain_spread),
+            .with_drain_spread(config.drain_spread)
+            .with_address_limit(
+                config.max_connections_per_ip,
+                config.trusted_proxies.clone(),
+            ),
             credentials: Credentials::new(
                 config.credentials.clone(),
                 tidings_core::clock::system(),
@@ -196,10 +200,7 @@ impl App {
                 None
             }
         };
-        let per_address = listener::PerAddress::new(
-            config.max_connections_per_ip,
-            config.trusted_proxies.clone(),
-        );
+        let per_address = state.edge.per_address().clone();
         let limit = listener::ConnectionLimit::fit(config.max_connections, nofile, per_address);
         if limit.max < config.max_connections {
             tracing::warn!(

@@ -65,7 +65,8 @@ pub struct RawConfig {
     pub max_connections_per_ip: Option<usize>,
     /// The address of a reverse proxy in front of the hub (repeatable; in the environment,
     /// several separated by spaces): its connections are not limited per address, since it
-    /// carries many clients [default: none].
+    /// carries many clients; a stream through it counts against the client its
+    /// X-Forwarded-For names [default: none].
     #[arg(
         long = "trusted-proxy",
         env = "TIDINGS_TRUSTED_PROXIES",

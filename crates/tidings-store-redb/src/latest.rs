@@ -74,6 +74,25 @@ impl Tables<'_> {
     }
 }
 
+/// Evicts the rows updated longest ago until at most `rules.max_keys` are left (at open: a
+/// ceiling lowered since the file was written takes effect at once).
+pub(crate) fn fit(tx: &redb::WriteTransaction, rules: &SnapshotRules) -> Result<u64, StoreError> {
+    let mut tables = Tables {
+        rows: tx.open_table(LATEST).map_err(store_error)?,
+        by_seq: tx.open_table(LATEST_BY_SEQ).map_err(store_error)?,
+    };
+    let mut evicted = 0;
+    while tables.by_seq.len().map_err(store_error)? > rules.max_keys as u64 {
+        let key = match tables.by_seq.pop_first().map_err(store_error)? {
+            Some((_, k)) => k.value().to_vec(),
+            None => break,
+        };
+        tables.rows.remove(key.as_slice()).map_err(store_error)?;
+        evicted += 1;
+    }
+    Ok(evicted)
+}
+
 /// The seq at the front of a `latest` value.
 fn row_seq(value: &[u8]) -> Result<u64, StoreError> {
     value

@@ -218,6 +218,14 @@ impl RedbStore {
         tx.set_durability(redb::Durability::Immediate)
             .map_err(store_error)?;
         let meta = migrate::open(&tx, random_epoch()?, &config.snapshot)?;
+        let evicted = latest::fit(&tx, &config.snapshot)?;
+        if evicted > 0 {
+            tracing::info!(
+                message = "The snapshot key ceiling is lower than the keys held; evicted the keys updated longest ago.",
+                evicted,
+                max_keys = config.snapshot.max_keys,
+            );
+        }
         let mut epoch = meta.epoch;
         {
             let mut table = tx.open_table(META).map_err(store_error)?;

@@ -121,6 +121,29 @@ fn keyed_event_for(store: &RedbStore, seq: u64, ty: &str, key: &str) -> tidings_
     keyed_event(store.epoch(), seq, "downloads", ty, key)
 }
 
+/// A ceiling lowered between runs takes effect at open: the keys updated longest ago go.
+#[tokio::test]
+async fn a_lowered_key_ceiling_applies_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let rules = |max_keys| SnapshotRules {
+        max_keys,
+        ..SnapshotRules::default()
+    };
+    {
+        let store = RedbStore::open(with_rules(&path, Durability::Durable, rules(10))).unwrap();
+        let events = (1..=6)
+            .map(|seq| keyed_event_for(&store, seq, "progress", &format!("k{seq}")))
+            .collect();
+        store.append(events, None).await.unwrap();
+    }
+    let store = RedbStore::open(with_rules(&path, Durability::Durable, rules(2))).unwrap();
+    assert_eq!(
+        rows(&store).await,
+        (6, vec![row(5, "k5", "progress"), row(6, "k6", "progress")])
+    );
+}
+
 /// `tests/fixtures/v3.redb` was written by the format-3 code (see the fixtures README):
 /// events 1..=12 on `downloads`, keys d1/d2/d3 by seq % 3 (seq 11 `removed` d2, seq 12
 /// unkeyed), 1 and 2 trimmed. Opening it with `removed` as a delete type upgrades it to v4

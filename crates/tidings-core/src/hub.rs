@@ -101,12 +101,21 @@ pub(crate) struct Shared {
 }
 
 /// The newest event per key under a selector, as of `cursor` (`Hub::snapshot`).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Snapshot {
     /// A subscription resuming after this id continues exactly where the snapshot ends.
     pub cursor: EventId,
     /// The newest event of each `(topic, key)`, in seq order.
     pub events: Vec<SharedEvent>,
+    /// The share of the replay memory budget the events hold: drop it once they are written
+    /// (or let go), so snapshots being sent count against the budget too.
+    pub held: BudgetHeld,
+}
+
+/// A share of `Limits::replay_memory_bytes`, given back when dropped.
+#[derive(Debug)]
+pub struct BudgetHeld {
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Counts a snapshot among `snapshot_waiters` while it lives.
@@ -450,7 +459,7 @@ impl Hub {
         let selector = self.check_selector(selector)?;
         let ctx = &self.shared.subs;
         let permits = ctx.snapshot_permits;
-        let _held = Arc::clone(&ctx.replay_budget)
+        let mut held = Arc::clone(&ctx.replay_budget)
             .acquire_many_owned(permits)
             .await
             .map_err(|_| SnapshotError::Store(StoreError::Closed))?;
@@ -464,15 +473,13 @@ impl Hub {
                 max: permits as usize,
             });
         }
+        let kept: usize = read.events.iter().map(|e| e.size()).sum();
+        drop(held.split((permits as usize).saturating_sub(kept)));
         self.wait_delivered(read.through).await;
-        let events = read
-            .events
-            .into_iter()
-            .filter(|e| selector.matches(&e.event.topic, &e.event.event_type))
-            .collect();
         Ok(Snapshot {
             cursor: EventId::new(self.shared.epoch, read.through),
-            events,
+            events: read.events,
+            held: BudgetHeld { _permit: held },
         })
     }
 

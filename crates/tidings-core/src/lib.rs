@@ -41,7 +41,7 @@ pub mod testing;
 
 pub use clock::{Clock, DynClock, ManualClock, SystemClock};
 pub use error::{PublishError, SnapshotError, SubscribeError};
-pub use hub::{DrainHandle, Hub, HubStats, Snapshot};
+pub use hub::{BudgetHeld, DrainHandle, Hub, HubStats, Snapshot};
 pub use idempotency::{Fingerprint, IdempotencyKey, IdempotencyScope};
 pub use limits::Limits;
 pub use record::{EventRecord, FormatSlot, SharedEvent};

@@ -161,3 +161,24 @@ async fn a_snapshot_over_its_byte_bound_is_refused() {
     assert!(empty.events.is_empty());
     assert_eq!(empty.cursor, EventId::new(Epoch(3), 5));
 }
+
+#[tokio::test]
+async fn a_snapshot_holds_its_bytes_of_the_replay_budget_until_dropped() {
+    let store: DynStore = Arc::new(MemoryStore::new(Epoch(3), unbounded()));
+    let hub = Hub::new(store, Limits::default());
+    for n in 0..5 {
+        hub.publish(keyed(&format!("k{n}"), n)).await.unwrap();
+    }
+    let budget = &hub.shared.subs.replay_budget;
+    let full = budget.available_permits();
+    let snapshot = hub.snapshot(all()).await.expect("snapshot");
+    let kept: usize = snapshot.events.iter().map(|e| e.size()).sum();
+    assert!(kept > 0);
+    assert_eq!(
+        budget.available_permits(),
+        full - kept,
+        "the events' bytes are held, the rest of the read's share is given back"
+    );
+    drop(snapshot);
+    assert_eq!(budget.available_permits(), full);
+}

@@ -7,7 +7,8 @@
 //! ticket, the endpoint's query token, cookie), the subscribe grant for the selector, the
 //! same errors. Query: `topic` (repeatable; default `*`), `type` (repeatable), `ticket`, the
 //! endpoint's token parameter; `_`-prefixed ones are ignored, anything else is a 400. A
-//! snapshot larger than `snapshot.max_bytes` is 422 `snapshot_too_large`.
+//! snapshot larger than `snapshot.max_bytes` is 422 `snapshot_too_large`. The answer holds
+//! its share of the replay memory budget until its body has been handed on.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -120,7 +121,22 @@ async fn answer(ctx: &EndpointState, request: Request) -> Result<Response, HttpE
         buf.put_slice(frame::event(e, shape));
     }
     buf.put_slice(b"]}");
-    let mut response = Response::new(Body::from(buf.freeze()));
+    // The body holds the snapshot's share of the replay budget until it has been handed on
+    // whole, so answers being written to slow clients count against the budget.
+    let held = snapshot.held;
+    let chunks = futures_util::stream::unfold(
+        (Some(buf.freeze()), Some(held)),
+        |(bytes, held)| async move {
+            match bytes {
+                Some(bytes) => Some((Ok::<_, std::convert::Infallible>(bytes), (None, held))),
+                None => {
+                    drop(held);
+                    None
+                }
+            }
+        },
+    );
+    let mut response = Response::new(Body::from_stream(chunks));
     let h = response.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -215,13 +215,20 @@ pub struct Subscription {
     announce: Option<bool>,
     /// The session's place, which the connection confirms (`session_place`).
     place: Option<Place>,
-    /// Snapshot events not yet handed out, and the budget they hold.
-    prelude: Vec<SharedEvent>,
-    prelude_held: Option<OwnedSemaphorePermit>,
-    /// The snapshot's cursor, announced (`Step::Snapshot`) after its events.
-    handoff_at: Option<EventId>,
+    /// A loaded snapshot not yet handed out (boxed: most subscriptions have none, and every
+    /// idle connection would otherwise carry its room).
+    prelude: Option<Box<Prelude>>,
     /// Live events up to this seq are in the snapshot already: skipped.
     skip_through: u64,
+}
+
+/// A snapshot waiting to be handed out: its events, the budget they hold, then its handoff.
+#[derive(Debug)]
+struct Prelude {
+    events: Vec<SharedEvent>,
+    held: Option<OwnedSemaphorePermit>,
+    /// The snapshot's cursor, announced (`Step::Snapshot`) after its events.
+    handoff_at: EventId,
 }
 
 /// A queued wait for replay budget.
@@ -257,9 +264,7 @@ impl Subscription {
             replay_wait: None,
             announce,
             place,
-            prelude: Vec::new(),
-            prelude_held: None,
-            handoff_at: None,
+            prelude: None,
             skip_through: 0,
         }
     }
@@ -294,32 +299,35 @@ impl Subscription {
             self.skip_through = read.through;
             self.last_live = read.through;
         }
-        self.prelude = read
+        let events = read
             .events
             .into_iter()
             .filter(|e| self.shared.wants(e))
             .collect();
-        self.prelude_held = Some(held);
-        self.handoff_at = Some(EventId::new(self.ctx.epoch, read.through));
+        self.prelude = Some(Box::new(Prelude {
+            events,
+            held: Some(held),
+            handoff_at: EventId::new(self.ctx.epoch, read.through),
+        }));
         Ok(())
     }
 
     /// Whether the snapshot's handoff (`Step::Snapshot`) is still to come.
     pub fn handoff_pending(&self) -> bool {
-        self.handoff_at.is_some()
+        self.prelude.is_some()
     }
 
     /// The snapshot's events, then its handoff, come before replay and live events.
     fn snapshot_step(&mut self, out: &mut Vec<SharedEvent>) -> Option<Step> {
-        if !self.prelude.is_empty() {
-            out.append(&mut self.prelude);
-            self.replay_held = self.prelude_held.take();
+        let prelude = self.prelude.as_mut()?;
+        if !prelude.events.is_empty() {
+            out.append(&mut prelude.events);
+            self.replay_held = prelude.held.take();
             return Some(Step::Events);
         }
-        self.prelude_held = None;
-        self.handoff_at
-            .take()
-            .map(|cursor| Step::Snapshot { cursor })
+        let cursor = prelude.handoff_at;
+        self.prelude = None;
+        Some(Step::Snapshot { cursor })
     }
 
     /// What this subscription selects.

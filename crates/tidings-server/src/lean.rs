@@ -235,7 +235,12 @@ async fn open(
     let prepared = match extract::host(&parts.headers, None, &ctx.app)
         .and_then(|()| subscribe::prepare(&ctx, &parts))
     {
-        Ok(p) => subscribe::with_snapshot(&parts, p).await,
+        // Boxed: the snapshot's read is rare, and its room would stay in every connection's
+        // future for the stream's life.
+        Ok(p) if subscribe::snapshot_requested(&parts) => {
+            Box::pin(subscribe::with_snapshot(&parts, p)).await
+        }
+        Ok(p) => Ok(p),
         Err(e) => Err(e),
     };
     // The hub began shutting down after this connection was accepted: an SSE client is told

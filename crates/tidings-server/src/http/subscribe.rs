@@ -171,7 +171,7 @@ pub(crate) async fn with_snapshot(
 
 /// `snapshot=1` and no cursor (header or `lastEventId`): a cursor resumes instead, so an
 /// `EventSource` that reconnects to the same URL resumes after its last id.
-fn snapshot_requested(parts: &http::request::Parts) -> bool {
+pub(crate) fn snapshot_requested(parts: &http::request::Parts) -> bool {
     let query = || form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes());
     query().any(|(k, v)| k == "snapshot" && (v == "1" || v == "true"))
         && !query().any(|(k, _)| k == "lastEventId")

@@ -44,8 +44,10 @@ pub struct HubStats {
     pub head: u64,
     /// Events published since start.
     pub published: u64,
-    /// Event deliveries handed to connections since start.
+    /// Event deliveries handed to connections since start (live and replayed).
     pub delivered: u64,
+    /// Of those, events read from history (replay).
+    pub replayed: u64,
     /// Subscriptions open now.
     pub subscribers: usize,
     /// The store's counts.
@@ -76,7 +78,11 @@ pub(crate) struct Shared {
 
 impl Unregister for Shared {
     fn unregister(&self, queue: &SubscriberQueue) {
-        lock(&self.state).registry.remove(queue);
+        let mut st = lock(&self.state);
+        st.registry.remove(queue);
+        // Under the lock, so `stats` counts every delivery exactly once: in a registered
+        // queue's own counter, or here.
+        st.retired_delivered += queue.delivered();
     }
 }
 
@@ -94,6 +100,8 @@ struct State {
     batches: VecDeque<PendingBatch>,
     delivered_seq: u64,
     registry: Registry,
+    /// Deliveries of subscriptions that have ended (live ones count in their queues).
+    retired_delivered: u64,
     idempotency: IdempotencyCache,
     shutting_down: bool,
 }
@@ -150,6 +158,7 @@ impl Hub {
             batches: VecDeque::new(),
             delivered_seq: last,
             registry: Registry::default(),
+            retired_delivered: 0,
             idempotency: IdempotencyCache::new(
                 limits.idempotency_keys,
                 limits.idempotency_cache_bytes,
@@ -477,20 +486,30 @@ impl Hub {
         self.shared.store.flush().await
     }
 
-    /// Current counters.
+    /// Current counters. Sums every open subscription's delivery count (a load each), so
+    /// it costs a moment per thousand subscribers under the lock: for scrapes and
+    /// dashboards, not for every request (`head` is cheaper for that).
     pub fn stats(&self) -> HubStats {
-        let (head, subscribers) = {
+        let (head, subscribers, delivered) = {
             let st = self.lock();
-            (st.delivered_seq, st.registry.len())
+            let mut delivered = st.retired_delivered;
+            st.registry.for_each(|sub| delivered += sub.delivered());
+            (st.delivered_seq, st.registry.len(), delivered)
         };
         HubStats {
             epoch: self.shared.epoch,
             head,
             published: self.shared.published.load(Ordering::Relaxed),
-            delivered: self.shared.subs.delivered.load(Ordering::Relaxed),
+            delivered,
+            replayed: self.shared.subs.replayed.load(Ordering::Relaxed),
             subscribers,
             store: self.shared.store.stats(),
         }
+    }
+
+    /// The highest seq delivered to subscribers.
+    pub fn head(&self) -> u64 {
+        self.lock().delivered_seq
     }
 }
 

@@ -46,4 +46,4 @@ pub use request::{NewEvent, PublishBatch, SubscribeRequest};
 pub use store::{
     DynStore, EventStore, KeyedBatch, MemoryStore, ReadLimit, Retention, StoreError, StoreStats,
 };
-pub use subscription::{CloseReason, ResetReason, Step, Subscription};
+pub use subscription::{CloseReason, ResetReason, Step, Subscription, SubscriptionProbe};

@@ -14,10 +14,10 @@ use tidings_proto::{Epoch, Pattern};
 
 use crate::config::{RawConfig, layered};
 use crate::endpoint::{Endpoint, Origins, TransportOptions, Transports};
+use crate::http::extract;
 use crate::http::publish::parse_events;
 use crate::http::subscribe::{self, Prepared};
 use crate::lean::{self, Judged, LeanRoutes};
-use crate::http::extract;
 use crate::state::{AppState, Edge};
 use crate::transport::frame::Shape;
 
@@ -116,8 +116,12 @@ fn route_tables() -> &'static [LeanRoutes; 2] {
 
 fn app(tokens: Vec<StaticToken>) -> AppState {
     let store = Arc::new(MemoryStore::new(Epoch(0xf022), Retention::default()));
+    let hub = Hub::new(store, Limits::default());
     AppState {
-        hub: Hub::new(store, Limits::default()),
+        observers: Arc::new(crate::Observers::new(
+            crate::Metrics::new(&[]).with_hub(&hub),
+        )),
+        hub,
         auth: Arc::new(Authorizer::new(tokens)),
         transport: TransportOptions::default(),
         edge: Edge::default(),

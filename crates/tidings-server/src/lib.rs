@@ -21,8 +21,10 @@ mod http;
 mod io;
 mod lean;
 mod listener;
+mod metrics;
 mod refusal;
 mod state;
+mod tracked;
 mod transport;
 
 use std::future::Future;
@@ -36,8 +38,10 @@ use tokio::net::TcpListener;
 
 pub use config::{Config, ConfigError, Durability, RawConfig};
 use http::router::lean_routes;
-pub use http::router::{endpoint_router, router};
+pub use http::router::{endpoint_router, metrics_router, router};
+pub use metrics::Metrics;
 pub use state::{AppState, Edge};
+pub use tracked::Observers;
 pub use transport::frame::Shape;
 pub use transport::ws::{
     CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_INVALID_DATA, CLOSE_PING_TIMEOUT, CLOSE_PROTOCOL,
@@ -51,6 +55,8 @@ pub struct Listeners {
     pub main: TcpListener,
     /// `(endpoint name, listener)` for endpoints with their own port.
     pub endpoints: Vec<(String, TcpListener)>,
+    /// The listener serving only `/metrics` (`metrics.listen`), if configured.
+    pub metrics: Option<TcpListener>,
 }
 
 /// A built server, ready to run.
@@ -89,7 +95,10 @@ impl App {
                 Arc::new(store)
             }
         };
+        let metrics = Metrics::new(&config.metrics.topic_prefixes);
+        let store = metrics::TimedStore::wrap(store, metrics.commit_latency.clone());
         let hub = Hub::new(store, config.limits.clone());
+        let metrics = metrics.with_hub(&hub);
         let state = AppState {
             hub,
             auth: Arc::new(Authorizer::new(config.tokens.clone())),
@@ -98,6 +107,9 @@ impl App {
                 config.body_timeout,
                 config.max_inflight_body_bytes,
                 config.allowed_hosts.clone(),
+            ),
+            observers: Arc::new(
+                Observers::new(metrics).with_metrics_token(config.metrics.token.as_deref()),
             ),
         };
         Ok(App { state, config })
@@ -123,7 +135,19 @@ impl App {
                 endpoints.push((endpoint.name.clone(), l));
             }
         }
-        Ok(Listeners { main, endpoints })
+        let metrics = match self.config.metrics.listen {
+            None => None,
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listen on {addr} for metrics"))?,
+            ),
+        };
+        Ok(Listeners {
+            main,
+            endpoints,
+            metrics,
+        })
     }
 
     /// Serves `listeners` until `shutdown` resolves; then refuses new work, closes every
@@ -211,6 +235,18 @@ impl App {
                 l,
                 r,
                 lean,
+                options,
+                limit.clone(),
+                stopped(),
+            )));
+        }
+        if let Some(l) = listeners.metrics {
+            let addr = l.local_addr().context("read the metrics address")?;
+            tracing::info!(message = "Metrics are listening.", %addr, path = "/metrics");
+            servers.push(tokio::spawn(listener::serve(
+                l,
+                metrics_router(state.clone()),
+                Arc::new(Default::default()),
                 options,
                 limit.clone(),
                 stopped(),

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::io::{Linger, Rewind, WriteTimeout};
 use crate::lean::{self, Head, LeanRoutes};
 use crate::refusal::{self, Refusal};
+use crate::tracked::RemoteAddr;
 
 /// Connection handling settings.
 #[derive(Debug, Clone, Copy)]
@@ -208,10 +209,14 @@ impl Connection {
         } = self;
         // The head reader and hyper's connection are boxed: a task's future is as large as
         // its largest state, and every long-lived lean stream would pay for them.
+        let peer = stream.peer_addr().ok().map(RemoteAddr);
         let head = Box::pin(lean::read_head(&mut stream, &lean, HEADER_READ_TIMEOUT)).await;
         let prefix = match head {
             Head::Gone => return,
-            Head::Stream(parts, ctx) => {
+            Head::Stream(mut parts, ctx) => {
+                if let Some(peer) = peer {
+                    parts.extensions.insert(peer);
+                }
                 drop(lean);
                 lean::serve(stream, parts, ctx, options.write_timeout).await;
                 drop(slot);
@@ -219,6 +224,12 @@ impl Connection {
             }
             Head::Other(prefix) => prefix,
         };
+        let app = tower::ServiceExt::map_request(app, move |mut req: http::Request<_>| {
+            if let Some(peer) = peer {
+                req.extensions_mut().insert(peer);
+            }
+            req
+        });
         let service = TowerToHyperService::new(app);
         let stream = Linger::new(stream, slot);
         let io = Rewind::new(prefix, WriteTimeout::new(stream, options.write_timeout));

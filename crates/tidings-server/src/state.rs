@@ -8,6 +8,7 @@ use tidings_core::Hub;
 use tokio::sync::Semaphore;
 
 use crate::endpoint::TransportOptions;
+use crate::tracked::Observers;
 
 /// Shared state of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub struct AppState {
     pub transport: TransportOptions,
     /// What the HTTP edge enforces before a request reaches a handler's logic.
     pub edge: Edge,
+    /// Metrics and the table of open subscribe connections.
+    pub observers: Arc<Observers>,
 }
 
 /// Edge settings shared by every connection: the publish-body deadline, the budget of body
@@ -49,6 +52,30 @@ impl Edge {
             )),
             allowed_hosts: allowed_hosts.into(),
         }
+    }
+}
+
+impl AppState {
+    /// The grant of a bearer credential; see `identify`.
+    pub(crate) fn authenticate(
+        &self,
+        bearer: Option<&str>,
+    ) -> Result<Arc<tidings_auth::Grant>, tidings_auth::AuthError> {
+        self.identify(bearer).map(|caller| caller.grant)
+    }
+
+    /// The caller a bearer credential authenticates; a refusal is counted in
+    /// `tidings_auth_failures_total` by its reason.
+    pub(crate) fn identify(
+        &self,
+        bearer: Option<&str>,
+    ) -> Result<tidings_auth::Caller, tidings_auth::AuthError> {
+        self.auth.identify(bearer).inspect_err(|e| {
+            self.observers.metrics.auth_failed(match e {
+                tidings_auth::AuthError::Missing => "missing",
+                _ => "invalid",
+            })
+        })
     }
 }
 

@@ -116,13 +116,7 @@ fn serve(flags: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(&config);
     // Each connection is a file descriptor: take every one the hard limit allows.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => tracing::debug!(message = "File descriptor limit raised.", limit = n),
@@ -146,6 +140,26 @@ fn serve(flags: ServeArgs) -> ExitCode {
             eprintln!("tidings: failed to {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Log lines go to stderr: text for people (`pretty`, coloured on a terminal) or one JSON
+/// object per line (`json`: `timestamp`, `level`, `target`, and the event's fields flattened
+/// beside `message`).
+fn init_logging(config: &tidings_server::Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        config::LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
     }
 }
 

@@ -7,6 +7,7 @@ mod auth;
 mod endpoints;
 mod layers;
 mod limits;
+mod metrics;
 mod store;
 mod transport;
 mod units;
@@ -25,6 +26,7 @@ pub use auth::{RawAuth, RawToken, RawTokenTable};
 pub use endpoints::RawEndpoint;
 pub use layers::{ServeArgs, layered, load, without_env};
 pub use limits::RawLimits;
+pub use metrics::{MAX_TOPIC_PREFIXES, MetricsConfig, RawMetrics};
 pub use store::{Durability, RawRetention, RawStore};
 pub use transport::{RawPoll, RawSse, RawWebSocket};
 pub use units::{duration, size};
@@ -46,6 +48,10 @@ pub struct RawConfig {
     /// Log filter, e.g. `info` or `tidings=debug` [default: info].
     #[arg(long, env = "TIDINGS_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// Log line format: `pretty` (text for people) or `json` (one object per line, for log
+    /// shippers) [default: pretty].
+    #[arg(long, env = "TIDINGS_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// Grace period for draining connections at shutdown [default: 10s].
     #[arg(long, env = "TIDINGS_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
@@ -94,6 +100,9 @@ pub struct RawConfig {
     #[command(flatten)]
     #[serde(default)]
     pub auth: RawAuth,
+    #[command(flatten)]
+    #[serde(default)]
+    pub metrics: RawMetrics,
     /// `[[endpoints]]`: extra subscribe routes (file only).
     #[arg(skip)]
     #[serde(default)]
@@ -109,6 +118,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Log filter.
     pub log: String,
+    /// Log line format.
+    pub log_format: LogFormat,
     /// Drain period at shutdown.
     pub shutdown_grace: Duration,
     /// Most concurrent connections (over all listeners; lowered at start to fit the
@@ -134,6 +145,18 @@ pub struct Config {
     pub limits: Limits,
     /// Static tokens (empty: anonymous, loopback only).
     pub tokens: Vec<StaticToken>,
+    /// `/metrics`: its own listener, its token, the topic prefixes broken out.
+    pub metrics: MetricsConfig,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable text.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
 }
 
 /// A configuration error: which setting, and why.
@@ -191,6 +214,17 @@ impl RawConfig {
             }
         }
         let tokens = self.auth.validate()?;
+        let metrics = self.metrics.validate()?;
+        let log_format = match self.log_format.as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(bad(
+                    "log_format",
+                    format!("`{other}` is not pretty or json"),
+                ));
+            }
+        };
         let transport = transport::options(
             &self.sse,
             &self.websocket,
@@ -218,6 +252,7 @@ impl RawConfig {
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("./tidings-data")),
             log: self.log.unwrap_or_else(|| "info".to_owned()),
+            log_format,
             shutdown_grace: duration("shutdown_grace", self.shutdown_grace.as_deref(), "10s")?,
             max_connections: positive("max_connections", self.max_connections, 19_000)?,
             body_timeout: units::nonzero("body_timeout", self.body_timeout.as_deref(), "30s")?,
@@ -230,6 +265,7 @@ impl RawConfig {
             endpoints,
             limits,
             tokens,
+            metrics,
         })
     }
 }

@@ -43,8 +43,9 @@ pub(crate) async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<PublishResponse>, HttpError> {
+    let started = std::time::Instant::now();
     check_content_type(&headers)?;
-    let caller = state.auth.identify(extract::bearer(&headers)?)?;
+    let caller = state.identify(extract::bearer(&headers)?)?;
     let grant = &caller.grant;
     let limits = state.hub.limits();
     let declared = headers
@@ -56,6 +57,7 @@ pub(crate) async fn publish(
     let events = parse_events(&bytes, limits.max_batch_events)?;
     for (i, e) in events.iter().enumerate() {
         if !grant.may_publish(&e.topic) {
+            state.observers.metrics.auth_failed("forbidden");
             return Err(HttpError::new(
                 ErrorCode::Forbidden,
                 format!(
@@ -84,6 +86,10 @@ pub(crate) async fn publish(
                 })?,
         ),
     };
+    let metrics = &state.observers.metrics;
+    // Counted before the events move into the batch; only when the publish succeeds.
+    let mut by_prefix = Vec::new();
+    metrics.match_prefixes(events.iter().map(|e| &e.topic), &mut by_prefix);
     let ids = state
         .hub
         .publish(PublishBatch {
@@ -92,6 +98,10 @@ pub(crate) async fn publish(
             idempotency_key,
         })
         .await?;
+    metrics.published(&by_prefix);
+    metrics
+        .publish_latency
+        .observe(started.elapsed().as_secs_f64());
     Ok(Json(PublishResponse {
         ids: ids.iter().map(ToString::to_string).collect(),
     }))

@@ -14,7 +14,7 @@ use tidings_proto::ErrorCode;
 
 use super::error::HttpError;
 use super::subscribe::{EndpointState, subscribe};
-use super::{extract, health, publish};
+use super::{extract, health, ops, publish};
 use crate::endpoint::Endpoint;
 use crate::state::AppState;
 
@@ -72,10 +72,19 @@ pub fn router(state: AppState, endpoints: &[Endpoint]) -> Router {
         .route("/publish", post(publish::publish))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(ops::metrics))
         .with_state(state.clone());
     for endpoint in endpoints.iter().filter(|e| e.listen.is_none()) {
         router = mount(router, &state, endpoint);
     }
+    with_fallbacks(router, &state)
+}
+
+/// The router of the metrics listener (`metrics.listen`): just `GET /metrics`.
+pub fn metrics_router(state: AppState) -> Router {
+    let router = Router::new()
+        .route("/metrics", get(ops::metrics))
+        .with_state(state.clone());
     with_fallbacks(router, &state)
 }
 

@@ -26,6 +26,8 @@ use axum::response::{IntoResponse, Response};
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN, UPGRADE};
 use http::{HeaderMap, HeaderValue};
 use tidings_core::{SubscribeRequest, Subscription};
+
+use crate::tracked::{RemoteAddr, Tracked, Transport};
 use tidings_proto::{Cursor, ErrorCode, EventType, Pattern, Selector};
 
 use super::error::HttpError;
@@ -129,11 +131,11 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
 /// A subscription ready for its transport.
 pub(crate) enum Prepared {
     /// Upgrade to a WebSocket speaking `shape`.
-    WebSocket(Subscription, Shape),
+    WebSocket(Tracked, Shape),
     /// Answer one long-poll.
-    Poll(Subscription, Shape, Duration),
+    Poll(Tracked, Shape, Duration),
     /// Stream SSE or NDJSON.
-    Stream(Subscription, stream::Format),
+    Stream(Tracked, stream::Format),
 }
 
 pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request) -> Response {
@@ -193,8 +195,8 @@ pub(crate) fn prepare(
     let query = parse_query(parts.uri.query(), endpoint, app)?;
     let headers = &parts.headers;
     let grant = match extract::bearer(headers)? {
-        Some(token) => app.auth.authenticate(Some(token))?,
-        None => app.auth.authenticate(query.token.as_deref())?,
+        Some(token) => app.authenticate(Some(token))?,
+        None => app.authenticate(query.token.as_deref())?,
     };
     let websocket = is_websocket(headers);
     let ndjson = query.ndjson || wants_ndjson(headers);
@@ -236,6 +238,7 @@ pub(crate) fn prepare(
         types: query.types,
     };
     if let Err(p) = grant.check_subscribe(&selector) {
+        app.observers.metrics.auth_failed("forbidden");
         return Err(HttpError::new(
             ErrorCode::Forbidden,
             format!("topic `{p}`: this credential may not subscribe to it"),
@@ -254,7 +257,26 @@ pub(crate) fn prepare(
         // than open a stream that stays silent.
         return Err(HttpError::store_unavailable());
     }
+    let transport = if websocket {
+        Transport::WebSocket
+    } else if query.poll {
+        Transport::Poll
+    } else if ndjson {
+        Transport::Ndjson
+    } else {
+        Transport::Sse
+    };
+    let remote = parts.extensions.get::<RemoteAddr>().map(|r| r.0);
+    let described = crate::tracked::describe(&selector);
     let sub = open(app, selector, cursor)?;
+    let sub = Tracked::new(
+        sub,
+        described,
+        Arc::from(endpoint.name.as_str()),
+        transport,
+        remote,
+        &app.observers,
+    );
     Ok(if websocket {
         Prepared::WebSocket(sub, endpoint.shape)
     } else if query.poll {

@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use serde::Serialize;
-use tidings_core::{CloseReason, Step, Subscription};
+use tidings_core::{CloseReason, Step};
 use tidings_proto::api::ResetNotice;
 
 use super::frame::{self, Shape};
 use super::reset_notice;
 use crate::http::error::HttpError;
+use crate::tracked::Tracked;
 
 #[derive(Serialize)]
 struct Tail<'a> {
@@ -28,7 +29,7 @@ struct Tail<'a> {
 
 /// The JSON body: `{"events":[…frames…],"cursor":"<id>","reset":{…}?}`.
 pub(crate) async fn answer(
-    mut sub: Subscription,
+    mut sub: Tracked,
     shape: Shape,
     timeout: Duration,
 ) -> Result<bytes::Bytes, HttpError> {

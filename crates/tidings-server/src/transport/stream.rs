@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
-use tidings_core::{CloseReason, ResetReason, SharedEvent, Step, Subscription};
+use tidings_core::{CloseReason, ResetReason, SharedEvent, Step};
 use tidings_proto::EventId;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::frame::{self, Shape};
 use super::{reconnect_notice, reset_notice, sse};
+use crate::tracked::Tracked;
 
 /// A text streaming format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +121,7 @@ fn line(frame: Bytes) -> Bytes {
 const PIECE_BYTES: usize = 64 << 10;
 
 struct State {
-    sub: Subscription,
+    sub: Tracked,
     format: Format,
     /// Events of the last step not yet handed on (the next pieces).
     events: Vec<SharedEvent>,
@@ -131,7 +132,7 @@ struct State {
 
 /// The body of a streaming response.
 pub(crate) fn body(
-    sub: Subscription,
+    sub: Tracked,
     format: Format,
     keepalive: Option<Duration>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
@@ -167,14 +168,16 @@ pub(crate) fn body(
 
 async fn next_chunk(st: &mut State) -> Bytes {
     st.events.clear();
+    let sub = st.sub.subscription();
     let step = match st.keepalive.as_mut() {
         Some(iv) => tokio::select! {
             biased;
-            step = st.sub.next(&mut st.events) => step,
+            step = sub.next(&mut st.events) => step,
             _ = iv.tick() => return st.format.keepalive(),
         },
-        None => st.sub.next(&mut st.events).await,
+        None => sub.next(&mut st.events).await,
     };
+    st.sub.observe(&step);
     // The keepalive ticks on a fixed period whatever the traffic: resetting a timer on every
     // delivery cost more than one tiny comment per period.
     match step {
@@ -266,7 +269,11 @@ mod tests {
                 client_id: None,
             })
             .unwrap();
-        let body = body(sub, Format::Ndjson(super::frame::Shape::Event), None);
+        let body = body(
+            Tracked::untracked(sub),
+            Format::Ndjson(super::frame::Shape::Event),
+            None,
+        );
         tokio::pin!(body);
         let mut lines = 0;
         let mut pieces = 0;

@@ -7,6 +7,7 @@ mod config;
 mod durability;
 mod edge;
 mod envelope;
+mod ops;
 mod publish;
 mod resume;
 mod robustness;

@@ -27,6 +27,9 @@ fn sample(value_name: &str, layer: usize) -> String {
         "ORIGIN" => format!("https://layer-{layer}.example"),
         "SPEC" => format!("secret-of-layer-{layer}:publish=*"),
         "HOST" => format!("layer-{layer}.example"),
+        "SECRET" => format!("metrics-secret-of-layer-{layer}"),
+        "PREFIX" => format!("layer-{layer}/"),
+        "FORMAT" => ["pretty", "json", "pretty"][layer].to_owned(),
         other => panic!("no sample value for value name {other}: add one to `sample`"),
     }
 }
@@ -154,8 +157,11 @@ fn the_shipped_example_names_every_setting() {
             continue;
         }
         let key = file_key(arg);
-        if key == "auth.tokens" {
-            continue; // no token is the default; the example shows them commented out
+        if matches!(
+            key.as_str(),
+            "auth.tokens" | "metrics.listen" | "metrics.token"
+        ) {
+            continue; // unset by default; the example shows them commented out
         }
         let found = key.split('.').try_fold(&example, |v, part| v.get(part));
         assert!(

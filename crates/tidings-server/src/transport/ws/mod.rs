@@ -31,7 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tidings_core::{CloseReason, SharedEvent, Step, Subscription};
+use tidings_core::{CloseReason, SharedEvent, Step};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
@@ -43,6 +43,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, WebSocketCon
 use super::frame::{self, Shape};
 use super::{reconnect_notice, reset_notice};
 use crate::endpoint::TransportOptions;
+use crate::tracked::Tracked;
 
 pub(crate) use upgrade::upgrade;
 
@@ -110,7 +111,7 @@ enum End {
 /// Runs one WebSocket connection until either side ends it.
 pub(crate) async fn run<S>(
     socket: WebSocketStream<S>,
-    mut sub: Subscription,
+    mut sub: Tracked,
     shape: Shape,
     options: TransportOptions,
 ) where
@@ -190,6 +191,18 @@ pub(crate) async fn run<S>(
             }
         }
     };
+    sub.ended(match &end {
+        End::Gone => "client_gone",
+        End::ClientClosed => "client_closed",
+        End::Close {
+            code: CLOSE_PING_TIMEOUT,
+            ..
+        } => "ping_timeout",
+        End::Close {
+            read_failed: true, ..
+        } => "protocol_error",
+        End::Close { .. } => "closed",
+    });
     drop(sub);
     finish(tx, rx, end).await;
 }

@@ -59,7 +59,12 @@ async fn serve(
         .expect("subscribe");
     let socket =
         WebSocketStream::from_raw_socket(server_io, Role::Server, Some(config(&options))).await;
-    let task = tokio::spawn(run(socket, sub, Shape::Event, options));
+    let task = tokio::spawn(run(
+        socket,
+        crate::tracked::Tracked::untracked(sub),
+        Shape::Event,
+        options,
+    ));
     (client_io, task)
 }
 

@@ -1,0 +1,462 @@
+//! Operating the hub: `/metrics` scraped over a real socket while events flow, parsed by
+//! Prometheus's own Python parser (`tests/clients/metrics_parse.py`), with every counter
+//! checked to move by exactly what the test did; who may read it; and the separate metrics
+//! listener.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
+
+use crate::support::{Server, WAIT, read_until};
+
+const PUB: &str = "pub-secret-aaaaaaaaaaaaaaaa";
+const NARROW: &str = "narrow-secret-bbbbbbbbbbbbbb";
+const METRICS: &str = "metrics-secret-cccccccccccc";
+
+/// One parsed exposition.
+#[derive(Debug)]
+pub(crate) struct Scrape {
+    pub(crate) families: HashMap<String, String>,
+    pub(crate) samples: Vec<(String, HashMap<String, String>, f64)>,
+    pub(crate) text: String,
+}
+
+impl Scrape {
+    /// The sum of the samples named `name` whose labels include `labels` (0 when none).
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| v)
+            .sum()
+    }
+}
+
+fn python() -> String {
+    std::env::var("TIDINGS_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "TIDINGS_TEST_PYTHON is not set: run ./scripts/test, which installs Python's \
+             prometheus-client"
+        )
+    })
+}
+
+/// Parses `text` with `prometheus_client.parser`; panics with the parser's error if it
+/// rejects the document.
+pub(crate) fn parse(text: &str) -> Scrape {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/metrics_parse.py"
+    );
+    let mut child = Command::new(python())
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to the parser");
+    let out = child.wait_with_output().expect("parser output");
+    assert!(
+        out.status.success(),
+        "Prometheus's parser rejected /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("parser JSON");
+    let families = v["families"]
+        .as_object()
+        .expect("families")
+        .iter()
+        .map(|(k, t)| (k.clone(), t.as_str().unwrap_or_default().to_owned()))
+        .collect();
+    let samples = v["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .map(|s| {
+            let labels = s[1]
+                .as_object()
+                .expect("labels")
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect();
+            (
+                s[0].as_str().expect("name").to_owned(),
+                labels,
+                s[2].as_f64().expect("value"),
+            )
+        })
+        .collect();
+    Scrape {
+        families,
+        samples,
+        text: text.to_owned(),
+    }
+}
+
+/// `GET url` with `token`: the status and the body.
+async fn get(url: &str, token: Option<&str>) -> (u16, String, String) {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = tokio::time::timeout(WAIT, req.send())
+        .await
+        .expect("GET timed out")
+        .expect("GET");
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, ct, resp.text().await.expect("body"))
+}
+
+pub(crate) async fn scrape(url: &str, token: Option<&str>) -> Scrape {
+    let (status, ct, body) = get(url, token).await;
+    assert_eq!(status, 200, "{url}: {body}");
+    assert!(
+        ct.starts_with("text/plain; version=0.0.4"),
+        "content type {ct}"
+    );
+    parse(&body)
+}
+
+/// Scrapes until `done` holds, or panics at the deadline with the last scrape.
+pub(crate) async fn scrape_until(
+    url: &str,
+    token: Option<&str>,
+    what: &str,
+    done: impl Fn(&Scrape) -> bool,
+) -> Scrape {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = scrape(url, token).await;
+        if done(&s) {
+            return s;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("{what}: not seen within {WAIT:?}; last scrape:\n{}", s.text);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The address the server logged for its metrics listener.
+async fn metrics_addr(server: &Server) -> SocketAddr {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let log = server.stderr();
+        if let Some(addr) = log
+            .lines()
+            .filter(|l| l.contains("Metrics are listening."))
+            .find_map(|l| {
+                let rest = &l[l.find("addr=")? + 5..];
+                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                rest[..end].trim_matches('"').parse().ok()
+            })
+        {
+            return addr;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no metrics listener in the log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn bearer(token: &str) -> [(&'static str, String); 1] {
+    [("authorization", format!("Bearer {token}"))]
+}
+
+async fn publish_as(server: &Server, token: Option<&str>, topic: &str) -> u16 {
+    let headers: Vec<(&str, String)> = token.map(|t| bearer(t).to_vec()).unwrap_or_default();
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, _) = server
+        .publish_raw(&json!({"topic": topic, "type": "t", "data": 1}), &headers)
+        .await;
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_move_by_exactly_what_happened_under_load() {
+    let server = Server::start(&[
+        "--durability",
+        "memory",
+        "--token",
+        &format!("{PUB}:publish=*;subscribe=*"),
+        "--token",
+        &format!("{NARROW}:publish=orders/*;subscribe=orders/*"),
+        "--metrics-token",
+        METRICS,
+        "--metrics-topic-prefix",
+        "orders/",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let own = format!("http://{}/metrics", metrics_addr(&server).await);
+    let main = server.url("/metrics");
+    let before = scrape(&own, Some(METRICS)).await;
+    assert_eq!(before.families["tidings_events_published"], "counter");
+    assert_eq!(
+        before.families["tidings_publish_duration_seconds"],
+        "histogram"
+    );
+    assert_eq!(
+        before.value(
+            "tidings_events_published_by_prefix_total",
+            &[("prefix", "orders/")]
+        ),
+        0.0,
+        "an allow-listed prefix is there from the start"
+    );
+
+    // Who may read: the metrics token only (on both listeners).
+    assert_eq!(get(&own, None).await.0, 401);
+    assert_eq!(get(&own, Some("not-a-token-at-all")).await.0, 401);
+    assert_eq!(get(&own, Some(PUB)).await.0, 403);
+    assert_eq!(get(&main, Some(METRICS)).await.0, 200);
+    let other = own.replace("/metrics", "/healthz");
+    assert_eq!(
+        get(&other, Some(METRICS)).await.0,
+        404,
+        "the metrics listener serves /metrics only"
+    );
+
+    // 20 SSE and 2 NDJSON subscribers to orders/*.
+    let auth = bearer(PUB);
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut sse = Vec::new();
+    for _ in 0..20 {
+        let mut s = server.subscribe_with("topic=orders/*", &auth).await;
+        s.expect_retry().await;
+        sse.push(s);
+    }
+    let mut ndjson = Vec::new();
+    for _ in 0..2 {
+        let resp = server
+            .get_events("topic=orders/*&format=ndjson", &auth)
+            .await;
+        assert_eq!(resp.status().as_u16(), 200);
+        ndjson.push(resp.bytes_stream());
+    }
+    let open = scrape(&own, Some(METRICS)).await;
+    let conns = |s: &Scrape, t: &str| {
+        s.value(
+            "tidings_connections",
+            &[("endpoint", "events"), ("transport", t)],
+        )
+    };
+    assert_eq!(conns(&open, "sse"), 20.0);
+    assert_eq!(conns(&open, "ndjson"), 2.0);
+    assert_eq!(open.value("tidings_subscriptions", &[]), 22.0);
+
+    // Load: 4 publishers × 50 events to orders/, 50 to other/, scraped while they run.
+    const PER: usize = 50;
+    let server = std::sync::Arc::new(server);
+    let mut publishers = Vec::new();
+    for p in 0..5 {
+        let server = server.clone();
+        publishers.push(tokio::spawn(async move {
+            let topic = if p < 4 {
+                format!("orders/{p}")
+            } else {
+                "other/x".to_owned()
+            };
+            for _ in 0..PER {
+                assert_eq!(publish_as(&server, Some(PUB), &topic).await, 200);
+            }
+        }));
+    }
+    let mut during = 0;
+    while publishers.iter().any(|p| !p.is_finished()) {
+        scrape(&main, Some(METRICS)).await;
+        during += 1;
+    }
+    for p in publishers {
+        p.await.expect("publisher");
+    }
+    assert!(during >= 1, "no scrape ran during the load");
+    for s in &mut sse {
+        assert_eq!(s.events(4 * PER).await.len(), 4 * PER);
+    }
+    for stream in &mut ndjson {
+        let mut buf = Vec::new();
+        // Complete lines that are not keepalives (empty).
+        let lines = |buf: &[u8]| {
+            let mut parts: Vec<&[u8]> = buf.split(|b| *b == b'\n').collect();
+            parts.pop();
+            parts.into_iter().filter(|l| !l.is_empty()).count()
+        };
+        while lines(&buf) < 4 * PER {
+            let chunk = tokio::time::timeout(WAIT, stream.next())
+                .await
+                .expect("NDJSON stalled")
+                .expect("NDJSON ended")
+                .expect("NDJSON chunk");
+            buf.extend_from_slice(&chunk);
+        }
+        assert_eq!(lines(&buf), 4 * PER);
+    }
+
+    // Refusals: 3 without a credential, 2 with an unknown one, 1 outside the grant.
+    for _ in 0..3 {
+        assert_eq!(publish_as(&server, None, "orders/1").await, 401);
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            publish_as(&server, Some("wrong-secret-zzzzzzzz"), "orders/1").await,
+            401
+        );
+    }
+    assert_eq!(publish_as(&server, Some(NARROW), "other/x").await, 403);
+
+    let after = scrape(&own, Some(METRICS)).await;
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        after.value(name, labels) - before.value(name, labels)
+    };
+    let published = (5 * PER) as f64;
+    assert_eq!(delta("tidings_events_published_total", &[]), published);
+    assert_eq!(
+        delta(
+            "tidings_events_published_by_prefix_total",
+            &[("prefix", "orders/")]
+        ),
+        (4 * PER) as f64
+    );
+    assert_eq!(
+        delta("tidings_events_delivered_total", &[]),
+        (4 * PER * 22) as f64,
+        "every orders/ event to each of the 22 subscribers, nothing else"
+    );
+    assert_eq!(
+        delta("tidings_publish_duration_seconds_count", &[]),
+        published
+    );
+    assert_eq!(
+        delta("tidings_store_commit_duration_seconds_count", &[]),
+        published,
+        "one commit timed per publish"
+    );
+    assert!(delta("tidings_publish_duration_seconds_sum", &[]) > 0.0);
+    assert_eq!(
+        delta("tidings_connections_opened_total", &[("transport", "sse")]),
+        20.0
+    );
+    // missing: /metrics once, publish 3×; invalid: /metrics once, publish 2×; forbidden:
+    // /metrics with a publisher's token, publish outside the grant.
+    let failures = |r: &str| delta("tidings_auth_failures_total", &[("reason", r)]);
+    assert_eq!(failures("missing"), 4.0);
+    assert_eq!(failures("invalid"), 3.0);
+    assert_eq!(failures("forbidden"), 2.0);
+    assert!(after.value("process_resident_memory_bytes", &[]) > 1e6);
+    assert!(after.value("process_open_fds", &[]) >= 22.0);
+    for secret in [PUB, NARROW, METRICS] {
+        assert!(!after.text.contains(secret), "a secret in /metrics");
+    }
+
+    drop(sse);
+    drop(ndjson);
+    scrape_until(&own, Some(METRICS), "connections closed", |s| {
+        conns(s, "sse") == 0.0
+            && conns(s, "ndjson") == 0.0
+            && s.value("tidings_subscriptions", &[]) == 0.0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replays_resets_and_slow_consumers_are_counted() {
+    let server = Server::start(&["--durability", "memory", "--subscriber-queue", "16"]);
+    let url = server.url("/metrics");
+    let batch: Vec<Value> = (0..10)
+        .map(|i| json!({"topic": "r/x", "type": "t", "data": i}))
+        .collect();
+    let ids = server.publish(&json!(batch)).await;
+    let before = scrape(&url, None).await;
+
+    // A resume after the first event replays the other nine.
+    let mut resumed = server
+        .subscribe_with("topic=r/*", &[("last-event-id", &ids[0])])
+        .await;
+    resumed.expect_retry().await;
+    assert_eq!(resumed.events(9).await.len(), 9);
+    // A cursor that is not an id: a reset.
+    let mut lost = server
+        .subscribe_with("topic=r/*", &[("last-event-id", "nonsense")])
+        .await;
+    lost.expect_retry().await;
+    assert_eq!(lost.next_event().await.event, "reset");
+    let s = scrape(&url, None).await;
+    assert_eq!(
+        s.value("tidings_events_replayed_total", &[])
+            - before.value("tidings_events_replayed_total", &[]),
+        9.0
+    );
+    assert_eq!(
+        s.value("tidings_resets_sent_total", &[("reason", "invalid_cursor")]),
+        1.0
+    );
+
+    // A subscriber that stops reading is cut off as a slow consumer once it reads again.
+    let mut slow = TcpStream::connect(server.addr).await.expect("connect");
+    slow.write_all(b"GET /events?topic=slow/* HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    read_until(&mut slow, &mut buf, WAIT, |b| {
+        b.windows(6).any(|w| w == b"retry:")
+    })
+    .await;
+    let payload = "p".repeat(50_000);
+    for _ in 0..200 {
+        server.publish_one("slow/x", "big", json!(payload)).await;
+    }
+    // Read the slow stream to its end: what was queued, then the notice.
+    let read = async {
+        use tokio::io::AsyncReadExt as _;
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            match slow.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the slow stream never ended");
+    let tail = &buf[buf.len().saturating_sub(300)..];
+    assert!(
+        String::from_utf8_lossy(tail).contains("event: reconnect-required"),
+        "the slow stream did not end with reconnect-required"
+    );
+    scrape_until(&url, None, "the slow consumer counted", |s| {
+        s.value("tidings_slow_consumer_disconnects_total", &[]) == 1.0
+            && s.value(
+                "tidings_reconnect_required_sent_total",
+                &[("reason", "slow_consumer")],
+            ) == 1.0
+    })
+    .await;
+}

@@ -304,6 +304,7 @@ async fn write_error(
     version: Version,
     e: &HttpError,
 ) {
+    e.log();
     let body = e.body();
     let mut headers = http::HeaderMap::new();
     head::json(&mut headers);

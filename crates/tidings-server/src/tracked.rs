@@ -266,7 +266,7 @@ impl ConnInfo {
                 if *reason == CloseReason::SlowConsumer {
                     metrics.slow_consumer_disconnects.inc();
                 }
-                self.end(reason.as_str());
+                self.end(reconnect_code(*reason));
             }
         }
     }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
-use crate::support::{Server, WAIT, read_until};
+use crate::support::{Server, WAIT, parse_addr, read_until};
 
 const PUB: &str = "pub-secret-aaaaaaaaaaaaaaaa";
 const NARROW: &str = "narrow-secret-bbbbbbbbbbbbbb";
@@ -169,11 +169,7 @@ async fn metrics_addr(server: &Server) -> SocketAddr {
         if let Some(addr) = log
             .lines()
             .filter(|l| l.contains("Metrics are listening."))
-            .find_map(|l| {
-                let rest = &l[l.find("addr=")? + 5..];
-                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-                rest[..end].trim_matches('"').parse().ok()
-            })
+            .find_map(parse_addr)
         {
             return addr;
         }
@@ -459,4 +455,109 @@ async fn replays_resets_and_slow_consumers_are_counted() {
             ) == 1.0
     })
     .await;
+}
+
+/// The JSON log lines written so far, each parsed (every line must be one JSON object).
+fn json_lines(server: &Server) -> Vec<Value> {
+    server
+        .stderr()
+        .lines()
+        .map(|l| {
+            let v: Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"));
+            assert!(v.is_object(), "not an object: {l}");
+            v
+        })
+        .collect()
+}
+
+/// Waits for the JSON log line that `pick` accepts.
+async fn log_line(server: &Server, what: &str, pick: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = json_lines(server).into_iter().find(|v| pick(v)) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no log line for {what}:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_have_one_line_per_connection_open_and_close_and_no_secret() {
+    let server = Server::start(&[
+        "--durability",
+        "memory",
+        "--log-format",
+        "json",
+        "--log",
+        "info,tidings_server=debug",
+        "--token",
+        &format!("{PUB}:publish=*;subscribe=*"),
+    ]);
+    let auth = bearer(PUB);
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut sub = server.subscribe_with("topic=logs/*&type=t", &auth).await;
+    sub.expect_retry().await;
+    let opened = log_line(&server, "the SSE open", |v| {
+        v["message"] == "Connection opened." && v["transport"] == "sse"
+    })
+    .await;
+    assert_eq!(opened["level"], "INFO");
+    assert!(opened["timestamp"].is_string());
+    assert_eq!(opened["endpoint"], "events");
+    assert_eq!(opened["selector"], "topic=logs/* type=t");
+    let remote = opened["remote"].as_str().expect("remote address");
+    assert!(remote.starts_with("127.0.0.1:"), "{remote}");
+    let conn = opened["conn"].as_u64().expect("connection id");
+    for _ in 0..3 {
+        assert_eq!(publish_as(&server, Some(PUB), "logs/a").await, 200);
+    }
+    assert_eq!(sub.events(3).await.len(), 3);
+    drop(sub);
+    let closed = log_line(&server, "the SSE close", |v| {
+        v["message"] == "Connection closed." && v["conn"] == conn
+    })
+    .await;
+    assert_eq!(closed["endpoint"], "events");
+    assert_eq!(closed["transport"], "sse");
+    assert_eq!(closed["remote"], remote);
+    assert_eq!(closed["selector"], "topic=logs/* type=t");
+    assert_eq!(closed["delivered"], 3);
+    assert_eq!(closed["reason"], "client_gone");
+    assert!(closed["duration_ms"].is_u64());
+
+    // A long-poll is a connection too: it closes once answered.
+    let resp = server
+        .get_events("topic=logs/*&poll=1&timeout=0&lastEventId=earliest", &auth)
+        .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let polled = log_line(&server, "the long-poll close", |v| {
+        v["message"] == "Connection closed." && v["transport"] == "poll"
+    })
+    .await;
+    assert_eq!(polled["delivered"], 3);
+    assert_eq!(polled["reason"], "answered");
+
+    // A refusal carries its stable code.
+    assert_eq!(
+        publish_as(&server, Some("wrong-secret-zzzzzzzz"), "logs/a").await,
+        401
+    );
+    let refused = log_line(&server, "the refusal", |v| {
+        v["message"] == "Request refused."
+    })
+    .await;
+    assert_eq!(refused["code"], "unauthorized");
+    assert_eq!(refused["status"], 401);
+    let log = server.stderr();
+    assert!(!log.contains(PUB), "the token reached the log");
+    assert!(
+        !log.contains("wrong-secret"),
+        "a presented secret reached the log"
+    );
 }

@@ -34,6 +34,14 @@ struct Cli {
 enum Command {
     /// Run the hub.
     Serve(ServeArgs),
+    /// Validate a config file offline (no port bound, no store opened) and print the
+    /// settings `serve --config FILE` would run with (its TIDINGS_* environment included),
+    /// secrets redacted. Exits 0 when valid, 64 when not.
+    CheckConfig {
+        /// The TOML config file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Work on the event store of a stopped server.
     Store {
         #[command(subcommand)]
@@ -78,9 +86,38 @@ fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::CheckConfig { file } => check_config(&file),
         Command::Store {
             command: StoreCommand::Verify { dir },
         } => verify(&dir),
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    use std::io::Write as _;
+    match config::check(file, std::env::vars_os()) {
+        Ok(effective) => {
+            let mut out = std::io::stdout().lock();
+            let header = format!(
+                "# {} is valid. The settings `tidings serve --config` runs with (defaults \
+                 filled in, TIDINGS_* variables applied, secrets {}):\n",
+                file.display(),
+                config::REDACTED
+            );
+            if out
+                .write_all(header.as_bytes())
+                .and_then(|()| out.write_all(effective.as_bytes()))
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tidings: invalid configuration: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! port is bound. Each subsystem's settings live in their own module.
 
 mod auth;
+mod check;
 mod endpoints;
 mod layers;
 mod limits;
@@ -23,6 +24,7 @@ use tidings_core::{Limits, Retention};
 use tidings_proto::Pattern;
 
 pub use auth::{RawAuth, RawToken, RawTokenTable};
+pub use check::{REDACTED, check};
 pub use endpoints::RawEndpoint;
 pub use layers::{ServeArgs, layered, load, without_env};
 pub use limits::RawLimits;

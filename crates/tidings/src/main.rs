@@ -10,6 +10,8 @@ use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use tidings_server::App;
 use tidings_server::config::{self, ServeArgs};
 
+mod cmd;
+
 /// Exit code for invalid configuration (EX_USAGE), used before any port is bound.
 const EXIT_CONFIG: u8 = 64;
 /// `tidings store verify`: the store is damaged.
@@ -42,6 +44,10 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Publish one event, or a stream of events with --ndjson.
+    Publish(cmd::publish::Args),
+    /// Tail events live; reconnects and resumes on its own.
+    Subscribe(cmd::subscribe::Args),
     /// Work on the event store of a stopped server.
     Store {
         #[command(subcommand)]
@@ -87,6 +93,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Publish(args) => cmd::publish::run(args),
+        Command::Subscribe(args) => cmd::subscribe::run(args),
         Command::Store {
             command: StoreCommand::Verify { dir },
         } => verify(&dir),

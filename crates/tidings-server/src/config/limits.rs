@@ -57,6 +57,30 @@ pub struct RawLimits {
         value_name = "SIZE"
     )]
     pub max_inflight_body_bytes: Option<String>,
+    /// Most bytes one replay step reads from the store for one subscriber (raised to fit the
+    /// largest event) [default: 64KiB].
+    #[arg(
+        long = "replay-chunk-bytes",
+        env = "TIDINGS_REPLAY_CHUNK_BYTES",
+        value_name = "SIZE"
+    )]
+    pub replay_chunk_bytes: Option<String>,
+    /// Most bytes of replayed events held at once across all subscribers; resuming clients
+    /// beyond it wait their turn [default: 32MiB].
+    #[arg(
+        long = "replay-memory-bytes",
+        env = "TIDINGS_REPLAY_MEMORY_BYTES",
+        value_name = "SIZE"
+    )]
+    pub replay_memory_bytes: Option<String>,
+    /// Most bytes the remembered idempotency keys take in memory; the oldest are forgotten
+    /// first [default: 32MiB].
+    #[arg(
+        long = "idempotency-cache-bytes",
+        env = "TIDINGS_IDEMPOTENCY_CACHE_BYTES",
+        value_name = "SIZE"
+    )]
+    pub idempotency_cache_bytes: Option<String>,
 }
 
 impl RawLimits {
@@ -89,8 +113,35 @@ impl RawLimits {
                 self.subscriber_queue_bytes.as_deref(),
                 "4MiB",
             )?,
+            replay_chunk_bytes: size(
+                "limits.replay_chunk_bytes",
+                self.replay_chunk_bytes.as_deref(),
+                "64KiB",
+            )?,
+            replay_memory_bytes: size(
+                "limits.replay_memory_bytes",
+                self.replay_memory_bytes.as_deref(),
+                "32MiB",
+            )?,
+            idempotency_cache_bytes: size(
+                "limits.idempotency_cache_bytes",
+                self.idempotency_cache_bytes.as_deref(),
+                "32MiB",
+            )?,
             ..defaults
         };
+        for (setting, value) in [
+            ("limits.replay_chunk_bytes", limits.replay_chunk_bytes),
+            ("limits.replay_memory_bytes", limits.replay_memory_bytes),
+            (
+                "limits.idempotency_cache_bytes",
+                limits.idempotency_cache_bytes,
+            ),
+        ] {
+            if value == 0 {
+                return Err(bad(setting, "must be more than 0"));
+            }
+        }
         if limits.subscriber_queue_bytes < limits.max_data_bytes {
             return Err(bad(
                 "limits.subscriber_queue_bytes",

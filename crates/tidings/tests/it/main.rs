@@ -3,6 +3,8 @@
 
 mod auth;
 mod autobahn;
+mod cli;
+mod client;
 mod config;
 mod durability;
 mod edge;

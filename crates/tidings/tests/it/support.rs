@@ -345,6 +345,23 @@ impl Server {
         resp.json().await.expect("readyz json")
     }
 
+    /// Waits until the hub counts exactly `n` subscriptions (as `/readyz` reports them), so a
+    /// test publishes only once its subscriber is registered; panics after `WAIT`.
+    pub async fn wait_subscribers(&self, n: u64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let now = self.readyz().await["subscribers"].as_u64();
+            if now == Some(n) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the hub never counted {n} subscribers (last: {now:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Opens `GET /events?<query>`; asserts 200.
     pub async fn subscribe(&self, query: &str) -> SseClient {
         self.subscribe_with(query, &[]).await

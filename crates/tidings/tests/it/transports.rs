@@ -258,13 +258,7 @@ async fn a_slow_websocket_reader_slows_nobody_and_is_closed_with_4000() {
         }
         n
     });
-    // Wait until both subscriptions exist.
-    for _ in 0..100 {
-        if server.readyz().await["subscribers"].as_u64() == Some(2) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_subscribers(2).await;
     let blob = "y".repeat(50_000);
     for i in 0..300 {
         server
@@ -380,7 +374,8 @@ async fn long_poll_answers_at_once_waits_for_news_and_times_out() {
                 .expect("JSON")
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The poll is parked on a subscription, not answered.
+    server.wait_subscribers(1).await;
     assert!(!waiting.is_finished(), "a poll with nothing new waits");
     let next = server.publish_one(&topic, "x", json!(2)).await;
     let answer = tokio::time::timeout(WAIT, waiting)
@@ -572,7 +567,7 @@ async fn an_endpoint_on_its_own_port_speaks_nzb_flow() {
     let mut ws = ws_connect(&format!("ws://{addr}/?token=nzbflow-token-1"), &[])
         .await
         .expect("connect");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.wait_subscribers(1).await;
     let id = publish_task(
         &server,
         "queue-update",
@@ -608,7 +603,7 @@ async fn a_python_websockets_client_reads_the_envelope() {
         }
     });
     assert_eq!(rx.recv_timeout(WAIT).expect("python connected"), "READY");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.wait_subscribers(1).await;
     let a = publish_task(&server, "command-progress", json!({"progress": 50})).await;
     let b = publish_task(&server, "task-finished", json!({})).await;
     let got: Vec<Value> = (0..2)
@@ -816,11 +811,12 @@ async fn a_query_token_never_reaches_the_logs() {
             .err(),
         Some(401)
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.wait_subscribers(1).await;
     publish_task(&server, "queue-update", json!({})).await;
     next_json(&mut ws).await;
     drop(ws);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The connection's close is logged once the hub has let go of its subscription.
+    server.wait_subscribers(0).await;
     let log = server.stderr();
     assert!(log.contains("DEBUG"), "verbose logging is on:\n{log}");
     for secret in ["nzbflow-token-1", "wrong-token-42"] {

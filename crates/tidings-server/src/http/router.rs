@@ -14,7 +14,7 @@ use tidings_proto::ErrorCode;
 
 use super::error::HttpError;
 use super::subscribe::{EndpointState, subscribe};
-use super::{extract, health, ops, publish};
+use super::{extract, health, openapi, ops, publish};
 use crate::endpoint::Endpoint;
 use crate::state::AppState;
 
@@ -73,6 +73,7 @@ pub fn router(state: AppState, endpoints: &[Endpoint]) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::handler(endpoints)))
         .with_state(state.clone());
     for endpoint in endpoints.iter().filter(|e| e.listen.is_none()) {
         router = mount(router, &state, endpoint);

@@ -1,0 +1,359 @@
+//! `GET /openapi.json`: an OpenAPI 3.1 document of the HTTP API, built from the same
+//! configuration the routers are built from (every configured endpoint on the main listener
+//! is a path), with the error schema listing every `ErrorCode` from `ErrorCode::ALL`. A test
+//! in `http/tests.rs` sends every documented operation to the router, so a route that is
+//! documented but not served (or the reverse, for the fixed routes) fails.
+//!
+//! Streams are described as far as OpenAPI goes: the media types a subscribe route answers
+//! with (`text/event-stream`, `application/x-ndjson`, the long-poll's `application/json`,
+//! and the WebSocket upgrade's 101), with the framing in each description.
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::HeaderValue;
+use http::header::CONTENT_TYPE;
+use serde_json::{Map, Value, json};
+use tidings_proto::ErrorCode;
+
+use crate::endpoint::Endpoint;
+use crate::transport::frame::Shape;
+
+/// The routes every main listener serves besides its endpoints, with their methods.
+pub(crate) const FIXED_ROUTES: &[(&str, &str)] = &[
+    ("/publish", "post"),
+    ("/healthz", "get"),
+    ("/readyz", "get"),
+    ("/metrics", "get"),
+    ("/openapi.json", "get"),
+];
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    })
+}
+
+/// The error answers `codes` can produce, grouped by status.
+fn errors(codes: &[ErrorCode]) -> Map<String, Value> {
+    let mut by_status: std::collections::BTreeMap<u16, Vec<&str>> = Default::default();
+    for c in codes {
+        by_status
+            .entry(c.http_status())
+            .or_default()
+            .push(c.as_str());
+    }
+    by_status
+        .into_iter()
+        .map(|(status, codes)| {
+            (
+                status.to_string(),
+                error_response(&format!(
+                    "Error; `error.code` is one of: {}",
+                    codes.join(", ")
+                )),
+            )
+        })
+        .collect()
+}
+
+/// Errors any request may get before its handler runs (the edge: Host check, limits).
+const EDGE: &[ErrorCode] = &[
+    ErrorCode::ForbiddenHost,
+    ErrorCode::TooManyConnections,
+    ErrorCode::ShuttingDown,
+];
+
+fn with_edge(codes: &[ErrorCode]) -> Vec<ErrorCode> {
+    let mut all = codes.to_vec();
+    all.extend_from_slice(EDGE);
+    all
+}
+
+fn error_code_schema() -> Value {
+    let one_of: Vec<Value> = ErrorCode::ALL
+        .iter()
+        .map(|c| {
+            json!({
+                "const": c.as_str(),
+                "description": format!("HTTP {}.", c.http_status()),
+            })
+        })
+        .collect();
+    json!({
+        "type": "string",
+        "description": "A stable code: clients match on it; it never changes meaning.",
+        "oneOf": one_of,
+    })
+}
+
+fn schemas() -> Value {
+    json!({
+        "ErrorCode": error_code_schema(),
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"$ref": "#/components/schemas/ErrorCode"},
+                    "message": {"type": "string", "description": "Names the field at fault and why."}
+                }
+            }}
+        },
+        "NewEvent": {
+            "type": "object",
+            "required": ["topic", "type"],
+            "additionalProperties": false,
+            "properties": {
+                "topic": {"type": "string", "description": "Slash-separated, e.g. `orders/42`."},
+                "type": {"type": "string"},
+                "key": {"type": "string", "description": "Optional; subscribers may coalesce by it."},
+                "data": {"description": "Any JSON value, kept byte for byte (compacted)."}
+            }
+        },
+        "PublishResponse": {
+            "type": "object",
+            "required": ["ids"],
+            "properties": {"ids": {"type": "array", "items": {"type": "string"},
+                "description": "One id (`<epoch>-<seq>`) per event, in request order."}}
+        },
+        "Event": {
+            "type": "object",
+            "description": "An event in the `event` shape.",
+            "required": ["id", "topic", "type"],
+            "properties": {
+                "id": {"type": "string"}, "topic": {"type": "string"},
+                "type": {"type": "string"}, "key": {"type": "string"},
+                "time": {"type": "integer"}, "data": {}
+            }
+        },
+        "Envelope": {
+            "type": "object",
+            "description": "An event in the `envelope` shape.",
+            "required": ["success", "id", "data"],
+            "properties": {"success": {"const": true}, "id": {"type": "string"}, "data": {"type": "object"}}
+        },
+        "ResetNotice": {
+            "type": "object",
+            "required": ["reason", "cursor"],
+            "properties": {
+                "reason": {"enum": ["cursor_expired", "epoch_mismatch", "cursor_ahead", "invalid_cursor"]},
+                "cursor": {"type": "string"}
+            }
+        },
+        "ReconnectNotice": {
+            "type": "object",
+            "required": ["reason"],
+            "properties": {"reason": {"type": "string",
+                "description": "`shutdown`, `slow_consumer`, `store_unavailable`, `too_many_connections`, …"}}
+        },
+        "PollAnswer": {
+            "type": "object",
+            "required": ["events", "cursor"],
+            "properties": {
+                "events": {"type": "array", "items": {}},
+                "cursor": {"type": "string", "description": "Poll again with `lastEventId` set to it."},
+                "reset": {"$ref": "#/components/schemas/ResetNotice"}
+            }
+        },
+        "Ready": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {
+                "status": {"enum": ["ready", "unavailable"]},
+                "reason": {"type": ["string", "null"]},
+                "epoch": {"type": "string"}, "head": {"type": "integer"},
+                "subscribers": {"type": "integer"}, "stored_events": {"type": "integer"}
+            }
+        }
+    })
+}
+
+fn publish_operation() -> Value {
+    let mut responses = errors(&with_edge(&[
+        ErrorCode::MalformedJson,
+        ErrorCode::InvalidParameter,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::BodyTimeout,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::EventTooLarge,
+        ErrorCode::BatchTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::InvalidEvent,
+        ErrorCode::InvalidTopic,
+        ErrorCode::InvalidType,
+        ErrorCode::InvalidKey,
+        ErrorCode::IdempotencyConflict,
+        ErrorCode::Overloaded,
+        ErrorCode::StoreUnavailable,
+    ]));
+    responses.insert(
+        "200".into(),
+        json!({"description": "Stored and delivered; the ids assigned.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PublishResponse"}}}}),
+    );
+    json!({
+        "operationId": "publish",
+        "summary": "Publish one event or a batch (all or nothing)",
+        "parameters": [{
+            "name": "Idempotency-Key", "in": "header", "required": false,
+            "schema": {"type": "string", "minLength": 1},
+            "description": "A retry with the same key (per credential) gets the original ids."
+        }],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"oneOf": [
+            {"$ref": "#/components/schemas/NewEvent"},
+            {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/NewEvent"}}
+        ]}}}},
+        "responses": responses,
+    })
+}
+
+fn subscribe_operation(endpoint: &Endpoint) -> Value {
+    let frame = match endpoint.shape {
+        Shape::Event => "#/components/schemas/Event",
+        Shape::Envelope => "#/components/schemas/Envelope",
+    };
+    let mut parameters = vec![
+        json!({"name": "topic", "in": "query", "required": false, "explode": true,
+            "schema": {"type": "array", "items": {"type": "string"}},
+            "description": "Selectors (repeatable): `a/b`, `a/*` (prefix) or `*`."}),
+        json!({"name": "type", "in": "query", "required": false, "explode": true,
+            "schema": {"type": "array", "items": {"type": "string"}},
+            "description": "Only these event types (repeatable)."}),
+        json!({"name": "lastEventId", "in": "query", "required": false,
+            "schema": {"type": "string"},
+            "description": "Resume after this id (`earliest`: all history). `Last-Event-ID` wins."}),
+        json!({"name": "Last-Event-ID", "in": "header", "required": false,
+            "schema": {"type": "string"}}),
+        json!({"name": "format", "in": "query", "required": false,
+            "schema": {"enum": ["sse", "ndjson"]}}),
+        json!({"name": "poll", "in": "query", "required": false,
+            "schema": {"enum": ["1", "0", "true", "false"]},
+            "description": "Long-poll: one JSON answer, then poll again with its cursor."}),
+        json!({"name": "timeout", "in": "query", "required": false,
+            "schema": {"type": "integer", "minimum": 0},
+            "description": "Long-poll wait in seconds (capped by the server)."}),
+    ];
+    if let Some(param) = &endpoint.query_token {
+        parameters.push(json!({"name": param, "in": "query", "required": false,
+            "schema": {"type": "string"},
+            "description": "The credential, for clients that cannot set headers."}));
+    }
+    let mut responses = errors(&with_edge(&[
+        ErrorCode::InvalidParameter,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::InvalidTopic,
+        ErrorCode::InvalidType,
+        ErrorCode::StoreUnavailable,
+    ]));
+    responses.insert("200".into(), json!({
+        "description": "SSE (default): `retry:` first, then one `id:`/`event:`/`data:` frame per \
+            event; in-band `event: reset` (data: ResetNotice) and `event: reconnect-required` \
+            (data: ReconnectNotice, then the stream ends); `: keepalive` comments. NDJSON \
+            (`format=ndjson` or `Accept: application/x-ndjson`): one JSON frame per line, empty \
+            lines as keepalives. Long-poll (`poll=1`): one JSON answer.",
+        "content": {
+            "text/event-stream": {"schema": {"type": "string"}},
+            "application/x-ndjson": {"schema": {"type": "string"},
+                "x-item-schema": {"$ref": frame}},
+            "application/json": {"schema": {"$ref": "#/components/schemas/PollAnswer"}}
+        }
+    }));
+    responses.insert(
+        "101".into(),
+        json!({"description": "WebSocket upgrade: one text frame per event in the endpoint's shape."}),
+    );
+    json!({
+        "operationId": format!("subscribe_{}", endpoint.name),
+        "summary": format!("Subscribe on endpoint `{}` (SSE, NDJSON, long-poll or WebSocket)", endpoint.name),
+        "parameters": parameters,
+        "responses": responses,
+    })
+}
+
+/// The document for a main listener serving `endpoints` (those without their own port).
+pub(crate) fn document(endpoints: &[Endpoint]) -> Value {
+    let plain = |summary: &str, description: &str, schema: Value, ct: &str| {
+        json!({
+            "summary": summary,
+            "responses": {"200": {"description": description, "content": {ct: {"schema": schema}}}}
+        })
+    };
+    let mut paths = Map::new();
+    paths.insert("/publish".into(), json!({"post": publish_operation()}));
+    paths.insert(
+        "/healthz".into(),
+        json!({"get": plain("Liveness", "The process answers.",
+            json!({"type": "object", "properties": {"status": {"const": "ok"}}}), "application/json")}),
+    );
+    let mut ready = plain(
+        "Readiness",
+        "Ready to take publishes and subscriptions.",
+        json!({"$ref": "#/components/schemas/Ready"}),
+        "application/json",
+    );
+    ready["responses"]["503"] = json!({"description": "The store failed (`reason`: store_unavailable).",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Ready"}}}});
+    paths.insert("/readyz".into(), json!({"get": ready}));
+    let mut metrics = plain(
+        "Prometheus metrics",
+        "Text exposition format 0.0.4.",
+        json!({"type": "string"}),
+        "text/plain",
+    );
+    let metrics_errors = errors(&[ErrorCode::Unauthorized, ErrorCode::Forbidden]);
+    for (status, answer) in metrics_errors {
+        metrics["responses"][status] = answer;
+    }
+    paths.insert("/metrics".into(), json!({"get": metrics}));
+    paths.insert(
+        "/openapi.json".into(),
+        json!({"get": plain("This document", "OpenAPI 3.1.", json!({"type": "object"}), "application/json")}),
+    );
+    for e in endpoints.iter().filter(|e| e.listen.is_none()) {
+        paths.insert(e.path.clone(), json!({"get": subscribe_operation(e)}));
+    }
+    debug_assert!(
+        FIXED_ROUTES
+            .iter()
+            .all(|(p, m)| paths.get(*p).and_then(|ops| ops.get(*m)).is_some()),
+        "every fixed route is documented"
+    );
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tidings",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "A real-time event hub: publish JSON events, subscribe over SSE, \
+                NDJSON, long-poll or WebSocket, resume exactly where you left off.",
+        },
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+        },
+        // A hub without tokens takes anonymous requests.
+        "security": [{"bearer": []}, {}],
+        "paths": paths,
+    })
+}
+
+/// The `GET /openapi.json` handler of a listener serving `endpoints`: the document is
+/// encoded once, here.
+pub(crate) fn handler(
+    endpoints: &[Endpoint],
+) -> impl Fn() -> std::future::Ready<Response> + Clone + Send + Sync + 'static {
+    let body = Bytes::from(serde_json::to_vec(&document(endpoints)).expect("the document encodes"));
+    move || {
+        std::future::ready(
+            (
+                [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                body.clone(),
+            )
+                .into_response(),
+        )
+    }
+}

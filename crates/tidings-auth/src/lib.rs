@@ -1,66 +1,44 @@
 //! Credentials to grants. A `Grant` says which selectors a caller may publish to and
-//! subscribe to; the `Authorizer` maps a presented credential (for now a static bearer token)
-//! to its grant. Pure: no HTTP types, no I/O.
+//! subscribe to, and whether it has the admin right; the `Authorizer` maps a presented bearer
+//! credential (a static token or a JWT) to its grant. Pure: no HTTP types, no I/O (key files
+//! are read by the caller and handed over as bytes).
 //!
-//! Tokens are kept only as SHA-256 digests and looked up by the digest of what was presented,
-//! so the lookup time does not depend on how much of a wrong token matched.
+//! Static tokens are kept only as SHA-256 digests and looked up by the digest of what was
+//! presented, so the lookup time does not depend on how much of a wrong token matched.
+//!
+//! Telling them apart: a presented token is first looked up in the static table; if it is not
+//! there, JWT verification is configured, and it has the JWS compact shape (`eyJ…` then two
+//! more base64url parts after dots), it is verified as a JWT. So a static token keeps working
+//! whatever it looks like, and a JWT's refusal names its reason.
 //!
 //! Each credential also has a `CredentialId`, for state kept per credential (the server scopes
-//! idempotency keys with it). It is derived from the token's digest, never from its name
-//! (names are chosen freely and need not be unique), and reveals nothing of the secret that
-//! the digest does not.
+//! idempotency keys with it). A static token's is derived from the token's digest, never from
+//! its name (names are chosen freely and need not be unique), and reveals nothing of the
+//! secret that the digest does not. A JWT's is derived from its issuer and subject when it
+//! names a subject (so a refreshed token is the same credential), else from its digest.
+
+mod grant;
+mod jwt;
+mod secret;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use tidings_proto::{ErrorCode, Pattern, Selector, Topic};
+use tidings_proto::ErrorCode;
 
-/// What a credential may do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    /// A name for logs (never the secret).
-    pub name: String,
-    /// Topics it may publish to.
-    pub publish: Vec<Pattern>,
-    /// Topics it may subscribe to.
-    pub subscribe: Vec<Pattern>,
-}
-
-impl Grant {
-    /// Everything: what an anonymous caller gets when no credentials are configured.
-    pub fn everything(name: &str) -> Self {
-        Grant {
-            name: name.to_owned(),
-            publish: vec![Pattern::All],
-            subscribe: vec![Pattern::All],
-        }
-    }
-
-    /// Whether this grant may publish to `topic`.
-    pub fn may_publish(&self, topic: &Topic) -> bool {
-        self.publish.iter().any(|p| p.matches(topic))
-    }
-
-    /// `Ok` when every pattern of `selector` is covered by a subscribe grant; otherwise the
-    /// first pattern that is not.
-    pub fn check_subscribe<'a>(&self, selector: &'a Selector) -> Result<(), &'a Pattern> {
-        match selector
-            .patterns
-            .iter()
-            .find(|want| !self.subscribe.iter().any(|g| g.covers(want)))
-        {
-            Some(p) => Err(p),
-            None => Ok(()),
-        }
-    }
-}
+pub use grant::{Grant, GrantTemplate, MAX_CLAIM_BYTES, TemplateError};
+pub use jwt::{
+    JwtError, JwtKey, JwtRules, JwtVerifier, MAX_JWT_BYTES, MIN_HS256_SECRET_BYTES, MIN_RSA_BITS,
+    SigningKey, TokenSpec, Verified,
+};
+pub use secret::Secret;
 
 /// One configured static token.
 #[derive(Debug, Clone)]
 pub struct StaticToken {
     /// The secret as presented in `Authorization: Bearer <secret>`.
-    pub secret: String,
+    pub secret: Secret,
     /// What it grants.
     pub grant: Grant,
 }
@@ -74,6 +52,9 @@ pub enum AuthError {
     /// The presented credential is unknown.
     #[error("the bearer token is not valid")]
     Invalid,
+    /// The presented JWT was refused.
+    #[error("the bearer token (a JWT) was refused: {0}")]
+    Jwt(JwtError),
 }
 
 impl AuthError {
@@ -100,6 +81,18 @@ impl CredentialId {
         h.update(token_digest);
         CredentialId(h.finalize().into())
     }
+
+    /// A JWT subject's id: SHA-256 of a tag, the issuer and the subject, each length-prefixed
+    /// so no two (issuer, subject) pairs share one.
+    fn of_subject(issuer: &str, subject: &str) -> CredentialId {
+        let mut h = Sha256::new();
+        h.update(b"tidings jwt subject v1\0");
+        for part in [issuer, subject] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        CredentialId(h.finalize().into())
+    }
 }
 
 impl std::fmt::Debug for CredentialId {
@@ -115,43 +108,56 @@ pub struct Caller {
     pub grant: Arc<Grant>,
     /// Which credential it is.
     pub id: CredentialId,
+    /// When the credential stops being valid, in seconds since the Unix epoch (a JWT's `exp`);
+    /// `None` for a credential that does not expire (a static token, the anonymous caller).
+    pub expires_at: Option<u64>,
 }
 
 /// Maps credentials to grants.
 #[derive(Debug, Clone)]
 pub struct Authorizer {
-    /// Token digest → the caller it authenticates.
+    /// Static token digest → the caller it authenticates.
     tokens: HashMap<[u8; 32], Caller>,
+    jwt: Option<JwtVerifier>,
     anonymous: Caller,
 }
 
 impl Authorizer {
-    /// An authorizer over static tokens. With no tokens, every caller is anonymous with
-    /// every right (the server then listens on loopback only).
+    /// An authorizer over static tokens. With no tokens (and no JWT keys), every caller is
+    /// anonymous with every right (the server then listens on loopback only).
     pub fn new(tokens: Vec<StaticToken>) -> Self {
         let tokens = tokens
             .into_iter()
             .map(|t| {
-                let digest = digest(&t.secret);
+                let digest = digest(t.secret.expose());
                 let caller = Caller {
                     grant: Arc::new(t.grant),
                     id: CredentialId::of_token(&digest),
+                    expires_at: None,
                 };
                 (digest, caller)
             })
             .collect();
         Authorizer {
             tokens,
+            jwt: None,
             anonymous: Caller {
                 grant: Arc::new(Grant::everything("anonymous")),
                 id: CredentialId::ANONYMOUS,
+                expires_at: None,
             },
         }
     }
 
-    /// Whether any credential is configured.
+    /// Also accepts JWTs verified by `jwt`.
+    pub fn with_jwt(mut self, jwt: Option<JwtVerifier>) -> Self {
+        self.jwt = jwt;
+        self
+    }
+
+    /// Whether no credential is configured (every caller is anonymous).
     pub fn is_open(&self) -> bool {
-        self.tokens.is_empty()
+        self.tokens.is_empty() && self.jwt.is_none()
     }
 
     /// The grant for a presented bearer token (`None`: nothing presented).
@@ -160,16 +166,33 @@ impl Authorizer {
     }
 
     /// The caller a presented bearer token authenticates (`None`: nothing presented): its
-    /// grant and its credential id.
+    /// grant, its credential id and when it expires.
     pub fn identify(&self, bearer: Option<&str>) -> Result<Caller, AuthError> {
         if self.is_open() {
             return Ok(self.anonymous.clone());
         }
         let token = bearer.ok_or(AuthError::Missing)?;
-        self.tokens
-            .get(&digest(token))
-            .cloned()
-            .ok_or(AuthError::Invalid)
+        let digest = digest(token);
+        if let Some(caller) = self.tokens.get(&digest) {
+            return Ok(caller.clone());
+        }
+        match &self.jwt {
+            Some(jwt) if JwtVerifier::looks_like_jwt(token) => {
+                let verified = jwt.verify_full(token).map_err(AuthError::Jwt)?;
+                let id = match &verified.subject {
+                    Some(sub) => {
+                        CredentialId::of_subject(verified.issuer.as_deref().unwrap_or(""), sub)
+                    }
+                    None => CredentialId::of_token(&digest),
+                };
+                Ok(Caller {
+                    grant: Arc::new(verified.grant),
+                    id,
+                    expires_at: Some(verified.expires_at),
+                })
+            }
+            _ => Err(AuthError::Invalid),
+        }
     }
 }
 
@@ -178,83 +201,4 @@ fn digest(secret: &str) -> [u8; 32] {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pats(p: &[&str]) -> Vec<Pattern> {
-        p.iter().map(|s| Pattern::parse(s).unwrap()).collect()
-    }
-
-    fn authorizer() -> Authorizer {
-        Authorizer::new(vec![StaticToken {
-            secret: "s3cret".into(),
-            grant: Grant {
-                name: "dl".into(),
-                publish: pats(&["downloads/*"]),
-                subscribe: pats(&["downloads/*", "system"]),
-            },
-        }])
-    }
-
-    #[test]
-    fn tokens_map_to_grants() {
-        let a = authorizer();
-        assert_eq!(a.authenticate(None), Err(AuthError::Missing));
-        assert_eq!(a.authenticate(Some("s3cre")), Err(AuthError::Invalid));
-        let g = a.authenticate(Some("s3cret")).unwrap();
-        assert!(g.may_publish(&Topic::new("downloads/a").unwrap()));
-        assert!(!g.may_publish(&Topic::new("system").unwrap()));
-        let sel = |p: &[&str]| Selector {
-            patterns: pats(p),
-            types: vec![],
-        };
-        assert!(
-            g.check_subscribe(&sel(&["downloads/a", "downloads/x/*", "system"]))
-                .is_ok()
-        );
-        assert_eq!(
-            g.check_subscribe(&sel(&["downloads/a", "*"])),
-            Err(&Pattern::All)
-        );
-    }
-
-    #[test]
-    fn each_token_has_its_own_stable_id_that_is_not_its_digest() {
-        let token = |secret: &str, name: &str| StaticToken {
-            secret: secret.into(),
-            grant: Grant::everything(name),
-        };
-        let a = Authorizer::new(vec![
-            token("secret-one", "same"),
-            token("secret-two", "same"),
-        ]);
-        let one = a.identify(Some("secret-one")).unwrap().id;
-        let two = a.identify(Some("secret-two")).unwrap().id;
-        assert_ne!(one, two, "same name, different tokens: different ids");
-        assert_ne!(one, CredentialId::ANONYMOUS);
-        assert_ne!(one.0, digest("secret-one"));
-        // Reordered, and with another token added: the same token keeps its id.
-        let b = Authorizer::new(vec![
-            token("secret-three", "x"),
-            token("secret-two", "y"),
-            token("secret-one", "z"),
-        ]);
-        assert_eq!(b.identify(Some("secret-one")).unwrap().id, one);
-        assert_eq!(format!("{one:?}"), "CredentialId(..)");
-        assert_eq!(
-            Authorizer::new(vec![]).identify(None).unwrap().id,
-            CredentialId::ANONYMOUS
-        );
-    }
-
-    #[test]
-    fn no_tokens_means_anonymous_with_every_right() {
-        let a = Authorizer::new(vec![]);
-        assert!(a.is_open());
-        assert!(
-            a.authenticate(None)
-                .unwrap()
-                .may_publish(&Topic::new("x").unwrap())
-        );
-    }
-}
+mod tests;

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tidings_auth::{Authorizer, Grant, StaticToken};
+use tidings_auth::{Authorizer, Grant, GrantTemplate, JwtKey, JwtRules, JwtVerifier, StaticToken};
 use tidings_core::{Hub, Limits, MemoryStore, NewEvent, Retention};
 use tidings_proto::{Epoch, Pattern};
 
@@ -99,11 +99,12 @@ fn route_tables() -> &'static [LeanRoutes; 2] {
         };
         let open = app(vec![]);
         let closed = app(vec![StaticToken {
-            secret: "fuzz-secret-token".to_owned(),
+            secret: "fuzz-secret-token".into(),
             grant: Grant {
                 name: "fuzz".to_owned(),
                 publish: pats(&["downloads/*"]),
                 subscribe: pats(&["downloads/*", "system"]),
+                admin: false,
             },
         }]);
         let events = Endpoint::default_events(Origins::SameOrigin);
@@ -114,15 +115,25 @@ fn route_tables() -> &'static [LeanRoutes; 2] {
     })
 }
 
+/// An app over `tokens`; with any token, JWTs (HS256, with a per-subject template) are
+/// accepted too, so a fuzzed bearer of JWT shape reaches the verifier.
 fn app(tokens: Vec<StaticToken>) -> AppState {
     let store = Arc::new(MemoryStore::new(Epoch(0xf022), Retention::default()));
+    let jwt = (!tokens.is_empty()).then(|| {
+        let key = JwtKey::hs256(b"fuzz-jwt-hs256-secret-of-32-bytes").expect("a 32-byte secret");
+        let rules = JwtRules {
+            subscribe_templates: vec![GrantTemplate::parse("users/{sub}/*").expect("a template")],
+            ..JwtRules::default()
+        };
+        JwtVerifier::new(vec![key], rules).expect("one key")
+    });
     let hub = Hub::new(store, Limits::default());
     AppState {
         observers: Arc::new(crate::Observers::new(
             crate::Metrics::new(&[]).with_hub(&hub),
         )),
         hub,
-        auth: Arc::new(Authorizer::new(tokens)),
+        auth: Arc::new(Authorizer::new(tokens).with_jwt(jwt)),
         transport: TransportOptions::default(),
         edge: Edge::default(),
     }

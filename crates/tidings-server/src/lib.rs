@@ -101,7 +101,7 @@ impl App {
         let metrics = metrics.with_hub(&hub);
         let state = AppState {
             hub,
-            auth: Arc::new(Authorizer::new(config.tokens.clone())),
+            auth: Arc::new(Authorizer::new(config.tokens.clone()).with_jwt(config.jwt.clone())),
             transport: config.transport,
             edge: Edge::new(
                 config.body_timeout,
@@ -109,7 +109,7 @@ impl App {
                 config.allowed_hosts.clone(),
             ),
             observers: Arc::new(
-                Observers::new(metrics).with_metrics_token(config.metrics.token.as_deref()),
+                Observers::new(metrics).with_metrics_token(config.metrics.token.clone()),
             ),
         };
         Ok(App { state, config })

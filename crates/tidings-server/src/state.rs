@@ -71,9 +71,13 @@ impl AppState {
         bearer: Option<&str>,
     ) -> Result<tidings_auth::Caller, tidings_auth::AuthError> {
         self.auth.identify(bearer).inspect_err(|e| {
+            use tidings_auth::{AuthError, JwtError};
             self.observers.metrics.auth_failed(match e {
-                tidings_auth::AuthError::Missing => "missing",
-                _ => "invalid",
+                AuthError::Missing => "missing",
+                AuthError::Invalid => "invalid",
+                AuthError::Jwt(JwtError::Expired | JwtError::NotYetValid) => "jwt_expired",
+                AuthError::Jwt(JwtError::BadSignature) => "jwt_bad_signature",
+                AuthError::Jwt(_) => "jwt_invalid",
             })
         })
     }

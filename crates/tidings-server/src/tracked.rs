@@ -81,7 +81,7 @@ pub struct Observers {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) connections: Arc<Connections>,
     /// A token that may read `/metrics` (`metrics.token`).
-    pub(crate) metrics_token: Option<Arc<str>>,
+    pub(crate) metrics_token: Option<tidings_auth::Secret>,
 }
 
 impl Observers {
@@ -95,8 +95,8 @@ impl Observers {
     }
 
     /// Lets `token` read `/metrics`.
-    pub fn with_metrics_token(mut self, token: Option<&str>) -> Observers {
-        self.metrics_token = token.map(Arc::from);
+    pub fn with_metrics_token(mut self, token: Option<tidings_auth::Secret>) -> Observers {
+        self.metrics_token = token;
         self
     }
 

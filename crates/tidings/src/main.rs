@@ -1,6 +1,8 @@
 //! The `tidings` command: argument parsing, logging set-up and exit codes. Everything else
 //! lives in the library crates (`tidings serve` is `tidings_server::App`).
 
+mod token;
+
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +46,8 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Print a signed JWT carrying a grant.
+    Token(token::TokenArgs),
     /// Publish one event, or a stream of events with --ndjson.
     Publish(cmd::publish::Args),
     /// Tail events live; reconnects and resumes on its own.
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Token(args) => token::run(args),
         Command::Publish(args) => cmd::publish::run(args),
         Command::Subscribe(args) => cmd::subscribe::run(args),
         Command::Store {

@@ -40,8 +40,8 @@ pub fn check(
     toml::to_string(&value).map_err(|e| bad("configuration", e.to_string()))
 }
 
-/// Replaces every secret: the bearer part of token specs, token tables' `token`, and
-/// `metrics.token`.
+/// Replaces every secret: the bearer part of token specs, token tables' `token`,
+/// `auth.jwt_hs256_secret` and `metrics.token`.
 fn redact(config: &mut Value) {
     if let Some(tokens) = config
         .pointer_mut("/auth/tokens")
@@ -60,10 +60,12 @@ fn redact(config: &mut Value) {
             }
         }
     }
-    if let Some(token) = config.pointer_mut("/metrics/token")
-        && !token.is_null()
-    {
-        *token = Value::from(REDACTED);
+    for pointer in ["/metrics/token", "/auth/jwt_hs256_secret"] {
+        if let Some(secret) = config.pointer_mut(pointer)
+            && !secret.is_null()
+        {
+            *secret = Value::from(REDACTED);
+        }
     }
 }
 
@@ -98,10 +100,16 @@ mod tests {
             "listen = \"127.0.0.1:4000\"\n\
              [auth]\ntokens = [\"spec-secret-123456:publish=a/*;subscribe=*\", \
              {token = \"table-secret-123456\", name = \"t\", publish = [\"b\"]}]\n\
+             jwt_hs256_secret = \"jwt-secret-0123456789-0123456789-0123\"\n\
              [metrics]\ntoken = \"metrics-secret-123456\"\n",
         )
         .unwrap();
-        for secret in ["spec-secret", "table-secret", "metrics-secret"] {
+        for secret in [
+            "spec-secret",
+            "table-secret",
+            "metrics-secret",
+            "jwt-secret",
+        ] {
             assert!(!out.contains(secret), "{secret} printed:\n{out}");
         }
         let v: toml::Value = toml::from_str(&out).unwrap();
@@ -118,6 +126,7 @@ mod tests {
         assert_eq!(v["auth"]["tokens"][1]["token"].as_str(), Some(REDACTED));
         assert_eq!(v["auth"]["tokens"][1]["name"].as_str(), Some("t"));
         assert_eq!(v["metrics"]["token"].as_str(), Some(REDACTED));
+        assert_eq!(v["auth"]["jwt_hs256_secret"].as_str(), Some(REDACTED));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
+use tidings_auth::Secret;
 use tidings_proto::topic::MAX_TOPIC_BYTES;
 
 use super::{ConfigError, bad};
@@ -22,14 +23,15 @@ pub struct RawMetrics {
         value_name = "ADDR"
     )]
     pub listen: Option<String>,
-    /// A bearer token that may read `/metrics` (besides admin credentials) [default: none].
+    /// A bearer token that may read `/metrics` (besides admin credentials; prefer the
+    /// environment variable: a flag's value is visible to other local users) [default: none].
     #[arg(
         id = "metrics_token",
         long = "metrics-token",
         env = "TIDINGS_METRICS_TOKEN",
         value_name = "SECRET"
     )]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// A topic prefix whose published events are counted on their own in
     /// `tidings_events_published_by_prefix_total` (repeatable; in the environment, several
     /// separated by spaces; at most 100) [default: none].
@@ -53,7 +55,7 @@ pub struct MetricsConfig {
     /// A listener serving only `/metrics`.
     pub listen: Option<SocketAddr>,
     /// A token that may read `/metrics`.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Prefixes counted on their own.
     pub topic_prefixes: Vec<String>,
 }
@@ -70,7 +72,7 @@ impl RawMetrics {
             })?),
         };
         if let Some(token) = &self.token
-            && token.len() < 16
+            && token.expose().len() < 16
         {
             return Err(bad(
                 "metrics.token",

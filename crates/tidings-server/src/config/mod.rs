@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
-use tidings_auth::StaticToken;
+use tidings_auth::{JwtVerifier, StaticToken};
 use tidings_core::{Limits, Retention};
 use tidings_proto::Pattern;
 
@@ -145,8 +145,10 @@ pub struct Config {
     pub endpoints: Vec<Endpoint>,
     /// Engine and HTTP limits.
     pub limits: Limits,
-    /// Static tokens (empty: anonymous, loopback only).
+    /// Static tokens (empty, and no JWT keys: anonymous, loopback only).
     pub tokens: Vec<StaticToken>,
+    /// JWT verification (`None`: JWTs are not accepted).
+    pub jwt: Option<JwtVerifier>,
     /// `/metrics`: its own listener, its token, the topic prefixes broken out.
     pub metrics: MetricsConfig,
 }
@@ -215,7 +217,8 @@ impl RawConfig {
                 ));
             }
         }
-        let tokens = self.auth.validate()?;
+        let (tokens, jwt) = self.auth.validate()?;
+        let open = tokens.is_empty() && jwt.is_none();
         let metrics = self.metrics.validate()?;
         let log_format = match self.log_format.as_deref() {
             None | Some("pretty") => LogFormat::Pretty,
@@ -237,14 +240,14 @@ impl RawConfig {
             &self.websocket.allowed_origins,
             self.endpoints,
             listen,
-            tokens.is_empty(),
+            open,
         )?;
-        if tokens.is_empty() && !listen.ip().is_loopback() {
+        if open && !listen.ip().is_loopback() {
             return Err(bad(
                 "listen",
                 format!(
                     "{listen} is not a loopback address and no auth tokens are configured; \
-                     add tokens (--token or [[auth.tokens]]) or listen on 127.0.0.1"
+                     add tokens (--token or [[auth.tokens]]) or JWT keys, or listen on 127.0.0.1"
                 ),
             ));
         }
@@ -267,6 +270,7 @@ impl RawConfig {
             endpoints,
             limits,
             tokens,
+            jwt,
             metrics,
         })
     }

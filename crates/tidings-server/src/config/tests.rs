@@ -137,6 +137,7 @@ fn errors_name_the_setting() {
             RawConfig {
                 auth: RawAuth {
                     tokens: vec!["short:publish=*".to_owned().into()],
+                    ..Default::default()
                 },
                 ..Default::default()
             },
@@ -146,6 +147,7 @@ fn errors_name_the_setting() {
             RawConfig {
                 auth: RawAuth {
                     tokens: vec!["longenough:publish=a\n".to_owned().into()],
+                    ..Default::default()
                 },
                 ..Default::default()
             },
@@ -169,10 +171,15 @@ fn errors_name_the_setting() {
 #[test]
 fn token_specs() {
     let t = parse_token_spec("abcdefgh:publish=downloads/*,system;subscribe=*", 0).unwrap();
-    assert_eq!(t.secret, "abcdefgh");
+    assert_eq!(t.secret.expose(), "abcdefgh");
     assert_eq!(t.grant.publish.len(), 2);
     assert_eq!(t.grant.subscribe, vec![Pattern::All]);
+    assert!(!t.grant.admin);
     assert!(parse_token_spec("abcdefgh:write=*", 0).is_err());
+    let t = parse_token_spec("abcdefgh:publish=*;subscribe=*;admin", 0).unwrap();
+    assert!(t.grant.admin);
+    let e = parse_token_spec("abcdefgh:admin=*", 0).unwrap_err();
+    assert!(e.contains("admin"), "{e}");
 }
 
 /// A token's name is `name=` or its position, never a piece of the secret; a multi-byte
@@ -196,6 +203,7 @@ fn token_names_never_come_from_the_secret() {
                 RawToken::Spec("abcééééé:publish=*".into()),
                 RawToken::Spec("s3cretvalue:subscribe=*".into()),
             ],
+            ..RawAuth::default()
         },
         ..RawConfig::default()
     };

@@ -1,5 +1,6 @@
-//! Operator routes: `GET /metrics` (Prometheus text format). Readable with the metrics token
-//! (`metrics.token`) or, on an open hub without one, by anyone who can reach it (loopback).
+//! Operator routes: `GET /metrics` (Prometheus text format). Readable with the admin right
+//! (a token or JWT with `admin`), with the metrics token (`metrics.token`), or, on an open
+//! hub without a metrics token, by anyone who can reach it (loopback only).
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -21,13 +22,13 @@ fn same_secret(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// Whether the caller may read operators' data: the metrics token, or an open hub when no
-/// metrics token is set.
+/// Whether the caller may read metrics: the admin right, the metrics token, or an open hub
+/// when no metrics token is set.
 fn may_observe(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError> {
     let bearer = extract::bearer(headers)?;
-    let token = state.observers.metrics_token.as_deref();
+    let token = state.observers.metrics_token.as_ref();
     if let (Some(token), Some(bearer)) = (token, bearer)
-        && same_secret(token, bearer)
+        && same_secret(token.expose(), bearer)
     {
         return Ok(());
     }
@@ -42,7 +43,9 @@ fn may_observe(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError> {
         ));
     };
     // A credential that is not valid at all is counted as `invalid` by `authenticate`.
-    state.authenticate(Some(bearer))?;
+    if state.authenticate(Some(bearer))?.admin && !state.auth.is_open() {
+        return Ok(());
+    }
     state.observers.metrics.auth_failed("forbidden");
     Err(HttpError::new(
         ErrorCode::Forbidden,

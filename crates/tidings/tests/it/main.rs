@@ -9,6 +9,7 @@ mod config;
 mod durability;
 mod edge;
 mod envelope;
+mod jwt;
 mod ops;
 mod publish;
 mod resume;

@@ -19,6 +19,7 @@ use crate::support::{Server, WAIT, parse_addr, read_until};
 const PUB: &str = "pub-secret-aaaaaaaaaaaaaaaa";
 const NARROW: &str = "narrow-secret-bbbbbbbbbbbbbb";
 const METRICS: &str = "metrics-secret-cccccccccccc";
+const ADMIN: &str = "admin-secret-dddddddddddddddd";
 
 /// One parsed exposition.
 #[derive(Debug)]
@@ -203,6 +204,8 @@ async fn metrics_move_by_exactly_what_happened_under_load() {
         &format!("{PUB}:publish=*;subscribe=*"),
         "--token",
         &format!("{NARROW}:publish=orders/*;subscribe=orders/*"),
+        "--token",
+        &format!("{ADMIN}:publish=*;subscribe=*;admin"),
         "--metrics-token",
         METRICS,
         "--metrics-topic-prefix",
@@ -227,11 +230,13 @@ async fn metrics_move_by_exactly_what_happened_under_load() {
         "an allow-listed prefix is there from the start"
     );
 
-    // Who may read: the metrics token only (on both listeners).
+    // Who may read: the metrics token or the admin right (on both listeners).
     assert_eq!(get(&own, None).await.0, 401);
     assert_eq!(get(&own, Some("not-a-token-at-all")).await.0, 401);
     assert_eq!(get(&own, Some(PUB)).await.0, 403);
     assert_eq!(get(&main, Some(METRICS)).await.0, 200);
+    assert_eq!(get(&own, Some(ADMIN)).await.0, 200);
+    assert_eq!(get(&main, Some(ADMIN)).await.0, 200);
     let other = own.replace("/metrics", "/healthz");
     assert_eq!(
         get(&other, Some(METRICS)).await.0,
@@ -367,7 +372,7 @@ async fn metrics_move_by_exactly_what_happened_under_load() {
     assert_eq!(failures("forbidden"), 2.0);
     assert!(after.value("process_resident_memory_bytes", &[]) > 1e6);
     assert!(after.value("process_open_fds", &[]) >= 22.0);
-    for secret in [PUB, NARROW, METRICS] {
+    for secret in [PUB, NARROW, METRICS, ADMIN] {
         assert!(!after.text.contains(secret), "a secret in /metrics");
     }
 

@@ -26,8 +26,12 @@ fn sample(value_name: &str, layer: usize) -> String {
         "MODE" => ["durable", "fast", "memory"][layer].to_owned(),
         "ORIGIN" => format!("https://layer-{layer}.example"),
         "SPEC" => format!("secret-of-layer-{layer}:publish=*"),
+        "SECRET" => format!("an-hs256-secret-of-layer-{layer}-of-32-bytes"),
+        "FILE" => format!("/tmp/layer-{layer}.pem"),
+        "AUD" => format!("audience-{layer}"),
+        "ISS" => format!("https://issuer-{layer}.example"),
+        "TEMPLATE" => format!("layer-{layer}/{{sub}}/*"),
         "HOST" => format!("layer-{layer}.example"),
-        "SECRET" => format!("metrics-secret-of-layer-{layer}"),
         "PREFIX" => format!("layer-{layer}/"),
         "FORMAT" => ["pretty", "json", "pretty"][layer].to_owned(),
         other => panic!("no sample value for value name {other}: add one to `sample`"),
@@ -159,7 +163,7 @@ fn the_shipped_example_names_every_setting() {
         let key = file_key(arg);
         if matches!(
             key.as_str(),
-            "auth.tokens" | "metrics.listen" | "metrics.token"
+            "auth.tokens" | "auth.jwt_hs256_secret" | "metrics.listen" | "metrics.token"
         ) {
             continue; // unset by default; the example shows them commented out
         }
@@ -232,7 +236,7 @@ fn precedence_reaches_the_validated_config() {
             "https://env-b.example".into()
         ])
     );
-    let secrets: Vec<&str> = c.tokens.iter().map(|t| t.secret.as_str()).collect();
+    let secrets: Vec<&str> = c.tokens.iter().map(|t| t.secret.expose()).collect();
     assert_eq!(
         secrets,
         ["env-secret-1", "env-secret-2"],
@@ -251,7 +255,7 @@ fn precedence_reaches_the_validated_config() {
     assert_eq!(c.max_connections, 5);
     assert_eq!(c.retention.max_age, Some(Duration::from_secs(3 * 3600)));
     assert_eq!(c.endpoints[0].origins, Origins::Any);
-    let secrets: Vec<&str> = c.tokens.iter().map(|t| t.secret.as_str()).collect();
+    let secrets: Vec<&str> = c.tokens.iter().map(|t| t.secret.expose()).collect();
     assert_eq!(secrets, ["flag-secret"]);
 
     // [[endpoints]] are file-only and survive the other layers.

@@ -121,6 +121,8 @@ pub enum CloseReason {
     Shutdown,
     /// History could not be read.
     StoreFailed,
+    /// An operator closed it (the admin API).
+    Operator,
 }
 
 impl CloseReason {
@@ -130,6 +132,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::Shutdown => "shutdown",
             CloseReason::StoreFailed => "store_failed",
+            CloseReason::Operator => "operator",
         }
     }
 }

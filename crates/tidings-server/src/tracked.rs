@@ -14,9 +14,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tidings_core::{CloseReason, SharedEvent, Step, Subscription};
+use tidings_core::{CloseReason, SharedEvent, Step, Subscription, SubscriptionProbe};
 use tidings_proto::{EventId, Selector};
 
 use crate::metrics::{ConnLabels, Metrics, Reason};
@@ -55,7 +55,11 @@ pub(crate) struct ConnInfo {
     pub(crate) remote: Option<SocketAddr>,
     /// `topic=a/*,b type=x`: what the subscription selects (never a credential).
     pub(crate) selector: String,
+    /// Wall-clock milliseconds since the Unix epoch when it opened.
+    pub(crate) since_ms: u64,
     started: Instant,
+    /// Its queue depth and delivered count, and a way to close it.
+    pub(crate) probe: SubscriptionProbe,
     /// Why it ended: the hub's close reason, or what the transport said (the first wins).
     end: OnceLock<&'static str>,
     observers: Arc<Observers>,
@@ -72,6 +76,25 @@ pub(crate) struct Connections {
 impl Connections {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<ConnInfo>>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Up to `limit` connections with an id greater than `after`, in id order.
+    pub(crate) fn page(&self, after: u64, limit: usize) -> Vec<Arc<ConnInfo>> {
+        self.lock()
+            .range(after.saturating_add(1)..)
+            .take(limit)
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+
+    /// The connection with `id`, if it is open.
+    pub(crate) fn get(&self, id: u64) -> Option<Arc<ConnInfo>> {
+        self.lock().get(&id).cloned()
+    }
+
+    /// How many are open.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
     }
 }
 
@@ -158,7 +181,11 @@ impl Tracked {
             },
             remote,
             selector,
+            since_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             started: Instant::now(),
+            probe: sub.probe(),
             end: OnceLock::new(),
             observers: observers.clone(),
         });

@@ -1,5 +1,6 @@
 //! The HTTP edge: routes, request parsing, auth extraction and error answers.
 
+mod admin;
 pub(crate) mod error;
 pub(crate) mod extract;
 pub(crate) mod head;

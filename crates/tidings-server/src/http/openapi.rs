@@ -25,6 +25,9 @@ pub(crate) const FIXED_ROUTES: &[(&str, &str)] = &[
     ("/readyz", "get"),
     ("/metrics", "get"),
     ("/openapi.json", "get"),
+    ("/admin/stats", "get"),
+    ("/admin/connections", "get"),
+    ("/admin/connections/{id}", "delete"),
 ];
 
 fn error_response(description: &str) -> Value {
@@ -313,6 +316,54 @@ pub(crate) fn document(endpoints: &[Endpoint]) -> Value {
     paths.insert(
         "/openapi.json".into(),
         json!({"get": plain("This document", "OpenAPI 3.1.", json!({"type": "object"}), "application/json")}),
+    );
+    let admin_errors = |extra: &[ErrorCode]| {
+        let mut codes = vec![ErrorCode::Unauthorized, ErrorCode::Forbidden];
+        codes.extend_from_slice(extra);
+        errors(&with_edge(&codes))
+    };
+    let mut stats = plain(
+        "Totals (admin right)",
+        "Counters of the hub and its store.",
+        json!({"type": "object"}),
+        "application/json",
+    );
+    stats["responses"]
+        .as_object_mut()
+        .expect("responses")
+        .extend(admin_errors(&[]));
+    paths.insert("/admin/stats".into(), json!({"get": stats}));
+    let mut list = plain(
+        "Open subscribe connections, paged by id (admin right)",
+        "`connections`: id, endpoint, transport, remote, selector, queued, delivered, \
+         connected_since_ms; `next`: the `after` of the next page, or null.",
+        json!({"type": "object", "required": ["connections", "next"],
+            "properties": {"connections": {"type": "array"}, "next": {"type": ["integer", "null"]}}}),
+        "application/json",
+    );
+    list["parameters"] = json!([
+        {"name": "after", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}},
+        {"name": "limit", "in": "query", "required": false,
+            "schema": {"type": "integer", "minimum": 1, "maximum": super::admin::MAX_PAGE}}
+    ]);
+    list["responses"]
+        .as_object_mut()
+        .expect("responses")
+        .extend(admin_errors(&[ErrorCode::InvalidParameter]));
+    paths.insert("/admin/connections".into(), json!({"get": list}));
+    let mut close = admin_errors(&[ErrorCode::InvalidParameter, ErrorCode::NotFound]);
+    close.insert(
+        "204".into(),
+        json!({"description": "Told to reconnect (`reconnect-required`, reason `operator`)."}),
+    );
+    paths.insert(
+        "/admin/connections/{id}".into(),
+        json!({"delete": {
+            "summary": "Close one connection with reconnect-required (admin right)",
+            "parameters": [{"name": "id", "in": "path", "required": true,
+                "schema": {"type": "integer", "minimum": 0}}],
+            "responses": close,
+        }}),
     );
     for e in endpoints.iter().filter(|e| e.listen.is_none()) {
         paths.insert(e.path.clone(), json!({"get": subscribe_operation(e)}));

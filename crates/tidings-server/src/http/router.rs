@@ -7,14 +7,14 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use http::HeaderValue;
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use tidings_proto::ErrorCode;
 
 use super::error::HttpError;
 use super::subscribe::{EndpointState, subscribe};
-use super::{extract, health, openapi, ops, publish};
+use super::{admin, extract, health, openapi, ops, publish};
 use crate::endpoint::Endpoint;
 use crate::state::AppState;
 
@@ -74,6 +74,9 @@ pub fn router(state: AppState, endpoints: &[Endpoint]) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi::handler(endpoints)))
+        .route("/admin/stats", get(admin::stats))
+        .route("/admin/connections", get(admin::connections))
+        .route("/admin/connections/{id}", delete(admin::close_connection))
         .with_state(state.clone());
     for endpoint in endpoints.iter().filter(|e| e.listen.is_none()) {
         router = mount(router, &state, endpoint);

@@ -566,3 +566,172 @@ async fn json_logs_have_one_line_per_connection_open_and_close_and_no_secret() {
         "a presented secret reached the log"
     );
 }
+
+async fn admin_call(method: reqwest::Method, url: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = tokio::time::timeout(WAIT, req.send())
+        .await
+        .expect("admin call timed out")
+        .expect("admin call");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    };
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_lists_pages_and_closes_connections_for_admins_only() {
+    let server = Server::start(&[
+        "--durability",
+        "memory",
+        "--token",
+        &format!("{PUB}:publish=*;subscribe=*"),
+        "--token",
+        &format!("{ADMIN}:publish=*;subscribe=*;admin"),
+    ]);
+    let stats_url = server.url("/admin/stats");
+    assert_eq!(
+        admin_call(reqwest::Method::GET, &stats_url, None).await.0,
+        401
+    );
+    assert_eq!(
+        admin_call(reqwest::Method::GET, &stats_url, Some(PUB))
+            .await
+            .0,
+        403
+    );
+    let list_url = server.url("/admin/connections");
+    assert_eq!(
+        admin_call(reqwest::Method::GET, &list_url, Some(PUB))
+            .await
+            .0,
+        403
+    );
+
+    let auth = bearer(PUB);
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut subs = Vec::new();
+    for _ in 0..3 {
+        let mut s = server.subscribe_with("topic=adm/*", &auth).await;
+        s.expect_retry().await;
+        subs.push(s);
+    }
+    for _ in 0..2 {
+        assert_eq!(publish_as(&server, Some(PUB), "adm/x").await, 200);
+    }
+    for s in &mut subs {
+        assert_eq!(s.events(2).await.len(), 2);
+    }
+
+    let (status, stats) = admin_call(reqwest::Method::GET, &stats_url, Some(ADMIN)).await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["published"], 2);
+    assert_eq!(stats["delivered"], 6);
+    assert_eq!(stats["subscriptions"], 3);
+    assert_eq!(stats["connections"], 3);
+    assert_eq!(stats["store"]["healthy"], true);
+
+    let (status, first) = admin_call(
+        reqwest::Method::GET,
+        &format!("{list_url}?limit=2"),
+        Some(ADMIN),
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    let page = first["connections"].as_array().expect("connections");
+    assert_eq!(page.len(), 2);
+    for c in page {
+        assert_eq!(c["endpoint"], "events");
+        assert_eq!(c["transport"], "sse");
+        assert_eq!(c["selector"], "topic=adm/*");
+        assert_eq!(c["delivered"], 2);
+        assert_eq!(c["queued"], 0);
+        assert!(
+            c["remote"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{c}"
+        );
+        assert!(c["connected_since_ms"].as_u64().unwrap() > 1_600_000_000_000);
+    }
+    let next = first["next"].as_u64().expect("a next page");
+    let (_, second) = admin_call(
+        reqwest::Method::GET,
+        &format!("{list_url}?limit=2&after={next}"),
+        Some(ADMIN),
+    )
+    .await;
+    assert_eq!(second["connections"].as_array().unwrap().len(), 1);
+    assert_eq!(second["next"], Value::Null);
+    for bad in ["limit=0", "limit=5000", "after=x", "colour=red"] {
+        let (status, body) = admin_call(
+            reqwest::Method::GET,
+            &format!("{list_url}?{bad}"),
+            Some(ADMIN),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_parameter");
+    }
+
+    // Close the first listed: only an admin may; that subscriber is told to reconnect.
+    let id = page[0]["id"].as_u64().unwrap();
+    let one = server.url(&format!("/admin/connections/{id}"));
+    assert_eq!(
+        admin_call(reqwest::Method::DELETE, &one, Some(PUB)).await.0,
+        403
+    );
+    assert_eq!(
+        admin_call(reqwest::Method::DELETE, &one, Some(ADMIN))
+            .await
+            .0,
+        204
+    );
+    // Which subscriber it was is not visible from here: poll each in turn until one is told.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let told = 'found: loop {
+        for (i, s) in subs.iter_mut().enumerate() {
+            if let Ok(ev) = tokio::time::timeout(Duration::from_millis(50), s.next_event()).await {
+                assert_eq!(ev.event, "reconnect-required");
+                assert_eq!(ev.data, r#"{"reason":"operator"}"#);
+                break 'found i;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nobody was told to reconnect"
+        );
+    };
+    for (i, s) in subs.iter_mut().enumerate() {
+        if i != told {
+            s.expect_no_event(Duration::from_millis(200)).await;
+        }
+    }
+    scrape_until(
+        &server.url("/metrics"),
+        Some(ADMIN),
+        "the close counted",
+        |s| {
+            s.value(
+                "tidings_reconnect_required_sent_total",
+                &[("reason", "operator")],
+            ) == 1.0
+                && s.value("tidings_connections", &[("transport", "sse")]) == 2.0
+        },
+    )
+    .await;
+    let (status, body) = admin_call(reqwest::Method::DELETE, &one, Some(ADMIN)).await;
+    assert_eq!((status, &body["error"]["code"]), (404, &json!("not_found")));
+    let (status, _) = admin_call(
+        reqwest::Method::DELETE,
+        &server.url("/admin/connections/abc"),
+        Some(ADMIN),
+    )
+    .await;
+    assert_eq!(status, 400);
+}

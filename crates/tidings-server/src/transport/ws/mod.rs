@@ -176,6 +176,7 @@ pub(crate) async fn run<S>(
                         CloseReason::SlowConsumer => (CLOSE_SLOW_CONSUMER, "slow consumer"),
                         CloseReason::Shutdown => (CLOSE_GOING_AWAY, "server shutting down"),
                         CloseReason::StoreFailed => (CLOSE_INTERNAL, "history unavailable"),
+                        CloseReason::Operator => (CLOSE_GOING_AWAY, "closed by an operator"),
                     };
                     break End::Close { code, reason, read_failed: false };
                 }

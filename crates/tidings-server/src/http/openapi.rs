@@ -18,6 +18,13 @@ use tidings_proto::ErrorCode;
 use crate::endpoint::Endpoint;
 use crate::transport::frame::Shape;
 
+/// Topic text: no control characters (Unicode Cc), not ending in `*`. (`maxLength` counts
+/// characters where the server counts bytes: the description says so.)
+const TOPIC_PATTERN: &str =
+    "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\u0000-\\u001f\\u007f-\\u009f*]$";
+/// A type or key: no control characters.
+const NAME_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$";
+
 /// The routes every main listener serves besides its endpoints, with their methods.
 pub(crate) const FIXED_ROUTES: &[(&str, &str)] = &[
     ("/publish", "post"),
@@ -110,10 +117,18 @@ fn schemas() -> Value {
             "required": ["topic", "type"],
             "additionalProperties": false,
             "properties": {
-                "topic": {"type": "string", "description": "Slash-separated, e.g. `orders/42`."},
-                "type": {"type": "string"},
-                "key": {"type": "string", "description": "Optional; subscribers may coalesce by it."},
-                "data": {"description": "Any JSON value, kept byte for byte (compacted)."}
+                "topic": {"type": "string", "minLength": 1, "maxLength": 1024,
+                    "pattern": TOPIC_PATTERN,
+                    "description": "Slash-separated, e.g. `orders/42`: 1 to 1024 bytes, no \
+                        control characters, not ending in `*`."},
+                "type": {"type": "string", "minLength": 1, "maxLength": 128,
+                    "pattern": NAME_PATTERN,
+                    "description": "1 to 128 bytes, no control characters."},
+                "key": {"type": "string", "minLength": 1, "maxLength": 1024,
+                    "pattern": NAME_PATTERN,
+                    "description": "Optional; 1 to 1024 bytes, no control characters."},
+                "data": {"description": "Any JSON value, kept byte for byte (compacted); at \
+                    most `limits.max_data_bytes` (64 KiB by default)."}
             }
         },
         "PublishResponse": {
@@ -203,12 +218,15 @@ fn publish_operation() -> Value {
         "summary": "Publish one event or a batch (all or nothing)",
         "parameters": [{
             "name": "Idempotency-Key", "in": "header", "required": false,
-            "schema": {"type": "string", "minLength": 1},
-            "description": "A retry with the same key (per credential) gets the original ids."
+            "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[!-~]+$"},
+            "description": "A retry with the same key (per credential) gets the original ids; \
+                the same key with another body is 422 `idempotency_conflict`."
         }],
         "requestBody": {"required": true, "content": {"application/json": {"schema": {"oneOf": [
             {"$ref": "#/components/schemas/NewEvent"},
-            {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/NewEvent"}}
+            {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/NewEvent"},
+                "description": "At most `limits.max_batch_events` (1,000 by default): more is \
+                    413 `batch_too_large`."}
         ]}}}},
         "responses": responses,
     })
@@ -221,10 +239,12 @@ fn subscribe_operation(endpoint: &Endpoint) -> Value {
     };
     let mut parameters = vec![
         json!({"name": "topic", "in": "query", "required": false, "explode": true,
-            "schema": {"type": "array", "items": {"type": "string"}},
+            "schema": {"type": "array", "items": {"type": "string", "minLength": 1,
+                "maxLength": 1024, "pattern": NAME_PATTERN}},
             "description": "Selectors (repeatable): `a/b`, `a/*` (prefix) or `*`."}),
         json!({"name": "type", "in": "query", "required": false, "explode": true,
-            "schema": {"type": "array", "items": {"type": "string"}},
+            "schema": {"type": "array", "items": {"type": "string", "minLength": 1,
+                "maxLength": 128, "pattern": NAME_PATTERN}},
             "description": "Only these event types (repeatable)."}),
         json!({"name": "lastEventId", "in": "query", "required": false,
             "schema": {"type": "string"},
@@ -260,7 +280,15 @@ fn subscribe_operation(endpoint: &Endpoint) -> Value {
             (`format=ndjson` or `Accept: application/x-ndjson`): one JSON frame per line, empty \
             lines as keepalives. Long-poll (`poll=1`): one JSON answer.",
         "content": {
-            "text/event-stream": {"schema": {"type": "string"}},
+            "text/event-stream": {"schema": {
+                "type": "object",
+                "description": "One SSE event: `event` is the event's type, or `reset` / \
+                    `reconnect-required` for the notices; `data` is JSON.",
+                "properties": {
+                    "id": {"type": "string"}, "event": {"type": "string"},
+                    "data": {"type": "string"}, "retry": {"type": "integer"}
+                }
+            }},
             "application/x-ndjson": {"schema": {"type": "string"},
                 "x-item-schema": {"$ref": frame}},
             "application/json": {"schema": {"$ref": "#/components/schemas/PollAnswer"}}

@@ -124,9 +124,9 @@ fn schemas() -> Value {
                 "type": {"type": "string", "minLength": 1, "maxLength": 128,
                     "pattern": NAME_PATTERN,
                     "description": "1 to 128 bytes, no control characters."},
-                "key": {"type": "string", "minLength": 1, "maxLength": 1024,
+                "key": {"type": ["string", "null"], "minLength": 1, "maxLength": 1024,
                     "pattern": NAME_PATTERN,
-                    "description": "Optional; 1 to 1024 bytes, no control characters."},
+                    "description": "Optional (null is none); 1 to 1024 bytes, no control characters."},
                 "data": {"description": "Any JSON value, kept byte for byte (compacted); at \
                     most `limits.max_data_bytes` (64 KiB by default)."}
             }
@@ -218,7 +218,8 @@ fn publish_operation() -> Value {
         "summary": "Publish one event or a batch (all or nothing)",
         "parameters": [{
             "name": "Idempotency-Key", "in": "header", "required": false,
-            "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[!-~]+$"},
+            "schema": {"type": "string", "minLength": 1, "maxLength": 256,
+                "pattern": "^[!-~]([ -~]*[!-~])?$"},
             "description": "A retry with the same key (per credential) gets the original ids; \
                 the same key with another body is 422 `idempotency_conflict`."
         }],

@@ -10,6 +10,7 @@ mod durability;
 mod edge;
 mod envelope;
 mod jwt;
+mod openapi;
 mod ops;
 mod publish;
 mod resume;

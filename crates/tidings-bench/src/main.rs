@@ -271,6 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         transport: transport.into(),
                         publishers,
                         payload_bytes,
+                        sessions: kinds.contains(&Kind::TidingsIds),
                     };
                     match scenario::fanout(&ctx, kind, &params).await {
                         Ok(p) => save(&p)?,
@@ -358,6 +359,7 @@ async fn smoke(ctx: &Ctx, subscribers: u64, duration: f64) -> anyhow::Result<()>
         transport: Transport::Sse,
         publishers: 1,
         payload_bytes: 16,
+        sessions: false,
     };
     let p = scenario::fanout(&ctx, Kind::Tidings, &params).await?;
     say(&summary(&p));

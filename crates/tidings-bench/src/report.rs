@@ -76,6 +76,7 @@ pub(crate) fn write(results: &Path, docs: &Path) -> anyhow::Result<()> {
         "topics",
         "(b) Many topics, few subscribers each",
     )?;
+    sessions_section(&mut md, &all);
     idle_section(&mut md, docs, &all)?;
     scaling_section(&mut md, docs, &all)?;
     churn_section(&mut md, &all);
@@ -324,6 +325,69 @@ fn fanout_section(
         "\n![deliveries/s](bench/{scenario}-deliveries.svg)\n![p99](bench/{scenario}-p99.svg)\n![cpu](bench/{scenario}-cpu.svg)\n"
     );
     Ok(())
+}
+
+/// The cost of sessions on the fan-out: the same run with and without a client id per
+/// subscriber (`--targets tidings,tidings-ids,floor`).
+fn sessions_section(md: &mut String, all: &[Point]) {
+    let pts = newest(all, "fanout-sessions");
+    if !heading(
+        md,
+        "(g) Sessions: fan-out with a client id per subscriber",
+        &pts,
+    ) {
+        return;
+    }
+    let p0 = pts[0];
+    wl!(
+        md,
+        "`tidings-ids`: the same server, every subscriber sending `X-Client-Id` (so each holds a\n\
+         session, with its place tracked from TCP acknowledgements). {} topic(s), {:.0} events/s, {:.0} s measured.\n",
+        p0.topics,
+        p0.rate,
+        p0.duration_s
+    );
+    commands(md, &pts);
+    wl!(
+        md,
+        "| subscribers | target | connected | deliveries/s | delivered/expected | p50 ms | p99 ms | server CPU µs/delivery |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for p in &pts {
+        wl!(
+            md,
+            "| {} | {} | {} | {:.0} | {:.1}% | {} | {} | {:.2} |",
+            p.subscribers,
+            p.target,
+            p.connected,
+            p.deliveries_per_s,
+            100.0 * p.delivered as f64 / p.expected_deliveries.max(1) as f64,
+            ms(p.p50_us),
+            ms(p.p99_us),
+            p.server_cpu_us_per_delivery,
+        );
+    }
+    wl!(
+        md,
+        "\nRatios of server CPU per delivery (same run):\n\n\
+         | subscribers | tidings-ids / tidings | tidings-ids / floor | tidings / floor |\n|---:|---:|---:|---:|"
+    );
+    let ns: BTreeSet<u64> = pts.iter().map(|p| p.subscribers).collect();
+    for &n in &ns {
+        let cpu = |t: &str| {
+            find(&pts, n, t)
+                .filter(|p| p.delivered > 0)
+                .map_or(0.0, |p| p.server_cpu_us_per_delivery)
+        };
+        wl!(
+            md,
+            "| {n} | {} | {} | {} |",
+            ratio(cpu("tidings-ids"), cpu("tidings")),
+            ratio(cpu("tidings-ids"), cpu("floor")),
+            ratio(cpu("tidings"), cpu("floor")),
+        );
+    }
+    wl!(md, "");
 }
 
 fn idle_section(md: &mut String, docs: &Path, all: &[Point]) -> anyhow::Result<()> {

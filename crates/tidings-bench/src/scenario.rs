@@ -213,11 +213,20 @@ pub(crate) struct FanoutParams {
     pub(crate) transport: Transport,
     pub(crate) publishers: usize,
     pub(crate) payload_bytes: usize,
+    /// The run compares `tidings-ids` (a client id per subscriber) with the others: its
+    /// points are the `fanout-sessions` scenario, kept apart from the plain fan-out.
+    pub(crate) sessions: bool,
 }
 
 /// (a)/(b): `subscribers` spread over `topics`, `rate` events/s in total.
 pub(crate) async fn fanout(ctx: &Ctx, kind: Kind, p: &FanoutParams) -> anyhow::Result<Point> {
-    let scenario = if p.topics > 1 { "topics" } else { "fanout" };
+    let scenario = if p.sessions {
+        "fanout-sessions"
+    } else if p.topics > 1 {
+        "topics"
+    } else {
+        "fanout"
+    };
     let target = Target::start(kind, &ctx.tidings).await?;
     let mut point = ctx.point(scenario, &target);
     point.subscribers = p.subscribers;
@@ -228,7 +237,7 @@ pub(crate) async fn fanout(ctx: &Ctx, kind: Kind, p: &FanoutParams) -> anyhow::R
         Transport::Ws => "ws",
     }
     .to_owned();
-    if p.transport == Transport::Ws && kind != Kind::Tidings {
+    if p.transport == Transport::Ws && !matches!(kind, Kind::Tidings | Kind::TidingsIds) {
         point.note = "WebSocket is measured for tidings only".to_owned();
         target.stop().await;
         return Ok(point);

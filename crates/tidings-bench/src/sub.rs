@@ -121,15 +121,20 @@ async fn subscribe(
             return Err(e.into());
         }
     };
+    let client_id = if req.client_ids {
+        format!("X-Client-Id: bench-{index}\r\n")
+    } else {
+        String::new()
+    };
     let head_text = match transport {
         Transport::Sse => format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{}{}\r\n",
-            req.path, req.addr, req.extra_headers, req.last_event_id_header
+            "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{}{}{}\r\n",
+            req.path, req.addr, req.extra_headers, req.last_event_id_header, client_id
         ),
         Transport::Ws => format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{}{}\r\n",
-            req.path, req.addr, req.extra_headers, req.last_event_id_header
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{}{}{}\r\n",
+            req.path, req.addr, req.extra_headers, req.last_event_id_header, client_id
         ),
     };
     let mut buf = Vec::with_capacity(2048);

@@ -15,6 +15,9 @@ use tokio::process::{Child, Command};
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Kind {
     Tidings,
+    /// Tidings with every subscriber sending a client id (each holds a session).
+    #[serde(rename = "tidings-ids")]
+    TidingsIds,
     Floor,
     Nchan,
     Pushpin,
@@ -24,16 +27,20 @@ impl Kind {
     pub(crate) fn parse(s: &str) -> anyhow::Result<Self> {
         Ok(match s {
             "tidings" => Self::Tidings,
+            "tidings-ids" => Self::TidingsIds,
             "floor" => Self::Floor,
             "nchan" => Self::Nchan,
             "pushpin" => Self::Pushpin,
-            other => bail!("unknown target `{other}` (tidings, floor, nchan, pushpin)"),
+            other => {
+                bail!("unknown target `{other}` (tidings, tidings-ids, floor, nchan, pushpin)")
+            }
         })
     }
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Tidings => "tidings",
+            Self::TidingsIds => "tidings-ids",
             Self::Floor => "floor",
             Self::Nchan => "nchan",
             Self::Pushpin => "pushpin",
@@ -76,6 +83,8 @@ pub(crate) struct Request {
     /// Complete header lines (`Name: value\r\n`...).
     pub(crate) extra_headers: String,
     pub(crate) last_event_id_header: String,
+    /// Send `X-Client-Id: bench-<subscriber index>`.
+    pub(crate) client_ids: bool,
 }
 
 /// A running server under test.
@@ -89,6 +98,7 @@ pub(crate) struct Target {
     /// How the server was started, for the report.
     pub(crate) command: String,
     auth: bool,
+    client_ids: bool,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -98,6 +108,12 @@ impl Target {
     pub(crate) async fn start(kind: Kind, tidings: &TidingsOptions) -> anyhow::Result<Self> {
         match kind {
             Kind::Tidings => start_tidings(tidings).await,
+            Kind::TidingsIds => {
+                let mut t = start_tidings(tidings).await?;
+                t.kind = Kind::TidingsIds;
+                t.client_ids = true;
+                Ok(t)
+            }
             Kind::Floor => start_floor().await,
             Kind::Nchan => {
                 let pid = read_pid(&format!("{PEER_DIR}/nchan/nginx.pid"))?;
@@ -153,6 +169,7 @@ impl Target {
             pids,
             command: cmd.to_owned(),
             auth: false,
+            client_ids: false,
             child: None,
             _dir: None,
         }
@@ -170,8 +187,10 @@ impl Target {
     /// The subscribe request for `topic`.
     pub(crate) fn subscribe(&self, topic: &str, from_earliest: bool) -> Request {
         let path = match self.kind {
-            Kind::Tidings if from_earliest => format!("/events?topic={topic}&lastEventId=earliest"),
-            Kind::Tidings | Kind::Floor => format!("/events?topic={topic}"),
+            Kind::Tidings | Kind::TidingsIds if from_earliest => {
+                format!("/events?topic={topic}&lastEventId=earliest")
+            }
+            Kind::Tidings | Kind::TidingsIds | Kind::Floor => format!("/events?topic={topic}"),
             Kind::Nchan => format!("/sub?topic={topic}"),
             Kind::Pushpin => format!("/stream?topic={topic}"),
         };
@@ -180,6 +199,7 @@ impl Target {
             path,
             extra_headers: self.auth_headers(),
             last_event_id_header: String::new(),
+            client_ids: self.client_ids,
         }
     }
 
@@ -213,7 +233,7 @@ pub(crate) fn publish_for(
 ) -> (String, &'static str) {
     out.clear();
     match kind {
-        Kind::Tidings => {
+        Kind::Tidings | Kind::TidingsIds => {
             out.extend_from_slice(
                 format!(r#"{{"topic":"{topic}","type":"tick","data":{{"t":{t},"p":"{pad}"}}}}"#)
                     .as_bytes(),
@@ -453,6 +473,7 @@ async fn start_tidings(o: &TidingsOptions) -> anyhow::Result<Target> {
                 .replace(&dir.path().display().to_string(), "$TMP")
         ),
         auth: o.auth,
+        client_ids: false,
         child: Some(child),
         _dir: Some(dir),
     })
@@ -478,6 +499,7 @@ async fn start_floor() -> anyhow::Result<Target> {
         pids: vec![pid],
         command: "tidings-bench floor-server --listen 127.0.0.1:0".to_owned(),
         auth: false,
+        client_ids: false,
         child: Some(child),
         _dir: None,
     })

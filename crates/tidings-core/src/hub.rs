@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tidings_proto::{Cursor, Epoch, Event, EventId, Key, Selector};
+use tidings_proto::{Cursor, Epoch, Event, EventId, Key, Pattern, Selector};
 use tokio::sync::watch;
 
 use crate::clock::{self, DynClock};
@@ -30,10 +30,24 @@ use crate::limits::Limits;
 use crate::record::{EventRecord, SharedEvent};
 use crate::registry::{self, Registry};
 use crate::request::{PublishBatch, SubscribeRequest};
+use crate::session::Sessions;
 use crate::store::{AppendSlot, BoxFuture, DynStore, KeyedBatch, StoreError, StoreStats};
 use crate::subscription::{
-    CloseReason, ResetReason, SubscriberQueue, Subscription, SubscriptionContext, Unregister,
+    CloseReason, ResetReason, SessionStart, SubscriberQueue, Subscription, SubscriptionContext,
+    Unregister,
 };
+
+/// One subscription a drain is to close (`Hub::drain`).
+#[derive(Debug)]
+pub struct DrainHandle(Arc<SubscriberQueue>);
+
+impl DrainHandle {
+    /// Ends the subscription with `reason` (after what is queued for it): `Reconnect` for a
+    /// drain, `Shutdown` for a shutdown.
+    pub fn close(&self, reason: CloseReason) {
+        self.0.close(reason);
+    }
+}
 
 /// Counters for metrics and the dashboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +64,8 @@ pub struct HubStats {
     pub replayed: u64,
     /// Subscriptions open now.
     pub subscribers: usize,
+    /// Client-id sessions held now (attached, or detached within their TTL).
+    pub sessions: usize,
     /// The store's counts.
     pub store: StoreStats,
 }
@@ -83,6 +99,9 @@ impl Unregister for Shared {
         // Under the lock, so `stats` counts every delivery exactly once: in a registered
         // queue's own counter, or here.
         st.retired_delivered += queue.delivered();
+        if let Some(client_id) = &queue.client_id {
+            st.sessions.detach(client_id, queue.id, self.clock.now_ms());
+        }
     }
 }
 
@@ -103,7 +122,11 @@ struct State {
     /// Deliveries of subscriptions that have ended (live ones count in their queues).
     retired_delivered: u64,
     idempotency: IdempotencyCache,
+    /// Client-id sessions; kept under this lock because opening one fixes its handoff.
+    sessions: Sessions,
     shutting_down: bool,
+    /// New subscriptions are refused (a drain); publishes go on.
+    draining: bool,
 }
 
 /// One appended batch waiting for its commit (and for every earlier batch's).
@@ -152,7 +175,7 @@ impl Hub {
     /// A hub over `store` that takes the time from `clock`.
     pub fn with_clock(store: DynStore, limits: Limits, clock: DynClock) -> Hub {
         let last = store.last_seq();
-        let state = State {
+        let mut state = State {
             next_seq: last + 1,
             pending: VecDeque::new(),
             batches: VecDeque::new(),
@@ -163,8 +186,17 @@ impl Hub {
                 limits.idempotency_keys,
                 limits.idempotency_cache_bytes,
             ),
+            sessions: Sessions::new(limits.session_ttl_ms, limits.max_sessions),
             shutting_down: false,
+            draining: false,
         };
+        if let Some(saved) = store.sessions() {
+            match saved.load_sessions() {
+                Ok(saved) => state.sessions.restore(saved, clock.now_ms()),
+                // Sessions are a convenience over cursors: start without them, say so.
+                Err(e) => tracing::warn!(message = "Could not read saved sessions.", error = %e),
+            }
+        }
         let shared = Arc::new_cyclic(|me: &std::sync::Weak<Shared>| {
             let registry: std::sync::Weak<dyn Unregister> = me.clone();
             Shared {
@@ -436,24 +468,33 @@ impl Hub {
             types: req.selector.types,
         };
         let id = self.shared.next_sub_id.fetch_add(1, Ordering::Relaxed);
+        let client_id = req.client_id;
         let sub = Arc::new(SubscriberQueue::new(
             id,
             selector,
-            req.client_id,
+            client_id.clone(),
             limits.subscriber_queue_events,
             limits.subscriber_queue_bytes,
         ));
-        let head = {
+        let (head, opened) = {
             let mut st = self.lock();
-            if st.shutting_down {
+            if st.shutting_down || st.draining {
                 return Err(SubscribeError::ShuttingDown);
             }
             st.registry.insert(&sub);
-            st.delivered_seq
+            let now = self.shared.clock.now_ms();
+            let epoch = self.shared.epoch;
+            let opened = client_id
+                .as_ref()
+                .map(|c| st.sessions.open(c, &sub.selector, epoch, id, now));
+            (st.delivered_seq, opened)
         };
         let trimmed = self.shared.store.trimmed_through();
         let epoch = self.shared.epoch.0;
-        let (notice, from) = match req.cursor {
+        // `Last-Event-ID` is exact and wins; without it a live session resumes from its place.
+        let resumed = opened.as_ref().and_then(|o| o.resumed);
+        let cursor = req.cursor.or(resumed.map(Cursor::After));
+        let (notice, from) = match cursor {
             None => (None, head),
             Some(Cursor::Earliest) => (None, trimmed.min(head)),
             Some(Cursor::Invalid) => (Some(ResetReason::InvalidCursor), head),
@@ -464,13 +505,74 @@ impl Hub {
             Some(Cursor::After(id)) if id.seq < trimmed => (Some(ResetReason::CursorExpired), head),
             Some(Cursor::After(id)) => (None, id.seq),
         };
+        let session = opened.map(|o| {
+            if let Some(place) = &o.place {
+                place.set(from);
+            }
+            SessionStart {
+                resumed: resumed.is_some(),
+                place: o.place,
+            }
+        });
         Ok(Subscription::new(
             Arc::clone(&self.shared.subs),
             sub,
             notice,
             from,
             head,
+            session,
         ))
+    }
+
+    /// Closes (with `CloseReason::Reconnect`) every subscription with this client id; how many.
+    pub fn reconnect_client(&self, client_id: &Key) -> usize {
+        let st = self.lock();
+        let mut n = 0;
+        st.registry.for_each(|sub| {
+            if sub.client_id.as_ref() == Some(client_id) {
+                sub.close(CloseReason::Reconnect);
+                n += 1;
+            }
+        });
+        n
+    }
+
+    /// Closes (with `CloseReason::Reconnect`) every subscription whose selector overlaps
+    /// `pattern` (one of its patterns covers it or is covered by it); how many.
+    pub fn reconnect_topic(&self, pattern: &Pattern) -> usize {
+        let st = self.lock();
+        let mut n = 0;
+        st.registry.for_each(|sub| {
+            if sub
+                .selector
+                .patterns
+                .iter()
+                .any(|p| p.covers(pattern) || pattern.covers(p))
+            {
+                sub.close(CloseReason::Reconnect);
+                n += 1;
+            }
+        });
+        n
+    }
+
+    /// Starts (or ends) a drain: while it lasts, new subscriptions are refused as during a
+    /// shutdown, and the returned handles (every subscription open now) are for the caller to
+    /// close, spread over time. Publishing goes on.
+    pub fn drain(&self, on: bool) -> Vec<DrainHandle> {
+        let mut st = self.lock();
+        st.draining = on;
+        let mut all = Vec::new();
+        if on {
+            st.registry
+                .for_each(|sub| all.push(DrainHandle(Arc::clone(sub))));
+        }
+        all
+    }
+
+    /// Whether a drain is under way.
+    pub fn draining(&self) -> bool {
+        self.lock().draining
     }
 
     /// Refuses new publishes and subscriptions and tells every subscription to close with
@@ -481,8 +583,16 @@ impl Hub {
         st.registry.for_each(|sub| sub.close(CloseReason::Shutdown));
     }
 
-    /// Makes all history durable (call after `shutdown`, before exit).
+    /// Saves the sessions (where the store keeps them) and makes all history durable (call
+    /// after `shutdown` and after connections closed, before exit).
     pub async fn flush(&self) -> Result<(), StoreError> {
+        if let Some(saved) = self.shared.store.sessions() {
+            let snapshot = {
+                let now = self.shared.clock.now_ms();
+                self.lock().sessions.snapshot(now)
+            };
+            saved.save_sessions(snapshot).await?;
+        }
         self.shared.store.flush().await
     }
 
@@ -490,11 +600,18 @@ impl Hub {
     /// it costs a moment per thousand subscribers under the lock: for scrapes and
     /// dashboards, not for every request (`head` is cheaper for that).
     pub fn stats(&self) -> HubStats {
-        let (head, subscribers, delivered) = {
-            let st = self.lock();
+        let (head, subscribers, delivered, sessions) = {
+            let now = self.shared.clock.now_ms();
+            let mut st = self.lock();
+            st.sessions.expire(now);
             let mut delivered = st.retired_delivered;
             st.registry.for_each(|sub| delivered += sub.delivered());
-            (st.delivered_seq, st.registry.len(), delivered)
+            (
+                st.delivered_seq,
+                st.registry.len(),
+                delivered,
+                st.sessions.len(),
+            )
         };
         HubStats {
             epoch: self.shared.epoch,
@@ -503,6 +620,7 @@ impl Hub {
             delivered,
             replayed: self.shared.subs.replayed.load(Ordering::Relaxed),
             subscribers,
+            sessions,
             store: self.shared.store.stats(),
         }
     }
@@ -613,6 +731,8 @@ impl Drop for Commit {
     }
 }
 
+#[cfg(test)]
+mod session_tests;
 #[cfg(test)]
 mod store_tests;
 #[cfg(test)]

@@ -17,6 +17,8 @@
 //! - `record`: `EventRecord`, an event with its per-format encodings cached.
 //! - `idempotency`: keys scoped per credential, batch fingerprints, and the bounded cache of
 //!   recent keyed publishes.
+//! - `session`: client-id sessions (selector and place of a client while it is away, for a
+//!   TTL), bounded by `Limits::max_sessions`.
 //! - `limits`: every bound on what the network can make the engine hold.
 //! - `clock`: the injected `Clock` (`SystemClock`, `ManualClock`).
 //!
@@ -31,6 +33,7 @@ mod limits;
 pub mod record;
 mod registry;
 mod request;
+mod session;
 pub mod store;
 mod subscription;
 #[cfg(any(test, feature = "test-util"))]
@@ -38,11 +41,12 @@ pub mod testing;
 
 pub use clock::{Clock, DynClock, ManualClock, SystemClock};
 pub use error::{PublishError, SubscribeError};
-pub use hub::{Hub, HubStats};
+pub use hub::{DrainHandle, Hub, HubStats};
 pub use idempotency::{Fingerprint, IdempotencyKey, IdempotencyScope};
 pub use limits::Limits;
 pub use record::{EventRecord, FormatSlot, SharedEvent};
 pub use request::{NewEvent, PublishBatch, SubscribeRequest};
+pub use session::{SavedSession, SessionPlace, SessionStore};
 pub use store::{
     DynStore, EventStore, KeyedBatch, MemoryStore, ReadLimit, Retention, StoreError, StoreStats,
 };

@@ -49,6 +49,10 @@ pub struct Limits {
     pub idempotency_cache_bytes: usize,
     /// Longest idempotency key, in bytes.
     pub max_idempotency_key_bytes: usize,
+    /// How long a client-id session is kept after its last connection went away, in ms.
+    pub session_ttl_ms: u64,
+    /// Most client-id sessions held at once (the one detached longest goes first).
+    pub max_sessions: usize,
 }
 
 impl Default for Limits {
@@ -68,6 +72,8 @@ impl Default for Limits {
             idempotency_keys: 100_000,
             idempotency_cache_bytes: 32 << 20,
             max_idempotency_key_bytes: 256,
+            session_ttl_ms: 5 * 60 * 1000,
+            max_sessions: 100_000,
         }
     }
 }

@@ -43,6 +43,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::clock::{self, DynClock};
 use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::record::SharedEvent;
+use crate::session::{SavedSession, SessionStore};
 
 /// A boxed future, so the trait stays object-safe (`Arc<dyn EventStore>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -225,6 +226,11 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
 
     /// `None` while appends work; the failure once the store is poisoned.
     fn health(&self) -> Option<StoreError>;
+
+    /// Where the hub keeps client-id sessions between runs; `None`: they live only in memory.
+    fn sessions(&self) -> Option<&dyn SessionStore> {
+        None
+    }
 }
 
 /// History in memory, bounded by a `Retention`. Loses everything on exit, by design.
@@ -236,6 +242,8 @@ pub struct MemoryStore {
     clock: DynClock,
     /// Short synchronous sections only (push, trim, copy out a range): never held across await.
     inner: Mutex<MemoryInner>,
+    /// Sessions saved by a hub that flushed, for the next hub on this store (in this process).
+    sessions: Mutex<Vec<SavedSession>>,
 }
 
 #[derive(Debug, Default)]
@@ -259,6 +267,7 @@ impl MemoryStore {
             retention,
             clock,
             inner: Mutex::new(MemoryInner::default()),
+            sessions: Mutex::new(Vec::new()),
         }
     }
 
@@ -353,10 +362,32 @@ impl EventStore for MemoryStore {
     fn health(&self) -> Option<StoreError> {
         None
     }
+
+    fn sessions(&self) -> Option<&dyn SessionStore> {
+        Some(self)
+    }
 }
 
 /// Shared handle to any store.
 pub type DynStore = Arc<dyn EventStore>;
+
+impl SessionStore for MemoryStore {
+    fn load_sessions(&self) -> Result<Vec<SavedSession>, StoreError> {
+        Ok(self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone())
+    }
+
+    fn save_sessions(
+        &self,
+        sessions: Vec<SavedSession>,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        *self.sessions.lock().unwrap_or_else(|e| e.into_inner()) = sessions;
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -16,12 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use tidings_proto::topic::{MAX_KEY_BYTES, MAX_TOPIC_BYTES, MAX_TYPE_BYTES};
-use tidings_proto::{Epoch, EventId};
+use tidings_proto::{Epoch, EventId, Key};
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
 pub(crate) use self::queue::SubscriberQueue;
 use crate::limits::Limits;
 use crate::record::SharedEvent;
+use crate::session::{Place, SessionPlace};
 use crate::store::{DynStore, ReadLimit};
 
 /// Takes a subscriber's queue out of the fan-out (the hub's registry implements it).
@@ -123,6 +124,9 @@ pub enum CloseReason {
     StoreFailed,
     /// An operator closed it (the admin API).
     Operator,
+    /// The hub asked this client to reconnect (a drain, or `Hub::reconnect`): it should
+    /// reconnect at once, with its last id or client id, possibly to another node.
+    Reconnect,
 }
 
 impl CloseReason {
@@ -133,13 +137,31 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::StoreFailed => "store_failed",
             CloseReason::Operator => "operator",
+            CloseReason::Reconnect => "reconnect",
         }
     }
+}
+
+/// How a subscription with a client id starts: told `resumed` or `subscribed`, and where it
+/// records its session's place.
+#[derive(Debug)]
+pub(crate) struct SessionStart {
+    pub(crate) resumed: bool,
+    /// `None` when the session table had no room: the client is told `subscribed`.
+    pub(crate) place: Option<Place>,
 }
 
 /// What `Subscription::next` produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// The first step of a subscription with a client id: whether it resumed a live session
+    /// (`resumed`) or started one (`subscribed`).
+    Session {
+        /// A live session with the same selector was found.
+        resumed: bool,
+        /// The id the stream continues after.
+        cursor: EventId,
+    },
     /// Events were appended to the output buffer.
     Events,
     /// The cursor could not be honoured; the stream continues after `resume_after`.
@@ -199,6 +221,10 @@ pub struct Subscription {
     replay_held: Option<OwnedSemaphorePermit>,
     /// A wait for replay budget that a cancelled `next` left in line.
     replay_wait: Option<BudgetWait>,
+    /// The session announcement not yet handed out (`resumed`?).
+    announce: Option<bool>,
+    /// The session's place, which the connection confirms (`session_place`).
+    place: Option<Place>,
 }
 
 /// A queued wait for replay budget.
@@ -217,7 +243,12 @@ impl Subscription {
         notice: Option<ResetReason>,
         from: u64,
         until: u64,
+        session: Option<SessionStart>,
     ) -> Self {
+        let (announce, place) = match session {
+            Some(s) => (Some(s.resumed), s.place),
+            None => (None, None),
+        };
         Subscription {
             ctx,
             shared,
@@ -227,7 +258,40 @@ impl Subscription {
             last_live: 0,
             replay_held: None,
             replay_wait: None,
+            announce,
+            place,
         }
+    }
+
+    /// What this subscription selects.
+    pub fn selector(&self) -> &tidings_proto::Selector {
+        &self.shared.selector
+    }
+
+    /// The client id this subscription was opened with.
+    pub fn client_id(&self) -> Option<&Key> {
+        self.shared.client_id.as_ref()
+    }
+
+    /// Where the connection confirms what reached the client, if this subscription holds a
+    /// client-id session. Nothing moves it but `SessionPlace::confirm` (and the cursor the
+    /// subscription started from): a place never claims an event the client did not get.
+    pub fn session_place(&self) -> Option<SessionPlace> {
+        self.place.clone().map(SessionPlace)
+    }
+
+    /// The session announcement, then a reset notice, come before anything else.
+    fn begin_step(&mut self) -> Option<Step> {
+        if let Some(resumed) = self.announce.take() {
+            return Some(Step::Session {
+                resumed,
+                cursor: EventId::new(self.ctx.epoch, self.pos),
+            });
+        }
+        self.notice.take().map(|reason| Step::Reset {
+            reason,
+            resume_after: self.handoff(),
+        })
     }
 
     /// The handoff point: the head of the hub when this subscription registered.
@@ -261,11 +325,8 @@ impl Subscription {
     /// Waits for the next step, appending ready events to `out` (which the caller clears).
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn next(&mut self, out: &mut Vec<SharedEvent>) -> Step {
-        if let Some(reason) = self.notice.take() {
-            return Step::Reset {
-                reason,
-                resume_after: self.handoff(),
-            };
+        if let Some(step) = self.begin_step() {
+            return step;
         }
         let before = out.len();
         let step = match self.replay(out).await {
@@ -288,11 +349,8 @@ impl Subscription {
         out: &mut Vec<SharedEvent>,
         idle: impl std::future::Future<Output = ()>,
     ) -> Option<Step> {
-        if let Some(reason) = self.notice.take() {
-            return Some(Step::Reset {
-                reason,
-                resume_after: self.handoff(),
-            });
+        if let Some(step) = self.begin_step() {
+            return Some(step);
         }
         let before = out.len();
         let step = match self.replay(out).await {

@@ -34,6 +34,7 @@ macro_rules! codes {
 codes! {
     MalformedJson => ("malformed_json", 400, "The body is not valid JSON."),
     InvalidParameter => ("invalid_parameter", 400, "A query parameter or header is invalid."),
+    InvalidClientId => ("invalid_client_id", 400, "A client id is not valid (a UUID where the endpoint requires one, else printable ASCII of at most 64 bytes)."),
     Unauthorized => ("unauthorized", 401, "No valid credential was presented."),
     Forbidden => ("forbidden", 403, "The credential does not grant this action on this topic."),
     ForbiddenHost => ("forbidden_host", 403, "The request's Host is not a name this hub answers to."),
@@ -48,6 +49,7 @@ codes! {
     InvalidTopic => ("invalid_topic", 422, "A topic or selector is not valid."),
     InvalidType => ("invalid_type", 422, "An event type is not valid."),
     InvalidKey => ("invalid_key", 422, "An event key is not valid."),
+    ReservedType => ("reserved_type", 422, "The event type is one the hub sends itself (subscribed, resumed, reset, reconnect-required, or an endpoint's handshake, keep-alive or synthetic name)."),
     IdempotencyConflict => ("idempotency_conflict", 422, "An idempotency key was reused with a different body."),
     TooManyConnections => ("too_many_connections", 503, "The connection limit is reached."),
     ShuttingDown => ("shutting_down", 503, "The hub is shutting down."),

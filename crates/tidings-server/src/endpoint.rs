@@ -1,6 +1,7 @@
 //! `Endpoint`: a configured subscribe route — its path, optionally its own port, the selector
 //! it serves, the JSON frame shape, where credentials may come from, which Origins may open a
-//! WebSocket, and which transports it speaks. The built-in `/events` is one; profiles (NZB
+//! WebSocket, which transports it speaks, where a client id comes from, and the names of the
+//! events the hub sends itself. The built-in `/events` is one; profiles (NZB
 //! Flow's WebSocket on port 3001, …) are others.
 
 use std::net::SocketAddr;
@@ -60,6 +61,105 @@ impl Origins {
     }
 }
 
+/// Where a subscriber's client id comes from, and what it must look like.
+#[derive(Debug, Clone)]
+pub struct ClientIdRule {
+    /// The header carrying it [default: `X-Client-Id`]; the `clientId` query parameter is
+    /// the alternative for browsers.
+    pub header: http::HeaderName,
+    /// It must be a UUID (Cloudreve's `X-Cr-Client-Id` is); otherwise any printable ASCII up
+    /// to 64 bytes.
+    pub uuid: bool,
+}
+
+impl Default for ClientIdRule {
+    fn default() -> Self {
+        ClientIdRule {
+            header: http::HeaderName::from_static("x-client-id"),
+            uuid: false,
+        }
+    }
+}
+
+/// The names of the events that open a stream with a client id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionNames {
+    /// A new session (new id, expired, or evicted) [default: `subscribed`].
+    pub subscribed: String,
+    /// A live session was resumed [default: `resumed`].
+    pub resumed: String,
+}
+
+impl Default for SessionNames {
+    fn default() -> Self {
+        SessionNames {
+            subscribed: "subscribed".to_owned(),
+            resumed: "resumed".to_owned(),
+        }
+    }
+}
+
+/// An event sent first on every connection to an endpoint (the camera server's `connected`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handshake {
+    /// Its event name.
+    pub name: String,
+    /// Its JSON data, with `${selector}` (the subscribed topics, comma-separated), `${clientId}`
+    /// (empty without one), `${cursor}` (the id the stream starts after) and `${endpoint}`
+    /// replaced (JSON-escaped, for use inside a JSON string).
+    pub template: String,
+}
+
+/// Placeholders a handshake or synthetic-event template may use (`reason` is empty in a
+/// handshake).
+pub const TEMPLATE_VARS: [&str; 5] = ["selector", "clientId", "cursor", "endpoint", "reason"];
+
+impl Handshake {
+    /// The template with `vars` filled in. Unknown placeholders are refused at configuration.
+    pub fn render(&self, vars: &[(&str, &str)]) -> String {
+        render(&self.template, vars)
+    }
+}
+
+/// Replaces each `${name}` in `template` with its value, JSON-escaped.
+pub(crate) fn render(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[at..]);
+            return out;
+        };
+        let name = &after[..end];
+        match vars.iter().find(|(k, _)| *k == name) {
+            Some((_, v)) => {
+                let quoted = serde_json::to_string(v).expect("a string serializes");
+                out.push_str(&quoted[1..quoted.len() - 1]);
+            }
+            None => out.push_str(&rest[at..at + 3 + end]),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// How an idle stream shows it is alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keepalive {
+    /// An SSE comment (`: keepalive`); an empty line on NDJSON.
+    Comment,
+    /// A named event with JSON data (Cloudreve's `keep-alive`); a control frame on NDJSON.
+    Event {
+        /// Its name.
+        name: String,
+        /// Its JSON data.
+        data: String,
+    },
+}
+
 /// One subscribe route.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -81,6 +181,51 @@ pub struct Endpoint {
     pub origins: Origins,
     /// Transports served.
     pub transports: Transports,
+    /// Where the client id comes from and its form.
+    pub client_id: ClientIdRule,
+    /// Names of the session events.
+    pub session: SessionNames,
+    /// The first event on connect, if any.
+    pub handshake: Option<Handshake>,
+    /// The keep-alive style.
+    pub keepalive: Keepalive,
+    /// The keep-alive interval of this endpoint (`Some(0)`: off); `None`: `--sse-keepalive`.
+    pub keepalive_interval: Option<Duration>,
+    /// Name of the event that tells a client to reconnect [default: `reconnect-required`].
+    pub reconnect_event: String,
+    /// A synthetic event sent before it when the hub closes a stream (a drain, a shutdown, an
+    /// admin reconnect): the camera server's `disconnected` with `${reason}`.
+    pub disconnect: Option<Handshake>,
+}
+
+impl Endpoint {
+    /// The event names this endpoint sends itself, which no publisher may use.
+    pub fn system_names(&self) -> Vec<&str> {
+        let mut names = vec![
+            self.session.subscribed.as_str(),
+            self.session.resumed.as_str(),
+        ];
+        if let Some(h) = &self.handshake {
+            names.push(h.name.as_str());
+        }
+        if let Keepalive::Event { name, .. } = &self.keepalive {
+            names.push(name.as_str());
+        }
+        names.push(self.reconnect_event.as_str());
+        if let Some(d) = &self.disconnect {
+            names.push(d.name.as_str());
+        }
+        names
+    }
+
+    /// The keep-alive interval on this endpoint, given the server-wide one.
+    pub fn keepalive_every(&self, default: Option<Duration>) -> Option<Duration> {
+        match self.keepalive_interval {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => default,
+        }
+    }
 }
 
 impl Endpoint {
@@ -95,6 +240,13 @@ impl Endpoint {
             query_token: None,
             origins,
             transports: Transports::ALL,
+            client_id: ClientIdRule::default(),
+            session: SessionNames::default(),
+            handshake: None,
+            keepalive: Keepalive::Comment,
+            keepalive_interval: None,
+            reconnect_event: "reconnect-required".to_owned(),
+            disconnect: None,
         }
     }
 }
@@ -136,6 +288,19 @@ impl Default for TransportOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn templates_fill_known_names_escaped_and_keep_the_rest() {
+        let h = Handshake {
+            name: "connected".into(),
+            template: r#"{"cameraId":"${selector}","c":"${clientId}","x":"${nope}"}"#.into(),
+        };
+        assert_eq!(
+            h.render(&[("selector", "cam/\"1\""), ("clientId", "")]),
+            r#"{"cameraId":"cam/\"1\"","c":"","x":"${nope}"}"#
+        );
+        assert_eq!(render("${unclosed", &[]), "${unclosed");
+    }
 
     #[test]
     fn origin_policies() {

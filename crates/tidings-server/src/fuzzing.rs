@@ -90,6 +90,7 @@ fn route_tables() -> &'static [LeanRoutes; 2] {
                 sse: false,
                 ..Transports::ALL
             },
+            ..Endpoint::default_events(Origins::Any)
         };
         let root = Endpoint {
             name: "root".to_owned(),
@@ -147,7 +148,7 @@ fn app(tokens: Vec<StaticToken>) -> AppState {
 pub fn publish_body(bytes: &[u8]) {
     let max_batch = Limits::default().max_batch_events;
     let events = match parse_events(bytes, max_batch) {
-        Ok(events) => events,
+        Ok((events, _origins)) => events,
         Err(e) => {
             assert!(e.status().is_client_error(), "{:?}", e.0);
             return;
@@ -155,7 +156,7 @@ pub fn publish_body(bytes: &[u8]) {
     };
     assert!(!events.is_empty() && events.len() <= max_batch);
     let body = write_body(&events);
-    let again = parse_events(&body, max_batch)
+    let (again, _) = parse_events(&body, max_batch)
         .unwrap_or_else(|e| panic!("accepted events written back were refused: {:?}", e.0));
     assert_eq!(summary(&events), summary(&again));
 }

@@ -23,6 +23,8 @@ use tokio::net::TcpStream;
 
 use tidings_proto::ErrorCode;
 
+use crate::ack::AckTracker;
+use crate::endpoint::Endpoint;
 use crate::http::error::HttpError;
 use crate::http::extract;
 use crate::http::head::{self, Framing};
@@ -144,55 +146,84 @@ pub(crate) async fn serve(
     write_timeout: Duration,
 ) {
     let chunked = parts.version == Version::HTTP_11;
-    let keepalive = ctx.app.transport.keepalive;
+    let keepalive = ctx.endpoint.keepalive_every(ctx.app.transport.keepalive);
     let (mut rd, wr) = tcp.into_split();
     let mut wr = WriteTimeout::new(wr, write_timeout);
     // Boxed: the opening's state is freed once the stream runs, and every long-lived stream
     // would otherwise carry room for it.
-    let Some((sub, format)) = Box::pin(open(&mut wr, parts, ctx)).await else {
+    let Some((sub, format, endpoint, head_len)) = Box::pin(open(&mut wr, parts, ctx)).await else {
         return;
     };
-    let body = stream::body(sub, format, keepalive);
-    tokio::pin!(body);
+    // A client-id session's place moves only as far as the client's TCP stack acknowledged.
+    let mut acks = sub.session_place().map(|place| {
+        let mut t = Box::new(AckTracker::new(place));
+        t.wrote(head_len, None, wr.get_ref().as_ref());
+        t
+    });
+    // Boxed: its size is counted with the connection's in the test below, not twice.
+    let mut body = Box::pin(stream::pieces(sub, format, keepalive, endpoint));
     let mut probe = [0u8; 16];
     loop {
         tokio::select! {
             // Data first: the read side is only polled while the stream waits, which is when
             // its readiness needs registering anyway.
             biased;
-            chunk = body.next() => match chunk {
-                Some(Ok(data)) => {
-                    if write_chunk(&mut wr, &data, chunked).await.is_err() {
-                        return;
+            piece = body.next() => match piece {
+                Some(piece) => {
+                    if write_chunk(&mut wr, &piece.bytes, chunked).await.is_err() {
+                        break;
+                    }
+                    if let Some(t) = acks.as_mut() {
+                        let len = framed_len(piece.bytes.len(), chunked);
+                        let socket = wr.get_ref().as_ref();
+                        t.wrote(len, piece.last_seq, socket);
+                        if piece.last_seq.is_none() {
+                            // A keepalive or notice: a quiet moment to catch up.
+                            t.check(socket);
+                        }
                     }
                 }
-                Some(Err(never)) => match never {},
                 None => {
                     if chunked && wr.write_all(b"0\r\n\r\n").await.is_err() {
-                        return;
+                        break;
                     }
                     if wr.shutdown().await.is_err() {
                         tracing::debug!(message = "Could not shut down a finished stream.");
                     }
-                    return;
+                    break;
                 }
             },
             // Only the end of the request side matters: the client went away.
             read = rd.read(&mut probe) => match read {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => break,
                 Ok(_) => {}
             },
         }
     }
+    // Before the socket closes (and the subscription detaches its session): what did the
+    // client's TCP stack acknowledge in the end?
+    if let Some(t) = acks.as_mut() {
+        t.check(wr.get_ref().as_ref());
+    }
+}
+
+/// Bytes a piece of `len` takes on the wire (with its chunk framing).
+fn framed_len(len: usize, chunked: bool) -> usize {
+    if !chunked {
+        return len;
+    }
+    let mut head = [0u8; 18];
+    chunk_head(&mut head, len) + len + 2
 }
 
 /// Judges the request, then writes the answer's head, or the whole answer if the
-/// subscription is refused (`None`).
+/// subscription is refused (`None`). Returns the subscription, its format and endpoint, and
+/// the bytes of the head.
 async fn open(
     wr: &mut WriteTimeout<tokio::net::tcp::OwnedWriteHalf>,
     parts: Box<http::request::Parts>,
     ctx: EndpointState,
-) -> Option<(Tracked, stream::Format)> {
+) -> Option<(Tracked, stream::Format, Arc<Endpoint>, usize)> {
     let version = parts.version;
     let prepared = extract::host(&parts.headers, None, &ctx.app)
         .and_then(|()| subscribe::prepare(&ctx, &parts));
@@ -200,7 +231,13 @@ async fn open(
     // in-band, as one accepted during the drain is.
     let late = matches!(&prepared, Err(e) if e.0.error.code == ErrorCode::ShuttingDown)
         && !subscribe::wants_ndjson_stream(&parts);
-    let retry = ctx.app.transport.retry;
+    // During a drain, long enough for the client to land on another node.
+    let retry = if ctx.app.hub.draining() {
+        ctx.app.transport.retry.max(ctx.app.edge.drain_spread())
+    } else {
+        ctx.app.transport.retry
+    };
+    let endpoint = Arc::clone(&ctx.endpoint);
     drop((parts, ctx));
     if late {
         let out = refusal_answer(Refusal::ShuttingDown, version, Some(retry));
@@ -232,7 +269,7 @@ async fn open(
     let head = head::encode(http::StatusCode::OK, version, &headers, framing);
     drop(headers);
     wr.write_all(&head).await.ok()?;
-    Some((sub, format))
+    Some((sub, format, endpoint, head.len()))
 }
 
 /// Writes `data` as one HTTP/1.1 chunk (or as is), gathering the chunk header, the shared
@@ -413,10 +450,12 @@ mod tests {
         assert_eq!(&buf[..n], b"ffffffffffffffff\r\n");
     }
 
-    /// Every idle lean subscriber is one `serve` future: what it holds is what an idle
-    /// stream costs. Opening the stream (judging, error answers, the head) runs boxed so its
-    /// state is not part of it. 1,312 bytes before the opening was boxed; 1,024 before the
-    /// connection carried its operator bookkeeping (`Tracked`: one pointer, 8 bytes).
+    /// Every idle lean subscriber is one `serve` future and its boxed body stream: what they
+    /// hold is what an idle stream costs. Opening the stream (judging, error answers, the
+    /// head) runs boxed so its state is not part of it. 1,312 bytes before the opening was
+    /// boxed; at most 1,024 before the stream carried its endpoint (session names, handshake,
+    /// keep-alive style) and a session's acknowledgement tracking (1,376 with them); the
+    /// operator bookkeeping (`Tracked`) adds one pointer.
     #[tokio::test]
     async fn a_lean_stream_future_stays_small() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -425,8 +464,20 @@ mod tests {
             .unwrap();
         let (parts, ()) = http::Request::new(()).into_parts();
         let ctx = routes()["/events"].clone();
+        let sub = ctx
+            .app
+            .hub
+            .subscribe(tidings_core::SubscribeRequest {
+                selector: tidings_proto::Selector::all(),
+                cursor: None,
+                client_id: None,
+            })
+            .unwrap();
+        let format = stream::Format::Ndjson(crate::Shape::Event);
+        let body = stream::pieces(Tracked::untracked(sub), format, None, ctx.endpoint.clone());
+        let body_size = std::mem::size_of_val(&body);
         let future = serve(tcp, Box::new(parts), ctx, Duration::from_secs(1));
-        let size = std::mem::size_of_val(&future);
-        assert!(size <= 1032, "{size} bytes");
+        let size = std::mem::size_of_val(&future) + body_size;
+        assert!(size <= 1480, "{size} bytes");
     }
 }

@@ -13,6 +13,7 @@
 //!   limit or during the drain.
 //! - `fuzzing`: entry points for the fuzz targets (hidden, not an API).
 
+mod ack;
 pub mod config;
 pub mod endpoint;
 #[doc(hidden)]
@@ -40,7 +41,7 @@ pub use config::{Config, ConfigError, Durability, RawConfig};
 use http::router::lean_routes;
 pub use http::router::{endpoint_router, metrics_router, router};
 pub use metrics::Metrics;
-pub use state::{AppState, Edge};
+pub use state::{AppState, Edge, SYSTEM_TYPES};
 pub use tracked::Observers;
 pub use transport::frame::Shape;
 pub use transport::ws::{
@@ -107,7 +108,9 @@ impl App {
                 config.body_timeout,
                 config.max_inflight_body_bytes,
                 config.allowed_hosts.clone(),
-            ),
+            )
+            .reserve(config.endpoints.iter().flat_map(|e| e.system_names()))
+            .with_drain_spread(config.drain_spread),
             observers: Arc::new(
                 Observers::new(metrics).with_metrics_token(config.metrics.token.clone()),
             ),
@@ -253,7 +256,17 @@ impl App {
             )));
         }
         shutdown.await;
-        tracing::info!(message = "Shutting down: closing streams and draining connections.");
+        tracing::info!(
+            message = "Shutting down: telling streams to reconnect, spread over the drain window.",
+            spread_ms = u64::try_from(config.drain_spread.as_millis()).unwrap_or(u64::MAX),
+        );
+        http::admin::drain(
+            &hub,
+            config.drain_spread,
+            tidings_core::CloseReason::Shutdown,
+        )
+        .await;
+        tracing::info!(message = "Closing the rest and draining connections.");
         hub.shutdown();
         stop_tx.send_replace(true);
         for server in servers {

@@ -3,7 +3,7 @@
 //! Two kinds of numbers: what the HTTP layer counts as it happens (connections, resets and
 //! `reconnect-required` sent, auth failures, publish and store-commit latency), held in
 //! `prometheus-client` metrics; and what the engine already counts in plain atomics
-//! (published, delivered, replayed, subscriptions, store state), read by `HubCollector` at
+//! (published, delivered, replayed, subscriptions, sessions, store state), read by `HubCollector` at
 //! scrape time, so the fan-out pays nothing for metrics beyond the engine's own per-step
 //! count. Process RSS and open file descriptors are read from `/proc` at scrape time.
 //!
@@ -263,6 +263,12 @@ impl Collector for HubCollector {
             "tidings_subscriptions",
             "Open subscriptions",
             clamp(s.subscribers as u64),
+        )?;
+        gauge(
+            e,
+            "tidings_sessions",
+            "Client-id sessions held (attached, or detached within their TTL)",
+            clamp(s.sessions as u64),
         )?;
         gauge(
             e,

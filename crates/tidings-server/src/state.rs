@@ -36,7 +36,23 @@ pub struct Edge {
     /// Extra `Host` names answered (beyond loopback names); empty: none without tokens, any
     /// with tokens.
     pub(crate) allowed_hosts: Arc<[String]>,
+    /// Reserved names and the drain window (one pointer: `Edge` rides in every lean
+    /// connection's opening state).
+    pub(crate) policy: Arc<Policy>,
 }
+
+/// What the edge knows about the hub's own events and drains.
+#[derive(Debug, Clone)]
+pub(crate) struct Policy {
+    /// Event types the hub sends itself, which a publish may not use.
+    pub(crate) reserved_types: Vec<String>,
+    /// The window a drain spreads its closes over (and the `retry:` a stream refused during
+    /// a drain is given, so it lands elsewhere).
+    pub(crate) drain_spread: Duration,
+}
+
+/// The event names every endpoint's streams may carry from the hub itself.
+pub const SYSTEM_TYPES: [&str; 4] = ["subscribed", "resumed", "reset", "reconnect-required"];
 
 impl Edge {
     /// Edge settings with these bounds.
@@ -51,7 +67,37 @@ impl Edge {
                 max_inflight_body_bytes.min(Semaphore::MAX_PERMITS),
             )),
             allowed_hosts: allowed_hosts.into(),
+            policy: Arc::new(Policy {
+                reserved_types: SYSTEM_TYPES.iter().map(|s| (*s).to_owned()).collect(),
+                drain_spread: Duration::from_secs(10),
+            }),
         }
+    }
+
+    /// Also refuses `names` (the endpoints' own session, handshake, keep-alive and synthetic
+    /// event names) at publish.
+    pub fn reserve<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Edge {
+        let mut policy = (*self.policy).clone();
+        for n in names {
+            if !policy.reserved_types.iter().any(|a| a == n) {
+                policy.reserved_types.push(n.to_owned());
+            }
+        }
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// Drains spread their closes over `spread`.
+    pub fn with_drain_spread(mut self, spread: Duration) -> Edge {
+        let mut policy = (*self.policy).clone();
+        policy.drain_spread = spread;
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// The drain window.
+    pub fn drain_spread(&self) -> Duration {
+        self.policy.drain_spread
     }
 }
 

@@ -1,6 +1,6 @@
 //! Subscribe connections as operators see them. Every subscription a transport serves is a
 //! `Tracked`: it logs one line when it opens and one when it closes (endpoint, transport,
-//! remote address, selector, duration, events delivered, close reason), counts the resets
+//! remote address, selector, client id, duration, events delivered, close reason), counts the resets
 //! and `reconnect-required` notices the hub hands it, keeps the connection gauges, and sits
 //! in the `Connections` table (the admin API's view) while it lives.
 //!
@@ -55,6 +55,8 @@ pub(crate) struct ConnInfo {
     pub(crate) remote: Option<SocketAddr>,
     /// `topic=a/*,b type=x`: what the subscription selects (never a credential).
     pub(crate) selector: String,
+    /// The session's client id, for a subscription that named one.
+    pub(crate) client_id: Option<tidings_proto::Key>,
     /// Wall-clock milliseconds since the Unix epoch when it opened.
     pub(crate) since_ms: u64,
     started: Instant,
@@ -181,6 +183,7 @@ impl Tracked {
             },
             remote,
             selector,
+            client_id: sub.client_id().cloned(),
             since_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
@@ -200,6 +203,7 @@ impl Tracked {
             transport = info.labels.transport,
             remote = remote.map(tracing::field::display),
             selector = %info.selector,
+            client_id = info.client_id.as_ref().map(|c| c.as_str()),
         );
         Tracked {
             sub,
@@ -262,6 +266,15 @@ impl Tracked {
     }
 }
 
+/// The subscription's own accessors (selector, client id, place), read through.
+impl std::ops::Deref for Tracked {
+    type Target = Subscription;
+
+    fn deref(&self) -> &Subscription {
+        &self.sub
+    }
+}
+
 impl ConnInfo {
     fn end(&self, why: &'static str) {
         // The first reason wins (a later one only followed from it): a second `set` is
@@ -272,7 +285,7 @@ impl ConnInfo {
     fn observe(&self, step: &Step) {
         let metrics = &self.observers.metrics;
         match step {
-            Step::Events => {}
+            Step::Events | Step::Session { .. } => {}
             Step::Reset { reason, .. } => {
                 metrics
                     .resets_sent
@@ -331,6 +344,7 @@ impl Drop for Tracked {
             transport = info.labels.transport,
             remote = info.remote.map(tracing::field::display),
             selector = %info.selector,
+            client_id = info.client_id.as_ref().map(|c| c.as_str()),
             duration_ms = info.started.elapsed().as_millis() as u64,
             delivered = self.sub.delivered(),
             reason,

@@ -9,6 +9,7 @@
 //! - `schema`: the tables and the encoding of one event (format documented there).
 //! - `migrate`: the format version in `meta` and the upgrades from older versions (`v1` is
 //!   the first format, `v3` the current one).
+//! - `sessions`: the client-id sessions a hub saved (`tidings_core::SessionStore`).
 //! - `verify`: the offline check behind `tidings store verify`.
 //!
 //! # Why redb (measured, not assumed)
@@ -81,8 +82,8 @@ use std::time::{Duration, Instant};
 use redb::ReadableDatabase;
 use tidings_core::store::{AppendSlot, BoxFuture};
 use tidings_core::{
-    EventRecord, EventStore, IdempotencyKey, KeyedBatch, ReadLimit, Retention, SharedEvent,
-    StoreError, StoreStats,
+    EventRecord, EventStore, IdempotencyKey, KeyedBatch, ReadLimit, Retention, SavedSession,
+    SessionStore, SharedEvent, StoreError, StoreStats,
 };
 use tidings_proto::Epoch;
 use tokio::sync::{Semaphore, oneshot};
@@ -90,6 +91,7 @@ use tokio::sync::{Semaphore, oneshot};
 mod migrate;
 mod retention;
 mod schema;
+mod sessions;
 pub mod verify;
 mod writer;
 
@@ -431,6 +433,24 @@ impl EventStore for RedbStore {
 
     fn health(&self) -> Option<StoreError> {
         self.shared.poison.get().cloned()
+    }
+
+    fn sessions(&self) -> Option<&dyn SessionStore> {
+        Some(self)
+    }
+}
+
+impl SessionStore for RedbStore {
+    fn load_sessions(&self) -> Result<Vec<SavedSession>, StoreError> {
+        sessions::read(&self.shared)
+    }
+
+    fn save_sessions(
+        &self,
+        sessions: Vec<SavedSession>,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        let (done, rx) = oneshot::channel();
+        self.request(Request::SaveSessions { sessions, done }, rx)
     }
 }
 

@@ -36,6 +36,11 @@ pub(crate) enum Request {
     },
     /// Trim to the exact bounds, commit durably with the clean marker, then answer.
     Flush { done: Reply },
+    /// Replace the saved client-id sessions (durably), then answer.
+    SaveSessions {
+        sessions: Vec<tidings_core::SavedSession>,
+        done: Reply,
+    },
     /// Test hook: stop at once, without the final durable commit or the clean marker.
     Crash,
 }
@@ -124,12 +129,30 @@ impl Writer {
         due.map(|d| d.saturating_duration_since(Instant::now()))
     }
 
-    fn process(&mut self, batch: Vec<Request>, encoded: &mut Vec<u8>) {
+    fn process(&mut self, mut batch: Vec<Request>, encoded: &mut Vec<u8>) {
         if let Some(err) = self.shared.poison.get() {
             let refused = StoreError::Poisoned(err.to_string());
             for request in batch {
                 reply_to(request, Err(refused.clone()));
             }
+            return;
+        }
+        // Sessions are saved in their own durable commit, before the events of the batch
+        // (they only name seqs already stored).
+        let (saves, rest): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|r| matches!(r, Request::SaveSessions { .. }));
+        batch = rest;
+        for request in saves {
+            let Request::SaveSessions { sessions, done } = request else {
+                continue;
+            };
+            let result = self.commit(true, |tx, _| crate::sessions::write(tx, &sessions));
+            if done.send(result).is_err() {
+                tracing::trace!("Sessions saved after their caller left.");
+            }
+        }
+        if batch.is_empty() {
             return;
         }
         let flush = batch.iter().any(|r| matches!(r, Request::Flush { .. }));
@@ -414,7 +437,9 @@ fn batch_events(batch: &[Request]) -> usize {
 
 fn reply_to(request: Request, result: Result<(), StoreError>) {
     let done = match request {
-        Request::Append { done, .. } | Request::Flush { done } => done,
+        Request::Append { done, .. }
+        | Request::Flush { done }
+        | Request::SaveSessions { done, .. } => done,
         Request::Crash => return,
     };
     // The caller may have stopped waiting; the outcome is recorded either way.

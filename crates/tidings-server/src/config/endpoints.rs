@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, bad, patterns};
-use crate::endpoint::{Endpoint, Origins, Transports};
+use crate::endpoint::{
+    ClientIdRule, Endpoint, Handshake, Keepalive, Origins, SessionNames, TEMPLATE_VARS, Transports,
+};
 use crate::transport::frame::Shape;
 
 /// `[[endpoints]]`.
@@ -36,6 +38,43 @@ pub struct RawEndpoint {
     /// Any of `sse`, `websocket`, `ndjson`, `poll` [default: all].
     #[serde(default)]
     pub transports: Option<Vec<String>>,
+    /// Header carrying the subscriber's client id [default: `X-Client-Id`].
+    #[serde(default)]
+    pub client_id_header: Option<String>,
+    /// Require the client id to be a UUID [default: false].
+    #[serde(default)]
+    pub client_id_uuid: Option<bool>,
+    /// Name of the event that opens a new session [default: `subscribed`].
+    #[serde(default)]
+    pub subscribed_event: Option<String>,
+    /// Name of the event that opens a resumed session [default: `resumed`].
+    #[serde(default)]
+    pub resumed_event: Option<String>,
+    /// Name of an event sent first on every connection [default: none].
+    #[serde(default)]
+    pub handshake_event: Option<String>,
+    /// Its JSON data; `${selector}`, `${clientId}`, `${cursor}`, `${endpoint}` are filled in
+    /// [default: `{}`].
+    #[serde(default)]
+    pub handshake_data: Option<String>,
+    /// Keep-alive as this named event instead of an SSE comment [default: none (comment)].
+    #[serde(default)]
+    pub keepalive_event: Option<String>,
+    /// The keep-alive event's JSON data [default: `{}`].
+    #[serde(default)]
+    pub keepalive_data: Option<String>,
+    /// Keep-alive interval on this endpoint, `0s` for none [default: `sse.keepalive`].
+    #[serde(default)]
+    pub keepalive_interval: Option<String>,
+    /// Name of the event that tells a client to reconnect [default: `reconnect-required`].
+    #[serde(default)]
+    pub reconnect_event: Option<String>,
+    /// A synthetic event sent before it when the hub closes a stream [default: none].
+    #[serde(default)]
+    pub disconnect_event: Option<String>,
+    /// Its JSON data; placeholders as in `handshake_data`, plus `${reason}` [default: `{}`].
+    #[serde(default)]
+    pub disconnect_data: Option<String>,
 }
 
 /// The built-in `/events` (with the `[websocket]` Origin list) followed by every
@@ -147,6 +186,93 @@ fn endpoint(setting: &str, raw: RawEndpoint) -> Result<Endpoint, ConfigError> {
         None => Transports::ALL,
         Some(list) => transports(setting, &list)?,
     };
+    let mut client_id = ClientIdRule::default();
+    if let Some(h) = raw.client_id_header {
+        client_id.header = http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+            bad(
+                &format!("{setting}.client_id_header"),
+                format!("`{h}` is not a header name"),
+            )
+        })?;
+    }
+    client_id.uuid = raw.client_id_uuid.unwrap_or(false);
+    let defaults = SessionNames::default();
+    let session = SessionNames {
+        subscribed: event_name(
+            &format!("{setting}.subscribed_event"),
+            raw.subscribed_event,
+            defaults.subscribed,
+        )?,
+        resumed: event_name(
+            &format!("{setting}.resumed_event"),
+            raw.resumed_event,
+            defaults.resumed,
+        )?,
+    };
+    let handshake = match raw.handshake_event {
+        None => {
+            if raw.handshake_data.is_some() {
+                return Err(bad(
+                    &format!("{setting}.handshake_data"),
+                    "needs handshake_event",
+                ));
+            }
+            None
+        }
+        Some(name) => {
+            let name = event_name(
+                &format!("{setting}.handshake_event"),
+                Some(name),
+                String::new(),
+            )?;
+            let template = raw.handshake_data.unwrap_or_else(|| "{}".to_owned());
+            check_template(&format!("{setting}.handshake_data"), &template)?;
+            Some(Handshake { name, template })
+        }
+    };
+    let keepalive = match raw.keepalive_event {
+        None => Keepalive::Comment,
+        Some(name) => {
+            let name = event_name(
+                &format!("{setting}.keepalive_event"),
+                Some(name),
+                String::new(),
+            )?;
+            let data = raw.keepalive_data.unwrap_or_else(|| "{}".to_owned());
+            check_json(&format!("{setting}.keepalive_data"), &data)?;
+            Keepalive::Event { name, data }
+        }
+    };
+    let disconnect = match raw.disconnect_event {
+        None => {
+            if raw.disconnect_data.is_some() {
+                return Err(bad(
+                    &format!("{setting}.disconnect_data"),
+                    "needs disconnect_event",
+                ));
+            }
+            None
+        }
+        Some(name) => {
+            let name = event_name(
+                &format!("{setting}.disconnect_event"),
+                Some(name),
+                String::new(),
+            )?;
+            let template = raw.disconnect_data.unwrap_or_else(|| "{}".to_owned());
+            check_template(&format!("{setting}.disconnect_data"), &template)?;
+            Some(Handshake { name, template })
+        }
+    };
+    let reconnect_event = event_name(
+        &format!("{setting}.reconnect_event"),
+        raw.reconnect_event,
+        "reconnect-required".to_owned(),
+    )?;
+    let keepalive_interval = raw
+        .keepalive_interval
+        .map(|d| super::duration(&format!("{setting}.keepalive_interval"), Some(&d), "0s"))
+        .transpose()?;
     Ok(Endpoint {
         name: raw.name,
         listen,
@@ -156,7 +282,48 @@ fn endpoint(setting: &str, raw: RawEndpoint) -> Result<Endpoint, ConfigError> {
         query_token: raw.query_token.filter(|q| !q.is_empty()),
         origins: origins(&raw.allowed_origins),
         transports,
+        client_id,
+        session,
+        handshake,
+        keepalive,
+        keepalive_interval,
+        reconnect_event,
+        disconnect,
     })
+}
+
+/// A handshake template: only known placeholders, and JSON once they are filled in.
+fn check_template(setting: &str, template: &str) -> Result<(), ConfigError> {
+    let mut rest = template;
+    while let Some(at) = rest.find("${") {
+        let after = &rest[at + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| bad(setting, "a `${` is not closed"))?;
+        let name = &after[..end];
+        if !TEMPLATE_VARS.contains(&name) {
+            return Err(bad(
+                setting,
+                format!("`${{{name}}}` is not one of {}", TEMPLATE_VARS.join(", ")),
+            ));
+        }
+        rest = &after[end + 1..];
+    }
+    let sample: Vec<(&str, &str)> = TEMPLATE_VARS.iter().map(|v| (*v, "x")).collect();
+    check_json(setting, &crate::endpoint::render(template, &sample))
+}
+
+fn check_json(setting: &str, text: &str) -> Result<(), ConfigError> {
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|e| bad(setting, format!("is not JSON: {e}")))
+}
+
+/// An event name the hub sends itself: a valid event type.
+fn event_name(setting: &str, raw: Option<String>, default: String) -> Result<String, ConfigError> {
+    let Some(name) = raw else { return Ok(default) };
+    tidings_proto::EventType::new(&name).map_err(|e| bad(setting, format!("`{name}` {e}")))?;
+    Ok(name)
 }
 
 fn transports(setting: &str, list: &[String]) -> Result<Transports, ConfigError> {

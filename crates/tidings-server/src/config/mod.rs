@@ -68,6 +68,18 @@ pub struct RawConfig {
     /// Longest a client may take to send a whole publish body [default: 30s].
     #[arg(long, env = "TIDINGS_BODY_TIMEOUT", value_name = "DURATION")]
     pub body_timeout: Option<String>,
+    /// How long a client-id session is kept after its client went away; a reconnect with the
+    /// same id within it is `resumed` [default: 5m].
+    #[arg(long, env = "TIDINGS_SESSION_TTL", value_name = "DURATION")]
+    pub session_ttl: Option<String>,
+    /// Most client-id sessions held at once; a new one evicts the one idle longest
+    /// [default: 100000].
+    #[arg(long, env = "TIDINGS_MAX_SESSIONS", value_name = "N")]
+    pub max_sessions: Option<usize>,
+    /// Window over which a drain (shutdown or `POST /admin/drain`) closes streams, evenly
+    /// spread, so clients do not reconnect all at once [default: 10s].
+    #[arg(long, env = "TIDINGS_DRAIN_SPREAD", value_name = "DURATION")]
+    pub drain_spread: Option<String>,
     /// A `Host` name this hub answers to (repeatable; `*` for any, `*.example.com` for its
     /// subdomains; in the environment, several separated by spaces). Without tokens the hub
     /// answers only loopback names (localhost, *.localhost, 127.0.0.1, [::1]) unless this is
@@ -147,6 +159,8 @@ pub struct Config {
     pub limits: Limits,
     /// Static tokens (empty, and no JWT keys: anonymous, loopback only).
     pub tokens: Vec<StaticToken>,
+    /// Window a drain spreads its closes over.
+    pub drain_spread: Duration,
     /// JWT verification (`None`: JWTs are not accepted).
     pub jwt: Option<JwtVerifier>,
     /// `/metrics`: its own listener, its token, the topic prefixes broken out.
@@ -204,7 +218,10 @@ impl RawConfig {
         let durability = self.store.validate()?;
         let store_cache_size = self.store.cache_size()?;
         let retention = self.retention.validate()?;
-        let limits = self.limits.validate()?;
+        let mut limits = self.limits.validate()?;
+        let ttl = units::nonzero("session_ttl", self.session_ttl.as_deref(), "5m")?;
+        limits.session_ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        limits.max_sessions = positive("max_sessions", self.max_sessions, 100_000)?;
         let max_inflight_body_bytes = self.limits.max_inflight_body_bytes(&limits)?;
         for (i, host) in self.allowed_hosts.iter().enumerate() {
             if host.is_empty()
@@ -270,6 +287,7 @@ impl RawConfig {
             endpoints,
             limits,
             tokens,
+            drain_spread: duration("drain_spread", self.drain_spread.as_deref(), "10s")?,
             jwt,
             metrics,
         })

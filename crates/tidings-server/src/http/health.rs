@@ -25,9 +25,18 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
             "epoch": stats.epoch.to_string(),
             "head": stats.head,
             "subscribers": stats.subscribers,
+            "sessions": stats.sessions,
             "stored_events": stats.store.events,
         })
     };
+    if state.hub.draining() {
+        // Take this node out of rotation: its streams are moving elsewhere.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(body("draining", None)),
+        )
+            .into_response();
+    }
     match state.hub.store_health() {
         None => Json(body("ready", None)).into_response(),
         Some(_) => (

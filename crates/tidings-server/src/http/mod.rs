@@ -1,6 +1,7 @@
 //! The HTTP edge: routes, request parsing, auth extraction and error answers.
 
-mod admin;
+pub(crate) mod admin;
+pub(crate) mod client_id;
 pub(crate) mod error;
 pub(crate) mod extract;
 pub(crate) mod head;

@@ -35,7 +35,26 @@ pub(crate) const FIXED_ROUTES: &[(&str, &str)] = &[
     ("/admin/stats", "get"),
     ("/admin/connections", "get"),
     ("/admin/connections/{id}", "delete"),
+    ("/admin/drain", "post"),
+    ("/admin/reconnect", "post"),
 ];
+
+/// A client id that is not required to be a UUID: printable ASCII without spaces, 1 to 64
+/// bytes.
+const CLIENT_ID_PATTERN: &str = "^[!-~]{1,64}$";
+/// A client id where the endpoint requires a UUID.
+const UUID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// The schema of a client id (`uuid`: the endpoint requires one).
+fn client_id_schema(uuid: bool) -> Value {
+    if uuid {
+        json!({"type": "string", "minLength": 36, "maxLength": 36, "pattern": UUID_PATTERN})
+    } else {
+        json!({"type": "string", "minLength": 1,
+            "maxLength": super::client_id::MAX_CLIENT_ID_BYTES, "pattern": CLIENT_ID_PATTERN})
+    }
+}
 
 fn error_response(description: &str) -> Value {
     json!({
@@ -128,7 +147,13 @@ fn schemas() -> Value {
                     "pattern": NAME_PATTERN,
                     "description": "Optional (null is none); 1 to 1024 bytes, no control characters."},
                 "data": {"description": "Any JSON value, kept byte for byte (compacted); at \
-                    most `limits.max_data_bytes` (64 KiB by default)."}
+                    most `limits.max_data_bytes` (64 KiB by default)."},
+                "origin": {"type": ["string", "null"], "minLength": 1,
+                    "maxLength": super::client_id::MAX_CLIENT_ID_BYTES,
+                    "pattern": CLIENT_ID_PATTERN,
+                    "description": "The publisher's client id, like `X-Client-Id` (every event \
+                        of a batch that has one names the same): subscriptions with that client \
+                        id do not get the event."}
             }
         },
         "PublishResponse": {
@@ -161,11 +186,20 @@ fn schemas() -> Value {
                 "cursor": {"type": "string"}
             }
         },
+        "SessionNotice": {
+            "type": "object",
+            "description": "First event of a stream with a client id: `subscribed` (a new \
+                session) or `resumed` (a live one with the same selector; the endpoint may rename \
+                both).",
+            "properties": {"clientId": {"type": "string"}, "cursor": {"type": "string"}}
+        },
         "ReconnectNotice": {
             "type": "object",
             "required": ["reason"],
             "properties": {"reason": {"type": "string",
-                "description": "`shutdown`, `slow_consumer`, `store_unavailable`, `too_many_connections`, …"}}
+                "description": "`shutdown`, `reconnect` (a drain or an admin reconnect), `operator` \
+                    (closed through the admin API), `slow_consumer`, `store_unavailable`, \
+                    `too_many_connections`, …"}}
         },
         "PollAnswer": {
             "type": "object",
@@ -180,10 +214,11 @@ fn schemas() -> Value {
             "type": "object",
             "required": ["status"],
             "properties": {
-                "status": {"enum": ["ready", "unavailable"]},
+                "status": {"enum": ["ready", "unavailable", "draining"]},
                 "reason": {"type": ["string", "null"]},
                 "epoch": {"type": "string"}, "head": {"type": "integer"},
-                "subscribers": {"type": "integer"}, "stored_events": {"type": "integer"}
+                "subscribers": {"type": "integer"}, "sessions": {"type": "integer"},
+                "stored_events": {"type": "integer"}
             }
         }
     })
@@ -204,6 +239,8 @@ fn publish_operation() -> Value {
         ErrorCode::InvalidTopic,
         ErrorCode::InvalidType,
         ErrorCode::InvalidKey,
+        ErrorCode::InvalidClientId,
+        ErrorCode::ReservedType,
         ErrorCode::IdempotencyConflict,
         ErrorCode::Overloaded,
         ErrorCode::StoreUnavailable,
@@ -222,6 +259,11 @@ fn publish_operation() -> Value {
                 "pattern": "^[!-~]([ -~]*[!-~])?$"},
             "description": "A retry with the same key (per credential) gets the original ids; \
                 the same key with another body is 422 `idempotency_conflict`."
+        }, {
+            "name": "X-Client-Id", "in": "header", "required": false,
+            "schema": client_id_schema(false),
+            "description": "The publisher's client id: subscriptions with it do not get these \
+                events (self-echo suppression). A bad one is 400 `invalid_client_id`."
         }],
         "requestBody": {"required": true, "content": {"application/json": {"schema": {"oneOf": [
             {"$ref": "#/components/schemas/NewEvent"},
@@ -260,6 +302,15 @@ fn subscribe_operation(endpoint: &Endpoint) -> Value {
         json!({"name": "timeout", "in": "query", "required": false,
             "schema": {"type": "integer", "minimum": 0},
             "description": "Long-poll wait in seconds (capped by the server)."}),
+        json!({"name": endpoint.client_id.header.as_str(), "in": "header", "required": false,
+            "schema": client_id_schema(endpoint.client_id.uuid),
+            "description": "The client id: the stream is a session, opened with `subscribed` \
+                or `resumed`, resumed by id after a reconnect within its TTL. Wins over \
+                `clientId`."}),
+        json!({"name": "clientId", "in": "query", "required": false,
+            "schema": client_id_schema(endpoint.client_id.uuid),
+            "description": format!("The client id, for clients that cannot set `{}`.",
+                endpoint.client_id.header)}),
     ];
     if let Some(param) = &endpoint.query_token {
         parameters.push(json!({"name": param, "in": "query", "required": false,
@@ -272,12 +323,16 @@ fn subscribe_operation(endpoint: &Endpoint) -> Value {
         ErrorCode::Forbidden,
         ErrorCode::InvalidTopic,
         ErrorCode::InvalidType,
+        ErrorCode::InvalidClientId,
         ErrorCode::StoreUnavailable,
     ]));
     responses.insert("200".into(), json!({
         "description": "SSE (default): `retry:` first, then one `id:`/`event:`/`data:` frame per \
             event; in-band `event: reset` (data: ResetNotice) and `event: reconnect-required` \
-            (data: ReconnectNotice, then the stream ends); `: keepalive` comments. NDJSON \
+            (data: ReconnectNotice, then the stream ends); `: keepalive` comments (or the \
+            endpoint's keep-alive event). With a client id, the first event is `subscribed` or \
+            `resumed` (data: SessionNotice); an endpoint may send a handshake event first and a \
+            synthetic event before a hub-initiated close. NDJSON \
             (`format=ndjson` or `Accept: application/x-ndjson`): one JSON frame per line, empty \
             lines as keepalives. Long-poll (`poll=1`): one JSON answer.",
         "content": {
@@ -328,7 +383,8 @@ pub(crate) fn document(endpoints: &[Endpoint]) -> Value {
         json!({"$ref": "#/components/schemas/Ready"}),
         "application/json",
     );
-    ready["responses"]["503"] = json!({"description": "The store failed (`reason`: store_unavailable).",
+    ready["responses"]["503"] = json!({"description": "The store failed (`reason`: store_unavailable), or \
+        the node is draining (`status`: draining).",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Ready"}}}});
     paths.insert("/readyz".into(), json!({"get": ready}));
     let mut metrics = plain(
@@ -364,8 +420,8 @@ pub(crate) fn document(endpoints: &[Endpoint]) -> Value {
     paths.insert("/admin/stats".into(), json!({"get": stats}));
     let mut list = plain(
         "Open subscribe connections, paged by id (admin right)",
-        "`connections`: id, endpoint, transport, remote, selector, queued, delivered, \
-         connected_since_ms; `next`: the `after` of the next page, or null.",
+        "`connections`: id, endpoint, transport, client_id, remote, selector, queued, \
+         delivered, connected_since_ms; `next`: the `after` of the next page, or null.",
         json!({"type": "object", "required": ["connections", "next"],
             "properties": {"connections": {"type": "array"}, "next": {"type": ["integer", "null"]}}}),
         "application/json",
@@ -392,6 +448,59 @@ pub(crate) fn document(endpoints: &[Endpoint]) -> Value {
             "parameters": [{"name": "id", "in": "path", "required": true,
                 "schema": {"type": "integer", "minimum": 0}}],
             "responses": close,
+        }}),
+    );
+    let mut drain = admin_errors(&[]);
+    drain.insert(
+        "200".into(),
+        json!({"description": "Draining: `streams` were told to reconnect, spread over \
+            `spreadMs` (absent when a drain was already under way); new subscriptions are \
+            refused and `/readyz` answers 503 `draining`.",
+            "content": {"application/json": {"schema": {"type": "object",
+                "required": ["draining", "streams"],
+                "properties": {"draining": {"const": true}, "streams": {"type": "integer"},
+                    "spreadMs": {"type": "integer"}}}}}}),
+    );
+    paths.insert(
+        "/admin/drain".into(),
+        json!({"post": {
+            "summary": "Tell every stream to reconnect, spread over --drain-spread (admin right)",
+            "responses": drain,
+        }}),
+    );
+    let mut reconnect = admin_errors(&[
+        ErrorCode::MalformedJson,
+        ErrorCode::InvalidClientId,
+        ErrorCode::InvalidTopic,
+        ErrorCode::InvalidEvent,
+        ErrorCode::BodyTimeout,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::Overloaded,
+    ]);
+    reconnect.insert(
+        "200".into(),
+        json!({"description": "`closed`: how many streams were told to reconnect.",
+            "content": {"application/json": {"schema": {"type": "object", "required": ["closed"],
+                "properties": {"closed": {"type": "integer", "minimum": 0}}}}}}),
+    );
+    paths.insert(
+        "/admin/reconnect".into(),
+        json!({"post": {
+            "summary": "Tell the streams of one client id, or of a selector, to reconnect now (admin right)",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object",
+                "additionalProperties": false,
+                "minProperties": 1,
+                "maxProperties": 1,
+                "description": "Exactly one of `clientId` and `topic`.",
+                "properties": {
+                    "clientId": client_id_schema(false),
+                    "topic": {"type": "string", "minLength": 1, "maxLength": 1024,
+                        "pattern": NAME_PATTERN,
+                        "description": "A selector: `a/b`, `a/*` or `*`."}
+                }
+            }}}},
+            "responses": reconnect,
         }}),
     );
     for e in endpoints.iter().filter(|e| e.listen.is_none()) {

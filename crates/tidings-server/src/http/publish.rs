@@ -2,7 +2,10 @@
 //!
 //! Checks, in order: content type (415), credential (401), body size (413), body budget
 //! (503 `overloaded`) and deadline (408 `body_timeout`), JSON syntax (400),
-//! each event's shape and names (422), publish grant (403), then the engine's limits.
+//! each event's shape and names (422; a type the hub sends itself is 422 `reserved_type`),
+//! the publisher's client id (`X-Client-Id` or the events' `origin` field: 400
+//! `invalid_client_id`), publish grant (403), then the engine's limits. Subscriptions with the
+//! publisher's client id do not get the batch (self-echo suppression).
 //!
 //! An `Idempotency-Key` is scoped to the credential that sent it (its `CredentialId`; an open
 //! hub has one anonymous scope): two credentials using the same key never see each other's
@@ -21,7 +24,7 @@ use tidings_proto::api::PublishResponse;
 use tidings_proto::{ErrorCode, EventType, Key, Topic, json};
 
 use super::error::HttpError;
-use super::extract;
+use super::{client_id, extract};
 use crate::state::AppState;
 
 /// One event as a publisher writes it.
@@ -36,6 +39,9 @@ struct RawEvent<'a> {
     key: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
+    /// The publisher's client id (like the `X-Client-Id` header).
+    #[serde(borrow, default)]
+    origin: Option<std::borrow::Cow<'a, str>>,
 }
 
 pub(crate) async fn publish(
@@ -54,7 +60,26 @@ pub(crate) async fn publish(
         .and_then(|v| v.parse::<u64>().ok());
     // `_held` keeps the body's bytes counted against the budget until the answer.
     let (bytes, _held) = extract::body(body, declared, limits.max_body_bytes, &state.edge).await?;
-    let events = parse_events(&bytes, limits.max_batch_events)?;
+    let (events, origins) = parse_events(&bytes, limits.max_batch_events)?;
+    for (i, e) in events.iter().enumerate() {
+        if state
+            .edge
+            .policy
+            .reserved_types
+            .iter()
+            .any(|r| r == e.event_type.as_str())
+        {
+            return Err(HttpError::new(
+                ErrorCode::ReservedType,
+                format!(
+                    "{}: `{}` is an event the hub sends itself and cannot be published",
+                    field(events.len(), i, "type"),
+                    e.event_type
+                ),
+            ));
+        }
+    }
+    let origin = origin_of(&headers, &origins)?;
     for (i, e) in events.iter().enumerate() {
         if !grant.may_publish(&e.topic) {
             state.observers.metrics.auth_failed("forbidden");
@@ -94,7 +119,7 @@ pub(crate) async fn publish(
         .hub
         .publish(PublishBatch {
             events,
-            origin: None,
+            origin,
             idempotency_key,
         })
         .await?;
@@ -105,6 +130,31 @@ pub(crate) async fn publish(
     Ok(Json(PublishResponse {
         ids: ids.iter().map(ToString::to_string).collect(),
     }))
+}
+
+/// The publisher's client id: the `X-Client-Id` header, or the events' `origin` field (the
+/// same in every event that has one, and the header's if both are given).
+fn origin_of(headers: &HeaderMap, origins: &[Option<String>]) -> Result<Option<Key>, HttpError> {
+    let header = headers
+        .get("x-client-id")
+        .map(|v| client_id::parse(v.as_bytes(), "X-Client-Id", false))
+        .transpose()?;
+    let mut field_origin: Option<Key> = None;
+    for (i, o) in origins.iter().enumerate() {
+        let Some(o) = o else { continue };
+        let name = field(origins.len(), i, "origin");
+        let key = client_id::parse(o.as_bytes(), &name, false)?;
+        let clash = field_origin.as_ref().is_some_and(|f| *f != key)
+            || header.as_ref().is_some_and(|h| *h != key);
+        if clash {
+            return Err(HttpError::new(
+                ErrorCode::InvalidClientId,
+                format!("{name}: differs from the batch's other origin (one publisher per batch)"),
+            ));
+        }
+        field_origin = Some(key);
+    }
+    Ok(header.or(field_origin))
 }
 
 /// The idempotency scope of a caller: its credential id (the anonymous id of an open hub is
@@ -146,8 +196,12 @@ fn field(count: usize, i: usize, name: &str) -> String {
     }
 }
 
-/// Parses a body into validated events. Nothing is published unless every event is valid.
-pub(crate) fn parse_events(bytes: &[u8], max_batch: usize) -> Result<Vec<NewEvent>, HttpError> {
+/// Parses a body into validated events, with each one's `origin` field. Nothing is published
+/// unless every event is valid.
+pub(crate) fn parse_events(
+    bytes: &[u8],
+    max_batch: usize,
+) -> Result<(Vec<NewEvent>, Vec<Option<String>>), HttpError> {
     let raw: &RawValue = serde_json::from_slice(bytes)
         .map_err(|e| HttpError::new(ErrorCode::MalformedJson, format!("body: {e}")))?;
     let text = raw.get();
@@ -178,10 +232,15 @@ pub(crate) fn parse_events(bytes: &[u8], max_batch: usize) -> Result<Vec<NewEven
         .into_iter()
         .enumerate()
         .map(|(i, item)| parse_event(item, count, i))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map(|v| v.into_iter().unzip())
 }
 
-fn parse_event(item: &RawValue, count: usize, i: usize) -> Result<NewEvent, HttpError> {
+fn parse_event(
+    item: &RawValue,
+    count: usize,
+    i: usize,
+) -> Result<(NewEvent, Option<String>), HttpError> {
     let at = |name: &str| field(count, i, name);
     let whole = if count == 1 {
         "event".to_owned()
@@ -224,12 +283,13 @@ fn parse_event(item: &RawValue, count: usize, i: usize) -> Result<NewEvent, Http
         Some(d) => json::compact_raw(d),
         None => RawValue::from_string("null".to_owned()).expect("null is JSON"),
     };
-    Ok(NewEvent {
+    let event = NewEvent {
         topic,
         event_type,
         key,
         data,
-    })
+    };
+    Ok((event, raw.origin.map(std::borrow::Cow::into_owned)))
 }
 
 #[cfg(test)]
@@ -240,7 +300,7 @@ mod tests {
 
     fn status(bytes: &[u8]) -> Result<usize, u16> {
         parse_events(bytes, 3)
-            .map(|v| v.len())
+            .map(|(v, _)| v.len())
             .map_err(|e| e.status().as_u16())
     }
 

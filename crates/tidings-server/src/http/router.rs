@@ -77,6 +77,8 @@ pub fn router(state: AppState, endpoints: &[Endpoint]) -> Router {
         .route("/admin/stats", get(admin::stats))
         .route("/admin/connections", get(admin::connections))
         .route("/admin/connections/{id}", delete(admin::close_connection))
+        .route("/admin/drain", post(admin::post_drain))
+        .route("/admin/reconnect", post(admin::post_reconnect))
         .with_state(state.clone());
     for endpoint in endpoints.iter().filter(|e| e.listen.is_none()) {
         router = mount(router, &state, endpoint);

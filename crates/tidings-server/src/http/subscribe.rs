@@ -6,6 +6,7 @@
 //!
 //! Query: `topic` (repeatable selector; default `*`, or the endpoint's fixed selector),
 //! `type` (repeatable filter), `lastEventId` (for clients that cannot set `Last-Event-ID`,
+//! which wins), `clientId` (for clients that cannot set the endpoint's client-id header,
 //! which wins), `format`, `poll`, `timeout` (long-poll seconds, capped by the server's
 //! limit), and the endpoint's token parameter if it has one. Parameters starting with `_`
 //! are ignored (cache busters); any other unknown one is a 400, so a typo never silently
@@ -31,7 +32,7 @@ use crate::tracked::{RemoteAddr, Tracked, Transport};
 use tidings_proto::{Cursor, ErrorCode, EventType, Pattern, Selector};
 
 use super::error::HttpError;
-use super::extract;
+use super::{client_id, extract};
 use crate::endpoint::Endpoint;
 use crate::state::AppState;
 use crate::transport::frame::Shape;
@@ -53,6 +54,7 @@ struct Query {
     ndjson: bool,
     poll: bool,
     timeout: Option<Duration>,
+    client_id: Option<String>,
 }
 
 fn parse_query(raw: Option<&str>, endpoint: &Endpoint, app: &AppState) -> Result<Query, HttpError> {
@@ -84,6 +86,7 @@ fn parse_query(raw: Option<&str>, endpoint: &Endpoint, app: &AppState) -> Result
                 })?);
             }
             "lastEventId" => q.cursor = Cursor::parse(&value),
+            "clientId" => q.client_id = Some(value.into_owned()),
             "format" => match &*value {
                 "ndjson" => q.ndjson = true,
                 "sse" => q.ndjson = false,
@@ -106,7 +109,7 @@ fn parse_query(raw: Option<&str>, endpoint: &Endpoint, app: &AppState) -> Result
             other if other.starts_with('_') => {}
             other => {
                 return Err(invalid(format!(
-                    "query parameter `{other}` is not known; use topic, type, lastEventId, format, poll, timeout"
+                    "query parameter `{other}` is not known; use topic, type, lastEventId, clientId, format, poll, timeout"
                 )));
             }
         }
@@ -145,12 +148,17 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
         Err(e) => return e.into_response(),
     };
     let options = ctx.app.transport;
+    let endpoint = Arc::clone(&ctx.endpoint);
     match prepared {
-        Prepared::WebSocket(sub, shape) => {
-            ws::upgrade(http::Request::from_parts(parts, ()), sub, shape, options)
-        }
+        Prepared::WebSocket(sub, shape) => ws::upgrade(
+            http::Request::from_parts(parts, ()),
+            sub,
+            shape,
+            options,
+            endpoint,
+        ),
         Prepared::Poll(sub, shape, timeout) => {
-            let body = match poll::answer(sub, shape, timeout).await {
+            let body = match poll::answer(sub, shape, timeout, &endpoint.session).await {
                 Ok(body) => body,
                 Err(e) => return e.into_response(),
             };
@@ -161,7 +169,8 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
             response
         }
         Prepared::Stream(sub, format) => {
-            let body = stream::body(sub, format, options.keepalive);
+            let keepalive = endpoint.keepalive_every(options.keepalive);
+            let body = stream::body(sub, format, keepalive, endpoint);
             let mut response = Response::new(Body::from_stream(body));
             super::head::stream(response.headers_mut(), format.content_type());
             response
@@ -251,6 +260,12 @@ pub(crate) fn prepare(
             .unwrap_or(Cursor::Invalid)
     });
     let cursor = header_cursor.or(query.cursor);
+    let client_id = client_id::of_subscribe(
+        headers,
+        &endpoint.client_id.header,
+        query.client_id.as_deref(),
+        endpoint.client_id.uuid,
+    )?;
     let options = app.transport;
     if app.hub.store_health().is_some() {
         // Nothing new will ever be stored and history may not read: say so at once, rather
@@ -268,7 +283,7 @@ pub(crate) fn prepare(
     };
     let remote = parts.extensions.get::<RemoteAddr>().map(|r| r.0);
     let described = crate::tracked::describe(&selector);
-    let sub = open(app, selector, cursor)?;
+    let sub = open(app, selector, cursor, client_id)?;
     let sub = Tracked::new(
         sub,
         described,
@@ -300,11 +315,12 @@ fn open(
     app: &AppState,
     selector: Selector,
     cursor: Option<Cursor>,
+    client_id: Option<tidings_proto::Key>,
 ) -> Result<Subscription, HttpError> {
     Ok(app.hub.subscribe(SubscribeRequest {
         selector,
         cursor,
-        client_id: None,
+        client_id,
     })?)
 }
 

@@ -20,6 +20,12 @@ pub(crate) fn reset_notice(reason: ResetReason, resume_after: EventId) -> ResetN
     }
 }
 
+/// The payload of `subscribed` / `resumed`: the client id, and the id the stream continues
+/// after.
+pub(crate) fn session_notice(client_id: &str, cursor: EventId) -> serde_json::Value {
+    serde_json::json!({ "clientId": client_id, "cursor": cursor.to_string() })
+}
+
 /// The notice a stream ends with. History that cannot be read is said as `store_unavailable`,
 /// the code a publish or long-poll gets for the same cause.
 pub(crate) fn reconnect_notice(reason: CloseReason) -> ReconnectNotice {

@@ -16,7 +16,8 @@ use tidings_core::{CloseReason, Step};
 use tidings_proto::api::ResetNotice;
 
 use super::frame::{self, Shape};
-use super::reset_notice;
+use super::{reset_notice, session_notice};
+use crate::endpoint::SessionNames;
 use crate::http::error::HttpError;
 use crate::tracked::Tracked;
 
@@ -27,17 +28,31 @@ struct Tail<'a> {
     reset: Option<&'a ResetNotice>,
 }
 
-/// The JSON body: `{"events":[…frames…],"cursor":"<id>","reset":{…}?}`.
+/// The JSON body: `{"events":[…frames…],"cursor":"<id>","reset":{…}?}`. With a client id
+/// the first frame is the `subscribed` / `resumed` control frame.
 pub(crate) async fn answer(
     mut sub: Tracked,
     shape: Shape,
     timeout: Duration,
+    names: &SessionNames,
 ) -> Result<bytes::Bytes, HttpError> {
     let mut events = Vec::new();
     let mut reset = None;
-    let step = sub
-        .next_or_idle(&mut events, tokio::time::sleep(timeout))
-        .await;
+    let mut session = None;
+    let idle = tokio::time::sleep(timeout);
+    tokio::pin!(idle);
+    let mut step = sub.next_or_idle(&mut events, idle.as_mut()).await;
+    if let Some(Step::Session { resumed, cursor }) = step {
+        let name = if resumed {
+            &names.resumed
+        } else {
+            &names.subscribed
+        };
+        let client_id = sub.client_id().map_or("", |c| c.as_str());
+        let notice = session_notice(client_id, cursor);
+        session = Some(frame::control(shape, name, Some(cursor), &notice));
+        step = sub.next_or_idle(&mut events, idle.as_mut()).await;
+    }
     match step {
         Some(Step::Reset {
             reason,
@@ -45,7 +60,7 @@ pub(crate) async fn answer(
         }) => reset = Some(reset_notice(reason, resume_after)),
         Some(Step::Closed(CloseReason::StoreFailed)) => return Err(HttpError::store_unavailable()),
         // Shutdown or a slow consumer: answer what there is; the next poll sees the rest.
-        Some(Step::Events | Step::Closed(_)) | None => {}
+        Some(Step::Events | Step::Closed(_) | Step::Session { .. }) | None => {}
     }
     let mut buf = BytesMut::with_capacity(
         64 + events
@@ -54,8 +69,11 @@ pub(crate) async fn answer(
             .sum::<usize>(),
     );
     buf.put_slice(b"{\"events\":[");
+    if let Some(session) = &session {
+        buf.put_slice(session);
+    }
     for (i, e) in events.iter().enumerate() {
-        if i > 0 {
+        if i > 0 || session.is_some() {
             buf.put_u8(b',');
         }
         buf.put_slice(frame::event(e, shape));

@@ -39,6 +39,24 @@ pub(crate) fn reset(notice: &ResetNotice, resume_after: EventId) -> Bytes {
     buf.freeze()
 }
 
+/// A named event the hub itself sends, with a JSON payload and optionally an id (which moves
+/// the client's last id).
+pub(crate) fn named(name: &str, id: Option<EventId>, data: &impl serde::Serialize) -> Bytes {
+    let data = serde_json::to_string(data).expect("a notice serializes");
+    let mut buf = BytesMut::new();
+    match id {
+        Some(id) => sse::encode_event(&mut buf, &id.to_string(), name, &data),
+        None => {
+            buf.put_slice(b"event: ");
+            buf.put_slice(name.as_bytes());
+            buf.put_slice(b"\ndata: ");
+            buf.put_slice(data.as_bytes());
+            buf.put_slice(b"\n\n");
+        }
+    }
+    buf.freeze()
+}
+
 /// `reconnect-required` has no id, so the client resumes from its last real event.
 pub(crate) fn reconnect(notice: &ReconnectNotice) -> Bytes {
     let data = serde_json::to_string(notice).expect("a notice serializes");

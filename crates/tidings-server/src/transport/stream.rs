@@ -5,16 +5,18 @@
 //! let go once it is handed on, so a connection never holds a second copy of a whole chunk.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
-use tidings_core::{CloseReason, ResetReason, SharedEvent, Step};
+use tidings_core::{CloseReason, ResetReason, SharedEvent, Step, Subscription};
 use tidings_proto::EventId;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::frame::{self, Shape};
-use super::{reconnect_notice, reset_notice, sse};
+use super::{reconnect_notice, reset_notice, session_notice, sse};
+use crate::endpoint::{Endpoint, Keepalive};
 use crate::tracked::Tracked;
 
 /// A text streaming format.
@@ -98,14 +100,31 @@ impl Format {
         }
     }
 
-    /// The frame of a `reconnect-required` notice.
-    fn closed(self, reason: CloseReason) -> Bytes {
+    /// The frame of a `subscribed` or `resumed` notice (named by the endpoint): it carries
+    /// the id the stream continues after, so the client's last id moves there.
+    fn session(self, name: &str, notice: &serde_json::Value, cursor: EventId) -> Bytes {
+        match self {
+            Format::Sse { .. } => sse::named(name, Some(cursor), notice),
+            Format::Ndjson(shape) => line(frame::control(shape, name, Some(cursor), notice)),
+        }
+    }
+
+    /// A named event without an id whose data is the JSON text `data` (handshake, keep-alive).
+    pub(crate) fn named(self, name: &str, data: &str) -> Bytes {
+        let raw = serde_json::value::RawValue::from_string(data.to_owned())
+            .unwrap_or_else(|_| serde_json::value::RawValue::from_string("{}".into()).expect("{}"));
+        match self {
+            Format::Sse { .. } => sse::named(name, None, &raw),
+            Format::Ndjson(shape) => line(frame::control(shape, name, None, &raw)),
+        }
+    }
+
+    /// The frame of a `reconnect-required` notice (named by the endpoint).
+    fn closed(self, name: &str, reason: CloseReason) -> Bytes {
         let notice = reconnect_notice(reason);
         match self {
-            Format::Sse { .. } => sse::reconnect(&notice),
-            Format::Ndjson(shape) => {
-                line(frame::control(shape, "reconnect-required", None, &notice))
-            }
+            Format::Sse { .. } => sse::named(name, None, &notice),
+            Format::Ndjson(shape) => line(frame::control(shape, name, None, &notice)),
         }
     }
 }
@@ -120,14 +139,94 @@ fn line(frame: Bytes) -> Bytes {
 /// Most bytes joined into one chunk; a single larger event is its own chunk.
 const PIECE_BYTES: usize = 64 << 10;
 
+/// What a stream hands its connection: bytes, and the seq of the last event in them (a
+/// connection tracking a session's place confirms it once the client acknowledged them).
+#[derive(Debug)]
+pub(crate) struct Piece {
+    pub(crate) bytes: Bytes,
+    pub(crate) last_seq: Option<u64>,
+}
+
+impl Piece {
+    fn control(bytes: Bytes) -> Piece {
+        Piece {
+            bytes,
+            last_seq: None,
+        }
+    }
+}
+
 struct State {
     sub: Tracked,
     format: Format,
+    endpoint: Arc<Endpoint>,
     /// Events of the last step not yet handed on (the next pieces).
     events: Vec<SharedEvent>,
     keepalive: Option<Interval>,
+    /// The `retry:` hint and the endpoint's handshake event, sent first.
     preamble: Option<Bytes>,
     done: bool,
+}
+
+impl State {
+    /// The endpoint's keep-alive in this format.
+    fn keepalive_frame(&self) -> Bytes {
+        match &self.endpoint.keepalive {
+            Keepalive::Comment => self.format.keepalive(),
+            Keepalive::Event { name, data } => self.format.named(name, data),
+        }
+    }
+}
+
+/// The endpoint's handshake (name, data) for `sub`, if it has one.
+pub(crate) fn handshake_data(endpoint: &Endpoint, sub: &Subscription) -> Option<(String, String)> {
+    rendered(endpoint.handshake.as_ref()?, endpoint, sub, "")
+}
+
+/// The endpoint's synthetic event before a hub-initiated close (name, data), if it has one
+/// and `reason` calls for it (a drain, an admin reconnect or close, a shutdown).
+pub(crate) fn disconnect_data(
+    endpoint: &Endpoint,
+    sub: &Subscription,
+    reason: CloseReason,
+) -> Option<(String, String)> {
+    if !matches!(
+        reason,
+        CloseReason::Reconnect | CloseReason::Shutdown | CloseReason::Operator
+    ) {
+        return None;
+    }
+    rendered(
+        endpoint.disconnect.as_ref()?,
+        endpoint,
+        sub,
+        reconnect_notice(reason).reason.as_str(),
+    )
+}
+
+fn rendered(
+    h: &crate::endpoint::Handshake,
+    endpoint: &Endpoint,
+    sub: &Subscription,
+    reason: &str,
+) -> Option<(String, String)> {
+    let selector = sub
+        .selector()
+        .patterns
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let client_id = sub.client_id().map_or("", |c| c.as_str());
+    let cursor = sub.position().to_string();
+    let data = h.render(&[
+        ("selector", &selector),
+        ("clientId", client_id),
+        ("cursor", &cursor),
+        ("endpoint", &endpoint.name),
+        ("reason", reason),
+    ]);
+    Some((h.name.clone(), data))
 }
 
 /// The body of a streaming response.
@@ -135,16 +234,43 @@ pub(crate) fn body(
     sub: Tracked,
     format: Format,
     keepalive: Option<Duration>,
+    endpoint: Arc<Endpoint>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    use futures_util::StreamExt;
+    pieces(sub, format, keepalive, endpoint).map(|p| Ok(p.bytes))
+}
+
+/// The pieces of a streaming response, with the seq each one carries up to.
+pub(crate) fn pieces(
+    sub: Tracked,
+    format: Format,
+    keepalive: Option<Duration>,
+    endpoint: Arc<Endpoint>,
+) -> impl Stream<Item = Piece> + Send + 'static {
     let keepalive = keepalive.map(|period| {
         let mut iv = tokio::time::interval_at(Instant::now() + period, period);
         iv.set_missed_tick_behavior(MissedTickBehavior::Delay);
         iv
     });
-    let preamble = format.preamble();
+    let preamble = match handshake_data(&endpoint, &sub) {
+        None => format.preamble(),
+        Some((name, data)) => {
+            let handshake = format.named(&name, &data);
+            Some(match format.preamble() {
+                None => handshake,
+                Some(retry) => {
+                    let mut both = BytesMut::with_capacity(retry.len() + handshake.len());
+                    both.extend_from_slice(&retry);
+                    both.extend_from_slice(&handshake);
+                    both.freeze()
+                }
+            })
+        }
+    };
     let state = State {
         sub,
         format,
+        endpoint,
         events: Vec::new(),
         keepalive,
         preamble,
@@ -155,25 +281,25 @@ pub(crate) fn body(
             return None;
         }
         if let Some(first) = st.preamble.take() {
-            return Some((Ok(first), st));
+            return Some((Piece::control(first), st));
         }
         if !st.events.is_empty() {
             let piece = next_piece(&mut st);
-            return Some((Ok(piece), st));
+            return Some((piece, st));
         }
         let chunk = next_chunk(&mut st).await;
-        Some((Ok(chunk), st))
+        Some((chunk, st))
     })
 }
 
-async fn next_chunk(st: &mut State) -> Bytes {
+async fn next_chunk(st: &mut State) -> Piece {
     st.events.clear();
     let sub = st.sub.subscription();
     let step = match st.keepalive.as_mut() {
         Some(iv) => tokio::select! {
             biased;
             step = sub.next(&mut st.events) => step,
-            _ = iv.tick() => return st.format.keepalive(),
+            _ = iv.tick() => return Piece::control(st.keepalive_frame()),
         },
         None => sub.next(&mut st.events).await,
     };
@@ -184,22 +310,45 @@ async fn next_chunk(st: &mut State) -> Bytes {
         Step::Events => next_piece(st),
         Step::Closed(reason) => {
             st.done = true;
-            st.format.closed(reason)
+            let closed = st.format.closed(&st.endpoint.reconnect_event, reason);
+            let bytes = match disconnect_data(&st.endpoint, &st.sub, reason) {
+                Some((name, data)) => {
+                    let first = st.format.named(&name, &data);
+                    let mut both = BytesMut::with_capacity(first.len() + closed.len());
+                    both.extend_from_slice(&first);
+                    both.extend_from_slice(&closed);
+                    both.freeze()
+                }
+                None => closed,
+            };
+            Piece::control(bytes)
         }
         Step::Reset {
             reason,
             resume_after,
-        } => st.format.reset(reason, resume_after),
+        } => Piece::control(st.format.reset(reason, resume_after)),
+        Step::Session { resumed, cursor } => {
+            let names = &st.endpoint.session;
+            let name = if resumed {
+                &names.resumed
+            } else {
+                &names.subscribed
+            };
+            let client_id = st.sub.client_id().map_or("", |c| c.as_str());
+            let notice = session_notice(client_id, cursor);
+            Piece::control(st.format.session(name, &notice, cursor))
+        }
     }
 }
 
 /// Joins the next events that fit in `PIECE_BYTES` (at least one) and lets them go.
-fn next_piece(st: &mut State) -> Bytes {
+fn next_piece(st: &mut State) -> Piece {
     if let [one] = st.events.as_slice() {
         // The common live case: one event, its cached frame as is.
-        let piece = st.format.join(std::slice::from_ref(one));
+        let bytes = st.format.join(std::slice::from_ref(one));
+        let last_seq = Some(one.seq());
         st.events.clear();
-        return piece;
+        return Piece { bytes, last_seq };
     }
     let mut n = 0;
     let mut len = 0;
@@ -211,7 +360,8 @@ fn next_piece(st: &mut State) -> Bytes {
         len += l;
         n += 1;
     }
-    let piece = st.format.join(&st.events[..n]);
+    let bytes = st.format.join(&st.events[..n]);
+    let last_seq = n.checked_sub(1).map(|i| st.events[i].seq());
     if n == st.events.len() {
         st.events.clear();
         if st.events.capacity() > 64 {
@@ -221,18 +371,17 @@ fn next_piece(st: &mut State) -> Bytes {
     } else {
         st.events.drain(..n);
     }
-    piece
+    Piece { bytes, last_seq }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use futures_util::StreamExt;
     use tidings_core::{Hub, Limits, MemoryStore, NewEvent, PublishBatch, SubscribeRequest};
     use tidings_proto::{Cursor, Epoch, EventType, Pattern, Selector, Topic};
 
     use super::*;
+    use crate::endpoint::Keepalive;
 
     /// Fault: a replay step of large events was joined into one chunk as big as the whole
     /// step (up to 1,024 events of 64 KiB), a second copy of it per connection.
@@ -269,10 +418,14 @@ mod tests {
                 client_id: None,
             })
             .unwrap();
+        let endpoint = Arc::new(Endpoint::default_events(
+            crate::endpoint::Origins::SameOrigin,
+        ));
         let body = body(
             Tracked::untracked(sub),
             Format::Ndjson(super::frame::Shape::Event),
             None,
+            endpoint,
         );
         tokio::pin!(body);
         let mut lines = 0;
@@ -291,6 +444,96 @@ mod tests {
         assert!(
             pieces >= 4,
             "ten 20 KiB events take several pieces, not {pieces}"
+        );
+    }
+
+    /// Both keep-alive styles, on the endpoint's own interval, with time under the test's
+    /// control (tokio's paused clock): nothing before the interval, the frame at it.
+    #[tokio::test(start_paused = true)]
+    async fn keepalives_come_on_the_endpoints_interval_in_its_style() {
+        let store = Arc::new(MemoryStore::new(
+            Epoch(1),
+            tidings_core::Retention::default(),
+        ));
+        let hub = Hub::new(store, Limits::default());
+        let styles = [
+            (Keepalive::Comment, ": keepalive\n\n".to_owned()),
+            (
+                Keepalive::Event {
+                    name: "keep-alive".into(),
+                    data: r#"{"t":1}"#.into(),
+                },
+                "event: keep-alive\ndata: {\"t\":1}\n\n".to_owned(),
+            ),
+        ];
+        for (style, want) in styles {
+            let mut endpoint = Endpoint::default_events(crate::endpoint::Origins::SameOrigin);
+            endpoint.keepalive = style;
+            endpoint.keepalive_interval = Some(Duration::from_secs(20));
+            let every = endpoint.keepalive_every(Some(Duration::from_secs(30)));
+            let sub = hub
+                .subscribe(SubscribeRequest {
+                    selector: Selector::all(),
+                    cursor: None,
+                    client_id: None,
+                })
+                .unwrap();
+            let format = Format::Sse {
+                retry: Duration::from_secs(2),
+            };
+            let body = pieces(Tracked::untracked(sub), format, every, Arc::new(endpoint));
+            tokio::pin!(body);
+            let retry = body.next().await.unwrap();
+            assert!(retry.bytes.starts_with(b"retry:"));
+            let start = Instant::now();
+            let beat = body.next().await.unwrap();
+            assert_eq!(start.elapsed(), Duration::from_secs(20));
+            assert_eq!(std::str::from_utf8(&beat.bytes).unwrap(), want);
+            assert_eq!(beat.last_seq, None);
+        }
+    }
+
+    /// The camera server's handshake: `connected` with the subscribed selector, before the
+    /// session event.
+    #[tokio::test]
+    async fn the_handshake_names_the_selector_and_comes_first() {
+        let store = Arc::new(MemoryStore::new(
+            Epoch(1),
+            tidings_core::Retention::default(),
+        ));
+        let hub = Hub::new(store, Limits::default());
+        let mut endpoint = Endpoint::default_events(crate::endpoint::Origins::SameOrigin);
+        endpoint.handshake = Some(crate::endpoint::Handshake {
+            name: "connected".into(),
+            template: r#"{"cameraId":"${selector}"}"#.into(),
+        });
+        let sub = hub
+            .subscribe(SubscribeRequest {
+                selector: Selector {
+                    patterns: vec![Pattern::parse("cam-1").unwrap()],
+                    types: vec![],
+                },
+                cursor: None,
+                client_id: Some(tidings_proto::Key::new("c").unwrap()),
+            })
+            .unwrap();
+        let body = pieces(
+            Tracked::untracked(sub),
+            Format::Ndjson(Shape::Event),
+            None,
+            Arc::new(endpoint),
+        );
+        tokio::pin!(body);
+        let first = body.next().await.unwrap();
+        assert_eq!(
+            std::str::from_utf8(&first.bytes).unwrap(),
+            "{\"type\":\"connected\",\"data\":{\"cameraId\":\"cam-1\"}}\n"
+        );
+        let second = body.next().await.unwrap();
+        assert!(
+            std::str::from_utf8(&second.bytes)
+                .unwrap()
+                .contains("\"subscribed\"")
         );
     }
 }

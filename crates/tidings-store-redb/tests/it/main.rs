@@ -17,6 +17,7 @@ use tidings_proto::EventId;
 use tidings_store_redb::{Durability, RedbStore, StoreConfig};
 
 mod damage;
+mod sessions;
 
 fn config(path: &Path, durability: Durability, retention: Retention) -> StoreConfig {
     StoreConfig {

@@ -506,8 +506,11 @@ async fn json_logs_have_one_line_per_connection_open_and_close_and_no_secret() {
     ]);
     let auth = bearer(PUB);
     let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut sub = server.subscribe_with("topic=logs/*&type=t", &auth).await;
+    let mut sub = server
+        .subscribe_with("topic=logs/*&type=t&clientId=tab-7", &auth)
+        .await;
     sub.expect_retry().await;
+    assert_eq!(sub.next_event().await.event, "subscribed");
     let opened = log_line(&server, "the SSE open", |v| {
         v["message"] == "Connection opened." && v["transport"] == "sse"
     })
@@ -516,6 +519,7 @@ async fn json_logs_have_one_line_per_connection_open_and_close_and_no_secret() {
     assert!(opened["timestamp"].is_string());
     assert_eq!(opened["endpoint"], "events");
     assert_eq!(opened["selector"], "topic=logs/* type=t");
+    assert_eq!(opened["client_id"], "tab-7");
     let remote = opened["remote"].as_str().expect("remote address");
     assert!(remote.starts_with("127.0.0.1:"), "{remote}");
     let conn = opened["conn"].as_u64().expect("connection id");
@@ -532,6 +536,7 @@ async fn json_logs_have_one_line_per_connection_open_and_close_and_no_secret() {
     assert_eq!(closed["transport"], "sse");
     assert_eq!(closed["remote"], remote);
     assert_eq!(closed["selector"], "topic=logs/* type=t");
+    assert_eq!(closed["client_id"], "tab-7");
     assert_eq!(closed["delivered"], 3);
     assert_eq!(closed["reason"], "client_gone");
     assert!(closed["duration_ms"].is_u64());
@@ -547,6 +552,8 @@ async fn json_logs_have_one_line_per_connection_open_and_close_and_no_secret() {
     .await;
     assert_eq!(polled["delivered"], 3);
     assert_eq!(polled["reason"], "answered");
+    // Without a client id the field is absent.
+    assert!(polled.get("client_id").is_none(), "{polled}");
 
     // A refusal carries its stable code.
     assert_eq!(
@@ -618,9 +625,13 @@ async fn the_admin_api_lists_pages_and_closes_connections_for_admins_only() {
     let auth = bearer(PUB);
     let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut subs = Vec::new();
-    for _ in 0..3 {
-        let mut s = server.subscribe_with("topic=adm/*", &auth).await;
+    // The first is a client-id session (it opens with `subscribed`).
+    for query in ["topic=adm/*&clientId=adm-1", "topic=adm/*", "topic=adm/*"] {
+        let mut s = server.subscribe_with(query, &auth).await;
         s.expect_retry().await;
+        if query.contains("clientId") {
+            assert_eq!(s.next_event().await.event, "subscribed");
+        }
         subs.push(s);
     }
     for _ in 0..2 {
@@ -636,6 +647,10 @@ async fn the_admin_api_lists_pages_and_closes_connections_for_admins_only() {
     assert_eq!(stats["delivered"], 6);
     assert_eq!(stats["subscriptions"], 3);
     assert_eq!(stats["connections"], 3);
+    assert_eq!(stats["sessions"], 1);
+    assert_eq!(stats["draining"], false);
+    let metrics = scrape(&server.url("/metrics"), Some(ADMIN)).await;
+    assert_eq!(metrics.value("tidings_sessions", &[]), 1.0);
     assert_eq!(stats["store"]["healthy"], true);
 
     let (status, first) = admin_call(
@@ -659,6 +674,9 @@ async fn the_admin_api_lists_pages_and_closes_connections_for_admins_only() {
         );
         assert!(c["connected_since_ms"].as_u64().unwrap() > 1_600_000_000_000);
     }
+    // Listed in id order, which is the order they opened in.
+    assert_eq!(page[0]["client_id"], "adm-1");
+    assert_eq!(page[1]["client_id"], Value::Null);
     let next = first["next"].as_u64().expect("a next page");
     let (_, second) = admin_call(
         reqwest::Method::GET,

@@ -14,8 +14,10 @@ async fn a_slow_subscriber_is_told_to_reconnect_without_slowing_anyone() {
     let server = std::sync::Arc::new(Server::start(&[
         "--durability",
         "memory",
+        // Room for a reader that the test machine's load delays by a few events, far less
+        // than the 400 × 50 KB the slow one is sent.
         "--subscriber-queue",
-        "16",
+        "64",
     ]));
     // The slow one: sends its request, reads the head, then stops reading.
     let mut slow = TcpStream::connect(server.addr).await.expect("connect");

@@ -108,12 +108,16 @@ fn subscribe(hub: &Hub, topic: &str) -> crate::tracked::Tracked {
     )
 }
 
+fn names() -> crate::endpoint::SessionNames {
+    crate::endpoint::SessionNames::default()
+}
+
 /// `timeout=0` with events after the cursor answers them, however long the store's read
 /// takes (it raced the read against the timer and answered nothing).
 #[tokio::test]
 async fn timeout_zero_answers_the_history_that_exists() {
     let hub = hub_with(Duration::from_millis(30), None, 10).await;
-    let body = answer(subscribe(&hub, "*"), Shape::Event, Duration::ZERO)
+    let body = answer(subscribe(&hub, "*"), Shape::Event, Duration::ZERO, &names())
         .await
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -132,6 +136,7 @@ async fn timeout_zero_with_no_match_answers_empty_past_the_history() {
             subscribe(&hub, "nothing-here"),
             Shape::Event,
             Duration::ZERO,
+            &names(),
         ),
     )
     .await
@@ -146,7 +151,7 @@ async fn timeout_zero_with_no_match_answers_empty_past_the_history() {
 #[tokio::test]
 async fn an_unreadable_history_is_store_unavailable_without_the_cause() {
     let hub = hub_with(Duration::ZERO, Some("disk /dev/sdz1 sector 99 failed"), 3).await;
-    let err = answer(subscribe(&hub, "*"), Shape::Event, Duration::ZERO)
+    let err = answer(subscribe(&hub, "*"), Shape::Event, Duration::ZERO, &names())
         .await
         .unwrap_err();
     assert_eq!(err.status().as_u16(), 503);

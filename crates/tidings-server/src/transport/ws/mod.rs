@@ -9,7 +9,7 @@
 //! | code | meaning | reconnect? |
 //! |---|---|---|
 //! | the client's | the client closed: its code is echoed (1002 if its code may not be sent) | — |
-//! | 1001 | server shutting down | yes, with the last id |
+//! | 1001 | server shutting down, or asked to reconnect (drain) | yes, at once, with the last id |
 //! | 1002 | the client broke the protocol (bad frame, control frame over 125 bytes, …) | no (fix the client) |
 //! | 1007 | the client sent a text message that is not UTF-8 | no (fix the client) |
 //! | 1009 | the client sent a message over the size limit | no (fix the client) |
@@ -26,6 +26,7 @@ mod upgrade;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,8 +42,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, WebSocketConfig};
 
 use super::frame::{self, Shape};
-use super::{reconnect_notice, reset_notice};
-use crate::endpoint::TransportOptions;
+use super::{reconnect_notice, reset_notice, session_notice};
+use crate::endpoint::{Endpoint, TransportOptions};
 use crate::tracked::Tracked;
 
 pub(crate) use upgrade::upgrade;
@@ -114,10 +115,22 @@ pub(crate) async fn run<S>(
     mut sub: Tracked,
     shape: Shape,
     options: TransportOptions,
+    endpoint: Arc<Endpoint>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut tx, mut rx) = socket.split();
+    if let Some((name, data)) = super::stream::handshake_data(&endpoint, &sub) {
+        let raw = serde_json::value::RawValue::from_string(data)
+            .unwrap_or_else(|_| serde_json::value::RawValue::from_string("{}".into()).expect("{}"));
+        if tx
+            .send(text(frame::control(shape, &name, None, &raw)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
     let mut ping = tokio::time::interval_at(
         Instant::now() + options.ws_ping_interval,
         options.ws_ping_interval,
@@ -160,6 +173,16 @@ pub(crate) async fn run<S>(
                         events = Vec::new();
                     }
                 }
+                Step::Session { resumed, cursor } => {
+                    let names = &endpoint.session;
+                    let name = if resumed { &names.resumed } else { &names.subscribed };
+                    let client_id = sub.client_id().map_or("", |c| c.as_str());
+                    let notice = session_notice(client_id, cursor);
+                    let msg = frame::control(shape, name, Some(cursor), &notice);
+                    if tx.send(text(msg)).await.is_err() {
+                        break End::Gone;
+                    }
+                }
                 Step::Reset { reason, resume_after } => {
                     let notice = reset_notice(reason, resume_after);
                     let msg = frame::control(shape, "reset", Some(resume_after), &notice);
@@ -168,13 +191,22 @@ pub(crate) async fn run<S>(
                     }
                 }
                 Step::Closed(reason) => {
-                    let msg = frame::control(shape, "reconnect-required", None, &reconnect_notice(reason));
+                    if let Some((name, data)) = super::stream::disconnect_data(&endpoint, &sub, reason) {
+                        let raw = serde_json::value::RawValue::from_string(data)
+                            .unwrap_or_else(|_| serde_json::value::RawValue::from_string("{}".into()).expect("{}"));
+                        if tx.feed(text(frame::control(shape, &name, None, &raw))).await.is_err() {
+                            break End::Gone;
+                        }
+                    }
+                    let name = &endpoint.reconnect_event;
+                    let msg = frame::control(shape, name, None, &reconnect_notice(reason));
                     if tx.feed(text(msg)).await.is_err() {
                         break End::Gone;
                     }
                     let (code, reason) = match reason {
                         CloseReason::SlowConsumer => (CLOSE_SLOW_CONSUMER, "slow consumer"),
                         CloseReason::Shutdown => (CLOSE_GOING_AWAY, "server shutting down"),
+                        CloseReason::Reconnect => (CLOSE_GOING_AWAY, "reconnect"),
                         CloseReason::StoreFailed => (CLOSE_INTERNAL, "history unavailable"),
                         CloseReason::Operator => (CLOSE_GOING_AWAY, "closed by an operator"),
                     };

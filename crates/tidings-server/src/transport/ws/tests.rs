@@ -64,6 +64,9 @@ async fn serve(
         crate::tracked::Tracked::untracked(sub),
         Shape::Event,
         options,
+        std::sync::Arc::new(crate::endpoint::Endpoint::default_events(
+            crate::endpoint::Origins::Any,
+        )),
     ));
     (client_io, task)
 }

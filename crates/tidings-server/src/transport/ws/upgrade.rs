@@ -22,6 +22,7 @@ pub(crate) fn upgrade(
     sub: Tracked,
     shape: Shape,
     options: TransportOptions,
+    endpoint: std::sync::Arc<crate::endpoint::Endpoint>,
 ) -> Response {
     let response = match create_response_with_body(&request, Body::empty) {
         Ok(response) => response,
@@ -38,7 +39,7 @@ pub(crate) fn upgrade(
                 let socket =
                     WebSocketStream::from_raw_socket(io, Role::Server, Some(config(&options)))
                         .await;
-                run(socket, sub, shape, options).await;
+                run(socket, sub, shape, options, endpoint).await;
             }
             Err(e) => {
                 tracing::debug!(message = "WebSocket upgrade failed.", error = %e);

@@ -18,7 +18,8 @@ fn main() -> anyhow::Result<()> {
         "tidy" => tidy(&root),
         "deny" => deny(&root),
         "fuzz-smoke" => fuzz_smoke(&root),
-        _ => bail!("usage: cargo xtask ci | tidy | deny | fuzz-smoke"),
+        "typescript" => typescript(&root),
+        _ => bail!("usage: cargo xtask ci | tidy | deny | fuzz-smoke | typescript"),
     }
 }
 
@@ -58,7 +59,77 @@ fn ci(root: &Path) -> anyhow::Result<()> {
         ],
     )?;
     test(root)?;
+    typescript(root)?;
     fuzz_smoke(root)
+}
+
+/// The TypeScript client (`clients/typescript`): type-checked and built with `tsc`, then its
+/// tests under Node against the `tidings` binary `cargo test` built, one of them in Debian's
+/// Chromium through playwright-core. Ends with one plain `typescript: N passed, N failed`
+/// line. Needs Node 20+, the client's npm packages and `/usr/bin/chromium`: `scripts/test`
+/// installs them.
+#[allow(
+    clippy::print_stdout,
+    reason = "the test report goes to stdout, as node's does"
+)]
+fn typescript(root: &Path) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    let dir = root.join("clients/typescript");
+    need_tool(root, "node", &["--version"], "Node.js")?;
+    if !dir.join("node_modules/typescript").is_dir()
+        || !dir.join("node_modules/playwright-core").is_dir()
+    {
+        bail!("the TypeScript client's npm packages are not installed: scripts/test installs them");
+    }
+    // The binary the tests run (built already after `cargo test`; this is for the task alone).
+    run(root, "cargo", &["build", "-p", "tidings", "--locked"])?;
+    run(
+        &dir,
+        "node",
+        &["node_modules/typescript/bin/tsc", "-p", "tsconfig.json"],
+    )?;
+    let mut tests: Vec<String> = std::fs::read_dir(dir.join("test"))
+        .context("list clients/typescript/test")?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".test.mjs"))
+        .map(|name| format!("test/{name}"))
+        .collect();
+    tests.sort();
+    let mut args = vec![
+        "--experimental-websocket".to_owned(),
+        "--test".to_owned(),
+        "--test-concurrency=1".to_owned(),
+        "--test-reporter=tap".to_owned(),
+    ];
+    args.extend(tests);
+    eprintln!("==> node {} (in clients/typescript)", args.join(" "));
+    let mut child = Command::new("node")
+        .args(&args)
+        .current_dir(&dir)
+        .env("TIDINGS_BIN", root.join("target/debug/tidings"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("start node --test")?;
+    let stdout = child.stdout.take().context("node --test stdout")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.context("read node --test output")?;
+        println!("{line}");
+        if let Some(n) = line.strip_prefix("# pass ") {
+            passed = n.trim().parse().unwrap_or(0);
+        } else if let Some(n) = line.strip_prefix("# fail ") {
+            failed = n.trim().parse().unwrap_or(0);
+        }
+    }
+    let status = child.wait().context("wait for node --test")?;
+    println!("typescript: {passed} passed, {failed} failed");
+    if !status.success() || failed > 0 {
+        bail!("the TypeScript client's tests failed with {status}");
+    }
+    if passed == 0 {
+        bail!("the TypeScript client's tests ran no test");
+    }
+    Ok(())
 }
 
 /// The dependency tree's licenses, duplicates and sources against `deny.toml`. Advisories

@@ -1,6 +1,7 @@
 //! `tidings-bench`: the command line — scenarios against targets, the floor server, the
 //! report and the CI smoke run.
 
+mod client_sub;
 mod floor;
 mod http;
 mod procstat;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::result::Point;
-use crate::scenario::{Ctx, FanoutParams};
+use crate::scenario::{Ctx, FanoutParams, Loadgen};
 use crate::sub::Transport;
 use crate::target::{Kind, TidingsOptions};
 
@@ -54,6 +55,10 @@ struct Cli {
     /// Worker threads of the load generator.
     #[arg(long, global = true, default_value_t = 1)]
     threads: usize,
+    /// The subscribers: `raw` sockets parsing minimally, or `client`, tidings-client
+    /// subscriptions (the Rust client a user runs), for fanout and topics.
+    #[arg(long, global = true, value_enum, default_value = "raw")]
+    loadgen: Loadgen,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -127,6 +132,14 @@ enum Cmd {
         #[arg(long, default_value_t = 2.0)]
         duration: f64,
     },
+    /// The Rust client's own cost: events/s one tidings-client subscription parses from a
+    /// loopback source that is never the bottleneck (SSE and JSON lines).
+    ClientParse {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 64)]
+        payload_bytes: usize,
+    },
     /// Runs the floor server (used by `--targets floor`).
     FloorServer {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -157,6 +170,13 @@ fn main() -> ExitCode {
     if let Cmd::Report { docs } = &cli.command {
         return exit(report::write(&cli.out, docs));
     }
+    if let Cmd::ClientParse {
+        events,
+        payload_bytes,
+    } = &cli.command
+    {
+        return exit(client_parse(&cli.out, *events, *payload_bytes));
+    }
     rlimit::increase_nofile_limit(u64::MAX).ok();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads.max(1))
@@ -177,6 +197,33 @@ fn exit(res: anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `client-parse`: both framings, printed and written to `<out>/client-parse.json`.
+fn client_parse(out: &std::path::Path, events: u64, payload_bytes: usize) -> anyhow::Result<()> {
+    let mut results = Vec::new();
+    for framing in [
+        tidings_client::Framing::Sse,
+        tidings_client::Framing::Ndjson,
+    ] {
+        let r = client_sub::parse_cost(framing, events, payload_bytes)?;
+        say(&format!(
+            "client-parse {:<6} {} events of {} data bytes: {:.0} events/s ({:.0} ns/event; process CPU {:.0} ns/event)",
+            r.framing,
+            r.events,
+            r.payload_bytes,
+            r.events_per_s,
+            r.ns_per_event,
+            r.process_cpu_ns_per_event
+        ));
+        results.push(r);
+    }
+    std::fs::create_dir_all(out)?;
+    std::fs::write(
+        out.join("client-parse.json"),
+        serde_json::to_vec_pretty(&results)?,
+    )?;
+    Ok(())
 }
 
 fn say(line: &str) {
@@ -242,6 +289,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             extra_args,
         },
         connect_concurrency: cli.connect_concurrency,
+        loadgen: cli.loadgen,
         warmup: Duration::from_secs_f64(cli.warmup),
     };
     let save = |p: &Point| -> anyhow::Result<()> {
@@ -339,7 +387,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             subscribers,
             duration,
         } => smoke(&ctx, subscribers, duration).await?,
-        Cmd::Report { .. } | Cmd::FloorServer { .. } => unreachable!("handled before the runtime"),
+        Cmd::Report { .. } | Cmd::FloorServer { .. } | Cmd::ClientParse { .. } => {
+            unreachable!("handled before the runtime")
+        }
     }
     Ok(())
 }

@@ -102,7 +102,13 @@ fn newest_where<'a>(
         Some(s) => (s, "ws"),
         None => (key, "sse"),
     };
-    let wanted = |p: &&Point| p.scenario == scenario && p.transport == transport;
+    // The charts compare servers under the raw-socket load generator; points measured with
+    // tidings-client subscribers (`--loadgen client`) are kept out of them.
+    let wanted = |p: &&Point| {
+        p.scenario == scenario
+            && p.transport == transport
+            && (p.loadgen.is_empty() || p.loadgen == "raw")
+    };
     let runs: BTreeSet<u64> = all.iter().filter(wanted).map(|p| p.run_id).collect();
     for run in runs.into_iter().rev() {
         let mut v: Vec<&Point> = all

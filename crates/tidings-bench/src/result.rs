@@ -19,6 +19,9 @@ pub(crate) struct Point {
     pub(crate) server_command: String,
     pub(crate) machine: String,
     pub(crate) transport: String,
+    /// The subscribers' load generator: `raw` sockets or `client` (tidings-client); empty in
+    /// points from before there was a choice (raw).
+    pub(crate) loadgen: String,
     pub(crate) subscribers: u64,
     pub(crate) topics: u64,
     /// Requested publish rate (events/s, all topics together).

@@ -26,6 +26,17 @@ pub(crate) struct Ctx {
     /// Connections opened concurrently during a ramp.
     pub(crate) connect_concurrency: usize,
     pub(crate) warmup: Duration,
+    /// Which load generator the subscribers are.
+    pub(crate) loadgen: Loadgen,
+}
+
+/// The subscribers' implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Loadgen {
+    /// Raw-socket readers that parse frames minimally (`sub.rs`).
+    Raw,
+    /// `tidings-client` subscriptions, as an application would hold them (`client_sub.rs`).
+    Client,
 }
 
 impl Ctx {
@@ -39,6 +50,11 @@ impl Ctx {
             machine: self.machine.clone(),
             transport: "sse".to_owned(),
             topics: 1,
+            loadgen: match self.loadgen {
+                Loadgen::Raw => "raw",
+                Loadgen::Client => "client",
+            }
+            .to_owned(),
             ..Point::default()
         }
     }
@@ -75,10 +91,26 @@ async fn open_subscribers(
     let start = Instant::now();
     let before = stats.connected.load(Relaxed) + stats.failed.load(Relaxed);
     let mut tasks = Vec::with_capacity(n as usize);
+    let client = match ctx.loadgen {
+        Loadgen::Raw => None,
+        Loadgen::Client => Some(crate::client_sub::client(
+            &format!("http://{}", target.sub_addr),
+            target.auth.then_some(crate::target::BENCH_TOKEN),
+        )?),
+    };
     for i in 0..n {
         let permit = sem.clone().acquire_owned().await?;
-        let req = reqs[(i % topics.max(1)) as usize].clone();
         let stats = stats.clone();
+        let k = i % topics.max(1);
+        if let Some(client) = &client {
+            let (client, topic) = (client.clone(), topic_name(k, topics));
+            tasks.push(tokio::spawn(async move {
+                crate::client_sub::run(i, client, topic, transport, stats, move |_| drop(permit))
+                    .await;
+            }));
+            continue;
+        }
+        let req = reqs[k as usize].clone();
         tasks.push(tokio::spawn(async move {
             sub::run(i, req, transport, stats, move |_| drop(permit)).await;
         }));

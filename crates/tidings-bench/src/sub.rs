@@ -57,6 +57,11 @@ impl Stats {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Records one latency in microseconds for subscriber `index`.
+    pub(crate) fn record(&self, index: u64, micros: u64) {
+        self.shard(index).saturating_record(micros);
+    }
+
     /// Clears the histograms (start of the measured window).
     pub(crate) fn reset_latency(&self) {
         for s in &self.shards {
@@ -309,7 +314,7 @@ fn parse_sse(index: u64, payload: &[u8], stats: &Stats) -> usize {
 }
 
 /// The number after the first `"t":` in `s`.
-fn parse_t(s: &[u8]) -> Option<u64> {
+pub(crate) fn parse_t(s: &[u8]) -> Option<u64> {
     let at = find(s, b"\"t\":")? + 4;
     let digits = s[at..].iter().take_while(|b| b.is_ascii_digit());
     let mut v = 0u64;

@@ -97,7 +97,7 @@ pub(crate) struct Target {
     pub(crate) pids: Vec<u32>,
     /// How the server was started, for the report.
     pub(crate) command: String,
-    auth: bool,
+    pub(crate) auth: bool,
     client_ids: bool,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,

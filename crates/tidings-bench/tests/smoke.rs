@@ -1,5 +1,7 @@
-//! Runs `tidings-bench smoke` against the debug `tidings` binary, so the bench cannot rot.
-//! No timing assertions: the smoke only checks that events were delivered and well-formed.
+//! Runs `tidings-bench smoke` against the debug `tidings` binary, with either load generator
+//! (raw sockets, and tidings-client subscriptions), and `client-parse`, so the bench cannot
+//! rot. No timing assertions: the smoke only checks that events were delivered and
+//! well-formed, `client-parse` that every event was parsed and a rate reported.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -28,24 +30,65 @@ fn tidings_bin(root: &std::path::Path) -> PathBuf {
     bin
 }
 
-#[test]
-fn smoke_delivers_well_formed_events() {
+/// Runs `tidings-bench` with `args` (after `--tidings-bin` and `--out`); returns stdout.
+fn bench(out: &std::path::Path, args: &[&str]) -> String {
     let root = workspace_root();
     let bin = tidings_bin(&root);
-    let out = tempfile::tempdir().expect("temp dir");
     let output = Command::new(env!("CARGO_BIN_EXE_tidings-bench"))
         .arg("--tidings-bin")
         .arg(&bin)
         .arg("--out")
-        .arg(out.path())
-        .args(["smoke", "--subscribers", "200", "--duration", "2"])
+        .arg(out)
+        .args(args)
         .output()
-        .expect("run tidings-bench smoke");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+        .expect("run tidings-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "smoke failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        "{args:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stdout
+}
+
+#[test]
+fn smoke_delivers_well_formed_events() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let stdout = bench(
+        out.path(),
+        &["smoke", "--subscribers", "200", "--duration", "2"],
     );
     assert!(stdout.contains("smoke: ok"), "stdout:\n{stdout}");
+}
+
+#[test]
+fn smoke_with_tidings_client_subscribers() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let stdout = bench(
+        out.path(),
+        &[
+            "--loadgen",
+            "client",
+            "smoke",
+            "--subscribers",
+            "50",
+            "--duration",
+            "2",
+        ],
+    );
+    assert!(stdout.contains("smoke: ok"), "stdout:\n{stdout}");
+}
+
+#[test]
+fn client_parse_reads_every_event_of_both_framings() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let stdout = bench(out.path(), &["client-parse", "--events", "20000"]);
+    assert!(stdout.contains("client-parse sse"), "stdout:\n{stdout}");
+    assert!(stdout.contains("client-parse ndjson"), "stdout:\n{stdout}");
+    let json = std::fs::read(out.path().join("client-parse.json")).expect("result file");
+    let results: serde_json::Value = serde_json::from_slice(&json).expect("JSON");
+    for r in results.as_array().expect("a list") {
+        assert_eq!(r["events"], 20000, "{r}");
+        assert!(r["events_per_s"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+    }
 }

@@ -11,10 +11,20 @@
 //!   `lean`: the lean HTTP/1 path for streaming subscriptions; `io`: write-stall timeout and
 //!   replayed prefixes, and the lingering close; `refusal`: answers to connections over the
 //!   limit or during the drain.
+//! - `embed`: the hub inside an application's own process and axum `Router` (`Embedded`).
 //! - `fuzzing`: entry points for the fuzz targets (hidden, not an API).
+//!
+//! # Embedding
+//!
+//! An application can run the hub in its own process: [`Embedded`] is built from a
+//! [`Config`] (fill a [`RawConfig`] and `validate` it), publishes in-process with the same
+//! checks and ids as `POST /publish`, hands out the publish and subscribe routes for the
+//! application's `Router` under a prefix, and shuts down on the application's signal. See
+//! the [`embed`] module and `examples/embedded.rs`.
 
 mod ack;
 pub mod config;
+pub mod embed;
 pub mod endpoint;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -38,6 +48,7 @@ use tidings_proto::Epoch;
 use tokio::net::TcpListener;
 
 pub use config::{Config, ConfigError, Durability, RawConfig};
+pub use embed::{EmbedError, Embedded, Outgoing};
 use http::router::lean_routes;
 pub use http::router::{endpoint_router, metrics_router, router};
 pub use metrics::Metrics;

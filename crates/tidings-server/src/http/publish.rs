@@ -61,24 +61,7 @@ pub(crate) async fn publish(
     // `_held` keeps the body's bytes counted against the budget until the answer.
     let (bytes, _held) = extract::body(body, declared, limits.max_body_bytes, &state.edge).await?;
     let (events, origins) = parse_events(&bytes, limits.max_batch_events)?;
-    for (i, e) in events.iter().enumerate() {
-        if state
-            .edge
-            .policy
-            .reserved_types
-            .iter()
-            .any(|r| r == e.event_type.as_str())
-        {
-            return Err(HttpError::new(
-                ErrorCode::ReservedType,
-                format!(
-                    "{}: `{}` is an event the hub sends itself and cannot be published",
-                    field(events.len(), i, "type"),
-                    e.event_type
-                ),
-            ));
-        }
-    }
+    refuse_reserved(&state, &events)?;
     let origin = origin_of(&headers, &origins)?;
     for (i, e) in events.iter().enumerate() {
         if !grant.may_publish(&e.topic) {
@@ -134,7 +117,36 @@ pub(crate) async fn publish(
 
 /// The publisher's client id: the `X-Client-Id` header, or the events' `origin` field (the
 /// same in every event that has one, and the header's if both are given).
-fn origin_of(headers: &HeaderMap, origins: &[Option<String>]) -> Result<Option<Key>, HttpError> {
+/// Refuses a batch that names an event the hub sends itself (`subscribed`, `reset`, an
+/// endpoint's handshake, …): a publisher must never be able to forge one.
+pub(crate) fn refuse_reserved(state: &AppState, events: &[NewEvent]) -> Result<(), HttpError> {
+    for (i, e) in events.iter().enumerate() {
+        if state
+            .edge
+            .policy
+            .reserved_types
+            .iter()
+            .any(|r| r == e.event_type.as_str())
+        {
+            return Err(HttpError::new(
+                ErrorCode::ReservedType,
+                format!(
+                    "{}: `{}` is an event the hub sends itself and cannot be published",
+                    field(events.len(), i, "type"),
+                    e.event_type
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The batch's publisher client id: the `X-Client-Id` header, or the events' `origin` fields
+/// (which must agree).
+pub(crate) fn origin_of(
+    headers: &HeaderMap,
+    origins: &[Option<String>],
+) -> Result<Option<Key>, HttpError> {
     let header = headers
         .get("x-client-id")
         .map(|v| client_id::parse(v.as_bytes(), "X-Client-Id", false))

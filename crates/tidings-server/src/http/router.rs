@@ -57,7 +57,11 @@ async fn edge_guard(State(state): State<AppState>, request: Request, next: Next)
     response
 }
 
-fn mount(router: Router, state: &AppState, endpoint: &Endpoint) -> Router {
+fn mount<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    state: &AppState,
+    endpoint: &Endpoint,
+) -> Router<S> {
     let ctx = EndpointState {
         app: state.clone(),
         endpoint: Arc::new(endpoint.clone()),
@@ -92,6 +96,21 @@ pub fn metrics_router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .with_state(state.clone());
     with_fallbacks(router, &state)
+}
+
+/// `POST /publish` and `endpoints` (those without a port of their own), behind the same
+/// `Host` check, as routes of any state type: what an application mounts when it embeds the
+/// hub (`crate::embed`). No fallbacks: unknown routes are the application's.
+pub(crate) fn mountable<S: Clone + Send + Sync + 'static>(
+    state: &AppState,
+    endpoints: &[Endpoint],
+) -> Router<S> {
+    let mut router =
+        Router::new().route("/publish", post(publish::publish).with_state(state.clone()));
+    for endpoint in endpoints.iter().filter(|e| e.listen.is_none()) {
+        router = mount(router, state, endpoint);
+    }
+    router.route_layer(middleware::from_fn_with_state(state.clone(), edge_guard))
 }
 
 /// The router of an endpoint on its own port: just its route.

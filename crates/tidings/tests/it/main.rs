@@ -8,6 +8,7 @@ mod client;
 mod config;
 mod durability;
 mod edge;
+mod embedded;
 mod envelope;
 mod jwt;
 mod openapi;

@@ -422,4 +422,30 @@ impl EventStore for TimedStore {
     fn health(&self) -> Option<StoreError> {
         self.inner.health()
     }
+    // Every method is forwarded, defaulted ones too: a wrapper that kept the default here
+    // would silently drop the store's sessions across restarts.
+    fn sessions(&self) -> Option<&dyn tidings_core::SessionStore> {
+        self.inner.sessions()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use prometheus_client::metrics::histogram::Histogram;
+    use tidings_core::{MemoryStore, Retention};
+    use tidings_proto::Epoch;
+
+    use super::{TimedStore, latency_buckets};
+
+    /// The timing wrapper hands on the store's session table (a restart keeps sessions).
+    #[test]
+    fn the_timed_store_forwards_its_sessions() {
+        let inner: tidings_core::DynStore =
+            Arc::new(MemoryStore::new(Epoch(7), Retention::default()));
+        assert!(inner.sessions().is_some());
+        let timed = TimedStore::wrap(inner, Histogram::new(latency_buckets()));
+        assert!(timed.sessions().is_some());
+    }
 }

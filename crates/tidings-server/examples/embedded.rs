@@ -73,6 +73,9 @@ async fn main() -> anyhow::Result<()> {
     // The hub's settings as a struct: history in memory, everything else at its default.
     let mut raw = RawConfig::default();
     raw.store.durability = Some("memory".to_owned());
+    // A download manager publishes `resumed` itself (a paused download goes on), and the hub's
+    // own event for a resumed client-id session has that name by default: rename the hub's.
+    raw.session_resumed_event = Some("session-resumed".to_owned());
     let tidings = Embedded::build(raw.validate()?)?;
 
     let manager = Manager {

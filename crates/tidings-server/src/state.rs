@@ -68,7 +68,9 @@ impl Edge {
             )),
             allowed_hosts: allowed_hosts.into(),
             policy: Arc::new(Policy {
-                reserved_types: SYSTEM_TYPES.iter().map(|s| (*s).to_owned()).collect(),
+                // `reset` has no other name; the session and reconnect names are the endpoints'
+                // own (`reserve`), so a renamed `resumed` is free for publishers to use.
+                reserved_types: vec!["reset".to_owned()],
                 drain_spread: Duration::from_secs(10),
             }),
         }
@@ -132,6 +134,6 @@ impl AppState {
 impl Default for Edge {
     /// The configuration's defaults: 30 s, 64 MiB, loopback names only for an open hub.
     fn default() -> Edge {
-        Edge::new(Duration::from_secs(30), 64 << 20, Vec::new())
+        Edge::new(Duration::from_secs(30), 64 << 20, Vec::new()).reserve(SYSTEM_TYPES)
     }
 }

@@ -84,10 +84,14 @@ pub(super) fn endpoints(
     raw: Vec<RawEndpoint>,
     listen: SocketAddr,
     open: bool,
+    session_names: &SessionNames,
 ) -> Result<Vec<Endpoint>, ConfigError> {
-    let mut endpoints = vec![Endpoint::default_events(origins(ws_allowed_origins))];
+    let mut endpoints = vec![Endpoint {
+        session: session_names.clone(),
+        ..Endpoint::default_events(origins(ws_allowed_origins))
+    }];
     for (i, raw) in raw.into_iter().enumerate() {
-        let endpoint = endpoint(&format!("endpoints[{i}]"), raw)?;
+        let endpoint = endpoint(&format!("endpoints[{i}]"), raw, session_names)?;
         // Port 0 asks the OS for a free port, so it never clashes.
         let same_socket = |a: Option<SocketAddr>, b: Option<SocketAddr>| {
             a == b && a.is_none_or(|a| a.port() != 0)
@@ -140,7 +144,11 @@ fn origins(list: &[String]) -> Origins {
     }
 }
 
-fn endpoint(setting: &str, raw: RawEndpoint) -> Result<Endpoint, ConfigError> {
+fn endpoint(
+    setting: &str,
+    raw: RawEndpoint,
+    defaults: &SessionNames,
+) -> Result<Endpoint, ConfigError> {
     if raw.name.is_empty() || raw.name.chars().any(|c| c.is_control()) {
         return Err(bad(&format!("{setting}.name"), "must be a non-empty name"));
     }
@@ -196,19 +204,12 @@ fn endpoint(setting: &str, raw: RawEndpoint) -> Result<Endpoint, ConfigError> {
         })?;
     }
     client_id.uuid = raw.client_id_uuid.unwrap_or(false);
-    let defaults = SessionNames::default();
-    let session = SessionNames {
-        subscribed: event_name(
-            &format!("{setting}.subscribed_event"),
-            raw.subscribed_event,
-            defaults.subscribed,
-        )?,
-        resumed: event_name(
-            &format!("{setting}.resumed_event"),
-            raw.resumed_event,
-            defaults.resumed,
-        )?,
-    };
+    let session = session_names(
+        &format!("{setting}."),
+        raw.subscribed_event,
+        raw.resumed_event,
+        defaults.clone(),
+    )?;
     let handshake = match raw.handshake_event {
         None => {
             if raw.handshake_data.is_some() {
@@ -320,6 +321,38 @@ fn check_json(setting: &str, text: &str) -> Result<(), ConfigError> {
 }
 
 /// An event name the hub sends itself: a valid event type.
+/// The names of the session events, `{prefix}subscribed_event` and `{prefix}resumed_event`
+/// given or else `defaults`'. The two must differ, or a client could not tell them apart.
+pub(super) fn session_names(
+    prefix: &str,
+    subscribed: Option<String>,
+    resumed: Option<String>,
+    defaults: SessionNames,
+) -> Result<SessionNames, ConfigError> {
+    let (sub_key, res_key) = if prefix.is_empty() {
+        (
+            "session_subscribed_event".to_owned(),
+            "session_resumed_event".to_owned(),
+        )
+    } else {
+        (
+            format!("{prefix}subscribed_event"),
+            format!("{prefix}resumed_event"),
+        )
+    };
+    let names = SessionNames {
+        subscribed: event_name(&sub_key, subscribed, defaults.subscribed)?,
+        resumed: event_name(&res_key, resumed, defaults.resumed)?,
+    };
+    if names.subscribed == names.resumed {
+        return Err(bad(
+            &res_key,
+            "must differ from the subscribed event's name",
+        ));
+    }
+    Ok(names)
+}
+
 fn event_name(setting: &str, raw: Option<String>, default: String) -> Result<String, ConfigError> {
     let Some(name) = raw else { return Ok(default) };
     tidings_proto::EventType::new(&name).map_err(|e| bad(setting, format!("`{name}` {e}")))?;

@@ -33,7 +33,7 @@ pub use store::{Durability, RawRetention, RawStore};
 pub use transport::{RawPoll, RawSse, RawWebSocket};
 pub use units::{duration, size};
 
-use crate::endpoint::{Endpoint, TransportOptions};
+use crate::endpoint::{Endpoint, SessionNames, TransportOptions};
 use units::positive;
 
 /// Every setting, each optional so the sources can be layered. Field docs are the `--help`;
@@ -76,6 +76,15 @@ pub struct RawConfig {
     /// [default: 100000].
     #[arg(long, env = "TIDINGS_MAX_SESSIONS", value_name = "N")]
     pub max_sessions: Option<usize>,
+    /// Name of the event that opens a new session on the built-in `/events` endpoint, and the
+    /// default of every `[[endpoints]]` entry [default: subscribed].
+    #[arg(long, env = "TIDINGS_SESSION_SUBSCRIBED_EVENT", value_name = "NAME")]
+    pub session_subscribed_event: Option<String>,
+    /// Name of the event that opens a resumed session on the built-in `/events` endpoint, and
+    /// the default of every `[[endpoints]]` entry; rename it when the events you publish use
+    /// `resumed` themselves (the download manager's do) [default: resumed].
+    #[arg(long, env = "TIDINGS_SESSION_RESUMED_EVENT", value_name = "NAME")]
+    pub session_resumed_event: Option<String>,
     /// Window over which a drain (shutdown or `POST /admin/drain`) closes streams, evenly
     /// spread, so clients do not reconnect all at once [default: 10s].
     #[arg(long, env = "TIDINGS_DRAIN_SPREAD", value_name = "DURATION")]
@@ -253,11 +262,18 @@ impl RawConfig {
             &self.poll,
             self.write_timeout.as_deref(),
         )?;
+        let session_names = endpoints::session_names(
+            "",
+            self.session_subscribed_event,
+            self.session_resumed_event,
+            SessionNames::default(),
+        )?;
         let endpoints = endpoints::endpoints(
             &self.websocket.allowed_origins,
             self.endpoints,
             listen,
             open,
+            &session_names,
         )?;
         if open && !listen.ip().is_loopback() {
             return Err(bad(

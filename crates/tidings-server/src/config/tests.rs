@@ -347,3 +347,39 @@ fn edge_settings_have_defaults_and_come_from_the_file() {
     let err = validate(host).unwrap_err();
     assert!(err.starts_with("allowed_hosts[0]:"), "{err}");
 }
+
+#[test]
+fn session_event_names_rename_the_built_in_endpoint_and_default_the_others() {
+    let c = validate(
+        RawConfig::from_toml(
+            r#"
+            session_resumed_event = "session-resumed"
+            [[endpoints]]
+            name = "cameras"
+            path = "/cameras"
+            [[endpoints]]
+            name = "files"
+            path = "/files"
+            resumed_event = "files-resumed"
+            "#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let names: Vec<(&str, &str)> = c
+        .endpoints
+        .iter()
+        .map(|e| (e.session.subscribed.as_str(), e.session.resumed.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("subscribed", "session-resumed"),
+            ("subscribed", "session-resumed"),
+            ("subscribed", "files-resumed"),
+        ]
+    );
+    let same = RawConfig::from_toml(r#"session_resumed_event = "subscribed""#).unwrap();
+    let err = validate(same).unwrap_err();
+    assert!(err.contains("session_resumed_event"), "{err}");
+}

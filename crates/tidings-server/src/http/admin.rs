@@ -193,10 +193,15 @@ pub(crate) async fn post_drain(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReconnectBody {
-    #[serde(rename = "clientId", default)]
+    #[serde(rename = "clientId", default, deserialize_with = "present")]
     client_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     topic: Option<String>,
+}
+
+/// A field that, when given, is a string: `null` is refused (400), not taken for absent.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 pub(crate) async fn post_reconnect(

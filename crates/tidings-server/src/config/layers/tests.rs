@@ -34,6 +34,7 @@ fn sample(value_name: &str, layer: usize) -> String {
         "HOST" => format!("layer-{layer}.example"),
         "PREFIX" => format!("layer-{layer}/"),
         "FORMAT" => ["pretty", "json", "pretty"][layer].to_owned(),
+        "NAME" => format!("layer-{layer}-event"),
         other => panic!("no sample value for value name {other}: add one to `sample`"),
     }
 }

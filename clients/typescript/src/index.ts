@@ -21,6 +21,7 @@ export {
   type EventListenerFn,
   type Item,
   type ResetNotice,
+  type SessionNotice,
   type Since,
   type SubscribeOptions,
   type TidingsEvent,

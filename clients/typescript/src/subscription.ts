@@ -67,6 +67,19 @@ export interface ResetNotice {
   cursor: string;
 }
 
+/**
+ * The hub's answer to a client id (`subscribed`: a new session; `resumed`: the session was
+ * found and what the client missed follows), under the hub's default names.
+ */
+export interface SessionNotice {
+  /** True for `resumed`, false for `subscribed`. */
+  resumed: boolean;
+  /** The client id the hub keeps the session under. */
+  clientId: string;
+  /** The id the stream continues after. */
+  cursor: string;
+}
+
 /** A connection opened. */
 export interface Connected {
   /** The id this connection resumed from (`earliest` for all history), if any. */
@@ -95,6 +108,7 @@ export interface Disconnected {
 export type Item =
   | { kind: "event"; event: TidingsEvent }
   | { kind: "reset"; reset: ResetNotice }
+  | { kind: "session"; session: SessionNotice }
   | { kind: "connected"; connected: Connected }
   | { kind: "disconnected"; disconnected: Disconnected };
 
@@ -109,6 +123,7 @@ export type EventListenerFn<T = any> = (event: TidingsEvent<T>) => void;
 type Frame =
   | { kind: "event"; event: TidingsEvent }
   | { kind: "reset"; reset: ResetNotice }
+  | { kind: "session"; session: SessionNotice }
   | { kind: "reconnect"; reason: string }
   | { kind: "retry"; ms: number };
 
@@ -290,6 +305,9 @@ export class Subscription implements AsyncIterable<Item> {
               this.emit(frame);
             } else if (frame.kind === "reset") {
               this.cursor = frame.reset.cursor;
+              this.emit(frame);
+            } else if (frame.kind === "session") {
+              this.cursor = frame.session.cursor;
               this.emit(frame);
             } else if (frame.kind === "retry") {
               this.backoff.setInitial(frame.ms);
@@ -495,6 +513,8 @@ export class Subscription implements AsyncIterable<Item> {
         }
       } else if (item.kind === "reset") {
         for (const l of this.resetListeners) call(() => l(item.reset));
+      } else if (item.kind === "session") {
+        // Not a data event; seen through the iterator of items.
       } else if (item.kind === "connected") {
         const f = this.onopen;
         if (f) call(() => f(item.connected));
@@ -652,8 +672,15 @@ function notice<T>(what: string, raw: string, fields: (keyof T)[]): T {
   return o as T;
 }
 
+/** A `subscribed` / `resumed` notice's frame. */
+function sessionFrame(type: string, raw: string): Frame {
+  const n = notice<{ clientId: string; cursor: string }>(type, raw, ["clientId", "cursor"]);
+  return { kind: "session", session: { resumed: type === "resumed", clientId: n.clientId, cursor: n.cursor } };
+}
+
 function sseFrame(item: SseItem): Frame {
   if (item.kind === "retry") return { kind: "retry", ms: item.ms };
+  if (item.type === "subscribed" || item.type === "resumed") return sessionFrame(item.type, item.data);
   if (item.type === "reset") {
     const n = notice<ResetNotice>("reset", item.data, ["reason", "cursor"]);
     return { kind: "reset", reset: { reason: n.reason, cursor: n.cursor } };
@@ -696,6 +723,7 @@ function jsonFrame(text: string): Frame {
     if (type === "reconnect-required") {
       return { kind: "reconnect", reason: notice<{ reason: string }>("reconnect-required", data, ["reason"]).reason };
     }
+    if (type === "subscribed" || type === "resumed") return sessionFrame(type, data);
     throw new TidingsError("protocol", `a stream message of type \`${type}\` has no topic`);
   }
   return {

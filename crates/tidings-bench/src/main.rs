@@ -94,6 +94,8 @@ enum Cmd {
         subscribers: Vec<u64>,
         #[arg(long, default_value_t = 3.0)]
         hold: f64,
+        #[arg(long, value_enum, default_value = "sse")]
+        transport: TransportArg,
     },
     /// (d) connection churn: connect, read the head, disconnect, in a loop.
     Churn {
@@ -332,10 +334,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             targets,
             subscribers,
             hold,
+            transport,
         } => {
+            let hold = Duration::from_secs_f64(hold);
             for &n in &subscribers {
                 for kind in parse_targets(&targets)? {
-                    match scenario::idle(&ctx, kind, n, Duration::from_secs_f64(hold)).await {
+                    match scenario::idle(&ctx, kind, n, hold, transport.into()).await {
                         Ok(p) => save(&p)?,
                         Err(e) => say(&format!("idle {} subs={n}: FAILED: {e:#}", kind.name())),
                     }

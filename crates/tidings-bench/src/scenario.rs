@@ -341,15 +341,31 @@ async fn fanout_on(
 }
 
 /// (c): `n` idle subscribers; server RSS before and after.
-pub(crate) async fn idle(ctx: &Ctx, kind: Kind, n: u64, hold: Duration) -> anyhow::Result<Point> {
+pub(crate) async fn idle(
+    ctx: &Ctx,
+    kind: Kind,
+    n: u64,
+    hold: Duration,
+    transport: Transport,
+) -> anyhow::Result<Point> {
     let target = Target::start(kind, &ctx.tidings).await?;
     let mut point = ctx.point("idle", &target);
     point.subscribers = n;
+    point.transport = match transport {
+        Transport::Sse => "sse",
+        Transport::Ws => "ws",
+    }
+    .to_owned();
+    if transport == Transport::Ws && !matches!(kind, Kind::Tidings | Kind::TidingsIds) {
+        point.note = "WebSocket is measured for tidings only".to_owned();
+        target.stop().await;
+        return Ok(point);
+    }
     let res = async {
         let stats = Stats::new();
         tokio::time::sleep(Duration::from_millis(300)).await;
         point.rss_before_bytes = tree_rss_bytes(&target.pids);
-        let subs = open_subscribers(ctx, &target, n, 1, Transport::Sse, &stats).await?;
+        let subs = open_subscribers(ctx, &target, n, 1, transport, &stats).await?;
         point.connected = stats.connected.load(Relaxed);
         point.connect_failures = stats.failed.load(Relaxed);
         point.connect_per_s = point.connected as f64 / subs.ramp.as_secs_f64();

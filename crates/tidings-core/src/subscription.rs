@@ -124,6 +124,9 @@ pub enum CloseReason {
     StoreFailed,
     /// An operator closed it (the admin API).
     Operator,
+    /// The credential the subscription was opened with expired (decided by the server, which
+    /// knows credentials; the engine itself never ends a subscription for this).
+    TokenExpired,
     /// The hub asked this client to reconnect (a drain, or `Hub::reconnect`): it should
     /// reconnect at once, with its last id or client id, possibly to another node.
     Reconnect,
@@ -137,6 +140,7 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::StoreFailed => "store_failed",
             CloseReason::Operator => "operator",
+            CloseReason::TokenExpired => "token_expired",
             CloseReason::Reconnect => "reconnect",
         }
     }

@@ -1,5 +1,5 @@
 //! `AckTracker`: moves a client-id session's place only as far as the client's TCP stack has
-//! acknowledged. A stream connection records, for each chunk it wrote, the byte offset where
+//! acknowledged. A stream connection (lean SSE/NDJSON, or WebSocket) records, for each chunk it wrote, the byte offset where
 //! the chunk ends and the seq of the last event in it; when the kernel reports (Linux
 //! `TCP_INFO`, `tidings_sys::bytes_acked`) that the peer acknowledged bytes up to an offset,
 //! every event ending before it is confirmed to the session. Bytes merely handed to the
@@ -15,7 +15,14 @@
 //! a client that sends `Last-Event-ID` is exact.
 
 use std::collections::VecDeque;
-use std::os::fd::AsFd;
+use std::io;
+use std::os::fd::{AsFd, RawFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use tidings_core::SessionPlace;
 
@@ -23,6 +30,114 @@ use tidings_core::SessionPlace;
 const ASK_AT: usize = 32;
 /// Most marks kept.
 const MAX_MARKS: usize = 256;
+
+/// Where the kernel's count of acknowledged bytes comes from: a socket the caller can borrow,
+/// or a served connection's `io::ConnSocket`.
+pub(crate) trait AckSource {
+    /// Bytes of the connection the peer has acknowledged.
+    fn bytes_acked(&self) -> io::Result<u64>;
+}
+
+impl<T: AsFd> AckSource for T {
+    fn bytes_acked(&self) -> io::Result<u64> {
+        tidings_sys::bytes_acked(self)
+    }
+}
+
+/// A connection served by hyper, as its request handlers see it (in the request's
+/// extensions, put there by the accept loop for upgrade requests): its socket's descriptor
+/// and the count of bytes written to that socket so far (by `Counted`, below every wrapper
+/// that could buffer). A WebSocket connection uses it to confirm its session's place.
+///
+/// The descriptor is only asked about while the socket is held open by whoever asks: the
+/// WebSocket task owns hyper's upgraded connection, which owns the socket, for as long as
+/// it runs, so the number cannot name another connection then.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnSocket {
+    fd: RawFd,
+    written: Arc<AtomicU64>,
+}
+
+impl ConnSocket {
+    pub(crate) fn new(fd: RawFd, written: Arc<AtomicU64>) -> ConnSocket {
+        ConnSocket { fd, written }
+    }
+
+    /// Bytes handed to the kernel on this connection so far (the response heads included).
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+}
+
+impl AckSource for ConnSocket {
+    fn bytes_acked(&self) -> io::Result<u64> {
+        tidings_sys::bytes_acked_fd(self.fd)
+    }
+}
+
+/// Counts the bytes its inner stream accepted for writing, into a count `ConnSocket` reads.
+#[derive(Debug)]
+pub(crate) struct Counted<S> {
+    inner: S,
+    written: Arc<AtomicU64>,
+}
+
+impl<S> Counted<S> {
+    pub(crate) fn new(inner: S, written: Arc<AtomicU64>) -> Self {
+        Counted { inner, written }
+    }
+
+    fn count(&self, result: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = result {
+            self.written.fetch_add(n as u64, Ordering::Release);
+        }
+        result
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.count(result)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.count(result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
 
 /// One connection's unconfirmed writes.
 #[derive(Debug)]
@@ -47,13 +162,19 @@ impl AckTracker {
     }
 
     /// `len` more bytes were written; they carried events up to `last_seq`, if any.
-    pub(crate) fn wrote(&mut self, len: usize, last_seq: Option<u64>, socket: &impl AsFd) {
+    pub(crate) fn wrote(&mut self, len: usize, last_seq: Option<u64>, socket: &impl AckSource) {
         self.written += len as u64;
         let Some(seq) = last_seq else { return };
+        self.mark(self.written, seq, socket);
+    }
+
+    /// The event `seq` (and every earlier one) ends at byte `end` of the connection, counted
+    /// from its first byte. `end` must not be less than that of an earlier mark.
+    pub(crate) fn mark(&mut self, end: u64, seq: u64, socket: &impl AckSource) {
         if self.unsupported {
             return;
         }
-        self.marks.push_back((self.written, seq));
+        self.marks.push_back((end, seq));
         if self.marks.len() >= ASK_AT {
             self.check(socket);
         }
@@ -73,12 +194,24 @@ impl AckTracker {
         });
     }
 
+    /// Nothing is waiting to be confirmed (and the kernel can be asked): the tracker can be
+    /// dropped until the next write, and made again.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.marks.is_empty() && !self.unsupported
+    }
+
+    /// The marks waiting, oldest first: (where a frame ends, its event's seq).
+    #[cfg(test)]
+    pub(crate) fn marks(&self) -> Vec<(u64, u64)> {
+        self.marks.iter().copied().collect()
+    }
+
     /// Asks the kernel what the peer acknowledged and confirms what that covers.
-    pub(crate) fn check(&mut self, socket: &impl AsFd) {
+    pub(crate) fn check(&mut self, socket: &impl AckSource) {
         if self.marks.is_empty() || self.unsupported {
             return;
         }
-        let acked = match tidings_sys::bytes_acked(socket) {
+        let acked = match socket.bytes_acked() {
             Ok(n) => n,
             Err(e) => {
                 if e.kind() == std::io::ErrorKind::Unsupported {

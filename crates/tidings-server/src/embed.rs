@@ -126,10 +126,11 @@ impl Embedded {
         })
     }
 
-    /// `POST {prefix}/publish` and every subscribe endpoint (`{prefix}/events`, and the
-    /// `[[endpoints]]` without a port of their own), for the application to `merge` into its
-    /// router. An empty prefix or `/` mounts them at the root. Requests are judged exactly as
-    /// by the standalone server (tokens, `Host` check, limits).
+    /// `POST {prefix}/publish`, `POST {prefix}/tickets` and every subscribe endpoint
+    /// (`{prefix}/events`, and the `[[endpoints]]` without a port of their own), for the
+    /// application to `merge` into its router. An empty prefix or `/` mounts them at the root.
+    /// Requests are judged exactly as by the standalone server (tokens, JWTs, tickets, cookies,
+    /// CORS, `Host` check, limits).
     ///
     /// # Panics
     /// If `prefix` does not start with `/` (axum's rule for nesting).

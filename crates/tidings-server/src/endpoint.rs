@@ -5,6 +5,7 @@
 //! Flow's WebSocket on port 3001, …) are others.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tidings_proto::Pattern;
@@ -58,6 +59,30 @@ impl Origins {
                 host.is_some_and(|h| h.eq_ignore_ascii_case(origin_host))
             }
         }
+    }
+}
+
+/// Which browser origins may read answers cross-origin (CORS), with credentials: exact
+/// origins such as `https://app.example.com`. Empty: no CORS headers are sent, so a browser
+/// lets only same-origin pages read the answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cors(Arc<[String]>);
+
+impl Cors {
+    /// CORS for these exact origins.
+    pub fn new(origins: Vec<String>) -> Cors {
+        Cors(origins.into())
+    }
+
+    /// Whether any origin is allowed.
+    pub fn is_on(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// Whether `origin` (a request's `Origin`) is one of the allowed ones. Compared
+    /// byte for byte but for ASCII case: `https://app.example.com.evil` is another origin.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.0.iter().any(|o| o.eq_ignore_ascii_case(origin))
     }
 }
 
@@ -181,6 +206,8 @@ pub struct Endpoint {
     pub origins: Origins,
     /// Transports served.
     pub transports: Transports,
+    /// Origins whose pages may read this endpoint's answers (CORS).
+    pub cors: Cors,
     /// Where the client id comes from and its form.
     pub client_id: ClientIdRule,
     /// Names of the session events.
@@ -240,6 +267,7 @@ impl Endpoint {
             query_token: None,
             origins,
             transports: Transports::ALL,
+            cors: Cors::default(),
             client_id: ClientIdRule::default(),
             session: SessionNames::default(),
             handshake: None,

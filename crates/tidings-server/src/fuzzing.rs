@@ -13,7 +13,7 @@ use tidings_core::{Hub, Limits, MemoryStore, NewEvent, Retention};
 use tidings_proto::{Epoch, Pattern};
 
 use crate::config::{RawConfig, layered};
-use crate::endpoint::{Endpoint, Origins, TransportOptions, Transports};
+use crate::endpoint::{Cors, Endpoint, Origins, TransportOptions, Transports};
 use crate::http::extract;
 use crate::http::publish::parse_events;
 use crate::http::subscribe::{self, Prepared};
@@ -90,6 +90,7 @@ fn route_tables() -> &'static [LeanRoutes; 2] {
                 sse: false,
                 ..Transports::ALL
             },
+            cors: Cors::new(vec!["https://app.example".to_owned()]),
             ..Endpoint::default_events(Origins::Any)
         };
         let root = Endpoint {
@@ -137,6 +138,7 @@ fn app(tokens: Vec<StaticToken>) -> AppState {
         auth: Arc::new(Authorizer::new(tokens).with_jwt(jwt)),
         transport: TransportOptions::default(),
         edge: Edge::default(),
+        credentials: Default::default(),
     }
 }
 

@@ -233,17 +233,14 @@ mod rewind_tests {
 #[derive(Debug)]
 pub(crate) struct Linger {
     stream: Option<tokio::net::TcpStream>,
-    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    slot: Option<crate::listener::Slot>,
 }
 
 /// How long a closing connection with unread bytes is drained before it is dropped.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Linger {
-    pub(crate) fn new(
-        stream: tokio::net::TcpStream,
-        slot: tokio::sync::OwnedSemaphorePermit,
-    ) -> Self {
+    pub(crate) fn new(stream: tokio::net::TcpStream, slot: crate::listener::Slot) -> Self {
         Linger {
             stream: Some(stream),
             slot: Some(slot),

@@ -142,7 +142,7 @@ fn classify(
 pub(crate) async fn serve(
     tcp: TcpStream,
     parts: Box<http::request::Parts>,
-    ctx: EndpointState,
+    ctx: Box<EndpointState>,
     write_timeout: Duration,
 ) {
     let chunked = parts.version == Version::HTTP_11;
@@ -151,7 +151,8 @@ pub(crate) async fn serve(
     let mut wr = WriteTimeout::new(wr, write_timeout);
     // Boxed: the opening's state is freed once the stream runs, and every long-lived stream
     // would otherwise carry room for it.
-    let Some((sub, format, endpoint, head_len)) = Box::pin(open(&mut wr, parts, ctx)).await else {
+    let Some((sub, format, endpoint, lease, head_len)) = Box::pin(open(&mut wr, parts, ctx)).await
+    else {
         return;
     };
     // A client-id session's place moves only as far as the client's TCP stack acknowledged.
@@ -161,7 +162,7 @@ pub(crate) async fn serve(
         t
     });
     // Boxed: its size is counted with the connection's in the test below, not twice.
-    let mut body = Box::pin(stream::pieces(sub, format, keepalive, endpoint));
+    let mut body = Box::pin(stream::pieces(sub, format, keepalive, endpoint, lease));
     let mut probe = [0u8; 16];
     loop {
         tokio::select! {
@@ -217,49 +218,65 @@ fn framed_len(len: usize, chunked: bool) -> usize {
 }
 
 /// Judges the request, then writes the answer's head, or the whole answer if the
-/// subscription is refused (`None`). Returns the subscription, its format and endpoint, and
-/// the bytes of the head.
+/// subscription is refused (`None`). Returns the subscription, its format and endpoint, the
+/// lease it holds under its credential, and the bytes of the head.
 async fn open(
     wr: &mut WriteTimeout<tokio::net::tcp::OwnedWriteHalf>,
     parts: Box<http::request::Parts>,
-    ctx: EndpointState,
-) -> Option<(Tracked, stream::Format, Arc<Endpoint>, usize)> {
+    ctx: Box<EndpointState>,
+) -> Option<(
+    Tracked,
+    stream::Format,
+    Arc<Endpoint>,
+    crate::credential::Lease,
+    usize,
+)> {
     let version = parts.version;
     let prepared = extract::host(&parts.headers, None, &ctx.app)
         .and_then(|()| subscribe::prepare(&ctx, &parts));
     // The hub began shutting down after this connection was accepted: an SSE client is told
     // in-band, as one accepted during the drain is.
-    let late = matches!(&prepared, Err(e) if e.0.error.code == ErrorCode::ShuttingDown)
-        && !subscribe::wants_ndjson_stream(&parts);
+    // So is one whose credential has its most streams open: shedding load in-band.
+    let shed = match &prepared {
+        Err(e) if e.0.error.code == ErrorCode::ShuttingDown => Some(Refusal::ShuttingDown),
+        Err(e) if e.0.error.code == ErrorCode::TooManyStreams => Some(Refusal::TooManyStreams),
+        _ => None,
+    }
+    .filter(|_| !subscribe::wants_ndjson_stream(&parts));
     // During a drain, long enough for the client to land on another node.
     let retry = if ctx.app.hub.draining() {
         ctx.app.transport.retry.max(ctx.app.edge.drain_spread())
     } else {
         ctx.app.transport.retry
     };
+    let mut headers = http::HeaderMap::new();
+    head::cors(
+        &mut headers,
+        &ctx.endpoint.cors,
+        parts.headers.get(http::header::ORIGIN),
+    );
     let endpoint = Arc::clone(&ctx.endpoint);
     drop((parts, ctx));
-    if late {
-        let out = refusal_answer(Refusal::ShuttingDown, version, Some(retry));
+    if let Some(refusal) = shed {
+        let out = refusal_answer(refusal, version, Some(retry));
         if wr.write_all(&out).await.is_ok() && wr.shutdown().await.is_err() {
             tracing::debug!(message = "Could not shut down after a refusal.");
         }
         return None;
     }
-    let (sub, format) = match prepared {
-        Ok(Prepared::Stream(sub, format)) => (sub, format),
+    let (sub, format, lease) = match prepared {
+        Ok(Prepared::Stream(sub, format, lease)) => (sub, format, lease),
         Ok(_) => {
             // `classify` admits only streaming requests; anything else is a bug, said politely.
             let e = HttpError::new(ErrorCode::Internal, "request was misrouted");
-            write_error(wr, version, &e).await;
+            write_error(wr, version, &e, headers).await;
             return None;
         }
         Err(e) => {
-            write_error(wr, version, &e).await;
+            write_error(wr, version, &e, headers).await;
             return None;
         }
     };
-    let mut headers = http::HeaderMap::new();
     head::stream(&mut headers, format.content_type());
     let framing = if version == Version::HTTP_11 {
         Framing::Chunked
@@ -269,7 +286,7 @@ async fn open(
     let head = head::encode(http::StatusCode::OK, version, &headers, framing);
     drop(headers);
     wr.write_all(&head).await.ok()?;
-    Some((sub, format, endpoint, head.len()))
+    Some((sub, format, endpoint, lease, head.len()))
 }
 
 /// Writes `data` as one HTTP/1.1 chunk (or as is), gathering the chunk header, the shared
@@ -340,10 +357,10 @@ async fn write_error(
     wr: &mut WriteTimeout<tokio::net::tcp::OwnedWriteHalf>,
     version: Version,
     e: &HttpError,
+    mut headers: http::HeaderMap,
 ) {
     e.log();
     let body = e.body();
-    let mut headers = http::HeaderMap::new();
     head::json(&mut headers);
     let mut out = head::encode(e.status(), version, &headers, Framing::Length(body.len()));
     out.extend_from_slice(&body);
@@ -375,6 +392,7 @@ mod tests {
             auth: Arc::new(tidings_auth::Authorizer::new(vec![])),
             transport: TransportOptions::default(),
             edge: crate::state::Edge::default(),
+            credentials: Default::default(),
         };
         let endpoint = Endpoint::default_events(Origins::SameOrigin);
         let ctx = EndpointState {
@@ -452,10 +470,11 @@ mod tests {
 
     /// Every idle lean subscriber is one `serve` future and its boxed body stream: what they
     /// hold is what an idle stream costs. Opening the stream (judging, error answers, the
-    /// head) runs boxed so its state is not part of it. 1,312 bytes before the opening was
-    /// boxed; at most 1,024 before the stream carried its endpoint (session names, handshake,
-    /// keep-alive style) and a session's acknowledgement tracking (1,376 with them); the
-    /// operator bookkeeping (`Tracked`) adds one pointer.
+    /// head) runs boxed so its state is not part of it, and the endpoint context comes boxed,
+    /// since it is only read while opening. 1,312 bytes before the opening was boxed; at most
+    /// 1,024 before the stream carried its endpoint (session names, handshake, keep-alive
+    /// style), a session's acknowledgement tracking and its credential's lease (expiry timer,
+    /// stream place); the operator bookkeeping (`Tracked`) adds one pointer.
     #[tokio::test]
     async fn a_lean_stream_future_stays_small() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -474,9 +493,16 @@ mod tests {
             })
             .unwrap();
         let format = stream::Format::Ndjson(crate::Shape::Event);
-        let body = stream::pieces(Tracked::untracked(sub), format, None, ctx.endpoint.clone());
+        let lease = crate::credential::Lease::default();
+        let body = stream::pieces(
+            Tracked::untracked(sub),
+            format,
+            None,
+            ctx.endpoint.clone(),
+            lease,
+        );
         let body_size = std::mem::size_of_val(&body);
-        let future = serve(tcp, Box::new(parts), ctx, Duration::from_secs(1));
+        let future = serve(tcp, Box::new(parts), Box::new(ctx), Duration::from_secs(1));
         let size = std::mem::size_of_val(&future) + body_size;
         assert!(size <= 1480, "{size} bytes");
     }

@@ -6,8 +6,12 @@
 //! - `config`: `RawConfig` (flags, env, TOML) → `Config`.
 //! - `http`: routes and handlers (`router(state)` is testable without a socket).
 //! - `endpoint`: configured subscribe routes and transport settings.
+//! - `credential`: where a request's credential comes from (header, ticket, query, cookie),
+//!   the CSRF rule for publishes, and the one-time connect tickets.
 //! - `transport`: per-connection encoders (SSE, NDJSON, WebSocket, long-poll).
-//! - `listener`: the accept loop, the process-wide connection limit and graceful drain;
+//! - `rate`: the publish token bucket per credential.
+//! - `listener`: the accept loop, the process-wide and per-address connection limits and
+//!   graceful drain;
 //!   `lean`: the lean HTTP/1 path for streaming subscriptions; `io`: write-stall timeout and
 //!   replayed prefixes, and the lingering close; `refusal`: answers to connections over the
 //!   limit or during the drain.
@@ -24,6 +28,7 @@
 
 mod ack;
 pub mod config;
+pub mod credential;
 pub mod embed;
 pub mod endpoint;
 #[doc(hidden)]
@@ -33,6 +38,7 @@ mod io;
 mod lean;
 mod listener;
 mod metrics;
+mod rate;
 mod refusal;
 mod state;
 mod tracked;
@@ -48,6 +54,7 @@ use tidings_proto::Epoch;
 use tokio::net::TcpListener;
 
 pub use config::{Config, ConfigError, Durability, RawConfig};
+pub use credential::{CredentialOptions, Credentials};
 pub use embed::{EmbedError, Embedded, Outgoing};
 use http::router::lean_routes;
 pub use http::router::{endpoint_router, metrics_router, router};
@@ -57,7 +64,7 @@ pub use tracked::Observers;
 pub use transport::frame::Shape;
 pub use transport::ws::{
     CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_INVALID_DATA, CLOSE_PING_TIMEOUT, CLOSE_PROTOCOL,
-    CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG,
+    CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, CLOSE_TOO_BIG,
 };
 
 /// The bound sockets: the main listener and one per endpoint with its own port.
@@ -120,10 +127,15 @@ impl App {
                 config.max_inflight_body_bytes,
                 config.allowed_hosts.clone(),
             )
+            .with_cors(config.cors.clone())
             .reserve(config.endpoints.iter().flat_map(|e| e.system_names()))
             .with_drain_spread(config.drain_spread),
             observers: Arc::new(
                 Observers::new(metrics).with_metrics_token(config.metrics.token.clone()),
+            ),
+            credentials: Credentials::new(
+                config.credentials.clone(),
+                tidings_core::clock::system(),
             ),
         };
         Ok(App { state, config })
@@ -196,6 +208,8 @@ impl App {
         let options = listener::Options {
             grace: config.shutdown_grace,
             write_timeout: config.transport.write_timeout,
+            header_timeout: config.header_timeout,
+            max_header_bytes: config.max_header_bytes,
         };
         let nofile = match rlimit::getrlimit(rlimit::Resource::NOFILE) {
             Ok((soft, _hard)) => Some(soft),
@@ -204,7 +218,11 @@ impl App {
                 None
             }
         };
-        let limit = listener::ConnectionLimit::fit(config.max_connections, nofile);
+        let per_address = listener::PerAddress::new(
+            config.max_connections_per_ip,
+            config.trusted_proxies.clone(),
+        );
+        let limit = listener::ConnectionLimit::fit(config.max_connections, nofile, per_address);
         if limit.max < config.max_connections {
             tracing::warn!(
                 message = "Connection limit lowered to fit the file descriptor limit.",

@@ -7,8 +7,12 @@
 //! shutdown the listener keeps accepting while it drains, answering new connections
 //! `shutting_down`, for up to the grace period.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -18,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
+use crate::ack::{ConnSocket, Counted};
 use crate::io::{Linger, Rewind, WriteTimeout};
 use crate::lean::{self, Head, LeanRoutes};
 use crate::refusal::{self, Refusal};
@@ -28,10 +33,11 @@ use crate::tracked::RemoteAddr;
 pub(crate) struct Options {
     pub(crate) grace: Duration,
     pub(crate) write_timeout: Duration,
+    /// How long a client may take to send a request head (slowloris).
+    pub(crate) header_timeout: Duration,
+    /// Most bytes of a request head (hyper answers 431 past it; at least 8 KiB).
+    pub(crate) max_header_bytes: usize,
 }
-
-/// How long a client may take to send its request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a refused connection may take to send its head, and then to read the answer.
 const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Descriptors kept for everything but connections: stdio, the runtime's epoll and event
@@ -42,6 +48,83 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Accept failures are logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// A served connection's places: one under the process-wide limit, and one under its
+/// address's limit (none for a trusted proxy or with no per-address limit). Both are given
+/// back when the socket is closed.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _address: Option<AddressSlot>,
+}
+
+/// Connections per client address (the socket's peer address). A trusted proxy's address is
+/// not limited: it carries many clients' connections, whose own limits the proxy enforces;
+/// `X-Forwarded-For` is not used for this, because a proxy pools one upstream connection for
+/// requests of different clients.
+#[derive(Debug)]
+pub(crate) struct PerAddress {
+    /// Most connections per address (0: no limit).
+    max: usize,
+    trusted: Vec<IpAddr>,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerAddress {
+    pub(crate) fn new(max: usize, trusted: Vec<IpAddr>) -> Arc<PerAddress> {
+        Arc::new(PerAddress {
+            max,
+            trusted,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A place for a connection from `ip`: `Ok(None)` when it is not limited, `Err` when the
+    /// address has `max` connections open.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Result<Option<AddressSlot>, ()> {
+        let ip = canonical(ip);
+        if self.max == 0 || self.trusted.contains(&ip) {
+            return Ok(None);
+        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return Err(());
+        }
+        *n += 1;
+        Ok(Some(AddressSlot {
+            limit: self.clone(),
+            ip,
+        }))
+    }
+}
+
+/// An IPv4 client seen through an IPv6 socket counts as its IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// One connection's place under its address's limit.
+#[derive(Debug)]
+pub(crate) struct AddressSlot {
+    limit: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.limit.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// The process-wide connection limit, shared by every listener.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectionLimit {
@@ -51,13 +134,19 @@ pub(crate) struct ConnectionLimit {
     refusing: Arc<Semaphore>,
     /// The number of `served` permits.
     pub(crate) max: usize,
+    /// Connections per client address.
+    pub(crate) per_address: Arc<PerAddress>,
 }
 
 impl ConnectionLimit {
     /// A limit of `configured` connections, lowered so that served connections, refused
     /// ones being answered and `RESERVED_FDS` fit in `nofile` descriptors (the soft
     /// `RLIMIT_NOFILE`; `None` if unknown). Refusals get 1/64 of the descriptors, 8 to 256.
-    pub(crate) fn fit(configured: usize, nofile: Option<u64>) -> ConnectionLimit {
+    pub(crate) fn fit(
+        configured: usize,
+        nofile: Option<u64>,
+        per_address: Arc<PerAddress>,
+    ) -> ConnectionLimit {
         let nofile = nofile.unwrap_or(u64::MAX);
         let refusing = (nofile / 64).clamp(8, 256);
         let room = nofile.saturating_sub(RESERVED_FDS + refusing).max(1);
@@ -66,6 +155,7 @@ impl ConnectionLimit {
             served: Arc::new(Semaphore::new(max)),
             refusing: Arc::new(Semaphore::new(refusing as usize)),
             max,
+            per_address,
         }
     }
 }
@@ -155,9 +245,21 @@ pub(crate) async fn serve(
     let mut errors = AcceptErrors::default();
     tokio::pin!(shutdown);
     while let Some(stream) = accept(&listener, &mut errors, &mut shutdown).await {
+        let address = match stream.peer_addr() {
+            Ok(peer) => limit.per_address.take(peer.ip()),
+            Err(_) => Ok(None),
+        };
+        let Ok(address) = address else {
+            refuse(&limit, stream, &lean, Refusal::TooManyFromAddress);
+            continue;
+        };
         let Ok(permit) = limit.served.clone().try_acquire_owned() else {
             refuse(&limit, stream, &lean, Refusal::TooManyConnections);
             continue;
+        };
+        let slot = Slot {
+            _permit: permit,
+            _address: address,
         };
         let conn = Connection {
             app: app.clone(),
@@ -167,7 +269,7 @@ pub(crate) async fn serve(
         };
         let done = done_tx.clone();
         tokio::spawn(async move {
-            conn.serve(stream, permit).await;
+            conn.serve(stream, slot).await;
             drop(done);
         });
     }
@@ -200,7 +302,7 @@ struct Connection {
 impl Connection {
     /// Serves `stream`; `slot` is its place under the connection limit, held as long as the
     /// socket lives (after a WebSocket upgrade too).
-    async fn serve(self, mut stream: TcpStream, slot: OwnedSemaphorePermit) {
+    async fn serve(self, mut stream: TcpStream, slot: Slot) {
         let Connection {
             app,
             lean,
@@ -210,7 +312,7 @@ impl Connection {
         // The head reader and hyper's connection are boxed: a task's future is as large as
         // its largest state, and every long-lived lean stream would pay for them.
         let peer = stream.peer_addr().ok().map(RemoteAddr);
-        let head = Box::pin(lean::read_head(&mut stream, &lean, HEADER_READ_TIMEOUT)).await;
+        let head = Box::pin(lean::read_head(&mut stream, &lean, options.header_timeout)).await;
         let prefix = match head {
             Head::Gone => return,
             Head::Stream(mut parts, ctx) => {
@@ -218,25 +320,37 @@ impl Connection {
                     parts.extensions.insert(peer);
                 }
                 drop(lean);
-                lean::serve(stream, parts, ctx, options.write_timeout).await;
+                lean::serve(stream, parts, Box::new(ctx), options.write_timeout).await;
                 drop(slot);
                 return;
             }
             Head::Other(prefix) => prefix,
         };
-        let app = tower::ServiceExt::map_request(app, move |mut req: http::Request<_>| {
-            if let Some(peer) = peer {
-                req.extensions_mut().insert(peer);
-            }
-            req
-        });
+        // Every request learns its peer's address (for the connection table and logs); an
+        // upgrade request also learns its socket and how many bytes were written to it, so a
+        // WebSocket can confirm its session's place from what the client acknowledged.
+        let written = Arc::new(AtomicU64::new(0));
+        let socket = ConnSocket::new(stream.as_raw_fd(), Arc::clone(&written));
+        let app = tower::ServiceExt::map_request(
+            app,
+            move |mut request: http::Request<hyper::body::Incoming>| {
+                if let Some(peer) = peer {
+                    request.extensions_mut().insert(peer);
+                }
+                if request.headers().contains_key(http::header::UPGRADE) {
+                    request.extensions_mut().insert(socket.clone());
+                }
+                request
+            },
+        );
         let service = TowerToHyperService::new(app);
-        let stream = Linger::new(stream, slot);
+        let stream = Counted::new(Linger::new(stream, slot), written);
         let io = Rewind::new(prefix, WriteTimeout::new(stream, options.write_timeout));
         let mut conn = Box::pin(
             http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(options.header_timeout)
+                .max_buf_size(options.max_header_bytes.max(8 << 10))
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades(),
         );
@@ -259,16 +373,61 @@ mod tests {
 
     #[test]
     fn the_limit_fits_the_descriptor_limit() {
-        assert_eq!(ConnectionLimit::fit(19_000, None).max, 19_000);
-        assert_eq!(ConnectionLimit::fit(19_000, Some(1 << 20)).max, 19_000);
+        assert_eq!(
+            ConnectionLimit::fit(19_000, None, PerAddress::new(0, vec![])).max,
+            19_000
+        );
+        assert_eq!(
+            ConnectionLimit::fit(19_000, Some(1 << 20), PerAddress::new(0, vec![])).max,
+            19_000
+        );
         // 20,000 descriptors: 64 reserved, 256 for refusals.
-        assert_eq!(ConnectionLimit::fit(19_000, Some(20_000)).max, 19_000);
-        assert_eq!(ConnectionLimit::fit(38_000, Some(20_000)).max, 19_680);
+        assert_eq!(
+            ConnectionLimit::fit(19_000, Some(20_000), PerAddress::new(0, vec![])).max,
+            19_000
+        );
+        assert_eq!(
+            ConnectionLimit::fit(38_000, Some(20_000), PerAddress::new(0, vec![])).max,
+            19_680
+        );
         // 128: 64 reserved, 8 for refusals.
-        let small = ConnectionLimit::fit(19_000, Some(128));
+        let small = ConnectionLimit::fit(19_000, Some(128), PerAddress::new(0, vec![]));
         assert_eq!(small.max, 56);
         assert_eq!(small.refusing.available_permits(), 8);
-        assert_eq!(ConnectionLimit::fit(19_000, Some(10)).max, 1);
+        assert_eq!(
+            ConnectionLimit::fit(19_000, Some(10), PerAddress::new(0, vec![])).max,
+            1
+        );
+    }
+
+    #[test]
+    fn each_address_gets_its_limit_and_trusted_proxies_none() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let limit = PerAddress::new(2, vec![proxy]);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let a_v6: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let one = limit.take(a).unwrap();
+        let two = limit.take(a_v6).unwrap();
+        assert!(limit.take(a).is_err(), "the third from one address");
+        assert!(
+            limit.take(b).unwrap().is_some(),
+            "another address is unaffected"
+        );
+        for _ in 0..10 {
+            assert!(
+                limit.take(proxy).unwrap().is_none(),
+                "a trusted proxy is not limited"
+            );
+        }
+        drop(one);
+        let three = limit.take(a).unwrap();
+        drop((two, three));
+        assert!(
+            limit.open.lock().unwrap().is_empty(),
+            "closed addresses are forgotten"
+        );
+        assert!(PerAddress::new(0, vec![]).take(a).unwrap().is_none());
     }
 
     #[tokio::test(start_paused = true)]

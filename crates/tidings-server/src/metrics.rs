@@ -112,7 +112,7 @@ impl Metrics {
         let auth_failures = Family::<Reason, Counter>::default();
         registry.register(
             "tidings_auth_failures",
-            "Requests refused for their credential, by reason (missing, invalid, forbidden)",
+            "Requests refused for their credential, by reason (missing, invalid, jwt_expired, jwt_bad_signature, jwt_invalid, ticket, cookie_only, forbidden)",
             auth_failures.clone(),
         );
         let publish_latency = Histogram::new(latency_buckets());

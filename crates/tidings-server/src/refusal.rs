@@ -25,30 +25,42 @@ use crate::transport::{sse, stream};
 pub(crate) enum Refusal {
     /// The connection limit is reached.
     TooManyConnections,
+    /// The client's address has its most connections open.
+    TooManyFromAddress,
     /// The hub is draining before exit.
     ShuttingDown,
+    /// The request's credential has its most streams open.
+    TooManyStreams,
 }
 
 impl Refusal {
     fn code(self) -> ErrorCode {
         match self {
-            Refusal::TooManyConnections => ErrorCode::TooManyConnections,
+            Refusal::TooManyConnections | Refusal::TooManyFromAddress => {
+                ErrorCode::TooManyConnections
+            }
             Refusal::ShuttingDown => ErrorCode::ShuttingDown,
+            Refusal::TooManyStreams => ErrorCode::TooManyStreams,
         }
     }
 
     fn message(self) -> &'static str {
         match self {
             Refusal::TooManyConnections => "the connection limit is reached; retry shortly",
+            Refusal::TooManyFromAddress => {
+                "this client address has the most connections it may open; retry shortly"
+            }
             Refusal::ShuttingDown => "the hub is shutting down; retry shortly",
+            Refusal::TooManyStreams => "this credential has the most streams it may hold open",
         }
     }
 
     /// The `reconnect-required` reason an SSE client is given.
     fn reason(self) -> &'static str {
         match self {
-            Refusal::TooManyConnections => "too_many_connections",
+            Refusal::TooManyConnections | Refusal::TooManyFromAddress => "too_many_connections",
             Refusal::ShuttingDown => "shutdown",
+            Refusal::TooManyStreams => "too_many_streams",
         }
     }
 }

@@ -7,7 +7,8 @@ use tidings_auth::Authorizer;
 use tidings_core::Hub;
 use tokio::sync::Semaphore;
 
-use crate::endpoint::TransportOptions;
+use crate::credential::Credentials;
+use crate::endpoint::{Cors, TransportOptions};
 use crate::tracked::Observers;
 
 /// Shared state of the HTTP layer.
@@ -23,6 +24,8 @@ pub struct AppState {
     pub edge: Edge,
     /// Metrics and the table of open subscribe connections.
     pub observers: Arc<Observers>,
+    /// Where credentials come from, and the connect tickets.
+    pub credentials: Credentials,
 }
 
 /// Edge settings shared by every connection: the publish-body deadline, the budget of body
@@ -36,12 +39,12 @@ pub struct Edge {
     /// Extra `Host` names answered (beyond loopback names); empty: none without tokens, any
     /// with tokens.
     pub(crate) allowed_hosts: Arc<[String]>,
-    /// Reserved names and the drain window (one pointer: `Edge` rides in every lean
+    /// Reserved names, the drain window and CORS (one pointer: `Edge` rides in every lean
     /// connection's opening state).
     pub(crate) policy: Arc<Policy>,
 }
 
-/// What the edge knows about the hub's own events and drains.
+/// What the edge knows about the hub's own events, drains and CORS.
 #[derive(Debug, Clone)]
 pub(crate) struct Policy {
     /// Event types the hub sends itself, which a publish may not use.
@@ -49,6 +52,8 @@ pub(crate) struct Policy {
     /// The window a drain spreads its closes over (and the `retry:` a stream refused during
     /// a drain is given, so it lands elsewhere).
     pub(crate) drain_spread: Duration,
+    /// CORS of the main listener's own routes (`/publish`, `/tickets`).
+    pub(crate) cors: Cors,
 }
 
 /// The event names every endpoint's streams may carry from the hub itself.
@@ -68,12 +73,26 @@ impl Edge {
             )),
             allowed_hosts: allowed_hosts.into(),
             policy: Arc::new(Policy {
+                cors: Cors::default(),
                 // `reset` has no other name; the session and reconnect names are the endpoints'
                 // own (`reserve`), so a renamed `resumed` is free for publishers to use.
                 reserved_types: vec!["reset".to_owned()],
                 drain_spread: Duration::from_secs(10),
             }),
         }
+    }
+
+    /// The same, with CORS for `/publish` and `/tickets`.
+    pub fn with_cors(mut self, cors: Cors) -> Edge {
+        let mut policy = (*self.policy).clone();
+        policy.cors = cors;
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// CORS of the main listener's own routes.
+    pub(crate) fn cors(&self) -> &Cors {
+        &self.policy.cors
     }
 
     /// Also refuses `names` (the endpoints' own session, handshake, keep-alive and synthetic

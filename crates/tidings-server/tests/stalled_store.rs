@@ -67,6 +67,7 @@ async fn readyz_and_subscribe_answer_while_the_store_is_stalled() {
         auth: Arc::new(Authorizer::new(vec![])),
         transport: TransportOptions::default(),
         edge: Edge::default(),
+        credentials: Default::default(),
     };
     let app = router(state, &[Endpoint::default_events(Origins::SameOrigin)]);
 

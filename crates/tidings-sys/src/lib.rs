@@ -7,27 +7,36 @@
 //! peer acknowledged did reach its host.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 /// Bytes of the connection on `socket` that the peer has acknowledged.
 ///
 /// `Unsupported` on systems other than Linux, and on a kernel too old to report it (before
 /// 4.1).
 pub fn bytes_acked(socket: &impl AsFd) -> io::Result<u64> {
-    imp::bytes_acked(socket)
+    imp::bytes_acked(socket.as_fd().as_raw_fd())
+}
+
+/// `bytes_acked` for a descriptor known only by its number, for a caller that cannot borrow
+/// the socket (it sits inside a stack of wrappers it does not own, such as hyper's upgraded
+/// connection). Asking never touches memory other than its own buffer, whatever `fd` is;
+/// but the answer is only about the right connection while the caller holds that socket
+/// open, so the number cannot have been reused: that is the caller's to make sure.
+pub fn bytes_acked_fd(fd: RawFd) -> io::Result<u64> {
+    imp::bytes_acked(fd)
 }
 
 #[cfg(target_os = "linux")]
 mod imp {
     use std::io;
     use std::mem::{MaybeUninit, offset_of, size_of};
-    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::fd::RawFd;
 
-    pub(super) fn bytes_acked(socket: &impl AsFd) -> io::Result<u64> {
-        let fd = socket.as_fd().as_raw_fd();
+    pub(super) fn bytes_acked(fd: RawFd) -> io::Result<u64> {
         let mut info = MaybeUninit::<libc::tcp_info>::zeroed();
         let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
-        // SAFETY: `fd` is a descriptor borrowed for this call; `info` is a zeroed buffer of
+        // SAFETY: `fd` is any number (a descriptor that is not an open TCP socket fails with
+        // EBADF, ENOTSOCK or EOPNOTSUPP); `info` is a zeroed buffer of
         // `len` bytes that the kernel writes at most `len` bytes into, and `len` is a valid
         // out-parameter for the length it wrote.
         #[allow(unsafe_code)]
@@ -57,9 +66,9 @@ mod imp {
 #[cfg(not(target_os = "linux"))]
 mod imp {
     use std::io;
-    use std::os::fd::AsFd;
+    use std::os::fd::RawFd;
 
-    pub(super) fn bytes_acked(_socket: &impl AsFd) -> io::Result<u64> {
+    pub(super) fn bytes_acked(_fd: RawFd) -> io::Result<u64> {
         Err(io::ErrorKind::Unsupported.into())
     }
 }
@@ -80,6 +89,7 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut server, _) = listener.accept().unwrap();
         assert_eq!(bytes_acked(&server).unwrap(), 0);
+        assert_eq!(bytes_acked_fd(server.as_raw_fd()).unwrap(), 0);
         server.write_all(&[7u8; 1000]).unwrap();
         let mut buf = [0u8; 1000];
         client.read_exact(&mut buf).unwrap();
@@ -88,6 +98,7 @@ mod tests {
             let acked = bytes_acked(&server).unwrap();
             assert!(acked <= 1000, "{acked}");
             if acked == 1000 {
+                assert_eq!(bytes_acked_fd(server.as_raw_fd()).unwrap(), 1000);
                 break;
             }
             assert!(Instant::now() < deadline, "never acknowledged: {acked}");

@@ -2,7 +2,9 @@
 //! specs (`--token`, `TIDINGS_TOKENS`, or strings in `auth.tokens`) or as `[[auth.tokens]]`
 //! tables;
 //! and JWT verification: an HS256 secret, PEM public keys, JWKS files, the `aud`/`iss` to
-//! require, the clock leeway, and grant templates filled from each token's claims.
+//! require, the clock leeway, and grant templates filled from each token's claims; and where
+//! browsers present credentials: the connect-ticket TTL, the cookie name, and the header that
+//! lets a cookie-authenticated publish through.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -15,7 +17,11 @@ use tidings_auth::{Grant, GrantTemplate, JwtKey, JwtRules, JwtVerifier, Secret, 
 use tidings_proto::Pattern;
 
 use super::{ConfigError, bad, duration, patterns};
+use crate::credential::CredentialOptions;
 
+/// Shortest and longest ticket TTL.
+const MIN_TICKET_TTL: Duration = Duration::from_secs(1);
+const MAX_TICKET_TTL: Duration = Duration::from_secs(600);
 /// Largest clock leeway accepted for `exp`/`nbf`.
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
 /// Largest key or JWKS file read.
@@ -99,6 +105,19 @@ pub struct RawAuth {
     )]
     #[serde(default)]
     pub jwt_subscribe_templates: Vec<String>,
+    /// How long a connect ticket from `POST /tickets` stays valid for its one connection
+    /// [default: 60s; 1s to 10m].
+    #[arg(long, env = "TIDINGS_TICKET_TTL", value_name = "DURATION")]
+    pub ticket_ttl: Option<String>,
+    /// The cookie a browser's `EventSource` (`withCredentials`) presents its token in
+    /// [default: tidings_token].
+    #[arg(long, env = "TIDINGS_COOKIE_NAME", value_name = "NAME")]
+    pub cookie_name: Option<String>,
+    /// A request header whose presence lets a publish be authenticated by the cookie alone
+    /// (a cross-site page cannot add it without a CORS preflight) [default: none: a cookie
+    /// alone never authenticates a publish].
+    #[arg(long, env = "TIDINGS_COOKIE_PUBLISH_HEADER", value_name = "HEADER")]
+    pub cookie_publish_header: Option<String>,
 }
 
 /// One entry of `auth.tokens`: a spec string or a table.
@@ -173,6 +192,59 @@ pub struct RawTokenTable {
 }
 
 impl RawAuth {
+    /// Where credentials come from: the ticket TTL, the cookie, the cookie-publish header.
+    pub(super) fn credentials(&self) -> Result<CredentialOptions, ConfigError> {
+        let defaults = CredentialOptions::default();
+        let ticket_ttl = duration("auth.ticket_ttl", self.ticket_ttl.as_deref(), "60s")?;
+        if !(MIN_TICKET_TTL..=MAX_TICKET_TTL).contains(&ticket_ttl) {
+            return Err(bad("auth.ticket_ttl", "must be between 1s and 10m"));
+        }
+        let cookie_name = match &self.cookie_name {
+            None => defaults.cookie_name.clone(),
+            Some(name) => {
+                // A cookie name is an HTTP token (RFC 6265 and 9110).
+                let token = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                if !token {
+                    return Err(bad(
+                        "auth.cookie_name",
+                        format!("`{name}` is not a cookie name (letters, digits, -_.!#$%&'*+^`|~)"),
+                    ));
+                }
+                name.clone()
+            }
+        };
+        let cookie_publish_header = match &self.cookie_publish_header {
+            None => None,
+            Some(name) => {
+                let header = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    bad(
+                        "auth.cookie_publish_header",
+                        format!("`{name}` is not a header name"),
+                    )
+                })?;
+                if !header.as_str().starts_with("x-") {
+                    // A simple (CORS-safelisted) header would let a cross-site form send it.
+                    return Err(bad(
+                        "auth.cookie_publish_header",
+                        "must be a custom header starting with X-, which a cross-site page \
+                         cannot send without a CORS preflight",
+                    ));
+                }
+                Some(header)
+            }
+        };
+        Ok(CredentialOptions {
+            ticket_ttl,
+            cookie_name,
+            cookie_publish_header,
+            // Set from `[limits]` by the caller.
+            ..defaults
+        })
+    }
+
     /// The static tokens and the JWT verifier (`None`: JWTs are not accepted). Key files are
     /// read here, so a bad key is refused before any port is bound.
     pub(super) fn validate(self) -> Result<(Vec<StaticToken>, Option<JwtVerifier>), ConfigError> {

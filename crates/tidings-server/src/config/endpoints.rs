@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, bad, patterns};
 use crate::endpoint::{
-    ClientIdRule, Endpoint, Handshake, Keepalive, Origins, SessionNames, TEMPLATE_VARS, Transports,
+    ClientIdRule, Cors, Endpoint, Handshake, Keepalive, Origins, SessionNames, TEMPLATE_VARS,
+    Transports,
 };
 use crate::transport::frame::Shape;
 
@@ -38,6 +39,10 @@ pub struct RawEndpoint {
     /// Any of `sse`, `websocket`, `ndjson`, `poll` [default: all].
     #[serde(default)]
     pub transports: Option<Vec<String>>,
+    /// Origins whose pages may read this endpoint's answers, with credentials (CORS)
+    /// [default: none].
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
     /// Header carrying the subscriber's client id [default: `X-Client-Id`].
     #[serde(default)]
     pub client_id_header: Option<String>,
@@ -77,16 +82,18 @@ pub struct RawEndpoint {
     pub disconnect_data: Option<String>,
 }
 
-/// The built-in `/events` (with the `[websocket]` Origin list) followed by every
-/// `[[endpoints]]` entry. `open` is true when no auth tokens are configured.
+/// The built-in `/events` (with the `[websocket]` Origin list and the main CORS list)
+/// followed by every `[[endpoints]]` entry. `open` is true when no auth tokens are configured.
 pub(super) fn endpoints(
     ws_allowed_origins: &[String],
+    cors: &Cors,
     raw: Vec<RawEndpoint>,
     listen: SocketAddr,
     open: bool,
     session_names: &SessionNames,
 ) -> Result<Vec<Endpoint>, ConfigError> {
     let mut endpoints = vec![Endpoint {
+        cors: cors.clone(),
         session: session_names.clone(),
         ..Endpoint::default_events(origins(ws_allowed_origins))
     }];
@@ -107,7 +114,7 @@ pub(super) fn endpoints(
             ));
         }
         if endpoint.listen.is_none()
-            && ["/publish", "/healthz", "/readyz"].contains(&endpoint.path.as_str())
+            && ["/publish", "/tickets", "/healthz", "/readyz"].contains(&endpoint.path.as_str())
         {
             return Err(bad(
                 &format!("endpoints[{i}].path"),
@@ -283,6 +290,7 @@ fn endpoint(
         query_token: raw.query_token.filter(|q| !q.is_empty()),
         origins: origins(&raw.allowed_origins),
         transports,
+        cors: cors(&format!("{setting}.cors_origins"), raw.cors_origins)?,
         client_id,
         session,
         handshake,
@@ -291,6 +299,27 @@ fn endpoint(
         reconnect_event,
         disconnect,
     })
+}
+
+/// A CORS list: exact `scheme://host[:port]` origins (no `*`: answers carry credentials).
+pub(super) fn cors(setting: &str, list: Vec<String>) -> Result<Cors, ConfigError> {
+    for (i, origin) in list.iter().enumerate() {
+        let valid = origin.split_once("://").is_some_and(|(scheme, rest)| {
+            matches!(scheme, "http" | "https")
+                && !rest.is_empty()
+                && !rest.contains(['/', '?', '#', '@', ' ', '*'])
+        }) && !origin.chars().any(char::is_control);
+        if !valid {
+            return Err(bad(
+                &format!("{setting}[{i}]"),
+                format!(
+                    "`{origin}` is not an exact origin like https://app.example.com (no path, \
+                     no wildcard: CORS answers here carry credentials)"
+                ),
+            ));
+        }
+    }
+    Ok(Cors::new(list))
 }
 
 /// A handshake template: only known placeholders, and JSON once they are filled in.

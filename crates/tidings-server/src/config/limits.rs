@@ -81,6 +81,26 @@ pub struct RawLimits {
         value_name = "SIZE"
     )]
     pub idempotency_cache_bytes: Option<String>,
+    /// Events per second one credential may publish, as a token bucket; past it a publish is
+    /// answered 429 with `Retry-After` (0: no limit) [default: 10000].
+    #[arg(long = "publish-rate", env = "TIDINGS_PUBLISH_RATE", value_name = "N")]
+    pub publish_rate: Option<u32>,
+    /// Events one credential may publish in a burst, at least `max_batch_events`
+    /// [default: twice the rate, at least max_batch_events].
+    #[arg(
+        long = "publish-burst",
+        env = "TIDINGS_PUBLISH_BURST",
+        value_name = "N"
+    )]
+    pub publish_burst: Option<u32>,
+    /// Streams (SSE, NDJSON, WebSocket) one credential may hold open; past it 429
+    /// `too_many_streams`, in-band for SSE (0: no limit) [default: 10000].
+    #[arg(
+        long = "max-streams-per-credential",
+        env = "TIDINGS_MAX_STREAMS_PER_CREDENTIAL",
+        value_name = "N"
+    )]
+    pub max_streams_per_credential: Option<usize>,
 }
 
 impl RawLimits {
@@ -158,6 +178,25 @@ impl RawLimits {
     }
 
     /// The budget for publish bodies in flight, checked against `limits.max_body_bytes`.
+    /// The publish rate and burst per credential.
+    pub(super) fn publish_rate(&self, limits: &Limits) -> Result<(u32, u32), ConfigError> {
+        let rate = self.publish_rate.unwrap_or(10_000);
+        let batch = u32::try_from(limits.max_batch_events).unwrap_or(u32::MAX);
+        let burst = self
+            .publish_burst
+            .unwrap_or_else(|| rate.saturating_mul(2).max(batch));
+        if rate > 0 && burst < batch {
+            return Err(bad(
+                "limits.publish_burst",
+                format!(
+                    "must be at least limits.max_batch_events ({batch}), or the largest batch \
+                     could never be published"
+                ),
+            ));
+        }
+        Ok((rate, burst))
+    }
+
     pub(super) fn max_inflight_body_bytes(&self, limits: &Limits) -> Result<usize, ConfigError> {
         let budget = size(
             "limits.max_inflight_body_bytes",

@@ -65,6 +65,29 @@ pub struct RawConfig {
     /// dropped [default: 30s].
     #[arg(long, env = "TIDINGS_WRITE_TIMEOUT", value_name = "DURATION")]
     pub write_timeout: Option<String>,
+    /// Most connections open at once from one client address (0: no limit); behind a load
+    /// balancer, list it with --trusted-proxy [default: 1024].
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// The address of a reverse proxy in front of the hub (repeatable; in the environment,
+    /// several separated by spaces): its connections are not limited per address, since it
+    /// carries many clients [default: none].
+    #[arg(
+        long = "trusted-proxy",
+        env = "TIDINGS_TRUSTED_PROXIES",
+        value_name = "IP",
+        value_delimiter = ' '
+    )]
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Longest a client may take to send a request head; a slower one is cut off (slowloris).
+    /// Also how long a kept-alive non-stream connection may sit idle [default: 10s].
+    #[arg(long, env = "TIDINGS_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub header_timeout: Option<String>,
+    /// Most bytes of a request head (request line and headers); a larger one is answered 431
+    /// [default: 16KiB; 8KiB to 1MiB].
+    #[arg(long, env = "TIDINGS_MAX_HEADER_BYTES", value_name = "SIZE")]
+    pub max_header_bytes: Option<String>,
     /// Longest a client may take to send a whole publish body [default: 30s].
     #[arg(long, env = "TIDINGS_BODY_TIMEOUT", value_name = "DURATION")]
     pub body_timeout: Option<String>,
@@ -101,6 +124,17 @@ pub struct RawConfig {
     )]
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// An origin whose pages may read the answers of `/events`, `/publish` and `/tickets`
+    /// with credentials (CORS), e.g. `https://app.example.com` (repeatable; exact origins
+    /// only; in the environment, several separated by spaces) [default: none].
+    #[arg(
+        long = "cors-origin",
+        env = "TIDINGS_CORS_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ' '
+    )]
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 
     #[command(flatten)]
     #[serde(default)]
@@ -148,12 +182,22 @@ pub struct Config {
     /// Most concurrent connections (over all listeners; lowered at start to fit the
     /// process's file descriptor limit).
     pub max_connections: usize,
+    /// Most connections per client address (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// Reverse proxies, whose connections are not limited per address.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Most bytes of a request head.
+    pub max_header_bytes: usize,
+    /// Longest a request head may take to arrive.
+    pub header_timeout: Duration,
     /// Longest a publish body may take to arrive.
     pub body_timeout: Duration,
     /// Most bytes of publish bodies held at once.
     pub max_inflight_body_bytes: usize,
     /// `Host` names the hub answers to (empty: loopback names without tokens, any with).
     pub allowed_hosts: Vec<String>,
+    /// CORS for `/events`, `/publish` and `/tickets`.
+    pub cors: crate::endpoint::Cors,
     /// Durability mode.
     pub durability: Durability,
     /// Bytes of the store's page cache (durable and fast mode).
@@ -174,6 +218,8 @@ pub struct Config {
     pub jwt: Option<JwtVerifier>,
     /// `/metrics`: its own listener, its token, the topic prefixes broken out.
     pub metrics: MetricsConfig,
+    /// Where credentials come from (ticket TTL, cookie).
+    pub credentials: crate::credential::CredentialOptions,
 }
 
 /// How log lines are written.
@@ -243,7 +289,32 @@ impl RawConfig {
                 ));
             }
         }
+        let mut credentials = self.auth.credentials()?;
+        (credentials.publish_rate, credentials.publish_burst) =
+            self.limits.publish_rate(&limits)?;
+        credentials.max_streams = self.limits.max_streams_per_credential.unwrap_or(10_000);
+        let max_header_bytes = size(
+            "max_header_bytes",
+            self.max_header_bytes.as_deref(),
+            "16KiB",
+        )?;
+        if !(8 << 10..=1 << 20).contains(&max_header_bytes) {
+            return Err(bad("max_header_bytes", "must be between 8KiB and 1MiB"));
+        }
         let (tokens, jwt) = self.auth.validate()?;
+        let trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| {
+                ip.parse::<std::net::IpAddr>().map_err(|_| {
+                    bad(
+                        &format!("trusted_proxies[{i}]"),
+                        format!("`{ip}` is not an IP address"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let open = tokens.is_empty() && jwt.is_none();
         let metrics = self.metrics.validate()?;
         let log_format = match self.log_format.as_deref() {
@@ -262,6 +333,7 @@ impl RawConfig {
             &self.poll,
             self.write_timeout.as_deref(),
         )?;
+        let cors = endpoints::cors("cors_origins", self.cors_origins)?;
         let session_names = endpoints::session_names(
             "",
             self.session_subscribed_event,
@@ -270,6 +342,7 @@ impl RawConfig {
         )?;
         let endpoints = endpoints::endpoints(
             &self.websocket.allowed_origins,
+            &cors,
             self.endpoints,
             listen,
             open,
@@ -293,9 +366,18 @@ impl RawConfig {
             log_format,
             shutdown_grace: duration("shutdown_grace", self.shutdown_grace.as_deref(), "10s")?,
             max_connections: positive("max_connections", self.max_connections, 19_000)?,
+            max_connections_per_ip: self.max_connections_per_ip.unwrap_or(1024),
+            max_header_bytes,
+            trusted_proxies,
+            header_timeout: units::nonzero(
+                "header_timeout",
+                self.header_timeout.as_deref(),
+                "10s",
+            )?,
             body_timeout: units::nonzero("body_timeout", self.body_timeout.as_deref(), "30s")?,
             max_inflight_body_bytes,
             allowed_hosts: self.allowed_hosts,
+            cors,
             durability,
             store_cache_size,
             retention,
@@ -306,6 +388,7 @@ impl RawConfig {
             drain_spread: duration("drain_spread", self.drain_spread.as_deref(), "10s")?,
             jwt,
             metrics,
+            credentials,
         })
     }
 }

@@ -349,6 +349,73 @@ fn edge_settings_have_defaults_and_come_from_the_file() {
 }
 
 #[test]
+fn cors_origins_are_exact_origins() {
+    let c = RawConfig::from_toml(
+        "cors_origins = [\"https://app.example\", \"http://localhost:3000\"]\n\
+         [[endpoints]]\nname = \"feed\"\npath = \"/feed\"\ncors_origins = [\"https://b.example\"]",
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    assert!(c.cors.allows("https://app.example"));
+    assert!(c.endpoints[0].cors.allows("http://localhost:3000"));
+    assert!(!c.endpoints[0].cors.allows("https://b.example"));
+    assert!(c.endpoints[1].cors.allows("https://b.example"));
+    for (toml, setting) in [
+        ("cors_origins = [\"*\"]", "cors_origins[0]"),
+        (
+            "cors_origins = [\"https://a.example/path\"]",
+            "cors_origins[0]",
+        ),
+        ("cors_origins = [\"app.example\"]", "cors_origins[0]"),
+        ("cors_origins = [\"https://*.example\"]", "cors_origins[0]"),
+        (
+            "[[endpoints]]\nname = \"f\"\npath = \"/f\"\ncors_origins = [\"null\"]",
+            "endpoints[0].cors_origins[0]",
+        ),
+    ] {
+        let e = RawConfig::from_toml(toml).unwrap().validate().unwrap_err();
+        assert_eq!(e.setting, setting, "{toml}: {e}");
+        assert!(e.reason.contains("exact origin"), "{e}");
+    }
+}
+
+#[test]
+fn edge_and_rate_limits_are_checked() {
+    let c = RawConfig::default().validate().unwrap();
+    assert_eq!(c.max_connections_per_ip, 1024);
+    assert_eq!(c.header_timeout, Duration::from_secs(10));
+    assert_eq!(c.max_header_bytes, 16 << 10);
+    assert_eq!(c.credentials.publish_rate, 10_000);
+    assert_eq!(c.credentials.publish_burst, 20_000);
+    assert_eq!(c.credentials.max_streams, 10_000);
+    for (toml, setting) in [
+        ("max_header_bytes = \"4KiB\"", "max_header_bytes"),
+        ("max_header_bytes = \"2MiB\"", "max_header_bytes"),
+        (
+            "trusted_proxies = [\"proxy.example\"]",
+            "trusted_proxies[0]",
+        ),
+        ("header_timeout = \"0s\"", "header_timeout"),
+        (
+            "[limits]\npublish_rate = 5\npublish_burst = 10",
+            "limits.publish_burst",
+        ),
+    ] {
+        let e = RawConfig::from_toml(toml).unwrap().validate().unwrap_err();
+        assert_eq!(e.setting, setting, "{toml}: {e}");
+    }
+    let c = RawConfig::from_toml(
+        "trusted_proxies = [\"10.0.0.1\", \"::1\"]\n[limits]\npublish_rate = 0",
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    assert_eq!(c.trusted_proxies.len(), 2);
+    assert_eq!(c.credentials.publish_rate, 0);
+}
+
+#[test]
 fn session_event_names_rename_the_built_in_endpoint_and_default_the_others() {
     let c = validate(
         RawConfig::from_toml(

@@ -10,11 +10,17 @@ use tidings_proto::{ApiError, ErrorCode};
 
 /// An error answer.
 #[derive(Debug)]
-pub(crate) struct HttpError(pub(crate) ApiError);
+pub(crate) struct HttpError(pub(crate) ApiError, Option<u64>);
 
 impl HttpError {
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        HttpError(ApiError::new(code, message))
+        HttpError(ApiError::new(code, message), None)
+    }
+
+    /// The same, answered with `Retry-After: secs`.
+    pub(crate) fn retry_after(mut self, secs: u64) -> Self {
+        self.1 = Some(secs);
+        self
     }
 
     /// `store_unavailable`, with nothing of the cause in it.
@@ -54,7 +60,14 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         // A server error's cause was logged where it was handled; this is one answer.
         self.log();
-        (self.status(), Json(self.0)).into_response()
+        let status = self.status();
+        let mut response = (status, Json(self.0)).into_response();
+        if let Some(secs) = self.1 {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+        }
+        response
     }
 }
 

@@ -11,6 +11,7 @@ mod ops;
 pub(crate) mod publish;
 pub(crate) mod router;
 pub(crate) mod subscribe;
+mod tickets;
 
 #[cfg(test)]
 mod tests;

@@ -28,6 +28,7 @@ const NAME_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$";
 /// The routes every main listener serves besides its endpoints, with their methods.
 pub(crate) const FIXED_ROUTES: &[(&str, &str)] = &[
     ("/publish", "post"),
+    ("/tickets", "post"),
     ("/healthz", "get"),
     ("/readyz", "get"),
     ("/metrics", "get"),
@@ -230,6 +231,7 @@ fn publish_operation() -> Value {
         ErrorCode::InvalidParameter,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
+        ErrorCode::CookieOnlyPublish,
         ErrorCode::BodyTimeout,
         ErrorCode::BodyTooLarge,
         ErrorCode::EventTooLarge,
@@ -242,9 +244,13 @@ fn publish_operation() -> Value {
         ErrorCode::InvalidClientId,
         ErrorCode::ReservedType,
         ErrorCode::IdempotencyConflict,
+        ErrorCode::RateLimited,
         ErrorCode::Overloaded,
         ErrorCode::StoreUnavailable,
     ]));
+    responses["429"]["headers"] = json!({"Retry-After": {
+        "description": "Seconds until the credential's publish rate allows this batch.",
+        "schema": {"type": "integer", "minimum": 1}}});
     responses.insert(
         "200".into(),
         json!({"description": "Stored and delivered; the ids assigned.",
@@ -271,6 +277,42 @@ fn publish_operation() -> Value {
                 "description": "At most `limits.max_batch_events` (1,000 by default): more is \
                     413 `batch_too_large`."}
         ]}}}},
+        "responses": responses,
+    })
+}
+
+fn tickets_operation() -> Value {
+    let mut responses = errors(&with_edge(&[
+        ErrorCode::MalformedJson,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::InvalidTopic,
+        ErrorCode::BodyTimeout,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::Overloaded,
+    ]));
+    responses.insert(
+        "200".into(),
+        json!({"description": "A one-time connect ticket: subscribe rights only (narrowed to \
+            `topics` if given), the caller's credential id and expiry; pass it as `?ticket=`.",
+            "content": {"application/json": {"schema": {"type": "object",
+                "required": ["ticket", "expires_in"],
+                "properties": {"ticket": {"type": "string"},
+                    "expires_in": {"type": "integer", "minimum": 0,
+                        "description": "Seconds the ticket may be redeemed in."}}}}}}),
+    );
+    json!({
+        "operationId": "create_ticket",
+        "summary": "Trade the caller's credential (bearer or cookie) for a one-time connect ticket",
+        "requestBody": {"required": false, "content": {"application/json": {"schema": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {"topics": {"type": ["array", "null"], "minItems": 1,
+                "items": {"type": "string", "minLength": 1, "maxLength": 1024,
+                    "pattern": NAME_PATTERN},
+                "description": "Selectors the ticket is narrowed to; each must lie within \
+                    the caller's subscribe grant (absent or null: the whole grant)."}}
+        }}}},
         "responses": responses,
     })
 }
@@ -311,6 +353,10 @@ fn subscribe_operation(endpoint: &Endpoint) -> Value {
             "schema": client_id_schema(endpoint.client_id.uuid),
             "description": format!("The client id, for clients that cannot set `{}`.",
                 endpoint.client_id.header)}),
+        json!({"name": "ticket", "in": "query", "required": false,
+            "schema": {"type": "string"},
+            "description": "A one-time connect ticket from `POST /tickets` (for an \
+                `EventSource`, which cannot send `Authorization`); used up by this request."}),
     ];
     if let Some(param) = &endpoint.query_token {
         parameters.push(json!({"name": param, "in": "query", "required": false,
@@ -324,6 +370,7 @@ fn subscribe_operation(endpoint: &Endpoint) -> Value {
         ErrorCode::InvalidTopic,
         ErrorCode::InvalidType,
         ErrorCode::InvalidClientId,
+        ErrorCode::TooManyStreams,
         ErrorCode::StoreUnavailable,
     ]));
     responses.insert("200".into(), json!({
@@ -372,6 +419,7 @@ pub(crate) fn document(endpoints: &[Endpoint]) -> Value {
     };
     let mut paths = Map::new();
     paths.insert("/publish".into(), json!({"post": publish_operation()}));
+    paths.insert("/tickets".into(), json!({"post": tickets_operation()}));
     paths.insert(
         "/healthz".into(),
         json!({"get": plain("Liveness", "The process answers.",

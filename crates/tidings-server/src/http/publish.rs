@@ -1,11 +1,13 @@
 //! `POST /publish`: one JSON event or an array of them (a batch: all or nothing).
 //!
-//! Checks, in order: content type (415), credential (401), body size (413), body budget
+//! Checks, in order: content type (415), credential (401; a cookie alone is 403
+//! `cookie_only_publish`), body size (413), body budget
 //! (503 `overloaded`) and deadline (408 `body_timeout`), JSON syntax (400),
 //! each event's shape and names (422; a type the hub sends itself is 422 `reserved_type`),
 //! the publisher's client id (`X-Client-Id` or the events' `origin` field: 400
-//! `invalid_client_id`), publish grant (403), then the engine's limits. Subscriptions with the
-//! publisher's client id do not get the batch (self-echo suppression).
+//! `invalid_client_id`), publish grant (403), the credential's publish rate (429 with
+//! `Retry-After`), then the engine's limits. Subscriptions with the publisher's client id do
+//! not get the batch (self-echo suppression).
 //!
 //! An `Idempotency-Key` is scoped to the credential that sent it (its `CredentialId`; an open
 //! hub has one anonymous scope): two credentials using the same key never see each other's
@@ -51,7 +53,7 @@ pub(crate) async fn publish(
 ) -> Result<Json<PublishResponse>, HttpError> {
     let started = std::time::Instant::now();
     check_content_type(&headers)?;
-    let caller = state.identify(extract::bearer(&headers)?)?;
+    let caller = credential(&state, &headers)?;
     let grant = &caller.grant;
     let limits = state.hub.limits();
     let declared = headers
@@ -76,6 +78,8 @@ pub(crate) async fn publish(
             ));
         }
     }
+    // Only a publish that would otherwise go through spends the credential's rate.
+    state.credentials.publish_rate(caller.id, events.len())?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(
@@ -113,6 +117,34 @@ pub(crate) async fn publish(
     Ok(Json(PublishResponse {
         ids: ids.iter().map(ToString::to_string).collect(),
     }))
+}
+
+/// The caller behind a publish: `Authorization: Bearer`, else the cookie, but only with the
+/// configured custom header (a cookie alone is what a cross-site form sends: CSRF).
+fn credential(state: &AppState, headers: &HeaderMap) -> Result<Caller, HttpError> {
+    if let Some(token) = extract::bearer(headers)? {
+        return Ok(state.identify(Some(token))?);
+    }
+    let creds = &state.credentials;
+    match creds.cookie(headers) {
+        Some(cookie) if !state.auth.is_open() => {
+            let opted_in = creds
+                .options()
+                .cookie_publish_header
+                .as_ref()
+                .is_some_and(|h| headers.contains_key(h));
+            if !opted_in {
+                state.observers.metrics.auth_failed("cookie_only");
+                return Err(HttpError::new(
+                    ErrorCode::CookieOnlyPublish,
+                    "Cookie: a publish authenticated only by a cookie is refused (cross-site \
+                     request forgery); send Authorization: Bearer <token>",
+                ));
+            }
+            Ok(state.identify(Some(cookie))?)
+        }
+        _ => Ok(state.identify(None)?),
+    }
 }
 
 /// The publisher's client id: the `X-Client-Id` header, or the events' `origin` field (the

@@ -9,13 +9,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use http::HeaderValue;
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, ORIGIN, TRANSFER_ENCODING};
 use tidings_proto::ErrorCode;
 
 use super::error::HttpError;
 use super::subscribe::{EndpointState, subscribe};
-use super::{admin, extract, health, openapi, ops, publish};
-use crate::endpoint::Endpoint;
+use super::{admin, extract, head, health, openapi, ops, publish, tickets};
+use crate::endpoint::{Cors, Endpoint};
 use crate::state::AppState;
 
 /// Fallbacks for unknown routes and methods, and the `Host` check in front of every route.
@@ -57,6 +57,66 @@ async fn edge_guard(State(state): State<AppState>, request: Request, next: Next)
     response
 }
 
+/// What the CORS layer of a group of routes needs.
+#[derive(Clone)]
+struct CorsPolicy {
+    cors: Cors,
+    /// The routes' own request headers, allowed in preflights too: an endpoint's client-id
+    /// header; `/publish`'s `X-Client-Id` and the cookie-publish header.
+    extra: Arc<[http::HeaderName]>,
+}
+
+/// Answers CORS preflights and adds the CORS headers to every other answer (see
+/// `head::cors`; the lean path adds the same headers itself).
+async fn cors_guard(State(policy): State<CorsPolicy>, request: Request, next: Next) -> Response {
+    if let Some((status, headers)) = head::preflight(
+        request.headers(),
+        request.method(),
+        &policy.cors,
+        &policy.extra,
+    ) {
+        return (status, headers).into_response();
+    }
+    let origin = request.headers().get(ORIGIN).cloned();
+    let mut response = next.run(request).await;
+    head::cors(response.headers_mut(), &policy.cors, origin.as_ref());
+    response
+}
+
+/// `OPTIONS` reaches a route's CORS layer only if the route takes it; a preflight is answered
+/// there, and any other `OPTIONS` ends here.
+async fn not_a_preflight() -> HttpError {
+    HttpError::new(
+        ErrorCode::MethodNotAllowed,
+        "OPTIONS is answered only as a CORS preflight (Origin and Access-Control-Request-Method)",
+    )
+}
+
+fn cors_layer<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    cors: &Cors,
+    extra: Vec<http::HeaderName>,
+) -> Router<S> {
+    let policy = CorsPolicy {
+        cors: cors.clone(),
+        extra: extra.into(),
+    };
+    router.route_layer(middleware::from_fn_with_state(policy, cors_guard))
+}
+
+/// `POST /publish` and `POST /tickets` behind their CORS layer (the request headers a page
+/// may add there: `X-Client-Id` and the cookie-publish header).
+fn credentialed<S: Clone + Send + Sync + 'static>(state: &AppState) -> Router<S> {
+    let publish_headers = std::iter::once(http::HeaderName::from_static("x-client-id"))
+        .chain(state.credentials.options().cookie_publish_header.clone())
+        .collect();
+    let routes = Router::new()
+        .route("/publish", post(publish::publish).options(not_a_preflight))
+        .route("/tickets", post(tickets::create).options(not_a_preflight))
+        .with_state(state.clone());
+    cors_layer(routes, state.edge.cors(), publish_headers)
+}
+
 fn mount<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     state: &AppState,
@@ -66,14 +126,18 @@ fn mount<S: Clone + Send + Sync + 'static>(
         app: state.clone(),
         endpoint: Arc::new(endpoint.clone()),
     };
-    router.route(&endpoint.path, get(subscribe).with_state(ctx))
+    let route = Router::new().route(
+        &endpoint.path,
+        get(subscribe).options(not_a_preflight).with_state(ctx),
+    );
+    let client_id = vec![endpoint.client_id.header.clone()];
+    router.merge(cors_layer(route, &endpoint.cors, client_id))
 }
 
-/// The main listener: `POST /publish`, `/healthz`, `/readyz`, and `endpoints` (those without a
-/// port of their own).
+/// The main listener: `POST /publish`, `POST /tickets`, `/healthz`, `/readyz`, and
+/// `endpoints` (those without a port of their own).
 pub fn router(state: AppState, endpoints: &[Endpoint]) -> Router {
     let mut router = Router::new()
-        .route("/publish", post(publish::publish))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(ops::metrics))
@@ -83,7 +147,8 @@ pub fn router(state: AppState, endpoints: &[Endpoint]) -> Router {
         .route("/admin/connections/{id}", delete(admin::close_connection))
         .route("/admin/drain", post(admin::post_drain))
         .route("/admin/reconnect", post(admin::post_reconnect))
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .merge(credentialed(&state));
     for endpoint in endpoints.iter().filter(|e| e.listen.is_none()) {
         router = mount(router, &state, endpoint);
     }
@@ -98,15 +163,15 @@ pub fn metrics_router(state: AppState) -> Router {
     with_fallbacks(router, &state)
 }
 
-/// `POST /publish` and `endpoints` (those without a port of their own), behind the same
-/// `Host` check, as routes of any state type: what an application mounts when it embeds the
-/// hub (`crate::embed`). No fallbacks: unknown routes are the application's.
+/// `POST /publish`, `POST /tickets` and `endpoints` (those without a port of their own),
+/// behind the same `Host` check and CORS, as routes of any state type: what an application
+/// mounts when it embeds the hub (`crate::embed`). No fallbacks: unknown routes are the
+/// application's.
 pub(crate) fn mountable<S: Clone + Send + Sync + 'static>(
     state: &AppState,
     endpoints: &[Endpoint],
 ) -> Router<S> {
-    let mut router =
-        Router::new().route("/publish", post(publish::publish).with_state(state.clone()));
+    let mut router = credentialed(state);
     for endpoint in endpoints.iter().filter(|e| e.listen.is_none()) {
         router = mount(router, state, endpoint);
     }

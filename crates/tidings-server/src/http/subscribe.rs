@@ -8,7 +8,8 @@
 //! `type` (repeatable filter), `lastEventId` (for clients that cannot set `Last-Event-ID`,
 //! which wins), `clientId` (for clients that cannot set the endpoint's client-id header,
 //! which wins), `format`, `poll`, `timeout` (long-poll seconds, capped by the server's
-//! limit), and the endpoint's token parameter if it has one. Parameters starting with `_`
+//! limit), `ticket` (a one-time connect ticket from `POST /tickets`), and the endpoint's
+//! token parameter if it has one. Parameters starting with `_`
 //! are ignored (cache busters); any other unknown one is a 400, so a typo never silently
 //! subscribes to something else.
 //!
@@ -26,13 +27,16 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN, UPGRADE};
 use http::{HeaderMap, HeaderValue};
+use tidings_auth::Caller;
 use tidings_core::{SubscribeRequest, Subscription};
 
 use crate::tracked::{RemoteAddr, Tracked, Transport};
 use tidings_proto::{Cursor, ErrorCode, EventType, Pattern, Selector};
+use tokio::time::Instant;
 
 use super::error::HttpError;
 use super::{client_id, extract};
+use crate::credential::Lease;
 use crate::endpoint::Endpoint;
 use crate::state::AppState;
 use crate::transport::frame::Shape;
@@ -51,6 +55,7 @@ struct Query {
     types: Vec<EventType>,
     cursor: Option<Cursor>,
     token: Option<String>,
+    ticket: Option<String>,
     ndjson: bool,
     poll: bool,
     timeout: Option<Duration>,
@@ -103,13 +108,14 @@ fn parse_query(raw: Option<&str>, endpoint: &Endpoint, app: &AppState) -> Result
                 })?;
                 q.timeout = Some(Duration::from_secs(secs));
             }
+            "ticket" => q.ticket = Some(value.into_owned()),
             other if endpoint.query_token.as_deref() == Some(other) => {
                 q.token = Some(value.into_owned());
             }
             other if other.starts_with('_') => {}
             other => {
                 return Err(invalid(format!(
-                    "query parameter `{other}` is not known; use topic, type, lastEventId, clientId, format, poll, timeout"
+                    "query parameter `{other}` is not known; use topic, type, lastEventId, clientId, format, poll, timeout, ticket"
                 )));
             }
         }
@@ -133,12 +139,12 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
 
 /// A subscription ready for its transport.
 pub(crate) enum Prepared {
-    /// Upgrade to a WebSocket speaking `shape`.
-    WebSocket(Tracked, Shape),
+    /// Upgrade to a WebSocket speaking `shape`, until the credential's expiry.
+    WebSocket(Tracked, Shape, Lease),
     /// Answer one long-poll.
     Poll(Tracked, Shape, Duration),
-    /// Stream SSE or NDJSON.
-    Stream(Tracked, stream::Format),
+    /// Stream SSE or NDJSON, until the credential's expiry.
+    Stream(Tracked, stream::Format, Lease),
 }
 
 pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request) -> Response {
@@ -150,12 +156,13 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
     let options = ctx.app.transport;
     let endpoint = Arc::clone(&ctx.endpoint);
     match prepared {
-        Prepared::WebSocket(sub, shape) => ws::upgrade(
+        Prepared::WebSocket(sub, shape, lease) => ws::upgrade(
             http::Request::from_parts(parts, ()),
             sub,
             shape,
             options,
             endpoint,
+            lease,
         ),
         Prepared::Poll(sub, shape, timeout) => {
             let body = match poll::answer(sub, shape, timeout, &endpoint.session).await {
@@ -168,9 +175,9 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
-        Prepared::Stream(sub, format) => {
+        Prepared::Stream(sub, format, lease) => {
             let keepalive = endpoint.keepalive_every(options.keepalive);
-            let body = stream::body(sub, format, keepalive, endpoint);
+            let body = stream::body(sub, format, keepalive, endpoint, lease);
             let mut response = Response::new(Body::from_stream(body));
             super::head::stream(response.headers_mut(), format.content_type());
             response
@@ -203,10 +210,8 @@ pub(crate) fn prepare(
     let EndpointState { app, endpoint } = ctx;
     let query = parse_query(parts.uri.query(), endpoint, app)?;
     let headers = &parts.headers;
-    let grant = match extract::bearer(headers)? {
-        Some(token) => app.authenticate(Some(token))?,
-        None => app.authenticate(query.token.as_deref())?,
-    };
+    let caller = credential(app, headers, &query)?;
+    let grant = &caller.grant;
     let websocket = is_websocket(headers);
     let ndjson = query.ndjson || wants_ndjson(headers);
     let transports = endpoint.transports;
@@ -283,6 +288,22 @@ pub(crate) fn prepare(
     };
     let remote = parts.extensions.get::<RemoteAddr>().map(|r| r.0);
     let described = crate::tracked::describe(&selector);
+    // When the credential expires, the stream ends with `token_expired` (a ticket's own TTL
+    // bounds only the connect; it carries the expiry of the token that minted it).
+    let expires_in = caller.expires_at.map(|exp| {
+        let left_ms = exp
+            .saturating_mul(1000)
+            .saturating_sub(app.credentials.now_ms());
+        Duration::from_millis(left_ms)
+    });
+    let expiry = expires_in.map(|left| Instant::now() + left);
+    // A stream holds a place under its credential's stream limit; a long-poll does not.
+    let lease = |slot| Lease { expiry, slot };
+    let slot = if query.poll && !websocket {
+        None
+    } else {
+        app.credentials.open_stream(&caller)?
+    };
     let sub = open(app, selector, cursor, client_id)?;
     let sub = Tracked::new(
         sub,
@@ -293,22 +314,42 @@ pub(crate) fn prepare(
         &app.observers,
     );
     Ok(if websocket {
-        Prepared::WebSocket(sub, endpoint.shape)
+        Prepared::WebSocket(sub, endpoint.shape, lease(slot))
     } else if query.poll {
         let timeout = query
             .timeout
             .map_or(options.poll_timeout, |t| t.min(options.poll_timeout));
+        let timeout = expires_in.map_or(timeout, |left| timeout.min(left));
         Prepared::Poll(sub, endpoint.shape, timeout)
     } else if ndjson {
-        Prepared::Stream(sub, stream::Format::Ndjson(endpoint.shape))
+        Prepared::Stream(sub, stream::Format::Ndjson(endpoint.shape), lease(slot))
     } else {
         Prepared::Stream(
             sub,
             stream::Format::Sse {
                 retry: options.retry,
             },
+            lease(slot),
         )
     })
+}
+
+/// The caller behind a subscribe request, from the first credential it presents:
+/// `Authorization: Bearer`, `?ticket=` (used up here), the endpoint's query token, the cookie.
+fn credential(app: &AppState, headers: &HeaderMap, query: &Query) -> Result<Caller, HttpError> {
+    if let Some(token) = extract::bearer(headers)? {
+        return Ok(app.identify(Some(token))?);
+    }
+    if let Some(ticket) = &query.ticket {
+        let caller = app.credentials.tickets().redeem(ticket);
+        let caller = caller.inspect_err(|_| app.observers.metrics.auth_failed("ticket"));
+        return Ok(caller?);
+    }
+    let presented = query
+        .token
+        .as_deref()
+        .or_else(|| app.credentials.cookie(headers));
+    Ok(app.identify(presented)?)
 }
 
 fn open(

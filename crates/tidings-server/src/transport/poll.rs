@@ -7,6 +7,12 @@
 //! first (`Subscription::next_or_idle`). Racing the whole step against the timeout answered
 //! `timeout=0` polls with nothing whenever the store's read took longer than the timer.
 //! History that cannot be read (a damaged or failed store) is a 503 `store_unavailable`.
+//!
+//! A client-id session's place is the cursor each poll starts from, and an answer confirms
+//! nothing: the client proves it has an answer's events by sending the answer's `cursor` with
+//! its next poll (more than a TCP acknowledgement says, and the acknowledgement of the
+//! answer's last bytes usually arrives with that poll anyway). A client that comes back with
+//! only its client id gets its last answer's events again, never fewer.
 
 use std::time::Duration;
 

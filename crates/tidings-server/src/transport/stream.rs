@@ -5,6 +5,7 @@
 //! let go once it is handed on, so a connection never holds a second copy of a whole chunk.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +13,11 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tidings_core::{CloseReason, ResetReason, SharedEvent, Step, Subscription};
 use tidings_proto::EventId;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 
 use super::frame::{self, Shape};
 use super::{reconnect_notice, reset_notice, session_notice, sse};
+use crate::credential::{Lease, StreamSlot};
 use crate::endpoint::{Endpoint, Keepalive};
 use crate::tracked::Tracked;
 
@@ -165,6 +167,11 @@ struct State {
     keepalive: Option<Interval>,
     /// The `retry:` hint and the endpoint's handshake event, sent first.
     preamble: Option<Bytes>,
+    /// When the credential behind the stream expires (boxed: most streams have none, and
+    /// every idle stream would otherwise carry a timer's room).
+    expiry: Option<Pin<Box<Sleep>>>,
+    /// The stream's place under its credential's stream limit.
+    _slot: Option<StreamSlot>,
     done: bool,
 }
 
@@ -229,15 +236,17 @@ fn rendered(
     Some((h.name.clone(), data))
 }
 
-/// The body of a streaming response.
+/// The body of a streaming response; at the lease's expiry (the credential's end) it closes
+/// with `reconnect-required` (`token_expired`).
 pub(crate) fn body(
     sub: Tracked,
     format: Format,
     keepalive: Option<Duration>,
     endpoint: Arc<Endpoint>,
+    lease: Lease,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     use futures_util::StreamExt;
-    pieces(sub, format, keepalive, endpoint).map(|p| Ok(p.bytes))
+    pieces(sub, format, keepalive, endpoint, lease).map(|p| Ok(p.bytes))
 }
 
 /// The pieces of a streaming response, with the seq each one carries up to.
@@ -246,6 +255,7 @@ pub(crate) fn pieces(
     format: Format,
     keepalive: Option<Duration>,
     endpoint: Arc<Endpoint>,
+    lease: Lease,
 ) -> impl Stream<Item = Piece> + Send + 'static {
     let keepalive = keepalive.map(|period| {
         let mut iv = tokio::time::interval_at(Instant::now() + period, period);
@@ -274,6 +284,10 @@ pub(crate) fn pieces(
         events: Vec::new(),
         keepalive,
         preamble,
+        expiry: lease
+            .expiry
+            .map(|at| Box::pin(tokio::time::sleep_until(at))),
+        _slot: lease.slot,
         done: false,
     };
     futures_util::stream::unfold(state, |mut st| async move {
@@ -295,13 +309,26 @@ pub(crate) fn pieces(
 async fn next_chunk(st: &mut State) -> Piece {
     st.events.clear();
     let sub = st.sub.subscription();
-    let step = match st.keepalive.as_mut() {
-        Some(iv) => tokio::select! {
+    // A stream without an expiry (static tokens, an open hub) waits exactly as before; one
+    // with an expiry also waits for it.
+    let step = match (st.keepalive.as_mut(), st.expiry.as_mut()) {
+        (Some(iv), None) => tokio::select! {
             biased;
             step = sub.next(&mut st.events) => step,
             _ = iv.tick() => return Piece::control(st.keepalive_frame()),
         },
-        None => sub.next(&mut st.events).await,
+        (None, None) => sub.next(&mut st.events).await,
+        (Some(iv), Some(expiry)) => tokio::select! {
+            biased;
+            () = expiry => Step::Closed(CloseReason::TokenExpired),
+            step = sub.next(&mut st.events) => step,
+            _ = iv.tick() => return Piece::control(st.keepalive_frame()),
+        },
+        (None, Some(expiry)) => tokio::select! {
+            biased;
+            () = expiry => Step::Closed(CloseReason::TokenExpired),
+            step = sub.next(&mut st.events) => step,
+        },
     };
     st.sub.observe(&step);
     // The keepalive ticks on a fixed period whatever the traffic: resetting a timer on every
@@ -426,6 +453,7 @@ mod tests {
             Format::Ndjson(super::frame::Shape::Event),
             None,
             endpoint,
+            Lease::default(),
         );
         tokio::pin!(body);
         let mut lines = 0;
@@ -445,6 +473,52 @@ mod tests {
             pieces >= 4,
             "ten 20 KiB events take several pieces, not {pieces}"
         );
+    }
+
+    /// The credential behind a stream expires: the stream says `reconnect-required`
+    /// (`token_expired`) at that moment and ends, even with nothing else to send.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_ends_with_token_expired_at_the_credential_expiry() {
+        let store = Arc::new(MemoryStore::new(
+            Epoch(1),
+            tidings_core::Retention::default(),
+        ));
+        let hub = Hub::new(store, Limits::default());
+        let sub = hub
+            .subscribe(SubscribeRequest {
+                selector: Selector {
+                    patterns: vec![Pattern::All],
+                    types: vec![],
+                },
+                cursor: None,
+                client_id: None,
+            })
+            .unwrap();
+        let start = Instant::now();
+        let format = Format::Sse {
+            retry: Duration::from_secs(2),
+        };
+        let body = body(
+            Tracked::untracked(sub),
+            format,
+            Some(Duration::from_secs(30)),
+            Arc::new(Endpoint::default_events(
+                crate::endpoint::Origins::SameOrigin,
+            )),
+            Lease {
+                expiry: Some(start + Duration::from_secs(2)),
+                slot: None,
+            },
+        );
+        tokio::pin!(body);
+        let retry = body.next().await.unwrap().unwrap();
+        assert!(retry.starts_with(b"retry:"));
+        let closed = body.next().await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&closed);
+        assert!(text.contains("event: reconnect-required"), "{text}");
+        assert!(text.contains("token_expired"), "{text}");
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        assert!(body.next().await.is_none(), "the stream ends");
     }
 
     /// Both keep-alive styles, on the endpoint's own interval, with time under the test's
@@ -481,7 +555,13 @@ mod tests {
             let format = Format::Sse {
                 retry: Duration::from_secs(2),
             };
-            let body = pieces(Tracked::untracked(sub), format, every, Arc::new(endpoint));
+            let body = pieces(
+                Tracked::untracked(sub),
+                format,
+                every,
+                Arc::new(endpoint),
+                Lease::default(),
+            );
             tokio::pin!(body);
             let retry = body.next().await.unwrap();
             assert!(retry.bytes.starts_with(b"retry:"));
@@ -522,6 +602,7 @@ mod tests {
             Format::Ndjson(Shape::Event),
             None,
             Arc::new(endpoint),
+            Lease::default(),
         );
         tokio::pin!(body);
         let first = body.next().await.unwrap();

@@ -332,6 +332,23 @@ async fn stalled_bodies_hold_no_more_than_the_body_budget() {
         held.len()
     );
     drop(held);
+    // A stalled body's bytes go back to the budget once the server sees its client's close,
+    // which the client cannot await: until then a publish may still be told `overloaded`.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let event = serde_json::json!({"topic": "edge/after", "type": "x", "data": 1});
+        let (status, body) = server.publish_raw(&event, &[]).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "overloaded", "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the stalled bodies' budget was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.assert_works().await;
 }
 

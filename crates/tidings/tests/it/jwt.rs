@@ -472,3 +472,104 @@ async fn with_only_an_rsa_key_an_hs256_token_finds_no_key_to_be_checked_with() {
     let (status, v) = subscribe(&server, f.token("ok RS256"), "topic=granted/*").await;
     assert_eq!(status, 200, "{v}");
 }
+
+/// A token that expires in 2 s: every stream opened with it (SSE with the header, SSE with a
+/// ticket minted from it and a client id, WebSocket) gets `reconnect-required` (`token_expired`) when it
+/// expires and is closed; the ticket's own 60 s TTL does not extend the stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_end_with_token_expired_when_their_token_expires() {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+    let f = Fixture::new();
+    let server = f.server();
+    let short = tidings_token(&[
+        "--hs256-secret",
+        HS_SECRET,
+        "--subscribe",
+        "granted/*",
+        "--ttl",
+        "2s",
+        "--sub",
+        "short-lived",
+        "--aud",
+        "tidings",
+        "--iss",
+        "https://idp.test",
+    ]);
+    let minted = std::time::Instant::now();
+    let auth = format!("Bearer {short}");
+    let mut sse = server
+        .subscribe_with("topic=granted/a", &[("authorization", &auth)])
+        .await;
+    let resp = server
+        .http
+        .post(server.url("/tickets"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let ticket: Value = resp.json().await.unwrap();
+    assert_eq!(ticket["expires_in"], 60);
+    let ticket = ticket["ticket"].as_str().unwrap().to_owned();
+    // The ticket's stream is also a client-id session: expiry ends sessions as well.
+    let mut by_ticket = server
+        .subscribe_with(
+            &format!("topic=granted/a&ticket={ticket}&clientId=jwt-session"),
+            &[],
+        )
+        .await;
+    assert_eq!(by_ticket.next_event().await.event, "subscribed");
+    let mut req = format!("ws://{}/events?topic=granted/a", server.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", auth.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("ws");
+
+    // Live until then.
+    let (status, v) = publish(
+        &server,
+        STATIC,
+        &json!({"topic": "granted/a", "type": "t", "data": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(sse.next_event().await.data, "1");
+    assert_eq!(by_ticket.next_event().await.data, "1");
+
+    for stream in [&mut sse, &mut by_ticket] {
+        let rest = stream.read_to_end().await;
+        let last = rest.last().expect("a notice before the end");
+        assert_eq!(last.event, "reconnect-required", "{rest:?}");
+        let notice: Value = serde_json::from_str(&last.data).unwrap();
+        assert_eq!(notice["reason"], "token_expired");
+    }
+    let ended = minted.elapsed();
+    assert!(
+        ended >= std::time::Duration::from_millis(900)
+            && ended < std::time::Duration::from_secs(10),
+        "ended {ended:?} after minting a 2 s token"
+    );
+    let mut saw_notice = false;
+    let code = loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("the WebSocket ends in time");
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v.to_string().contains("token_expired") {
+                    saw_notice = true;
+                }
+            }
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            other => panic!("the WebSocket ended without a close frame: {other:?}"),
+        }
+    };
+    assert!(saw_notice, "reconnect-required (token_expired) came first");
+    assert_eq!(code, Some(tidings_server::CLOSE_TOKEN_EXPIRED));
+}

@@ -3,9 +3,11 @@
 
 mod auth;
 mod autobahn;
+mod browser;
 mod cli;
 mod client;
 mod config;
+mod credentials;
 mod durability;
 mod edge;
 mod embedded;
@@ -17,6 +19,7 @@ mod publish;
 mod reconnect;
 mod resume;
 mod robustness;
+mod security;
 mod sessions;
 mod slow;
 mod store;

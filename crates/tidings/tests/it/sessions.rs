@@ -526,3 +526,134 @@ async fn client_ids_are_checked_per_endpoint_and_system_events_cannot_be_forged(
         assert!(msg.starts_with("type:") && msg.contains(ty), "{msg}");
     }
 }
+
+type RawWs = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// The next JSON text frame of `ws`; `None` once the connection ended (or failed).
+async fn ws_frame(ws: &mut RawWs) -> Option<Value> {
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a WebSocket frame, or the end, in time");
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                return Some(serde_json::from_str(t.as_str()).expect("frame is JSON"));
+            }
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// A WebSocket subscription over `socket`, with only the client id; its first frame (the
+/// session event) is checked and returned with the cursor it carries.
+async fn ws_session(
+    server: &Server,
+    socket: TcpSocket,
+    topic: &str,
+    client: &str,
+) -> (RawWs, String, String) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let tcp = socket.connect(server.addr).await.unwrap();
+    let mut req = format!("ws://{}/events?topic={topic}", server.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("X-Client-Id", client.parse().unwrap());
+    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(req, tcp))
+        .await
+        .expect("upgrade in time")
+        .expect("upgrade");
+    let first = ws_frame(&mut ws).await.expect("a session frame");
+    assert_eq!(first["data"]["clientId"], client, "{first}");
+    let cursor = first["data"]["cursor"].as_str().expect("cursor").to_owned();
+    assert_eq!(first["id"], cursor, "the frame's id is the cursor: {first}");
+    let name = first["type"].as_str().expect("type").to_owned();
+    (ws, name, cursor)
+}
+
+/// The same cut as above on WebSocket, where the session's place also comes from what the
+/// client's TCP stack acknowledged: the events the client read before it stopped reading are
+/// not sent again, and nothing after them is skipped.
+#[tokio::test]
+async fn a_websocket_reset_under_queued_events_resumes_after_what_the_client_acknowledged() {
+    let server = Server::start(&["--subscriber-queue-bytes", "64MiB"]);
+    let topic = format!("wscut{}", unique());
+    let id = uuid(unique());
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let (mut ws, name, _) = ws_session(&server, socket, &topic, &id).await;
+    assert_eq!(name, "subscribed");
+    let client_port = ws.get_ref().local_addr().unwrap().port();
+    let blob = "q".repeat(4000);
+    let mut published = Vec::new();
+    let mut got = Vec::new();
+    // The first ten are read by the client; then it stops reading.
+    for i in 0..10 {
+        published.push(
+            server
+                .publish_one(&topic, "changed", json!({"i": i, "blob": blob}))
+                .await,
+        );
+        let frame = ws_frame(&mut ws).await.expect("an event");
+        got.push(frame["id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(got, published);
+    for i in 10..300 {
+        published.push(
+            server
+                .publish_one(&topic, "changed", json!({"i": i, "blob": blob}))
+                .await,
+        );
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while send_queue(&server, client_port) < 200_000 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    reset_server_socket(&server, client_port);
+    // What had reached the client's host is still readable; the rest is gone.
+    while let Some(frame) = ws_frame(&mut ws).await {
+        got.push(frame["id"].as_str().expect("id").to_owned());
+    }
+    assert!(
+        got.len() < published.len(),
+        "the reset lost nothing in transit ({} of {})",
+        got.len(),
+        published.len()
+    );
+    assert_eq!(got[..], published[..got.len()], "in order, from the start");
+    wait_for(&server, "subscribers", 0).await;
+    // Resume with only the client id.
+    let (mut ws, name, cursor) =
+        ws_session(&server, TcpSocket::new_v4().unwrap(), &topic, &id).await;
+    assert_eq!(name, "resumed");
+    let after = parse_id(&cursor).1;
+    let last_read = parse_id(got.last().expect("read ten")).1;
+    assert!(
+        after <= last_read,
+        "the place {after} claims more than was read ({last_read})"
+    );
+    assert!(
+        after >= parse_id(&published[9]).1,
+        "the place {after} is not past the ten events the client read and acknowledged"
+    );
+    let rest: Vec<String> = published
+        .iter()
+        .filter(|i| parse_id(i).1 > after)
+        .cloned()
+        .collect();
+    let mut again = Vec::new();
+    for _ in 0..rest.len() {
+        let frame = ws_frame(&mut ws).await.expect("an event");
+        again.push(frame["id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(again, rest, "every event after the place, once, in order");
+    // And then live, with nothing repeated in between.
+    let live = server
+        .publish_one(&topic, "changed", json!({"i": "live"}))
+        .await;
+    let frame = ws_frame(&mut ws).await.expect("the live event");
+    assert_eq!(frame["id"], live, "{frame}");
+}

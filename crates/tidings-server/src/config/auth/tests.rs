@@ -126,3 +126,57 @@ fn bad_jwt_settings_are_refused_naming_the_setting() {
     let e = config("[auth]\njwt_hs256_secret = \"short-secret\"").unwrap_err();
     assert!(!e.to_string().contains("short-secret"), "{e}");
 }
+
+#[test]
+fn ticket_ttl_cookie_name_and_cookie_publish_header() {
+    let c = config("").unwrap();
+    assert_eq!(c.credentials.ticket_ttl, std::time::Duration::from_secs(60));
+    assert_eq!(c.credentials.cookie_name, "tidings_token");
+    assert_eq!(c.credentials.cookie_publish_header, None);
+    let c = config(
+        "[auth]\nticket_ttl = \"5s\"\ncookie_name = \"sess\"\ncookie_publish_header = \"X-Csrf\"",
+    )
+    .unwrap();
+    assert_eq!(c.credentials.ticket_ttl, std::time::Duration::from_secs(5));
+    assert_eq!(c.credentials.cookie_name, "sess");
+    assert_eq!(
+        c.credentials
+            .cookie_publish_header
+            .as_ref()
+            .map(|h| h.as_str()),
+        Some("x-csrf")
+    );
+    for (toml, setting, why) in [
+        ("[auth]\nticket_ttl = \"0s\"", "auth.ticket_ttl", "1s"),
+        ("[auth]\nticket_ttl = \"1h\"", "auth.ticket_ttl", "10m"),
+        (
+            "[auth]\ncookie_name = \"a b\"",
+            "auth.cookie_name",
+            "not a cookie name",
+        ),
+        (
+            "[auth]\ncookie_name = \"a=b\"",
+            "auth.cookie_name",
+            "not a cookie name",
+        ),
+        (
+            "[auth]\ncookie_name = \"\"",
+            "auth.cookie_name",
+            "not a cookie name",
+        ),
+        (
+            "[auth]\ncookie_publish_header = \"Content-Type\"",
+            "auth.cookie_publish_header",
+            "X-",
+        ),
+        (
+            "[auth]\ncookie_publish_header = \"x y\"",
+            "auth.cookie_publish_header",
+            "not a header name",
+        ),
+    ] {
+        let e = config(toml).expect_err(toml);
+        assert_eq!(e.setting, setting, "{toml}: {e}");
+        assert!(e.reason.contains(why), "{toml}: {e}");
+    }
+}

@@ -34,6 +34,8 @@ fn sample(value_name: &str, layer: usize) -> String {
         "HOST" => format!("layer-{layer}.example"),
         "PREFIX" => format!("layer-{layer}/"),
         "FORMAT" => ["pretty", "json", "pretty"][layer].to_owned(),
+        "IP" => format!("10.0.0.{layer}"),
+        "HEADER" => format!("x-csrf-layer-{layer}"),
         "NAME" => format!("layer-{layer}-event"),
         other => panic!("no sample value for value name {other}: add one to `sample`"),
     }
@@ -167,6 +169,12 @@ fn the_shipped_example_names_every_setting() {
             "auth.tokens" | "auth.jwt_hs256_secret" | "metrics.listen" | "metrics.token"
         ) {
             continue; // unset by default; the example shows them commented out
+        }
+        if key == "auth.cookie_publish_header" {
+            // Unset by default (a cookie alone never publishes); the example shows it
+            // commented out, since any value it states turns cookie publishing on.
+            assert!(text.contains("# cookie_publish_header = "), "{key}");
+            continue;
         }
         let found = key.split('.').try_fold(&example, |v, part| v.get(part));
         assert!(

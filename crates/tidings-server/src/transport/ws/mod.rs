@@ -17,6 +17,13 @@
 //! | 4000 | slow consumer: the client fell too far behind | yes, at once, with the last id |
 //! | 4001 | no pong within the pong timeout | yes |
 //!
+//! A client-id session's place moves only as far as the client's TCP stack acknowledged: for
+//! each event frame the loop notes where its bytes end on the connection (the accept loop
+//! counts what was written to the socket, `ack::ConnSocket`) and confirms the event once
+//! `TCP_INFO` says those bytes were acknowledged (asked when marks pile up, on each ping, and
+//! once more when the loop ends, before the socket closes). Over an in-memory pipe (tests)
+//! there is no socket, and the place stays where the stream started.
+//!
 //! Every close is a handshake (RFC 6455 §5.5.1, §7): a client's Close is answered with a Close
 //! before the server drops TCP, and after its own Close the server waits (bounded) for the
 //! client's answer. Auth and Origin failures are refused with HTTP 401/403 before the upgrade.
@@ -32,7 +39,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tidings_core::{CloseReason, SharedEvent, Step};
+use tidings_core::{CloseReason, SessionPlace, SharedEvent, Step};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
@@ -43,6 +50,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, WebSocketCon
 
 use super::frame::{self, Shape};
 use super::{reconnect_notice, reset_notice, session_notice};
+use crate::ack::{AckTracker, ConnSocket};
+use crate::credential::Lease;
 use crate::endpoint::{Endpoint, TransportOptions};
 use crate::tracked::Tracked;
 
@@ -62,6 +71,8 @@ pub const CLOSE_INTERNAL: u16 = 1011;
 pub const CLOSE_SLOW_CONSUMER: u16 = 4000;
 /// Close code: no pong in time.
 pub const CLOSE_PING_TIMEOUT: u16 = 4001;
+/// Close code: the credential behind the stream expired; reconnect with a fresh one.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
 
 /// How long the server waits for the other half of a close handshake (its reply reaching the
 /// client, or the client's reply to the server's close) before dropping the connection.
@@ -109,16 +120,103 @@ enum End {
     },
 }
 
-/// Runs one WebSocket connection until either side ends it.
+/// Bytes a server (unmasked) frame with a payload of `len` bytes takes on the wire.
+fn frame_len(len: usize) -> u64 {
+    let head = match len {
+        0..126 => 2,
+        126..=0xffff => 4,
+        _ => 10,
+    };
+    (head + len) as u64
+}
+
+/// Notes where each of `events` (just flushed, in order) ends on the connection, counted back
+/// from what the socket has been given in all: the frames are the last bytes written, so an
+/// end is exact unless other bytes came after its frame within the batch (tungstenite writes
+/// a pong it owed the client after the first frame it is given), and then it is later than
+/// the true end, which can only delay a confirmation, never claim one.
+fn mark_flushed(acks: &mut AckTracker, conn: &ConnSocket, events: &[SharedEvent], shape: Shape) {
+    let lens = || {
+        events
+            .iter()
+            .map(|e| frame_len(frame::event(e, shape).len()))
+    };
+    let mut end = conn.written().saturating_sub(lens().sum());
+    for (e, len) in events.iter().zip(lens()) {
+        end += len;
+        acks.mark(end, e.seq(), conn);
+    }
+}
+
+/// A session's confirmations on a real socket. The tracker exists only while events wait to
+/// be confirmed, so an idle connection keeps nothing but the two handles.
+struct Acks {
+    place: SessionPlace,
+    conn: ConnSocket,
+    tracker: Option<Box<AckTracker>>,
+}
+
+impl Acks {
+    /// `events` were just flushed.
+    fn flushed(&mut self, events: &[SharedEvent], shape: Shape) {
+        let place = &self.place;
+        let tracker = self
+            .tracker
+            .get_or_insert_with(|| Box::new(AckTracker::new(place.clone())));
+        mark_flushed(tracker, &self.conn, events, shape);
+    }
+
+    /// Confirms what the client acknowledged so far.
+    fn check(&mut self) {
+        if let Some(t) = self.tracker.as_mut() {
+            t.check(&self.conn);
+            if t.is_idle() {
+                self.tracker = None;
+            }
+        }
+    }
+}
+
+/// The subscription's next step, or `Closed(TokenExpired)` once `expiry` passes.
+async fn next_step(
+    sub: &mut Tracked,
+    events: &mut Vec<SharedEvent>,
+    expiry: Option<Instant>,
+) -> Step {
+    match expiry {
+        None => sub.next(events).await,
+        Some(at) => tokio::select! {
+            biased;
+            () = tokio::time::sleep_until(at) => Step::Closed(CloseReason::TokenExpired),
+            step = sub.next(events) => step,
+        },
+    }
+}
+
+/// Runs one WebSocket connection until either side ends it. `lease` holds the credential's
+/// connection slot and says when the credential behind it expires; `conn` is the connection's
+/// socket when it is a real one (held open by `socket` for as long as this runs).
 pub(crate) async fn run<S>(
     socket: WebSocketStream<S>,
     mut sub: Tracked,
     shape: Shape,
     options: TransportOptions,
     endpoint: Arc<Endpoint>,
+    lease: Lease,
+    conn: Option<ConnSocket>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let Lease { expiry, slot } = lease;
+    // A client-id session's place moves only as far as the client's TCP stack acknowledged.
+    let mut acks = match (sub.session_place(), conn) {
+        (Some(place), Some(conn)) => Some(Acks {
+            place,
+            conn,
+            tracker: None,
+        }),
+        _ => None,
+    };
     let (mut tx, mut rx) = socket.split();
     if let Some((name, data)) = super::stream::handshake_data(&endpoint, &sub) {
         let raw = serde_json::value::RawValue::from_string(data)
@@ -157,7 +255,7 @@ pub(crate) async fn run<S>(
                     None => break End::Gone,
                 },
             },
-            step = sub.next(&mut events) => match step {
+            step = next_step(&mut sub, &mut events, expiry) => match step {
                 Step::Events => {
                     let mut ok = true;
                     for e in &events {
@@ -168,6 +266,9 @@ pub(crate) async fn run<S>(
                     }
                     if !ok || tx.flush().await.is_err() {
                         break End::Gone;
+                    }
+                    if let Some(acks) = acks.as_mut() {
+                        acks.flushed(&events, shape);
                     }
                     if events.capacity() > 64 {
                         events = Vec::new();
@@ -209,6 +310,7 @@ pub(crate) async fn run<S>(
                         CloseReason::Reconnect => (CLOSE_GOING_AWAY, "reconnect"),
                         CloseReason::StoreFailed => (CLOSE_INTERNAL, "history unavailable"),
                         CloseReason::Operator => (CLOSE_GOING_AWAY, "closed by an operator"),
+                        CloseReason::TokenExpired => (CLOSE_TOKEN_EXPIRED, "token expired"),
                     };
                     break End::Close { code, reason, read_failed: false };
                 }
@@ -220,10 +322,19 @@ pub(crate) async fn run<S>(
                 if tx.send(Message::Ping(Bytes::new())).await.is_err() {
                     break End::Gone;
                 }
+                if let Some(acks) = acks.as_mut() {
+                    // A quiet moment to catch up.
+                    acks.check();
+                }
                 pong_deadline.get_or_insert(Instant::now() + options.ws_pong_timeout);
             }
         }
     };
+    // Before the socket closes (and the subscription detaches its session), on every end
+    // (token expiry included): what did the client's TCP stack acknowledge in the end?
+    if let Some(acks) = acks.as_mut() {
+        acks.check();
+    }
     sub.ended(match &end {
         End::Gone => "client_gone",
         End::ClientClosed => "client_closed",
@@ -236,7 +347,7 @@ pub(crate) async fn run<S>(
         } => "protocol_error",
         End::Close { .. } => "closed",
     });
-    drop(sub);
+    drop((sub, slot));
     finish(tx, rx, end).await;
 }
 

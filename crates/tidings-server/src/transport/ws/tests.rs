@@ -1,6 +1,7 @@
 //! The WebSocket loop over an in-memory pipe (`tokio::io::duplex`), no sockets: the close
 //! handshake both ways, protocol errors by type (oversized control frames, bad UTF-8, big
-//! messages), the ping/pong timeout with paused time, and the slow-consumer close.
+//! messages), the ping/pong timeout with paused time, the slow-consumer close, and the wire
+//! size of a frame (what session places are counted in).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +68,8 @@ async fn serve(
         std::sync::Arc::new(crate::endpoint::Endpoint::default_events(
             crate::endpoint::Origins::Any,
         )),
+        Default::default(),
+        None,
     ));
     (client_io, task)
 }
@@ -319,4 +322,107 @@ async fn a_slow_consumer_gets_a_notice_then_4000() {
             .is_none()
     );
     ends(task).await;
+}
+
+/// `frame_len` is what the codec writes for a server's text frame, at every header size.
+#[tokio::test]
+async fn frame_len_is_what_a_server_frame_takes_on_the_wire() {
+    use tokio::io::AsyncReadExt;
+    for len in [0usize, 1, 125, 126, 127, 0xffff, 0x1_0000, 70_000] {
+        let (server_io, mut peer) = tokio::io::duplex(1 << 20);
+        let mut server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        server
+            .send(Message::Text("x".repeat(len).into()))
+            .await
+            .unwrap();
+        drop(server);
+        let mut wire = Vec::new();
+        peer.read_to_end(&mut wire).await.unwrap();
+        assert_eq!(frame_len(len), wire.len() as u64, "payload of {len}");
+    }
+}
+
+/// Each event's mark is at or after where its frame truly ends on the wire: exact for frames
+/// that are the last bytes of the batch, later for the first one when the codec slips a pong
+/// it owed the client in after it.
+#[tokio::test]
+async fn marks_never_come_before_the_end_of_their_frame() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::AsyncReadExt;
+    let hub = hub(64);
+    let mut sub = hub
+        .subscribe(SubscribeRequest {
+            selector: Selector::all(),
+            cursor: None,
+            client_id: Some(tidings_proto::Key::new("c").expect("key")),
+        })
+        .expect("subscribe");
+    let place = sub.session_place().expect("a session");
+    hub.publish(batch(3, 300)).await.expect("publish");
+    let mut events = Vec::new();
+    loop {
+        events.clear();
+        if let Step::Events = sub.next(&mut events).await {
+            break;
+        }
+    }
+    assert_eq!(events.len(), 3);
+    let written = Arc::new(AtomicU64::new(0));
+    let (server_io, mut peer) = tokio::io::duplex(1 << 20);
+    let counted = crate::ack::Counted::new(server_io, Arc::clone(&written));
+    let (mut tx, mut rx) = WebSocketStream::from_raw_socket(counted, Role::Server, None)
+        .await
+        .split();
+    // The client pings with 125 bytes (masked with a zero key): the codec owes a pong.
+    let mut ping = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
+    ping.extend_from_slice(&[b'p'; 125]);
+    peer.write_all(&ping).await.unwrap();
+    assert!(matches!(rx.next().await, Some(Ok(Message::Ping(_)))));
+    for e in &events {
+        tx.feed(text(frame::event(e, Shape::Event).clone()))
+            .await
+            .unwrap();
+    }
+    tx.flush().await.unwrap();
+    let mut acks = AckTracker::new(place);
+    // Fewer marks than make it ask the kernel: the descriptor is never used.
+    let conn = ConnSocket::new(-1, Arc::clone(&written));
+    mark_flushed(&mut acks, &conn, &events, Shape::Event);
+    // The wire, frame by frame: (opcode, where the frame ends).
+    let mut wire = vec![0u8; written.load(Ordering::Acquire) as usize];
+    peer.read_exact(&mut wire).await.unwrap();
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at < wire.len() {
+        let (head, len) = match wire[at + 1] & 0x7f {
+            126 => (4, u16::from_be_bytes([wire[at + 2], wire[at + 3]]) as usize),
+            127 => (
+                10,
+                u64::from_be_bytes(wire[at + 2..at + 10].try_into().unwrap()) as usize,
+            ),
+            n => (2, n as usize),
+        };
+        at += head + len;
+        frames.push((wire[at - head - len] & 0x0f, at as u64));
+    }
+    let opcodes: Vec<u8> = frames.iter().map(|f| f.0).collect();
+    assert_eq!(opcodes, [1, 0xa, 1, 1], "the pong follows the first frame");
+    let ends: Vec<u64> = frames.iter().filter(|f| f.0 == 1).map(|f| f.1).collect();
+    let marks = acks.marks();
+    assert_eq!(marks.len(), 3);
+    for ((mark, e), end) in marks.iter().zip(&events).zip(&ends) {
+        assert_eq!(mark.1, e.seq());
+        assert!(
+            mark.0 >= *end,
+            "mark {} before the frame's end {end}",
+            mark.0
+        );
+    }
+    assert_eq!(
+        marks[0].0,
+        ends[0] + 127,
+        "counted as if the pong came first"
+    );
+    assert_eq!(marks[1].0, ends[1]);
+    assert_eq!(marks[2].0, ends[2]);
 }

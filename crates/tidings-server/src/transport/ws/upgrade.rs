@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::handshake::server::create_response_with_body
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::{config, run};
+use crate::ack::ConnSocket;
 use crate::endpoint::TransportOptions;
 use crate::http::error::HttpError;
 use crate::tracked::Tracked;
@@ -23,6 +24,7 @@ pub(crate) fn upgrade(
     shape: Shape,
     options: TransportOptions,
     endpoint: std::sync::Arc<crate::endpoint::Endpoint>,
+    lease: crate::credential::Lease,
 ) -> Response {
     let response = match create_response_with_body(&request, Body::empty) {
         Ok(response) => response,
@@ -31,6 +33,8 @@ pub(crate) fn upgrade(
             return HttpError::new(ErrorCode::InvalidParameter, msg).into_response();
         }
     };
+    // Served by the accept loop (not a test's in-memory pipe): the socket, for `TCP_INFO`.
+    let conn = request.extensions_mut().remove::<ConnSocket>();
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -39,7 +43,8 @@ pub(crate) fn upgrade(
                 let socket =
                     WebSocketStream::from_raw_socket(io, Role::Server, Some(config(&options)))
                         .await;
-                run(socket, sub, shape, options, endpoint).await;
+                // `upgraded` (moved into `socket`) owns the TCP socket while `run` uses `conn`.
+                run(socket, sub, shape, options, endpoint, lease, conn).await;
             }
             Err(e) => {
                 tracing::debug!(message = "WebSocket upgrade failed.", error = %e);

@@ -51,4 +51,4 @@ pub use store::{
     DynStore, EventStore, KeyedBatch, MemoryStore, ReadLimit, Retention, SnapshotRead,
     SnapshotRules, StoreError, StoreStats,
 };
-pub use subscription::{CloseReason, ResetReason, Step, Subscription};
+pub use subscription::{CloseReason, ResetReason, Step, Subscription, SubscriptionProbe};

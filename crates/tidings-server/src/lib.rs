@@ -37,9 +37,11 @@ mod http;
 mod io;
 mod lean;
 mod listener;
+mod metrics;
 mod rate;
 mod refusal;
 mod state;
+mod tracked;
 mod transport;
 
 use std::future::Future;
@@ -55,8 +57,10 @@ pub use config::{Config, ConfigError, Durability, RawConfig};
 pub use credential::{CredentialOptions, Credentials};
 pub use embed::{EmbedError, Embedded, Outgoing};
 use http::router::lean_routes;
-pub use http::router::{endpoint_router, router};
+pub use http::router::{endpoint_router, metrics_router, router};
+pub use metrics::Metrics;
 pub use state::{AppState, Edge, SYSTEM_TYPES};
+pub use tracked::Observers;
 pub use transport::frame::Shape;
 pub use transport::ws::{
     CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_INVALID_DATA, CLOSE_PING_TIMEOUT, CLOSE_PROTOCOL,
@@ -70,6 +74,8 @@ pub struct Listeners {
     pub main: TcpListener,
     /// `(endpoint name, listener)` for endpoints with their own port.
     pub endpoints: Vec<(String, TcpListener)>,
+    /// The listener serving only `/metrics` (`metrics.listen`), if configured.
+    pub metrics: Option<TcpListener>,
 }
 
 /// A built server, ready to run.
@@ -110,7 +116,10 @@ impl App {
                 Arc::new(store)
             }
         };
+        let metrics = Metrics::new(&config.metrics.topic_prefixes);
+        let store = metrics::TimedStore::wrap(store, metrics.commit_latency.clone());
         let hub = Hub::new(store, config.limits.clone());
+        let metrics = metrics.with_hub(&hub);
         let state = AppState {
             hub,
             auth: Arc::new(Authorizer::new(config.tokens.clone()).with_jwt(config.jwt.clone())),
@@ -126,6 +135,9 @@ impl App {
             .with_address_limit(
                 config.max_connections_per_ip,
                 config.trusted_proxies.clone(),
+            ),
+            observers: Arc::new(
+                Observers::new(metrics).with_metrics_token(config.metrics.token.clone()),
             ),
             credentials: Credentials::new(
                 config.credentials.clone(),
@@ -155,7 +167,19 @@ impl App {
                 endpoints.push((endpoint.name.clone(), l));
             }
         }
-        Ok(Listeners { main, endpoints })
+        let metrics = match self.config.metrics.listen {
+            None => None,
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listen on {addr} for metrics"))?,
+            ),
+        };
+        Ok(Listeners {
+            main,
+            endpoints,
+            metrics,
+        })
     }
 
     /// Serves `listeners` until `shutdown` resolves; then refuses new work, closes every
@@ -251,7 +275,26 @@ impl App {
                 stopped(),
             )));
         }
+        if let Some(l) = listeners.metrics {
+            let addr = l.local_addr().context("read the metrics address")?;
+            tracing::info!(message = "Metrics are listening.", %addr, path = "/metrics");
+            servers.push(tokio::spawn(listener::serve(
+                l,
+                metrics_router(state.clone()),
+                Arc::new(Default::default()),
+                options,
+                limit.clone(),
+                stopped(),
+            )));
+        }
+        let checkpoints = config
+            .session_checkpoint
+            .map(|every| tokio::spawn(checkpoint_sessions(hub.clone(), every)));
         shutdown.await;
+        if let Some(task) = checkpoints {
+            // The final save (in `flush`) is the one that counts from here on.
+            task.abort();
+        }
         tracing::info!(
             message = "Shutting down: telling streams to reconnect, spread over the drain window.",
             spread_ms = u64::try_from(config.drain_spread.as_millis()).unwrap_or(u64::MAX),
@@ -271,6 +314,21 @@ impl App {
             }
         }
         state_flush(&hub).await
+    }
+}
+
+/// Saves the sessions every `every` while the hub runs (a store without a session table makes
+/// each save a no-op), so a crash loses at most that much of their progress. A failed save is
+/// logged and retried at the next tick.
+async fn checkpoint_sessions(hub: Hub, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = hub.save_sessions().await {
+            tracing::warn!(message = "Saving the sessions failed; retrying at the next checkpoint.", error = %e);
+        }
     }
 }
 

@@ -10,6 +10,8 @@
 //!   the CSRF rule for publishes, and the one-time connect tickets.
 //! - `transport`: per-connection encoders (SSE, NDJSON, WebSocket, long-poll).
 //! - `rate`: the publish token bucket per credential.
+//! - `schema`: typed events: the JSON Schema catalogue checked on publish, and TypeScript
+//!   types generated from it.
 //! - `listener`: the accept loop, the process-wide and per-address connection limits and
 //!   graceful drain;
 //!   `lean`: the lean HTTP/1 path for streaming subscriptions; `io`: write-stall timeout and
@@ -39,6 +41,7 @@ mod lean;
 mod listener;
 mod rate;
 mod refusal;
+pub mod schema;
 mod state;
 mod transport;
 
@@ -120,7 +123,8 @@ impl App {
             )
             .with_cors(config.cors.clone())
             .reserve(config.endpoints.iter().flat_map(|e| e.system_names()))
-            .with_drain_spread(config.drain_spread),
+            .with_drain_spread(config.drain_spread)
+            .with_schemas(config.schemas.clone()),
             credentials: Credentials::new(
                 config.credentials.clone(),
                 tidings_core::clock::system(),

@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::credential::Credentials;
 use crate::endpoint::{Cors, TransportOptions};
+use crate::schema::Catalogue;
 
 /// Shared state of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -51,6 +52,8 @@ pub(crate) struct Policy {
     pub(crate) drain_spread: Duration,
     /// CORS of the main listener's own routes (`/publish`, `/tickets`).
     pub(crate) cors: Cors,
+    /// JSON Schemas a published payload must match (empty: no check).
+    pub(crate) schemas: Catalogue,
 }
 
 /// The event names every endpoint's streams may carry from the hub itself.
@@ -75,6 +78,7 @@ impl Edge {
                 // own (`reserve`), so a renamed `resumed` is free for publishers to use.
                 reserved_types: vec!["reset".to_owned()],
                 drain_spread: Duration::from_secs(10),
+                schemas: Catalogue::default(),
             }),
         }
     }
@@ -109,6 +113,14 @@ impl Edge {
     pub fn with_drain_spread(mut self, spread: Duration) -> Edge {
         let mut policy = (*self.policy).clone();
         policy.drain_spread = spread;
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// Publishes are checked against `schemas`.
+    pub fn with_schemas(mut self, schemas: Catalogue) -> Edge {
+        let mut policy = (*self.policy).clone();
+        policy.schemas = schemas;
         self.policy = Arc::new(policy);
         self
     }

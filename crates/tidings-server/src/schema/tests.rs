@@ -345,4 +345,14 @@ fn typescript_names_and_shapes() {
         "{camera}"
     );
     assert!(camera.contains("  source?: unknown;"), "{camera}");
+    let files = ts::module(
+        "Files",
+        "tidings-client",
+        &load_dir(&profile("files")).unwrap(),
+    );
+    assert!(
+        files.contains("export type FilesEventData = Array<{"),
+        "{files}"
+    );
+    assert!(files.contains("  \"event\": FilesEventData;"), "{files}");
 }

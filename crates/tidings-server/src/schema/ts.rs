@@ -25,10 +25,17 @@ pub fn module(name: &str, import_from: &str, schemas: &BTreeMap<String, Schema>)
          import type {{ EventListenerFn, Subscription, TidingsEvent }} from {quoted_import};\n\n",
         schemas.len()
     ));
-    let mut used = BTreeSet::new();
+    // The aggregate names are taken first: a type named `event` gets `…EventData`.
+    let mut used: BTreeSet<String> = ["Events", "Event", "Subscription"]
+        .iter()
+        .map(|suffix| format!("{name}{suffix}"))
+        .collect();
     let mut entries = Vec::new();
     for (ty, schema) in schemas {
         let mut ident = format!("{name}{}", pascal(ty));
+        if used.contains(&ident) {
+            ident.push_str("Data");
+        }
         while !used.insert(ident.clone()) {
             ident.push('_');
         }

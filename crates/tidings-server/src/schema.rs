@@ -178,7 +178,7 @@ impl Catalogue {
         topic: &Topic,
         event_type: &EventType,
         data: &RawValue,
-    ) -> Result<(), Mismatch> {
+    ) -> Result<(), Box<Mismatch>> {
         if self.is_empty() {
             return Ok(());
         }
@@ -194,7 +194,7 @@ impl Catalogue {
 
 impl Schema {
     /// Checks one payload; the first failing rule, and how many others failed.
-    pub fn check(&self, value: &Value) -> Result<(), Mismatch> {
+    pub fn check(&self, value: &Value) -> Result<(), Box<Mismatch>> {
         if self.validator.is_valid(value) {
             return Ok(());
         }
@@ -203,7 +203,7 @@ impl Schema {
             None => Ok(()),
             Some(mut first) => {
                 first.more = all.count();
-                Err(first)
+                Err(Box::new(first))
             }
         }
     }

@@ -17,7 +17,7 @@ fn catalogue(pattern: &str, dir: PathBuf) -> Catalogue {
         .unwrap_or_else(|(_, e)| panic!("{e}"))
 }
 
-fn check(c: &Catalogue, topic: &str, ty: &str, data: &Value) -> Result<(), Mismatch> {
+fn check(c: &Catalogue, topic: &str, ty: &str, data: &Value) -> Result<(), Box<Mismatch>> {
     let raw = RawValue::from_string(data.to_string()).unwrap();
     c.check(
         &Topic::new(topic).unwrap(),

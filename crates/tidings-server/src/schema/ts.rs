@@ -6,7 +6,6 @@
 //! keyword this does not know becomes `unknown`, never a wrong type.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
@@ -118,7 +117,7 @@ fn comment(text: &str, indent: &str) -> String {
     }
     let mut out = format!("{indent}/**\n");
     for line in text.lines() {
-        let _ = writeln!(out, "{indent} * {line}");
+        out.push_str(&format!("{indent} * {line}\n"));
     }
     out.push_str(&format!("{indent} */\n"));
     out
@@ -224,12 +223,11 @@ impl Ctx<'_> {
             } else {
                 "?"
             };
-            let _ = writeln!(
-                out,
-                "{indent}{}{optional}: {};",
+            out.push_str(&format!(
+                "{indent}{}{optional}: {};\n",
                 property_name(name),
                 self.ty(prop, depth + 1)
-            );
+            ));
         }
         match schema.get("additionalProperties") {
             Some(Value::Bool(false)) => {}
@@ -241,10 +239,10 @@ impl Ctx<'_> {
                 } else {
                     "unknown".to_owned()
                 };
-                let _ = writeln!(out, "{indent}[key: string]: {member};");
+                out.push_str(&format!("{indent}[key: string]: {member};\n"));
             }
             _ => {
-                let _ = writeln!(out, "{indent}[key: string]: unknown;");
+                out.push_str(&format!("{indent}[key: string]: unknown;\n"));
             }
         }
         out.push_str(&"  ".repeat(depth));

@@ -148,7 +148,7 @@ impl Watch {
         let watcher = notify::recommended_watcher(move |res| {
             // Blocks when the queue is full: the rest waits in the kernel's queue. An error
             // only means the publisher has stopped.
-            let _ = tx.blocking_send(res);
+            tx.blocking_send(res).ok();
         });
         let mut watcher = match watcher {
             Ok(w) => w,

@@ -163,6 +163,16 @@ async fn file_operations_become_events_under_the_topic_root_and_a_vanished_direc
         }
     }
     assert_eq!(created, deleted);
+    // The burst went through a bounded queue: the watcher's peak memory stays small.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id().expect("running")))
+        .expect("read the watcher's /proc status");
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    eprintln!("tidings watch peak RSS after {BURST}+{BURST} changes: {peak_kib} KiB");
+    assert!(peak_kib < 64 << 10, "peak RSS {peak_kib} KiB");
     let want: HashSet<String> = (0..BURST).map(|i| uri(&format!("f{i:04}.dat"))).collect();
     assert_eq!(created, want);
 

@@ -429,3 +429,72 @@ sub.on("paused", (e) => { const n: string = e.data.Downloaded; void n; });
     assert!(!ok, "tsc accepted a wrong use:\n{out}");
     assert!(out.contains("TS2322"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn four_catalogues_in_one_hub_keep_their_same_named_types_apart_by_topic() {
+    // The namespaces the shipped profiles use (all.toml serves all four at once).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut toml = String::new();
+    for (profile, topics) in [
+        ("downloads", r#"["downloads", "downloads/*"]"#),
+        ("camera", r#"["camera/*"]"#),
+        ("files", r#"["cloudreve://my", "cloudreve://my/*"]"#),
+        ("tasks", r#"["tasks/*"]"#),
+    ] {
+        copy_catalogue(profile, &dir.path().join("schemas").join(profile));
+        toml.push_str(&format!(
+            "[[schemas]]\ntopics = {topics}\ndir = \"schemas/{profile}\"\n\n"
+        ));
+    }
+    let config = dir.path().join("all.toml");
+    std::fs::write(&config, toml).expect("write config");
+    let server = Server::start(&["--config", config.to_str().expect("utf-8")]);
+
+    // Each document's example is accepted on its own topics.
+    let ok = [
+        (
+            "downloads/abc-123",
+            "error",
+            r#"{"DownloadID":"abc-123","Filename":"file.zip","Err":"connection timeout"}"#,
+        ),
+        (
+            "camera/SN42",
+            "error",
+            r#"{"cameraId":"SN42","code":3,"message":"busy"}"#,
+        ),
+        (
+            "cloudreve://my/a.txt",
+            "rename",
+            r#"{"type":"rename","from":"cloudreve://my/a.txt","to":"cloudreve://my/b.txt"}"#,
+        ),
+        (
+            "tasks/queue",
+            "command-progress",
+            r#"{"id":"task-uuid","currentStep":"COMPRESSION","percentage":45.67}"#,
+        ),
+    ];
+    for (topic, ty, data) in ok {
+        let data: Value = serde_json::from_str(data).expect("example");
+        server.publish_one(topic, ty, data).await;
+    }
+    // The camera's `error` on a downloads topic is checked against the downloads schema.
+    let camera_error = json!({"cameraId": "SN42", "code": 3, "message": "busy"});
+    let (status, v) = server
+        .publish_raw(
+            &json!({"topic": "downloads/x", "type": "error", "data": camera_error}),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    let (code, message) = error_of(&v);
+    assert_eq!(code, "schema_mismatch");
+    assert!(message.contains("of the `error` schema"), "{message}");
+    let (status, v) = server
+        .publish_raw(
+            &json!({"topic": "cloudreve://my/a.txt", "type": "rename", "data": {"type": "create", "from": "cloudreve://my/a.txt", "to": ""}}),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert!(error_of(&v).1.starts_with("data/type: "), "{v}");
+}

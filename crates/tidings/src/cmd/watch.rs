@@ -7,9 +7,9 @@
 //!
 //! Bursts: the watcher thread hands events over a bounded queue (it blocks when the queue is
 //! full, leaving the rest in the kernel's queue), and they are published in batches of at
-//! most `--batch`, one batch in flight: memory stays bounded however many files change. A
-//! folder that appears (created, or moved in) is scanned, since files created in it before
-//! its watch was added have no event of their own.
+//! most `--batch` (a change waits in a batch at most 200 ms), one batch in flight: memory
+//! stays bounded however many files change. A folder that appears (created, or moved in) is
+//! scanned, since files created in it before its watch was added have no event of their own.
 //!
 //! The directory disappearing (deleted, or moved away) is reported and ends the command with
 //! exit code 1, after what was seen before is published.
@@ -32,6 +32,8 @@ use super::{HubArgs, block_on, fail};
 const QUEUE: usize = 4096;
 /// How long a burst may keep a batch open once the queue runs dry.
 const LINGER: Duration = Duration::from_millis(20);
+/// The longest a change waits in an open batch while changes keep coming.
+const MAX_HOLD: Duration = Duration::from_millis(200);
 /// How long a rename's first half waits for its second before it counts as a move out of the
 /// tree (a delete).
 const RENAME_WAIT: Duration = Duration::from_millis(50);
@@ -116,6 +118,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             deleted: HashSet::new(),
             created: HashSet::new(),
             modified: HashSet::new(),
+            opened: None,
             warned_retry: false,
         };
         watch.run().await
@@ -132,6 +135,8 @@ struct Watch {
     deleted: HashSet<String>,
     created: HashSet<String>,
     modified: HashSet<String>,
+    /// When the open batch got its first change.
+    opened: Option<tokio::time::Instant>,
     warned_retry: bool,
 }
 
@@ -259,6 +264,12 @@ impl Watch {
                 return End::Gone(why);
             }
             if let Err(code) = self.handle(event, &mut moved_from).await {
+                return End::Failed(code);
+            }
+            // A steady trickle never lets the queue run dry: bound the wait in the batch.
+            if self.opened.is_some_and(|t| t.elapsed() >= MAX_HOLD)
+                && let Err(code) = self.flush().await
+            {
                 return End::Failed(code);
             }
         }
@@ -421,7 +432,10 @@ impl Watch {
             to: &to_uri,
         };
         match NewEvent::new(&from_uri, ty, &data) {
-            Ok(e) => self.batch.push(e),
+            Ok(e) => {
+                self.opened.get_or_insert_with(tokio::time::Instant::now);
+                self.batch.push(e);
+            }
             Err(e) => eprintln!("tidings: skipping {}: {e}", from.display()),
         }
         Ok(())
@@ -442,6 +456,7 @@ impl Watch {
                         self.warned_retry = false;
                     }
                     self.batch.clear();
+                    self.opened = None;
                     self.deleted.clear();
                     self.created.clear();
                     self.modified.clear();

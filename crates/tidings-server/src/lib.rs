@@ -27,6 +27,7 @@
 //! the [`embed`] module and `examples/embedded.rs`.
 
 mod ack;
+pub mod activity;
 pub mod config;
 pub mod credential;
 pub mod embed;
@@ -284,7 +285,14 @@ impl App {
                 stopped(),
             )));
         }
+        // The rates and topics the admin API and the dashboard show, sampled once a second.
+        let sampler = tokio::spawn(activity::sample(
+            hub.clone(),
+            state.observers.activity.clone(),
+            tidings_core::clock::system(),
+        ));
         shutdown.await;
+        sampler.abort();
         tracing::info!(
             message = "Shutting down: telling streams to reconnect, spread over the drain window.",
             spread_ms = u64::try_from(config.drain_spread.as_millis()).unwrap_or(u64::MAX),

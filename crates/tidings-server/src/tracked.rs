@@ -105,6 +105,8 @@ impl Connections {
 pub struct Observers {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) connections: Arc<Connections>,
+    /// Recent rates and topics, sampled once a second (`activity::sample`).
+    pub(crate) activity: Arc<crate::activity::Activity>,
     /// A token that may read `/metrics` (`metrics.token`).
     pub(crate) metrics_token: Option<tidings_auth::Secret>,
 }
@@ -115,6 +117,7 @@ impl Observers {
         Observers {
             metrics: Arc::new(metrics),
             connections: Arc::default(),
+            activity: Arc::default(),
             metrics_token: None,
         }
     }
@@ -195,6 +198,7 @@ impl Tracked {
         let metrics = &observers.metrics;
         metrics.connections.get_or_create(&info.labels).inc();
         metrics.connections_opened.get_or_create(&info.labels).inc();
+        observers.activity.connected();
         observers.connections.lock().insert(id, info.clone());
         tracing::info!(
             message = "Connection opened.",

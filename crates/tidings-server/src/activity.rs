@@ -3,6 +3,9 @@
 //! to recently, with their rates. Sampled on the server, once a second, by `sample`: nothing
 //! here runs per delivery. A publish records its batch's topics (one lock per batch).
 //!
+//! Rates are averages over the last `WINDOW` samples (10 s), so a burst stays visible for that
+//! long; the history the chart draws keeps one rate per second.
+//!
 //! Bounded: at most `MAX_TOPICS` topics are tracked. At the ceiling, events on a topic that
 //! is not tracked yet are counted together as `untracked` (with their own rate) until a
 //! tracked topic has been idle for `TOPIC_IDLE` and is forgotten, which makes room. The rate
@@ -21,8 +24,10 @@ pub const MAX_TOPICS: usize = 1000;
 pub const TOPIC_IDLE_MS: u64 = 5 * 60 * 1000;
 /// Samples of the rates kept (one a second: the last 5 minutes).
 pub const HISTORY: usize = 300;
+/// Samples a rate is averaged over.
+pub const WINDOW: usize = 10;
 
-/// Rates over the last sampling interval, per second.
+/// Rates per second.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Rates {
     /// Events published.
@@ -55,8 +60,9 @@ pub struct Totals {
 #[derive(Debug, Default)]
 struct TopicEntry {
     events: u64,
-    /// `events` at the last sample.
-    sampled: u64,
+    /// `events` at each of the last `WINDOW` samples, by sample number modulo `WINDOW` (0
+    /// before the topic was tracked).
+    marks: [u64; WINDOW],
     rate: f64,
     last_seen_ms: u64,
 }
@@ -68,7 +74,7 @@ pub struct TopicView {
     pub topic: Topic,
     /// Events published on it since it was first tracked.
     pub events: u64,
-    /// Events per second over the last sampling interval.
+    /// Events per second over the last `WINDOW` samples.
     pub rate: f64,
     /// When its last event was published (ms since the Unix epoch).
     pub last_seen_ms: u64,
@@ -89,14 +95,24 @@ pub struct TopicsView {
     pub untracked_rate: f64,
 }
 
+/// The counters at one sample.
+#[derive(Debug, Clone, Copy, Default)]
+struct Mark {
+    at_ms: u64,
+    totals: Totals,
+    connects: u64,
+    untracked: u64,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     topics: HashMap<Topic, TopicEntry>,
     untracked: u64,
-    untracked_sampled: u64,
     untracked_rate: f64,
-    /// The last sample's time and counters.
-    last: Option<(u64, Totals, u64)>,
+    /// Samples taken.
+    ticks: u64,
+    /// The counters at the last `WINDOW` samples, by sample number modulo `WINDOW`.
+    marks: [Mark; WINDOW],
     rates: Rates,
     history: VecDeque<Sample>,
 }
@@ -158,48 +174,84 @@ impl Activity {
         self.connects.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Takes a sample at `now_ms` from `totals`: the rates since the last sample, each
-    /// topic's rate, and forgets topics idle for `TOPIC_IDLE_MS`.
+    /// Takes a sample at `now_ms` from `totals`: the rates over the last `WINDOW` samples
+    /// (and over the last one, for the history), each topic's rate, and forgets topics idle
+    /// for `TOPIC_IDLE_MS`.
     pub fn tick(&self, totals: Totals, now_ms: u64) {
         let connects = self.connects.load(Ordering::Relaxed);
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let Some((at, before, connects_before)) = inner.last.replace((now_ms, totals, connects))
-        else {
-            for e in inner.topics.values_mut() {
-                e.sampled = e.events;
-            }
-            inner.untracked_sampled = inner.untracked;
-            return;
+        let now = Mark {
+            at_ms: now_ms,
+            totals,
+            connects,
+            untracked: inner.untracked,
         };
-        let secs = now_ms.saturating_sub(at) as f64 / 1000.0;
-        if secs <= 0.0 {
+        let k = inner.ticks;
+        let slot = (k % WINDOW as u64) as usize;
+        // The oldest sample kept (the first one, until `WINDOW` were taken) and the last.
+        let oldest_slot = if k < WINDOW as u64 { 0 } else { slot };
+        let (oldest, last) = (
+            inner.marks[oldest_slot],
+            inner.marks[((k + WINDOW as u64 - 1) % WINDOW as u64) as usize],
+        );
+        inner.ticks += 1;
+        for e in inner.topics.values_mut() {
+            let then = e.marks[oldest_slot];
+            e.marks[slot] = e.events;
+            e.rate = rate(e.events, then, now_ms, oldest.at_ms, k);
+        }
+        inner.marks[slot] = now;
+        inner
+            .topics
+            .retain(|_, e| now_ms.saturating_sub(e.last_seen_ms) < TOPIC_IDLE_MS);
+        if k == 0 {
             return;
         }
-        let per_s = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
+        inner.untracked_rate = rate(now.untracked, oldest.untracked, now_ms, oldest.at_ms, k);
         inner.rates = Rates {
-            published: per_s(totals.published, before.published),
-            delivered: per_s(totals.delivered, before.delivered),
-            connects: per_s(connects, connects_before),
+            published: rate(
+                totals.published,
+                oldest.totals.published,
+                now_ms,
+                oldest.at_ms,
+                k,
+            ),
+            delivered: rate(
+                totals.delivered,
+                oldest.totals.delivered,
+                now_ms,
+                oldest.at_ms,
+                k,
+            ),
+            connects: rate(connects, oldest.connects, now_ms, oldest.at_ms, k),
         };
-        inner.topics.retain(|_, e| {
-            e.rate = per_s(e.events, e.sampled);
-            e.sampled = e.events;
-            now_ms.saturating_sub(e.last_seen_ms) < TOPIC_IDLE_MS
-        });
-        inner.untracked_rate = per_s(inner.untracked, inner.untracked_sampled);
-        inner.untracked_sampled = inner.untracked;
         if inner.history.len() == HISTORY {
             inner.history.pop_front();
         }
-        let rates = inner.rates;
         inner.history.push_back(Sample {
             at_ms: now_ms,
-            rates,
+            rates: Rates {
+                published: rate(
+                    totals.published,
+                    last.totals.published,
+                    now_ms,
+                    last.at_ms,
+                    k,
+                ),
+                delivered: rate(
+                    totals.delivered,
+                    last.totals.delivered,
+                    now_ms,
+                    last.at_ms,
+                    k,
+                ),
+                connects: rate(connects, last.connects, now_ms, last.at_ms, k),
+            },
         });
     }
 
-    /// The rates over the last sampling interval (zero before two samples).
+    /// The rates over the last `WINDOW` samples (zero before two samples).
     pub fn rates(&self) -> Rates {
         self.lock().rates
     }
@@ -241,6 +293,16 @@ impl Activity {
             untracked_rate: inner.untracked_rate,
         }
     }
+}
+
+/// Per second from `then` at `then_ms` to `now` at `now_ms`; 0 for the first sample (`k`
+/// is the sample's number) or an empty interval.
+fn rate(now: u64, then: u64, now_ms: u64, then_ms: u64, k: u64) -> f64 {
+    let ms = now_ms.saturating_sub(then_ms);
+    if k == 0 || ms == 0 {
+        return 0.0;
+    }
+    now.saturating_sub(then) as f64 * 1000.0 / ms as f64
 }
 
 /// Samples `activity` once a second from the hub's counters until the task is dropped.
@@ -300,6 +362,29 @@ mod tests {
             a.tick(Totals::default(), 4_000 + i * 1000);
         }
         assert_eq!(a.history().len(), HISTORY);
+    }
+
+    #[test]
+    fn a_burst_stays_in_the_rates_for_the_window_then_fades() {
+        let a = Activity::new(10);
+        let t = topic("burst");
+        a.tick(Totals::default(), 0);
+        a.record([&t, &t, &t, &t, &t], 100);
+        let burst = Totals {
+            published: 5,
+            delivered: 5,
+        };
+        for i in 1..=WINDOW as u64 {
+            a.tick(burst, i * 1000);
+            assert!(a.rates().published > 0.0, "sample {i}");
+            assert!(a.topics(1).topics[0].rate > 0.0, "sample {i}");
+        }
+        // The first sample's rate is the burst over one second; then it averages out.
+        assert_eq!(a.history()[0].rates.published, 5.0);
+        assert_eq!(a.history()[1].rates.published, 0.0);
+        a.tick(burst, (WINDOW as u64 + 1) * 1000);
+        assert_eq!(a.rates().published, 0.0);
+        assert_eq!(a.topics(1).topics[0].rate, 0.0);
     }
 
     #[test]

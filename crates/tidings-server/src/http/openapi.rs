@@ -471,7 +471,7 @@ pub(crate) fn document(endpoints: &[Endpoint]) -> Value {
     paths.insert("/admin/stats".into(), json!({"get": stats}));
     let mut topics = plain(
         "Topics published to recently, busiest first (admin right)",
-        "`topics`: topic, events (since tracked), rate (events/s over the last second), \
+        "`topics`: topic, events (since tracked), rate (events/s averaged over the last 10 s), \
          subscribers (open subscriptions it would reach), last_seen_ms; `tracked` of at most \
          `max_topics`; once `full`, events on topics not tracked are counted in `untracked` \
          until a topic idle for 5 minutes is forgotten.",
@@ -497,7 +497,10 @@ pub(crate) fn document(endpoints: &[Endpoint]) -> Value {
          the last 5 minutes) and `event: tail` at most four times a second (`events`: the newest \
          events, at most 50, in the `event` shape; `skipped`: how many more arrived meanwhile; \
          `at_ms`). The tail is one hub subscription to every topic while the stream is open.",
-        json!({"type": "string"}),
+        json!({"type": "object",
+            "description": "One SSE event: `event` is `stats` or `tail`; `data` is JSON.",
+            "properties": {"event": {"enum": ["stats", "tail"]}, "data": {"type": "string"},
+                "retry": {"type": "integer"}}}),
         "text/event-stream",
     );
     stream["parameters"] = json!([

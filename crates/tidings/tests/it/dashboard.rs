@@ -331,6 +331,10 @@ async fn chromium_dashboard_shows_the_tail_the_clients_and_filters_by_type() {
     let seen = next().await;
     assert_eq!(seen["tail"], "alpha", "{seen}");
     assert!(seen["ms"].as_f64() < Some(1000.0), "{seen}");
+    eprintln!(
+        "dashboard: the event showed in the tail {} ms after the publish",
+        seen["ms"]
+    );
 
     // 2. 100 subscribers connect: the client count moves by 100.
     let auth = format!("Bearer {PUB}");

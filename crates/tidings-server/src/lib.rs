@@ -132,7 +132,9 @@ impl App {
             .reserve(config.endpoints.iter().flat_map(|e| e.system_names()))
             .with_drain_spread(config.drain_spread),
             observers: Arc::new(
-                Observers::new(metrics).with_metrics_token(config.metrics.token.clone()),
+                Observers::new(metrics)
+                    .with_metrics_token(config.metrics.token.clone())
+                    .with_store_setup(&config.durability, &config.retention),
             ),
             credentials: Credentials::new(
                 config.credentials.clone(),

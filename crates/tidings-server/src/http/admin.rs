@@ -94,6 +94,9 @@ pub(crate) fn stats_of(state: &AppState) -> Value {
             "bytes": s.store.bytes,
             "last_seq": s.store.last_seq,
             "trimmed_through": s.store.trimmed_through,
+            "durability": state.observers.store_setup["durability"],
+            "fsync_interval_ms": state.observers.store_setup["fsync_interval_ms"],
+            "retention": state.observers.store_setup["retention"],
         },
     })
 }

@@ -190,6 +190,11 @@ async fn topics_have_rates_and_subscriber_counts_and_stop_at_the_ceiling() {
     .await;
     assert!(stats["rates"]["delivered"].as_f64() > Some(0.0), "{stats}");
     assert_eq!(stats["connects"], 2, "{stats}");
+    assert_eq!(stats["store"]["durability"], "memory", "{stats}");
+    assert_eq!(
+        stats["store"]["retention"]["max_events"], 1_000_000,
+        "{stats}"
+    );
     let limited = admin_json(&server, "/admin/topics?limit=1").await;
     assert_eq!(limited["topics"].as_array().map(Vec::len), Some(1));
     let (status, _) = get(&server.url("/admin/topics?limit=0"), bearer(ADMIN)).await;

@@ -1,5 +1,6 @@
 //! `AppState`: what every handler needs, cloned per request (all fields are cheap handles).
 
+use crate::listener::PerAddress;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +55,9 @@ pub(crate) struct Policy {
     pub(crate) drain_spread: Duration,
     /// CORS of the main listener's own routes (`/publish`, `/tickets`).
     pub(crate) cors: Cors,
+    /// Connections per client address: taken at accept by the listener, and by a stream that
+    /// arrives through a trusted proxy for the client it names.
+    pub(crate) per_address: Arc<PerAddress>,
 }
 
 /// The event names every endpoint's streams may carry from the hub itself.
@@ -78,6 +82,7 @@ impl Edge {
                 // own (`reserve`), so a renamed `resumed` is free for publishers to use.
                 reserved_types: vec!["reset".to_owned()],
                 drain_spread: Duration::from_secs(10),
+                per_address: PerAddress::new(0, Vec::new()),
             }),
         }
     }
@@ -114,6 +119,20 @@ impl Edge {
         policy.drain_spread = spread;
         self.policy = Arc::new(policy);
         self
+    }
+
+    /// At most `max` connections per client address (0: no limit); `trusted` proxies are not
+    /// limited themselves, and name their clients in `X-Forwarded-For`.
+    pub fn with_address_limit(mut self, max: usize, trusted: Vec<std::net::IpAddr>) -> Edge {
+        let mut policy = (*self.policy).clone();
+        policy.per_address = PerAddress::new(max, trusted);
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// The per-address connection limit.
+    pub(crate) fn per_address(&self) -> &Arc<PerAddress> {
+        &self.policy.per_address
     }
 
     /// The drain window.

@@ -71,7 +71,8 @@ pub struct RawConfig {
     pub max_connections_per_ip: Option<usize>,
     /// The address of a reverse proxy in front of the hub (repeatable; in the environment,
     /// several separated by spaces): its connections are not limited per address, since it
-    /// carries many clients [default: none].
+    /// carries many clients; a stream through it counts against the client its
+    /// X-Forwarded-For names [default: none].
     #[arg(
         long = "trusted-proxy",
         env = "TIDINGS_TRUSTED_PROXIES",
@@ -112,6 +113,11 @@ pub struct RawConfig {
     /// spread, so clients do not reconnect all at once [default: 10s].
     #[arg(long, env = "TIDINGS_DRAIN_SPREAD", value_name = "DURATION")]
     pub drain_spread: Option<String>,
+    /// How often client-id sessions are saved while the hub runs, in `durable` and `fast`
+    /// mode, so a crash loses at most this much of their progress (0s: saved only at a clean
+    /// shutdown) [default: 5s].
+    #[arg(long, env = "TIDINGS_SESSION_CHECKPOINT", value_name = "DURATION")]
+    pub session_checkpoint: Option<String>,
     /// A `Host` name this hub answers to (repeatable; `*` for any, `*.example.com` for its
     /// subdomains; in the environment, several separated by spaces). Without tokens the hub
     /// answers only loopback names (localhost, *.localhost, 127.0.0.1, [::1]) unless this is
@@ -214,6 +220,8 @@ pub struct Config {
     pub tokens: Vec<StaticToken>,
     /// Window a drain spreads its closes over.
     pub drain_spread: Duration,
+    /// How often sessions are saved while running (`None`: only at a clean shutdown).
+    pub session_checkpoint: Option<Duration>,
     /// JWT verification (`None`: JWTs are not accepted).
     pub jwt: Option<JwtVerifier>,
     /// `/metrics`: its own listener, its token, the topic prefixes broken out.
@@ -386,6 +394,12 @@ impl RawConfig {
             limits,
             tokens,
             drain_spread: duration("drain_spread", self.drain_spread.as_deref(), "10s")?,
+            session_checkpoint: Some(duration(
+                "session_checkpoint",
+                self.session_checkpoint.as_deref(),
+                "5s",
+            )?)
+            .filter(|d| !d.is_zero()),
             jwt,
             metrics,
             credentials,

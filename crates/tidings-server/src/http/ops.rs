@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use subtle::ConstantTimeEq;
 use tidings_proto::ErrorCode;
 
 use super::error::HttpError;
@@ -13,13 +14,9 @@ use super::extract;
 use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 use crate::state::AppState;
 
-/// Equal strings, compared in time that depends on their lengths only.
+/// Equal strings, compared in time that depends on their lengths only (`subtle`).
 fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 /// Whether the caller may read metrics: the admin right, the metrics token, or an open hub

@@ -38,6 +38,7 @@ use super::error::HttpError;
 use super::{client_id, extract};
 use crate::credential::Lease;
 use crate::endpoint::Endpoint;
+use crate::listener::AddressSlot;
 use crate::state::AppState;
 use crate::transport::frame::Shape;
 use crate::transport::{poll, stream, ws};
@@ -297,12 +298,20 @@ pub(crate) fn prepare(
         Duration::from_millis(left_ms)
     });
     let expiry = expires_in.map(|left| Instant::now() + left);
-    // A stream holds a place under its credential's stream limit; a long-poll does not.
-    let lease = |slot| Lease { expiry, slot };
-    let slot = if query.poll && !websocket {
-        None
+    // A stream holds a place under its credential's stream limit, and one under the limit of
+    // the client address a trusted proxy names; a long-poll holds neither.
+    let (mut slot, mut address) = if query.poll && !websocket {
+        (None, None)
     } else {
-        app.credentials.open_stream(&caller)?
+        (
+            app.credentials.open_stream(&caller)?,
+            forwarded_place(app, parts)?,
+        )
+    };
+    let mut lease = || Lease {
+        expiry,
+        slot: slot.take(),
+        address: address.take(),
     };
     let sub = open(app, selector, cursor, client_id)?;
     let sub = Tracked::new(
@@ -314,7 +323,7 @@ pub(crate) fn prepare(
         &app.observers,
     );
     Ok(if websocket {
-        Prepared::WebSocket(sub, endpoint.shape, lease(slot))
+        Prepared::WebSocket(sub, endpoint.shape, lease())
     } else if query.poll {
         let timeout = query
             .timeout
@@ -322,16 +331,38 @@ pub(crate) fn prepare(
         let timeout = expires_in.map_or(timeout, |left| timeout.min(left));
         Prepared::Poll(sub, endpoint.shape, timeout)
     } else if ndjson {
-        Prepared::Stream(sub, stream::Format::Ndjson(endpoint.shape), lease(slot))
+        Prepared::Stream(sub, stream::Format::Ndjson(endpoint.shape), lease())
     } else {
         Prepared::Stream(
             sub,
             stream::Format::Sse {
                 retry: options.retry,
             },
-            lease(slot),
+            lease(),
         )
     })
+}
+
+/// A stream's place under the per-address limit when it came through a trusted proxy, for
+/// the client the proxy names in `X-Forwarded-For`; 503 `too_many_connections` when that
+/// client has its most open (an SSE request is told in-band, by the lean path).
+fn forwarded_place(
+    app: &AppState,
+    parts: &http::request::Parts,
+) -> Result<Option<AddressSlot>, HttpError> {
+    let Some(RemoteAddr(peer)) = parts.extensions.get::<RemoteAddr>().copied() else {
+        return Ok(None);
+    };
+    let peer = peer.ip();
+    app.edge
+        .per_address()
+        .take_forwarded(peer, &parts.headers)
+        .map_err(|()| {
+            HttpError::new(
+                ErrorCode::TooManyConnections,
+                "this client address has the most connections it may open; retry shortly",
+            )
+        })
 }
 
 /// The caller behind a subscribe request, from the first credential it presents:

@@ -207,7 +207,11 @@ pub(crate) async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Lease { expiry, slot } = lease;
+    let Lease {
+        expiry,
+        slot,
+        address,
+    } = lease;
     // A client-id session's place moves only as far as the client's TCP stack acknowledged.
     let mut acks = match (sub.session_place(), conn) {
         (Some(place), Some(conn)) => Some(Acks {
@@ -347,7 +351,7 @@ pub(crate) async fn run<S>(
         } => "protocol_error",
         End::Close { .. } => "closed",
     });
-    drop((sub, slot));
+    drop((sub, slot, address));
     finish(tx, rx, end).await;
 }
 

@@ -109,18 +109,21 @@ impl App {
             }
         };
         let hub = Hub::new(store, config.limits.clone());
+        let mut edge = Edge::new(
+            config.body_timeout,
+            config.max_inflight_body_bytes,
+            config.allowed_hosts.clone(),
+        )
+        .with_cors(config.cors.clone())
+        .with_drain_spread(config.drain_spread);
+        for e in &config.endpoints {
+            edge = edge.reserve_on(e.reserved_names(), e.scope());
+        }
         let state = AppState {
             hub,
             auth: Arc::new(Authorizer::new(config.tokens.clone()).with_jwt(config.jwt.clone())),
             transport: config.transport,
-            edge: Edge::new(
-                config.body_timeout,
-                config.max_inflight_body_bytes,
-                config.allowed_hosts.clone(),
-            )
-            .with_cors(config.cors.clone())
-            .reserve(config.endpoints.iter().flat_map(|e| e.system_names()))
-            .with_drain_spread(config.drain_spread),
+            edge,
             credentials: Credentials::new(
                 config.credentials.clone(),
                 tidings_core::clock::system(),

@@ -44,8 +44,9 @@ pub struct Edge {
 /// What the edge knows about the hub's own events, drains and CORS.
 #[derive(Debug, Clone)]
 pub(crate) struct Policy {
-    /// Event types the hub sends itself, which a publish may not use.
-    pub(crate) reserved_types: Vec<String>,
+    /// Event types the hub sends itself, which a publish may not use, each on the topics
+    /// the endpoints that send it serve (`None`: any topic).
+    pub(crate) reserved_types: Vec<(String, Option<Vec<tidings_proto::Pattern>>)>,
     /// The window a drain spreads its closes over (and the `retry:` a stream refused during
     /// a drain is given, so it lands elsewhere).
     pub(crate) drain_spread: Duration,
@@ -73,7 +74,7 @@ impl Edge {
                 cors: Cors::default(),
                 // `reset` has no other name; the session and reconnect names are the endpoints'
                 // own (`reserve`), so a renamed `resumed` is free for publishers to use.
-                reserved_types: vec!["reset".to_owned()],
+                reserved_types: vec![("reset".to_owned(), None)],
                 drain_spread: Duration::from_secs(10),
             }),
         }
@@ -94,11 +95,25 @@ impl Edge {
 
     /// Also refuses `names` (the endpoints' own session, handshake, keep-alive and synthetic
     /// event names) at publish.
-    pub fn reserve<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Edge {
+    pub fn reserve<'a>(self, names: impl IntoIterator<Item = &'a str>) -> Edge {
+        self.reserve_on(names, None)
+    }
+
+    /// Also refuses `names` at publish on the topics `scope` matches (`None`: every topic):
+    /// an endpoint's own names are reserved only where its streams can carry them.
+    pub fn reserve_on<'a>(
+        mut self,
+        names: impl IntoIterator<Item = &'a str>,
+        scope: Option<Vec<tidings_proto::Pattern>>,
+    ) -> Edge {
         let mut policy = (*self.policy).clone();
         for n in names {
-            if !policy.reserved_types.iter().any(|a| a == n) {
-                policy.reserved_types.push(n.to_owned());
+            let known = policy
+                .reserved_types
+                .iter()
+                .any(|(a, s)| a == n && (s.is_none() || *s == scope));
+            if !known {
+                policy.reserved_types.push((n.to_owned(), scope.clone()));
             }
         }
         self.policy = Arc::new(policy);

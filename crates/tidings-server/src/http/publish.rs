@@ -142,13 +142,12 @@ fn credential(state: &AppState, headers: &HeaderMap) -> Result<Caller, HttpError
 /// endpoint's handshake, …): a publisher must never be able to forge one.
 pub(crate) fn refuse_reserved(state: &AppState, events: &[NewEvent]) -> Result<(), HttpError> {
     for (i, e) in events.iter().enumerate() {
-        if state
-            .edge
-            .policy
-            .reserved_types
-            .iter()
-            .any(|r| r == e.event_type.as_str())
-        {
+        if state.edge.policy.reserved_types.iter().any(|(r, scope)| {
+            r == e.event_type.as_str()
+                && scope
+                    .as_ref()
+                    .is_none_or(|s| s.iter().any(|p| p.matches(&e.topic)))
+        }) {
             return Err(HttpError::new(
                 ErrorCode::ReservedType,
                 format!(

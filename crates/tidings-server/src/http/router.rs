@@ -177,13 +177,9 @@ pub(crate) fn lean_routes<'a>(
 ) -> crate::lean::LeanRoutes {
     let routes = endpoints
         .filter(|e| e.transports.sse || e.transports.ndjson)
-        .map(|e| {
-            let ctx = EndpointState {
-                app: state.clone(),
-                endpoint: Arc::new(e.clone()),
-            };
-            (e.path.clone(), ctx)
-        })
-        .collect();
-    Arc::new(routes)
+        .map(|e| EndpointState {
+            app: state.clone(),
+            endpoint: Arc::new(e.clone()),
+        });
+    Arc::new(crate::lean::Routes::new(routes))
 }

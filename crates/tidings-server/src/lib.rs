@@ -43,6 +43,7 @@ mod state;
 mod transport;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -50,6 +51,8 @@ use tidings_auth::Authorizer;
 use tidings_core::{DynStore, Hub, MemoryStore};
 use tidings_proto::Epoch;
 use tokio::net::TcpListener;
+
+use crate::endpoint::Endpoint;
 
 pub use config::{Config, ConfigError, Durability, RawConfig};
 pub use credential::{CredentialOptions, Credentials};
@@ -144,11 +147,18 @@ impl App {
             .await
             .with_context(|| format!("listen on {listen}"))?;
         let mut endpoints = Vec::new();
+        let mut bound: Vec<SocketAddr> = Vec::new();
         for endpoint in &self.config.endpoints {
             if let Some(addr) = endpoint.listen {
+                // Endpoints on one address share its listener (the camera server's two
+                // routes on 8080); port 0 asks for a fresh port each time.
+                if addr.port() != 0 && bound.contains(&addr) {
+                    continue;
+                }
                 let l = TcpListener::bind(addr).await.with_context(|| {
                     format!("listen on {addr} for endpoint `{}`", endpoint.name)
                 })?;
+                bound.push(addr);
                 endpoints.push((endpoint.name.clone(), l));
             }
         }
@@ -239,9 +249,21 @@ impl App {
                 anyhow::bail!("no endpoint named `{name}` for a bound listener");
             };
             let addr = l.local_addr().context("read an endpoint's address")?;
-            tracing::info!(message = "Endpoint is listening.", endpoint = %name, %addr, path = %endpoint.path);
-            let r = endpoint_router(state.clone(), endpoint);
-            let lean = lean_routes(&state, std::iter::once(endpoint));
+            // This endpoint and every other one configured on the same address.
+            let group: Vec<&Endpoint> = config
+                .endpoints
+                .iter()
+                .filter(|e| {
+                    e.name == name
+                        || (e.listen == endpoint.listen
+                            && endpoint.listen.is_some_and(|a| a.port() != 0))
+                })
+                .collect();
+            for e in &group {
+                tracing::info!(message = "Endpoint is listening.", endpoint = %e.name, %addr, path = %e.path);
+            }
+            let r = endpoint_router(state.clone(), &group);
+            let lean = lean_routes(&state, group.iter().copied());
             servers.push(tokio::spawn(listener::serve(
                 l,
                 r,

@@ -13,6 +13,7 @@ mod edge;
 mod embedded;
 mod envelope;
 mod jwt;
+mod profiles;
 mod publish;
 mod reconnect;
 mod resume;

@@ -14,6 +14,7 @@ mod embedded;
 mod envelope;
 mod jwt;
 mod profiles;
+mod profiles_browser;
 mod publish;
 mod reconnect;
 mod resume;

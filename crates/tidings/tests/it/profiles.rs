@@ -162,7 +162,7 @@ pub(crate) async fn publish_text(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn publish_ok(server: &Server, topic: &str, ty: &str, data: &str) {
+pub(crate) async fn publish_ok(server: &Server, topic: &str, ty: &str, data: &str) {
     let (status, v) = publish_text(server, topic, ty, data, &[]).await;
     assert_eq!(status, 200, "publish {ty} to {topic}: {v}");
 }
@@ -229,7 +229,7 @@ async fn head_of(port: u16, request: &str) -> (u16, Vec<(String, String)>) {
 // ---------------------------------------------------------------- downloads (seed 000)
 
 /// The document's example payloads, in the order a download lives them.
-const DOWNLOADS: [(&str, &str, &str); 10] = [
+pub(crate) const DOWNLOADS: [(&str, &str, &str); 10] = [
     (
         "downloads/abc-123",
         "queued",
@@ -381,7 +381,7 @@ async fn downloads_profile_serves_the_documents_client() {
 
 /// One of each of the document's nine event names, for camera SN42 (payloads in the
 /// document's shapes).
-const CAMERA: [(&str, &str); 9] = [
+pub(crate) const CAMERA: [(&str, &str); 9] = [
     (
         "connected",
         r#"{"cameraId":"SN42","model":"ILCE-7M4","connection":"usb"}"#,
@@ -515,7 +515,7 @@ async fn camera_profile_serves_the_documents_client() {
 
 // ---------------------------------------------------------------- tasks (seed 003)
 
-const TASKS: [(&str, &str, &str); 3] = [
+pub(crate) const TASKS: [(&str, &str, &str); 3] = [
     (
         "tasks/queue",
         "queue-update",
@@ -618,7 +618,7 @@ pub(crate) fn files_jwt() -> String {
         .to_owned()
 }
 
-fn change(ty: &str, from: &str, to: &str) -> String {
+pub(crate) fn change(ty: &str, from: &str, to: &str) -> String {
     format!(r#"[{{"type":"{ty}","from":"{from}","to":"{to}"}}]"#)
 }
 
@@ -699,7 +699,10 @@ async fn conform_files(server: &mut Server) {
         "{printed:#?}"
     );
     let before = keepalive.await.expect("keep-alive task");
-    assert!(!before.contains(": keepalive"), "an event, not a comment: {before}");
+    assert!(
+        !before.contains(": keepalive"),
+        "an event, not a comment: {before}"
+    );
 
     // The hub restarts cleanly: the client is told `reconnect-required`, its loop reconnects
     // (immediately, then every 5 s while the hub is down). A change published after the

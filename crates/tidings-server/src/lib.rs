@@ -118,7 +118,8 @@ impl App {
             config.allowed_hosts.clone(),
         )
         .with_cors(config.cors.clone())
-        .with_drain_spread(config.drain_spread);
+        .with_drain_spread(config.drain_spread)
+        .with_default_topic(config.default_topic.clone());
         for e in &config.endpoints {
             edge = edge.reserve_on(e.reserved_names(), e.scope());
         }

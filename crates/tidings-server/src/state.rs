@@ -52,6 +52,8 @@ pub(crate) struct Policy {
     pub(crate) drain_spread: Duration,
     /// CORS of the main listener's own routes (`/publish`, `/tickets`).
     pub(crate) cors: Cors,
+    /// The topic of a published event that names none (`None`: `topic` is required).
+    pub(crate) default_topic: Option<tidings_proto::Topic>,
 }
 
 /// The event names every endpoint's streams may carry from the hub itself.
@@ -76,6 +78,7 @@ impl Edge {
                 // own (`reserve`), so a renamed `resumed` is free for publishers to use.
                 reserved_types: vec![("reset".to_owned(), None)],
                 drain_spread: Duration::from_secs(10),
+                default_topic: None,
             }),
         }
     }
@@ -124,6 +127,14 @@ impl Edge {
     pub fn with_drain_spread(mut self, spread: Duration) -> Edge {
         let mut policy = (*self.policy).clone();
         policy.drain_spread = spread;
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// Events published without a topic go to `topic` (`None`: a topic is required).
+    pub fn with_default_topic(mut self, topic: Option<tidings_proto::Topic>) -> Edge {
+        let mut policy = (*self.policy).clone();
+        policy.default_topic = topic;
         self.policy = Arc::new(policy);
         self
     }

@@ -144,11 +144,16 @@ pub(crate) async fn publish_text(
     data: &str,
     headers: &[(&str, &str)],
 ) -> (u16, Value) {
-    let body = format!(
-        "{{\"topic\":{},\"type\":{},\"data\":{data}}}",
-        json!(topic),
-        json!(ty)
-    );
+    // No topic at all when `topic` is empty: the profile's default topic takes it.
+    let body = if topic.is_empty() {
+        format!("{{\"type\":{},\"data\":{data}}}", json!(ty))
+    } else {
+        format!(
+            "{{\"topic\":{},\"type\":{},\"data\":{data}}}",
+            json!(topic),
+            json!(ty)
+        )
+    };
     let mut req = reqwest::Client::new()
         .post(server.url("/publish"))
         .header("content-type", "application/json")
@@ -228,7 +233,8 @@ async fn head_of(port: u16, request: &str) -> (u16, Vec<(String, String)>) {
 
 // ---------------------------------------------------------------- downloads (seed 000)
 
-/// The document's example payloads, in the order a download lives them.
+/// The document's example payloads, in the order a download lives them. `request` and
+/// `system` are published as the document's publisher would: a type and data, no topic.
 pub(crate) const DOWNLOADS: [(&str, &str, &str); 10] = [
     (
         "downloads/abc-123",
@@ -271,15 +277,11 @@ pub(crate) const DOWNLOADS: [(&str, &str, &str); 10] = [
         r#"{"DownloadID":"abc-123","Filename":"file.zip"}"#,
     ),
     (
-        "downloads",
+        "",
         "request",
         r#"{"ID":"req-123","URL":"https://example.com/file.zip","Filename":"file.zip","Path":"/downloads","Mirrors":[],"Headers":{}}"#,
     ),
-    (
-        "downloads",
-        "system",
-        r#"{"Message":"Server started on port 1700"}"#,
-    ),
+    ("", "system", r#"{"Message":"Server started on port 1700"}"#),
 ];
 
 async fn conform_downloads(server: &Server) {

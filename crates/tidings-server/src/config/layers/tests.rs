@@ -35,6 +35,7 @@ fn sample(value_name: &str, layer: usize) -> String {
         "IP" => format!("10.0.0.{layer}"),
         "HEADER" => format!("x-csrf-layer-{layer}"),
         "NAME" => format!("layer-{layer}-event"),
+        "TOPIC" => format!("layer-{layer}/topic"),
         other => panic!("no sample value for value name {other}: add one to `sample`"),
     }
 }
@@ -164,6 +165,11 @@ fn the_shipped_example_names_every_setting() {
         let key = file_key(arg);
         if key == "auth.tokens" || key == "auth.jwt_hs256_secret" {
             continue; // no secret is the default; the example shows them commented out
+        }
+        if key == "default_topic" {
+            // Unset by default (a publish names its topic); shown commented out.
+            assert!(text.contains("# default_topic = "), "{key}");
+            continue;
         }
         if key == "auth.cookie_publish_header" {
             // Unset by default (a cookie alone never publishes); the example shows it

@@ -131,7 +131,7 @@ impl Node {
     }
 
     async fn stop(mut self) {
-        let _ = self.child.kill().await;
+        crate::support::ignore(self.child.kill().await);
     }
 }
 

@@ -208,5 +208,5 @@ async fn chromium_runs_each_documents_client_against_all_toml() {
         tasks.contains(&json!(["Queue status:", queue])),
         "{tasks:?}"
     );
-    let _ = node.kill().await;
+    crate::support::ignore(node.kill().await);
 }

@@ -363,6 +363,8 @@ pub struct Endpoint {
     pub publishable: Vec<String>,
     /// Shape of JSON frames (WebSocket, NDJSON, long-poll).
     pub shape: Shape,
+    /// SSE `data:` is each event's envelope frame instead of its payload untouched.
+    pub sse_envelope: bool,
     /// A query parameter that may carry the credential (e.g. `token`), for clients that
     /// cannot set headers. Its value is never logged.
     pub query_token: Option<String>,
@@ -458,6 +460,7 @@ impl Endpoint {
             credentials: Sources::ALL,
             publishable: Vec::new(),
             shape: Shape::Event,
+            sse_envelope: false,
             query_token: None,
             origins,
             transports: Transports::ALL,

@@ -41,6 +41,10 @@ pub struct RawEndpoint {
     /// `event` or `envelope` [default: event].
     #[serde(default)]
     pub shape: Option<String>,
+    /// SSE `data:`: `payload` (the event's data untouched) or `envelope`
+    /// (`{"success":true,"id":…,"data":{"type":…,…}}`) [default: payload].
+    #[serde(default)]
+    pub sse_data: Option<String>,
     /// Query parameter that may carry the token.
     #[serde(default)]
     pub query_token: Option<String>,
@@ -261,6 +265,16 @@ fn endpoint(
             ));
         }
     };
+    let sse_envelope = match raw.sse_data.as_deref().unwrap_or("payload") {
+        "payload" => false,
+        "envelope" => true,
+        other => {
+            return Err(bad(
+                &format!("{setting}.sse_data"),
+                format!("`{other}` is not payload or envelope"),
+            ));
+        }
+    };
     let transports = match raw.transports {
         None => Transports::ALL,
         Some(list) => transports(setting, &list)?,
@@ -353,6 +367,7 @@ fn endpoint(
         topics,
         topic_templates,
         selector_param,
+        sse_envelope,
         credentials,
         publishable: Vec::new(),
         shape,

@@ -354,6 +354,7 @@ pub(crate) fn prepare(
             sub,
             stream::Format::Sse {
                 retry: options.retry,
+                envelope: endpoint.sse_envelope,
             },
             lease(slot),
             endpoint,

@@ -528,6 +528,52 @@ mod tests {
     }
 
     #[test]
+    fn path_templates_capture_safe_segments_only() {
+        let t = PathTemplate::parse("/api/cameras/{id}/events").unwrap();
+        assert_eq!(t.params().collect::<Vec<_>>(), ["id"]);
+        let ok = |p: &str| t.captures(p).map(|r| r.map(|v| v[0].1.clone()));
+        assert_eq!(ok("/api/cameras/SN42/events"), Some(Ok("SN42".into())));
+        assert_eq!(
+            ok("/api/cameras/a-b_c.d~e:f@g+h/events"),
+            Some(Ok("a-b_c.d~e:f@g+h".into()))
+        );
+        for bad in ["a*b", "..", ".", "a%2Fb", "${x}", "{id}", ""] {
+            assert_eq!(
+                ok(&format!("/api/cameras/{bad}/events")),
+                Some(Err("id".into())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            ok(&format!("/api/cameras/{}/events", "x".repeat(129))),
+            Some(Err("id".into()))
+        );
+        for other in [
+            "/api/cameras/events",
+            "/api/cameras/x/events/more",
+            "/api/events",
+            "api/cameras/x/events",
+        ] {
+            assert_eq!(ok(other), None, "{other}");
+        }
+        assert!(!PathTemplate::parse("/events").unwrap().has_params());
+        for bad in [
+            "/c/{a}/{a}",
+            "/c/x{a}",
+            "/c/{}",
+            "/c/{a-b}",
+            "events",
+            "/c/*",
+        ] {
+            assert!(PathTemplate::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            fill_params("camera/{id}", &[("id".into(), "SN42".into())]),
+            "camera/SN42"
+        );
+    }
+
+    #[test]
     fn origin_policies() {
         let same = Origins::SameOrigin;
         assert!(same.allows(None, Some("hub:1700")));

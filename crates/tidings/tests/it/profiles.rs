@@ -434,6 +434,12 @@ async fn conform_camera(server: &mut Server) {
         String::new(),
         b"\n: keepalive\n\n",
     ));
+    let (status, v) = publish_text(server, "camera/SN42", "reconnect-required", "{}", &[]).await;
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (422, &json!("reserved_type")),
+        "{v}"
+    );
     let mut node = Node::start("camera.cjs", &[]);
     node.opens(3).await;
     for (ty, data) in CAMERA {
@@ -633,6 +639,13 @@ async fn conform_files(server: &mut Server) {
         format!("Authorization: Bearer {jwt}\r\n"),
         b"\nevent: keep-alive\ndata: {}\n\n",
     ));
+    // The hub's own names stay reserved where this endpoint's streams carry them.
+    let (status, v) = publish_text(server, "cloudreve://my/x", "resumed", "{}", &[]).await;
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (422, &json!("reserved_type")),
+        "{v}"
+    );
     let mut node = Node::start("files.cjs", &[&jwt]);
     node.until("the subscription", |s| {
         s.iter().any(|v| v["log"][0] == "Subscription established")

@@ -578,6 +578,16 @@ impl Hub {
     /// Saves the sessions (where the store keeps them) and makes all history durable (call
     /// after `shutdown` and after connections closed, before exit).
     pub async fn flush(&self) -> Result<(), StoreError> {
+        self.save_sessions().await?;
+        self.shared.store.flush().await
+    }
+
+    /// Saves every live session with its place now, where the store keeps them (nothing if
+    /// it keeps none). Called at shutdown by `flush`, and periodically by a server so that a
+    /// crash loses only the progress since the last save: a session restored from an older
+    /// save resumes from its older place (events after it come again; none are lost). The
+    /// table is copied under the lock and written outside it.
+    pub async fn save_sessions(&self) -> Result<(), StoreError> {
         if let Some(saved) = self.shared.store.sessions() {
             let snapshot = {
                 let now = self.shared.clock.now_ms();
@@ -585,7 +595,7 @@ impl Hub {
             };
             saved.save_sessions(snapshot).await?;
         }
-        self.shared.store.flush().await
+        Ok(())
     }
 
     /// Current counters.

@@ -278,6 +278,9 @@ async fn open(
     let shed = match &prepared {
         Err(e) if e.0.error.code == ErrorCode::ShuttingDown => Some(Refusal::ShuttingDown),
         Err(e) if e.0.error.code == ErrorCode::TooManyStreams => Some(Refusal::TooManyStreams),
+        Err(e) if e.0.error.code == ErrorCode::TooManyConnections => {
+            Some(Refusal::TooManyFromAddress)
+        }
         _ => None,
     }
     .filter(|_| !subscribe::wants_ndjson_stream(&parts));

@@ -119,7 +119,11 @@ impl App {
         )
         .with_cors(config.cors.clone())
         .with_drain_spread(config.drain_spread)
-        .with_default_topic(config.default_topic.clone());
+        .with_default_topic(config.default_topic.clone())
+        .with_address_limit(
+            config.max_connections_per_ip,
+            config.trusted_proxies.clone(),
+        );
         for e in &config.endpoints {
             edge = edge.reserve_on(e.reserved_names(), e.scope());
         }
@@ -208,10 +212,7 @@ impl App {
                 None
             }
         };
-        let per_address = listener::PerAddress::new(
-            config.max_connections_per_ip,
-            config.trusted_proxies.clone(),
-        );
+        let per_address = state.edge.per_address().clone();
         let limit = listener::ConnectionLimit::fit(config.max_connections, nofile, per_address);
         if limit.max < config.max_connections {
             tracing::warn!(
@@ -274,7 +275,14 @@ impl App {
                 stopped(),
             )));
         }
+        let checkpoints = config
+            .session_checkpoint
+            .map(|every| tokio::spawn(checkpoint_sessions(hub.clone(), every)));
         shutdown.await;
+        if let Some(task) = checkpoints {
+            // The final save (in `flush`) is the one that counts from here on.
+            task.abort();
+        }
         tracing::info!(
             message = "Shutting down: telling streams to reconnect, spread over the drain window.",
             spread_ms = u64::try_from(config.drain_spread.as_millis()).unwrap_or(u64::MAX),
@@ -294,6 +302,21 @@ impl App {
             }
         }
         state_flush(&hub).await
+    }
+}
+
+/// Saves the sessions every `every` while the hub runs (a store without a session table makes
+/// each save a no-op), so a crash loses at most that much of their progress. A failed save is
+/// logged and retried at the next tick.
+async fn checkpoint_sessions(hub: Hub, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = hub.save_sessions().await {
+            tracing::warn!(message = "Saving the sessions failed; retrying at the next checkpoint.", error = %e);
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! `AppState`: what every handler needs, cloned per request (all fields are cheap handles).
 
+use crate::listener::PerAddress;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +55,9 @@ pub(crate) struct Policy {
     pub(crate) cors: Cors,
     /// The topic of a published event that names none (`None`: `topic` is required).
     pub(crate) default_topic: Option<tidings_proto::Topic>,
+    /// Connections per client address: taken at accept by the listener, and by a stream that
+    /// arrives through a trusted proxy for the client it names.
+    pub(crate) per_address: Arc<PerAddress>,
 }
 
 /// The event names every endpoint's streams may carry from the hub itself.
@@ -79,6 +83,7 @@ impl Edge {
                 reserved_types: vec![("reset".to_owned(), None)],
                 drain_spread: Duration::from_secs(10),
                 default_topic: None,
+                per_address: PerAddress::new(0, Vec::new()),
             }),
         }
     }
@@ -137,6 +142,20 @@ impl Edge {
         policy.default_topic = topic;
         self.policy = Arc::new(policy);
         self
+    }
+
+    /// At most `max` connections per client address (0: no limit); `trusted` proxies are not
+    /// limited themselves, and name their clients in `X-Forwarded-For`.
+    pub fn with_address_limit(mut self, max: usize, trusted: Vec<std::net::IpAddr>) -> Edge {
+        let mut policy = (*self.policy).clone();
+        policy.per_address = PerAddress::new(max, trusted);
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// The per-address connection limit.
+    pub(crate) fn per_address(&self) -> &Arc<PerAddress> {
+        &self.policy.per_address
     }
 
     /// The drain window.

@@ -63,7 +63,8 @@ pub struct RawConfig {
     pub max_connections_per_ip: Option<usize>,
     /// The address of a reverse proxy in front of the hub (repeatable; in the environment,
     /// several separated by spaces): its connections are not limited per address, since it
-    /// carries many clients [default: none].
+    /// carries many clients; a stream through it counts against the client its
+    /// X-Forwarded-For names [default: none].
     #[arg(
         long = "trusted-proxy",
         env = "TIDINGS_TRUSTED_PROXIES",
@@ -108,6 +109,11 @@ pub struct RawConfig {
     /// spread, so clients do not reconnect all at once [default: 10s].
     #[arg(long, env = "TIDINGS_DRAIN_SPREAD", value_name = "DURATION")]
     pub drain_spread: Option<String>,
+    /// How often client-id sessions are saved while the hub runs, in `durable` and `fast`
+    /// mode, so a crash loses at most this much of their progress (0s: saved only at a clean
+    /// shutdown) [default: 5s].
+    #[arg(long, env = "TIDINGS_SESSION_CHECKPOINT", value_name = "DURATION")]
+    pub session_checkpoint: Option<String>,
     /// A `Host` name this hub answers to (repeatable; `*` for any, `*.example.com` for its
     /// subdomains; in the environment, several separated by spaces). Without tokens the hub
     /// answers only loopback names (localhost, *.localhost, 127.0.0.1, [::1]) unless this is
@@ -207,6 +213,8 @@ pub struct Config {
     pub drain_spread: Duration,
     /// The topic of a published event that names none.
     pub default_topic: Option<tidings_proto::Topic>,
+    /// How often sessions are saved while running (`None`: only at a clean shutdown).
+    pub session_checkpoint: Option<Duration>,
     /// JWT verification (`None`: JWTs are not accepted).
     pub jwt: Option<JwtVerifier>,
     /// Where credentials come from (ticket TTL, cookie).
@@ -362,6 +370,12 @@ impl RawConfig {
                         .map_err(|e| bad("default_topic", format!("`{t}` {e}")))
                 })
                 .transpose()?,
+            session_checkpoint: Some(duration(
+                "session_checkpoint",
+                self.session_checkpoint.as_deref(),
+                "5s",
+            )?)
+            .filter(|d| !d.is_zero()),
             jwt,
             credentials,
         })

@@ -36,6 +36,7 @@ use super::error::HttpError;
 use super::{client_id, extract};
 use crate::credential::Lease;
 use crate::endpoint::Endpoint;
+use crate::listener::{AddressSlot, Peer};
 use crate::state::AppState;
 use crate::transport::frame::Shape;
 use crate::transport::{poll, stream, ws};
@@ -329,17 +330,25 @@ pub(crate) fn prepare(
         Duration::from_millis(left_ms)
     });
     let expiry = expires_in.map(|left| Instant::now() + left);
-    // A stream holds a place under its credential's stream limit; a long-poll does not.
-    let lease = |slot| Lease { expiry, slot };
-    let slot = if query.poll && !websocket {
-        None
+    // A stream holds a place under its credential's stream limit, and one under the limit of
+    // the client address a trusted proxy names; a long-poll holds neither.
+    let (mut slot, mut address) = if query.poll && !websocket {
+        (None, None)
     } else {
-        app.credentials.open_stream(&caller)?
+        (
+            app.credentials.open_stream(&caller)?,
+            forwarded_place(app, parts)?,
+        )
+    };
+    let mut lease = || Lease {
+        expiry,
+        slot: slot.take(),
+        address: address.take(),
     };
     let sub = open(app, selector, cursor, client_id)?;
     let endpoint = with_params(endpoint, &params);
     Ok(if websocket {
-        Prepared::WebSocket(sub, endpoint.shape, lease(slot), endpoint)
+        Prepared::WebSocket(sub, endpoint.shape, lease(), endpoint)
     } else if query.poll {
         let timeout = query
             .timeout
@@ -348,7 +357,7 @@ pub(crate) fn prepare(
         Prepared::Poll(sub, endpoint.shape, timeout)
     } else if ndjson {
         let shape = endpoint.shape;
-        Prepared::Stream(sub, stream::Format::Ndjson(shape), lease(slot), endpoint)
+        Prepared::Stream(sub, stream::Format::Ndjson(shape), lease(), endpoint)
     } else {
         Prepared::Stream(
             sub,
@@ -356,7 +365,7 @@ pub(crate) fn prepare(
                 retry: options.retry,
                 envelope: endpoint.sse_envelope,
             },
-            lease(slot),
+            lease(),
             endpoint,
         )
     })
@@ -403,6 +412,27 @@ fn with_params(endpoint: &Arc<Endpoint>, params: &[(String, String)]) -> Arc<End
     copy.handshake = fill(&endpoint.handshake);
     copy.disconnect = fill(&endpoint.disconnect);
     Arc::new(copy)
+}
+
+/// A stream's place under the per-address limit when it came through a trusted proxy, for
+/// the client the proxy names in `X-Forwarded-For`; 503 `too_many_connections` when that
+/// client has its most open (an SSE request is told in-band, by the lean path).
+fn forwarded_place(
+    app: &AppState,
+    parts: &http::request::Parts,
+) -> Result<Option<AddressSlot>, HttpError> {
+    let Some(Peer(peer)) = parts.extensions.get::<Peer>().copied() else {
+        return Ok(None);
+    };
+    app.edge
+        .per_address()
+        .take_forwarded(peer, &parts.headers)
+        .map_err(|()| {
+            HttpError::new(
+                ErrorCode::TooManyConnections,
+                "this client address has the most connections it may open; retry shortly",
+            )
+        })
 }
 
 /// The caller behind a subscribe request, from the first credential it presents among the

@@ -183,6 +183,9 @@ struct State {
     expiry: Option<Pin<Box<Sleep>>>,
     /// The stream's place under its credential's stream limit.
     _slot: Option<StreamSlot>,
+    /// Its place under the limit of the client address a trusted proxy named (boxed: most
+    /// streams have none).
+    _address: Option<Box<crate::listener::AddressSlot>>,
     done: bool,
 }
 
@@ -296,6 +299,7 @@ pub(crate) fn pieces(
             .expiry
             .map(|at| Box::pin(tokio::time::sleep_until(at))),
         _slot: lease.slot,
+        _address: lease.address.map(Box::new),
         done: false,
     };
     futures_util::stream::unfold(state, |mut st| async move {
@@ -515,6 +519,7 @@ mod tests {
             Lease {
                 expiry: Some(start + Duration::from_secs(2)),
                 slot: None,
+                address: None,
             },
         );
         tokio::pin!(body);

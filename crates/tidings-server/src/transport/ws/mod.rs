@@ -206,7 +206,11 @@ pub(crate) async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Lease { expiry, slot } = lease;
+    let Lease {
+        expiry,
+        slot,
+        address,
+    } = lease;
     // A client-id session's place moves only as far as the client's TCP stack acknowledged.
     let mut acks = match (sub.session_place(), conn) {
         (Some(place), Some(conn)) => Some(Acks {
@@ -333,7 +337,7 @@ pub(crate) async fn run<S>(
     if let Some(acks) = acks.as_mut() {
         acks.check();
     }
-    drop((sub, slot));
+    drop((sub, slot, address));
     finish(tx, rx, end).await;
 }
 

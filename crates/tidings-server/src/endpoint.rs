@@ -365,6 +365,9 @@ pub struct Endpoint {
     pub shape: Shape,
     /// SSE `data:` is each event's envelope frame instead of its payload untouched.
     pub sse_envelope: bool,
+    /// SSE answers say `Connection: keep-alive` (the download manager's document lists it)
+    /// instead of `connection: close`; the stream's end is still the connection's.
+    pub keep_alive_header: bool,
     /// A query parameter that may carry the credential (e.g. `token`), for clients that
     /// cannot set headers. Its value is never logged.
     pub query_token: Option<String>,
@@ -461,6 +464,7 @@ impl Endpoint {
             publishable: Vec::new(),
             shape: Shape::Event,
             sse_envelope: false,
+            keep_alive_header: false,
             query_token: None,
             origins,
             transports: Transports::ALL,

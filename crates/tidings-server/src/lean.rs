@@ -318,7 +318,10 @@ async fn open(
         }
     };
     head::stream(&mut headers, format.content_type());
-    if matches!(format, stream::Format::Sse { .. }) && version == Version::HTTP_11 {
+    if endpoint.keep_alive_header
+        && matches!(format, stream::Format::Sse { .. })
+        && version == Version::HTTP_11
+    {
         // As the download manager's document lists it. The connection still ends with the
         // stream: the last chunk says where the body ends, so no client misreads it.
         headers.insert(

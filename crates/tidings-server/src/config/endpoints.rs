@@ -45,6 +45,10 @@ pub struct RawEndpoint {
     /// (`{"success":true,"id":…,"data":{"type":…,…}}`) [default: payload].
     #[serde(default)]
     pub sse_data: Option<String>,
+    /// SSE answers say `Connection: keep-alive` instead of `connection: close`
+    /// [default: false].
+    #[serde(default)]
+    pub keep_alive_header: Option<bool>,
     /// Query parameter that may carry the token.
     #[serde(default)]
     pub query_token: Option<String>,
@@ -368,6 +372,7 @@ fn endpoint(
         topic_templates,
         selector_param,
         sse_envelope,
+        keep_alive_header: raw.keep_alive_header.unwrap_or(false),
         credentials,
         publishable: Vec::new(),
         shape,

@@ -136,8 +136,9 @@ pub(crate) enum Framing {
 /// The bytes of a response head for the lean path. An HTTP/1.0 client is answered in
 /// HTTP/1.0 and never gets chunked framing (it could not decode it); every answer says
 /// `connection: close`, because the lean path closes after it, except an SSE stream whose
-/// `headers` say `connection: keep-alive` (as the download manager's document lists): its
-/// chunked body ends where it says, and the server then closes.
+/// `headers` say `connection: keep-alive` (an endpoint with `keep_alive_header`, as the
+/// download manager's document lists): its chunked body ends where it says, and the server
+/// then closes.
 pub(crate) fn encode(
     status: StatusCode,
     version: Version,

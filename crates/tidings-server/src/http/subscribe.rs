@@ -197,10 +197,12 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
         }
         Prepared::Stream(sub, format, lease, endpoint) => {
             let keepalive = endpoint.keepalive_every(options.keepalive);
+            let keep_alive_header = endpoint.keep_alive_header;
             let body = stream::body(sub, format, keepalive, endpoint, lease);
             let mut response = Response::new(Body::from_stream(body));
             super::head::stream(response.headers_mut(), format.content_type());
-            if matches!(format, stream::Format::Sse { .. }) && parts_keep_alive {
+            if keep_alive_header && matches!(format, stream::Format::Sse { .. }) && parts_keep_alive
+            {
                 response.headers_mut().insert(
                     http::header::CONNECTION,
                     HeaderValue::from_static("keep-alive"),

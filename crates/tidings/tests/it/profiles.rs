@@ -327,6 +327,7 @@ async fn conform_downloads(server: &Server) {
                 .any(|v| v["log"][0] == "Download complete: file.zip")
             && s.iter()
                 .any(|v| v["error"][0] == "Download error: connection timeout")
+            && s.iter().any(|v| v["error"][0] == "SSE connection error:")
     })
     .await;
     // Every type, in order, with the document's payload byte for byte.

@@ -37,9 +37,11 @@ mod http;
 mod io;
 mod lean;
 mod listener;
+mod metrics;
 mod rate;
 mod refusal;
 mod state;
+mod tracked;
 mod transport;
 
 use std::future::Future;
@@ -58,8 +60,10 @@ pub use config::{Config, ConfigError, Durability, RawConfig};
 pub use credential::{CredentialOptions, Credentials};
 pub use embed::{EmbedError, Embedded, Outgoing};
 use http::router::lean_routes;
-pub use http::router::{endpoint_router, router};
+pub use http::router::{endpoint_router, metrics_router, router};
+pub use metrics::Metrics;
 pub use state::{AppState, Edge, SYSTEM_TYPES};
+pub use tracked::Observers;
 pub use transport::frame::Shape;
 pub use transport::ws::{
     CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_INVALID_DATA, CLOSE_PING_TIMEOUT, CLOSE_PROTOCOL,
@@ -73,6 +77,8 @@ pub struct Listeners {
     pub main: TcpListener,
     /// `(endpoint name, listener)` for endpoints with their own port.
     pub endpoints: Vec<(String, TcpListener)>,
+    /// The listener serving only `/metrics` (`metrics.listen`), if configured.
+    pub metrics: Option<TcpListener>,
 }
 
 /// A built server, ready to run.
@@ -111,7 +117,10 @@ impl App {
                 Arc::new(store)
             }
         };
+        let metrics = Metrics::new(&config.metrics.topic_prefixes);
+        let store = metrics::TimedStore::wrap(store, metrics.commit_latency.clone());
         let hub = Hub::new(store, config.limits.clone());
+        let metrics = metrics.with_hub(&hub);
         let mut edge = Edge::new(
             config.body_timeout,
             config.max_inflight_body_bytes,
@@ -132,6 +141,9 @@ impl App {
             auth: Arc::new(Authorizer::new(config.tokens.clone()).with_jwt(config.jwt.clone())),
             transport: config.transport,
             edge,
+            observers: Arc::new(
+                Observers::new(metrics).with_metrics_token(config.metrics.token.clone()),
+            ),
             credentials: Credentials::new(
                 config.credentials.clone(),
                 tidings_core::clock::system(),
@@ -167,7 +179,19 @@ impl App {
                 endpoints.push((endpoint.name.clone(), l));
             }
         }
-        Ok(Listeners { main, endpoints })
+        let metrics = match self.config.metrics.listen {
+            None => None,
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listen on {addr} for metrics"))?,
+            ),
+        };
+        Ok(Listeners {
+            main,
+            endpoints,
+            metrics,
+        })
     }
 
     /// Serves `listeners` until `shutdown` resolves; then refuses new work, closes every
@@ -270,6 +294,18 @@ impl App {
                 l,
                 r,
                 lean,
+                options,
+                limit.clone(),
+                stopped(),
+            )));
+        }
+        if let Some(l) = listeners.metrics {
+            let addr = l.local_addr().context("read the metrics address")?;
+            tracing::info!(message = "Metrics are listening.", %addr, path = "/metrics");
+            servers.push(tokio::spawn(listener::serve(
+                l,
+                metrics_router(state.clone()),
+                Arc::new(Default::default()),
                 options,
                 limit.clone(),
                 stopped(),

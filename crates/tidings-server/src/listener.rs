@@ -26,6 +26,7 @@ use crate::ack::{ConnSocket, Counted};
 use crate::io::{Linger, Rewind, WriteTimeout};
 use crate::lean::{self, Head, LeanRoutes};
 use crate::refusal::{self, Refusal};
+use crate::tracked::RemoteAddr;
 
 /// Connection handling settings.
 #[derive(Debug, Clone, Copy)]
@@ -147,11 +148,6 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .ok()
         .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
-
-/// The peer address of the socket a request arrived on (a request extension both connection
-/// paths set), for the per-address limit behind trusted proxies.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer(pub(crate) IpAddr);
 
 /// An IPv4 client seen through an IPv6 socket counts as its IPv4 address.
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -366,7 +362,7 @@ impl Connection {
         } = self;
         // The head reader and hyper's connection are boxed: a task's future is as large as
         // its largest state, and every long-lived lean stream would pay for them.
-        let peer = stream.peer_addr().ok().map(|a| Peer(a.ip()));
+        let peer = stream.peer_addr().ok().map(RemoteAddr);
         let head = Box::pin(lean::read_head(&mut stream, &lean, options.header_timeout)).await;
         let prefix = match head {
             Head::Gone => return,
@@ -381,18 +377,19 @@ impl Connection {
             }
             Head::Other(prefix) => prefix,
         };
-        // An upgrade request learns its socket and how many bytes were written to it, so a
+        // Every request learns its peer's address (for the connection table and logs); an
+        // upgrade request also learns its socket and how many bytes were written to it, so a
         // WebSocket can confirm its session's place from what the client acknowledged.
         let written = Arc::new(AtomicU64::new(0));
         let socket = ConnSocket::new(stream.as_raw_fd(), Arc::clone(&written));
         let app = tower::ServiceExt::map_request(
             app,
             move |mut request: http::Request<hyper::body::Incoming>| {
-                if request.headers().contains_key(http::header::UPGRADE) {
-                    request.extensions_mut().insert(socket.clone());
-                }
                 if let Some(peer) = peer {
                     request.extensions_mut().insert(peer);
+                }
+                if request.headers().contains_key(http::header::UPGRADE) {
+                    request.extensions_mut().insert(socket.clone());
                 }
                 request
             },

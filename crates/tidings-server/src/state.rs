@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 
 use crate::credential::Credentials;
 use crate::endpoint::{Cors, TransportOptions};
+use crate::tracked::Observers;
 
 /// Shared state of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub struct AppState {
     pub transport: TransportOptions,
     /// What the HTTP edge enforces before a request reaches a handler's logic.
     pub edge: Edge,
+    /// Metrics and the table of open subscribe connections.
+    pub observers: Arc<Observers>,
     /// Where credentials come from, and the connect tickets.
     pub credentials: Credentials,
 }
@@ -161,6 +164,34 @@ impl Edge {
     /// The drain window.
     pub fn drain_spread(&self) -> Duration {
         self.policy.drain_spread
+    }
+}
+
+impl AppState {
+    /// The grant of a bearer credential; see `identify`.
+    pub(crate) fn authenticate(
+        &self,
+        bearer: Option<&str>,
+    ) -> Result<Arc<tidings_auth::Grant>, tidings_auth::AuthError> {
+        self.identify(bearer).map(|caller| caller.grant)
+    }
+
+    /// The caller a bearer credential authenticates; a refusal is counted in
+    /// `tidings_auth_failures_total` by its reason.
+    pub(crate) fn identify(
+        &self,
+        bearer: Option<&str>,
+    ) -> Result<tidings_auth::Caller, tidings_auth::AuthError> {
+        self.auth.identify(bearer).inspect_err(|e| {
+            use tidings_auth::{AuthError, JwtError};
+            self.observers.metrics.auth_failed(match e {
+                AuthError::Missing => "missing",
+                AuthError::Invalid => "invalid",
+                AuthError::Jwt(JwtError::Expired | JwtError::NotYetValid) => "jwt_expired",
+                AuthError::Jwt(JwtError::BadSignature) => "jwt_bad_signature",
+                AuthError::Jwt(_) => "jwt_invalid",
+            })
+        })
     }
 }
 

@@ -4,9 +4,11 @@
 //! port is bound. Each subsystem's settings live in their own module.
 
 mod auth;
+mod check;
 mod endpoints;
 mod layers;
 mod limits;
+mod metrics;
 mod store;
 mod transport;
 mod units;
@@ -22,9 +24,11 @@ use tidings_core::{Limits, Retention};
 use tidings_proto::Pattern;
 
 pub use auth::{RawAuth, RawToken, RawTokenTable};
+pub use check::{REDACTED, check};
 pub use endpoints::RawEndpoint;
 pub use layers::{ServeArgs, layered, load, without_env};
 pub use limits::RawLimits;
+pub use metrics::{MAX_TOPIC_PREFIXES, MetricsConfig, RawMetrics};
 pub use store::{Durability, RawRetention, RawStore};
 pub use transport::{RawPoll, RawSse, RawWebSocket};
 pub use units::{duration, size};
@@ -46,6 +50,10 @@ pub struct RawConfig {
     /// Log filter, e.g. `info` or `tidings=debug` [default: info].
     #[arg(long, env = "TIDINGS_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// Log line format: `pretty` (text for people) or `json` (one object per line, for log
+    /// shippers) [default: pretty].
+    #[arg(long, env = "TIDINGS_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// Grace period for draining connections at shutdown [default: 10s].
     #[arg(long, env = "TIDINGS_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
@@ -159,6 +167,9 @@ pub struct RawConfig {
     #[command(flatten)]
     #[serde(default)]
     pub auth: RawAuth,
+    #[command(flatten)]
+    #[serde(default)]
+    pub metrics: RawMetrics,
     /// `[[endpoints]]`: extra subscribe routes (file only).
     #[arg(skip)]
     #[serde(default)]
@@ -174,6 +185,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Log filter.
     pub log: String,
+    /// Log line format.
+    pub log_format: LogFormat,
     /// Drain period at shutdown.
     pub shutdown_grace: Duration,
     /// Most concurrent connections (over all listeners; lowered at start to fit the
@@ -217,8 +230,20 @@ pub struct Config {
     pub session_checkpoint: Option<Duration>,
     /// JWT verification (`None`: JWTs are not accepted).
     pub jwt: Option<JwtVerifier>,
+    /// `/metrics`: its own listener, its token, the topic prefixes broken out.
+    pub metrics: MetricsConfig,
     /// Where credentials come from (ticket TTL, cookie).
     pub credentials: crate::credential::CredentialOptions,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable text.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
 }
 
 /// A configuration error: which setting, and why.
@@ -305,6 +330,17 @@ impl RawConfig {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let open = tokens.is_empty() && jwt.is_none();
+        let metrics = self.metrics.validate()?;
+        let log_format = match self.log_format.as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(bad(
+                    "log_format",
+                    format!("`{other}` is not pretty or json"),
+                ));
+            }
+        };
         let transport = transport::options(
             &self.sse,
             &self.websocket,
@@ -341,6 +377,7 @@ impl RawConfig {
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("./tidings-data")),
             log: self.log.unwrap_or_else(|| "info".to_owned()),
+            log_format,
             shutdown_grace: duration("shutdown_grace", self.shutdown_grace.as_deref(), "10s")?,
             max_connections: positive("max_connections", self.max_connections, 19_000)?,
             max_connections_per_ip: self.max_connections_per_ip.unwrap_or(1024),
@@ -377,6 +414,7 @@ impl RawConfig {
             )?)
             .filter(|d| !d.is_zero()),
             jwt,
+            metrics,
             credentials,
         })
     }

@@ -29,6 +29,8 @@ use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN, UPGRADE};
 use http::{HeaderMap, HeaderValue};
 use tidings_auth::Caller;
 use tidings_core::{SubscribeRequest, Subscription};
+
+use crate::tracked::{RemoteAddr, Tracked, Transport};
 use tidings_proto::{Cursor, ErrorCode, EventType, Pattern, Selector};
 use tokio::time::Instant;
 
@@ -36,7 +38,7 @@ use super::error::HttpError;
 use super::{client_id, extract};
 use crate::credential::Lease;
 use crate::endpoint::Endpoint;
-use crate::listener::{AddressSlot, Peer};
+use crate::listener::AddressSlot;
 use crate::state::AppState;
 use crate::transport::frame::Shape;
 use crate::transport::{poll, stream, ws};
@@ -159,11 +161,11 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
 /// A subscription ready for its transport.
 pub(crate) enum Prepared {
     /// Upgrade to a WebSocket speaking `shape`, until the credential's expiry.
-    WebSocket(Subscription, Shape, Lease, Arc<Endpoint>),
+    WebSocket(Tracked, Shape, Lease, Arc<Endpoint>),
     /// Answer one long-poll.
-    Poll(Subscription, Shape, Duration),
+    Poll(Tracked, Shape, Duration),
     /// Stream SSE or NDJSON, until the credential's expiry.
-    Stream(Subscription, stream::Format, Lease, Arc<Endpoint>),
+    Stream(Tracked, stream::Format, Lease, Arc<Endpoint>),
 }
 
 pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request) -> Response {
@@ -299,6 +301,7 @@ pub(crate) fn prepare(
         types: query.types,
     };
     if let Err(p) = grant.check_subscribe(&selector) {
+        app.observers.metrics.auth_failed("forbidden");
         return Err(HttpError::new(
             ErrorCode::Forbidden,
             format!("topic `{p}`: this credential may not subscribe to it"),
@@ -323,6 +326,17 @@ pub(crate) fn prepare(
         // than open a stream that stays silent.
         return Err(HttpError::store_unavailable());
     }
+    let transport = if websocket {
+        Transport::WebSocket
+    } else if query.poll {
+        Transport::Poll
+    } else if ndjson {
+        Transport::Ndjson
+    } else {
+        Transport::Sse
+    };
+    let remote = parts.extensions.get::<RemoteAddr>().map(|r| r.0);
+    let described = crate::tracked::describe(&selector);
     // When the credential expires, the stream ends with `token_expired` (a ticket's own TTL
     // bounds only the connect; it carries the expiry of the token that minted it).
     let expires_in = caller.expires_at.map(|exp| {
@@ -348,6 +362,14 @@ pub(crate) fn prepare(
         address: address.take(),
     };
     let sub = open(app, selector, cursor, client_id)?;
+    let sub = Tracked::new(
+        sub,
+        described,
+        Arc::from(endpoint.name.as_str()),
+        transport,
+        remote,
+        &app.observers,
+    );
     let endpoint = with_params(endpoint, &params);
     Ok(if websocket {
         Prepared::WebSocket(sub, endpoint.shape, lease(), endpoint)
@@ -423,9 +445,10 @@ fn forwarded_place(
     app: &AppState,
     parts: &http::request::Parts,
 ) -> Result<Option<AddressSlot>, HttpError> {
-    let Some(Peer(peer)) = parts.extensions.get::<Peer>().copied() else {
+    let Some(RemoteAddr(peer)) = parts.extensions.get::<RemoteAddr>().copied() else {
         return Ok(None);
     };
+    let peer = peer.ip();
     app.edge
         .per_address()
         .take_forwarded(peer, &parts.headers)
@@ -464,19 +487,21 @@ fn credential(
     if from.header
         && let Some(token) = extract::bearer(headers)?
     {
-        return Ok(app.auth.identify(Some(token))?);
+        return Ok(app.identify(Some(token))?);
     }
     if from.ticket
         && let Some(ticket) = &query.ticket
     {
-        return Ok(app.credentials.tickets().redeem(ticket)?);
+        let caller = app.credentials.tickets().redeem(ticket);
+        let caller = caller.inspect_err(|_| app.observers.metrics.auth_failed("ticket"));
+        return Ok(caller?);
     }
     let presented = query
         .token
         .as_deref()
         .filter(|_| from.query)
         .or_else(|| app.credentials.cookie(headers).filter(|_| from.cookie));
-    Ok(app.auth.identify(presented)?)
+    Ok(app.identify(presented)?)
 }
 
 fn open(

@@ -19,6 +19,7 @@ use super::frame::{self, Shape};
 use super::{reconnect_notice, reset_notice, session_notice, sse};
 use crate::credential::{Lease, StreamSlot};
 use crate::endpoint::{Endpoint, Keepalive};
+use crate::tracked::Tracked;
 
 /// A text streaming format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,7 +171,7 @@ impl Piece {
 }
 
 struct State {
-    sub: Subscription,
+    sub: Tracked,
     format: Format,
     endpoint: Arc<Endpoint>,
     /// Events of the last step not yet handed on (the next pieces).
@@ -205,13 +206,16 @@ pub(crate) fn handshake_data(endpoint: &Endpoint, sub: &Subscription) -> Option<
 }
 
 /// The endpoint's synthetic event before a hub-initiated close (name, data), if it has one
-/// and `reason` calls for it (a drain, an admin reconnect, a shutdown).
+/// and `reason` calls for it (a drain, an admin reconnect or close, a shutdown).
 pub(crate) fn disconnect_data(
     endpoint: &Endpoint,
     sub: &Subscription,
     reason: CloseReason,
 ) -> Option<(String, String)> {
-    if !matches!(reason, CloseReason::Reconnect | CloseReason::Shutdown) {
+    if !matches!(
+        reason,
+        CloseReason::Reconnect | CloseReason::Shutdown | CloseReason::Operator
+    ) {
         return None;
     }
     rendered(
@@ -250,7 +254,7 @@ fn rendered(
 /// The body of a streaming response; at the lease's expiry (the credential's end) it closes
 /// with `reconnect-required` (`token_expired`).
 pub(crate) fn body(
-    sub: Subscription,
+    sub: Tracked,
     format: Format,
     keepalive: Option<Duration>,
     endpoint: Arc<Endpoint>,
@@ -262,7 +266,7 @@ pub(crate) fn body(
 
 /// The pieces of a streaming response, with the seq each one carries up to.
 pub(crate) fn pieces(
-    sub: Subscription,
+    sub: Tracked,
     format: Format,
     keepalive: Option<Duration>,
     endpoint: Arc<Endpoint>,
@@ -320,27 +324,29 @@ pub(crate) fn pieces(
 
 async fn next_chunk(st: &mut State) -> Piece {
     st.events.clear();
+    let sub = st.sub.subscription();
     // A stream without an expiry (static tokens, an open hub) waits exactly as before; one
     // with an expiry also waits for it.
     let step = match (st.keepalive.as_mut(), st.expiry.as_mut()) {
         (Some(iv), None) => tokio::select! {
             biased;
-            step = st.sub.next(&mut st.events) => step,
+            step = sub.next(&mut st.events) => step,
             _ = iv.tick() => return Piece::control(st.keepalive_frame()),
         },
-        (None, None) => st.sub.next(&mut st.events).await,
+        (None, None) => sub.next(&mut st.events).await,
         (Some(iv), Some(expiry)) => tokio::select! {
             biased;
             () = expiry => Step::Closed(CloseReason::TokenExpired),
-            step = st.sub.next(&mut st.events) => step,
+            step = sub.next(&mut st.events) => step,
             _ = iv.tick() => return Piece::control(st.keepalive_frame()),
         },
         (None, Some(expiry)) => tokio::select! {
             biased;
             () = expiry => Step::Closed(CloseReason::TokenExpired),
-            step = st.sub.next(&mut st.events) => step,
+            step = sub.next(&mut st.events) => step,
         },
     };
+    st.sub.observe(&step);
     // The keepalive ticks on a fixed period whatever the traffic: resetting a timer on every
     // delivery cost more than one tiny comment per period.
     match step {
@@ -459,7 +465,7 @@ mod tests {
             crate::endpoint::Origins::SameOrigin,
         ));
         let body = body(
-            sub,
+            Tracked::untracked(sub),
             Format::Ndjson(super::frame::Shape::Event),
             None,
             endpoint,
@@ -510,7 +516,7 @@ mod tests {
             envelope: false,
         };
         let body = body(
-            sub,
+            Tracked::untracked(sub),
             format,
             Some(Duration::from_secs(30)),
             Arc::new(Endpoint::default_events(
@@ -568,7 +574,13 @@ mod tests {
                 retry: Duration::from_secs(2),
                 envelope: false,
             };
-            let body = pieces(sub, format, every, Arc::new(endpoint), Lease::default());
+            let body = pieces(
+                Tracked::untracked(sub),
+                format,
+                every,
+                Arc::new(endpoint),
+                Lease::default(),
+            );
             tokio::pin!(body);
             let retry = body.next().await.unwrap();
             assert!(retry.bytes.starts_with(b"retry:"));
@@ -605,7 +617,7 @@ mod tests {
             })
             .unwrap();
         let body = pieces(
-            sub,
+            Tracked::untracked(sub),
             Format::Ndjson(Shape::Event),
             None,
             Arc::new(endpoint),

@@ -13,6 +13,8 @@ mod edge;
 mod embedded;
 mod envelope;
 mod jwt;
+mod openapi;
+mod ops;
 mod profiles;
 mod profiles_browser;
 mod publish;

@@ -214,6 +214,7 @@ impl Embedded {
         let metrics = &self.state.observers.metrics;
         let mut by_prefix = Vec::new();
         metrics.match_prefixes(events.iter().map(|e| &e.topic), &mut by_prefix);
+        let topics: Vec<tidings_proto::Topic> = events.iter().map(|e| e.topic.clone()).collect();
         let ids = self
             .state
             .hub
@@ -225,6 +226,8 @@ impl Embedded {
             .await
             .map_err(HttpError::from)?;
         metrics.published(&by_prefix);
+        let now_ms = self.state.credentials.now_ms();
+        self.state.observers.activity.record(&topics, now_ms);
         metrics
             .publish_latency
             .observe(started.elapsed().as_secs_f64());

@@ -27,6 +27,7 @@
 //! the [`embed`] module and `examples/embedded.rs`.
 
 mod ack;
+pub mod activity;
 pub mod config;
 pub mod credential;
 pub mod embed;
@@ -142,7 +143,9 @@ impl App {
             transport: config.transport,
             edge,
             observers: Arc::new(
-                Observers::new(metrics).with_metrics_token(config.metrics.token.clone()),
+                Observers::new(metrics)
+                    .with_metrics_token(config.metrics.token.clone())
+                    .with_store_setup(&config.durability, &config.retention),
             ),
             credentials: Credentials::new(
                 config.credentials.clone(),
@@ -311,10 +314,17 @@ impl App {
                 stopped(),
             )));
         }
+        // The rates and topics the admin API and the dashboard show, sampled once a second.
+        let sampler = tokio::spawn(activity::sample(
+            hub.clone(),
+            state.observers.activity.clone(),
+            tidings_core::clock::system(),
+        ));
         let checkpoints = config
             .session_checkpoint
             .map(|every| tokio::spawn(checkpoint_sessions(hub.clone(), every)));
         shutdown.await;
+        sampler.abort();
         if let Some(task) = checkpoints {
             // The final save (in `flush`) is the one that counts from here on.
             task.abort();

@@ -106,6 +106,7 @@ pub(crate) async fn publish(
     // Counted before the events move into the batch; only when the publish succeeds.
     let mut by_prefix = Vec::new();
     metrics.match_prefixes(events.iter().map(|e| &e.topic), &mut by_prefix);
+    let topics: Vec<Topic> = events.iter().map(|e| e.topic.clone()).collect();
     let ids = state
         .hub
         .publish(PublishBatch {
@@ -115,6 +116,8 @@ pub(crate) async fn publish(
         })
         .await?;
     metrics.published(&by_prefix);
+    let now_ms = state.credentials.now_ms();
+    state.observers.activity.record(&topics, now_ms);
     metrics
         .publish_latency
         .observe(started.elapsed().as_secs_f64());

@@ -8,6 +8,7 @@ mod cli;
 mod client;
 mod config;
 mod credentials;
+mod dashboard;
 mod durability;
 mod edge;
 mod embedded;

@@ -9,6 +9,7 @@ mod endpoints;
 mod layers;
 mod limits;
 mod metrics;
+mod schemas;
 mod snapshot;
 mod store;
 mod transport;
@@ -30,6 +31,7 @@ pub use endpoints::RawEndpoint;
 pub use layers::{ServeArgs, layered, load, without_env};
 pub use limits::RawLimits;
 pub use metrics::{MAX_TOPIC_PREFIXES, MetricsConfig, RawMetrics};
+pub use schemas::{RawSchemas, catalogue_of_file};
 pub use snapshot::RawSnapshot;
 pub use store::{Durability, RawRetention, RawStore};
 pub use transport::{RawPoll, RawSse, RawWebSocket};
@@ -111,6 +113,10 @@ pub struct RawConfig {
     /// `resumed` themselves (the download manager's do) [default: resumed].
     #[arg(long, env = "TIDINGS_SESSION_RESUMED_EVENT", value_name = "NAME")]
     pub session_resumed_event: Option<String>,
+    /// The topic of a published event that names none, so a publisher may send just a type
+    /// and data (the download manager's do) [default: none: `topic` is required].
+    #[arg(long, env = "TIDINGS_DEFAULT_TOPIC", value_name = "TOPIC")]
+    pub default_topic: Option<String>,
     /// Window over which a drain (shutdown or `POST /admin/drain`) closes streams, evenly
     /// spread, so clients do not reconnect all at once [default: 10s].
     #[arg(long, env = "TIDINGS_DRAIN_SPREAD", value_name = "DURATION")]
@@ -143,6 +149,18 @@ pub struct RawConfig {
     )]
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// A directory of JSON Schemas, one `<type>.json` per event type, checked on publish to
+    /// every topic; a payload that does not match is refused (422 `schema_mismatch`).
+    /// Repeatable; in the environment, several separated by `:`. In the file, relative to
+    /// the file's directory; `[[schemas]]` scopes a directory to some topics [default: none].
+    #[arg(
+        long = "schema-dir",
+        env = "TIDINGS_SCHEMA_DIRS",
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    #[serde(default)]
+    pub schema_dirs: Vec<PathBuf>,
 
     #[command(flatten)]
     #[serde(default)]
@@ -175,6 +193,10 @@ pub struct RawConfig {
     #[arg(skip)]
     #[serde(default)]
     pub endpoints: Vec<RawEndpoint>,
+    /// `[[schemas]]`: JSON Schemas for the events of some topics (file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub schemas: Vec<RawSchemas>,
 }
 
 /// The validated configuration.
@@ -227,6 +249,8 @@ pub struct Config {
     pub tokens: Vec<StaticToken>,
     /// Window a drain spreads its closes over.
     pub drain_spread: Duration,
+    /// The topic of a published event that names none.
+    pub default_topic: Option<tidings_proto::Topic>,
     /// How often sessions are saved while running (`None`: only at a clean shutdown).
     pub session_checkpoint: Option<Duration>,
     /// JWT verification (`None`: JWTs are not accepted).
@@ -235,6 +259,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Where credentials come from (ticket TTL, cookie).
     pub credentials: crate::credential::CredentialOptions,
+    /// JSON Schemas checked on publish (empty: none).
+    pub schemas: crate::schema::Catalogue,
 }
 
 /// How log lines are written.
@@ -351,6 +377,7 @@ impl RawConfig {
             self.write_timeout.as_deref(),
         )?;
         let cors = endpoints::cors("cors_origins", self.cors_origins)?;
+        let schemas = schemas::catalogue(&self.schemas, &self.schema_dirs)?;
         let session_names = endpoints::session_names(
             "",
             self.session_subscribed_event,
@@ -404,6 +431,13 @@ impl RawConfig {
             limits,
             tokens,
             drain_spread: duration("drain_spread", self.drain_spread.as_deref(), "10s")?,
+            default_topic: self
+                .default_topic
+                .map(|t| {
+                    tidings_proto::Topic::new(&t)
+                        .map_err(|e| bad("default_topic", format!("`{t}` {e}")))
+                })
+                .transpose()?,
             session_checkpoint: Some(duration(
                 "session_checkpoint",
                 self.session_checkpoint.as_deref(),
@@ -413,6 +447,7 @@ impl RawConfig {
             jwt,
             metrics,
             credentials,
+            schemas,
         })
     }
 }

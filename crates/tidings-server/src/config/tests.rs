@@ -225,15 +225,146 @@ fn the_shipped_example_is_valid_and_states_the_defaults() {
     assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
 }
 
+/// Every shipped profile validates, and all.toml serves each of the four as its own file
+/// does (the conformance tests in crates/tidings/tests/it/profiles.rs run them).
 #[test]
-fn the_tasks_profile_is_valid() {
-    let text = include_str!("../../../../examples/profiles/tasks.toml");
-    let c = RawConfig::from_toml(text).unwrap().validate().unwrap();
-    let tasks = c.endpoints.iter().find(|e| e.name == "tasks").unwrap();
+fn the_shipped_profiles_are_valid_and_all_toml_is_the_four_together() {
+    let profiles = [
+        include_str!("../../../../profiles/downloads.toml"),
+        include_str!("../../../../profiles/camera.toml"),
+        include_str!("../../../../profiles/files.toml"),
+        include_str!("../../../../profiles/tasks.toml"),
+    ];
+    let all = RawConfig::from_toml(include_str!("../../../../profiles/all.toml"))
+        .unwrap()
+        .validate()
+        .unwrap();
+    let mut names = 0;
+    for text in profiles {
+        let c = RawConfig::from_toml(text).unwrap().validate().unwrap();
+        for e in &c.endpoints[1..] {
+            let same = all.endpoints.iter().find(|a| a.name == e.name).unwrap();
+            assert_eq!(format!("{e:?}"), format!("{same:?}"), "{}", e.name);
+            names += 1;
+        }
+    }
+    assert_eq!(names + 1, all.endpoints.len(), "all.toml has nothing else");
+    let tasks = all.endpoints.iter().find(|e| e.name == "tasks").unwrap();
     assert_eq!(tasks.listen.unwrap().port(), 3001);
     assert_eq!(tasks.shape, Shape::Envelope);
     assert_eq!(tasks.query_token.as_deref(), Some("token"));
     assert!(tasks.transports.websocket && !tasks.transports.sse);
+}
+
+#[test]
+fn endpoint_path_parameters_selector_param_and_credentials() {
+    let c = RawConfig::from_toml(
+        r#"
+[[endpoints]]
+name = "one"
+path = "/api/cameras/{id}/events"
+topics = ["camera/{id}"]
+credentials = ["none"]
+handshake_event = "connected"
+handshake_data = '{"cameraId":"${id}"}'
+publishable_events = ["connected"]
+"#,
+    )
+    .unwrap()
+    .validate()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let one = &c.endpoints[1];
+    assert!(one.template.has_params());
+    assert!(one.credentials.is_none());
+    assert_eq!(one.topic_templates, ["camera/{id}"]);
+    assert_eq!(
+        one.reserved_names(),
+        ["subscribed", "resumed", "reconnect-required"]
+    );
+    assert_eq!(
+        one.scope().unwrap(),
+        [tidings_proto::Pattern::parse("camera/*").unwrap()]
+    );
+    let cases = [
+        (
+            r#"[[endpoints]]
+name = "a"
+path = "/c/{id}/e""#,
+            "endpoints[0].topics: is required on a path with parameters",
+        ),
+        (
+            r#"[[endpoints]]
+name = "a"
+path = "/c/{id}/e"
+topics = ["camera/{cam}"]"#,
+            "endpoints[0].topics[0]: `camera/{cam}` names a parameter the path does not have",
+        ),
+        (
+            r#"[[endpoints]]
+name = "a"
+path = "/c/x{id}/e"
+topics = ["c"]"#,
+            "endpoints[0].path: segment `x{id}`: a parameter is a whole segment",
+        ),
+        (
+            r#"[[endpoints]]
+name = "a"
+credentials = ["none"]"#,
+            "endpoints[0].credentials: `none` needs a fixed selector",
+        ),
+        (
+            r#"[[endpoints]]
+name = "a"
+credentials = ["none", "header"]"#,
+            "endpoints[0].credentials: `none` stands alone",
+        ),
+        (
+            r#"[[endpoints]]
+name = "a"
+credentials = ["headers"]"#,
+            "endpoints[0].credentials: `headers` is not one of",
+        ),
+        (
+            r#"[[endpoints]]
+name = "a"
+selector_param = "topic""#,
+            "endpoints[0].selector_param: `topic` is a parameter the hub reads itself",
+        ),
+        (
+            r#"[[endpoints]]
+name = "a"
+publishable_events = ["progress"]"#,
+            "endpoints[0].publishable_events[0]: `progress` is not one of this endpoint's",
+        ),
+        (
+            r#"listen = "0.0.0.0:7400"
+[auth]
+tokens = ["secret-123:subscribe=*"]
+[[endpoints]]
+name = "a"
+listen = "0.0.0.0:8080"
+topics = ["c/*"]
+credentials = ["none"]"#,
+            "endpoints[0].listen: 0.0.0.0:8080 is not a loopback address and the endpoint takes no credentials",
+        ),
+        (
+            r#"[[endpoints]]
+name = "a"
+path = "/c/{id}/e"
+topics = ["c/{id}"]
+handshake_event = "h"
+handshake_data = '{"x":"${nope}"}'"#,
+            "endpoints[0].handshake_data: `${nope}` is not one of",
+        ),
+    ];
+    for (text, want) in cases {
+        let got = RawConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(got.contains(want), "{text}\n got: {got}\nwant: {want}");
+    }
 }
 
 #[test]

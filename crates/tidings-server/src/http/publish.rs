@@ -5,7 +5,8 @@
 //! (503 `overloaded`) and deadline (408 `body_timeout`), JSON syntax (400),
 //! each event's shape and names (422; a type the hub sends itself is 422 `reserved_type`),
 //! the publisher's client id (`X-Client-Id` or the events' `origin` field: 400
-//! `invalid_client_id`), publish grant (403), the credential's publish rate (429 with
+//! `invalid_client_id`), publish grant (403), the JSON Schema of each event's type where one
+//! is configured (422 `schema_mismatch`), the credential's publish rate (429 with
 //! `Retry-After`), then the engine's limits. Subscriptions with the publisher's client id do
 //! not get the batch (self-echo suppression).
 //!
@@ -62,7 +63,11 @@ pub(crate) async fn publish(
         .and_then(|v| v.parse::<u64>().ok());
     // `_held` keeps the body's bytes counted against the budget until the answer.
     let (bytes, _held) = extract::body(body, declared, limits.max_body_bytes, &state.edge).await?;
-    let (events, origins) = parse_events(&bytes, limits.max_batch_events)?;
+    let (events, origins) = parse_events_with(
+        &bytes,
+        limits.max_batch_events,
+        state.edge.policy.default_topic.as_ref(),
+    )?;
     refuse_reserved(&state, &events)?;
     let origin = origin_of(&headers, &origins)?;
     for (i, e) in events.iter().enumerate() {
@@ -78,6 +83,7 @@ pub(crate) async fn publish(
             ));
         }
     }
+    refuse_mismatch(&state, &events)?;
     // Only a publish that would otherwise go through spends the credential's rate.
     state.credentials.publish_rate(caller.id, events.len())?;
     let idempotency_key = match headers.get("idempotency-key") {
@@ -102,6 +108,7 @@ pub(crate) async fn publish(
     // Counted before the events move into the batch; only when the publish succeeds.
     let mut by_prefix = Vec::new();
     metrics.match_prefixes(events.iter().map(|e| &e.topic), &mut by_prefix);
+    let topics: Vec<Topic> = events.iter().map(|e| e.topic.clone()).collect();
     let ids = state
         .hub
         .publish(PublishBatch {
@@ -111,6 +118,8 @@ pub(crate) async fn publish(
         })
         .await?;
     metrics.published(&by_prefix);
+    let now_ms = state.credentials.now_ms();
+    state.observers.activity.record(&topics, now_ms);
     metrics
         .publish_latency
         .observe(started.elapsed().as_secs_f64());
@@ -153,19 +162,41 @@ fn credential(state: &AppState, headers: &HeaderMap) -> Result<Caller, HttpError
 /// endpoint's handshake, …): a publisher must never be able to forge one.
 pub(crate) fn refuse_reserved(state: &AppState, events: &[NewEvent]) -> Result<(), HttpError> {
     for (i, e) in events.iter().enumerate() {
-        if state
-            .edge
-            .policy
-            .reserved_types
-            .iter()
-            .any(|r| r == e.event_type.as_str())
-        {
+        if state.edge.policy.reserved_types.iter().any(|(r, scope)| {
+            r == e.event_type.as_str()
+                && scope
+                    .as_ref()
+                    .is_none_or(|s| s.iter().any(|p| p.matches(&e.topic)))
+        }) {
             return Err(HttpError::new(
                 ErrorCode::ReservedType,
                 format!(
                     "{}: `{}` is an event the hub sends itself and cannot be published",
                     field(events.len(), i, "type"),
                     e.event_type
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a batch in which an event's data does not match its type's JSON Schema, naming
+/// the event, the failing JSON path and the rule. Nothing of the batch is stored.
+pub(crate) fn refuse_mismatch(state: &AppState, events: &[NewEvent]) -> Result<(), HttpError> {
+    let schemas = &state.edge.policy.schemas;
+    if schemas.is_empty() {
+        return Ok(());
+    }
+    for (i, e) in events.iter().enumerate() {
+        if let Err(m) = schemas.check(&e.topic, &e.event_type, &e.data) {
+            return Err(HttpError::new(
+                ErrorCode::SchemaMismatch,
+                format!(
+                    "{}{}: {}",
+                    field(events.len(), i, "data"),
+                    m.instance_path,
+                    m.describe()
                 ),
             ));
         }
@@ -241,10 +272,20 @@ fn field(count: usize, i: usize, name: &str) -> String {
 }
 
 /// Parses a body into validated events, with each one's `origin` field. Nothing is published
-/// unless every event is valid.
+/// unless every event is valid. Every event must name its topic.
 pub(crate) fn parse_events(
     bytes: &[u8],
     max_batch: usize,
+) -> Result<(Vec<NewEvent>, Vec<Option<String>>), HttpError> {
+    parse_events_with(bytes, max_batch, None)
+}
+
+/// As `parse_events`, but an event without a topic goes to `default_topic` if there is one
+/// (`--default-topic`: the download manager's publishers send only a type and data).
+pub(crate) fn parse_events_with(
+    bytes: &[u8],
+    max_batch: usize,
+    default_topic: Option<&Topic>,
 ) -> Result<(Vec<NewEvent>, Vec<Option<String>>), HttpError> {
     let raw: &RawValue = serde_json::from_slice(bytes)
         .map_err(|e| HttpError::new(ErrorCode::MalformedJson, format!("body: {e}")))?;
@@ -275,7 +316,7 @@ pub(crate) fn parse_events(
     items
         .into_iter()
         .enumerate()
-        .map(|(i, item)| parse_event(item, count, i))
+        .map(|(i, item)| parse_event(item, count, i, default_topic))
         .collect::<Result<Vec<_>, _>>()
         .map(|v| v.into_iter().unzip())
 }
@@ -284,6 +325,7 @@ fn parse_event(
     item: &RawValue,
     count: usize,
     i: usize,
+    default_topic: Option<&Topic>,
 ) -> Result<(NewEvent, Option<String>), HttpError> {
     let at = |name: &str| field(count, i, name);
     let whole = if count == 1 {
@@ -302,14 +344,18 @@ fn parse_event(
         let msg = msg.split(" at line").next().unwrap_or(&msg);
         HttpError::new(ErrorCode::InvalidEvent, format!("{whole}: {msg}"))
     })?;
-    let topic = raw.topic.ok_or_else(|| {
-        HttpError::new(
-            ErrorCode::InvalidTopic,
-            format!("{}: is required", at("topic")),
-        )
-    })?;
-    let topic = Topic::new(&topic)
-        .map_err(|e| HttpError::new(ErrorCode::InvalidTopic, format!("{}: {e}", at("topic"))))?;
+    let topic = match (raw.topic, default_topic) {
+        (Some(topic), _) => Topic::new(&topic).map_err(|e| {
+            HttpError::new(ErrorCode::InvalidTopic, format!("{}: {e}", at("topic")))
+        })?,
+        (None, Some(default)) => default.clone(),
+        (None, None) => {
+            return Err(HttpError::new(
+                ErrorCode::InvalidTopic,
+                format!("{}: is required", at("topic")),
+            ));
+        }
+    };
     let event_type = raw.event_type.ok_or_else(|| {
         HttpError::new(
             ErrorCode::InvalidType,

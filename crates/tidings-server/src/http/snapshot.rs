@@ -84,14 +84,19 @@ async fn answer(ctx: &EndpointState, request: Request) -> Result<Response, HttpE
     let (parts, _body) = request.into_parts();
     let query = parse_query(parts.uri.query(), ctx)?;
     let app = &ctx.app;
+    // A snapshot takes the endpoint's fixed topics as they are (path parameters are for
+    // streams).
+    let fixed = ctx.endpoint.topics.clone();
     let caller = caller(
         app,
+        &ctx.endpoint,
+        fixed.as_deref(),
         &parts.headers,
         query.ticket.as_deref(),
         query.token.as_deref(),
     )?;
     let selector = Selector {
-        patterns: narrow(&ctx.endpoint, query.patterns)?,
+        patterns: narrow(&ctx.endpoint, fixed, query.patterns)?,
         types: query.types,
     };
     if let Err(p) = caller.grant.check_subscribe(&selector) {

@@ -932,6 +932,8 @@ impl Drop for Commit {
 }
 
 #[cfg(test)]
+mod coalesce_tests;
+#[cfg(test)]
 mod session_tests;
 #[cfg(test)]
 mod store_tests;

@@ -27,6 +27,7 @@
 //! the [`embed`] module and `examples/embedded.rs`.
 
 mod ack;
+mod coalesce;
 pub mod config;
 pub mod credential;
 pub mod embed;
@@ -108,7 +109,12 @@ impl App {
                 Arc::new(store)
             }
         };
-        let hub = Hub::new(store, config.limits.clone());
+        let hub = Hub::with_coalescing(
+            store,
+            config.limits.clone(),
+            tidings_core::clock::system(),
+            config.coalesce.clone(),
+        );
         let state = AppState {
             hub,
             auth: Arc::new(Authorizer::new(config.tokens.clone()).with_jwt(config.jwt.clone())),
@@ -218,6 +224,7 @@ impl App {
             }
         };
         let mut servers = Vec::new();
+        let windows = coalesce::spawn(hub.clone());
         let main_router = router(state.clone(), &config.endpoints);
         let main_lean = lean_routes(
             &state,
@@ -261,6 +268,7 @@ impl App {
         .await;
         tracing::info!(message = "Closing the rest and draining connections.");
         hub.shutdown();
+        windows.abort();
         stop_tx.send_replace(true);
         for server in servers {
             if let Err(e) = server.await {

@@ -4,6 +4,7 @@
 //! port is bound. Each subsystem's settings live in their own module.
 
 mod auth;
+mod coalesce;
 mod endpoints;
 mod layers;
 mod limits;
@@ -18,10 +19,11 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use tidings_auth::{JwtVerifier, StaticToken};
-use tidings_core::{Limits, Retention};
+use tidings_core::{Coalescing, Limits, Retention};
 use tidings_proto::Pattern;
 
 pub use auth::{RawAuth, RawToken, RawTokenTable};
+pub use coalesce::RawCoalesce;
 pub use endpoints::RawEndpoint;
 pub use layers::{ServeArgs, layered, load, without_env};
 pub use limits::RawLimits;
@@ -153,6 +155,10 @@ pub struct RawConfig {
     #[arg(skip)]
     #[serde(default)]
     pub endpoints: Vec<RawEndpoint>,
+    /// `[[coalesce]]`: coalescing rules (file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub coalesce: Vec<RawCoalesce>,
 }
 
 /// The validated configuration.
@@ -197,6 +203,8 @@ pub struct Config {
     pub endpoints: Vec<Endpoint>,
     /// Engine and HTTP limits.
     pub limits: Limits,
+    /// `[[coalesce]]` rules.
+    pub coalesce: Coalescing,
     /// Static tokens (empty, and no JWT keys: anonymous, loopback only).
     pub tokens: Vec<StaticToken>,
     /// Window a drain spreads its closes over.
@@ -347,6 +355,7 @@ impl RawConfig {
             transport,
             endpoints,
             limits,
+            coalesce: coalesce::rules(self.coalesce)?,
             tokens,
             drain_spread: duration("drain_spread", self.drain_spread.as_deref(), "10s")?,
             jwt,

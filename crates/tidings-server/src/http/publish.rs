@@ -98,14 +98,18 @@ pub(crate) async fn publish(
     };
     let ids = state
         .hub
-        .publish(PublishBatch {
+        .publish_each(PublishBatch {
             events,
             origin,
             idempotency_key,
         })
         .await?;
     Ok(Json(PublishResponse {
-        ids: ids.iter().map(ToString::to_string).collect(),
+        coalesced: ids.iter().filter(|id| id.is_none()).count(),
+        ids: ids
+            .iter()
+            .map(|id| id.map(|id| id.to_string()).unwrap_or_default())
+            .collect(),
     }))
 }
 

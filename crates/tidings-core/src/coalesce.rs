@@ -424,14 +424,23 @@ impl Coalescer {
                             });
                         }
                         Some(slot) => {
-                            // Its window closed and the timer has not run yet: what it held
-                            // goes first, this opens the next window.
-                            if let Some(h) = slot.held.take() {
-                                out.push(held_out(h, ingest));
-                            }
+                            // Its window closed and the timer has not run yet: close it here.
+                            // What it held goes out (its trailing edge) and this waits in the
+                            // next window; after a quiet window this is a leading edge.
                             slot.until = now + window;
                             self.timers[rule].push_back((now + window, Target::Key(id.1, id.2)));
-                            out.push(pass(event, true));
+                            match slot.held.take() {
+                                Some(h) => {
+                                    out.push(held_out(h, ingest));
+                                    slot.held = Some(Held {
+                                        event,
+                                        origin: origin.clone(),
+                                        ingest,
+                                        input,
+                                    });
+                                }
+                                None => out.push(pass(event, true)),
+                            }
                         }
                         None if self.held[rule] >= self.rules[rule].max_keys => {
                             out.push(pass(event, true));

@@ -255,7 +255,14 @@ policy = "none"
 key = "/DownloadID"
 terminal = ["complete"]
 "#,
-        &["--durability", "memory", "--retention-max-events", "20000", "--publish-rate", "0"],
+        &[
+            "--durability",
+            "memory",
+            "--retention-max-events",
+            "20000",
+            "--publish-rate",
+            "0",
+        ],
     );
     // The lagging one: a small receive buffer, reads the head, then stops reading.
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
@@ -275,52 +282,55 @@ terminal = ["complete"]
     let rss_before = rss_bytes(server.pid());
     let (last, published) = publish_progress(&server, Duration::from_secs(10)).await;
     let rss_after = rss_bytes(server.pid());
-    // Now read everything that waits for it.
+    // Now read everything that waits for it: until the stream has been quiet for 2 s (the
+    // publishers are done; the keep-alive comes every 15 s), then decode it once.
+    let mut chunk = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "the stream never went quiet");
+        match tokio::time::timeout(Duration::from_secs(2), slow.read(&mut chunk)).await {
+            Err(_) => break,
+            Ok(Ok(0) | Err(_)) => panic!(
+                "the stream ended: {}",
+                String::from_utf8_lossy(&raw[raw.len().saturating_sub(500)..])
+            ),
+            Ok(Ok(n)) => raw.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let (_, body, _) = dechunk(&raw);
+    let text = String::from_utf8_lossy(&body).into_owned();
     let mut per_key: HashMap<String, u64> = HashMap::new();
     let mut events = 0usize;
-    let mut chunk = vec![0u8; 1 << 16];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut text = String::new();
-    while per_key.len() < KEYS || per_key.values().any(|&n| n != last) {
-        assert!(
-            Instant::now() < deadline,
-            "final values never arrived: {per_key:?}"
-        );
-        let n = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut chunk))
-            .await
-            .expect("read")
-            .expect("read");
-        assert!(
-            n > 0,
-            "the stream ended: {}",
-            String::from_utf8_lossy(&raw[raw.len().saturating_sub(500)..])
-        );
-        raw.extend_from_slice(&chunk[..n]);
-        let (_, body, _) = dechunk(&raw);
-        text = String::from_utf8_lossy(&body).into_owned();
-        per_key.clear();
-        events = 0;
-        for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
-            events += 1;
-            let id = field(line, "DownloadID")
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            if let Some(n) = field(line, "Downloaded").as_u64() {
-                per_key.insert(id, n);
-            }
-        }
+    for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        let v: Value = serde_json::from_str(line).expect("JSON data");
+        events += 1;
+        let (Some(id), Some(n)) = (v["DownloadID"].as_str(), v["Downloaded"].as_u64()) else {
+            panic!("unexpected data {v}");
+        };
+        let before = per_key.insert(id.to_owned(), n);
+        assert!(before.is_none_or(|b| b < n), "{id}: {before:?} then {n}");
+    }
+    assert_eq!(per_key.len(), KEYS);
+    for (id, n) in &per_key {
+        assert_eq!(*n, last, "{id}'s final value");
     }
     assert!(
         !text.contains("reconnect-required"),
         "conflated, not dropped"
     );
+    // What it gets is what the kernel's socket buffers had taken before it stopped reading
+    // (up to a few MB on loopback, ~25k of these events) plus the conflated queue: a fraction
+    // of what was published. Every published event was either delivered or conflated away.
     assert!(
-        events * 10 < published as usize,
+        events * 3 < published as usize,
         "{events} events delivered for {published} published"
     );
     let stats = server.readyz().await;
-    assert!(stats["conflated"].as_u64().unwrap() > 0, "{stats}");
+    assert_eq!(
+        stats["conflated"].as_u64(),
+        Some(published - events as u64),
+        "{stats}"
+    );
     assert_eq!(stats["dropped_deliveries"].as_u64(), Some(0), "{stats}");
     assert!(
         rss_after < rss_before + (96 << 20),

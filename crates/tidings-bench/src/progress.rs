@@ -149,14 +149,14 @@ async fn run(
             && now.duration_since(t0) >= p.duration
         {
             let elapsed = now.duration_since(t0).as_secs_f64();
-            break ((
+            break (
                 elapsed,
                 tree_cpu_seconds(&target.pids) - cpu0,
                 self_cpu_seconds() - gen0,
                 stats.delivered.load(Relaxed) - del0,
                 stats.bytes.load(Relaxed),
                 n - n0,
-            ));
+            );
         }
         n += 1;
         batch(p.keys, n, &mut body);

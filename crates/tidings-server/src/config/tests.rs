@@ -237,6 +237,69 @@ fn the_tasks_profile_is_valid() {
 }
 
 #[test]
+fn the_coalescing_profiles_are_valid() {
+    for text in [
+        include_str!("../../../../examples/profiles/downloads.toml"),
+        include_str!("../../../../examples/profiles/files.toml"),
+    ] {
+        let c = RawConfig::from_toml(text).unwrap().validate().unwrap();
+        assert!(!c.coalesce.is_empty());
+    }
+}
+
+#[test]
+fn coalesce_errors_name_the_setting() {
+    for (text, want) in [
+        (
+            "[[coalesce]]\npolicy = \"fastest\"",
+            "coalesce[0].policy: `fastest` is not none, latest or merge",
+        ),
+        (
+            "[[coalesce]]\npolicy = \"latest\"\nkey = \"DownloadID\"",
+            "coalesce[0]: `DownloadID` is not a JSON pointer",
+        ),
+        (
+            "[[coalesce]]\npolicy = \"latest\"\nwindow = \"0s\"",
+            "coalesce[0].window: must be more than 0",
+        ),
+        (
+            "[[coalesce]]\npolicy = \"latest\"\nmerge_type = \"event\"",
+            "coalesce[0].merge_type: applies to policy = \"merge\" only",
+        ),
+        (
+            "[[coalesce]]\npolicy = \"merge\"\nmerge_names = [\"a\"]",
+            "coalesce[0].merge_names: must name create, modify, rename and delete",
+        ),
+        (
+            "[[coalesce]]\ntopics = [\"a*b\"]",
+            "coalesce[0].topics",
+        ),
+        ("[[coalesce]]\nmax_keys = 0", "coalesce[0].max_keys"),
+        ("[[coalesce]]\nwindw = \"1s\"", "unknown field `windw`"),
+    ] {
+        let err = RawConfig::from_toml(text)
+            .and_then(RawConfig::validate)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{text}: {err}");
+    }
+}
+
+#[test]
+fn the_soft_queue_bound_is_at_most_half_the_queue() {
+    let c = RawConfig::from_toml("[limits]\nsubscriber_queue = 100\nsubscriber_queue_soft = 80")
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(c.limits.subscriber_queue_soft_events, 50);
+    let c = RawConfig::from_toml("[limits]\nsubscriber_queue_soft = 0")
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(c.limits.subscriber_queue_soft_events, 0, "off");
+}
+
+#[test]
 fn endpoint_errors_name_the_setting() {
     let cases = [
         (

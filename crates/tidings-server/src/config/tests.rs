@@ -270,10 +270,7 @@ fn coalesce_errors_name_the_setting() {
             "[[coalesce]]\npolicy = \"merge\"\nmerge_names = [\"a\"]",
             "coalesce[0].merge_names: must name create, modify, rename and delete",
         ),
-        (
-            "[[coalesce]]\ntopics = [\"a*b\"]",
-            "coalesce[0].topics",
-        ),
+        ("[[coalesce]]\ntopics = [\"\"]", "coalesce[0].topics"),
         ("[[coalesce]]\nmax_keys = 0", "coalesce[0].max_keys"),
         ("[[coalesce]]\nwindw = \"1s\"", "unknown field `windw`"),
     ] {

@@ -130,9 +130,10 @@ pub struct CoalesceRule {
     pub key: Option<String>,
     /// Types never coalesced away: they flush their key's held event first, then go out.
     pub terminal: Vec<EventType>,
-    /// Most keys (`latest`) or paths (`merge`, per topic) held at once by this rule. At the
-    /// ceiling a `latest` event for a new key goes out at once, uncoalesced; a `merge` window
-    /// goes out early and a new one starts. Nothing is dropped.
+    /// Most keys (`latest`) or paths (`merge`, over all topics) held at once by this rule. At
+    /// the ceiling a `latest` event for a new key goes out at once, uncoalesced; a `merge`
+    /// topic's window goes out early (or, if other topics hold every path, the operation goes
+    /// out at once as a batch of one). Nothing is dropped.
     pub max_keys: usize,
 }
 
@@ -330,7 +331,7 @@ pub(crate) struct Coalescer {
     rules: Vec<CoalesceRule>,
     slots: HashMap<(usize, Topic, Key), Slot>,
     batches: HashMap<(usize, Topic), Batch>,
-    /// Keys (or topics) held per rule, for the ceiling.
+    /// Keys (`latest`) or paths (`merge`, over all topics) held per rule, for the ceiling.
     held: Vec<usize>,
     /// Per rule, window ends in order (every window of a rule has the same length and time
     /// never goes back here, so pushing at the back keeps them sorted). An entry whose window
@@ -462,7 +463,7 @@ impl Coalescer {
                 }
                 Plan::FlushTopic { rule } => {
                     if let Some(b) = self.batches.remove(&(rule, event.topic.clone())) {
-                        self.held[rule] -= 1;
+                        self.held[rule] -= b.merged.len();
                         self.emit_batch(rule, &event.topic, b, &mut out);
                     }
                     out.push(pass(event, false));
@@ -470,17 +471,36 @@ impl Coalescer {
                 Plan::Merge { rule, op } => {
                     let id = (rule, event.topic.clone());
                     let (window, max) = (self.rules[rule].window_ms, self.rules[rule].max_keys);
-                    // Let out a window that closed (timer not run yet), one that would fold
-                    // `op` out of order, or one at the ceiling; then fold `op` into a fresh one.
-                    let early = self.batches.get(&id).is_some_and(|b| {
-                        b.until <= now || b.merged.conflicts(&op) || b.merged.len() >= max
-                    });
-                    if early && let Some(b) = self.batches.remove(&id) {
-                        self.held[rule] -= 1;
+                    // Let out a window that closed (timer not run yet) or one that would fold
+                    // `op` out of order; then fold `op` into a fresh one.
+                    let early = self
+                        .batches
+                        .get(&id)
+                        .is_some_and(|b| b.until <= now || b.merged.conflicts(&op));
+                    // At the ceiling (paths held by all of this rule's windows), this topic's
+                    // window goes out early; if other topics hold them all, `op` goes out at
+                    // once as a batch of one. Nothing is lost either way.
+                    let full = self.held[rule] >= max;
+                    if (early || full)
+                        && let Some(b) = self.batches.remove(&id)
+                    {
+                        self.held[rule] -= b.merged.len();
                         self.emit_batch(rule, &id.1, b, &mut out);
                     }
+                    if self.held[rule] >= max {
+                        let alone = Batch {
+                            until: now,
+                            merged: {
+                                let mut m = Merged::default();
+                                m.apply(&op);
+                                m
+                            },
+                            origin: Origin::One(origin.clone()),
+                        };
+                        self.emit_batch(rule, &id.1, alone, &mut out);
+                        continue;
+                    }
                     let batch = self.batches.entry(id.clone()).or_insert_with(|| {
-                        self.held[rule] += 1;
                         self.timers[rule].push_back((now + window, Target::Topic(id.1.clone())));
                         Batch {
                             until: now + window,
@@ -488,7 +508,9 @@ impl Coalescer {
                             origin: Origin::Unset,
                         }
                     });
+                    let before = batch.merged.len();
                     batch.merged.apply(&op);
+                    self.held[rule] += batch.merged.len() - before;
                     batch.origin = match &batch.origin {
                         Origin::Unset => Origin::One(origin.clone()),
                         Origin::One(o) if o == origin => Origin::One(o.clone()),
@@ -559,7 +581,7 @@ impl Coalescer {
                 if self.batches.get(&id).is_some_and(|b| b.until == deadline)
                     && let Some(b) = self.batches.remove(&id)
                 {
-                    self.held[rule] -= 1;
+                    self.held[rule] -= b.merged.len();
                     self.emit_batch(rule, &id.1, b, out);
                 }
             }

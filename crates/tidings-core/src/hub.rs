@@ -68,7 +68,7 @@ pub struct HubStats {
     /// Published events a `[[coalesce]]` window superseded or folded into a batch, since
     /// start (they were never sequenced themselves).
     pub coalesced: u64,
-    /// Keys (`latest`) and topics (`merge`) whose window is open now.
+    /// Keys (`latest`) and paths (`merge`) coalescing windows hold now.
     pub coalescing_keys: usize,
     /// Queued deliveries a lagging subscriber's conflation dropped (a newer event of the
     /// same key replaced them), since start.

@@ -310,6 +310,51 @@ async fn merge_sends_a_burst_of_file_operations_as_one_batch() {
     );
 }
 
+#[tokio::test]
+async fn merge_at_its_path_ceiling_lets_batches_out_early_and_loses_nothing() {
+    let rule = CoalesceRule {
+        types: types(&["file"]),
+        topics: vec![],
+        policy: Policy::Merge(MergeFormat::default()),
+        window_ms: 500,
+        key: None,
+        terminal: vec![],
+        max_keys: 2,
+    };
+    let (hub, _clock) = hub_with(vec![rule], Limits::default());
+    let mut sub = hub.subscribe(all(None)).unwrap();
+    let op = |topic: &str, path: &str| {
+        ev(
+            topic,
+            "file",
+            &format!(r#"{{"type":"modify","from":"{path}","to":""}}"#),
+        )
+    };
+    hub.publish(batch(vec![op("files/u1", "/a"), op("files/u1", "/b")]))
+        .await
+        .unwrap();
+    assert_eq!(hub.stats().coalescing_keys, 2);
+    // u2's operation finds every path held by u1's window: it goes out at once, alone.
+    hub.publish(batch(vec![op("files/u2", "/x")]))
+        .await
+        .unwrap();
+    let (got, _) = ready(&mut sub).await;
+    assert_eq!(datas(&got), [r#"[{"type":"modify","from":"/x","to":""}]"#]);
+    // u1 itself at the ceiling: its batch goes out, the op starts the next.
+    hub.publish(batch(vec![op("files/u1", "/c")]))
+        .await
+        .unwrap();
+    let (got, _) = ready(&mut sub).await;
+    assert_eq!(
+        datas(&got),
+        [r#"[{"type":"modify","from":"/a","to":""},{"type":"modify","from":"/b","to":""}]"#]
+    );
+    assert_eq!(hub.stats().coalescing_keys, 1);
+    hub.shutdown();
+    hub.flush().await.unwrap();
+    assert_eq!(hub.stats().coalescing_keys, 0);
+}
+
 fn keyed(topic: &str, key: &str, ty: &str, n: u64, conflatable: bool, seq: u64) -> SharedEvent {
     EventRecord::with_conflation(
         tidings_proto::Event {

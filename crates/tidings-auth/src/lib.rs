@@ -3,8 +3,9 @@
 //! credential (a static token or a JWT) to its grant. Pure: no HTTP types, no I/O (key files
 //! are read by the caller and handed over as bytes).
 //!
-//! Static tokens are kept only as SHA-256 digests and looked up by the digest of what was
-//! presented, so the lookup time does not depend on how much of a wrong token matched.
+//! Static tokens are kept only as SHA-256 digests. The digest of what was presented is
+//! compared with every one of them in constant time (`subtle`), so the time taken depends
+//! neither on how much of a wrong token matched nor on which token it was.
 //!
 //! Telling them apart: a presented token is first looked up in the static table; if it is not
 //! there, JWT verification is configured, and it has the JWS compact shape (`eyJ…` then two
@@ -21,10 +22,10 @@ mod grant;
 mod jwt;
 mod secret;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use subtle::{ConstantTimeEq, CtOption};
 use tidings_proto::ErrorCode;
 
 pub use grant::{Grant, GrantTemplate, MAX_CLAIM_BYTES, TemplateError};
@@ -116,8 +117,9 @@ pub struct Caller {
 /// Maps credentials to grants.
 #[derive(Debug, Clone)]
 pub struct Authorizer {
-    /// Static token digest → the caller it authenticates.
-    tokens: HashMap<[u8; 32], Caller>,
+    /// Static token digests and the callers they authenticate. Few (they are configured by
+    /// hand), so a lookup compares against every one in constant time (`digest_matches`).
+    tokens: Vec<([u8; 32], Caller)>,
     jwt: Option<JwtVerifier>,
     anonymous: Caller,
 }
@@ -173,7 +175,7 @@ impl Authorizer {
         }
         let token = bearer.ok_or(AuthError::Missing)?;
         let digest = digest(token);
-        if let Some(caller) = self.tokens.get(&digest) {
+        if let Some(caller) = self.static_token(&digest) {
             return Ok(caller.clone());
         }
         match &self.jwt {
@@ -193,6 +195,20 @@ impl Authorizer {
             }
             _ => Err(AuthError::Invalid),
         }
+    }
+}
+
+impl Authorizer {
+    /// The static token with this digest. Every configured digest is compared, each in
+    /// constant time, and the scan never stops early: how long it takes tells nothing of how
+    /// much of a presented token matched, or which token.
+    fn static_token(&self, digest: &[u8; 32]) -> Option<&Caller> {
+        let mut found = None;
+        for (known, caller) in &self.tokens {
+            let same = known.ct_eq(digest);
+            found = Option::from(CtOption::new(caller, same)).or(found);
+        }
+        found
     }
 }
 

@@ -59,8 +59,10 @@ pub struct HubStats {
     pub head: u64,
     /// Events published since start.
     pub published: u64,
-    /// Event deliveries handed to connections since start.
+    /// Event deliveries handed to connections since start (live and replayed).
     pub delivered: u64,
+    /// Of those, events read from history (replay).
+    pub replayed: u64,
     /// Subscriptions open now.
     pub subscribers: usize,
     /// Client-id sessions held now (attached, or detached within their TTL).
@@ -110,6 +112,9 @@ impl Unregister for Shared {
     fn unregister(&self, queue: &SubscriberQueue) {
         let mut st = lock(&self.state);
         st.registry.remove(queue);
+        // Under the lock, so `stats` counts every delivery exactly once: in a registered
+        // queue's own counter, or here.
+        st.retired_delivered += queue.delivered();
         if let Some(client_id) = &queue.client_id {
             st.sessions.detach(client_id, queue.id, self.clock.now_ms());
         }
@@ -130,6 +135,8 @@ struct State {
     batches: VecDeque<PendingBatch>,
     delivered_seq: u64,
     registry: Registry,
+    /// Deliveries of subscriptions that have ended (live ones count in their queues).
+    retired_delivered: u64,
     idempotency: IdempotencyCache,
     /// Client-id sessions; kept under this lock because opening one fixes its handoff.
     sessions: Sessions,
@@ -212,6 +219,7 @@ impl Hub {
             batches: VecDeque::new(),
             delivered_seq: last,
             registry: Registry::default(),
+            retired_delivered: 0,
             idempotency: IdempotencyCache::new(
                 limits.idempotency_keys,
                 limits.idempotency_cache_bytes,
@@ -781,6 +789,16 @@ impl Hub {
         if let Err(e) = self.flush_windows(true).await {
             tracing::warn!(message = "Could not store events held by coalescing windows.", error = %e);
         }
+        self.save_sessions().await?;
+        self.shared.store.flush().await
+    }
+
+    /// Saves every live session with its place now, where the store keeps them (nothing if
+    /// it keeps none). Called at shutdown by `flush`, and periodically by a server so that a
+    /// crash loses only the progress since the last save: a session restored from an older
+    /// save resumes from its older place (events after it come again; none are lost). The
+    /// table is copied under the lock and written outside it.
+    pub async fn save_sessions(&self) -> Result<(), StoreError> {
         if let Some(saved) = self.shared.store.sessions() {
             let snapshot = {
                 let now = self.shared.clock.now_ms();
@@ -788,18 +806,32 @@ impl Hub {
             };
             saved.save_sessions(snapshot).await?;
         }
-        self.shared.store.flush().await
+        Ok(())
     }
 
-    /// Current counters.
+    /// Current counters. Sums every open subscription's delivery count (a load each), so
+    /// it costs a moment per thousand subscribers under the lock: for scrapes and
+    /// dashboards, not for every request (`head` is cheaper for that).
     pub fn stats(&self) -> HubStats {
-        let (head, subscribers, sessions, coalesced, coalescing_keys, conflated, dropped) = {
+        let (
+            head,
+            subscribers,
+            delivered,
+            sessions,
+            coalesced,
+            coalescing_keys,
+            conflated,
+            dropped,
+        ) = {
             let now = self.shared.clock.now_ms();
             let mut st = self.lock();
             st.sessions.expire(now);
+            let mut delivered = st.retired_delivered;
+            st.registry.for_each(|sub| delivered += sub.delivered());
             (
                 st.delivered_seq,
                 st.registry.len(),
+                delivered,
                 st.sessions.len(),
                 st.coalescer.coalesced,
                 st.coalescer.held(),
@@ -811,7 +843,8 @@ impl Hub {
             epoch: self.shared.epoch,
             head,
             published: self.shared.published.load(Ordering::Relaxed),
-            delivered: self.shared.subs.delivered.load(Ordering::Relaxed),
+            delivered,
+            replayed: self.shared.subs.replayed.load(Ordering::Relaxed),
             subscribers,
             sessions,
             coalesced,
@@ -820,6 +853,11 @@ impl Hub {
             dropped,
             store: self.shared.store.stats(),
         }
+    }
+
+    /// The highest seq delivered to subscribers.
+    pub fn head(&self) -> u64 {
+        self.lock().delivered_seq
     }
 }
 

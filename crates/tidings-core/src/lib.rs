@@ -55,4 +55,4 @@ pub use session::{SavedSession, SessionPlace, SessionStore};
 pub use store::{
     DynStore, EventStore, KeyedBatch, MemoryStore, ReadLimit, Retention, StoreError, StoreStats,
 };
-pub use subscription::{CloseReason, ResetReason, Step, Subscription};
+pub use subscription::{CloseReason, ResetReason, Step, Subscription, SubscriptionProbe};

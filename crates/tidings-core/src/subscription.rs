@@ -44,8 +44,9 @@ pub(crate) struct SubscriptionContext {
     pub(crate) replay_budget: Arc<Semaphore>,
     /// Most events handed out per step.
     pub(crate) delivery_batch: usize,
-    /// Event deliveries handed to connections (`HubStats::delivered`).
-    pub(crate) delivered: AtomicU64,
+    /// Events read from history and handed to connections (`HubStats::replayed`); one
+    /// relaxed add per replay step.
+    pub(crate) replayed: AtomicU64,
     /// The registry, weakly: a subscription outliving its hub just has nothing to leave.
     pub(crate) registry: Weak<dyn Unregister>,
 }
@@ -69,7 +70,7 @@ impl SubscriptionContext {
             replay_permits: permits,
             replay_budget: Arc::new(Semaphore::new(budget)),
             delivery_batch: limits.delivery_batch,
-            delivered: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
             registry,
         }
     }
@@ -121,6 +122,8 @@ pub enum CloseReason {
     Shutdown,
     /// History could not be read.
     StoreFailed,
+    /// An operator closed it (the admin API).
+    Operator,
     /// The credential the subscription was opened with expired (decided by the server, which
     /// knows credentials; the engine itself never ends a subscription for this).
     TokenExpired,
@@ -136,6 +139,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::Shutdown => "shutdown",
             CloseReason::StoreFailed => "store_failed",
+            CloseReason::Operator => "operator",
             CloseReason::TokenExpired => "token_expired",
             CloseReason::Reconnect => "reconnect",
         }
@@ -173,6 +177,36 @@ pub enum Step {
     },
     /// The subscription is over; nothing more will come.
     Closed(CloseReason),
+}
+
+/// A view of a subscription from outside its connection (operators' tools): its counts, and
+/// a way to end it. Holding one does not keep the subscription registered.
+#[derive(Debug, Clone)]
+pub struct SubscriptionProbe {
+    queue: Arc<SubscriberQueue>,
+}
+
+impl SubscriptionProbe {
+    /// The hub's id of the subscription (unique within the process).
+    pub fn id(&self) -> u64 {
+        self.queue.id
+    }
+
+    /// Events waiting in its live queue.
+    pub fn queued(&self) -> usize {
+        self.queue.queued()
+    }
+
+    /// Events handed to its connection so far.
+    pub fn delivered(&self) -> u64 {
+        self.queue.delivered()
+    }
+
+    /// Ends the subscription with `reason` once what it has queued is handed out (its
+    /// connection then says `reconnect-required`).
+    pub fn close(&self, reason: CloseReason) {
+        self.queue.close(reason);
+    }
 }
 
 /// A live subscription. Dropping it unregisters it.
@@ -280,6 +314,18 @@ impl Subscription {
         self.shared.queued()
     }
 
+    /// Events handed to the connection so far.
+    pub fn delivered(&self) -> u64 {
+        self.shared.delivered()
+    }
+
+    /// A handle another task may keep to watch this subscription or close it.
+    pub fn probe(&self) -> SubscriptionProbe {
+        SubscriptionProbe {
+            queue: Arc::clone(&self.shared),
+        }
+    }
+
     /// Waits for the next step, appending ready events to `out` (which the caller clears).
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn next(&mut self, out: &mut Vec<SharedEvent>) -> Step {
@@ -292,7 +338,9 @@ impl Subscription {
             None => self.live(out).await,
         };
         let n = (out.len() - before) as u64;
-        self.ctx.delivered.fetch_add(n, Ordering::Relaxed);
+        if n > 0 {
+            self.shared.add_delivered(n);
+        }
         step
     }
 
@@ -325,7 +373,9 @@ impl Subscription {
             }
         };
         let n = (out.len() - before) as u64;
-        self.ctx.delivered.fetch_add(n, Ordering::Relaxed);
+        if n > 0 {
+            self.shared.add_delivered(n);
+        }
         step
     }
 
@@ -399,6 +449,8 @@ impl Subscription {
             drop(held.split(spare));
             if !out.is_empty() {
                 self.replay_held = Some(held);
+                let replayed = (out.len() - before) as u64;
+                self.ctx.replayed.fetch_add(replayed, Ordering::Relaxed);
                 return Some(Step::Events);
             }
         }

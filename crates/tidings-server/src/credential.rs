@@ -188,12 +188,14 @@ impl Drop for StreamSlot {
     }
 }
 
-/// What a stream holds for its credential: when it expires and its place under the
-/// credential's stream limit.
+/// What a stream holds for its credential: when it expires, its place under the
+/// credential's stream limit, and (through a trusted proxy) its place under the limit of the
+/// client address the proxy names.
 #[derive(Debug, Default)]
 pub(crate) struct Lease {
     pub(crate) expiry: Option<tokio::time::Instant>,
     pub(crate) slot: Option<StreamSlot>,
+    pub(crate) address: Option<crate::listener::AddressSlot>,
 }
 
 /// A held ticket.

@@ -181,6 +181,7 @@ impl Embedded {
         events: &[Outgoing],
         idempotency_key: Option<&str>,
     ) -> Result<Vec<Option<EventId>>, EmbedError> {
+        let started = std::time::Instant::now();
         let limits = self.state.hub.limits();
         // The same bytes a publisher would POST, through the same parser: one set of rules.
         let body = serde_json::to_vec(events).map_err(|e| EmbedError {
@@ -213,7 +214,12 @@ impl Embedded {
             }),
             None => None,
         };
-        self.state
+        // Counted in /metrics like a `POST /publish`: per allow-listed prefix and its latency.
+        let metrics = &self.state.observers.metrics;
+        let mut by_prefix = Vec::new();
+        metrics.match_prefixes(events.iter().map(|e| &e.topic), &mut by_prefix);
+        let ids = self
+            .state
             .hub
             .publish_each(PublishBatch {
                 events,
@@ -221,7 +227,12 @@ impl Embedded {
                 idempotency_key,
             })
             .await
-            .map_err(|e| HttpError::from(e).into())
+            .map_err(HttpError::from)?;
+        metrics.published(&by_prefix);
+        metrics
+            .publish_latency
+            .observe(started.elapsed().as_secs_f64());
+        Ok(ids)
     }
 
     /// A future for `axum::serve(…).with_graceful_shutdown`: it waits for the application's

@@ -129,8 +129,12 @@ fn app(tokens: Vec<StaticToken>) -> AppState {
         };
         JwtVerifier::new(vec![key], rules).expect("one key")
     });
+    let hub = Hub::new(store, Limits::default());
     AppState {
-        hub: Hub::new(store, Limits::default()),
+        observers: Arc::new(crate::Observers::new(
+            crate::Metrics::new(&[]).with_hub(&hub),
+        )),
+        hub,
         auth: Arc::new(Authorizer::new(tokens).with_jwt(jwt)),
         transport: TransportOptions::default(),
         edge: Edge::default(),

@@ -31,8 +31,8 @@ use crate::http::head::{self, Framing};
 use crate::http::subscribe::{self, EndpointState, Prepared};
 use crate::io::WriteTimeout;
 use crate::refusal::{Refusal, refusal_answer};
+use crate::tracked::Tracked;
 use crate::transport::stream;
-use tidings_core::Subscription;
 
 /// Subscribe endpoints served on one listener, by path.
 pub(crate) type LeanRoutes = Arc<HashMap<String, EndpointState>>;
@@ -225,7 +225,7 @@ async fn open(
     parts: Box<http::request::Parts>,
     ctx: Box<EndpointState>,
 ) -> Option<(
-    Subscription,
+    Tracked,
     stream::Format,
     Arc<Endpoint>,
     crate::credential::Lease,
@@ -240,6 +240,9 @@ async fn open(
     let shed = match &prepared {
         Err(e) if e.0.error.code == ErrorCode::ShuttingDown => Some(Refusal::ShuttingDown),
         Err(e) if e.0.error.code == ErrorCode::TooManyStreams => Some(Refusal::TooManyStreams),
+        Err(e) if e.0.error.code == ErrorCode::TooManyConnections => {
+            Some(Refusal::TooManyFromAddress)
+        }
         _ => None,
     }
     .filter(|_| !subscribe::wants_ndjson_stream(&parts));
@@ -359,6 +362,7 @@ async fn write_error(
     e: &HttpError,
     mut headers: http::HeaderMap,
 ) {
+    e.log();
     let body = e.body();
     head::json(&mut headers);
     let mut out = head::encode(e.status(), version, &headers, Framing::Length(body.len()));
@@ -382,8 +386,12 @@ mod tests {
             tidings_proto::Epoch(1),
             Retention::default(),
         ));
+        let hub = Hub::new(store, Limits::default());
         let app = AppState {
-            hub: Hub::new(store, Limits::default()),
+            observers: Arc::new(crate::Observers::new(
+                crate::Metrics::new(&[]).with_hub(&hub),
+            )),
+            hub,
             auth: Arc::new(tidings_auth::Authorizer::new(vec![])),
             transport: TransportOptions::default(),
             edge: crate::state::Edge::default(),
@@ -469,7 +477,7 @@ mod tests {
     /// since it is only read while opening. 1,312 bytes before the opening was boxed; at most
     /// 1,024 before the stream carried its endpoint (session names, handshake, keep-alive
     /// style), a session's acknowledgement tracking and its credential's lease (expiry timer,
-    /// stream place).
+    /// stream place); the operator bookkeeping (`Tracked`) adds one pointer.
     #[tokio::test]
     async fn a_lean_stream_future_stays_small() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -489,10 +497,16 @@ mod tests {
             .unwrap();
         let format = stream::Format::Ndjson(crate::Shape::Event);
         let lease = crate::credential::Lease::default();
-        let body = stream::pieces(sub, format, None, ctx.endpoint.clone(), lease);
+        let body = stream::pieces(
+            Tracked::untracked(sub),
+            format,
+            None,
+            ctx.endpoint.clone(),
+            lease,
+        );
         let body_size = std::mem::size_of_val(&body);
         let future = serve(tcp, Box::new(parts), Box::new(ctx), Duration::from_secs(1));
         let size = std::mem::size_of_val(&future) + body_size;
-        assert!(size <= 1472, "{size} bytes");
+        assert!(size <= 1480, "{size} bytes");
     }
 }

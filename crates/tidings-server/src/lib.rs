@@ -38,9 +38,11 @@ mod http;
 mod io;
 mod lean;
 mod listener;
+mod metrics;
 mod rate;
 mod refusal;
 mod state;
+mod tracked;
 mod transport;
 
 use std::future::Future;
@@ -56,8 +58,10 @@ pub use config::{Config, ConfigError, Durability, RawConfig};
 pub use credential::{CredentialOptions, Credentials};
 pub use embed::{EmbedError, Embedded, Outgoing};
 use http::router::lean_routes;
-pub use http::router::{endpoint_router, router};
+pub use http::router::{endpoint_router, metrics_router, router};
+pub use metrics::Metrics;
 pub use state::{AppState, Edge, SYSTEM_TYPES};
+pub use tracked::Observers;
 pub use transport::frame::Shape;
 pub use transport::ws::{
     CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_INVALID_DATA, CLOSE_PING_TIMEOUT, CLOSE_PROTOCOL,
@@ -71,6 +75,8 @@ pub struct Listeners {
     pub main: TcpListener,
     /// `(endpoint name, listener)` for endpoints with their own port.
     pub endpoints: Vec<(String, TcpListener)>,
+    /// The listener serving only `/metrics` (`metrics.listen`), if configured.
+    pub metrics: Option<TcpListener>,
 }
 
 /// A built server, ready to run.
@@ -109,12 +115,15 @@ impl App {
                 Arc::new(store)
             }
         };
+        let metrics = Metrics::new(&config.metrics.topic_prefixes);
+        let store = metrics::TimedStore::wrap(store, metrics.commit_latency.clone());
         let hub = Hub::with_coalescing(
             store,
             config.limits.clone(),
             tidings_core::clock::system(),
             config.coalesce.clone(),
         );
+        let metrics = metrics.with_hub(&hub);
         let state = AppState {
             hub,
             auth: Arc::new(Authorizer::new(config.tokens.clone()).with_jwt(config.jwt.clone())),
@@ -126,7 +135,14 @@ impl App {
             )
             .with_cors(config.cors.clone())
             .reserve(config.endpoints.iter().flat_map(|e| e.system_names()))
-            .with_drain_spread(config.drain_spread),
+            .with_drain_spread(config.drain_spread)
+            .with_address_limit(
+                config.max_connections_per_ip,
+                config.trusted_proxies.clone(),
+            ),
+            observers: Arc::new(
+                Observers::new(metrics).with_metrics_token(config.metrics.token.clone()),
+            ),
             credentials: Credentials::new(
                 config.credentials.clone(),
                 tidings_core::clock::system(),
@@ -155,7 +171,19 @@ impl App {
                 endpoints.push((endpoint.name.clone(), l));
             }
         }
-        Ok(Listeners { main, endpoints })
+        let metrics = match self.config.metrics.listen {
+            None => None,
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listen on {addr} for metrics"))?,
+            ),
+        };
+        Ok(Listeners {
+            main,
+            endpoints,
+            metrics,
+        })
     }
 
     /// Serves `listeners` until `shutdown` resolves; then refuses new work, closes every
@@ -200,10 +228,7 @@ impl App {
                 None
             }
         };
-        let per_address = listener::PerAddress::new(
-            config.max_connections_per_ip,
-            config.trusted_proxies.clone(),
-        );
+        let per_address = state.edge.per_address().clone();
         let limit = listener::ConnectionLimit::fit(config.max_connections, nofile, per_address);
         if limit.max < config.max_connections {
             tracing::warn!(
@@ -255,7 +280,26 @@ impl App {
                 stopped(),
             )));
         }
+        if let Some(l) = listeners.metrics {
+            let addr = l.local_addr().context("read the metrics address")?;
+            tracing::info!(message = "Metrics are listening.", %addr, path = "/metrics");
+            servers.push(tokio::spawn(listener::serve(
+                l,
+                metrics_router(state.clone()),
+                Arc::new(Default::default()),
+                options,
+                limit.clone(),
+                stopped(),
+            )));
+        }
+        let checkpoints = config
+            .session_checkpoint
+            .map(|every| tokio::spawn(checkpoint_sessions(hub.clone(), every)));
         shutdown.await;
+        if let Some(task) = checkpoints {
+            // The final save (in `flush`) is the one that counts from here on.
+            task.abort();
+        }
         tracing::info!(
             message = "Shutting down: telling streams to reconnect, spread over the drain window.",
             spread_ms = u64::try_from(config.drain_spread.as_millis()).unwrap_or(u64::MAX),
@@ -276,6 +320,21 @@ impl App {
             }
         }
         state_flush(&hub).await
+    }
+}
+
+/// Saves the sessions every `every` while the hub runs (a store without a session table makes
+/// each save a no-op), so a crash loses at most that much of their progress. A failed save is
+/// logged and retried at the next tick.
+async fn checkpoint_sessions(hub: Hub, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = hub.save_sessions().await {
+            tracing::warn!(message = "Saving the sessions failed; retrying at the next checkpoint.", error = %e);
+        }
     }
 }
 

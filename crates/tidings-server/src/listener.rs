@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -26,6 +26,7 @@ use crate::ack::{ConnSocket, Counted};
 use crate::io::{Linger, Rewind, WriteTimeout};
 use crate::lean::{self, Head, LeanRoutes};
 use crate::refusal::{self, Refusal};
+use crate::tracked::RemoteAddr;
 
 /// Connection handling settings.
 #[derive(Debug, Clone, Copy)]
@@ -56,10 +57,12 @@ pub(crate) struct Slot {
     _address: Option<AddressSlot>,
 }
 
-/// Connections per client address (the socket's peer address). A trusted proxy's address is
-/// not limited: it carries many clients' connections, whose own limits the proxy enforces;
-/// `X-Forwarded-For` is not used for this, because a proxy pools one upstream connection for
-/// requests of different clients.
+/// Connections per client address. At accept the client is the socket's peer address; a
+/// trusted proxy's address is not limited there, since it carries many clients' connections.
+/// A stream (SSE, NDJSON, WebSocket) that arrives through a trusted proxy is then counted
+/// against the client `X-Forwarded-For` names (`forwarded_client`) for as long as it lives.
+/// Short requests through a proxy are not counted per address: a proxy pools one upstream
+/// connection for requests of different clients, and publishes are limited per credential.
 #[derive(Debug)]
 pub(crate) struct PerAddress {
     /// Most connections per address (0: no limit).
@@ -95,6 +98,55 @@ impl PerAddress {
             ip,
         }))
     }
+}
+
+impl PerAddress {
+    /// The client behind a trusted proxy: walking `X-Forwarded-For` from the right (the entry
+    /// the nearest proxy appended; entries further left are whatever the client sent), the
+    /// first address that is not itself a trusted proxy. `None` when `peer` is not a trusted
+    /// proxy (its own address was counted at accept), when no trusted proxy is configured, or
+    /// when the header is missing or an entry on the way is not an address (then the stream
+    /// is not counted per address, as before the header was read).
+    pub(crate) fn forwarded_client(
+        &self,
+        peer: IpAddr,
+        headers: &http::HeaderMap,
+    ) -> Option<IpAddr> {
+        if self.trusted.is_empty() || !self.trusted.contains(&canonical(peer)) {
+            return None;
+        }
+        for value in headers.get_all("x-forwarded-for").iter().rev() {
+            for hop in value.to_str().ok()?.rsplit(',') {
+                let ip = canonical(parse_hop(hop.trim())?);
+                if !self.trusted.contains(&ip) {
+                    return Some(ip);
+                }
+            }
+        }
+        None
+    }
+
+    /// A place under the per-address limit for a stream from the client a trusted proxy
+    /// names: `Ok(None)` when the request did not come through one (or is not limited),
+    /// `Err` when that client has its most connections open.
+    pub(crate) fn take_forwarded(
+        self: &Arc<Self>,
+        peer: IpAddr,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<AddressSlot>, ()> {
+        match self.forwarded_client(peer, headers) {
+            Some(ip) => self.take(ip),
+            None => Ok(None),
+        }
+    }
+}
+
+/// One `X-Forwarded-For` entry: an address, or an address with a port (`[v6]:port`,
+/// `v4:port`) as some proxies write it.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// An IPv4 client seen through an IPv6 socket counts as its IPv4 address.
@@ -310,10 +362,14 @@ impl Connection {
         } = self;
         // The head reader and hyper's connection are boxed: a task's future is as large as
         // its largest state, and every long-lived lean stream would pay for them.
+        let peer = stream.peer_addr().ok().map(RemoteAddr);
         let head = Box::pin(lean::read_head(&mut stream, &lean, options.header_timeout)).await;
         let prefix = match head {
             Head::Gone => return,
-            Head::Stream(parts, ctx) => {
+            Head::Stream(mut parts, ctx) => {
+                if let Some(peer) = peer {
+                    parts.extensions.insert(peer);
+                }
                 drop(lean);
                 lean::serve(stream, parts, Box::new(ctx), options.write_timeout).await;
                 drop(slot);
@@ -321,13 +377,17 @@ impl Connection {
             }
             Head::Other(prefix) => prefix,
         };
-        // An upgrade request learns its socket and how many bytes were written to it, so a
+        // Every request learns its peer's address (for the connection table and logs); an
+        // upgrade request also learns its socket and how many bytes were written to it, so a
         // WebSocket can confirm its session's place from what the client acknowledged.
         let written = Arc::new(AtomicU64::new(0));
         let socket = ConnSocket::new(stream.as_raw_fd(), Arc::clone(&written));
         let app = tower::ServiceExt::map_request(
             app,
             move |mut request: http::Request<hyper::body::Incoming>| {
+                if let Some(peer) = peer {
+                    request.extensions_mut().insert(peer);
+                }
                 if request.headers().contains_key(http::header::UPGRADE) {
                     request.extensions_mut().insert(socket.clone());
                 }
@@ -419,6 +479,71 @@ mod tests {
             "closed addresses are forgotten"
         );
         assert!(PerAddress::new(0, vec![]).take(a).unwrap().is_none());
+    }
+
+    fn xff(values: &[&str]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_client_behind_trusted_proxies_is_the_rightmost_untrusted_hop() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let limit = PerAddress::new(2, vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+        let via = |peer: &str, values: &[&str]| limit.forwarded_client(ip(peer), &xff(values));
+        // The nearest proxy appended the last entry; what the client wrote itself is left of it.
+        assert_eq!(
+            via("10.0.0.1", &["6.6.6.6, 192.0.2.7"]),
+            Some(ip("192.0.2.7"))
+        );
+        // Chained trusted proxies are skipped, across several header lines too.
+        assert_eq!(
+            via("10.0.0.1", &["6.6.6.6, 192.0.2.7", "10.0.0.2"]),
+            Some(ip("192.0.2.7"))
+        );
+        // Ports and IPv4-mapped IPv6 as some proxies write them.
+        assert_eq!(via("10.0.0.1", &["192.0.2.8:5123"]), Some(ip("192.0.2.8")));
+        assert_eq!(
+            via("10.0.0.1", &["[2001:db8::1]:443"]),
+            Some(ip("2001:db8::1"))
+        );
+        assert_eq!(
+            via("::ffff:10.0.0.1", &["::ffff:192.0.2.9"]),
+            Some(ip("192.0.2.9"))
+        );
+        // Not through a trusted proxy: the header is whatever the client wrote; ignored.
+        assert_eq!(via("192.0.2.50", &["192.0.2.7"]), None);
+        // Missing, garbage on the way, or only trusted hops: not counted per address.
+        assert_eq!(via("10.0.0.1", &[]), None);
+        assert_eq!(via("10.0.0.1", &["192.0.2.7, unknown"]), None);
+        assert_eq!(via("10.0.0.1", &["10.0.0.2"]), None);
+        // A garbage entry left of the client is never reached.
+        assert_eq!(
+            via("10.0.0.1", &["nonsense, 192.0.2.7"]),
+            Some(ip("192.0.2.7"))
+        );
+        // No trusted proxies configured: never.
+        assert_eq!(
+            PerAddress::new(2, vec![]).forwarded_client(ip("10.0.0.1"), &xff(&["192.0.2.7"])),
+            None
+        );
+        // The forwarded client is held to the limit; the proxy itself is not.
+        let h = xff(&["192.0.2.7"]);
+        let one = limit.take_forwarded(ip("10.0.0.1"), &h).unwrap();
+        let two = limit.take_forwarded(ip("10.0.0.2"), &h).unwrap();
+        assert!(one.is_some() && two.is_some());
+        assert!(limit.take_forwarded(ip("10.0.0.1"), &h).is_err());
+        assert!(
+            limit
+                .take_forwarded(ip("10.0.0.1"), &xff(&["192.0.2.8"]))
+                .unwrap()
+                .is_some()
+        );
+        drop(one);
+        assert!(limit.take_forwarded(ip("10.0.0.1"), &h).unwrap().is_some());
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,5 +1,6 @@
 //! `AppState`: what every handler needs, cloned per request (all fields are cheap handles).
 
+use crate::listener::PerAddress;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use tokio::sync::Semaphore;
 
 use crate::credential::Credentials;
 use crate::endpoint::{Cors, TransportOptions};
+use crate::tracked::Observers;
 
 /// Shared state of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -21,6 +23,8 @@ pub struct AppState {
     pub transport: TransportOptions,
     /// What the HTTP edge enforces before a request reaches a handler's logic.
     pub edge: Edge,
+    /// Metrics and the table of open subscribe connections.
+    pub observers: Arc<Observers>,
     /// Where credentials come from, and the connect tickets.
     pub credentials: Credentials,
 }
@@ -51,6 +55,9 @@ pub(crate) struct Policy {
     pub(crate) drain_spread: Duration,
     /// CORS of the main listener's own routes (`/publish`, `/tickets`).
     pub(crate) cors: Cors,
+    /// Connections per client address: taken at accept by the listener, and by a stream that
+    /// arrives through a trusted proxy for the client it names.
+    pub(crate) per_address: Arc<PerAddress>,
 }
 
 /// The event names every endpoint's streams may carry from the hub itself.
@@ -75,6 +82,7 @@ impl Edge {
                 // own (`reserve`), so a renamed `resumed` is free for publishers to use.
                 reserved_types: vec!["reset".to_owned()],
                 drain_spread: Duration::from_secs(10),
+                per_address: PerAddress::new(0, Vec::new()),
             }),
         }
     }
@@ -113,9 +121,51 @@ impl Edge {
         self
     }
 
+    /// At most `max` connections per client address (0: no limit); `trusted` proxies are not
+    /// limited themselves, and name their clients in `X-Forwarded-For`.
+    pub fn with_address_limit(mut self, max: usize, trusted: Vec<std::net::IpAddr>) -> Edge {
+        let mut policy = (*self.policy).clone();
+        policy.per_address = PerAddress::new(max, trusted);
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// The per-address connection limit.
+    pub(crate) fn per_address(&self) -> &Arc<PerAddress> {
+        &self.policy.per_address
+    }
+
     /// The drain window.
     pub fn drain_spread(&self) -> Duration {
         self.policy.drain_spread
+    }
+}
+
+impl AppState {
+    /// The grant of a bearer credential; see `identify`.
+    pub(crate) fn authenticate(
+        &self,
+        bearer: Option<&str>,
+    ) -> Result<Arc<tidings_auth::Grant>, tidings_auth::AuthError> {
+        self.identify(bearer).map(|caller| caller.grant)
+    }
+
+    /// The caller a bearer credential authenticates; a refusal is counted in
+    /// `tidings_auth_failures_total` by its reason.
+    pub(crate) fn identify(
+        &self,
+        bearer: Option<&str>,
+    ) -> Result<tidings_auth::Caller, tidings_auth::AuthError> {
+        self.auth.identify(bearer).inspect_err(|e| {
+            use tidings_auth::{AuthError, JwtError};
+            self.observers.metrics.auth_failed(match e {
+                AuthError::Missing => "missing",
+                AuthError::Invalid => "invalid",
+                AuthError::Jwt(JwtError::Expired | JwtError::NotYetValid) => "jwt_expired",
+                AuthError::Jwt(JwtError::BadSignature) => "jwt_bad_signature",
+                AuthError::Jwt(_) => "jwt_invalid",
+            })
+        })
     }
 }
 

@@ -58,8 +58,12 @@ fn answers(store: &HeldStore, app: &axum::Router, req: Request<Body>) -> (Status
 async fn readyz_and_subscribe_answer_while_the_store_is_stalled() {
     const QUEUE: usize = 2;
     let store = HeldStore::new(Arc::new(MemoryStore::new(Epoch(1), unbounded())), QUEUE);
+    let hub = Hub::new(store.clone(), Limits::default());
     let state = AppState {
-        hub: Hub::new(store.clone(), Limits::default()),
+        observers: Arc::new(tidings_server::Observers::new(
+            tidings_server::Metrics::new(&[]).with_hub(&hub),
+        )),
+        hub,
         auth: Arc::new(Authorizer::new(vec![])),
         transport: TransportOptions::default(),
         edge: Edge::default(),

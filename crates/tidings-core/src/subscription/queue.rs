@@ -5,6 +5,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::task::AtomicWaker;
 use tidings_proto::{Key, Selector};
@@ -29,6 +30,9 @@ pub(crate) struct SubscriberQueue {
     /// Wakes the connection when its queue goes from empty to non-empty, or closes. One
     /// consumer only, so a lock-free waker slot is enough (no waiter list to lock).
     waker: AtomicWaker,
+    /// Events handed to this subscriber's connection: one relaxed add per step, by the
+    /// connection's own task (uncontended). The hub sums these for `HubStats::delivered`.
+    delivered: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -119,6 +123,7 @@ impl SubscriberQueue {
             soft,
             queue: Mutex::new(QueueState::default()),
             waker: AtomicWaker::new(),
+            delivered: AtomicU64::new(0),
         }
     }
 
@@ -217,5 +222,15 @@ impl SubscriberQueue {
 
     pub(crate) fn queued(&self) -> usize {
         self.lock().events.len()
+    }
+
+    /// Counts `n` events handed to the connection.
+    pub(crate) fn add_delivered(&self, n: u64) {
+        self.delivered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Events handed to the connection so far.
+    pub(crate) fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
     }
 }

@@ -4,10 +4,12 @@
 //! port is bound. Each subsystem's settings live in their own module.
 
 mod auth;
+mod check;
 mod coalesce;
 mod endpoints;
 mod layers;
 mod limits;
+mod metrics;
 mod store;
 mod transport;
 mod units;
@@ -23,10 +25,12 @@ use tidings_core::{Coalescing, Limits, Retention};
 use tidings_proto::Pattern;
 
 pub use auth::{RawAuth, RawToken, RawTokenTable};
+pub use check::{REDACTED, check};
 pub use coalesce::RawCoalesce;
 pub use endpoints::RawEndpoint;
 pub use layers::{ServeArgs, layered, load, without_env};
 pub use limits::RawLimits;
+pub use metrics::{MAX_TOPIC_PREFIXES, MetricsConfig, RawMetrics};
 pub use store::{Durability, RawRetention, RawStore};
 pub use transport::{RawPoll, RawSse, RawWebSocket};
 pub use units::{duration, size};
@@ -48,6 +52,10 @@ pub struct RawConfig {
     /// Log filter, e.g. `info` or `tidings=debug` [default: info].
     #[arg(long, env = "TIDINGS_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// Log line format: `pretty` (text for people) or `json` (one object per line, for log
+    /// shippers) [default: pretty].
+    #[arg(long, env = "TIDINGS_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// Grace period for draining connections at shutdown [default: 10s].
     #[arg(long, env = "TIDINGS_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
@@ -65,7 +73,8 @@ pub struct RawConfig {
     pub max_connections_per_ip: Option<usize>,
     /// The address of a reverse proxy in front of the hub (repeatable; in the environment,
     /// several separated by spaces): its connections are not limited per address, since it
-    /// carries many clients [default: none].
+    /// carries many clients; a stream through it counts against the client its
+    /// X-Forwarded-For names [default: none].
     #[arg(
         long = "trusted-proxy",
         env = "TIDINGS_TRUSTED_PROXIES",
@@ -106,6 +115,11 @@ pub struct RawConfig {
     /// spread, so clients do not reconnect all at once [default: 10s].
     #[arg(long, env = "TIDINGS_DRAIN_SPREAD", value_name = "DURATION")]
     pub drain_spread: Option<String>,
+    /// How often client-id sessions are saved while the hub runs, in `durable` and `fast`
+    /// mode, so a crash loses at most this much of their progress (0s: saved only at a clean
+    /// shutdown) [default: 5s].
+    #[arg(long, env = "TIDINGS_SESSION_CHECKPOINT", value_name = "DURATION")]
+    pub session_checkpoint: Option<String>,
     /// A `Host` name this hub answers to (repeatable; `*` for any, `*.example.com` for its
     /// subdomains; in the environment, several separated by spaces). Without tokens the hub
     /// answers only loopback names (localhost, *.localhost, 127.0.0.1, [::1]) unless this is
@@ -151,6 +165,9 @@ pub struct RawConfig {
     #[command(flatten)]
     #[serde(default)]
     pub auth: RawAuth,
+    #[command(flatten)]
+    #[serde(default)]
+    pub metrics: RawMetrics,
     /// `[[endpoints]]`: extra subscribe routes (file only).
     #[arg(skip)]
     #[serde(default)]
@@ -170,6 +187,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Log filter.
     pub log: String,
+    /// Log line format.
+    pub log_format: LogFormat,
     /// Drain period at shutdown.
     pub shutdown_grace: Duration,
     /// Most concurrent connections (over all listeners; lowered at start to fit the
@@ -209,10 +228,24 @@ pub struct Config {
     pub tokens: Vec<StaticToken>,
     /// Window a drain spreads its closes over.
     pub drain_spread: Duration,
+    /// How often sessions are saved while running (`None`: only at a clean shutdown).
+    pub session_checkpoint: Option<Duration>,
     /// JWT verification (`None`: JWTs are not accepted).
     pub jwt: Option<JwtVerifier>,
+    /// `/metrics`: its own listener, its token, the topic prefixes broken out.
+    pub metrics: MetricsConfig,
     /// Where credentials come from (ticket TTL, cookie).
     pub credentials: crate::credential::CredentialOptions,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable text.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
 }
 
 /// A configuration error: which setting, and why.
@@ -299,6 +332,17 @@ impl RawConfig {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let open = tokens.is_empty() && jwt.is_none();
+        let metrics = self.metrics.validate()?;
+        let log_format = match self.log_format.as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(bad(
+                    "log_format",
+                    format!("`{other}` is not pretty or json"),
+                ));
+            }
+        };
         let transport = transport::options(
             &self.sse,
             &self.websocket,
@@ -335,6 +379,7 @@ impl RawConfig {
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("./tidings-data")),
             log: self.log.unwrap_or_else(|| "info".to_owned()),
+            log_format,
             shutdown_grace: duration("shutdown_grace", self.shutdown_grace.as_deref(), "10s")?,
             max_connections: positive("max_connections", self.max_connections, 19_000)?,
             max_connections_per_ip: self.max_connections_per_ip.unwrap_or(1024),
@@ -358,7 +403,14 @@ impl RawConfig {
             coalesce: coalesce::rules(self.coalesce)?,
             tokens,
             drain_spread: duration("drain_spread", self.drain_spread.as_deref(), "10s")?,
+            session_checkpoint: Some(duration(
+                "session_checkpoint",
+                self.session_checkpoint.as_deref(),
+                "5s",
+            )?)
+            .filter(|d| !d.is_zero()),
             jwt,
+            metrics,
             credentials,
         })
     }

@@ -48,19 +48,21 @@ fn is_uuid(v: &[u8]) -> bool {
         })
 }
 
-/// The client id of a subscribe request: `header` wins over the `clientId` parameter.
+/// The client id of a subscribe request: `header` wins over the `clientId` parameter. Both
+/// are checked: a bad parameter is refused even beside a good header.
 pub(crate) fn of_subscribe(
     headers: &HeaderMap,
     header: &http::HeaderName,
     query: Option<&str>,
     uuid: bool,
 ) -> Result<Option<Key>, HttpError> {
-    if let Some(v) = headers.get(header) {
-        return parse(v.as_bytes(), header.as_str(), uuid).map(Some);
-    }
-    query
+    let from_query = query
         .map(|q| parse(q.as_bytes(), "clientId", uuid))
-        .transpose()
+        .transpose()?;
+    match headers.get(header) {
+        Some(v) => parse(v.as_bytes(), header.as_str(), uuid).map(Some),
+        None => Ok(from_query),
+    }
 }
 
 #[cfg(test)]
@@ -90,5 +92,21 @@ mod tests {
         assert!(parse(b"a b", "clientId", false).is_err());
         assert!(parse("é".as_bytes(), "clientId", false).is_err());
         assert!(parse(b"a\x7f", "clientId", false).is_err());
+    }
+
+    #[test]
+    fn the_header_wins_but_a_bad_parameter_is_refused_beside_it() {
+        let name = http::HeaderName::from_static("x-client-id");
+        let mut headers = HeaderMap::new();
+        headers.insert(&name, http::HeaderValue::from_static("from-header"));
+        let id = of_subscribe(&headers, &name, Some("from-query"), false).unwrap();
+        assert_eq!(id.unwrap().as_str(), "from-header");
+        let e = of_subscribe(&headers, &name, Some("a b"), false).unwrap_err();
+        assert_eq!(e.0.error.code, ErrorCode::InvalidClientId);
+        assert!(
+            e.0.error.message.starts_with("clientId: "),
+            "{}",
+            e.0.error.message
+        );
     }
 }

@@ -40,6 +40,16 @@ impl HttpError {
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
+    /// Logs the refusal (debug level): its stable code and status, never its message, which
+    /// may quote the request.
+    pub(crate) fn log(&self) {
+        tracing::debug!(
+            message = "Request refused.",
+            code = %self.0.error.code,
+            status = self.status().as_u16(),
+        );
+    }
+
     /// The JSON body.
     pub(crate) fn body(&self) -> Vec<u8> {
         serde_json::to_vec(&self.0).expect("an error body serializes")
@@ -48,12 +58,9 @@ impl HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let code = self.0.error.code;
+        // A server error's cause was logged where it was handled; this is one answer.
+        self.log();
         let status = self.status();
-        if status.is_server_error() {
-            // The cause was logged where it was handled; this is one answer among many.
-            tracing::debug!(message = "Request refused.", code = %code);
-        }
         let mut response = (status, Json(self.0)).into_response();
         if let Some(secs) = self.1 {
             response

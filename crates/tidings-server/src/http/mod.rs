@@ -6,6 +6,8 @@ pub(crate) mod error;
 pub(crate) mod extract;
 pub(crate) mod head;
 mod health;
+mod openapi;
+mod ops;
 pub(crate) mod publish;
 pub(crate) mod router;
 pub(crate) mod subscribe;

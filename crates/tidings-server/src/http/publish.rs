@@ -51,6 +51,7 @@ pub(crate) async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<PublishResponse>, HttpError> {
+    let started = std::time::Instant::now();
     check_content_type(&headers)?;
     let caller = credential(&state, &headers)?;
     let grant = &caller.grant;
@@ -66,6 +67,7 @@ pub(crate) async fn publish(
     let origin = origin_of(&headers, &origins)?;
     for (i, e) in events.iter().enumerate() {
         if !grant.may_publish(&e.topic) {
+            state.observers.metrics.auth_failed("forbidden");
             return Err(HttpError::new(
                 ErrorCode::Forbidden,
                 format!(
@@ -96,6 +98,10 @@ pub(crate) async fn publish(
                 })?,
         ),
     };
+    let metrics = &state.observers.metrics;
+    // Counted before the events move into the batch; only when the publish succeeds.
+    let mut by_prefix = Vec::new();
+    metrics.match_prefixes(events.iter().map(|e| &e.topic), &mut by_prefix);
     let ids = state
         .hub
         .publish_each(PublishBatch {
@@ -104,6 +110,10 @@ pub(crate) async fn publish(
             idempotency_key,
         })
         .await?;
+    metrics.published(&by_prefix);
+    metrics
+        .publish_latency
+        .observe(started.elapsed().as_secs_f64());
     Ok(Json(PublishResponse {
         coalesced: ids.iter().filter(|id| id.is_none()).count(),
         ids: ids
@@ -117,7 +127,7 @@ pub(crate) async fn publish(
 /// configured custom header (a cookie alone is what a cross-site form sends: CSRF).
 fn credential(state: &AppState, headers: &HeaderMap) -> Result<Caller, HttpError> {
     if let Some(token) = extract::bearer(headers)? {
-        return Ok(state.auth.identify(Some(token))?);
+        return Ok(state.identify(Some(token))?);
     }
     let creds = &state.credentials;
     match creds.cookie(headers) {
@@ -128,15 +138,16 @@ fn credential(state: &AppState, headers: &HeaderMap) -> Result<Caller, HttpError
                 .as_ref()
                 .is_some_and(|h| headers.contains_key(h));
             if !opted_in {
+                state.observers.metrics.auth_failed("cookie_only");
                 return Err(HttpError::new(
                     ErrorCode::CookieOnlyPublish,
                     "Cookie: a publish authenticated only by a cookie is refused (cross-site \
                      request forgery); send Authorization: Bearer <token>",
                 ));
             }
-            Ok(state.auth.identify(Some(cookie))?)
+            Ok(state.identify(Some(cookie))?)
         }
-        _ => Ok(state.auth.identify(None)?),
+        _ => Ok(state.identify(None)?),
     }
 }
 

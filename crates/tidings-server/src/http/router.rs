@@ -7,14 +7,14 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use http::HeaderValue;
 use http::header::{CONNECTION, CONTENT_LENGTH, ORIGIN, TRANSFER_ENCODING};
 use tidings_proto::ErrorCode;
 
 use super::error::HttpError;
 use super::subscribe::{EndpointState, subscribe};
-use super::{admin, extract, head, health, publish, tickets};
+use super::{admin, extract, head, health, openapi, ops, publish, tickets};
 use crate::endpoint::{Cors, Endpoint};
 use crate::state::AppState;
 
@@ -140,6 +140,11 @@ pub fn router(state: AppState, endpoints: &[Endpoint]) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::handler(endpoints)))
+        .route("/admin/stats", get(admin::stats))
+        .route("/admin/connections", get(admin::connections))
+        .route("/admin/connections/{id}", delete(admin::close_connection))
         .route("/admin/drain", post(admin::post_drain))
         .route("/admin/reconnect", post(admin::post_reconnect))
         .with_state(state.clone())
@@ -147,6 +152,14 @@ pub fn router(state: AppState, endpoints: &[Endpoint]) -> Router {
     for endpoint in endpoints.iter().filter(|e| e.listen.is_none()) {
         router = mount(router, &state, endpoint);
     }
+    with_fallbacks(router, &state)
+}
+
+/// The router of the metrics listener (`metrics.listen`): just `GET /metrics`.
+pub fn metrics_router(state: AppState) -> Router {
+    let router = Router::new()
+        .route("/metrics", get(ops::metrics))
+        .with_state(state.clone());
     with_fallbacks(router, &state)
 }
 

@@ -29,6 +29,8 @@ use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN, UPGRADE};
 use http::{HeaderMap, HeaderValue};
 use tidings_auth::Caller;
 use tidings_core::{SubscribeRequest, Subscription};
+
+use crate::tracked::{RemoteAddr, Tracked, Transport};
 use tidings_proto::{Cursor, ErrorCode, EventType, Pattern, Selector};
 use tokio::time::Instant;
 
@@ -36,6 +38,7 @@ use super::error::HttpError;
 use super::{client_id, extract};
 use crate::credential::Lease;
 use crate::endpoint::Endpoint;
+use crate::listener::AddressSlot;
 use crate::state::AppState;
 use crate::transport::frame::Shape;
 use crate::transport::{poll, stream, ws};
@@ -138,11 +141,11 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
 /// A subscription ready for its transport.
 pub(crate) enum Prepared {
     /// Upgrade to a WebSocket speaking `shape`, until the credential's expiry.
-    WebSocket(Subscription, Shape, Lease),
+    WebSocket(Tracked, Shape, Lease),
     /// Answer one long-poll.
-    Poll(Subscription, Shape, Duration),
+    Poll(Tracked, Shape, Duration),
     /// Stream SSE or NDJSON, until the credential's expiry.
-    Stream(Subscription, stream::Format, Lease),
+    Stream(Tracked, stream::Format, Lease),
 }
 
 pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request) -> Response {
@@ -250,6 +253,7 @@ pub(crate) fn prepare(
         types: query.types,
     };
     if let Err(p) = grant.check_subscribe(&selector) {
+        app.observers.metrics.auth_failed("forbidden");
         return Err(HttpError::new(
             ErrorCode::Forbidden,
             format!("topic `{p}`: this credential may not subscribe to it"),
@@ -274,6 +278,17 @@ pub(crate) fn prepare(
         // than open a stream that stays silent.
         return Err(HttpError::store_unavailable());
     }
+    let transport = if websocket {
+        Transport::WebSocket
+    } else if query.poll {
+        Transport::Poll
+    } else if ndjson {
+        Transport::Ndjson
+    } else {
+        Transport::Sse
+    };
+    let remote = parts.extensions.get::<RemoteAddr>().map(|r| r.0);
+    let described = crate::tracked::describe(&selector);
     // When the credential expires, the stream ends with `token_expired` (a ticket's own TTL
     // bounds only the connect; it carries the expiry of the token that minted it).
     let expires_in = caller.expires_at.map(|exp| {
@@ -283,16 +298,32 @@ pub(crate) fn prepare(
         Duration::from_millis(left_ms)
     });
     let expiry = expires_in.map(|left| Instant::now() + left);
-    // A stream holds a place under its credential's stream limit; a long-poll does not.
-    let lease = |slot| Lease { expiry, slot };
-    let slot = if query.poll && !websocket {
-        None
+    // A stream holds a place under its credential's stream limit, and one under the limit of
+    // the client address a trusted proxy names; a long-poll holds neither.
+    let (mut slot, mut address) = if query.poll && !websocket {
+        (None, None)
     } else {
-        app.credentials.open_stream(&caller)?
+        (
+            app.credentials.open_stream(&caller)?,
+            forwarded_place(app, parts)?,
+        )
+    };
+    let mut lease = || Lease {
+        expiry,
+        slot: slot.take(),
+        address: address.take(),
     };
     let sub = open(app, selector, cursor, client_id)?;
+    let sub = Tracked::new(
+        sub,
+        described,
+        Arc::from(endpoint.name.as_str()),
+        transport,
+        remote,
+        &app.observers,
+    );
     Ok(if websocket {
-        Prepared::WebSocket(sub, endpoint.shape, lease(slot))
+        Prepared::WebSocket(sub, endpoint.shape, lease())
     } else if query.poll {
         let timeout = query
             .timeout
@@ -300,32 +331,56 @@ pub(crate) fn prepare(
         let timeout = expires_in.map_or(timeout, |left| timeout.min(left));
         Prepared::Poll(sub, endpoint.shape, timeout)
     } else if ndjson {
-        Prepared::Stream(sub, stream::Format::Ndjson(endpoint.shape), lease(slot))
+        Prepared::Stream(sub, stream::Format::Ndjson(endpoint.shape), lease())
     } else {
         Prepared::Stream(
             sub,
             stream::Format::Sse {
                 retry: options.retry,
             },
-            lease(slot),
+            lease(),
         )
     })
+}
+
+/// A stream's place under the per-address limit when it came through a trusted proxy, for
+/// the client the proxy names in `X-Forwarded-For`; 503 `too_many_connections` when that
+/// client has its most open (an SSE request is told in-band, by the lean path).
+fn forwarded_place(
+    app: &AppState,
+    parts: &http::request::Parts,
+) -> Result<Option<AddressSlot>, HttpError> {
+    let Some(RemoteAddr(peer)) = parts.extensions.get::<RemoteAddr>().copied() else {
+        return Ok(None);
+    };
+    let peer = peer.ip();
+    app.edge
+        .per_address()
+        .take_forwarded(peer, &parts.headers)
+        .map_err(|()| {
+            HttpError::new(
+                ErrorCode::TooManyConnections,
+                "this client address has the most connections it may open; retry shortly",
+            )
+        })
 }
 
 /// The caller behind a subscribe request, from the first credential it presents:
 /// `Authorization: Bearer`, `?ticket=` (used up here), the endpoint's query token, the cookie.
 fn credential(app: &AppState, headers: &HeaderMap, query: &Query) -> Result<Caller, HttpError> {
     if let Some(token) = extract::bearer(headers)? {
-        return Ok(app.auth.identify(Some(token))?);
+        return Ok(app.identify(Some(token))?);
     }
     if let Some(ticket) = &query.ticket {
-        return Ok(app.credentials.tickets().redeem(ticket)?);
+        let caller = app.credentials.tickets().redeem(ticket);
+        let caller = caller.inspect_err(|_| app.observers.metrics.auth_failed("ticket"));
+        return Ok(caller?);
     }
     let presented = query
         .token
         .as_deref()
         .or_else(|| app.credentials.cookie(headers));
-    Ok(app.auth.identify(presented)?)
+    Ok(app.identify(presented)?)
 }
 
 fn open(

@@ -378,3 +378,95 @@ async fn long_poll_with_timeout_0_answers_at_once() {
     let got = send(&hub, poll("colour=red")).await;
     assert_error(&got, 400, "invalid_parameter", "colour");
 }
+
+/// The OpenAPI document names exactly the routes the router serves: the fixed ones and every
+/// endpoint of the main listener; each documented operation reaches its handler (no 404
+/// `not_found` or 405 from the fallbacks); every error code is in the error schema.
+#[tokio::test]
+async fn the_openapi_document_matches_the_router() {
+    let toml = "[[endpoints]]\nname = \"feed\"\npath = \"/feed\"\nshape = \"envelope\"\n\
+                query_token = \"token\"\n";
+    let hub = hub(toml);
+    let endpoints = {
+        let mut raw = RawConfig::from_toml(toml).unwrap();
+        raw.store.durability = Some("memory".to_owned());
+        raw.validate().unwrap().endpoints
+    };
+    let resp = hub
+        .clone()
+        .oneshot(
+            request(Method::GET, "/openapi.json")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc, super::openapi::document(&endpoints));
+
+    let mut documented: Vec<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (path.clone(), m.clone()))
+        })
+        .collect();
+    documented.sort();
+    let mut served: Vec<(String, String)> = super::openapi::FIXED_ROUTES
+        .iter()
+        .map(|(p, m)| ((*p).to_owned(), (*m).to_owned()))
+        .chain(endpoints.iter().map(|e| (e.path.clone(), "get".to_owned())))
+        .collect();
+    served.sort();
+    assert_eq!(documented, served);
+
+    for (path, method) in &documented {
+        let fixed = super::openapi::FIXED_ROUTES.iter().any(|(p, _)| p == path);
+        let uri = if fixed {
+            path.clone()
+        } else {
+            format!("{path}?poll=1&timeout=0")
+        };
+        let req = match method.as_str() {
+            "get" => request(Method::GET, &uri),
+            "delete" => request(Method::DELETE, &uri.replace("{id}", "123")),
+            "post" => request(Method::POST, &uri).header(CONTENT_TYPE, "application/json"),
+            other => panic!("undocumented method {other}"),
+        };
+        let req = req.body(Body::from("{}")).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(5), hub.clone().oneshot(req))
+            .await
+            .expect("answered")
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            status != 405 && !(status == 404 && text.contains("no such route")),
+            "{method} {uri} is documented but not routed: {status} {text}"
+        );
+    }
+
+    let codes: Vec<&str> = doc["components"]["schemas"]["ErrorCode"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["const"].as_str().unwrap())
+        .collect();
+    let all: Vec<&str> = tidings_proto::ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(codes, all);
+}

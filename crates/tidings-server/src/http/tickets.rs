@@ -46,7 +46,7 @@ pub(crate) async fn create(
         Some(token) => Some(token),
         None => state.credentials.cookie(&headers),
     };
-    let caller = state.auth.identify(presented)?;
+    let caller = state.identify(presented)?;
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

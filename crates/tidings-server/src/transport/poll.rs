@@ -18,13 +18,14 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use serde::Serialize;
-use tidings_core::{CloseReason, Step, Subscription};
+use tidings_core::{CloseReason, Step};
 use tidings_proto::api::ResetNotice;
 
 use super::frame::{self, Shape};
 use super::{reset_notice, session_notice};
 use crate::endpoint::SessionNames;
 use crate::http::error::HttpError;
+use crate::tracked::Tracked;
 
 #[derive(Serialize)]
 struct Tail<'a> {
@@ -36,7 +37,7 @@ struct Tail<'a> {
 /// The JSON body: `{"events":[…frames…],"cursor":"<id>","reset":{…}?}`. With a client id
 /// the first frame is the `subscribed` / `resumed` control frame.
 pub(crate) async fn answer(
-    mut sub: Subscription,
+    mut sub: Tracked,
     shape: Shape,
     timeout: Duration,
     names: &SessionNames,

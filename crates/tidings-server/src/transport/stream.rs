@@ -19,6 +19,7 @@ use super::frame::{self, Shape};
 use super::{reconnect_notice, reset_notice, session_notice, sse};
 use crate::credential::{Lease, StreamSlot};
 use crate::endpoint::{Endpoint, Keepalive};
+use crate::tracked::Tracked;
 
 /// A text streaming format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +159,7 @@ impl Piece {
 }
 
 struct State {
-    sub: Subscription,
+    sub: Tracked,
     format: Format,
     endpoint: Arc<Endpoint>,
     /// Events of the last step not yet handed on (the next pieces).
@@ -171,6 +172,9 @@ struct State {
     expiry: Option<Pin<Box<Sleep>>>,
     /// The stream's place under its credential's stream limit.
     _slot: Option<StreamSlot>,
+    /// Its place under the limit of the client address a trusted proxy named (boxed: most
+    /// streams have none).
+    _address: Option<Box<crate::listener::AddressSlot>>,
     done: bool,
 }
 
@@ -190,13 +194,16 @@ pub(crate) fn handshake_data(endpoint: &Endpoint, sub: &Subscription) -> Option<
 }
 
 /// The endpoint's synthetic event before a hub-initiated close (name, data), if it has one
-/// and `reason` calls for it (a drain, an admin reconnect, a shutdown).
+/// and `reason` calls for it (a drain, an admin reconnect or close, a shutdown).
 pub(crate) fn disconnect_data(
     endpoint: &Endpoint,
     sub: &Subscription,
     reason: CloseReason,
 ) -> Option<(String, String)> {
-    if !matches!(reason, CloseReason::Reconnect | CloseReason::Shutdown) {
+    if !matches!(
+        reason,
+        CloseReason::Reconnect | CloseReason::Shutdown | CloseReason::Operator
+    ) {
         return None;
     }
     rendered(
@@ -235,7 +242,7 @@ fn rendered(
 /// The body of a streaming response; at the lease's expiry (the credential's end) it closes
 /// with `reconnect-required` (`token_expired`).
 pub(crate) fn body(
-    sub: Subscription,
+    sub: Tracked,
     format: Format,
     keepalive: Option<Duration>,
     endpoint: Arc<Endpoint>,
@@ -247,7 +254,7 @@ pub(crate) fn body(
 
 /// The pieces of a streaming response, with the seq each one carries up to.
 pub(crate) fn pieces(
-    sub: Subscription,
+    sub: Tracked,
     format: Format,
     keepalive: Option<Duration>,
     endpoint: Arc<Endpoint>,
@@ -284,6 +291,7 @@ pub(crate) fn pieces(
             .expiry
             .map(|at| Box::pin(tokio::time::sleep_until(at))),
         _slot: lease.slot,
+        _address: lease.address.map(Box::new),
         done: false,
     };
     futures_util::stream::unfold(state, |mut st| async move {
@@ -304,27 +312,29 @@ pub(crate) fn pieces(
 
 async fn next_chunk(st: &mut State) -> Piece {
     st.events.clear();
+    let sub = st.sub.subscription();
     // A stream without an expiry (static tokens, an open hub) waits exactly as before; one
     // with an expiry also waits for it.
     let step = match (st.keepalive.as_mut(), st.expiry.as_mut()) {
         (Some(iv), None) => tokio::select! {
             biased;
-            step = st.sub.next(&mut st.events) => step,
+            step = sub.next(&mut st.events) => step,
             _ = iv.tick() => return Piece::control(st.keepalive_frame()),
         },
-        (None, None) => st.sub.next(&mut st.events).await,
+        (None, None) => sub.next(&mut st.events).await,
         (Some(iv), Some(expiry)) => tokio::select! {
             biased;
             () = expiry => Step::Closed(CloseReason::TokenExpired),
-            step = st.sub.next(&mut st.events) => step,
+            step = sub.next(&mut st.events) => step,
             _ = iv.tick() => return Piece::control(st.keepalive_frame()),
         },
         (None, Some(expiry)) => tokio::select! {
             biased;
             () = expiry => Step::Closed(CloseReason::TokenExpired),
-            step = st.sub.next(&mut st.events) => step,
+            step = sub.next(&mut st.events) => step,
         },
     };
+    st.sub.observe(&step);
     // The keepalive ticks on a fixed period whatever the traffic: resetting a timer on every
     // delivery cost more than one tiny comment per period.
     match step {
@@ -443,7 +453,7 @@ mod tests {
             crate::endpoint::Origins::SameOrigin,
         ));
         let body = body(
-            sub,
+            Tracked::untracked(sub),
             Format::Ndjson(super::frame::Shape::Event),
             None,
             endpoint,
@@ -493,7 +503,7 @@ mod tests {
             retry: Duration::from_secs(2),
         };
         let body = body(
-            sub,
+            Tracked::untracked(sub),
             format,
             Some(Duration::from_secs(30)),
             Arc::new(Endpoint::default_events(
@@ -502,6 +512,7 @@ mod tests {
             Lease {
                 expiry: Some(start + Duration::from_secs(2)),
                 slot: None,
+                address: None,
             },
         );
         tokio::pin!(body);
@@ -549,7 +560,13 @@ mod tests {
             let format = Format::Sse {
                 retry: Duration::from_secs(2),
             };
-            let body = pieces(sub, format, every, Arc::new(endpoint), Lease::default());
+            let body = pieces(
+                Tracked::untracked(sub),
+                format,
+                every,
+                Arc::new(endpoint),
+                Lease::default(),
+            );
             tokio::pin!(body);
             let retry = body.next().await.unwrap();
             assert!(retry.bytes.starts_with(b"retry:"));
@@ -586,7 +603,7 @@ mod tests {
             })
             .unwrap();
         let body = pieces(
-            sub,
+            Tracked::untracked(sub),
             Format::Ndjson(Shape::Event),
             None,
             Arc::new(endpoint),

@@ -175,3 +175,72 @@ fn invalid_configuration_exits_64_naming_the_setting() {
         assert!(started.elapsed() < Duration::from_secs(10));
     }
 }
+
+/// Runs `tidings check-config FILE` with `env` (and no other TIDINGS_* variable).
+fn check_config(file: &std::path::Path, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut cmd = std::process::Command::new(crate::support::BIN);
+    cmd.arg("check-config").arg(file);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TIDINGS_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run tidings check-config");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_prints_the_effective_settings_without_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("tidings.toml");
+    std::fs::write(
+        &file,
+        "listen = \"0.0.0.0:1800\"\n\
+         [auth]\ntokens = [\"file-secret-0123456789:publish=a/*;subscribe=*\"]\n\
+         [metrics]\ntoken = \"metrics-secret-0123456789\"\n",
+    )
+    .expect("write config");
+    let (code, out, err) = check_config(&file, &[("TIDINGS_SSE_RETRY", "3s")]);
+    assert_eq!(code, Some(0), "stderr: {err}");
+    assert!(
+        out.starts_with(&format!("# {} is valid.", file.display())),
+        "{out}"
+    );
+    for secret in ["file-secret", "metrics-secret"] {
+        assert!(!out.contains(secret), "{secret} printed:\n{out}");
+    }
+    assert!(out.contains("listen = \"0.0.0.0:1800\""), "{out}");
+    assert!(
+        out.contains("retry = \"3s\""),
+        "the environment applies:\n{out}"
+    );
+    assert!(
+        out.contains("max_events = 1000000"),
+        "defaults are filled in:\n{out}"
+    );
+    assert!(
+        out.contains("\"<redacted>:publish=a/*;subscribe=*\""),
+        "a token's grants stay readable:\n{out}"
+    );
+    assert!(out.contains("token = \"<redacted>\""), "{out}");
+    // Offline: nothing listens on the address.
+    assert!(std::net::TcpStream::connect("127.0.0.1:1800").is_err());
+
+    std::fs::write(&file, "[limits]\nsubscriber_queue = 0\n").expect("write config");
+    let (code, out, err) = check_config(&file, &[]);
+    assert_eq!(code, Some(64), "stdout: {out}");
+    assert!(
+        err.starts_with("tidings: invalid configuration: limits.subscriber_queue"),
+        "{err}"
+    );
+    let (code, _, err) = check_config(&dir.path().join("missing.toml"), &[]);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("missing.toml"), "{err}");
+}

@@ -14,6 +14,8 @@ mod edge;
 mod embedded;
 mod envelope;
 mod jwt;
+mod openapi;
+mod ops;
 mod publish;
 mod reconnect;
 mod resume;

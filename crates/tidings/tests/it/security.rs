@@ -1,7 +1,8 @@
 //! The security suite's socket-level cases: 1,000 connections from one address over a
 //! per-address limit of 100 (the rest refused, other clients served), a slowloris client
 //! cut at the header timeout while others are served, oversized request lines, headers and
-//! bodies, and CR/LF injection at publish. Each is refused with its status and JSON code and
+//! bodies, and CR/LF injection at publish; behind a trusted proxy, the per-address limit
+//! applies to each client `X-Forwarded-For` names. Each is refused with its status and JSON code and
 //! changes nothing else. (JWT cases are in `jwt.rs`; tickets, cookies, CORS and cross-site
 //! WebSocket upgrades in `credentials.rs`.)
 
@@ -149,6 +150,89 @@ async fn a_thousand_connections_from_one_address_over_a_limit_of_100() {
         assert!(
             Instant::now() < deadline,
             "closed streams never freed their places"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Opens an SSE stream from `src` that a proxy forwarded for `client`, and reads until the
+/// answer's first event or refusal.
+async fn stream_for(src: Ipv4Addr, addr: SocketAddr, client: &str) -> (TcpStream, String) {
+    let mut s = connect_from(src, addr).await;
+    let head = format!(
+        "GET /events?topic=sec/x HTTP/1.1\r\nHost: localhost\r\n\
+         X-Forwarded-For: 203.0.113.250, {client}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    read_until(&mut s, &mut buf, WAIT, |b| {
+        String::from_utf8_lossy(b).contains("retry:")
+    })
+    .await;
+    (s, String::from_utf8_lossy(&buf).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    // 127.0.0.1 is the proxy; clients are the addresses it names in X-Forwarded-For.
+    let server = Server::start(&[
+        "--max-connections-per-ip",
+        "2",
+        "--trusted-proxy",
+        "127.0.0.1",
+    ]);
+    let addr = server.addr;
+    let proxy = Ipv4Addr::new(127, 0, 0, 1);
+    let (a1, t) = stream_for(proxy, addr, "198.51.100.7").await;
+    assert!(
+        t.starts_with("HTTP/1.1 200") && !t.contains("reconnect-required"),
+        "{t}"
+    );
+    let (_a2, t) = stream_for(proxy, addr, "198.51.100.7").await;
+    assert!(!t.contains("reconnect-required"), "{t}");
+    // The third stream for that client is shed in-band (a browser's EventSource retries).
+    let (_, t) = stream_for(proxy, addr, "198.51.100.7").await;
+    assert!(t.starts_with("HTTP/1.1 200"), "{t}");
+    assert!(t.contains("too_many_connections"), "{t}");
+    // A WebSocket upgrade for it gets the JSON error.
+    let mut ws = connect_from(proxy, addr).await;
+    ws.write_all(
+        b"GET /events?topic=sec/x HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n\
+          Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          X-Forwarded-For: 198.51.100.7\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut buf = Vec::new();
+    // The answer leaves the connection open for another request: read up to its body's end.
+    read_until(&mut ws, &mut buf, WAIT, |b| b.ends_with(b"}}")).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    assert_eq!(status_of(text.as_bytes()), Some(503), "{text}");
+    assert_eq!(body_json(&text)["error"]["code"], "too_many_connections");
+    // Other clients behind the same proxy are served, and the proxy itself is never limited.
+    let mut others = Vec::new();
+    for i in 1..=5 {
+        let (s, t) = stream_for(proxy, addr, &format!("198.51.100.{}", 20 + i)).await;
+        assert!(!t.contains("reconnect-required"), "{t}");
+        others.push(s);
+    }
+    // Not through a trusted proxy, the header is the client's own word and is not believed:
+    // 127.0.0.2 is counted as itself.
+    let (_b, t) = stream_for(Ipv4Addr::new(127, 0, 0, 2), addr, "198.51.100.7").await;
+    assert!(!t.contains("reconnect-required"), "{t}");
+    // Closing one of the client's streams gives its place back.
+    drop(a1);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (s, t) = stream_for(proxy, addr, "198.51.100.7").await;
+        if !t.contains("reconnect-required") {
+            drop(s);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a closed stream never freed its place"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -421,7 +421,11 @@ impl Drop for Server {
     }
 }
 
-fn parse_addr(line: &str) -> Option<SocketAddr> {
+/// The `addr` field of a log line, in the pretty (`addr=…`) or the JSON (`"addr":"…"`) format.
+pub fn parse_addr(line: &str) -> Option<SocketAddr> {
+    if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(line) {
+        return fields.get("addr")?.as_str()?.parse().ok();
+    }
     let at = line.find("addr=")?;
     let rest = &line[at + 5..];
     let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());

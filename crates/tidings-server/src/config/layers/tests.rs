@@ -32,6 +32,8 @@ fn sample(value_name: &str, layer: usize) -> String {
         "ISS" => format!("https://issuer-{layer}.example"),
         "TEMPLATE" => format!("layer-{layer}/{{sub}}/*"),
         "HOST" => format!("layer-{layer}.example"),
+        "PREFIX" => format!("layer-{layer}/"),
+        "FORMAT" => ["pretty", "json", "pretty"][layer].to_owned(),
         "IP" => format!("10.0.0.{layer}"),
         "HEADER" => format!("x-csrf-layer-{layer}"),
         "NAME" => format!("layer-{layer}-event"),
@@ -162,8 +164,11 @@ fn the_shipped_example_names_every_setting() {
             continue;
         }
         let key = file_key(arg);
-        if key == "auth.tokens" || key == "auth.jwt_hs256_secret" {
-            continue; // no secret is the default; the example shows them commented out
+        if matches!(
+            key.as_str(),
+            "auth.tokens" | "auth.jwt_hs256_secret" | "metrics.listen" | "metrics.token"
+        ) {
+            continue; // unset by default; the example shows them commented out
         }
         if key == "auth.cookie_publish_header" {
             // Unset by default (a cookie alone never publishes); the example shows it

@@ -94,16 +94,18 @@ async fn hub_with(delay: Duration, fail: Option<&'static str>, events: usize) ->
     hub
 }
 
-fn subscribe(hub: &Hub, topic: &str) -> Subscription {
-    hub.subscribe(SubscribeRequest {
-        selector: Selector {
-            patterns: vec![Pattern::parse(topic).unwrap()],
-            types: vec![],
-        },
-        cursor: Some(Cursor::Earliest),
-        client_id: None,
-    })
-    .unwrap()
+fn subscribe(hub: &Hub, topic: &str) -> crate::tracked::Tracked {
+    crate::tracked::Tracked::untracked(
+        hub.subscribe(SubscribeRequest {
+            selector: Selector {
+                patterns: vec![Pattern::parse(topic).unwrap()],
+                types: vec![],
+            },
+            cursor: Some(Cursor::Earliest),
+            client_id: None,
+        })
+        .unwrap(),
+    )
 }
 
 fn names() -> crate::endpoint::SessionNames {

@@ -39,7 +39,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tidings_core::{CloseReason, SessionPlace, SharedEvent, Step, Subscription};
+use tidings_core::{CloseReason, SessionPlace, SharedEvent, Step};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
@@ -53,6 +53,7 @@ use super::{reconnect_notice, reset_notice, session_notice};
 use crate::ack::{AckTracker, ConnSocket};
 use crate::credential::Lease;
 use crate::endpoint::{Endpoint, TransportOptions};
+use crate::tracked::Tracked;
 
 pub(crate) use upgrade::upgrade;
 
@@ -178,7 +179,7 @@ impl Acks {
 
 /// The subscription's next step, or `Closed(TokenExpired)` once `expiry` passes.
 async fn next_step(
-    sub: &mut Subscription,
+    sub: &mut Tracked,
     events: &mut Vec<SharedEvent>,
     expiry: Option<Instant>,
 ) -> Step {
@@ -197,7 +198,7 @@ async fn next_step(
 /// socket when it is a real one (held open by `socket` for as long as this runs).
 pub(crate) async fn run<S>(
     socket: WebSocketStream<S>,
-    mut sub: Subscription,
+    mut sub: Tracked,
     shape: Shape,
     options: TransportOptions,
     endpoint: Arc<Endpoint>,
@@ -206,7 +207,11 @@ pub(crate) async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Lease { expiry, slot } = lease;
+    let Lease {
+        expiry,
+        slot,
+        address,
+    } = lease;
     // A client-id session's place moves only as far as the client's TCP stack acknowledged.
     let mut acks = match (sub.session_place(), conn) {
         (Some(place), Some(conn)) => Some(Acks {
@@ -308,6 +313,7 @@ pub(crate) async fn run<S>(
                         CloseReason::Shutdown => (CLOSE_GOING_AWAY, "server shutting down"),
                         CloseReason::Reconnect => (CLOSE_GOING_AWAY, "reconnect"),
                         CloseReason::StoreFailed => (CLOSE_INTERNAL, "history unavailable"),
+                        CloseReason::Operator => (CLOSE_GOING_AWAY, "closed by an operator"),
                         CloseReason::TokenExpired => (CLOSE_TOKEN_EXPIRED, "token expired"),
                     };
                     break End::Close { code, reason, read_failed: false };
@@ -333,7 +339,19 @@ pub(crate) async fn run<S>(
     if let Some(acks) = acks.as_mut() {
         acks.check();
     }
-    drop((sub, slot));
+    sub.ended(match &end {
+        End::Gone => "client_gone",
+        End::ClientClosed => "client_closed",
+        End::Close {
+            code: CLOSE_PING_TIMEOUT,
+            ..
+        } => "ping_timeout",
+        End::Close {
+            read_failed: true, ..
+        } => "protocol_error",
+        End::Close { .. } => "closed",
+    });
+    drop((sub, slot, address));
     finish(tx, rx, end).await;
 }
 

@@ -62,7 +62,7 @@ async fn serve(
         WebSocketStream::from_raw_socket(server_io, Role::Server, Some(config(&options))).await;
     let task = tokio::spawn(run(
         socket,
-        sub,
+        crate::tracked::Tracked::untracked(sub),
         Shape::Event,
         options,
         std::sync::Arc::new(crate::endpoint::Endpoint::default_events(

@@ -4,7 +4,6 @@
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
-use tidings_core::Subscription;
 use tidings_proto::ErrorCode;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::create_response_with_body;
@@ -14,13 +13,14 @@ use super::{config, run};
 use crate::ack::ConnSocket;
 use crate::endpoint::TransportOptions;
 use crate::http::error::HttpError;
+use crate::tracked::Tracked;
 use crate::transport::frame::Shape;
 
 /// Answers an upgrade request: 101 and a task that serves the connection, or 400 if the
 /// request is not a valid WebSocket handshake.
 pub(crate) fn upgrade(
     mut request: http::Request<()>,
-    sub: Subscription,
+    sub: Tracked,
     shape: Shape,
     options: TransportOptions,
     endpoint: std::sync::Arc<crate::endpoint::Endpoint>,

@@ -22,7 +22,10 @@
 //! let id = tidings
 //!     .publish("downloads/abc-123", "queued", &serde_json::json!({"DownloadID": "abc-123"}))
 //!     .await?;
-//! println!("published {id}");
+//! // `None` only when a `[[coalesce]]` window holds the event.
+//! if let Some(id) = id {
+//!     println!("published {id}");
+//! }
 //!
 //! // Serve until the application's own signal; the hub closes its streams first (with
 //! // `reconnect-required`, so clients come back and resume), then the store is flushed.

@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tidings_proto::{Cursor, Epoch, Event, EventId, Key, Pattern, Selector};
+use tidings_proto::{Cursor, Epoch, Event, EventId, Key, Pattern, Selector, Topic};
 use tokio::sync::{Notify, watch};
 
 use crate::clock::{self, DynClock};
@@ -853,6 +853,21 @@ impl Hub {
             dropped,
             store: self.shared.store.stats(),
         }
+    }
+
+    /// How many open subscriptions each of `topics` would be delivered to (their selectors'
+    /// patterns match it; type filters are not considered). One registry lookup per topic under
+    /// the lock: for the admin API's bounded topic list, not for every request.
+    pub fn subscribers_of(&self, topics: &[Topic]) -> Vec<usize> {
+        let st = self.lock();
+        topics
+            .iter()
+            .map(|t| {
+                let mut n = 0;
+                st.registry.for_each_match(t, |_| n += 1);
+                n
+            })
+            .collect()
     }
 
     /// The highest seq delivered to subscribers.

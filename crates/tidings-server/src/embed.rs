@@ -51,7 +51,7 @@ use tidings_proto::{ErrorCode, EventId};
 use crate::config::Config;
 use crate::endpoint::Endpoint;
 use crate::http::error::HttpError;
-use crate::http::publish::{origin_of, parse_events, refuse_reserved};
+use crate::http::publish::{origin_of, parse_events, refuse_mismatch, refuse_reserved};
 use crate::http::router::mountable;
 use crate::state::AppState;
 
@@ -203,6 +203,7 @@ impl Embedded {
         }
         let (events, origins) = parse_events(&body, limits.max_batch_events)?;
         refuse_reserved(&self.state, &events)?;
+        refuse_mismatch(&self.state, &events)?;
         let origin = origin_of(&http::HeaderMap::new(), &origins)?;
         let idempotency_key = match idempotency_key {
             Some("") => {
@@ -221,6 +222,7 @@ impl Embedded {
         let metrics = &self.state.observers.metrics;
         let mut by_prefix = Vec::new();
         metrics.match_prefixes(events.iter().map(|e| &e.topic), &mut by_prefix);
+        let topics: Vec<tidings_proto::Topic> = events.iter().map(|e| e.topic.clone()).collect();
         let ids = self
             .state
             .hub
@@ -232,6 +234,8 @@ impl Embedded {
             .await
             .map_err(HttpError::from)?;
         metrics.published(&by_prefix);
+        let now_ms = self.state.credentials.now_ms();
+        self.state.observers.activity.record(&topics, now_ms);
         metrics
             .publish_latency
             .observe(started.elapsed().as_secs_f64());

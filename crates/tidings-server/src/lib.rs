@@ -10,6 +10,8 @@
 //!   the CSRF rule for publishes, and the one-time connect tickets.
 //! - `transport`: per-connection encoders (SSE, NDJSON, WebSocket, long-poll).
 //! - `rate`: the publish token bucket per credential.
+//! - `schema`: typed events: the JSON Schema catalogue checked on publish, and TypeScript
+//!   types generated from it.
 //! - `listener`: the accept loop, the process-wide and per-address connection limits and
 //!   graceful drain;
 //!   `lean`: the lean HTTP/1 path for streaming subscriptions; `io`: write-stall timeout and
@@ -27,6 +29,7 @@
 //! the [`embed`] module and `examples/embedded.rs`.
 
 mod ack;
+pub mod activity;
 mod coalesce;
 pub mod config;
 pub mod credential;
@@ -41,6 +44,7 @@ mod listener;
 mod metrics;
 mod rate;
 mod refusal;
+pub mod schema;
 mod state;
 mod tracked;
 mod transport;
@@ -139,9 +143,12 @@ impl App {
             .with_address_limit(
                 config.max_connections_per_ip,
                 config.trusted_proxies.clone(),
-            ),
+            )
+            .with_schemas(config.schemas.clone()),
             observers: Arc::new(
-                Observers::new(metrics).with_metrics_token(config.metrics.token.clone()),
+                Observers::new(metrics)
+                    .with_metrics_token(config.metrics.token.clone())
+                    .with_store_setup(&config.durability, &config.retention),
             ),
             credentials: Credentials::new(
                 config.credentials.clone(),
@@ -292,10 +299,17 @@ impl App {
                 stopped(),
             )));
         }
+        // The rates and topics the admin API and the dashboard show, sampled once a second.
+        let sampler = tokio::spawn(activity::sample(
+            hub.clone(),
+            state.observers.activity.clone(),
+            tidings_core::clock::system(),
+        ));
         let checkpoints = config
             .session_checkpoint
             .map(|every| tokio::spawn(checkpoint_sessions(hub.clone(), every)));
         shutdown.await;
+        sampler.abort();
         if let Some(task) = checkpoints {
             // The final save (in `flush`) is the one that counts from here on.
             task.abort();

@@ -472,4 +472,65 @@ mod tests {
         let timed = TimedStore::wrap(inner, Histogram::new(latency_buckets()));
         assert!(timed.sessions().is_some());
     }
+
+    /// docs/grafana-dashboard.json is valid JSON, and every metric its queries name is one
+    /// this module registers (a renamed metric would leave a panel silently empty). Families
+    /// without samples yet are left out of a scrape, so the names are checked against the
+    /// registrations here, and against a fresh scrape where it has them.
+    #[test]
+    fn the_grafana_dashboard_uses_only_metrics_that_exist() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../../docs/grafana-dashboard.json"))
+                .expect("the Grafana dashboard is JSON");
+        let hub = tidings_core::Hub::new(
+            Arc::new(MemoryStore::new(Epoch(1), Retention::default())),
+            tidings_core::Limits::default(),
+        );
+        let exposed = super::Metrics::new(&[]).with_hub(&hub).render();
+        let registered = include_str!("metrics.rs");
+        let mut names = Vec::new();
+        for panel in doc["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().expect("targets") {
+                let expr = target["expr"].as_str().expect("expr");
+                let mut rest = expr;
+                while let Some(at) = ["tidings_", "process_"]
+                    .iter()
+                    .filter_map(|p| rest.find(p))
+                    .min()
+                {
+                    let name: String = rest[at..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    rest = &rest[at + name.len()..];
+                    names.push(name);
+                }
+            }
+        }
+        assert!(names.len() > 20, "{names:?}");
+        for name in names {
+            let family = ["_bucket", "_total"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                registered.contains(&format!("\"{family}\"")),
+                "the dashboard queries `{name}`, which /metrics does not expose"
+            );
+            // Families without labels are in every scrape.
+            let labelled = [
+                "tidings_connections",
+                "tidings_resets_sent",
+                "tidings_reconnect_required_sent",
+                "tidings_auth_failures",
+                "tidings_events_published_by_prefix",
+            ];
+            if !labelled.iter().any(|f| family.starts_with(f)) {
+                assert!(
+                    exposed.contains(&format!("\n{name}")),
+                    "`{name}` is not in a scrape"
+                );
+            }
+        }
+    }
 }

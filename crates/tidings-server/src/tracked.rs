@@ -105,8 +105,12 @@ impl Connections {
 pub struct Observers {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) connections: Arc<Connections>,
+    /// Recent rates and topics, sampled once a second (`activity::sample`).
+    pub(crate) activity: Arc<crate::activity::Activity>,
     /// A token that may read `/metrics` (`metrics.token`).
     pub(crate) metrics_token: Option<tidings_auth::Secret>,
+    /// The store's durability mode and retention bounds, as `/admin/stats` shows them.
+    pub(crate) store_setup: Arc<serde_json::Value>,
 }
 
 impl Observers {
@@ -115,8 +119,34 @@ impl Observers {
         Observers {
             metrics: Arc::new(metrics),
             connections: Arc::default(),
+            activity: Arc::default(),
             metrics_token: None,
+            store_setup: Arc::new(serde_json::Value::Null),
         }
+    }
+
+    /// Shows the store's durability mode and retention bounds in `/admin/stats`.
+    pub fn with_store_setup(
+        mut self,
+        durability: &crate::config::Durability,
+        retention: &tidings_core::Retention,
+    ) -> Observers {
+        use crate::config::Durability;
+        let (mode, fsync_interval_ms) = match durability {
+            Durability::Durable => ("durable", None),
+            Durability::Fast { interval } => ("fast", Some(interval.as_millis())),
+            Durability::Memory => ("memory", None),
+        };
+        self.store_setup = Arc::new(serde_json::json!({
+            "durability": mode,
+            "fsync_interval_ms": fsync_interval_ms,
+            "retention": {
+                "max_events": retention.max_events,
+                "max_bytes": retention.max_bytes,
+                "max_age_s": retention.max_age.map(|a| a.as_secs()),
+            },
+        }));
+        self
     }
 
     /// Lets `token` read `/metrics`.
@@ -195,6 +225,7 @@ impl Tracked {
         let metrics = &observers.metrics;
         metrics.connections.get_or_create(&info.labels).inc();
         metrics.connections_opened.get_or_create(&info.labels).inc();
+        observers.activity.connected();
         observers.connections.lock().insert(id, info.clone());
         tracing::info!(
             message = "Connection opened.",

@@ -1,10 +1,15 @@
 //! The admin API (needs the admin right: a token or JWT with `admin`, or the anonymous caller
-//! of an open hub): `GET /admin/stats` (totals), `GET /admin/connections` (open subscribe
-//! connections, paged by id), `DELETE /admin/connections/{id}` (close one with
+//! of an open hub): `GET /admin/stats` (totals and rates), `GET /admin/topics` (topics
+//! published to recently, with rates and subscriber counts, bounded: see `activity`),
+//! `GET /admin/connections` (open subscribe connections, paged by id), `DELETE /admin/connections/{id}` (close one with
 //! `reconnect-required`, reason `operator`), `POST /admin/drain` (every stream is told to
 //! reconnect, the closes spread evenly over `--drain-spread`, and new subscriptions are
 //! refused in-band meanwhile) and `POST /admin/reconnect` (`{"clientId": ...}` or
 //! `{"topic": "SEL"}`: those streams are told to reconnect now).
+//!
+//! The read-only routes (`GET`) also take the credential cookie, for the dashboard; the
+//! routes that change something take only `Authorization: Bearer` (a cookie is what a
+//! cross-site form would send).
 
 use std::time::Duration;
 
@@ -31,7 +36,23 @@ const DEFAULT_PAGE: usize = 100;
 
 /// Refuses a caller without the admin right (counted as an auth failure).
 pub(crate) fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError> {
-    let grant = state.authenticate(extract::bearer(headers)?)?;
+    admitted(state, extract::bearer(headers)?)
+}
+
+/// The same for a read-only route: the bearer token, else the credential cookie.
+pub(crate) fn require_admin_to_read(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(), HttpError> {
+    let presented = match extract::bearer(headers)? {
+        Some(token) => Some(token),
+        None => state.credentials.cookie(headers),
+    };
+    admitted(state, presented)
+}
+
+fn admitted(state: &AppState, presented: Option<&str>) -> Result<(), HttpError> {
+    let grant = state.authenticate(presented)?;
     if grant.admin {
         return Ok(());
     }
@@ -47,9 +68,15 @@ pub(crate) async fn stats(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, HttpError> {
-    require_admin(&state, &headers)?;
+    require_admin_to_read(&state, &headers)?;
+    Ok(Json(stats_of(&state)))
+}
+
+/// What `GET /admin/stats` answers (and the dashboard's stream sends each second).
+pub(crate) fn stats_of(state: &AppState) -> Value {
     let s = state.hub.stats();
-    Ok(Json(json!({
+    let activity = &state.observers.activity;
+    json!({
         "epoch": s.epoch.to_string(),
         "head": s.head,
         "published": s.published,
@@ -58,6 +85,8 @@ pub(crate) async fn stats(
         "subscriptions": s.subscribers,
         "sessions": s.sessions,
         "connections": state.observers.connections.len(),
+        "connects": activity.connects(),
+        "rates": activity.rates(),
         "draining": state.hub.draining(),
         "store": {
             "healthy": state.hub.store_health().is_none(),
@@ -65,8 +94,69 @@ pub(crate) async fn stats(
             "bytes": s.store.bytes,
             "last_seq": s.store.last_seq,
             "trimmed_through": s.store.trimmed_through,
+            "durability": state.observers.store_setup["durability"],
+            "fsync_interval_ms": state.observers.store_setup["fsync_interval_ms"],
+            "retention": state.observers.store_setup["retention"],
         },
-    })))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TopicsQuery {
+    /// At most this many topics (1 to `MAX_PAGE`).
+    limit: Option<usize>,
+}
+
+/// `GET /admin/topics?limit=N`: the busiest recently published topics.
+pub(crate) async fn topics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<TopicsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, HttpError> {
+    require_admin_to_read(&state, &headers)?;
+    let Query(query) = query.map_err(|e| {
+        HttpError::new(
+            ErrorCode::InvalidParameter,
+            format!("limit: {}", e.body_text()),
+        )
+    })?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(HttpError::new(
+            ErrorCode::InvalidParameter,
+            format!("limit: {limit} is not between 1 and {MAX_PAGE}"),
+        ));
+    }
+    Ok(Json(topics_of(&state, limit)))
+}
+
+/// What `GET /admin/topics` answers.
+pub(crate) fn topics_of(state: &AppState, limit: usize) -> Value {
+    let view = state.observers.activity.topics(limit);
+    let names: Vec<tidings_proto::Topic> = view.topics.iter().map(|t| t.topic.clone()).collect();
+    let subscribers = state.hub.subscribers_of(&names);
+    let list: Vec<Value> = view
+        .topics
+        .iter()
+        .zip(subscribers)
+        .map(|(t, n)| {
+            json!({
+                "topic": t.topic.as_str(),
+                "events": t.events,
+                "rate": t.rate,
+                "subscribers": n,
+                "last_seen_ms": t.last_seen_ms,
+            })
+        })
+        .collect();
+    json!({
+        "topics": list,
+        "tracked": view.tracked,
+        "max_topics": crate::activity::MAX_TOPICS,
+        "full": view.full,
+        "untracked": {"events": view.untracked_events, "rate": view.untracked_rate},
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,7 +176,7 @@ pub(crate) async fn connections(
     headers: HeaderMap,
     page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, HttpError> {
-    require_admin(&state, &headers)?;
+    require_admin_to_read(&state, &headers)?;
     let Query(page) = page.map_err(|e| {
         HttpError::new(
             ErrorCode::InvalidParameter,

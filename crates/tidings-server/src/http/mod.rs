@@ -2,6 +2,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod client_id;
+mod dashboard;
 pub(crate) mod error;
 pub(crate) mod extract;
 pub(crate) mod head;

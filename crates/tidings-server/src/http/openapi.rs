@@ -34,6 +34,9 @@ pub(crate) const FIXED_ROUTES: &[(&str, &str)] = &[
     ("/metrics", "get"),
     ("/openapi.json", "get"),
     ("/admin/stats", "get"),
+    ("/admin/topics", "get"),
+    ("/admin/stream", "get"),
+    ("/dashboard", "get"),
     ("/admin/connections", "get"),
     ("/admin/connections/{id}", "delete"),
     ("/admin/drain", "post"),
@@ -243,6 +246,7 @@ fn publish_operation() -> Value {
         ErrorCode::InvalidKey,
         ErrorCode::InvalidClientId,
         ErrorCode::ReservedType,
+        ErrorCode::SchemaMismatch,
         ErrorCode::IdempotencyConflict,
         ErrorCode::RateLimited,
         ErrorCode::Overloaded,
@@ -466,6 +470,68 @@ pub(crate) fn document(endpoints: &[Endpoint]) -> Value {
         .expect("responses")
         .extend(admin_errors(&[]));
     paths.insert("/admin/stats".into(), json!({"get": stats}));
+    let mut topics = plain(
+        "Topics published to recently, busiest first (admin right)",
+        "`topics`: topic, events (since tracked), rate (events/s averaged over the last 10 s), \
+         subscribers (open subscriptions it would reach), last_seen_ms; `tracked` of at most \
+         `max_topics`; once `full`, events on topics not tracked are counted in `untracked` \
+         until a topic idle for 5 minutes is forgotten.",
+        json!({"type": "object", "required": ["topics", "tracked", "max_topics", "full", "untracked"],
+            "properties": {"topics": {"type": "array"}, "tracked": {"type": "integer"},
+                "max_topics": {"type": "integer"}, "full": {"type": "boolean"},
+                "untracked": {"type": "object"}}}),
+        "application/json",
+    );
+    topics["parameters"] = json!([
+        {"name": "limit", "in": "query", "required": false,
+            "schema": {"type": "integer", "minimum": 1, "maximum": super::admin::MAX_PAGE}}
+    ]);
+    topics["responses"]
+        .as_object_mut()
+        .expect("responses")
+        .extend(admin_errors(&[ErrorCode::InvalidParameter]));
+    paths.insert("/admin/topics".into(), json!({"get": topics}));
+    let mut stream = plain(
+        "The dashboard's stream: stats each second, a sampled tail of events (admin right)",
+        "SSE: `event: stats` once a second (`stats` as /admin/stats, `topics` as \
+         /admin/topics with 20 topics, `at_ms`; the first also `history`, the rate samples of \
+         the last 5 minutes) and `event: tail` at most four times a second (`events`: the newest \
+         events, at most 50, in the `event` shape; `skipped`: how many more arrived meanwhile; \
+         `at_ms`). The tail is one hub subscription to every topic while the stream is open.",
+        json!({"type": "object",
+            "description": "One SSE event: `event` is `stats` or `tail`; `data` is JSON.",
+            "properties": {"event": {"enum": ["stats", "tail"]}, "data": {"type": "string"},
+                "retry": {"type": "integer"}}}),
+        "text/event-stream",
+    );
+    stream["parameters"] = json!([
+        {"name": "type", "in": "query", "required": false, "explode": true,
+            "schema": {"type": "array", "items": {"type": "string", "minLength": 1,
+                "maxLength": 128, "pattern": NAME_PATTERN}},
+            "description": "Only events of these types in the tail (repeatable)."}
+    ]);
+    stream["responses"]
+        .as_object_mut()
+        .expect("responses")
+        .extend(admin_errors(&[
+            ErrorCode::InvalidParameter,
+            ErrorCode::InvalidType,
+            ErrorCode::StoreUnavailable,
+        ]));
+    paths.insert("/admin/stream".into(), json!({"get": stream}));
+    let mut dashboard = plain(
+        "The dashboard (admin right, by bearer token or the credential cookie)",
+        "One HTML page, embedded in the binary.",
+        json!({"type": "string"}),
+        "text/html",
+    );
+    dashboard["responses"]["401"] = json!({"description": "No credential: a sign-in form that \
+        stores an admin token in the credential cookie (no data).",
+        "content": {"text/html": {"schema": {"type": "string"}}}});
+    dashboard["responses"]["403"] = json!({"description": "A credential without the admin \
+        right (or not valid): the same form.",
+        "content": {"text/html": {"schema": {"type": "string"}}}});
+    paths.insert("/dashboard".into(), json!({"get": dashboard}));
     let mut list = plain(
         "Open subscribe connections, paged by id (admin right)",
         "`connections`: id, endpoint, transport, client_id, remote, selector, queued, \

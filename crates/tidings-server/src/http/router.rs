@@ -14,7 +14,7 @@ use tidings_proto::ErrorCode;
 
 use super::error::HttpError;
 use super::subscribe::{EndpointState, subscribe};
-use super::{admin, extract, head, health, openapi, ops, publish, tickets};
+use super::{admin, dashboard, extract, head, health, openapi, ops, publish, tickets};
 use crate::endpoint::{Cors, Endpoint};
 use crate::state::AppState;
 
@@ -143,6 +143,9 @@ pub fn router(state: AppState, endpoints: &[Endpoint]) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi::handler(endpoints)))
         .route("/admin/stats", get(admin::stats))
+        .route("/admin/topics", get(admin::topics))
+        .route("/admin/stream", get(dashboard::stream))
+        .route("/dashboard", get(dashboard::page))
         .route("/admin/connections", get(admin::connections))
         .route("/admin/connections/{id}", delete(admin::close_connection))
         .route("/admin/drain", post(admin::post_drain))

@@ -51,7 +51,7 @@ use tidings_proto::{ErrorCode, EventId};
 use crate::config::Config;
 use crate::endpoint::Endpoint;
 use crate::http::error::HttpError;
-use crate::http::publish::{origin_of, parse_events, refuse_mismatch, refuse_reserved};
+use crate::http::publish::{origin_of, parse_events_with, refuse_mismatch, refuse_reserved};
 use crate::http::router::mountable;
 use crate::state::AppState;
 
@@ -201,7 +201,11 @@ impl Embedded {
                 ),
             });
         }
-        let (events, origins) = parse_events(&body, limits.max_batch_events)?;
+        let (events, origins) = parse_events_with(
+            &body,
+            limits.max_batch_events,
+            self.state.edge.policy.default_topic.as_ref(),
+        )?;
         refuse_reserved(&self.state, &events)?;
         refuse_mismatch(&self.state, &events)?;
         let origin = origin_of(&http::HeaderMap::new(), &origins)?;

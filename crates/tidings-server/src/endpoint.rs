@@ -185,6 +185,157 @@ pub enum Keepalive {
     },
 }
 
+/// Where a subscribe request's credential may come from (in this order of precedence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sources {
+    /// `Authorization: Bearer`.
+    pub header: bool,
+    /// `?ticket=` (a one-time ticket from `POST /tickets`).
+    pub ticket: bool,
+    /// The endpoint's query token parameter (`query_token`).
+    pub query: bool,
+    /// The credential cookie.
+    pub cookie: bool,
+}
+
+impl Sources {
+    /// Every source.
+    pub const ALL: Sources = Sources {
+        header: true,
+        ticket: true,
+        query: true,
+        cookie: true,
+    };
+    /// None: the endpoint needs no credential (its fixed selector is open to anyone who can
+    /// reach its address).
+    pub const NONE: Sources = Sources {
+        header: false,
+        ticket: false,
+        query: false,
+        cookie: false,
+    };
+
+    /// Whether no source is accepted (an anonymous endpoint).
+    pub fn is_none(self) -> bool {
+        self == Sources::NONE
+    }
+}
+
+/// A route path with `{name}` segments (`/api/cameras/{id}/events`), matched a segment at a
+/// time. A parameter's value must be one safe topic segment (see [`param_value`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate {
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+/// Longest value a path parameter may take, in bytes.
+pub const MAX_PARAM_BYTES: usize = 128;
+
+/// A path parameter's value, if it is one safe topic segment: 1 to `MAX_PARAM_BYTES` bytes of
+/// ASCII letters, digits and `-_.~:@+`, and not `.` or `..`. Nothing that could widen a
+/// selector (`*`, `/`) or fill a placeholder (`$`, `{`) gets through.
+pub fn param_value(raw: &str) -> Option<&str> {
+    let ok = !raw.is_empty()
+        && raw.len() <= MAX_PARAM_BYTES
+        && raw != "."
+        && raw != ".."
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~:@+".contains(&b));
+    ok.then_some(raw)
+}
+
+impl PathTemplate {
+    /// Parses `path`; `Err` names what is wrong. A parameter is a whole segment `{name}`, its
+    /// name ASCII letters, digits and `_`, each name once.
+    pub fn parse(path: &str) -> Result<PathTemplate, String> {
+        if !path.starts_with('/') || path.contains(['*', '?', '#']) {
+            return Err(format!("`{path}` must start with / and contain no * ? #"));
+        }
+        let mut segments = Vec::new();
+        for seg in path[1..].split('/') {
+            if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                let valid = !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !valid {
+                    return Err(format!(
+                        "`{{{name}}}` is not a parameter name (letters, digits, _)"
+                    ));
+                }
+                if segments
+                    .iter()
+                    .any(|s| matches!(s, Segment::Param(n) if n == name))
+                {
+                    return Err(format!("parameter `{{{name}}}` appears twice"));
+                }
+                segments.push(Segment::Param(name.to_owned()));
+            } else if seg.contains(['{', '}']) {
+                return Err(format!(
+                    "segment `{seg}`: a parameter is a whole segment, like {{id}}"
+                ));
+            } else {
+                segments.push(Segment::Literal(seg.to_owned()));
+            }
+        }
+        Ok(PathTemplate { segments })
+    }
+
+    /// The parameter names, in order.
+    pub fn params(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Param(n) => Some(n.as_str()),
+            Segment::Literal(_) => None,
+        })
+    }
+
+    /// Whether the path has parameters.
+    pub fn has_params(&self) -> bool {
+        self.params().next().is_some()
+    }
+
+    /// The parameters of `path` if it matches: `Some(Ok(values))`; `Some(Err(name))` when it
+    /// has the template's shape but a value is not a safe segment; `None` when it does not
+    /// match.
+    pub fn captures(&self, path: &str) -> Option<Result<Vec<(String, String)>, String>> {
+        let rest = path.strip_prefix('/')?;
+        let mut parts = rest.split('/');
+        let mut values = Vec::new();
+        for seg in &self.segments {
+            let part = parts.next()?;
+            match seg {
+                Segment::Literal(l) if l == part => {}
+                Segment::Literal(_) => return None,
+                Segment::Param(name) => {
+                    // Not percent-decoded: a safe segment needs no escapes, so `%` is refused.
+                    match param_value(part) {
+                        Some(v) => values.push((name.clone(), v.to_owned())),
+                        None => return Some(Err(name.clone())),
+                    }
+                }
+            }
+        }
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Ok(values))
+    }
+}
+
+/// `template` with each `{name}` replaced by its value in `params` (values are safe segments).
+pub fn fill_params(template: &str, params: &[(String, String)]) -> String {
+    let mut out = template.to_owned();
+    for (name, value) in params {
+        out = out.replace(&format!("{{{name}}}"), value);
+    }
+    out
+}
+
 /// One subscribe route.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -192,13 +343,31 @@ pub struct Endpoint {
     pub name: String,
     /// Its own listen address, or `None` for the main listener.
     pub listen: Option<SocketAddr>,
-    /// Route path, e.g. `/events` or `/`.
+    /// Route path, e.g. `/events` or `/`; `{name}` segments are parameters
+    /// (`/api/cameras/{id}/events`).
     pub path: String,
+    /// The path, parsed.
+    pub template: PathTemplate,
     /// A fixed selector: clients may narrow it with `topic=`, never widen it. `None`: clients
-    /// choose (default `*`).
+    /// choose (default `*`). On a path with parameters these are `topic_templates` filled in.
     pub topics: Option<Vec<Pattern>>,
+    /// The fixed selector with `{name}` path parameters (`camera/{id}`), filled per request.
+    pub topic_templates: Vec<String>,
+    /// A query parameter whose value is a topic the client subscribes to with everything
+    /// under it (Cloudreve's `uri=cloudreve://my`), besides `topic=`.
+    pub selector_param: Option<String>,
+    /// Where credentials may come from; none: anonymous (a fixed selector is required).
+    pub credentials: Sources,
+    /// This endpoint's own event names that publishers may still use (the camera server's
+    /// `connected` is both its handshake and a real camera's connect).
+    pub publishable: Vec<String>,
     /// Shape of JSON frames (WebSocket, NDJSON, long-poll).
     pub shape: Shape,
+    /// SSE `data:` is each event's envelope frame instead of its payload untouched.
+    pub sse_envelope: bool,
+    /// SSE answers say `Connection: keep-alive` (the download manager's document lists it)
+    /// instead of `connection: close`; the stream's end is still the connection's.
+    pub keep_alive_header: bool,
     /// A query parameter that may carry the credential (e.g. `token`), for clients that
     /// cannot set headers. Its value is never logged.
     pub query_token: Option<String>,
@@ -226,7 +395,32 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The event names this endpoint sends itself, which no publisher may use.
+    /// The topics this endpoint's streams can carry (`None`: any), for scoping its reserved
+    /// names: a fixed selector, with a path parameter and what follows widened to `*`.
+    pub fn scope(&self) -> Option<Vec<Pattern>> {
+        if !self.topic_templates.is_empty() {
+            return self
+                .topic_templates
+                .iter()
+                .map(|t| {
+                    let cut = t.find('{').map_or(t.as_str(), |at| &t[..at]);
+                    Pattern::parse(&format!("{cut}*")).ok()
+                })
+                .collect();
+        }
+        self.topics.clone()
+    }
+
+    /// The event names this endpoint sends itself, which no publisher may use on the topics
+    /// it serves (but those it lists as `publishable`).
+    pub fn reserved_names(&self) -> Vec<&str> {
+        self.system_names()
+            .into_iter()
+            .filter(|n| !self.publishable.iter().any(|p| p == n))
+            .collect()
+    }
+
+    /// The event names this endpoint sends itself.
     pub fn system_names(&self) -> Vec<&str> {
         let mut names = vec![
             self.session.subscribed.as_str(),
@@ -262,8 +456,15 @@ impl Endpoint {
             name: "events".to_owned(),
             listen: None,
             path: "/events".to_owned(),
+            template: PathTemplate::parse("/events").expect("a plain path"),
             topics: None,
+            topic_templates: Vec::new(),
+            selector_param: None,
+            credentials: Sources::ALL,
+            publishable: Vec::new(),
             shape: Shape::Event,
+            sse_envelope: false,
+            keep_alive_header: false,
             query_token: None,
             origins,
             transports: Transports::ALL,
@@ -328,6 +529,52 @@ mod tests {
             r#"{"cameraId":"cam/\"1\"","c":"","x":"${nope}"}"#
         );
         assert_eq!(render("${unclosed", &[]), "${unclosed");
+    }
+
+    #[test]
+    fn path_templates_capture_safe_segments_only() {
+        let t = PathTemplate::parse("/api/cameras/{id}/events").unwrap();
+        assert_eq!(t.params().collect::<Vec<_>>(), ["id"]);
+        let ok = |p: &str| t.captures(p).map(|r| r.map(|v| v[0].1.clone()));
+        assert_eq!(ok("/api/cameras/SN42/events"), Some(Ok("SN42".into())));
+        assert_eq!(
+            ok("/api/cameras/a-b_c.d~e:f@g+h/events"),
+            Some(Ok("a-b_c.d~e:f@g+h".into()))
+        );
+        for bad in ["a*b", "..", ".", "a%2Fb", "${x}", "{id}", ""] {
+            assert_eq!(
+                ok(&format!("/api/cameras/{bad}/events")),
+                Some(Err("id".into())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            ok(&format!("/api/cameras/{}/events", "x".repeat(129))),
+            Some(Err("id".into()))
+        );
+        for other in [
+            "/api/cameras/events",
+            "/api/cameras/x/events/more",
+            "/api/events",
+            "api/cameras/x/events",
+        ] {
+            assert_eq!(ok(other), None, "{other}");
+        }
+        assert!(!PathTemplate::parse("/events").unwrap().has_params());
+        for bad in [
+            "/c/{a}/{a}",
+            "/c/x{a}",
+            "/c/{}",
+            "/c/{a-b}",
+            "events",
+            "/c/*",
+        ] {
+            assert!(PathTemplate::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            fill_params("camera/{id}", &[("id".into(), "SN42".into())]),
+            "camera/SN42"
+        );
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub fn request_head(bytes: &[u8]) {
             Judged::Stream(parts, ctx) => {
                 assert_eq!(parts.method, http::Method::GET);
                 assert_eq!(ctx.endpoint.path, parts.uri.path());
-                assert!(routes.contains_key(parts.uri.path()));
+                assert!(routes.get(parts.uri.path()).is_some());
                 assert!(subscribe::is_stream_request(parts));
                 // As the lean path does: the `Host` check, then the request's own checks.
                 match extract::host(&parts.headers, None, &ctx.app)

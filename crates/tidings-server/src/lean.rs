@@ -35,7 +35,45 @@ use crate::tracked::Tracked;
 use crate::transport::stream;
 
 /// Subscribe endpoints served on one listener, by path.
-pub(crate) type LeanRoutes = Arc<HashMap<String, EndpointState>>;
+pub(crate) type LeanRoutes = Arc<Routes>;
+
+/// The streaming routes of one listener: plain paths by exact match, then paths with
+/// parameters (`/api/cameras/{id}/events`) tried in order.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    exact: HashMap<String, EndpointState>,
+    templated: Vec<EndpointState>,
+}
+
+impl Routes {
+    /// Routes of these endpoint states.
+    pub(crate) fn new(states: impl IntoIterator<Item = EndpointState>) -> Routes {
+        let mut routes = Routes::default();
+        for ctx in states {
+            if ctx.endpoint.template.has_params() {
+                routes.templated.push(ctx);
+            } else {
+                routes.exact.insert(ctx.endpoint.path.clone(), ctx);
+            }
+        }
+        routes
+    }
+
+    /// Whether there are none.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.templated.is_empty()
+    }
+
+    /// The endpoint serving `path` (a path whose parameter is not a safe segment still goes
+    /// to its endpoint, which refuses it).
+    pub(crate) fn get(&self, path: &str) -> Option<&EndpointState> {
+        self.exact.get(path).or_else(|| {
+            self.templated
+                .iter()
+                .find(|c| c.endpoint.template.captures(path).is_some())
+        })
+    }
+}
 
 /// Largest request head the lean path reads; a larger one goes to hyper, which answers it.
 pub(crate) const MAX_HEAD: usize = 8 << 10;
@@ -258,7 +296,6 @@ async fn open(
         &ctx.endpoint.cors,
         parts.headers.get(http::header::ORIGIN),
     );
-    let endpoint = Arc::clone(&ctx.endpoint);
     drop((parts, ctx));
     if let Some(refusal) = shed {
         let out = refusal_answer(refusal, version, Some(retry));
@@ -267,8 +304,8 @@ async fn open(
         }
         return None;
     }
-    let (sub, format, lease) = match prepared {
-        Ok(Prepared::Stream(sub, format, lease)) => (sub, format, lease),
+    let (sub, format, lease, endpoint) = match prepared {
+        Ok(Prepared::Stream(sub, format, lease, endpoint)) => (sub, format, lease, endpoint),
         Ok(_) => {
             // `classify` admits only streaming requests; anything else is a bug, said politely.
             let e = HttpError::new(ErrorCode::Internal, "request was misrouted");
@@ -281,6 +318,17 @@ async fn open(
         }
     };
     head::stream(&mut headers, format.content_type());
+    if endpoint.keep_alive_header
+        && matches!(format, stream::Format::Sse { .. })
+        && version == Version::HTTP_11
+    {
+        // As the download manager's document lists it. The connection still ends with the
+        // stream: the last chunk says where the body ends, so no client misreads it.
+        headers.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("keep-alive"),
+        );
+    }
     let framing = if version == Version::HTTP_11 {
         Framing::Chunked
     } else {
@@ -402,7 +450,7 @@ mod tests {
             app,
             endpoint: Arc::new(endpoint),
         };
-        Arc::new(HashMap::from([("/events".to_owned(), ctx)]))
+        Arc::new(Routes::new([ctx]))
     }
 
     /// `Some(true)`: the lean path takes it; `Some(false)`: hyper does; `None`: not a full head.
@@ -485,7 +533,7 @@ mod tests {
             .await
             .unwrap();
         let (parts, ()) = http::Request::new(()).into_parts();
-        let ctx = routes()["/events"].clone();
+        let ctx = routes().get("/events").expect("the route").clone();
         let sub = ctx
             .app
             .hub

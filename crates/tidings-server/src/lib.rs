@@ -50,6 +50,7 @@ mod tracked;
 mod transport;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -57,6 +58,8 @@ use tidings_auth::Authorizer;
 use tidings_core::{DynStore, Hub, MemoryStore};
 use tidings_proto::Epoch;
 use tokio::net::TcpListener;
+
+use crate::endpoint::Endpoint;
 
 pub use config::{Config, ConfigError, Durability, RawConfig};
 pub use credential::{CredentialOptions, Credentials};
@@ -128,23 +131,27 @@ impl App {
             config.coalesce.clone(),
         );
         let metrics = metrics.with_hub(&hub);
+        let mut edge = Edge::new(
+            config.body_timeout,
+            config.max_inflight_body_bytes,
+            config.allowed_hosts.clone(),
+        )
+        .with_cors(config.cors.clone())
+        .with_drain_spread(config.drain_spread)
+        .with_default_topic(config.default_topic.clone())
+        .with_address_limit(
+            config.max_connections_per_ip,
+            config.trusted_proxies.clone(),
+        )
+        .with_schemas(config.schemas.clone());
+        for e in &config.endpoints {
+            edge = edge.reserve_on(e.reserved_names(), e.scope());
+        }
         let state = AppState {
             hub,
             auth: Arc::new(Authorizer::new(config.tokens.clone()).with_jwt(config.jwt.clone())),
             transport: config.transport,
-            edge: Edge::new(
-                config.body_timeout,
-                config.max_inflight_body_bytes,
-                config.allowed_hosts.clone(),
-            )
-            .with_cors(config.cors.clone())
-            .reserve(config.endpoints.iter().flat_map(|e| e.system_names()))
-            .with_drain_spread(config.drain_spread)
-            .with_address_limit(
-                config.max_connections_per_ip,
-                config.trusted_proxies.clone(),
-            )
-            .with_schemas(config.schemas.clone()),
+            edge,
             observers: Arc::new(
                 Observers::new(metrics)
                     .with_metrics_token(config.metrics.token.clone())
@@ -170,11 +177,18 @@ impl App {
             .await
             .with_context(|| format!("listen on {listen}"))?;
         let mut endpoints = Vec::new();
+        let mut bound: Vec<SocketAddr> = Vec::new();
         for endpoint in &self.config.endpoints {
             if let Some(addr) = endpoint.listen {
+                // Endpoints on one address share its listener (the camera server's two
+                // routes on 8080); port 0 asks for a fresh port each time.
+                if addr.port() != 0 && bound.contains(&addr) {
+                    continue;
+                }
                 let l = TcpListener::bind(addr).await.with_context(|| {
                     format!("listen on {addr} for endpoint `{}`", endpoint.name)
                 })?;
+                bound.push(addr);
                 endpoints.push((endpoint.name.clone(), l));
             }
         }
@@ -275,9 +289,21 @@ impl App {
                 anyhow::bail!("no endpoint named `{name}` for a bound listener");
             };
             let addr = l.local_addr().context("read an endpoint's address")?;
-            tracing::info!(message = "Endpoint is listening.", endpoint = %name, %addr, path = %endpoint.path);
-            let r = endpoint_router(state.clone(), endpoint);
-            let lean = lean_routes(&state, std::iter::once(endpoint));
+            // This endpoint and every other one configured on the same address.
+            let group: Vec<&Endpoint> = config
+                .endpoints
+                .iter()
+                .filter(|e| {
+                    e.name == name
+                        || (e.listen == endpoint.listen
+                            && endpoint.listen.is_some_and(|a| a.port() != 0))
+                })
+                .collect();
+            for e in &group {
+                tracing::info!(message = "Endpoint is listening.", endpoint = %e.name, %addr, path = %e.path);
+            }
+            let r = endpoint_router(state.clone(), &group);
+            let lean = lean_routes(&state, group.iter().copied());
             servers.push(tokio::spawn(listener::serve(
                 l,
                 r,

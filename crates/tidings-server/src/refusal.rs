@@ -113,7 +113,10 @@ pub(crate) fn refusal_answer(refusal: Refusal, version: Version, sse: Option<Dur
             let notice = ReconnectNotice {
                 reason: refusal.reason().to_owned(),
             };
-            let format = stream::Format::Sse { retry };
+            let format = stream::Format::Sse {
+                retry,
+                envelope: false,
+            };
             let mut body =
                 sse::retry(u64::try_from(retry.as_millis()).unwrap_or(u64::MAX)).to_vec();
             body.extend_from_slice(&sse::reconnect(&notice));

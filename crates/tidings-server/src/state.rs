@@ -49,8 +49,9 @@ pub struct Edge {
 /// What the edge knows about the hub's own events, drains and CORS.
 #[derive(Debug, Clone)]
 pub(crate) struct Policy {
-    /// Event types the hub sends itself, which a publish may not use.
-    pub(crate) reserved_types: Vec<String>,
+    /// Event types the hub sends itself, which a publish may not use, each on the topics
+    /// the endpoints that send it serve (`None`: any topic).
+    pub(crate) reserved_types: Vec<(String, Option<Vec<tidings_proto::Pattern>>)>,
     /// The window a drain spreads its closes over (and the `retry:` a stream refused during
     /// a drain is given, so it lands elsewhere).
     pub(crate) drain_spread: Duration,
@@ -58,6 +59,8 @@ pub(crate) struct Policy {
     pub(crate) cors: Cors,
     /// JSON Schemas a published payload must match (empty: no check).
     pub(crate) schemas: Catalogue,
+    /// The topic of a published event that names none (`None`: `topic` is required).
+    pub(crate) default_topic: Option<tidings_proto::Topic>,
     /// Connections per client address: taken at accept by the listener, and by a stream that
     /// arrives through a trusted proxy for the client it names.
     pub(crate) per_address: Arc<PerAddress>,
@@ -83,9 +86,10 @@ impl Edge {
                 cors: Cors::default(),
                 // `reset` has no other name; the session and reconnect names are the endpoints'
                 // own (`reserve`), so a renamed `resumed` is free for publishers to use.
-                reserved_types: vec!["reset".to_owned()],
+                reserved_types: vec![("reset".to_owned(), None)],
                 drain_spread: Duration::from_secs(10),
                 schemas: Catalogue::default(),
+                default_topic: None,
                 per_address: PerAddress::new(0, Vec::new()),
             }),
         }
@@ -106,11 +110,25 @@ impl Edge {
 
     /// Also refuses `names` (the endpoints' own session, handshake, keep-alive and synthetic
     /// event names) at publish.
-    pub fn reserve<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Edge {
+    pub fn reserve<'a>(self, names: impl IntoIterator<Item = &'a str>) -> Edge {
+        self.reserve_on(names, None)
+    }
+
+    /// Also refuses `names` at publish on the topics `scope` matches (`None`: every topic):
+    /// an endpoint's own names are reserved only where its streams can carry them.
+    pub fn reserve_on<'a>(
+        mut self,
+        names: impl IntoIterator<Item = &'a str>,
+        scope: Option<Vec<tidings_proto::Pattern>>,
+    ) -> Edge {
         let mut policy = (*self.policy).clone();
         for n in names {
-            if !policy.reserved_types.iter().any(|a| a == n) {
-                policy.reserved_types.push(n.to_owned());
+            let known = policy
+                .reserved_types
+                .iter()
+                .any(|(a, s)| a == n && (s.is_none() || *s == scope));
+            if !known {
+                policy.reserved_types.push((n.to_owned(), scope.clone()));
             }
         }
         self.policy = Arc::new(policy);
@@ -129,6 +147,14 @@ impl Edge {
     pub fn with_schemas(mut self, schemas: Catalogue) -> Edge {
         let mut policy = (*self.policy).clone();
         policy.schemas = schemas;
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// Events published without a topic go to `topic` (`None`: a topic is required).
+    pub fn with_default_topic(mut self, topic: Option<tidings_proto::Topic>) -> Edge {
+        let mut policy = (*self.policy).clone();
+        policy.default_topic = topic;
         self.policy = Arc::new(policy);
         self
     }

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, bad, patterns};
 use crate::endpoint::{
-    ClientIdRule, Cors, Endpoint, Handshake, Keepalive, Origins, SessionNames, TEMPLATE_VARS,
-    Transports,
+    ClientIdRule, Cors, Endpoint, Handshake, Keepalive, Origins, PathTemplate, SessionNames,
+    Sources, TEMPLATE_VARS, Transports, fill_params,
 };
 use crate::transport::frame::Shape;
 
@@ -21,15 +21,34 @@ pub struct RawEndpoint {
     /// Its own `IP:port`; omit to serve on the main listener.
     #[serde(default)]
     pub listen: Option<String>,
-    /// Route path [default: `/`].
+    /// Route path; `{name}` segments are parameters [default: `/`].
     #[serde(default)]
     pub path: Option<String>,
-    /// A fixed selector clients may only narrow.
+    /// A fixed selector clients may only narrow; may use the path's `{name}` parameters.
     #[serde(default)]
     pub topics: Option<Vec<String>>,
+    /// A query parameter whose value is a topic to subscribe to with its whole subtree
+    /// [default: none].
+    #[serde(default)]
+    pub selector_param: Option<String>,
+    /// Where a credential may come from: any of `header`, `ticket`, `query`, `cookie`, or
+    /// `none` alone for an anonymous endpoint [default: all].
+    #[serde(default)]
+    pub credentials: Option<Vec<String>>,
+    /// This endpoint's own event names publishers may still use [default: none].
+    #[serde(default)]
+    pub publishable_events: Vec<String>,
     /// `event` or `envelope` [default: event].
     #[serde(default)]
     pub shape: Option<String>,
+    /// SSE `data:`: `payload` (the event's data untouched) or `envelope`
+    /// (`{"success":true,"id":…,"data":{"type":…,…}}`) [default: payload].
+    #[serde(default)]
+    pub sse_data: Option<String>,
+    /// SSE answers say `Connection: keep-alive` instead of `connection: close`
+    /// [default: false].
+    #[serde(default)]
+    pub keep_alive_header: Option<bool>,
     /// Query parameter that may carry the token.
     #[serde(default)]
     pub query_token: Option<String>,
@@ -127,6 +146,13 @@ pub(super) fn endpoints(
                 "is the main listen address; omit it to use the main listener",
             ));
         }
+        let addr = endpoint.listen.unwrap_or(listen);
+        if endpoint.credentials.is_none() && !addr.ip().is_loopback() {
+            return Err(bad(
+                &format!("endpoints[{i}].listen"),
+                format!("{addr} is not a loopback address and the endpoint takes no credentials"),
+            ));
+        }
         if let Some(addr) = endpoint.listen
             && open
             && !addr.ip().is_loopback()
@@ -171,20 +197,66 @@ fn endpoint(
         })
         .transpose()?;
     let path = raw.path.unwrap_or_else(|| "/".to_owned());
-    if !path.starts_with('/') || path.contains(['{', '}', '*', '?', '#']) {
-        return Err(bad(
-            &format!("{setting}.path"),
-            format!("`{path}` must start with / and contain no {{ }} * ? #"),
-        ));
-    }
-    let topics = raw
-        .topics
-        .map(|t| patterns(&format!("{setting}.topics"), &t))
-        .transpose()?;
-    if topics.as_ref().is_some_and(Vec::is_empty) {
+    let template = PathTemplate::parse(&path).map_err(|e| bad(&format!("{setting}.path"), e))?;
+    if raw.topics.as_ref().is_some_and(Vec::is_empty) {
         return Err(bad(
             &format!("{setting}.topics"),
             "must name at least one selector",
+        ));
+    }
+    let params: Vec<String> = template.params().map(str::to_owned).collect();
+    let (topics, topic_templates) = match raw.topics {
+        None if template.has_params() => {
+            return Err(bad(
+                &format!("{setting}.topics"),
+                "is required on a path with parameters (e.g. `camera/{id}`)",
+            ));
+        }
+        None => (None, Vec::new()),
+        Some(t) if template.has_params() => {
+            // Each must be a selector once every parameter is filled in, and use only them.
+            let sample: Vec<(String, String)> =
+                params.iter().map(|p| (p.clone(), "x".to_owned())).collect();
+            for (i, t) in t.iter().enumerate() {
+                let filled = fill_params(t, &sample);
+                if filled.contains(['{', '}']) {
+                    return Err(bad(
+                        &format!("{setting}.topics[{i}]"),
+                        format!("`{t}` names a parameter the path does not have"),
+                    ));
+                }
+                patterns(&format!("{setting}.topics[{i}]"), &[filled])?;
+            }
+            (None, t)
+        }
+        Some(t) => (
+            Some(patterns(&format!("{setting}.topics"), &t)?),
+            Vec::new(),
+        ),
+    };
+    let selector_param = raw.selector_param.filter(|q| !q.is_empty());
+    if let Some(q) = &selector_param
+        && RESERVED_PARAMS.contains(&q.as_str())
+    {
+        return Err(bad(
+            &format!("{setting}.selector_param"),
+            format!("`{q}` is a parameter the hub reads itself"),
+        ));
+    }
+    if selector_param.is_some() && selector_param == raw.query_token {
+        return Err(bad(
+            &format!("{setting}.selector_param"),
+            "must differ from query_token",
+        ));
+    }
+    let credentials = match raw.credentials {
+        None => Sources::ALL,
+        Some(list) => sources(&format!("{setting}.credentials"), &list)?,
+    };
+    if credentials.is_none() && topics.is_none() && topic_templates.is_empty() {
+        return Err(bad(
+            &format!("{setting}.credentials"),
+            "`none` needs a fixed selector (`topics`): an anonymous endpoint must not serve every topic",
         ));
     }
     let shape = match raw.shape.as_deref().unwrap_or("event") {
@@ -194,6 +266,16 @@ fn endpoint(
             return Err(bad(
                 &format!("{setting}.shape"),
                 format!("`{other}` is not event or envelope"),
+            ));
+        }
+    };
+    let sse_envelope = match raw.sse_data.as_deref().unwrap_or("payload") {
+        "payload" => false,
+        "envelope" => true,
+        other => {
+            return Err(bad(
+                &format!("{setting}.sse_data"),
+                format!("`{other}` is not payload or envelope"),
             ));
         }
     };
@@ -234,7 +316,7 @@ fn endpoint(
                 String::new(),
             )?;
             let template = raw.handshake_data.unwrap_or_else(|| "{}".to_owned());
-            check_template(&format!("{setting}.handshake_data"), &template)?;
+            check_template(&format!("{setting}.handshake_data"), &template, &params)?;
             Some(Handshake { name, template })
         }
     };
@@ -268,7 +350,7 @@ fn endpoint(
                 String::new(),
             )?;
             let template = raw.disconnect_data.unwrap_or_else(|| "{}".to_owned());
-            check_template(&format!("{setting}.disconnect_data"), &template)?;
+            check_template(&format!("{setting}.disconnect_data"), &template, &params)?;
             Some(Handshake { name, template })
         }
     };
@@ -281,11 +363,18 @@ fn endpoint(
         .keepalive_interval
         .map(|d| super::duration(&format!("{setting}.keepalive_interval"), Some(&d), "0s"))
         .transpose()?;
-    Ok(Endpoint {
+    let mut endpoint = Endpoint {
         name: raw.name,
         listen,
         path,
+        template,
         topics,
+        topic_templates,
+        selector_param,
+        sse_envelope,
+        keep_alive_header: raw.keep_alive_header.unwrap_or(false),
+        credentials,
+        publishable: Vec::new(),
         shape,
         query_token: raw.query_token.filter(|q| !q.is_empty()),
         origins: origins(&raw.allowed_origins),
@@ -298,7 +387,60 @@ fn endpoint(
         keepalive_interval,
         reconnect_event,
         disconnect,
-    })
+    };
+    for (i, name) in raw.publishable_events.into_iter().enumerate() {
+        if !endpoint.system_names().contains(&name.as_str()) {
+            return Err(bad(
+                &format!("{setting}.publishable_events[{i}]"),
+                format!("`{name}` is not one of this endpoint's own event names"),
+            ));
+        }
+        endpoint.publishable.push(name);
+    }
+    Ok(endpoint)
+}
+
+/// Query parameters the subscribe route reads itself, which `selector_param` may not take.
+const RESERVED_PARAMS: [&str; 8] = [
+    "topic",
+    "type",
+    "lastEventId",
+    "clientId",
+    "format",
+    "poll",
+    "timeout",
+    "ticket",
+];
+
+fn sources(setting: &str, list: &[String]) -> Result<Sources, ConfigError> {
+    if list.iter().any(|s| s == "none") {
+        if list.len() > 1 {
+            return Err(bad(setting, "`none` stands alone"));
+        }
+        return Ok(Sources::NONE);
+    }
+    if list.is_empty() {
+        return Err(bad(
+            setting,
+            "must name at least one source (or `none` for an anonymous endpoint)",
+        ));
+    }
+    let mut s = Sources::NONE;
+    for name in list {
+        match name.as_str() {
+            "header" => s.header = true,
+            "ticket" => s.ticket = true,
+            "query" => s.query = true,
+            "cookie" => s.cookie = true,
+            other => {
+                return Err(bad(
+                    setting,
+                    format!("`{other}` is not one of header, ticket, query, cookie, none"),
+                ));
+            }
+        }
+    }
+    Ok(s)
 }
 
 /// A CORS list: exact `scheme://host[:port]` origins (no `*`: answers carry credentials).
@@ -322,8 +464,9 @@ pub(super) fn cors(setting: &str, list: Vec<String>) -> Result<Cors, ConfigError
     Ok(Cors::new(list))
 }
 
-/// A handshake template: only known placeholders, and JSON once they are filled in.
-fn check_template(setting: &str, template: &str) -> Result<(), ConfigError> {
+/// A handshake template: only known placeholders (and the path's parameters), and JSON once
+/// they are filled in.
+fn check_template(setting: &str, template: &str, params: &[String]) -> Result<(), ConfigError> {
     let mut rest = template;
     while let Some(at) = rest.find("${") {
         let after = &rest[at + 2..];
@@ -331,15 +474,23 @@ fn check_template(setting: &str, template: &str) -> Result<(), ConfigError> {
             .find('}')
             .ok_or_else(|| bad(setting, "a `${` is not closed"))?;
         let name = &after[..end];
-        if !TEMPLATE_VARS.contains(&name) {
+        if !TEMPLATE_VARS.contains(&name) && !params.iter().any(|p| p == name) {
             return Err(bad(
                 setting,
-                format!("`${{{name}}}` is not one of {}", TEMPLATE_VARS.join(", ")),
+                format!(
+                    "`${{{name}}}` is not one of {} or a path parameter",
+                    TEMPLATE_VARS.join(", ")
+                ),
             ));
         }
         rest = &after[end + 1..];
     }
-    let sample: Vec<(&str, &str)> = TEMPLATE_VARS.iter().map(|v| (*v, "x")).collect();
+    let sample: Vec<(&str, &str)> = TEMPLATE_VARS
+        .iter()
+        .copied()
+        .chain(params.iter().map(String::as_str))
+        .map(|v| (v, "x"))
+        .collect();
     check_json(setting, &crate::endpoint::render(template, &sample))
 }
 

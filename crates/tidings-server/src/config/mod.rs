@@ -113,6 +113,10 @@ pub struct RawConfig {
     /// `resumed` themselves (the download manager's do) [default: resumed].
     #[arg(long, env = "TIDINGS_SESSION_RESUMED_EVENT", value_name = "NAME")]
     pub session_resumed_event: Option<String>,
+    /// The topic of a published event that names none, so a publisher may send just a type
+    /// and data (the download manager's do) [default: none: `topic` is required].
+    #[arg(long, env = "TIDINGS_DEFAULT_TOPIC", value_name = "TOPIC")]
+    pub default_topic: Option<String>,
     /// Window over which a drain (shutdown or `POST /admin/drain`) closes streams, evenly
     /// spread, so clients do not reconnect all at once [default: 10s].
     #[arg(long, env = "TIDINGS_DRAIN_SPREAD", value_name = "DURATION")]
@@ -246,6 +250,8 @@ pub struct Config {
     pub tokens: Vec<StaticToken>,
     /// Window a drain spreads its closes over.
     pub drain_spread: Duration,
+    /// The topic of a published event that names none.
+    pub default_topic: Option<tidings_proto::Topic>,
     /// How often sessions are saved while running (`None`: only at a clean shutdown).
     pub session_checkpoint: Option<Duration>,
     /// JWT verification (`None`: JWTs are not accepted).
@@ -424,6 +430,13 @@ impl RawConfig {
             coalesce: coalesce::rules(self.coalesce)?,
             tokens,
             drain_spread: duration("drain_spread", self.drain_spread.as_deref(), "10s")?,
+            default_topic: self
+                .default_topic
+                .map(|t| {
+                    tidings_proto::Topic::new(&t)
+                        .map_err(|e| bad("default_topic", format!("`{t}` {e}")))
+                })
+                .transpose()?,
             session_checkpoint: Some(duration(
                 "session_checkpoint",
                 self.session_checkpoint.as_deref(),

@@ -225,11 +225,31 @@ fn the_shipped_example_is_valid_and_states_the_defaults() {
     assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
 }
 
+/// Every shipped profile validates, and all.toml serves each of the four as its own file
+/// does (the conformance tests in crates/tidings/tests/it/profiles.rs run them).
 #[test]
-fn the_tasks_profile_is_valid() {
-    let text = include_str!("../../../../examples/profiles/tasks.toml");
-    let c = RawConfig::from_toml(text).unwrap().validate().unwrap();
-    let tasks = c.endpoints.iter().find(|e| e.name == "tasks").unwrap();
+fn the_shipped_profiles_are_valid_and_all_toml_is_the_four_together() {
+    let profiles = [
+        include_str!("../../../../profiles/downloads.toml"),
+        include_str!("../../../../profiles/camera.toml"),
+        include_str!("../../../../profiles/files.toml"),
+        include_str!("../../../../profiles/tasks.toml"),
+    ];
+    let all = RawConfig::from_toml(include_str!("../../../../profiles/all.toml"))
+        .unwrap()
+        .validate()
+        .unwrap();
+    let mut names = 0;
+    for text in profiles {
+        let c = RawConfig::from_toml(text).unwrap().validate().unwrap();
+        for e in &c.endpoints[1..] {
+            let same = all.endpoints.iter().find(|a| a.name == e.name).unwrap();
+            assert_eq!(format!("{e:?}"), format!("{same:?}"), "{}", e.name);
+            names += 1;
+        }
+    }
+    assert_eq!(names + 1, all.endpoints.len(), "all.toml has nothing else");
+    let tasks = all.endpoints.iter().find(|e| e.name == "tasks").unwrap();
     assert_eq!(tasks.listen.unwrap().port(), 3001);
     assert_eq!(tasks.shape, Shape::Envelope);
     assert_eq!(tasks.query_token.as_deref(), Some("token"));
@@ -237,63 +257,114 @@ fn the_tasks_profile_is_valid() {
 }
 
 #[test]
-fn the_coalescing_profiles_are_valid() {
-    for text in [
-        include_str!("../../../../examples/profiles/downloads.toml"),
-        include_str!("../../../../examples/profiles/files.toml"),
-    ] {
-        let c = RawConfig::from_toml(text).unwrap().validate().unwrap();
-        assert!(!c.coalesce.is_empty());
-    }
-}
-
-#[test]
-fn coalesce_errors_name_the_setting() {
-    for (text, want) in [
+fn endpoint_path_parameters_selector_param_and_credentials() {
+    let c = RawConfig::from_toml(
+        r#"
+[[endpoints]]
+name = "one"
+path = "/api/cameras/{id}/events"
+topics = ["camera/{id}"]
+credentials = ["none"]
+handshake_event = "connected"
+handshake_data = '{"cameraId":"${id}"}'
+publishable_events = ["connected"]
+"#,
+    )
+    .unwrap()
+    .validate()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let one = &c.endpoints[1];
+    assert!(one.template.has_params());
+    assert!(one.credentials.is_none());
+    assert_eq!(one.topic_templates, ["camera/{id}"]);
+    assert_eq!(
+        one.reserved_names(),
+        ["subscribed", "resumed", "reconnect-required"]
+    );
+    assert_eq!(
+        one.scope().unwrap(),
+        [tidings_proto::Pattern::parse("camera/*").unwrap()]
+    );
+    let cases = [
         (
-            "[[coalesce]]\npolicy = \"fastest\"",
-            "coalesce[0].policy: `fastest` is not none, latest or merge",
+            r#"[[endpoints]]
+name = "a"
+path = "/c/{id}/e""#,
+            "endpoints[0].topics: is required on a path with parameters",
         ),
         (
-            "[[coalesce]]\npolicy = \"latest\"\nkey = \"DownloadID\"",
-            "coalesce[0]: `DownloadID` is not a JSON pointer",
+            r#"[[endpoints]]
+name = "a"
+path = "/c/{id}/e"
+topics = ["camera/{cam}"]"#,
+            "endpoints[0].topics[0]: `camera/{cam}` names a parameter the path does not have",
         ),
         (
-            "[[coalesce]]\npolicy = \"latest\"\nwindow = \"0s\"",
-            "coalesce[0].window: must be more than 0",
+            r#"[[endpoints]]
+name = "a"
+path = "/c/x{id}/e"
+topics = ["c"]"#,
+            "endpoints[0].path: segment `x{id}`: a parameter is a whole segment",
         ),
         (
-            "[[coalesce]]\npolicy = \"latest\"\nmerge_type = \"event\"",
-            "coalesce[0].merge_type: applies to policy = \"merge\" only",
+            r#"[[endpoints]]
+name = "a"
+credentials = ["none"]"#,
+            "endpoints[0].credentials: `none` needs a fixed selector",
         ),
         (
-            "[[coalesce]]\npolicy = \"merge\"\nmerge_names = [\"a\"]",
-            "coalesce[0].merge_names: must name create, modify, rename and delete",
+            r#"[[endpoints]]
+name = "a"
+credentials = ["none", "header"]"#,
+            "endpoints[0].credentials: `none` stands alone",
         ),
-        ("[[coalesce]]\ntopics = [\"\"]", "coalesce[0].topics"),
-        ("[[coalesce]]\nmax_keys = 0", "coalesce[0].max_keys"),
-        ("[[coalesce]]\nwindw = \"1s\"", "unknown field `windw`"),
-    ] {
-        let err = RawConfig::from_toml(text)
-            .and_then(RawConfig::validate)
+        (
+            r#"[[endpoints]]
+name = "a"
+credentials = ["headers"]"#,
+            "endpoints[0].credentials: `headers` is not one of",
+        ),
+        (
+            r#"[[endpoints]]
+name = "a"
+selector_param = "topic""#,
+            "endpoints[0].selector_param: `topic` is a parameter the hub reads itself",
+        ),
+        (
+            r#"[[endpoints]]
+name = "a"
+publishable_events = ["progress"]"#,
+            "endpoints[0].publishable_events[0]: `progress` is not one of this endpoint's",
+        ),
+        (
+            r#"listen = "0.0.0.0:7400"
+[auth]
+tokens = ["secret-123:subscribe=*"]
+[[endpoints]]
+name = "a"
+listen = "0.0.0.0:8080"
+topics = ["c/*"]
+credentials = ["none"]"#,
+            "endpoints[0].listen: 0.0.0.0:8080 is not a loopback address and the endpoint takes no credentials",
+        ),
+        (
+            r#"[[endpoints]]
+name = "a"
+path = "/c/{id}/e"
+topics = ["c/{id}"]
+handshake_event = "h"
+handshake_data = '{"x":"${nope}"}'"#,
+            "endpoints[0].handshake_data: `${nope}` is not one of",
+        ),
+    ];
+    for (text, want) in cases {
+        let got = RawConfig::from_toml(text)
+            .unwrap()
+            .validate()
             .unwrap_err()
             .to_string();
-        assert!(err.contains(want), "{text}: {err}");
+        assert!(got.contains(want), "{text}\n got: {got}\nwant: {want}");
     }
-}
-
-#[test]
-fn the_soft_queue_bound_is_at_most_half_the_queue() {
-    let c = RawConfig::from_toml("[limits]\nsubscriber_queue = 100\nsubscriber_queue_soft = 80")
-        .unwrap()
-        .validate()
-        .unwrap();
-    assert_eq!(c.limits.subscriber_queue_soft_events, 50);
-    let c = RawConfig::from_toml("[limits]\nsubscriber_queue_soft = 0")
-        .unwrap()
-        .validate()
-        .unwrap();
-    assert_eq!(c.limits.subscriber_queue_soft_events, 0, "off");
 }
 
 #[test]
@@ -509,4 +580,50 @@ fn session_event_names_rename_the_built_in_endpoint_and_default_the_others() {
     let same = RawConfig::from_toml(r#"session_resumed_event = "subscribed""#).unwrap();
     let err = validate(same).unwrap_err();
     assert!(err.contains("session_resumed_event"), "{err}");
+}
+
+#[test]
+fn the_coalescing_profiles_are_valid() {
+    for text in [
+        include_str!("../../../../examples/profiles/downloads.toml"),
+        include_str!("../../../../examples/profiles/files.toml"),
+    ] {
+        let c = RawConfig::from_toml(text).unwrap().validate().unwrap();
+        assert!(!c.coalesce.is_empty());
+    }
+}
+
+#[test]
+fn coalesce_errors_name_the_setting() {
+    for (text, want) in [
+        (
+            "[[coalesce]]\npolicy = \"fastest\"",
+            "coalesce[0].policy: `fastest` is not none, latest or merge",
+        ),
+        (
+            "[[coalesce]]\npolicy = \"latest\"\nkey = \"DownloadID\"",
+            "coalesce[0]: `DownloadID` is not a JSON pointer",
+        ),
+        (
+            "[[coalesce]]\npolicy = \"latest\"\nwindow = \"0s\"",
+            "coalesce[0].window: must be more than 0",
+        ),
+        (
+            "[[coalesce]]\npolicy = \"latest\"\nmerge_type = \"event\"",
+            "coalesce[0].merge_type: applies to policy = \"merge\" only",
+        ),
+        (
+            "[[coalesce]]\npolicy = \"merge\"\nmerge_names = [\"a\"]",
+            "coalesce[0].merge_names: must name create, modify, rename and delete",
+        ),
+        ("[[coalesce]]\ntopics = [\"\"]", "coalesce[0].topics"),
+        ("[[coalesce]]\nmax_keys = 0", "coalesce[0].max_keys"),
+        ("[[coalesce]]\nwindw = \"1s\"", "unknown field `windw`"),
+    ] {
+        let err = RawConfig::from_toml(text)
+            .and_then(RawConfig::validate)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{text}: {err}");
+    }
 }

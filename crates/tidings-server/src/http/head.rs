@@ -135,7 +135,10 @@ pub(crate) enum Framing {
 
 /// The bytes of a response head for the lean path. An HTTP/1.0 client is answered in
 /// HTTP/1.0 and never gets chunked framing (it could not decode it); every answer says
-/// `connection: close`, because the lean path closes after it.
+/// `connection: close`, because the lean path closes after it, except an SSE stream whose
+/// `headers` say `connection: keep-alive` (an endpoint with `keep_alive_header`, as the
+/// download manager's document lists): its chunked body ends where it says, and the server
+/// then closes.
 pub(crate) fn encode(
     status: StatusCode,
     version: Version,
@@ -169,7 +172,11 @@ pub(crate) fn encode(
             out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
         }
     }
-    out.extend_from_slice(b"connection: close\r\n\r\n");
+    if headers.contains_key(http::header::CONNECTION) {
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(b"connection: close\r\n\r\n");
+    }
     out
 }
 

@@ -63,7 +63,11 @@ pub(crate) async fn publish(
         .and_then(|v| v.parse::<u64>().ok());
     // `_held` keeps the body's bytes counted against the budget until the answer.
     let (bytes, _held) = extract::body(body, declared, limits.max_body_bytes, &state.edge).await?;
-    let (events, origins) = parse_events(&bytes, limits.max_batch_events)?;
+    let (events, origins) = parse_events_with(
+        &bytes,
+        limits.max_batch_events,
+        state.edge.policy.default_topic.as_ref(),
+    )?;
     refuse_reserved(&state, &events)?;
     let origin = origin_of(&headers, &origins)?;
     for (i, e) in events.iter().enumerate() {
@@ -162,13 +166,12 @@ fn credential(state: &AppState, headers: &HeaderMap) -> Result<Caller, HttpError
 /// endpoint's handshake, …): a publisher must never be able to forge one.
 pub(crate) fn refuse_reserved(state: &AppState, events: &[NewEvent]) -> Result<(), HttpError> {
     for (i, e) in events.iter().enumerate() {
-        if state
-            .edge
-            .policy
-            .reserved_types
-            .iter()
-            .any(|r| r == e.event_type.as_str())
-        {
+        if state.edge.policy.reserved_types.iter().any(|(r, scope)| {
+            r == e.event_type.as_str()
+                && scope
+                    .as_ref()
+                    .is_none_or(|s| s.iter().any(|p| p.matches(&e.topic)))
+        }) {
             return Err(HttpError::new(
                 ErrorCode::ReservedType,
                 format!(
@@ -273,10 +276,20 @@ fn field(count: usize, i: usize, name: &str) -> String {
 }
 
 /// Parses a body into validated events, with each one's `origin` field. Nothing is published
-/// unless every event is valid.
+/// unless every event is valid. Every event must name its topic.
 pub(crate) fn parse_events(
     bytes: &[u8],
     max_batch: usize,
+) -> Result<(Vec<NewEvent>, Vec<Option<String>>), HttpError> {
+    parse_events_with(bytes, max_batch, None)
+}
+
+/// As `parse_events`, but an event without a topic goes to `default_topic` if there is one
+/// (`--default-topic`: the download manager's publishers send only a type and data).
+pub(crate) fn parse_events_with(
+    bytes: &[u8],
+    max_batch: usize,
+    default_topic: Option<&Topic>,
 ) -> Result<(Vec<NewEvent>, Vec<Option<String>>), HttpError> {
     let raw: &RawValue = serde_json::from_slice(bytes)
         .map_err(|e| HttpError::new(ErrorCode::MalformedJson, format!("body: {e}")))?;
@@ -307,7 +320,7 @@ pub(crate) fn parse_events(
     items
         .into_iter()
         .enumerate()
-        .map(|(i, item)| parse_event(item, count, i))
+        .map(|(i, item)| parse_event(item, count, i, default_topic))
         .collect::<Result<Vec<_>, _>>()
         .map(|v| v.into_iter().unzip())
 }
@@ -316,6 +329,7 @@ fn parse_event(
     item: &RawValue,
     count: usize,
     i: usize,
+    default_topic: Option<&Topic>,
 ) -> Result<(NewEvent, Option<String>), HttpError> {
     let at = |name: &str| field(count, i, name);
     let whole = if count == 1 {
@@ -334,14 +348,18 @@ fn parse_event(
         let msg = msg.split(" at line").next().unwrap_or(&msg);
         HttpError::new(ErrorCode::InvalidEvent, format!("{whole}: {msg}"))
     })?;
-    let topic = raw.topic.ok_or_else(|| {
-        HttpError::new(
-            ErrorCode::InvalidTopic,
-            format!("{}: is required", at("topic")),
-        )
-    })?;
-    let topic = Topic::new(&topic)
-        .map_err(|e| HttpError::new(ErrorCode::InvalidTopic, format!("{}: {e}", at("topic"))))?;
+    let topic = match (raw.topic, default_topic) {
+        (Some(topic), _) => Topic::new(&topic).map_err(|e| {
+            HttpError::new(ErrorCode::InvalidTopic, format!("{}: {e}", at("topic")))
+        })?,
+        (None, Some(default)) => default.clone(),
+        (None, None) => {
+            return Err(HttpError::new(
+                ErrorCode::InvalidTopic,
+                format!("{}: is required", at("topic")),
+            ));
+        }
+    };
     let event_type = raw.event_type.ok_or_else(|| {
         HttpError::new(
             ErrorCode::InvalidType,

@@ -181,9 +181,13 @@ pub(crate) fn mountable<S: Clone + Send + Sync + 'static>(
     router.route_layer(middleware::from_fn_with_state(state.clone(), edge_guard))
 }
 
-/// The router of an endpoint on its own port: just its route.
-pub fn endpoint_router(state: AppState, endpoint: &Endpoint) -> Router {
-    with_fallbacks(mount(Router::new(), &state, endpoint), &state)
+/// The router of the endpoints that share a port of their own: just their routes.
+pub fn endpoint_router(state: AppState, endpoints: &[&Endpoint]) -> Router {
+    let mut router = Router::new();
+    for endpoint in endpoints {
+        router = mount(router, &state, endpoint);
+    }
+    with_fallbacks(router, &state)
 }
 
 /// The streaming routes the lean connection path serves on a listener with `endpoints`.
@@ -193,13 +197,9 @@ pub(crate) fn lean_routes<'a>(
 ) -> crate::lean::LeanRoutes {
     let routes = endpoints
         .filter(|e| e.transports.sse || e.transports.ndjson)
-        .map(|e| {
-            let ctx = EndpointState {
-                app: state.clone(),
-                endpoint: Arc::new(e.clone()),
-            };
-            (e.path.clone(), ctx)
-        })
-        .collect();
-    Arc::new(routes)
+        .map(|e| EndpointState {
+            app: state.clone(),
+            endpoint: Arc::new(e.clone()),
+        });
+    Arc::new(crate::lean::Routes::new(routes))
 }

@@ -110,6 +110,15 @@ fn parse_query(raw: Option<&str>, endpoint: &Endpoint, app: &AppState) -> Result
                 q.timeout = Some(Duration::from_secs(secs));
             }
             "ticket" => q.ticket = Some(value.into_owned()),
+            other if endpoint.selector_param.as_deref() == Some(other) => {
+                if q.patterns.len() + 2 > limits.max_patterns {
+                    return Err(HttpError::new(
+                        ErrorCode::InvalidTopic,
+                        format!("{other}: more than {} selectors", limits.max_patterns),
+                    ));
+                }
+                q.patterns.extend(subtree(other, &value)?);
+            }
             other if endpoint.query_token.as_deref() == Some(other) => {
                 q.token = Some(value.into_owned());
             }
@@ -122,6 +131,17 @@ fn parse_query(raw: Option<&str>, endpoint: &Endpoint, app: &AppState) -> Result
         }
     }
     Ok(q)
+}
+
+/// A topic and everything under it: `cloudreve://my` → `cloudreve://my` and
+/// `cloudreve://my/*` (a trailing `/` is the same folder).
+fn subtree(param: &str, value: &str) -> Result<[Pattern; 2], HttpError> {
+    let bad =
+        |e: String| HttpError::new(ErrorCode::InvalidTopic, format!("{param} `{value}`: {e}"));
+    let trimmed = value.strip_suffix('/').unwrap_or(value);
+    let exact = tidings_proto::Topic::new(trimmed).map_err(|e| bad(e.to_string()))?;
+    let under = Pattern::parse(&format!("{trimmed}/*")).map_err(|e| bad(e.to_string()))?;
+    Ok([Pattern::Exact(exact), under])
 }
 
 fn is_websocket(headers: &HeaderMap) -> bool {
@@ -141,15 +161,16 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
 /// A subscription ready for its transport.
 pub(crate) enum Prepared {
     /// Upgrade to a WebSocket speaking `shape`, until the credential's expiry.
-    WebSocket(Tracked, Shape, Lease),
+    WebSocket(Tracked, Shape, Lease, Arc<Endpoint>),
     /// Answer one long-poll.
     Poll(Tracked, Shape, Duration),
     /// Stream SSE or NDJSON, until the credential's expiry.
-    Stream(Tracked, stream::Format, Lease),
+    Stream(Tracked, stream::Format, Lease, Arc<Endpoint>),
 }
 
 pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
+    let parts_keep_alive = parts.version == http::Version::HTTP_11;
     let prepared = match prepare(&ctx, &parts) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -157,7 +178,7 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
     let options = ctx.app.transport;
     let endpoint = Arc::clone(&ctx.endpoint);
     match prepared {
-        Prepared::WebSocket(sub, shape, lease) => ws::upgrade(
+        Prepared::WebSocket(sub, shape, lease, endpoint) => ws::upgrade(
             http::Request::from_parts(parts, ()),
             sub,
             shape,
@@ -176,11 +197,19 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
-        Prepared::Stream(sub, format, lease) => {
+        Prepared::Stream(sub, format, lease, endpoint) => {
             let keepalive = endpoint.keepalive_every(options.keepalive);
+            let keep_alive_header = endpoint.keep_alive_header;
             let body = stream::body(sub, format, keepalive, endpoint, lease);
             let mut response = Response::new(Body::from_stream(body));
             super::head::stream(response.headers_mut(), format.content_type());
+            if keep_alive_header && matches!(format, stream::Format::Sse { .. }) && parts_keep_alive
+            {
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    HeaderValue::from_static("keep-alive"),
+                );
+            }
             response
         }
     }
@@ -211,7 +240,26 @@ pub(crate) fn prepare(
     let EndpointState { app, endpoint } = ctx;
     let query = parse_query(parts.uri.query(), endpoint, app)?;
     let headers = &parts.headers;
-    let caller = credential(app, headers, &query)?;
+    // The path's parameters, checked before any credential is looked at.
+    let params = if endpoint.template.has_params() {
+        match endpoint.template.captures(parts.uri.path()) {
+            Some(Ok(params)) => params,
+            Some(Err(name)) => {
+                return Err(HttpError::new(
+                    ErrorCode::InvalidParameter,
+                    format!(
+                        "path parameter `{name}`: 1 to {} letters, digits or -_.~:@+",
+                        crate::endpoint::MAX_PARAM_BYTES
+                    ),
+                ));
+            }
+            None => return Err(HttpError::new(ErrorCode::NotFound, "no such route")),
+        }
+    } else {
+        Vec::new()
+    };
+    let fixed = fixed_selector(endpoint, &params)?;
+    let caller = credential(app, endpoint, fixed.as_deref(), headers, &query)?;
     let grant = &caller.grant;
     let websocket = is_websocket(headers);
     let ndjson = query.ndjson || wants_ndjson(headers);
@@ -247,7 +295,7 @@ pub(crate) fn prepare(
         offered(transports.sse, "SSE (open a WebSocket instead)")?;
     }
 
-    let patterns = narrow(endpoint, query.patterns)?;
+    let patterns = narrow(endpoint, fixed, query.patterns)?;
     let selector = Selector {
         patterns,
         types: query.types,
@@ -322,8 +370,9 @@ pub(crate) fn prepare(
         remote,
         &app.observers,
     );
+    let endpoint = with_params(endpoint, &params);
     Ok(if websocket {
-        Prepared::WebSocket(sub, endpoint.shape, lease())
+        Prepared::WebSocket(sub, endpoint.shape, lease(), endpoint)
     } else if query.poll {
         let timeout = query
             .timeout
@@ -331,16 +380,62 @@ pub(crate) fn prepare(
         let timeout = expires_in.map_or(timeout, |left| timeout.min(left));
         Prepared::Poll(sub, endpoint.shape, timeout)
     } else if ndjson {
-        Prepared::Stream(sub, stream::Format::Ndjson(endpoint.shape), lease())
+        let shape = endpoint.shape;
+        Prepared::Stream(sub, stream::Format::Ndjson(shape), lease(), endpoint)
     } else {
         Prepared::Stream(
             sub,
             stream::Format::Sse {
                 retry: options.retry,
+                envelope: endpoint.sse_envelope,
             },
             lease(),
+            endpoint,
         )
     })
+}
+
+/// The endpoint's fixed selector for a request with `params` (its topic templates filled).
+fn fixed_selector(
+    endpoint: &Endpoint,
+    params: &[(String, String)],
+) -> Result<Option<Vec<Pattern>>, HttpError> {
+    if endpoint.topic_templates.is_empty() {
+        return Ok(endpoint.topics.clone());
+    }
+    endpoint
+        .topic_templates
+        .iter()
+        .map(|t| {
+            let filled = crate::endpoint::fill_params(t, params);
+            Pattern::parse(&filled).map_err(|e| {
+                HttpError::new(ErrorCode::InvalidTopic, format!("topic `{filled}`: {e}"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// The endpoint a stream of this request uses: itself, or, on a path with parameters, a copy
+/// whose handshake and synthetic event have the parameters filled in (`${id}`).
+fn with_params(endpoint: &Arc<Endpoint>, params: &[(String, String)]) -> Arc<Endpoint> {
+    if params.is_empty() {
+        return Arc::clone(endpoint);
+    }
+    let vars: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let fill = |h: &Option<crate::endpoint::Handshake>| {
+        h.as_ref().map(|h| crate::endpoint::Handshake {
+            name: h.name.clone(),
+            template: h.render(&vars),
+        })
+    };
+    let mut copy = Endpoint::clone(endpoint);
+    copy.handshake = fill(&endpoint.handshake);
+    copy.disconnect = fill(&endpoint.disconnect);
+    Arc::new(copy)
 }
 
 /// A stream's place under the per-address limit when it came through a trusted proxy, for
@@ -365,13 +460,38 @@ fn forwarded_place(
         })
 }
 
-/// The caller behind a subscribe request, from the first credential it presents:
-/// `Authorization: Bearer`, `?ticket=` (used up here), the endpoint's query token, the cookie.
-fn credential(app: &AppState, headers: &HeaderMap, query: &Query) -> Result<Caller, HttpError> {
-    if let Some(token) = extract::bearer(headers)? {
+/// The caller behind a subscribe request, from the first credential it presents among the
+/// sources the endpoint takes: `Authorization: Bearer`, `?ticket=` (used up here), the
+/// endpoint's query token, the cookie. An endpoint that takes none serves its fixed selector
+/// to anyone.
+fn credential(
+    app: &AppState,
+    endpoint: &Endpoint,
+    fixed: Option<&[Pattern]>,
+    headers: &HeaderMap,
+    query: &Query,
+) -> Result<Caller, HttpError> {
+    let from = endpoint.credentials;
+    if from.is_none() {
+        return Ok(Caller {
+            grant: Arc::new(tidings_auth::Grant {
+                name: format!("anonymous@{}", endpoint.name),
+                publish: Vec::new(),
+                subscribe: fixed.map(<[Pattern]>::to_vec).unwrap_or_default(),
+                admin: false,
+            }),
+            id: tidings_auth::CredentialId::ANONYMOUS,
+            expires_at: None,
+        });
+    }
+    if from.header
+        && let Some(token) = extract::bearer(headers)?
+    {
         return Ok(app.identify(Some(token))?);
     }
-    if let Some(ticket) = &query.ticket {
+    if from.ticket
+        && let Some(ticket) = &query.ticket
+    {
         let caller = app.credentials.tickets().redeem(ticket);
         let caller = caller.inspect_err(|_| app.observers.metrics.auth_failed("ticket"));
         return Ok(caller?);
@@ -379,7 +499,8 @@ fn credential(app: &AppState, headers: &HeaderMap, query: &Query) -> Result<Call
     let presented = query
         .token
         .as_deref()
-        .or_else(|| app.credentials.cookie(headers));
+        .filter(|_| from.query)
+        .or_else(|| app.credentials.cookie(headers).filter(|_| from.cookie));
     Ok(app.identify(presented)?)
 }
 
@@ -397,9 +518,13 @@ fn open(
 }
 
 /// The selector a request gets on `endpoint`: what it asked for (default `*`), which must lie
-/// within the endpoint's fixed selector if it has one (default: all of it).
-fn narrow(endpoint: &Endpoint, asked: Vec<Pattern>) -> Result<Vec<Pattern>, HttpError> {
-    let Some(fixed) = &endpoint.topics else {
+/// within the endpoint's fixed selector `fixed` if it has one (default: all of it).
+fn narrow(
+    endpoint: &Endpoint,
+    fixed: Option<Vec<Pattern>>,
+    asked: Vec<Pattern>,
+) -> Result<Vec<Pattern>, HttpError> {
+    let Some(fixed) = fixed else {
         return Ok(if asked.is_empty() {
             vec![Pattern::All]
         } else {
@@ -407,7 +532,7 @@ fn narrow(endpoint: &Endpoint, asked: Vec<Pattern>) -> Result<Vec<Pattern>, Http
         });
     };
     if asked.is_empty() {
-        return Ok(fixed.clone());
+        return Ok(fixed);
     }
     match asked.iter().find(|a| !fixed.iter().any(|f| f.covers(a))) {
         Some(p) => Err(HttpError::new(

@@ -8,6 +8,8 @@ use tidings_proto::{EventId, sse};
 
 /// The cache slot of the SSE encoding.
 pub(crate) const SSE_SLOT: FormatSlot = FormatSlot(0);
+/// The cache slot of the SSE encoding whose `data:` is the envelope frame.
+pub(crate) const SSE_ENVELOPE_SLOT: FormatSlot = FormatSlot(3);
 
 pub(crate) const KEEPALIVE: &[u8] = b": keepalive\n\n";
 
@@ -20,6 +22,23 @@ pub(crate) fn frame(record: &EventRecord) -> &Bytes {
             &e.id.to_string(),
             e.event_type.as_str(),
             e.data.get(),
+        );
+        buf.freeze()
+    })
+}
+
+/// The SSE frame of one event whose `data:` is the event's envelope frame
+/// (`{"success":true,"id":…,"data":{"type":…,…}}`), for an endpoint with `sse_data =
+/// "envelope"`; encoded once and shared like `frame`.
+pub(crate) fn envelope_frame(record: &EventRecord) -> &Bytes {
+    record.encoded(SSE_ENVELOPE_SLOT, |e| {
+        let envelope = super::frame::event(record, super::frame::Shape::Envelope);
+        let mut buf = BytesMut::new();
+        sse::encode_event(
+            &mut buf,
+            &e.id.to_string(),
+            e.event_type.as_str(),
+            std::str::from_utf8(envelope).expect("a JSON frame is UTF-8"),
         );
         buf.freeze()
     })

@@ -28,6 +28,8 @@ pub(crate) enum Format {
     Sse {
         /// The `retry:` hint.
         retry: Duration,
+        /// Each event's `data:` is its envelope frame, not its payload (`sse_data`).
+        envelope: bool,
     },
     /// `application/x-ndjson`: one JSON frame per line; keepalive is an empty line.
     Ndjson(Shape),
@@ -43,7 +45,7 @@ impl Format {
 
     fn preamble(self) -> Option<Bytes> {
         match self {
-            Format::Sse { retry } => Some(sse::retry(retry.as_millis() as u64)),
+            Format::Sse { retry, .. } => Some(sse::retry(retry.as_millis() as u64)),
             Format::Ndjson(_) => None,
         }
     }
@@ -58,21 +60,22 @@ impl Format {
     /// Bytes `event` takes in a joined chunk.
     fn frame_len(self, event: &SharedEvent) -> usize {
         match self {
-            Format::Sse { .. } => sse::frame(event).len(),
+            Format::Sse { envelope, .. } => sse_frame(event, envelope).len(),
             Format::Ndjson(shape) => frame::event(event, shape).len() + 1,
         }
     }
 
     fn join(self, events: &[SharedEvent]) -> Bytes {
         match self {
-            Format::Sse { .. } => {
+            Format::Sse { envelope, .. } => {
                 if let [one] = events {
-                    return sse::frame(one).clone();
+                    return sse_frame(one, envelope).clone();
                 }
-                let mut buf =
-                    BytesMut::with_capacity(events.iter().map(|e| sse::frame(e).len()).sum());
+                let mut buf = BytesMut::with_capacity(
+                    events.iter().map(|e| sse_frame(e, envelope).len()).sum(),
+                );
                 for e in events {
-                    buf.extend_from_slice(sse::frame(e));
+                    buf.extend_from_slice(sse_frame(e, envelope));
                 }
                 buf.freeze()
             }
@@ -128,6 +131,15 @@ impl Format {
             Format::Sse { .. } => sse::named(name, None, &notice),
             Format::Ndjson(shape) => line(frame::control(shape, name, None, &notice)),
         }
+    }
+}
+
+/// An event's cached SSE frame: its payload as `data:`, or its envelope frame.
+fn sse_frame(event: &SharedEvent, envelope: bool) -> &Bytes {
+    if envelope {
+        sse::envelope_frame(event)
+    } else {
+        sse::frame(event)
     }
 }
 
@@ -501,6 +513,7 @@ mod tests {
         let start = Instant::now();
         let format = Format::Sse {
             retry: Duration::from_secs(2),
+            envelope: false,
         };
         let body = body(
             Tracked::untracked(sub),
@@ -559,6 +572,7 @@ mod tests {
                 .unwrap();
             let format = Format::Sse {
                 retry: Duration::from_secs(2),
+                envelope: false,
             };
             let body = pieces(
                 Tracked::untracked(sub),

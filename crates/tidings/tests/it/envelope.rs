@@ -48,3 +48,51 @@ async fn the_event_type_wins_over_a_payloads_own_type_in_the_envelope() {
         "{body}"
     );
 }
+
+/// `sse_data = "envelope"`: an SSE stream whose `data:` is the envelope frame, while the
+/// `event:` line and the `id:` stay the event's own.
+#[tokio::test]
+async fn sse_data_can_be_the_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sse.toml");
+    std::fs::write(
+        &config,
+        r#"
+        [[endpoints]]
+        name = "wrapped"
+        path = "/wrapped"
+        sse_data = "envelope"
+        "#,
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let id = server
+        .publish_one("tasks/queue", "queue-update", json!({"uploadQueued": 3}))
+        .await;
+    let resp = server
+        .http
+        .get(server.url("/wrapped?lastEventId=earliest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut sse = crate::support::SseClient::new(resp);
+    let event = sse.next_event().await;
+    assert_eq!(event.last_event_id, id);
+    assert_eq!(event.event, "queue-update");
+    assert_eq!(
+        event.data,
+        format!(
+            r#"{{"success":true,"id":"{id}","data":{{"type":"queue-update","uploadQueued":3}}}}"#
+        )
+    );
+    // The built-in /events keeps the payload untouched.
+    let resp = server
+        .http
+        .get(server.url("/events?lastEventId=earliest"))
+        .send()
+        .await
+        .unwrap();
+    let event = crate::support::SseClient::new(resp).next_event().await;
+    assert_eq!(event.data, r#"{"uploadQueued":3}"#);
+}

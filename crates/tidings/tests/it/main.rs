@@ -17,6 +17,8 @@ mod envelope;
 mod jwt;
 mod openapi;
 mod ops;
+mod profiles;
+mod profiles_browser;
 mod publish;
 mod reconnect;
 mod resume;

@@ -37,6 +37,7 @@ fn sample(value_name: &str, layer: usize) -> String {
         "IP" => format!("10.0.0.{layer}"),
         "HEADER" => format!("x-csrf-layer-{layer}"),
         "NAME" => format!("layer-{layer}-event"),
+        "TOPIC" => format!("layer-{layer}/topic"),
         other => panic!("no sample value for value name {other}: add one to `sample`"),
     }
 }
@@ -169,6 +170,11 @@ fn the_shipped_example_names_every_setting() {
             "auth.tokens" | "auth.jwt_hs256_secret" | "metrics.listen" | "metrics.token"
         ) {
             continue; // unset by default; the example shows them commented out
+        }
+        if key == "default_topic" {
+            // Unset by default (a publish names its topic); shown commented out.
+            assert!(text.contains("# default_topic = "), "{key}");
+            continue;
         }
         if key == "auth.cookie_publish_header" {
             // Unset by default (a cookie alone never publishes); the example shows it

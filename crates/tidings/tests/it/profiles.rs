@@ -1,0 +1,770 @@
+//! The shipped profiles (`profiles/*.toml`) against the seed documents' own client code:
+//! each test starts `tidings serve --config profiles/NAME.toml` (its fixed ports: 1700, 8080,
+//! 5212, 3001; only the publish listener and the data directory are moved by flags), runs
+//! the document's example in Node (tests/profiles/*.cjs: npm's `eventsource` 2, whose options
+//! take the documents' `headers`, and `ws`), publishes the document's example payloads and
+//! checks what the document's code printed and received: names, payload bytes, handshake,
+//! keep-alive style, envelope. `all_four_profiles_in_one_process` runs the same checks
+//! against `profiles/all.toml`. The browser's side is in `profiles_browser.rs`.
+//!
+//! Needs `TIDINGS_TEST_NODE_MODULES` (installed by `./scripts/test`); without it the tests
+//! fail, they do not skip. The profiles' ports are fixed, so these tests take turns.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::TcpStream;
+use tokio::process::{Child, ChildStdout, Command};
+
+use crate::support::{BIN, Launch, Server};
+
+/// The profiles bind fixed ports: one test at a time (here and in `profiles_browser.rs`).
+pub(crate) static PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The documents' placeholder token, which the profiles ship.
+pub(crate) const TOKEN: &str = "YOUR_TOKEN";
+/// The files profile's placeholder JWT secret.
+pub(crate) const JWT_SECRET: &str = "replace-me-with-32-random-bytes-or-more!";
+
+pub(crate) fn profile(name: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../profiles")
+        .join(format!("{name}.toml"));
+    p.canonicalize()
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .display()
+        .to_string()
+}
+
+/// Starts a profile as shipped; the publish listener moves to a free port (`--listen`) and
+/// the store to a temporary directory, and `extra` flags follow.
+pub(crate) fn start(name: &str, extra: &[&str]) -> Server {
+    let config = profile(name);
+    let mut args = vec!["--config", config.as_str()];
+    args.extend_from_slice(extra);
+    Server::launch(Launch::new(&args))
+}
+
+fn node_modules() -> String {
+    std::env::var("TIDINGS_TEST_NODE_MODULES").unwrap_or_else(|_| {
+        panic!(
+            "TIDINGS_TEST_NODE_MODULES is not set: run ./scripts/test, which installs \
+             eventsource, ws and playwright-core into target/test-deps/node"
+        )
+    })
+}
+
+/// A seed document's client running in Node, reporting JSON lines.
+struct Node {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    seen: Vec<Value>,
+}
+
+impl Node {
+    fn start(script: &str, args: &[&str]) -> Node {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/profiles/");
+        let mut child = Command::new("node")
+            .arg(format!("{path}{script}"))
+            .args(args)
+            .env("TIDINGS_TEST_NODE_MODULES", node_modules())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run node (Node.js 20 or newer is required)");
+        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        Node {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads reports until `done` holds over all of them so far (polled, with a deadline).
+    async fn until(&mut self, what: &str, done: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while !done(&self.seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match tokio::time::timeout(left, self.lines.next_line()).await {
+                Ok(Ok(Some(line))) => line,
+                Ok(_) => panic!("node ended before {what}; saw {:#?}", self.seen),
+                Err(_) => panic!("timed out waiting for {what}; saw {:#?}", self.seen),
+            };
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            assert!(v.get("failed").is_none(), "the script failed: {v}");
+            self.seen.push(v);
+        }
+    }
+
+    async fn opens(&mut self, n: usize) {
+        self.until(&format!("{n} open streams"), |s| {
+            s.iter().filter(|v| v.get("open").is_some()).count() >= n
+        })
+        .await;
+    }
+
+    /// The events `label`'s recorder got, as (name, data).
+    fn recorded(&self, label: &str) -> Vec<(String, String)> {
+        self.seen
+            .iter()
+            .filter(|v| v["label"] == label)
+            .map(|v| {
+                (
+                    v["event"].as_str().unwrap_or_default().to_owned(),
+                    v["data"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// What the document's code printed (console.log and console.error), each call's
+    /// arguments.
+    fn printed(&self) -> Vec<Value> {
+        self.seen
+            .iter()
+            .filter_map(|v| v.get("log").or_else(|| v.get("error")).cloned())
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        crate::support::ignore(self.child.kill().await);
+    }
+}
+
+/// Publishes one event whose `data` is the exact JSON text `data`, as a publisher would
+/// write it; `headers` add to the bearer token. Returns the status and body.
+pub(crate) async fn publish_text(
+    server: &Server,
+    topic: &str,
+    ty: &str,
+    data: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    // No topic at all when `topic` is empty: the profile's default topic takes it.
+    let body = if topic.is_empty() {
+        format!("{{\"type\":{},\"data\":{data}}}", json!(ty))
+    } else {
+        format!(
+            "{{\"topic\":{},\"type\":{},\"data\":{data}}}",
+            json!(topic),
+            json!(ty)
+        )
+    };
+    let mut req = reqwest::Client::new()
+        .post(server.url("/publish"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("publish");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+pub(crate) async fn publish_ok(server: &Server, topic: &str, ty: &str, data: &str) {
+    let (status, v) = publish_text(server, topic, ty, data, &[]).await;
+    assert_eq!(status, 200, "publish {ty} to {topic}: {v}");
+}
+
+/// Opens `path` on `port` with `headers` and waits for `beat` (the endpoint's keep-alive):
+/// it must come at about 30 s, not before. Returns the bytes before it.
+async fn keepalive_at_30s(
+    port: u16,
+    path: &'static str,
+    headers: String,
+    beat: &'static [u8],
+) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\n{headers}\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(beat.len()).any(|w| w == beat) {
+        let n = tokio::time::timeout(Duration::from_secs(45), s.read(&mut chunk))
+            .await
+            .expect("a keep-alive within 45 s")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed before a keep-alive: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let at = start.elapsed();
+    assert!(
+        (Duration::from_secs(29)..Duration::from_secs(36)).contains(&at),
+        "the keep-alive came after {at:?}, not 30 s"
+    );
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// A raw request's status line and headers (lower-cased names).
+async fn head_of(port: u16, request: &str) -> (u16, Vec<(String, String)>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    crate::support::read_until(&mut s, &mut buf, Duration::from_secs(10), |b| {
+        b.windows(4).any(|w| w == b"\r\n\r\n")
+    })
+    .await;
+    let text = String::from_utf8_lossy(&buf);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    let mut lines = head.lines();
+    let status = crate::support::status_of(&buf).expect("a status line");
+    lines.next();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers)
+}
+
+// ---------------------------------------------------------------- downloads (seed 000)
+
+/// The document's example payloads, in the order a download lives them. `request` and
+/// `system` are published as the document's publisher would: a type and data, no topic.
+pub(crate) const DOWNLOADS: [(&str, &str, &str); 10] = [
+    (
+        "downloads/abc-123",
+        "queued",
+        r#"{"DownloadID":"abc-123","Filename":"file.zip","URL":"https://example.com/file.zip","DestPath":"/home/user/downloads/file.zip"}"#,
+    ),
+    (
+        "downloads/abc-123",
+        "started",
+        r#"{"DownloadID":"abc-123","URL":"https://example.com/file.zip","Filename":"file.zip","Total":104857600,"DestPath":"/home/user/downloads/file.zip"}"#,
+    ),
+    (
+        "downloads/abc-123",
+        "progress",
+        r#"{"DownloadID":"abc-123","Downloaded":52428800,"Total":104857600,"Speed":10485760,"Elapsed":5000000000,"ActiveConnections":8,"ChunkBitmap":[],"BitmapWidth":0,"ActualChunkSize":0,"ChunkProgress":[]}"#,
+    ),
+    (
+        "downloads/abc-123",
+        "paused",
+        r#"{"DownloadID":"abc-123","Filename":"file.zip","Downloaded":52428800}"#,
+    ),
+    (
+        "downloads/abc-123",
+        "resumed",
+        r#"{"DownloadID":"abc-123","Filename":"file.zip"}"#,
+    ),
+    (
+        "downloads/abc-123",
+        "complete",
+        r#"{"DownloadID":"abc-123","Filename":"file.zip","Elapsed":10000000000,"Total":104857600,"AvgSpeed":10485760}"#,
+    ),
+    (
+        "downloads/abc-123",
+        "error",
+        r#"{"DownloadID":"abc-123","Filename":"file.zip","Err":"connection timeout"}"#,
+    ),
+    (
+        "downloads/abc-123",
+        "removed",
+        r#"{"DownloadID":"abc-123","Filename":"file.zip"}"#,
+    ),
+    (
+        "",
+        "request",
+        r#"{"ID":"req-123","URL":"https://example.com/file.zip","Filename":"file.zip","Path":"/downloads","Mirrors":[],"Headers":{}}"#,
+    ),
+    ("", "system", r#"{"Message":"Server started on port 1700"}"#),
+];
+
+async fn conform_downloads(server: &Server) {
+    // The response head as the document lists it; no token, no stream.
+    let (status, headers) = head_of(
+        1700,
+        "GET /events HTTP/1.1\r\nHost: localhost:1700\r\nAuthorization: Bearer YOUR_TOKEN\r\n\
+         Accept: text/event-stream\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{headers:?}");
+    for (name, value) in [
+        ("content-type", "text/event-stream"),
+        ("cache-control", "no-cache"),
+        ("connection", "keep-alive"),
+    ] {
+        assert!(
+            headers.iter().any(|(k, v)| k == name && v == value),
+            "{name}: {value} missing from {headers:?}"
+        );
+    }
+    let (status, _) = head_of(1700, "GET /events HTTP/1.1\r\nHost: localhost:1700\r\n\r\n").await;
+    assert_eq!(status, 401, "a stream needs the token");
+
+    let keepalive = tokio::spawn(keepalive_at_30s(
+        1700,
+        "/events",
+        "Authorization: Bearer YOUR_TOKEN\r\n".to_owned(),
+        b"\n: keepalive\n\n",
+    ));
+    let mut node = Node::start("downloads.cjs", &[]);
+    node.opens(3).await;
+    for (topic, ty, data) in DOWNLOADS {
+        publish_ok(server, topic, ty, data).await;
+    }
+    node.until("the ten events and the examples' output", |s| {
+        s.iter().filter(|v| v["label"] == "recorder").count() >= 10
+            && s.iter()
+                .filter(|v| v["log"][0] == "Active downloads:")
+                .count()
+                >= 5
+            && s.iter()
+                .any(|v| v["log"][0] == "Download complete: file.zip")
+            && s.iter()
+                .any(|v| v["error"][0] == "Download error: connection timeout")
+            && s.iter().any(|v| v["error"][0] == "SSE connection error:")
+    })
+    .await;
+    // Every type, in order, with the document's payload byte for byte.
+    let want: Vec<(String, String)> = DOWNLOADS
+        .iter()
+        .map(|(_, ty, data)| ((*ty).to_owned(), (*data).to_owned()))
+        .collect();
+    assert_eq!(node.recorded("recorder"), want);
+    let printed = node.printed();
+    assert!(
+        printed.contains(&json!(["Progress: 52428800/104857600 bytes"])),
+        "{printed:#?}"
+    );
+    // The dashboard tracked the download through queued, started, progress, paused and
+    // complete (the five events it listens to).
+    assert_eq!(
+        printed
+            .iter()
+            .filter(|p| **p == json!(["Active downloads:", 1]))
+            .count(),
+        5,
+        "{printed:#?}"
+    );
+    // The document's `onerror` also hears the `error` event (as in a browser: it is the
+    // handler of every event named `error`), and nothing else: the connection never failed.
+    let connection_errors: Vec<&Value> = printed
+        .iter()
+        .filter(|p| p[0] == "SSE connection error:")
+        .collect();
+    assert_eq!(connection_errors.len(), 1, "{printed:#?}");
+    let error_id = node
+        .seen
+        .iter()
+        .find(|v| v["label"] == "recorder" && v["event"] == "error")
+        .map(|v| v["id"].clone());
+    assert_eq!(
+        Some(connection_errors[0][1]["lastEventId"].clone()),
+        error_id,
+        "{printed:#?}"
+    );
+    node.stop().await;
+    let before = keepalive.await.expect("keep-alive task");
+    assert!(before.starts_with("HTTP/1.1 200"), "{before}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn downloads_profile_serves_the_documents_client() {
+    let _ports = PORTS.lock().await;
+    let server = start("downloads", &[]);
+    conform_downloads(&server).await;
+}
+
+// ---------------------------------------------------------------- camera (seed 001)
+
+/// One of each of the document's nine event names, for camera SN42 (payloads in the
+/// document's shapes).
+pub(crate) const CAMERA: [(&str, &str); 9] = [
+    (
+        "connected",
+        r#"{"cameraId":"SN42","model":"ILCE-7M4","connection":"usb"}"#,
+    ),
+    (
+        "propertyChanged",
+        r#"{"cameraId":"SN42","codes":[256,257]}"#,
+    ),
+    ("afStatus", r#"{"state":"focused","source":"SN42"}"#),
+    (
+        "downloadComplete",
+        r#"{"cameraId":"SN42","filename":"DSC00001.JPG","savedPath":"/home/user/photos/DSC00001.JPG"}"#,
+    ),
+    (
+        "transferProgress",
+        r#"{"cameraId":"SN42","contentId":7,"fileId":1,"percent":50}"#,
+    ),
+    (
+        "contentsTransfer",
+        r#"{"cameraId":"SN42","files":["DSC00001.JPG","DSC00002.JPG"]}"#,
+    ),
+    (
+        "operationResult",
+        r#"{"cameraId":"SN42","operation":"shutter","result":"ok"}"#,
+    ),
+    (
+        "error",
+        r#"{"cameraId":"SN42","code":33281,"message":"device busy"}"#,
+    ),
+    (
+        "disconnected",
+        r#"{"cameraId":"SN42","reason":"usb unplugged"}"#,
+    ),
+];
+
+/// Ends with the server shutting down (the synthetic `disconnected`).
+async fn conform_camera(server: &mut Server) {
+    // A path parameter that is not one safe segment is refused before anything opens.
+    let (status, _) = head_of(
+        8080,
+        "GET /api/cameras/a*b/events HTTP/1.1\r\nHost: localhost:8080\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400);
+    let keepalive = tokio::spawn(keepalive_at_30s(
+        8080,
+        "/api/events",
+        String::new(),
+        b"\n: keepalive\n\n",
+    ));
+    let (status, v) = publish_text(server, "camera/SN42", "reconnect-required", "{}", &[]).await;
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (422, &json!("reserved_type")),
+        "{v}"
+    );
+    let mut node = Node::start("camera.cjs", &[]);
+    node.opens(3).await;
+    for (ty, data) in CAMERA {
+        publish_ok(server, "camera/SN42", ty, data).await;
+    }
+    let other = r#"{"cameraId":"SN7","codes":[1]}"#;
+    publish_ok(server, "camera/SN7", "propertyChanged", other).await;
+    node.until("every event on both streams", |s| {
+        s.iter().filter(|v| v["label"] == "all").count() >= 11
+            && s.iter().filter(|v| v["label"] == "SN42").count() >= 10
+            && s.iter().any(|v| v.get("log").is_some())
+    })
+    .await;
+    // First the handshake with the subscription's camera id (or `*`), then the events.
+    let mut all = vec![("connected".to_owned(), r#"{"cameraId":"*"}"#.to_owned())];
+    all.extend(
+        CAMERA
+            .iter()
+            .map(|(t, d)| ((*t).to_owned(), (*d).to_owned())),
+    );
+    let mut one = vec![("connected".to_owned(), r#"{"cameraId":"SN42"}"#.to_owned())];
+    one.extend(
+        CAMERA
+            .iter()
+            .map(|(t, d)| ((*t).to_owned(), (*d).to_owned())),
+    );
+    all.push(("propertyChanged".to_owned(), other.to_owned()));
+    assert_eq!(node.recorded("all"), all);
+    assert_eq!(
+        node.recorded("SN42"),
+        one,
+        "one camera's stream has only its events"
+    );
+    assert_eq!(
+        node.printed(),
+        vec![json!(["File saved:", "/home/user/photos/DSC00001.JPG"])]
+    );
+    let before = keepalive.await.expect("keep-alive task");
+    assert!(
+        before.contains("event: connected\ndata: {\"cameraId\":\"*\"}\n\n"),
+        "{before}"
+    );
+
+    // A clean shutdown: each stream gets a synthetic `disconnected` first.
+    server.sigterm();
+    node.until("the synthetic disconnected events", |s| {
+        s.iter()
+            .filter(|v| {
+                v["event"] == "disconnected"
+                    && v["data"].as_str().is_some_and(|d| d.contains("shutdown"))
+            })
+            .count()
+            >= 2
+    })
+    .await;
+    let last = |label: &str| node.recorded(label).last().cloned();
+    assert_eq!(
+        last("all"),
+        Some((
+            "disconnected".to_owned(),
+            r#"{"cameraId":"*","reason":"shutdown"}"#.to_owned()
+        ))
+    );
+    assert_eq!(
+        last("SN42"),
+        Some((
+            "disconnected".to_owned(),
+            r#"{"cameraId":"SN42","reason":"shutdown"}"#.to_owned()
+        ))
+    );
+    node.stop().await;
+    server.wait_exit();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn camera_profile_serves_the_documents_client() {
+    let _ports = PORTS.lock().await;
+    let mut server = start("camera", &[]);
+    conform_camera(&mut server).await;
+}
+
+// ---------------------------------------------------------------- tasks (seed 003)
+
+pub(crate) const TASKS: [(&str, &str, &str); 3] = [
+    (
+        "tasks/queue",
+        "queue-update",
+        r#"{"compressionActive":true,"uploadActive":true,"compressionRunning":2,"compressionRunningConfigs":[{"id":"t1"},{"id":"t2"}],"uploadRunning":1,"uploadRunningConfigs":[{"id":"t0"}],"compressionQueued":5,"compressionQueuedConfigs":[],"uploadQueued":3,"uploadQueuedConfigs":[]}"#,
+    ),
+    (
+        "tasks/task-uuid",
+        "command-progress",
+        r#"{"id":"task-uuid","currentStep":"COMPRESSION","percentage":45.67}"#,
+    ),
+    (
+        "tasks/task-uuid",
+        "task-finished",
+        r#"{"taskConfig":{"id":"task-uuid","name":"my-post","status":"completed"}}"#,
+    ),
+];
+
+async fn conform_tasks(server: &Server) {
+    let mut node = Node::start("tasks.cjs", &[]);
+    node.opens(1).await;
+    for (topic, ty, data) in TASKS {
+        publish_ok(server, topic, ty, data).await;
+    }
+    node.until("three messages and the example's output", |s| {
+        s.iter().filter(|v| v.get("message").is_some()).count() >= 3
+            && s.iter().filter(|v| v.get("log").is_some()).count() >= 3
+    })
+    .await;
+    let messages: Vec<String> = node
+        .seen
+        .iter()
+        .filter_map(|v| v["message"].as_str().map(str::to_owned))
+        .collect();
+    for (text, (_, ty, data)) in messages.iter().zip(TASKS) {
+        // `{"success":true,…,"data":{"type":"<type>",<the payload's fields>}}`, the payload's
+        // fields byte for byte after the type.
+        let want_data = format!("{{\"type\":\"{ty}\",{}", &data[1..]);
+        assert!(text.starts_with("{\"success\":true,"), "{text}");
+        assert!(text.ends_with(&format!("\"data\":{want_data}}}")), "{text}");
+        let v: Value = serde_json::from_str(text).expect("JSON");
+        let keys: Vec<&str> = v
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert!(
+            keys.iter().all(|k| ["success", "data", "id"].contains(k)),
+            "{keys:?}"
+        );
+    }
+    let mut queue: Value = serde_json::from_str(TASKS[0].2).expect("JSON");
+    queue["type"] = json!("queue-update");
+    assert_eq!(
+        node.printed(),
+        vec![
+            json!(["Queue status:", queue]),
+            json!(["Task task-uuid: 45.67%"]),
+            json!(["Task completed:", "my-post"]),
+        ]
+    );
+    node.stop().await;
+
+    // Without the token, no upgrade.
+    let err = tokio_tungstenite::connect_async("ws://localhost:3001/?token=wrong-token")
+        .await
+        .expect_err("a wrong token is refused");
+    assert!(err.to_string().contains("401"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_profile_serves_the_documents_client() {
+    let _ports = PORTS.lock().await;
+    let server = start("tasks", &[]);
+    conform_tasks(&server).await;
+}
+
+// ---------------------------------------------------------------- files (seed 002)
+
+pub(crate) fn files_jwt() -> String {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "token",
+            "--hs256-secret",
+            JWT_SECRET,
+            "--subscribe",
+            "cloudreve://my/*",
+        ])
+        .env_remove("TIDINGS_JWT_HS256_SECRET")
+        .output()
+        .expect("run tidings token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+pub(crate) fn change(ty: &str, from: &str, to: &str) -> String {
+    format!(r#"[{{"type":"{ty}","from":"{from}","to":"{to}"}}]"#)
+}
+
+/// Restarts `server` cleanly (the document's reconnect loop must survive it).
+async fn conform_files(server: &mut Server) {
+    let jwt = files_jwt();
+    let keepalive = tokio::spawn(keepalive_at_30s(
+        5212,
+        "/api/v4/file/events?uri=cloudreve://my",
+        format!("Authorization: Bearer {jwt}\r\n"),
+        b"\nevent: keep-alive\ndata: {}\n\n",
+    ));
+    // The hub's own names stay reserved where this endpoint's streams carry them.
+    let (status, v) = publish_text(server, "cloudreve://my/x", "resumed", "{}", &[]).await;
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (422, &json!("reserved_type")),
+        "{v}"
+    );
+    let mut node = Node::start("files.cjs", &[&jwt]);
+    node.until("the subscription", |s| {
+        s.iter().any(|v| v["log"][0] == "Subscription established")
+            && s.iter().any(|v| v["log"][0] == "clientId")
+    })
+    .await;
+    let client_id = node
+        .printed()
+        .iter()
+        .find(|p| p[0] == "clientId")
+        .and_then(|p| p[1].as_str().map(str::to_owned))
+        .expect("the client's id");
+    assert_eq!(node.recorded("doc")[0].0, "subscribed");
+
+    // A change in the watched tree reaches the client as the document shows it; its own
+    // change does not; one outside the tree does not either.
+    let a = change("create", "", "cloudreve://my/docs/a.txt");
+    publish_ok(server, "cloudreve://my/docs/a.txt", "event", &a).await;
+    let own = change(
+        "modify",
+        "cloudreve://my/docs/a.txt",
+        "cloudreve://my/docs/a.txt",
+    );
+    let (status, v) = publish_text(
+        server,
+        "cloudreve://my/docs/a.txt",
+        "event",
+        &own,
+        &[("x-client-id", &client_id)],
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let b = change(
+        "rename",
+        "cloudreve://my/docs/a.txt",
+        "cloudreve://my/docs/b.txt",
+    );
+    publish_ok(server, "cloudreve://my/docs/a.txt", "event", &b).await;
+    node.until("two changes, printed", |s| {
+        s.iter().filter(|v| v["event"] == "event").count() >= 2
+            && s.iter().any(|v| {
+                v["log"][0] == "rename: cloudreve://my/docs/a.txt -> cloudreve://my/docs/b.txt"
+            })
+    })
+    .await;
+    let events: Vec<String> = node
+        .recorded("doc")
+        .into_iter()
+        .filter(|(n, _)| n == "event")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(
+        events,
+        vec![a.clone(), b.clone()],
+        "its own change is not echoed"
+    );
+    let printed = node.printed();
+    assert!(
+        printed.contains(&json!(["create:  -> cloudreve://my/docs/a.txt"])),
+        "{printed:#?}"
+    );
+    assert!(
+        printed.contains(&json!([
+            "rename: cloudreve://my/docs/a.txt -> cloudreve://my/docs/b.txt"
+        ])),
+        "{printed:#?}"
+    );
+    let before = keepalive.await.expect("keep-alive task");
+    assert!(
+        !before.contains(": keepalive"),
+        "an event, not a comment: {before}"
+    );
+
+    // The hub restarts cleanly: the client is told `reconnect-required`, its loop reconnects
+    // (immediately, then every 5 s while the hub is down). A change published after the
+    // restart, before the client is back, reaches it with `resumed`.
+    server.sigterm();
+    server.wait_exit();
+    server.restart();
+    let c = change("delete", "cloudreve://my/docs/b.txt", "");
+    publish_ok(server, "cloudreve://my/docs/b.txt", "event", &c).await;
+    node.until(
+        "the resumed subscription and the change made while away",
+        |s| {
+            s.iter().any(|v| v["log"][0] == "Subscription resumed")
+                && s.iter().filter(|v| v["event"] == "event").count() >= 3
+        },
+    )
+    .await;
+    let recorded = node.recorded("doc");
+    assert!(
+        recorded.iter().any(|(n, _)| n == "reconnect-required"),
+        "the hub said reconnect-required before it went: {recorded:?}"
+    );
+    let events: Vec<String> = recorded
+        .into_iter()
+        .filter(|(n, _)| n == "event")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(events, vec![a, b, c], "nothing lost, nothing twice");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_profile_serves_the_documents_client_across_a_restart() {
+    let _ports = PORTS.lock().await;
+    let mut server = start("files", &["--drain-spread", "200ms"]);
+    conform_files(&mut server).await;
+}
+
+// ---------------------------------------------------------------- all four at once
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_four_profiles_in_one_process() {
+    let _ports = PORTS.lock().await;
+    let mut server = start("all", &["--drain-spread", "200ms"]);
+    conform_downloads(&server).await;
+    conform_tasks(&server).await;
+    conform_files(&mut server).await;
+    conform_camera(&mut server).await;
+}

@@ -21,6 +21,11 @@ pub struct Limits {
     /// Bytes (`EventRecord::size`) a subscriber may have queued before it counts as too
     /// slow, so large events cannot make one slow subscriber pin unbounded memory.
     pub subscriber_queue_bytes: usize,
+    /// Events a subscriber may have queued before its queue is conflated: queued events a
+    /// newer event of the same topic and key superseded (those a `[[coalesce]]` rule keyed,
+    /// terminals excepted) are dropped, so a slow client catches up to the current state.
+    /// Only past `subscriber_queue_events` is it closed. 0 turns conflation off.
+    pub subscriber_queue_soft_events: usize,
     /// Most events read from the store per replay step.
     pub replay_chunk: usize,
     /// Most bytes (`EventRecord::size`) read from the store per replay step. One subscriber's
@@ -70,6 +75,7 @@ impl Default for Limits {
             max_types: 32,
             subscriber_queue_events: 4096,
             subscriber_queue_bytes: 4 << 20,
+            subscriber_queue_soft_events: 1024,
             replay_chunk: 1024,
             replay_chunk_bytes: 64 << 10,
             replay_memory_bytes: 32 << 20,

@@ -26,7 +26,7 @@ use tidings_proto::topic::{MAX_KEY_BYTES, MAX_TOPIC_BYTES, MAX_TYPE_BYTES};
 use tidings_proto::{Epoch, EventId, Key};
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
-pub(crate) use self::queue::SubscriberQueue;
+pub(crate) use self::queue::{Offered, SubscriberQueue};
 use crate::error::SnapshotError;
 use crate::limits::Limits;
 use crate::record::SharedEvent;

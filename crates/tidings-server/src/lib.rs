@@ -30,6 +30,7 @@
 
 mod ack;
 pub mod activity;
+mod coalesce;
 pub mod config;
 pub mod credential;
 pub mod embed;
@@ -125,7 +126,12 @@ impl App {
         };
         let metrics = Metrics::new(&config.metrics.topic_prefixes);
         let store = metrics::TimedStore::wrap(store, metrics.commit_latency.clone());
-        let hub = Hub::new(store, config.limits.clone());
+        let hub = Hub::with_coalescing(
+            store,
+            config.limits.clone(),
+            tidings_core::clock::system(),
+            config.coalesce.clone(),
+        );
         let metrics = metrics.with_hub(&hub);
         let mut edge = Edge::new(
             config.body_timeout,
@@ -266,6 +272,7 @@ impl App {
             }
         };
         let mut servers = Vec::new();
+        let windows = coalesce::spawn(hub.clone());
         let main_router = router(state.clone(), &config.endpoints);
         let main_lean = lean_routes(
             &state,
@@ -347,6 +354,7 @@ impl App {
         .await;
         tracing::info!(message = "Closing the rest and draining connections.");
         hub.shutdown();
+        windows.abort();
         stop_tx.send_replace(true);
         for server in servers {
             if let Err(e) = server.await {

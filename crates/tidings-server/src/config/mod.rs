@@ -5,6 +5,7 @@
 
 mod auth;
 mod check;
+mod coalesce;
 mod endpoints;
 mod layers;
 mod limits;
@@ -22,11 +23,12 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use tidings_auth::{JwtVerifier, StaticToken};
-use tidings_core::{Limits, Retention, SnapshotRules};
+use tidings_core::{Coalescing, Limits, Retention, SnapshotRules};
 use tidings_proto::Pattern;
 
 pub use auth::{RawAuth, RawToken, RawTokenTable};
 pub use check::{REDACTED, check};
+pub use coalesce::RawCoalesce;
 pub use endpoints::RawEndpoint;
 pub use layers::{ServeArgs, layered, load, without_env};
 pub use limits::RawLimits;
@@ -193,6 +195,10 @@ pub struct RawConfig {
     #[arg(skip)]
     #[serde(default)]
     pub endpoints: Vec<RawEndpoint>,
+    /// `[[coalesce]]`: coalescing rules (file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub coalesce: Vec<RawCoalesce>,
     /// `[[schemas]]`: JSON Schemas for the events of some topics (file only).
     #[arg(skip)]
     #[serde(default)]
@@ -245,6 +251,8 @@ pub struct Config {
     pub endpoints: Vec<Endpoint>,
     /// Engine and HTTP limits.
     pub limits: Limits,
+    /// `[[coalesce]]` rules.
+    pub coalesce: Coalescing,
     /// Static tokens (empty, and no JWT keys: anonymous, loopback only).
     pub tokens: Vec<StaticToken>,
     /// Window a drain spreads its closes over.
@@ -429,6 +437,7 @@ impl RawConfig {
             transport,
             endpoints,
             limits,
+            coalesce: coalesce::rules(self.coalesce)?,
             tokens,
             drain_spread: duration("drain_spread", self.drain_spread.as_deref(), "10s")?,
             default_topic: self

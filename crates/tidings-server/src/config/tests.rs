@@ -581,3 +581,49 @@ fn session_event_names_rename_the_built_in_endpoint_and_default_the_others() {
     let err = validate(same).unwrap_err();
     assert!(err.contains("session_resumed_event"), "{err}");
 }
+
+#[test]
+fn the_coalescing_profiles_are_valid() {
+    for text in [
+        include_str!("../../../../examples/profiles/downloads.toml"),
+        include_str!("../../../../examples/profiles/files.toml"),
+    ] {
+        let c = RawConfig::from_toml(text).unwrap().validate().unwrap();
+        assert!(!c.coalesce.is_empty());
+    }
+}
+
+#[test]
+fn coalesce_errors_name_the_setting() {
+    for (text, want) in [
+        (
+            "[[coalesce]]\npolicy = \"fastest\"",
+            "coalesce[0].policy: `fastest` is not none, latest or merge",
+        ),
+        (
+            "[[coalesce]]\npolicy = \"latest\"\nkey = \"DownloadID\"",
+            "coalesce[0]: `DownloadID` is not a JSON pointer",
+        ),
+        (
+            "[[coalesce]]\npolicy = \"latest\"\nwindow = \"0s\"",
+            "coalesce[0].window: must be more than 0",
+        ),
+        (
+            "[[coalesce]]\npolicy = \"latest\"\nmerge_type = \"event\"",
+            "coalesce[0].merge_type: applies to policy = \"merge\" only",
+        ),
+        (
+            "[[coalesce]]\npolicy = \"merge\"\nmerge_names = [\"a\"]",
+            "coalesce[0].merge_names: must name create, modify, rename and delete",
+        ),
+        ("[[coalesce]]\ntopics = [\"\"]", "coalesce[0].topics"),
+        ("[[coalesce]]\nmax_keys = 0", "coalesce[0].max_keys"),
+        ("[[coalesce]]\nwindw = \"1s\"", "unknown field `windw`"),
+    ] {
+        let err = RawConfig::from_toml(text)
+            .and_then(RawConfig::validate)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{text}: {err}");
+    }
+}

@@ -192,6 +192,11 @@ impl Coalescing {
         self.rules.is_empty()
     }
 
+    /// The rules, in order.
+    pub fn rules(&self) -> &[CoalesceRule] {
+        &self.rules
+    }
+
     fn rule_for(&self, e: &NewEvent) -> Option<usize> {
         if !self.any_type && !self.types.contains(&e.event_type) {
             return None;

@@ -51,6 +51,7 @@ codes! {
     InvalidType => ("invalid_type", 422, "An event type is not valid."),
     InvalidKey => ("invalid_key", 422, "An event key is not valid."),
     ReservedType => ("reserved_type", 422, "The event type is one the hub sends itself (subscribed, resumed, reset, reconnect-required, or an endpoint's handshake, keep-alive or synthetic name)."),
+    SchemaMismatch => ("schema_mismatch", 422, "An event's data does not match the JSON Schema configured for its type; the message names the failing JSON path and rule."),
     IdempotencyConflict => ("idempotency_conflict", 422, "An idempotency key was reused with a different body."),
     TooManyStreams => ("too_many_streams", 429, "The credential has the most streams it may hold open."),
     RateLimited => ("rate_limited", 429, "The credential publishes faster than its rate; retry after the Retry-After seconds."),

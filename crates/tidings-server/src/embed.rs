@@ -48,7 +48,7 @@ use tidings_proto::{ErrorCode, EventId};
 use crate::config::Config;
 use crate::endpoint::Endpoint;
 use crate::http::error::HttpError;
-use crate::http::publish::{origin_of, parse_events, refuse_reserved};
+use crate::http::publish::{origin_of, parse_events, refuse_mismatch, refuse_reserved};
 use crate::http::router::mountable;
 use crate::state::AppState;
 
@@ -192,6 +192,7 @@ impl Embedded {
         }
         let (events, origins) = parse_events(&body, limits.max_batch_events)?;
         refuse_reserved(&self.state, &events)?;
+        refuse_mismatch(&self.state, &events)?;
         let origin = origin_of(&http::HeaderMap::new(), &origins)?;
         let idempotency_key = match idempotency_key {
             Some("") => {

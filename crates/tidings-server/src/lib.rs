@@ -10,6 +10,8 @@
 //!   the CSRF rule for publishes, and the one-time connect tickets.
 //! - `transport`: per-connection encoders (SSE, NDJSON, WebSocket, long-poll).
 //! - `rate`: the publish token bucket per credential.
+//! - `schema`: typed events: the JSON Schema catalogue checked on publish, and TypeScript
+//!   types generated from it.
 //! - `listener`: the accept loop, the process-wide and per-address connection limits and
 //!   graceful drain;
 //!   `lean`: the lean HTTP/1 path for streaming subscriptions; `io`: write-stall timeout and
@@ -41,6 +43,7 @@ mod listener;
 mod metrics;
 mod rate;
 mod refusal;
+pub mod schema;
 mod state;
 mod tracked;
 mod transport;
@@ -134,7 +137,8 @@ impl App {
             .with_address_limit(
                 config.max_connections_per_ip,
                 config.trusted_proxies.clone(),
-            ),
+            )
+            .with_schemas(config.schemas.clone()),
             observers: Arc::new(
                 Observers::new(metrics)
                     .with_metrics_token(config.metrics.token.clone())

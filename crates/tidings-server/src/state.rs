@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 
 use crate::credential::Credentials;
 use crate::endpoint::{Cors, TransportOptions};
+use crate::schema::Catalogue;
 use crate::tracked::Observers;
 
 /// Shared state of the HTTP layer.
@@ -55,6 +56,8 @@ pub(crate) struct Policy {
     pub(crate) drain_spread: Duration,
     /// CORS of the main listener's own routes (`/publish`, `/tickets`).
     pub(crate) cors: Cors,
+    /// JSON Schemas a published payload must match (empty: no check).
+    pub(crate) schemas: Catalogue,
     /// Connections per client address: taken at accept by the listener, and by a stream that
     /// arrives through a trusted proxy for the client it names.
     pub(crate) per_address: Arc<PerAddress>,
@@ -82,6 +85,7 @@ impl Edge {
                 // own (`reserve`), so a renamed `resumed` is free for publishers to use.
                 reserved_types: vec!["reset".to_owned()],
                 drain_spread: Duration::from_secs(10),
+                schemas: Catalogue::default(),
                 per_address: PerAddress::new(0, Vec::new()),
             }),
         }
@@ -117,6 +121,14 @@ impl Edge {
     pub fn with_drain_spread(mut self, spread: Duration) -> Edge {
         let mut policy = (*self.policy).clone();
         policy.drain_spread = spread;
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// Publishes are checked against `schemas`.
+    pub fn with_schemas(mut self, schemas: Catalogue) -> Edge {
+        let mut policy = (*self.policy).clone();
+        policy.schemas = schemas;
         self.policy = Arc::new(policy);
         self
     }

@@ -1,6 +1,7 @@
 //! The `tidings` command: argument parsing, logging set-up and exit codes. Everything else
 //! lives in the library crates (`tidings serve` is `tidings_server::App`).
 
+mod schema;
 mod token;
 
 use std::io::IsTerminal as _;
@@ -52,6 +53,11 @@ enum Command {
     Publish(cmd::publish::Args),
     /// Tail events live; reconnects and resumes on its own.
     Subscribe(cmd::subscribe::Args),
+    /// Work on an event catalogue of JSON Schemas, offline: check a payload, print
+    /// TypeScript types.
+    Schema(schema::SchemaArgs),
+    /// Watch a directory tree and publish its file changes (create, modify, rename, delete).
+    Watch(cmd::watch::Args),
     /// Work on the event store of a stopped server.
     Store {
         #[command(subcommand)]
@@ -100,6 +106,8 @@ fn main() -> ExitCode {
         Command::Token(args) => token::run(args),
         Command::Publish(args) => cmd::publish::run(args),
         Command::Subscribe(args) => cmd::subscribe::run(args),
+        Command::Schema(args) => schema::run(args),
+        Command::Watch(args) => cmd::watch::run(args),
         Command::Store {
             command: StoreCommand::Verify { dir },
         } => verify(&dir),

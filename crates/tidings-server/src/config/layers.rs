@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Command, FromArgMatches as _};
 use serde_json::Value;
@@ -62,7 +62,11 @@ pub fn load(
         Some(path) => {
             let setting = format!("config file {}", path.display());
             let text = std::fs::read_to_string(path).map_err(|e| bad(&setting, e.to_string()))?;
-            RawConfig::from_toml(&text).map_err(|e| bad(&setting, e.reason))?
+            let mut raw = RawConfig::from_toml(&text).map_err(|e| bad(&setting, e.reason))?;
+            // Paths in the file are relative to the file's own directory.
+            let base = path.parent().unwrap_or(Path::new(""));
+            super::schemas::resolve(&mut raw.schemas, &mut raw.schema_dirs, base);
+            raw
         }
     };
     layered([file, env.settings, flags.settings])

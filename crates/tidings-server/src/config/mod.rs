@@ -9,6 +9,7 @@ mod endpoints;
 mod layers;
 mod limits;
 mod metrics;
+mod schemas;
 mod store;
 mod transport;
 mod units;
@@ -29,6 +30,7 @@ pub use endpoints::RawEndpoint;
 pub use layers::{ServeArgs, layered, load, without_env};
 pub use limits::RawLimits;
 pub use metrics::{MAX_TOPIC_PREFIXES, MetricsConfig, RawMetrics};
+pub use schemas::{RawSchemas, catalogue_of_file};
 pub use store::{Durability, RawRetention, RawStore};
 pub use transport::{RawPoll, RawSse, RawWebSocket};
 pub use units::{duration, size};
@@ -141,6 +143,18 @@ pub struct RawConfig {
     )]
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// A directory of JSON Schemas, one `<type>.json` per event type, checked on publish to
+    /// every topic; a payload that does not match is refused (422 `schema_mismatch`).
+    /// Repeatable; in the environment, several separated by `:`. In the file, relative to
+    /// the file's directory; `[[schemas]]` scopes a directory to some topics [default: none].
+    #[arg(
+        long = "schema-dir",
+        env = "TIDINGS_SCHEMA_DIRS",
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    #[serde(default)]
+    pub schema_dirs: Vec<PathBuf>,
 
     #[command(flatten)]
     #[serde(default)]
@@ -170,6 +184,10 @@ pub struct RawConfig {
     #[arg(skip)]
     #[serde(default)]
     pub endpoints: Vec<RawEndpoint>,
+    /// `[[schemas]]`: JSON Schemas for the events of some topics (file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub schemas: Vec<RawSchemas>,
 }
 
 /// The validated configuration.
@@ -228,6 +246,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Where credentials come from (ticket TTL, cookie).
     pub credentials: crate::credential::CredentialOptions,
+    /// JSON Schemas checked on publish (empty: none).
+    pub schemas: crate::schema::Catalogue,
 }
 
 /// How log lines are written.
@@ -342,6 +362,7 @@ impl RawConfig {
             self.write_timeout.as_deref(),
         )?;
         let cors = endpoints::cors("cors_origins", self.cors_origins)?;
+        let schemas = schemas::catalogue(&self.schemas, &self.schema_dirs)?;
         let session_names = endpoints::session_names(
             "",
             self.session_subscribed_event,
@@ -403,6 +424,7 @@ impl RawConfig {
             jwt,
             metrics,
             credentials,
+            schemas,
         })
     }
 }

@@ -157,6 +157,34 @@ async fn limits_and_idempotency_keys_hold_in_process() {
 }
 
 #[tokio::test]
+async fn in_process_publishes_are_checked_against_the_schemas_too() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../profiles/schemas/downloads"
+    );
+    let tidings = embedded(&format!("schema_dirs = [{dir:?}]\n"));
+    let err = tidings
+        .publish(
+            "downloads/abc-123",
+            "paused",
+            &json!({"DownloadID": "abc-123"}),
+        )
+        .await
+        .expect_err("a payload missing its fields");
+    assert_eq!(err.code, ErrorCode::SchemaMismatch, "{err}");
+    assert!(err.message.starts_with("data: "), "{err}");
+    assert!(err.message.contains("rule `required`"), "{err}");
+    tidings
+        .publish(
+            "downloads/abc-123",
+            "paused",
+            &json!({"DownloadID": "abc-123", "Filename": "file.zip", "Downloaded": 52428800}),
+        )
+        .await
+        .expect("the document's example");
+}
+
+#[tokio::test]
 async fn shutdown_on_the_signal_refuses_new_publishes() {
     let tidings = embedded("");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

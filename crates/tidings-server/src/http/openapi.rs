@@ -246,6 +246,7 @@ fn publish_operation() -> Value {
         ErrorCode::InvalidKey,
         ErrorCode::InvalidClientId,
         ErrorCode::ReservedType,
+        ErrorCode::SchemaMismatch,
         ErrorCode::IdempotencyConflict,
         ErrorCode::RateLimited,
         ErrorCode::Overloaded,

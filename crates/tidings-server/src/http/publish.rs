@@ -5,7 +5,8 @@
 //! (503 `overloaded`) and deadline (408 `body_timeout`), JSON syntax (400),
 //! each event's shape and names (422; a type the hub sends itself is 422 `reserved_type`),
 //! the publisher's client id (`X-Client-Id` or the events' `origin` field: 400
-//! `invalid_client_id`), publish grant (403), the credential's publish rate (429 with
+//! `invalid_client_id`), publish grant (403), the JSON Schema of each event's type where one
+//! is configured (422 `schema_mismatch`), the credential's publish rate (429 with
 //! `Retry-After`), then the engine's limits. Subscriptions with the publisher's client id do
 //! not get the batch (self-echo suppression).
 //!
@@ -78,6 +79,7 @@ pub(crate) async fn publish(
             ));
         }
     }
+    refuse_mismatch(&state, &events)?;
     // Only a publish that would otherwise go through spends the credential's rate.
     state.credentials.publish_rate(caller.id, events.len())?;
     let idempotency_key = match headers.get("idempotency-key") {
@@ -169,6 +171,29 @@ pub(crate) fn refuse_reserved(state: &AppState, events: &[NewEvent]) -> Result<(
                     "{}: `{}` is an event the hub sends itself and cannot be published",
                     field(events.len(), i, "type"),
                     e.event_type
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a batch in which an event's data does not match its type's JSON Schema, naming
+/// the event, the failing JSON path and the rule. Nothing of the batch is stored.
+pub(crate) fn refuse_mismatch(state: &AppState, events: &[NewEvent]) -> Result<(), HttpError> {
+    let schemas = &state.edge.policy.schemas;
+    if schemas.is_empty() {
+        return Ok(());
+    }
+    for (i, e) in events.iter().enumerate() {
+        if let Err(m) = schemas.check(&e.topic, &e.event_type, &e.data) {
+            return Err(HttpError::new(
+                ErrorCode::SchemaMismatch,
+                format!(
+                    "{}{}: {}",
+                    field(events.len(), i, "data"),
+                    m.instance_path,
+                    m.describe()
                 ),
             ));
         }

@@ -1,8 +1,9 @@
-//! The client subcommands (`publish`, `subscribe`), built on `tidings-client` only: the
+//! The client subcommands (`publish`, `subscribe`, `watch`), built on `tidings-client` only: the
 //! flags they share, their exit codes, and the runtime they run on.
 
 pub(crate) mod publish;
 pub(crate) mod subscribe;
+pub(crate) mod watch;
 
 use std::future::Future;
 use std::process::ExitCode;

@@ -281,6 +281,94 @@ async fn the_stream_sends_sampled_stats_and_a_bounded_tail_of_the_chosen_types()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_stream_tail_takes_topic_selectors_validated_as_on_subscribe() {
+    let server = server();
+    // Two selectors, an exact topic and a prefix: `sel/a` and `sel/p/...`, not `sel/ab`.
+    let resp = reqwest::Client::new()
+        .get(server.url("/admin/stream?topic=sel/a&topic=sel/p/*&type=t"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut stream = SseClient::new(resp);
+    stream.expect_retry().await;
+    assert_eq!(stream.next_event().await.event, "stats");
+    // The tail is a hub subscription with that selector: it shows in `subscribers`.
+    admin_until(&server, "/admin/stats", |s| s["subscriptions"] == 1).await;
+    let events: Vec<Value> = ["sel/a", "sel/ab", "sel/p/1", "sel/q", "sel/p/2", "other"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"topic": t, "type": "t", "data": i}))
+        .chain([json!({"topic": "sel/a", "type": "u", "data": 99})])
+        .collect();
+    publish(&server, &Value::Array(events)).await;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen.len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "tail: {seen:?}");
+        let e = stream.next_event_within(WAIT).await;
+        if e.event != "tail" {
+            continue;
+        }
+        let tail: Value = serde_json::from_str(&e.data).expect("JSON");
+        assert_eq!(tail["skipped"], 0, "{tail}");
+        for ev in tail["events"].as_array().expect("events") {
+            seen.push(ev["topic"].as_str().expect("topic").to_owned());
+        }
+    }
+    assert_eq!(seen, ["sel/a", "sel/p/1", "sel/p/2"]);
+
+    // Refused as /events refuses them (422 with the same code and message): a selector that
+    // is not one, too many selectors, a bad type; nothing is opened. An unknown parameter is
+    // a 400 naming it.
+    let long = format!("{}*", "a".repeat(1100));
+    for (query, code, names) in [
+        (
+            format!("topic={long}"),
+            "invalid_topic",
+            "longer than the limit",
+        ),
+        (
+            "topic=a%01b".to_owned(),
+            "invalid_topic",
+            "control characters",
+        ),
+        ("topic=".to_owned(), "invalid_topic", "must not be empty"),
+        (
+            (0..200)
+                .map(|i| format!("topic=t/{i}"))
+                .collect::<Vec<_>>()
+                .join("&"),
+            "invalid_topic",
+            "topic: more than 32 selectors",
+        ),
+        ("type=".to_owned(), "invalid_type", "type ``"),
+    ] {
+        let (status, body) = get(
+            &server.url(&format!("/admin/stream?{query}")),
+            bearer(ADMIN),
+        )
+        .await;
+        assert_eq!(status, 422, "{query}: {body}");
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(v["error"]["code"], code, "{body}");
+        let message = v["error"]["message"].as_str().expect("message");
+        assert!(message.contains(names), "{body}");
+        let (status, body) = get(&server.url(&format!("/events?{query}")), bearer(PUB)).await;
+        assert_eq!(status, 422, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(v["error"]["code"], code, "{body}");
+        assert_eq!(v["error"]["message"], message, "{body}");
+    }
+    let (status, body) = get(&server.url("/admin/stream?topics=a"), bearer(ADMIN)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("topics: not a parameter"), "{body}");
+    let stats = admin_json(&server, "/admin/stats").await;
+    assert_eq!(stats["subscriptions"], 1, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chromium_dashboard_shows_the_tail_the_clients_and_filters_by_type() {
     let playwright = std::env::var("TIDINGS_TEST_PLAYWRIGHT").unwrap_or_else(|_| {
         panic!(
@@ -302,6 +390,7 @@ async fn chromium_dashboard_shows_the_tail_the_clients_and_filters_by_type() {
         .arg(format!("http://{}", server.addr))
         .arg(ADMIN)
         .arg(screenshot)
+        .arg(PUB)
         .env("PLAYWRIGHT_CORE", &playwright)
         .env("CHROMIUM", &chromium)
         .stdin(Stdio::piped())
@@ -373,6 +462,57 @@ async fn chromium_dashboard_shows_the_tail_the_clients_and_filters_by_type() {
     stdin.write_all(b"published\n").await.expect("tell");
     let shown = next().await;
     assert_eq!(shown["types"], json!(["beta"]), "{shown}");
+
+    // 4. Filter by topic selector: after the page asks for `dash/b` (any type), only events
+    //    on `dash/b` show, whatever their type.
+    let filtered = next().await;
+    assert_eq!(filtered["topics"], "dash/b", "{filtered}");
+    publish(
+        &server,
+        &json!([
+            {"topic": "dash/a", "type": "gamma", "data": {"n": 5}},
+            {"topic": "dash/b", "type": "gamma", "data": {"n": 6}},
+            {"topic": "dash/bb", "type": "gamma", "data": {"n": 7}},
+            {"topic": "dash/b", "type": "alpha", "data": {"n": 8}}
+        ]),
+    )
+    .await;
+    stdin.write_all(b"published\n").await.expect("tell");
+    let shown = next().await;
+    assert_eq!(shown["tail_topics"], json!(["dash/b"]), "{shown}");
+    assert_eq!(shown["types"], json!(["alpha", "gamma"]), "{shown}");
+
+    // 5. A selector the hub refuses: the page shows the stable error's message.
+    let refused = next().await;
+    let note = refused["refused"].as_str().expect("refused");
+    assert!(note.contains("longer than the limit"), "{refused}");
+
+    // 6. The publish form: refused without a token (401: the cookie is not sent), and with
+    //    the publish token the event reaches the hub and comes back through the tail.
+    let formed = next().await;
+    assert!(
+        formed["refused"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("unauthorized")),
+        "{formed}"
+    );
+    assert!(
+        formed["published"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("published ")),
+        "{formed}"
+    );
+    assert_eq!(formed["formed"]["topic"], "dash/b", "{formed}");
+    assert_eq!(
+        formed["formed"]["data"],
+        json!({"from": "the form"}),
+        "{formed}"
+    );
+    // The token was kept in memory only: not in storage, not in a cookie.
+    let stored = formed["stored"].as_str().expect("stored");
+    assert!(!stored.contains(PUB), "the token was stored: {stored}");
+    let head = admin_json(&server, "/admin/stats").await;
+    assert_eq!(head["published"], 9, "{head}");
     let shot = next().await;
     assert_eq!(shot["screenshot"], screenshot, "{shot}");
     assert!(

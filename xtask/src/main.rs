@@ -168,7 +168,16 @@ fn fuzz_smoke(root: &Path) -> anyhow::Result<()> {
         &[&nightly[..], &["--version"]].concat(),
         "cargo-fuzz",
     )?;
-    let build = ["build", "--sanitizer", "none", "--debug-assertions"];
+    // Unoptimised (`--dev`): building the targets optimised took CI five and a half minutes,
+    // this about half of that; a smoke run is bounded by time, not by executions, and the
+    // long campaigns (docs/fuzzing.md) use optimised builds.
+    let build = [
+        "build",
+        "--dev",
+        "--sanitizer",
+        "none",
+        "--debug-assertions",
+    ];
     run(root, "rustup", &[&nightly[..], &build[..]].concat())?;
     let runs = std::env::var("FUZZ_SMOKE_RUNS").unwrap_or_else(|_| "100000".to_owned());
     let seconds = std::env::var("FUZZ_SMOKE_SECONDS").unwrap_or_else(|_| "10".to_owned());
@@ -181,6 +190,7 @@ fn fuzz_smoke(root: &Path) -> anyhow::Result<()> {
         let seconds = format!("-max_total_time={seconds}");
         let args = [
             "run",
+            "--dev",
             "--sanitizer",
             "none",
             "--debug-assertions",

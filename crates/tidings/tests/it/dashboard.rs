@@ -5,14 +5,11 @@
 //! browser: Debian's chromium driven by playwright-core (tests/browser/dashboard.cjs), which
 //! needs `TIDINGS_TEST_PLAYWRIGHT` like tests/it/browser.rs and fails without it.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
 
-use crate::support::{Server, SseClient, WAIT};
+use crate::support::{BrowserScript, Server, SseClient, WAIT};
 
 const PUB: &str = "dash-pub-secret-aaaaaaaaaaaa";
 const ADMIN: &str = "dash-admin-secret-bbbbbbbbbb";
@@ -370,49 +367,13 @@ async fn the_stream_tail_takes_topic_selectors_validated_as_on_subscribe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chromium_dashboard_shows_the_tail_the_clients_and_filters_by_type() {
-    let playwright = std::env::var("TIDINGS_TEST_PLAYWRIGHT").unwrap_or_else(|_| {
-        panic!(
-            "TIDINGS_TEST_PLAYWRIGHT is not set: run ./scripts/test, which installs \
-             playwright-core into target/test-deps/node"
-        )
-    });
-    let chromium =
-        std::env::var("TIDINGS_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "{chromium} is missing: scripts/test installs Debian's chromium with apt-get"
-    );
     let server = server();
     let screenshot = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/dashboard.png");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/dashboard.cjs");
-    let mut node = Command::new("node")
-        .arg(script)
-        .arg(format!("http://{}", server.addr))
-        .arg(ADMIN)
-        .arg(screenshot)
-        .arg(PUB)
-        .env("PLAYWRIGHT_CORE", &playwright)
-        .env("CHROMIUM", &chromium)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run node");
-    let mut stdin = node.stdin.take().expect("stdin");
-    let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
-    let mut next = async || -> Value {
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("the browser reports within 60 s")
-            .expect("read the browser's report")
-            .expect("the browser script ended early");
-        let v: Value = serde_json::from_str(&line).expect("a JSON line");
-        assert!(v.get("failed").is_none(), "the browser script failed: {v}");
-        v
-    };
+    let url = format!("http://{}", server.addr);
+    let mut browser = BrowserScript::start("dashboard.cjs", &[&url, ADMIN, screenshot, PUB]);
 
     // The page is up and its stream open.
-    let ready = next().await;
+    let ready = browser.next().await;
     let before = ready["clients"].as_u64().expect("clients");
     // 1. A published event shows in the tail within a second (the page measures from the
     //    moment it is told, which is after the publish answered).
@@ -421,8 +382,8 @@ async fn chromium_dashboard_shows_the_tail_the_clients_and_filters_by_type() {
         &json!({"topic": "dash/a", "type": "alpha", "data": {"n": 1}}),
     )
     .await;
-    stdin.write_all(b"published\n").await.expect("tell");
-    let seen = next().await;
+    browser.say("published").await;
+    let seen = browser.next().await;
     assert_eq!(seen["tail"], "alpha", "{seen}");
     assert!(seen["ms"].as_f64() < Some(1000.0), "{seen}");
     eprintln!(
@@ -440,15 +401,12 @@ async fn chromium_dashboard_shows_the_tail_the_clients_and_filters_by_type() {
                 .await,
         );
     }
-    stdin
-        .write_all(format!("clients {}\n", before + 100).as_bytes())
-        .await
-        .expect("tell");
-    let counted = next().await;
+    browser.say(&format!("clients {}", before + 100)).await;
+    let counted = browser.next().await;
     assert_eq!(counted["clients"], before + 100, "{counted}");
 
     // 3. Filter by type: after the page asks for `beta`, only `beta` events show.
-    let filtered = next().await;
+    let filtered = browser.next().await;
     assert_eq!(filtered["filter"], "beta", "{filtered}");
     publish(
         &server,
@@ -459,13 +417,13 @@ async fn chromium_dashboard_shows_the_tail_the_clients_and_filters_by_type() {
         ]),
     )
     .await;
-    stdin.write_all(b"published\n").await.expect("tell");
-    let shown = next().await;
+    browser.say("published").await;
+    let shown = browser.next().await;
     assert_eq!(shown["types"], json!(["beta"]), "{shown}");
 
     // 4. Filter by topic selector: after the page asks for `dash/b` (any type), only events
     //    on `dash/b` show, whatever their type.
-    let filtered = next().await;
+    let filtered = browser.next().await;
     assert_eq!(filtered["topics"], "dash/b", "{filtered}");
     publish(
         &server,
@@ -477,19 +435,19 @@ async fn chromium_dashboard_shows_the_tail_the_clients_and_filters_by_type() {
         ]),
     )
     .await;
-    stdin.write_all(b"published\n").await.expect("tell");
-    let shown = next().await;
+    browser.say("published").await;
+    let shown = browser.next().await;
     assert_eq!(shown["tail_topics"], json!(["dash/b"]), "{shown}");
     assert_eq!(shown["types"], json!(["alpha", "gamma"]), "{shown}");
 
     // 5. A selector the hub refuses: the page shows the stable error's message.
-    let refused = next().await;
+    let refused = browser.next().await;
     let note = refused["refused"].as_str().expect("refused");
     assert!(note.contains("longer than the limit"), "{refused}");
 
     // 6. The publish form: refused without a token (401: the cookie is not sent), and with
     //    the publish token the event reaches the hub and comes back through the tail.
-    let formed = next().await;
+    let formed = browser.next().await;
     assert!(
         formed["refused"]
             .as_str()
@@ -513,16 +471,12 @@ async fn chromium_dashboard_shows_the_tail_the_clients_and_filters_by_type() {
     assert!(!stored.contains(PUB), "the token was stored: {stored}");
     let head = admin_json(&server, "/admin/stats").await;
     assert_eq!(head["published"], 9, "{head}");
-    let shot = next().await;
+    let shot = browser.next().await;
     assert_eq!(shot["screenshot"], screenshot, "{shot}");
     assert!(
         std::fs::metadata(screenshot).expect("screenshot").len() > 10_000,
         "a real screenshot"
     );
     drop(subs);
-    let status = tokio::time::timeout(Duration::from_secs(30), node.wait())
-        .await
-        .expect("the browser closes")
-        .expect("node exit");
-    assert!(status.success(), "node exited with {status}");
+    browser.finish().await;
 }

@@ -5,6 +5,7 @@ mod client_sub;
 mod floor;
 mod http;
 mod procstat;
+mod progress;
 mod report;
 mod result;
 mod scenario;
@@ -85,6 +86,21 @@ enum Cmd {
         publishers: usize,
         #[arg(long, default_value_t = 64)]
         payload_bytes: usize,
+    },
+    /// Issue 10's progress workload: `keys` downloads at `hz` updates/s each, to
+    /// `subscribers`, without coalescing and with `latest` at `window_ms`.
+    Progress {
+        #[arg(long, default_value_t = 1000)]
+        subscribers: u64,
+        #[arg(long, default_value_t = 100)]
+        keys: u64,
+        #[arg(long, default_value_t = 200.0)]
+        hz: f64,
+        #[arg(long, default_value_t = 250)]
+        window_ms: u64,
+        /// Seconds measured per point.
+        #[arg(long, default_value_t = 8.0)]
+        duration: f64,
     },
     /// (c) idle connections: server memory per connection.
     Idle {
@@ -327,6 +343,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         Ok(p) => save(&p)?,
                         Err(e) => say(&format!("fanout {} subs={n}: FAILED: {e:#}", kind.name())),
                     }
+                }
+            }
+        }
+        Cmd::Progress {
+            subscribers,
+            keys,
+            hz,
+            window_ms,
+            duration,
+        } => {
+            for window in [None, Some(window_ms)] {
+                let params = progress::ProgressParams {
+                    subscribers,
+                    keys,
+                    hz,
+                    window_ms: window,
+                    duration: Duration::from_secs_f64(duration),
+                };
+                match progress::progress(&ctx, &params).await {
+                    Ok(p) => {
+                        save(&p)?;
+                        say(&format!(
+                            "progress {:<22} deliveries/s={:.0} bytes/s={:.0} server_cpu={:.2}s final_exact={:?}",
+                            p.target,
+                            p.deliveries_per_s,
+                            p.bytes_per_s,
+                            p.server_cpu_s,
+                            p.final_values_exact
+                        ));
+                    }
+                    Err(e) => say(&format!("progress window={window:?}: FAILED: {e:#}")),
                 }
             }
         }

@@ -53,6 +53,10 @@ pub(crate) struct Point {
     pub(crate) server_cpu_us_per_publish: f64,
     pub(crate) generator_cpu_s: f64,
     pub(crate) server_rss_end_bytes: u64,
+    /// Bytes the subscribers read per second (HTTP framing included), where measured.
+    pub(crate) bytes_per_s: f64,
+    /// `progress`: whether every key's final value reached a checking subscriber.
+    pub(crate) final_values_exact: Option<bool>,
     // Churn.
     pub(crate) churn_connects: u64,
     pub(crate) churn_failures: u64,

@@ -40,7 +40,7 @@ pub(crate) enum Loadgen {
 }
 
 impl Ctx {
-    fn point(&self, scenario: &str, target: &Target) -> Point {
+    pub(crate) fn point(&self, scenario: &str, target: &Target) -> Point {
         Point {
             run_id: self.run_id,
             scenario: scenario.to_owned(),
@@ -61,13 +61,13 @@ impl Ctx {
 }
 
 /// Subscribers opened for a run.
-struct Subscribers {
+pub(crate) struct Subscribers {
     tasks: Vec<JoinHandle<()>>,
     ramp: Duration,
 }
 
 impl Subscribers {
-    fn close(self) {
+    pub(crate) fn close(self) {
         for t in self.tasks {
             t.abort();
         }
@@ -76,7 +76,7 @@ impl Subscribers {
 
 /// Opens `n` subscribers spread over `topics` topics; waits until every one has its response
 /// head (or failed).
-async fn open_subscribers(
+pub(crate) async fn open_subscribers(
     ctx: &Ctx,
     target: &Target,
     n: u64,

@@ -29,6 +29,8 @@ pub(crate) struct Stats {
     /// Record latencies only while set (the measured window).
     pub(crate) measuring: AtomicBool,
     pub(crate) delivered: AtomicU64,
+    /// Bytes read from the subscribers' sockets (SSE), framing included.
+    pub(crate) bytes: AtomicU64,
     pub(crate) malformed: AtomicU64,
     pub(crate) other_events: AtomicU64,
     pub(crate) connected: AtomicU64,
@@ -43,6 +45,7 @@ impl Stats {
             shards,
             measuring: AtomicBool::new(false),
             delivered: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
             other_events: AtomicU64::new(0),
             connected: AtomicU64::new(0),
@@ -273,6 +276,7 @@ async fn read_sse(
         if n == 0 {
             return Ok(());
         }
+        stats.bytes.fetch_add(n as u64, Relaxed);
         raw.extend_from_slice(&read_buf[..n]);
     }
 }

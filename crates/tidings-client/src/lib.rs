@@ -32,8 +32,10 @@
 //!     &serde_json::json!({"DownloadID": "abc-123", "Downloaded": 52428800}),
 //! )?
 //! .key("abc-123")?;
-//! let id = client.publish(&event).await?;
-//! println!("published {id}");
+//! // `None`: a coalescing window on the hub holds it (see the hub's `[[coalesce]]`).
+//! if let Some(id) = client.publish(&event).await? {
+//!     println!("published {id}");
+//! }
 //!
 //! // A batch is stored all or nothing; the ids come back in order.
 //! let done = NewEvent::new("downloads/abc-123", "complete", &serde_json::json!({}))?;

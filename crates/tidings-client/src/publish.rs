@@ -72,16 +72,19 @@ fn invalid(field: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl Client {
-    /// Publishes one event and returns its id.
-    pub async fn publish(&self, event: &NewEvent) -> Result<EventId, Error> {
+    /// Publishes one event and returns its id: `None` when a coalescing window on the hub
+    /// holds it (accepted; it goes out when the window closes, unless a newer event of its
+    /// key supersedes it).
+    pub async fn publish(&self, event: &NewEvent) -> Result<Option<EventId>, Error> {
         let body = serde_json::to_vec(event).expect("an event serializes");
         let mut ids = self.post_publish(Bytes::from(body), 1).await?;
         Ok(ids.remove(0))
     }
 
-    /// Publishes a batch, stored all or nothing, and returns the ids in order. The hub
-    /// bounds a batch (1000 events and 1 MiB by default); split larger inputs.
-    pub async fn publish_batch(&self, events: &[NewEvent]) -> Result<Vec<EventId>, Error> {
+    /// Publishes a batch, stored all or nothing, and returns the ids in order (`None` for an
+    /// event a coalescing window holds). The hub bounds a batch (1000 events and 1 MiB by
+    /// default); split larger inputs.
+    pub async fn publish_batch(&self, events: &[NewEvent]) -> Result<Vec<Option<EventId>>, Error> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -89,7 +92,7 @@ impl Client {
         self.post_publish(Bytes::from(body), events.len()).await
     }
 
-    async fn post_publish(&self, body: Bytes, count: usize) -> Result<Vec<EventId>, Error> {
+    async fn post_publish(&self, body: Bytes, count: usize) -> Result<Vec<Option<EventId>>, Error> {
         let key = idempotency_key();
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(4));
         loop {
@@ -108,7 +111,7 @@ impl Client {
         }
     }
 
-    async fn post_once(&self, body: Bytes, key: &str) -> Result<Vec<EventId>, Error> {
+    async fn post_once(&self, body: Bytes, key: &str) -> Result<Vec<Option<EventId>>, Error> {
         let resp = self
             .request(reqwest::Method::POST, "/publish")
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -138,7 +141,11 @@ impl Client {
             .ids
             .iter()
             .map(|id| {
-                id.parse().map_err(|e| {
+                // An empty id: a coalescing window holds the event.
+                if id.is_empty() {
+                    return Ok(None);
+                }
+                id.parse().map(Some).map_err(|e| {
                     Error::new(ErrorKind::Protocol, format!("the hub answered id `{id}`"))
                         .with_source(e)
                 })

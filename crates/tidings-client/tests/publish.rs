@@ -89,7 +89,8 @@ async fn retries_reuse_the_idempotency_key_and_body_and_each_call_gets_a_new_one
     let id = client
         .publish(&event(1))
         .await
-        .expect("published after a retry");
+        .expect("published after a retry")
+        .expect("not coalesced");
     assert_eq!(id.to_string(), "0000000a-1");
     let ids = client
         .publish_batch(&[event(2), event(3)])

@@ -92,3 +92,33 @@ impl SubscribeError {
         }
     }
 }
+
+/// Why a snapshot could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SnapshotError {
+    /// The rows under the selector take more than `Limits::snapshot_max_bytes`.
+    #[error(
+        "topic: the snapshot of this selector is larger than {max} bytes; narrow topic or type"
+    )]
+    TooLarge {
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// The selector is not acceptable (as for a subscription).
+    #[error(transparent)]
+    Selector(#[from] SubscribeError),
+    /// The store could not read the table.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SnapshotError {
+    /// The stable wire code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SnapshotError::TooLarge { .. } => ErrorCode::SnapshotTooLarge,
+            SnapshotError::Selector(e) => e.code(),
+            SnapshotError::Store(_) => ErrorCode::StoreUnavailable,
+        }
+    }
+}

@@ -14,17 +14,24 @@
 //! `until = delivered`. Every event with seq ≤ `until` was committed before registration, so
 //! replay reads it from the store; every event with seq > `until` is fanned out after
 //! registration, so it lands in the live queue. Replay stops at `until`, live starts after it.
+//!
+//! Why a snapshot's cursor resumes exactly: the store reads its latest-per-key table and the
+//! seq `S` it is exact as of in one go (every event up to `S` is stored, none after it is in
+//! the table). `snapshot` then waits until the hub has delivered through `S` (committed
+//! events are always delivered, in order, moments later), so a subscription with cursor `S`
+//! is accepted (never `cursor_ahead`) and replays exactly the events after `S`.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tidings_proto::{Cursor, Epoch, Event, EventId, Key, Pattern, Selector, Topic};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::clock::{self, DynClock};
-use crate::error::{PublishError, SubscribeError};
+use crate::coalesce::{Coalescer, Coalescing, Out, Plan};
+use crate::error::{PublishError, SnapshotError, SubscribeError};
 use crate::idempotency::{self, Entry, Fingerprint, IdempotencyCache, IdempotencyKey};
 use crate::limits::Limits;
 use crate::record::{EventRecord, SharedEvent};
@@ -33,8 +40,8 @@ use crate::request::{PublishBatch, SubscribeRequest};
 use crate::session::Sessions;
 use crate::store::{AppendSlot, BoxFuture, DynStore, KeyedBatch, StoreError, StoreStats};
 use crate::subscription::{
-    CloseReason, ResetReason, SessionStart, SubscriberQueue, Subscription, SubscriptionContext,
-    Unregister,
+    CloseReason, Offered, ResetReason, SessionStart, SubscriberQueue, Subscription,
+    SubscriptionContext, Unregister,
 };
 
 /// One subscription a drain is to close (`Hub::drain`).
@@ -66,6 +73,17 @@ pub struct HubStats {
     pub subscribers: usize,
     /// Client-id sessions held now (attached, or detached within their TTL).
     pub sessions: usize,
+    /// Published events a `[[coalesce]]` window superseded or folded into a batch, since
+    /// start (they were never sequenced themselves).
+    pub coalesced: u64,
+    /// Keys (`latest`) and paths (`merge`) coalescing windows hold now.
+    pub coalescing_keys: usize,
+    /// Queued deliveries a lagging subscriber's conflation dropped (a newer event of the
+    /// same key replaced them), since start.
+    pub conflated: u64,
+    /// Deliveries refused because a subscriber's queue was full (it was closed as a slow
+    /// consumer and resumes from history), since start.
+    pub dropped: u64,
     /// The store's counts.
     pub store: StoreStats,
 }
@@ -90,6 +108,41 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     next_sub_id: AtomicU64,
     published: AtomicU64,
+    /// Woken after a delivery while a snapshot waits for the hub to catch up with its cursor.
+    delivered_notify: Notify,
+    /// Snapshots waiting on `delivered_notify` (the fan-out notifies only when some are).
+    snapshot_waiters: AtomicUsize,
+    /// The `[[coalesce]]` rules (their windows live in `State::coalescer`).
+    coalescing: Coalescing,
+    /// Woken when a coalescing window opens that closes before the others.
+    coalesce_wake: Notify,
+}
+
+/// The newest event per key under a selector, as of `cursor` (`Hub::snapshot`).
+#[derive(Debug)]
+pub struct Snapshot {
+    /// A subscription resuming after this id continues exactly where the snapshot ends.
+    pub cursor: EventId,
+    /// The newest event of each `(topic, key)`, in seq order.
+    pub events: Vec<SharedEvent>,
+    /// The share of the replay memory budget the events hold: drop it once they are written
+    /// (or let go), so snapshots being sent count against the budget too.
+    pub held: BudgetHeld,
+}
+
+/// A share of `Limits::replay_memory_bytes`, given back when dropped.
+#[derive(Debug)]
+pub struct BudgetHeld {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Counts a snapshot among `snapshot_waiters` while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Unregister for Shared {
@@ -127,6 +180,11 @@ struct State {
     shutting_down: bool,
     /// New subscriptions are refused (a drain); publishes go on.
     draining: bool,
+    /// The open coalescing windows.
+    coalescer: Coalescer,
+    /// See `HubStats::conflated` and `HubStats::dropped`.
+    conflated: u64,
+    dropped: u64,
 }
 
 /// One appended batch waiting for its commit (and for every earlier batch's).
@@ -149,8 +207,13 @@ impl State {
                 .is_some_and(|e| e.seq() <= batch.last_seq)
             {
                 let event = self.pending.pop_front().expect("front checked");
+                let (conflated, dropped) = (&mut self.conflated, &mut self.dropped);
                 self.registry
-                    .for_each_match(&event.event.topic, |sub| sub.offer(&event));
+                    .for_each_match(&event.event.topic, |sub| match sub.offer(&event) {
+                        Offered::Queued => {}
+                        Offered::Conflated(n) => *conflated += n as u64,
+                        Offered::Dropped => *dropped += 1,
+                    });
                 self.delivered_seq = event.seq();
                 n += 1;
             }
@@ -174,6 +237,18 @@ impl Hub {
 
     /// A hub over `store` that takes the time from `clock`.
     pub fn with_clock(store: DynStore, limits: Limits, clock: DynClock) -> Hub {
+        Hub::with_coalescing(store, limits, clock, Coalescing::default())
+    }
+
+    /// A hub over `store` on `clock` that coalesces by `coalescing`'s rules. Whoever runs it
+    /// closes the windows on time: wait for `next_coalesce_deadline` (or
+    /// `coalesce_wakeup`), then call `flush_coalesced`.
+    pub fn with_coalescing(
+        store: DynStore,
+        limits: Limits,
+        clock: DynClock,
+        coalescing: Coalescing,
+    ) -> Hub {
         let last = store.last_seq();
         let mut state = State {
             next_seq: last + 1,
@@ -189,6 +264,9 @@ impl Hub {
             sessions: Sessions::new(limits.session_ttl_ms, limits.max_sessions),
             shutting_down: false,
             draining: false,
+            coalescer: Coalescer::new(&coalescing),
+            conflated: 0,
+            dropped: 0,
         };
         if let Some(saved) = store.sessions() {
             match saved.load_sessions() {
@@ -208,6 +286,10 @@ impl Hub {
                 state: Mutex::new(state),
                 next_sub_id: AtomicU64::new(1),
                 published: AtomicU64::new(0),
+                delivered_notify: Notify::new(),
+                snapshot_waiters: AtomicUsize::new(0),
+                coalescing,
+                coalesce_wake: Notify::new(),
             }
         });
         Hub { shared }
@@ -236,7 +318,26 @@ impl Hub {
     /// events (durably, in `durable` mode) and they have been handed to every matching
     /// subscription. Dropping the future after the batch was handed to the store still
     /// completes the delivery.
+    ///
+    /// An event a `[[coalesce]]` window holds has no id yet (and, if a newer one supersedes
+    /// it, never will): it is left out here. `publish_each` says which event got which id.
     pub async fn publish(&self, batch: PublishBatch) -> Result<Vec<EventId>, PublishError> {
+        Ok(self
+            .publish_each(batch)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    /// Publishes a batch like `publish`, answering one entry per event: its id, or `None`
+    /// for an event a coalescing window holds (accepted; it goes out when its window closes,
+    /// unless a newer event of its key supersedes it or it is folded into a `merge` batch).
+    /// A retry with the same idempotency key gets the same answer.
+    pub async fn publish_each(
+        &self,
+        mut batch: PublishBatch,
+    ) -> Result<Vec<Option<EventId>>, PublishError> {
         let limits = &self.shared.limits;
         if batch.events.is_empty() {
             return Err(PublishError::Empty);
@@ -276,8 +377,16 @@ impl Hub {
         if let (Some(key), Some(fp)) = (&batch.idempotency_key, fingerprint)
             && let Some(ids) = self.find_in_store(key, fp).await?
         {
-            return Ok(ids);
+            // The store keeps the batch's run of ids, not which event was held: a batch some
+            // of whose events were coalesced answers its ids in order, then `None`s.
+            let n = batch.events.len();
+            let mut answer: Vec<Option<EventId>> = ids.into_iter().take(n).map(Some).collect();
+            answer.resize(n, None);
+            return Ok(answer);
         }
+        // Keys from the rules' pointers, and what each event's window is to do, decided
+        // before the lock (it may parse JSON).
+        let plans = self.shared.coalescing.prepare(&mut batch.events);
 
         // Back-pressure: wait for room in the store's queue here, outside the lock, so a
         // stalled disk parks this publisher only, never a thread that fan-out, subscribe or
@@ -296,13 +405,63 @@ impl Hub {
                 }
                 Started::Retry(entry.clone(), self.shared.epoch)
             } else {
-                Started::New(self.sequence(&mut st, batch, fingerprint, slot))
+                self.sequence(&mut st, batch, plans, fingerprint, slot)
             }
         };
         match started {
             Started::New(commit) => commit.wait().await,
+            Started::Held(answer) => Ok(answer),
             Started::Retry(entry, epoch) => wait_for_original(entry, epoch).await,
         }
+    }
+
+    /// The time on the hub's clock, in ms (what `next_coalesce_deadline` is measured in).
+    pub fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
+
+    /// When the next coalescing window closes (ms on the hub's clock), if one is open.
+    pub fn next_coalesce_deadline(&self) -> Option<u64> {
+        if self.shared.coalescing.is_empty() {
+            return None;
+        }
+        self.lock().coalescer.next_deadline()
+    }
+
+    /// Resolves once a window opened that may close before the deadline last read (read it
+    /// again). A wake-up that comes while nobody waits is kept for the next call.
+    pub async fn coalesce_wakeup(&self) {
+        self.shared.coalesce_wake.notified().await;
+    }
+
+    /// Lets out what the windows closed by now hold: sequenced, stored and delivered like a
+    /// publish. Returns how many events went out.
+    pub async fn flush_coalesced(&self) -> Result<usize, PublishError> {
+        self.flush_windows(false).await
+    }
+
+    async fn flush_windows(&self, all: bool) -> Result<usize, PublishError> {
+        if self.shared.coalescing.is_empty() {
+            return Ok(0);
+        }
+        let slot = self.shared.store.reserve().await?;
+        let commit = {
+            let mut st = self.lock();
+            let now = self.shared.clock.now_ms();
+            let outs = if all {
+                st.coalescer.flush_all()
+            } else {
+                st.coalescer.flush_due(now)
+            };
+            if outs.is_empty() {
+                return Ok(0);
+            }
+            let (commit, _) = self.append(&mut st, outs, 0, None, slot);
+            commit
+        };
+        let n = commit.ids.len();
+        commit.wait().await?;
+        Ok(n)
     }
 
     /// A keyed batch this process does not remember may have been published before a
@@ -329,75 +488,153 @@ impl Hub {
         )))
     }
 
-    /// Assigns ids to `batch` and hands it to the store (under the state lock, so the store
-    /// sees batches in seq order). `slot` is the queue place reserved for it, so `append`
-    /// does not block.
+    /// Passes `batch` through the coalescing windows, then assigns ids to what goes out and
+    /// hands it to the store (under the state lock, so the store sees batches in seq order).
+    /// `slot` is the queue place reserved for it, so `append` does not block.
     fn sequence(
         &self,
         st: &mut State,
         batch: PublishBatch,
+        plans: Option<Vec<Plan>>,
         fingerprint: Option<Fingerprint>,
         slot: AppendSlot,
-    ) -> Commit {
+    ) -> Started {
+        let n = batch.events.len();
+        let outs: Vec<Out> = match plans {
+            None => {
+                let origin = &batch.origin;
+                batch
+                    .events
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, event)| Out {
+                        event,
+                        origin: origin.clone(),
+                        conflate: false,
+                        input: Some(i),
+                    })
+                    .collect()
+            }
+            Some(plans) => {
+                let before = st.coalescer.next_deadline();
+                let now = self.shared.clock.now_ms();
+                let outs = st.coalescer.ingest(now, batch.events, plans, &batch.origin);
+                let after = st.coalescer.next_deadline();
+                if after.is_some() && (before.is_none() || after < before) {
+                    self.shared.coalesce_wake.notify_one();
+                }
+                outs
+            }
+        };
+        let keyed = match (&batch.idempotency_key, fingerprint) {
+            (Some(key), Some(fp)) => Some((key, fp)),
+            _ => None,
+        };
+        if outs.is_empty() {
+            // Every event is held: nothing to store now.
+            if let Some((key, fingerprint)) = keyed {
+                let entry = Entry {
+                    fingerprint,
+                    first_seq: 0,
+                    count: 0,
+                    positions: Some(vec![u32::MAX; n].into()),
+                    outcome: None,
+                };
+                st.idempotency.insert(key.clone(), entry);
+            }
+            return Started::Held(vec![None; n]);
+        }
+        let (mut commit, answer) = self.append(st, outs, n, keyed, slot);
+        commit.key = batch.idempotency_key;
+        commit.answer = answer;
+        Started::New(commit)
+    }
+
+    /// Assigns ids to `outs` (in order), hands them to the store, and remembers an
+    /// idempotency key for them. Returns the commit and, per input event of the publish (`n`
+    /// of them), its id.
+    fn append(
+        &self,
+        st: &mut State,
+        outs: Vec<Out>,
+        n: usize,
+        keyed: Option<(&IdempotencyKey, Fingerprint)>,
+        slot: AppendSlot,
+    ) -> (Commit, Vec<Option<EventId>>) {
         let time = self.shared.clock.now_ms();
         let epoch = self.shared.epoch;
-        let origin = batch.origin;
-        let records: Vec<SharedEvent> = batch
-            .events
+        let mut answer = vec![None; n];
+        let records: Vec<SharedEvent> = outs
             .into_iter()
-            .map(|e| {
+            .map(|o| {
                 let seq = st.next_seq;
                 st.next_seq += 1;
-                EventRecord::new(Event {
-                    id: EventId::new(epoch, seq),
-                    topic: e.topic,
-                    event_type: e.event_type,
-                    key: e.key,
-                    origin: origin.clone(),
-                    time,
-                    data: e.data,
-                })
+                let id = EventId::new(epoch, seq);
+                if let Some(i) = o.input {
+                    answer[i] = Some(id);
+                }
+                EventRecord::with_conflation(
+                    Event {
+                        id,
+                        topic: o.event.topic,
+                        event_type: o.event.event_type,
+                        key: o.event.key,
+                        origin: o.origin,
+                        time,
+                        data: o.event.data,
+                    },
+                    o.conflate,
+                )
             })
             .collect();
         let ids: Vec<EventId> = records.iter().map(|r| r.event.id).collect();
+        let first_seq = ids.first().map_or(0, |id| id.seq);
         st.pending.extend(records.iter().cloned());
         st.batches.push_back(PendingBatch {
-            first_seq: ids.first().map_or(0, |id| id.seq),
+            first_seq,
             last_seq: ids.last().map_or(0, |id| id.seq),
             committed: false,
         });
-        let keyed = match (&batch.idempotency_key, fingerprint, ids.first()) {
-            (Some(key), Some(fingerprint), Some(first)) => Some(KeyedBatch {
-                key: key.clone(),
-                fingerprint,
-                first_seq: first.seq,
-                count: ids.len() as u32,
-            }),
-            _ => None,
-        };
+        let stored_key = keyed.map(|(key, fingerprint)| KeyedBatch {
+            key: key.clone(),
+            fingerprint,
+            first_seq,
+            count: ids.len() as u32,
+        });
         // Called under the lock so the store sees batches in seq order.
-        let fut = self.shared.store.append(records, keyed);
+        let fut = self.shared.store.append(records, stored_key);
         // Only a keyed publish can have retries waiting on its outcome.
         let mut outcome = None;
-        if let (Some(key), Some(fingerprint)) = (&batch.idempotency_key, fingerprint) {
+        if let Some((key, fingerprint)) = keyed {
             let (outcome_tx, outcome_rx) = watch::channel(None);
+            // Where each event's id is in the run, unless it is simply the run.
+            let simple = ids.len() == n && answer.iter().zip(&ids).all(|(a, id)| *a == Some(*id));
+            let positions = (!simple).then(|| {
+                answer
+                    .iter()
+                    .map(|a| a.map_or(u32::MAX, |id| (id.seq - first_seq) as u32))
+                    .collect()
+            });
             let entry = Entry {
                 fingerprint,
-                first_seq: ids.first().map_or(0, |id| id.seq),
+                first_seq,
                 count: ids.len() as u32,
+                positions,
                 outcome: Some(outcome_rx),
             };
             st.idempotency.insert(key.clone(), entry);
             outcome = Some(outcome_tx);
         }
-        Commit {
+        let commit = Commit {
             hub: self.clone(),
             fut: Some(fut),
             slot: Some(slot),
             ids,
-            key: batch.idempotency_key,
+            answer: Vec::new(),
+            key: None,
             outcome,
-        }
+        };
+        (commit, answer)
     }
 
     /// Marks the batch starting at `first_seq` committed and fans out the committed prefix
@@ -410,6 +647,88 @@ impl Hub {
         let n = st.deliver_committed_prefix();
         drop(st);
         self.shared.published.fetch_add(n, Ordering::Relaxed);
+        self.wake_snapshots(n);
+    }
+
+    /// Wakes the snapshots waiting for delivery to reach their cursor, if any wait.
+    fn wake_snapshots(&self, delivered: u64) {
+        if delivered > 0 && self.shared.snapshot_waiters.load(Ordering::SeqCst) > 0 {
+            self.shared.delivered_notify.notify_waiters();
+        }
+    }
+
+    /// The newest event per key under `selector`, and the cursor it is exact as of: a
+    /// subscription with `Last-Event-ID` = `cursor` continues from there with no gap and no
+    /// duplicate (see the module docs). Bounded by `Limits::snapshot_max_bytes` (larger is
+    /// `SnapshotError::TooLarge`), and it takes that much of the replay budget while it reads.
+    pub async fn snapshot(&self, selector: Selector) -> Result<Snapshot, SnapshotError> {
+        let selector = self.check_selector(selector)?;
+        let ctx = &self.shared.subs;
+        let permits = ctx.snapshot_permits;
+        let mut held = Arc::clone(&ctx.replay_budget)
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| SnapshotError::Store(StoreError::Closed))?;
+        let read = self
+            .shared
+            .store
+            .snapshot(&selector, permits as usize)
+            .await?;
+        if read.overflow {
+            return Err(SnapshotError::TooLarge {
+                max: permits as usize,
+            });
+        }
+        let kept: usize = read.events.iter().map(|e| e.size()).sum();
+        drop(held.split((permits as usize).saturating_sub(kept)));
+        self.wait_delivered(read.through).await;
+        Ok(Snapshot {
+            cursor: EventId::new(self.shared.epoch, read.through),
+            events: read.events,
+            held: BudgetHeld { _permit: held },
+        })
+    }
+
+    /// Waits until the hub has delivered through `seq` (which the store has committed).
+    async fn wait_delivered(&self, seq: u64) {
+        self.shared.snapshot_waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.shared.snapshot_waiters);
+        loop {
+            let notified = self.shared.delivered_notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().delivered_seq >= seq {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A selector checked against the limits, its patterns normalised.
+    fn check_selector(&self, selector: Selector) -> Result<Selector, SubscribeError> {
+        let limits = &self.shared.limits;
+        let patterns = &selector.patterns;
+        if patterns.is_empty() {
+            return Err(SubscribeError::NoPatterns);
+        }
+        if patterns.len() > limits.max_patterns {
+            return Err(SubscribeError::TooMany {
+                field: "topic",
+                count: patterns.len(),
+                max: limits.max_patterns,
+            });
+        }
+        if selector.types.len() > limits.max_types {
+            return Err(SubscribeError::TooMany {
+                field: "type",
+                count: selector.types.len(),
+                max: limits.max_types,
+            });
+        }
+        Ok(Selector {
+            patterns: registry::normalise(patterns),
+            types: selector.types,
+        })
     }
 
     /// Test access to the idempotency cache.
@@ -440,33 +759,13 @@ impl Hub {
             .for_each(|sub| sub.close(CloseReason::StoreFailed));
         drop(st);
         self.shared.published.fetch_add(n, Ordering::Relaxed);
+        self.wake_snapshots(n);
     }
 
     /// Opens a subscription. See the module docs for why its handoff is exact.
     pub fn subscribe(&self, req: SubscribeRequest) -> Result<Subscription, SubscribeError> {
         let limits = &self.shared.limits;
-        let patterns = &req.selector.patterns;
-        if patterns.is_empty() {
-            return Err(SubscribeError::NoPatterns);
-        }
-        if patterns.len() > limits.max_patterns {
-            return Err(SubscribeError::TooMany {
-                field: "topic",
-                count: patterns.len(),
-                max: limits.max_patterns,
-            });
-        }
-        if req.selector.types.len() > limits.max_types {
-            return Err(SubscribeError::TooMany {
-                field: "type",
-                count: req.selector.types.len(),
-                max: limits.max_types,
-            });
-        }
-        let selector = Selector {
-            patterns: registry::normalise(patterns),
-            types: req.selector.types,
-        };
+        let selector = self.check_selector(req.selector)?;
         let id = self.shared.next_sub_id.fetch_add(1, Ordering::Relaxed);
         let client_id = req.client_id;
         let sub = Arc::new(SubscriberQueue::new(
@@ -475,6 +774,7 @@ impl Hub {
             client_id.clone(),
             limits.subscriber_queue_events,
             limits.subscriber_queue_bytes,
+            limits.subscriber_queue_soft_events,
         ));
         let (head, opened) = {
             let mut st = self.lock();
@@ -586,6 +886,10 @@ impl Hub {
     /// Saves the sessions (where the store keeps them) and makes all history durable (call
     /// after `shutdown` and after connections closed, before exit).
     pub async fn flush(&self) -> Result<(), StoreError> {
+        // What coalescing windows hold is accepted: it goes to the store before the end.
+        if let Err(e) = self.flush_windows(true).await {
+            tracing::warn!(message = "Could not store events held by coalescing windows.", error = %e);
+        }
         self.save_sessions().await?;
         self.shared.store.flush().await
     }
@@ -610,7 +914,16 @@ impl Hub {
     /// it costs a moment per thousand subscribers under the lock: for scrapes and
     /// dashboards, not for every request (`head` is cheaper for that).
     pub fn stats(&self) -> HubStats {
-        let (head, subscribers, delivered, sessions) = {
+        let (
+            head,
+            subscribers,
+            delivered,
+            sessions,
+            coalesced,
+            coalescing_keys,
+            conflated,
+            dropped,
+        ) = {
             let now = self.shared.clock.now_ms();
             let mut st = self.lock();
             st.sessions.expire(now);
@@ -621,6 +934,10 @@ impl Hub {
                 st.registry.len(),
                 delivered,
                 st.sessions.len(),
+                st.coalescer.coalesced,
+                st.coalescer.held(),
+                st.conflated,
+                st.dropped,
             )
         };
         HubStats {
@@ -631,6 +948,10 @@ impl Hub {
             replayed: self.shared.subs.replayed.load(Ordering::Relaxed),
             subscribers,
             sessions,
+            coalesced,
+            coalescing_keys,
+            conflated,
+            dropped,
             store: self.shared.store.stats(),
         }
     }
@@ -658,10 +979,15 @@ impl Hub {
 
 enum Started {
     New(Commit),
+    /// Every event is held by a coalescing window.
+    Held(Vec<Option<EventId>>),
     Retry(Entry, Epoch),
 }
 
-async fn wait_for_original(entry: Entry, epoch: Epoch) -> Result<Vec<EventId>, PublishError> {
+async fn wait_for_original(
+    entry: Entry,
+    epoch: Epoch,
+) -> Result<Vec<Option<EventId>>, PublishError> {
     let ok = match entry.outcome.clone() {
         // Settled: delivered.
         None => true,
@@ -686,14 +1012,17 @@ struct Commit {
     fut: Option<BoxFuture<'static, Result<(), StoreError>>>,
     /// The store queue place this batch occupies, given back once its commit resolved.
     slot: Option<AppendSlot>,
+    /// The run of ids appended.
     ids: Vec<EventId>,
+    /// Per event of the publish, its id (`None`: held by a coalescing window).
+    answer: Vec<Option<EventId>>,
     key: Option<IdempotencyKey>,
     /// Set for a keyed publish: retries with the same key wait on it.
     outcome: Option<watch::Sender<Option<bool>>>,
 }
 
 impl Commit {
-    async fn wait(mut self) -> Result<Vec<EventId>, PublishError> {
+    async fn wait(mut self) -> Result<Vec<Option<EventId>>, PublishError> {
         let fut: &mut Pin<Box<_>> = self.fut.as_mut().expect("a commit is awaited once");
         let result = fut.await;
         self.fut = None;
@@ -706,7 +1035,7 @@ impl Commit {
             &result,
         );
         result
-            .map(|()| std::mem::take(&mut self.ids))
+            .map(|()| std::mem::take(&mut self.answer))
             .map_err(PublishError::Store)
     }
 }
@@ -757,7 +1086,11 @@ impl Drop for Commit {
 }
 
 #[cfg(test)]
+mod coalesce_tests;
+#[cfg(test)]
 mod session_tests;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod store_tests;
 #[cfg(test)]

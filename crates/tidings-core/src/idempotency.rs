@@ -103,6 +103,10 @@ pub(crate) struct Entry {
     pub(crate) fingerprint: Fingerprint,
     pub(crate) first_seq: u64,
     pub(crate) count: u32,
+    /// When coalescing held some of the batch's events or let out other events with it: per
+    /// event, its id's offset in the run (`u32::MAX`: held, no id). `None`: event `i` has
+    /// `first_seq + i`.
+    pub(crate) positions: Option<Arc<[u32]>>,
     /// `Some` while the batch is committing: turns `Some(true)` once it is delivered, or
     /// `Some(false)` if the store refused it. Dropped once settled (`None`: delivered), since
     /// a channel costs several hundred bytes.
@@ -110,9 +114,25 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// The batch's ids.
-    pub(crate) fn ids(&self, epoch: Epoch) -> Vec<EventId> {
-        ids(epoch, self.first_seq, self.count)
+    /// The batch's ids, per event (`None`: held by a coalescing window).
+    pub(crate) fn ids(&self, epoch: Epoch) -> Vec<Option<EventId>> {
+        match &self.positions {
+            None => ids(epoch, self.first_seq, self.count)
+                .into_iter()
+                .map(Some)
+                .collect(),
+            Some(p) => p
+                .iter()
+                .map(|&o| {
+                    (o != u32::MAX).then(|| EventId::new(epoch, self.first_seq + u64::from(o)))
+                })
+                .collect(),
+        }
+    }
+
+    /// Bytes beyond the fixed overhead.
+    fn extra(&self) -> usize {
+        self.positions.as_ref().map_or(0, |p| p.len() * 4)
     }
 }
 
@@ -157,8 +177,8 @@ impl IdempotencyCache {
         }
     }
 
-    fn cost(key: &IdempotencyKey) -> usize {
-        key.key.len() + Self::ENTRY_OVERHEAD
+    fn cost(key: &IdempotencyKey, entry: &Entry) -> usize {
+        key.key.len() + Self::ENTRY_OVERHEAD + entry.extra()
     }
 
     pub(crate) fn get(&self, key: &IdempotencyKey) -> Option<&Entry> {
@@ -168,7 +188,7 @@ impl IdempotencyCache {
     /// Remembers `key`, forgetting the oldest keys until both bounds hold. A key that alone
     /// exceeds the byte bound is not remembered.
     pub(crate) fn insert(&mut self, key: IdempotencyKey, entry: Entry) {
-        let cost = Self::cost(&key);
+        let cost = Self::cost(&key, &entry);
         if self.max_keys == 0 || cost > self.max_bytes {
             return;
         }
@@ -180,8 +200,9 @@ impl IdempotencyCache {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
-            self.bytes -= Self::cost(&oldest);
-            self.map.remove(&*oldest);
+            if let Some(e) = self.map.remove(&*oldest) {
+                self.bytes -= Self::cost(&oldest, &e);
+            }
         }
         let key = Arc::new(key);
         self.bytes += cost;
@@ -205,9 +226,9 @@ impl IdempotencyCache {
         if self.map.get(key).is_none_or(|e| e.first_seq != first_seq) {
             return;
         }
-        if let Some((held, _)) = self.map.remove_entry(key) {
+        if let Some((held, entry)) = self.map.remove_entry(key) {
             self.order.retain(|k| !Arc::ptr_eq(k, &held));
-            self.bytes -= Self::cost(&held);
+            self.bytes -= Self::cost(&held, &entry);
         }
     }
 

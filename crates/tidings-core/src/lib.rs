@@ -19,6 +19,9 @@
 //!   recent keyed publishes.
 //! - `session`: client-id sessions (selector and place of a client while it is away, for a
 //!   TTL), bounded by `Limits::max_sessions`.
+//! - `coalesce`: the `[[coalesce]]` rules, keys from JSON pointers, and the `latest`/`merge`
+//!   windows the hub passes published events through before it sequences them
+//!   (`coalesce::merge`: the file-change algebra).
 //! - `limits`: every bound on what the network can make the engine hold.
 //! - `clock`: the injected `Clock` (`SystemClock`, `ManualClock`).
 //!
@@ -26,6 +29,7 @@
 //! `idempotency` → `request`. Nothing below `hub` names it.
 
 pub mod clock;
+pub mod coalesce;
 mod error;
 mod hub;
 mod idempotency;
@@ -40,14 +44,16 @@ mod subscription;
 pub mod testing;
 
 pub use clock::{Clock, DynClock, ManualClock, SystemClock};
-pub use error::{PublishError, SubscribeError};
-pub use hub::{DrainHandle, Hub, HubStats};
+pub use coalesce::{CoalesceRule, Coalescing, MergeFormat, Policy};
+pub use error::{PublishError, SnapshotError, SubscribeError};
+pub use hub::{BudgetHeld, DrainHandle, Hub, HubStats, Snapshot};
 pub use idempotency::{Fingerprint, IdempotencyKey, IdempotencyScope};
 pub use limits::Limits;
 pub use record::{EventRecord, FormatSlot, SharedEvent};
 pub use request::{NewEvent, PublishBatch, SubscribeRequest};
 pub use session::{SavedSession, SessionPlace, SessionStore};
 pub use store::{
-    DynStore, EventStore, KeyedBatch, MemoryStore, ReadLimit, Retention, StoreError, StoreStats,
+    DynStore, EventStore, KeyedBatch, MemoryStore, ReadLimit, Retention, SnapshotRead,
+    SnapshotRules, StoreError, StoreStats,
 };
 pub use subscription::{CloseReason, ResetReason, Step, Subscription, SubscriptionProbe};

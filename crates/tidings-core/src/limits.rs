@@ -21,6 +21,11 @@ pub struct Limits {
     /// Bytes (`EventRecord::size`) a subscriber may have queued before it counts as too
     /// slow, so large events cannot make one slow subscriber pin unbounded memory.
     pub subscriber_queue_bytes: usize,
+    /// Events a subscriber may have queued before its queue is conflated: queued events a
+    /// newer event of the same topic and key superseded (those a `[[coalesce]]` rule keyed,
+    /// terminals excepted) are dropped, so a slow client catches up to the current state.
+    /// Only past `subscriber_queue_events` is it closed. 0 turns conflation off.
+    pub subscriber_queue_soft_events: usize,
     /// Most events read from the store per replay step.
     pub replay_chunk: usize,
     /// Most bytes (`EventRecord::size`) read from the store per replay step. One subscriber's
@@ -38,6 +43,11 @@ pub struct Limits {
     pub replay_memory_bytes: usize,
     /// Most events handed to a connection in one step (one write).
     pub delivery_batch: usize,
+    /// Most bytes (`EventRecord::size`) of one snapshot (`GET /snapshot`, `snapshot=1`): a
+    /// larger one is refused (`SnapshotError::TooLarge`) rather than cut short. A snapshot
+    /// read takes this much of `replay_memory_bytes` while it reads, and keeps what it holds
+    /// until the connection has written it. (Lowered to `replay_memory_bytes` if higher.)
+    pub snapshot_max_bytes: usize,
     /// Idempotency keys the hub remembers in memory (oldest forgotten first). A store that
     /// keeps history also keeps each key with its events, so a retry of a forgotten key still
     /// finds it there; in `memory` mode a forgotten key publishes again.
@@ -65,10 +75,12 @@ impl Default for Limits {
             max_types: 32,
             subscriber_queue_events: 4096,
             subscriber_queue_bytes: 4 << 20,
+            subscriber_queue_soft_events: 1024,
             replay_chunk: 1024,
             replay_chunk_bytes: 64 << 10,
             replay_memory_bytes: 32 << 20,
             delivery_batch: 256,
+            snapshot_max_bytes: 8 << 20,
             idempotency_keys: 100_000,
             idempotency_cache_bytes: 32 << 20,
             max_idempotency_key_bytes: 256,

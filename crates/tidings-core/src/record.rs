@@ -20,6 +20,9 @@ pub struct FormatSlot(pub usize);
 pub struct EventRecord {
     /// The event.
     pub event: Event,
+    /// A `[[coalesce]]` rule keyed it and it is no terminal: a lagging subscriber's queue may
+    /// replace it with a newer event of the same topic and key (`SubscriberQueue::offer`).
+    pub conflatable: bool,
     encoded: [OnceLock<Bytes>; FORMAT_SLOTS],
 }
 
@@ -29,7 +32,13 @@ pub type SharedEvent = Arc<EventRecord>;
 impl EventRecord {
     /// Wraps an event.
     pub fn new(event: Event) -> SharedEvent {
+        EventRecord::with_conflation(event, false)
+    }
+
+    /// Wraps an event a lagging subscriber's queue may (or may not) conflate.
+    pub fn with_conflation(event: Event, conflatable: bool) -> SharedEvent {
         Arc::new(EventRecord {
+            conflatable: conflatable && event.key.is_some(),
             event,
             encoded: Default::default(),
         })

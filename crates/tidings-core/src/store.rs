@@ -29,6 +29,11 @@
 //!   is another key. (`MemoryStore` finds nothing: in memory mode a key lives only in the
 //!   hub's bounded cache, which is bounded by `Limits::idempotency_keys` and
 //!   `Limits::idempotency_cache_bytes`, not by retention.)
+//! - The latest-per-key table (`snapshot`, rules in `latest::SnapshotRules`) is updated with
+//!   the events, in the same commit: a read sees the table exactly as of its `through`, and
+//!   every event up to `through` is stored. Retention never removes a row (a key's latest
+//!   value outlives its history); `max_keys` bounds it, evicting the row updated longest ago.
+//!   It maps onto JetStream's last message per subject: subject = topic + key.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -44,6 +49,12 @@ use crate::clock::{self, DynClock};
 use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::record::SharedEvent;
 use crate::session::{SavedSession, SessionStore};
+
+mod latest;
+
+use latest::LatestTable;
+pub use latest::{SnapshotRead, SnapshotRules, ranges, row_key, select};
+use tidings_proto::Selector;
 
 /// A boxed future, so the trait stays object-safe (`Arc<dyn EventStore>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -231,6 +242,15 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     fn sessions(&self) -> Option<&dyn SessionStore> {
         None
     }
+
+    /// The latest-per-key table under `selector` (newest event per `(topic, key)`, in seq
+    /// order), with the seq it is exact as of, read at most `max_bytes` of it
+    /// (`EventRecord::size`); see the contract above.
+    fn snapshot(
+        &self,
+        selector: &Selector,
+        max_bytes: usize,
+    ) -> BoxFuture<'static, Result<SnapshotRead, StoreError>>;
 }
 
 /// History in memory, bounded by a `Retention`. Loses everything on exit, by design.
@@ -244,6 +264,8 @@ pub struct MemoryStore {
     inner: Mutex<MemoryInner>,
     /// Sessions saved by a hub that flushed, for the next hub on this store (in this process).
     sessions: Mutex<Vec<SavedSession>>,
+    /// What the latest-per-key table keeps.
+    rules: SnapshotRules,
 }
 
 #[derive(Debug, Default)]
@@ -252,6 +274,8 @@ struct MemoryInner {
     bytes: u64,
     last_seq: u64,
     trimmed_through: u64,
+    /// The latest event per key, updated under the same lock as `events`.
+    latest: LatestTable,
 }
 
 impl MemoryStore {
@@ -268,7 +292,14 @@ impl MemoryStore {
             clock,
             inner: Mutex::new(MemoryInner::default()),
             sessions: Mutex::new(Vec::new()),
+            rules: SnapshotRules::default(),
         }
+    }
+
+    /// The same store with `rules` for its latest-per-key table (set before any append).
+    pub fn with_snapshot_rules(mut self, rules: SnapshotRules) -> Self {
+        self.rules = rules;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
@@ -299,6 +330,7 @@ impl EventStore for MemoryStore {
         for event in events {
             inner.last_seq = event.seq();
             inner.bytes += event.size() as u64;
+            inner.latest.apply(&self.rules, &event);
             inner.events.push_back(event);
         }
         while let Some(front) = inner.events.front() {
@@ -366,6 +398,21 @@ impl EventStore for MemoryStore {
     fn sessions(&self) -> Option<&dyn SessionStore> {
         Some(self)
     }
+
+    fn snapshot(
+        &self,
+        selector: &Selector,
+        max_bytes: usize,
+    ) -> BoxFuture<'static, Result<SnapshotRead, StoreError>> {
+        // Copy out the covered rows (`Arc`s) under the lock; filter and sort outside it.
+        let (through, rows) = {
+            let inner = self.lock();
+            (inner.last_seq, inner.latest.covered(selector))
+        };
+        Box::pin(std::future::ready(Ok(select(
+            through, rows, selector, max_bytes,
+        ))))
+    }
 }
 
 /// Shared handle to any store.
@@ -399,6 +446,10 @@ mod tests {
     async fn memory_store_keeps_the_contract() {
         crate::testing::store_conformance(|retention| {
             Arc::new(MemoryStore::new(Epoch(0), retention)) as DynStore
+        })
+        .await;
+        crate::testing::snapshot_conformance(|retention, rules| {
+            Arc::new(MemoryStore::new(Epoch(0), retention).with_snapshot_rules(rules)) as DynStore
         })
         .await;
     }

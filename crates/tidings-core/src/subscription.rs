@@ -6,6 +6,13 @@
 //!
 //! A subscription sees the hub only through `SubscriptionContext`: the store to replay from,
 //! the replay and delivery limits, the delivery counter, and a handle to leave the registry.
+//!
+//! With a snapshot (`load_snapshot`, before the first step) it first hands out the newest
+//! event per key as of the snapshot's cursor `S`, then `Step::Snapshot { cursor: S }`, then
+//! exactly the events after `S`: the subscription registered at `until` before the table was
+//! read, so `S >= until` for a store that keeps its contract, and the live queue holds every
+//! event after `until`; those up to `S` are already in the snapshot and are skipped. (Were
+//! `S` below `until`, replay would read `(S, until]` from history instead.)
 
 mod queue;
 
@@ -19,7 +26,8 @@ use tidings_proto::topic::{MAX_KEY_BYTES, MAX_TOPIC_BYTES, MAX_TYPE_BYTES};
 use tidings_proto::{Epoch, EventId, Key};
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
-pub(crate) use self::queue::SubscriberQueue;
+pub(crate) use self::queue::{Offered, SubscriberQueue};
+use crate::error::SnapshotError;
 use crate::limits::Limits;
 use crate::record::SharedEvent;
 use crate::session::{Place, SessionPlace};
@@ -44,6 +52,8 @@ pub(crate) struct SubscriptionContext {
     pub(crate) replay_budget: Arc<Semaphore>,
     /// Most events handed out per step.
     pub(crate) delivery_batch: usize,
+    /// Bytes of the replay budget a snapshot read takes (and its byte bound).
+    pub(crate) snapshot_permits: u32,
     /// Events read from history and handed to connections (`HubStats::replayed`); one
     /// relaxed add per replay step.
     pub(crate) replayed: AtomicU64,
@@ -70,6 +80,10 @@ impl SubscriptionContext {
             replay_permits: permits,
             replay_budget: Arc::new(Semaphore::new(budget)),
             delivery_batch: limits.delivery_batch,
+            snapshot_permits: limits
+                .snapshot_max_bytes
+                .min(budget)
+                .clamp(1, u32::MAX as usize) as u32,
             replayed: AtomicU64::new(0),
             registry,
         }
@@ -175,6 +189,12 @@ pub enum Step {
         /// The id the stream continues after (send it as the event's id).
         resume_after: EventId,
     },
+    /// The snapshot (handed out as `Events` before this) ends here: it is the newest event per
+    /// key as of `cursor`, and the stream continues with the events after `cursor`.
+    Snapshot {
+        /// The id the stream continues after (send it as the handoff's id).
+        cursor: EventId,
+    },
     /// The subscription is over; nothing more will come.
     Closed(CloseReason),
 }
@@ -229,6 +249,20 @@ pub struct Subscription {
     announce: Option<bool>,
     /// The session's place, which the connection confirms (`session_place`).
     place: Option<Place>,
+    /// A loaded snapshot not yet handed out (boxed: most subscriptions have none, and every
+    /// idle connection would otherwise carry its room).
+    prelude: Option<Box<Prelude>>,
+    /// Live events up to this seq are in the snapshot already: skipped.
+    skip_through: u64,
+}
+
+/// A snapshot waiting to be handed out: its events, the budget they hold, then its handoff.
+#[derive(Debug)]
+struct Prelude {
+    events: Vec<SharedEvent>,
+    held: Option<OwnedSemaphorePermit>,
+    /// The snapshot's cursor, announced (`Step::Snapshot`) after its events.
+    handoff_at: EventId,
 }
 
 /// A queued wait for replay budget.
@@ -264,7 +298,70 @@ impl Subscription {
             replay_wait: None,
             announce,
             place,
+            prelude: None,
+            skip_through: 0,
         }
+    }
+
+    /// Starts this subscription with a snapshot: the newest event per key under its selector,
+    /// read now, then the events after the snapshot's cursor (see the module docs). Call before
+    /// the first step. Waits for room in the replay budget; a snapshot over
+    /// `Limits::snapshot_max_bytes` is refused. Cancel-safe (nothing changes until it returns).
+    pub async fn load_snapshot(&mut self) -> Result<(), SnapshotError> {
+        let permits = self.ctx.snapshot_permits;
+        let mut held = Arc::clone(&self.ctx.replay_budget)
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| SnapshotError::Store(crate::store::StoreError::Closed))?;
+        let read = self
+            .ctx
+            .store
+            .snapshot(&self.shared.selector, permits as usize)
+            .await?;
+        if read.overflow {
+            return Err(SnapshotError::TooLarge {
+                max: permits as usize,
+            });
+        }
+        let kept: usize = read.events.iter().map(|e| e.size()).sum();
+        drop(held.split((permits as usize).saturating_sub(kept)));
+        if read.through < self.until {
+            // History fills `(through, until]`.
+            self.pos = self.pos.min(read.through);
+        } else {
+            self.pos = self.until;
+            self.skip_through = read.through;
+            self.last_live = read.through;
+        }
+        let events = read
+            .events
+            .into_iter()
+            .filter(|e| self.shared.wants(e))
+            .collect();
+        self.prelude = Some(Box::new(Prelude {
+            events,
+            held: Some(held),
+            handoff_at: EventId::new(self.ctx.epoch, read.through),
+        }));
+        Ok(())
+    }
+
+    /// Whether the snapshot's handoff (`Step::Snapshot`) is still to come.
+    pub fn handoff_pending(&self) -> bool {
+        self.prelude.is_some()
+    }
+
+    /// The snapshot's events, then its handoff, come before replay and live events.
+    fn snapshot_step(&mut self, out: &mut Vec<SharedEvent>) -> Option<Step> {
+        let prelude = self.prelude.as_mut()?;
+        if !prelude.events.is_empty() {
+            out.append(&mut prelude.events);
+            self.replay_held = prelude.held.take();
+            return Some(Step::Events);
+        }
+        let cursor = prelude.handoff_at;
+        self.prelude = None;
+        Some(Step::Snapshot { cursor })
     }
 
     /// What this subscription selects.
@@ -333,9 +430,12 @@ impl Subscription {
             return step;
         }
         let before = out.len();
-        let step = match self.replay(out).await {
+        let step = match self.snapshot_step(out) {
             Some(step) => step,
-            None => self.live(out).await,
+            None => match self.replay(out).await {
+                Some(step) => step,
+                None => self.live(out).await,
+            },
         };
         let n = (out.len() - before) as u64;
         if n > 0 {
@@ -357,7 +457,24 @@ impl Subscription {
             return Some(step);
         }
         let before = out.len();
-        let step = match self.replay(out).await {
+        let step = match self.snapshot_step(out) {
+            Some(step) => Some(step),
+            None => self.replay_or_idle(out, idle).await,
+        };
+        let n = (out.len() - before) as u64;
+        if n > 0 {
+            self.shared.add_delivered(n);
+        }
+        step
+    }
+
+    /// `next_or_idle` after the snapshot: replay, then live until `idle`.
+    async fn replay_or_idle(
+        &mut self,
+        out: &mut Vec<SharedEvent>,
+        idle: impl std::future::Future<Output = ()>,
+    ) -> Option<Step> {
+        match self.replay(out).await {
             Some(step) => Some(step),
             None => {
                 let mut idle = std::pin::pin!(idle);
@@ -371,12 +488,7 @@ impl Subscription {
                 })
                 .await
             }
-        };
-        let n = (out.len() - before) as u64;
-        if n > 0 {
-            self.shared.add_delivered(n);
         }
-        step
     }
 
     /// Replays history up to the handoff point: `Some` as soon as a step is ready, `None`
@@ -457,17 +569,30 @@ impl Subscription {
         None
     }
 
-    /// Waits for live events.
+    /// Waits for live events (skipping those a snapshot already covered).
     async fn live(&mut self, out: &mut Vec<SharedEvent>) -> Step {
         let batch = self.ctx.delivery_batch;
-        let shared = &self.shared;
-        let drained = std::future::poll_fn(|cx| shared.poll_drain(cx, out, batch)).await;
-        match drained {
-            Ok(()) => {
-                self.last_live = out.last().map_or(self.last_live, |e| e.seq());
-                Step::Events
+        loop {
+            let before = out.len();
+            let shared = &self.shared;
+            let drained = std::future::poll_fn(|cx| shared.poll_drain(cx, out, batch)).await;
+            match drained {
+                Ok(()) => {
+                    if self.skip_through > 0 {
+                        let skip = self.skip_through;
+                        let tail = out.split_off(before);
+                        out.extend(tail.into_iter().filter(|e| e.seq() > skip));
+                        if out.len() == before {
+                            continue;
+                        }
+                        // The queue is in seq order: everything after this is new.
+                        self.skip_through = 0;
+                    }
+                    self.last_live = out.last().map_or(self.last_live, |e| e.seq());
+                    return Step::Events;
+                }
+                Err(reason) => return Step::Closed(reason),
             }
-            Err(reason) => Step::Closed(reason),
         }
     }
 

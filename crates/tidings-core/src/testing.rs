@@ -1,14 +1,17 @@
 //! Conformance suites every backend runs: `store_conformance` checks an `EventStore` against
 //! the contract in `store.rs` (order, `read_after` semantics and limits, retention from the
-//! front with a monotone `trimmed_through`, stats), `hub_delivers_committed_prefix` checks a
+//! front with a monotone `trimmed_through`, stats), `snapshot_conformance` the latest-per-key
+//! table (`snapshot`), `hub_delivers_committed_prefix` checks a
 //! hub over a store that completes appends late and out of order, plus helpers to build test
 //! events and the test stores `HeldStore` (commits held) and `LateStore` (late completions).
 
 mod held;
 mod late;
+mod snapshot;
 
 pub use held::HeldStore;
 pub use late::{LateStore, hub_delivers_committed_prefix};
+pub use snapshot::{keyed_event, snapshot_conformance};
 
 use std::time::Duration;
 

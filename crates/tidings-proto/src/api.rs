@@ -5,8 +5,17 @@ use serde::{Deserialize, Serialize};
 /// Answer to a publish: the ids assigned, in the order of the request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PublishResponse {
-    /// One id per published event.
+    /// One id per published event; an empty string for an event a coalescing window holds
+    /// (accepted: it goes out when its window closes, unless a newer event of its key
+    /// supersedes it or it is folded into a merged batch).
     pub ids: Vec<String>,
+    /// How many of the events a coalescing window holds (left out when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub coalesced: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Payload of the `reset` event: the subscriber's cursor cannot be honoured, so it must

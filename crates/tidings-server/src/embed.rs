@@ -22,7 +22,10 @@
 //! let id = tidings
 //!     .publish("downloads/abc-123", "queued", &serde_json::json!({"DownloadID": "abc-123"}))
 //!     .await?;
-//! println!("published {id}");
+//! // `None` only when a `[[coalesce]]` window holds the event.
+//! if let Some(id) = id {
+//!     println!("published {id}");
+//! }
 //!
 //! // Serve until the application's own signal; the hub closes its streams first (with
 //! // `reconnect-required`, so clients come back and resume), then the store is flushed.
@@ -118,8 +121,14 @@ impl Outgoing {
 
 impl Embedded {
     /// Opens the store and builds the hub, exactly as `tidings serve` does with `config`.
+    ///
+    /// Called inside a tokio runtime, it also starts the task that closes `[[coalesce]]`
+    /// windows on time (it lives as long as the runtime).
     pub fn build(config: Config) -> anyhow::Result<Embedded> {
         let app = crate::App::build(config)?;
+        if tokio::runtime::Handle::try_current().is_ok() && !app.config.coalesce.is_empty() {
+            drop(crate::coalesce::spawn(app.state.hub.clone()));
+        }
         Ok(Embedded {
             endpoints: app.config.endpoints.clone().into(),
             state: app.state,
@@ -145,13 +154,14 @@ impl Embedded {
     }
 
     /// Publishes one event and returns its id, checked as `POST /publish` checks it (topic,
-    /// type and key names, data size, the engine's limits).
+    /// type and key names, data size, the engine's limits). `None`: a `[[coalesce]]` window
+    /// holds it.
     pub async fn publish(
         &self,
         topic: &str,
         event_type: &str,
         data: &impl Serialize,
-    ) -> Result<EventId, EmbedError> {
+    ) -> Result<Option<EventId>, EmbedError> {
         let data = serde_json::to_value(data).map_err(|e| EmbedError {
             code: ErrorCode::InvalidEvent,
             message: format!("data: {e}"),
@@ -165,14 +175,15 @@ impl Embedded {
         })
     }
 
-    /// Publishes a batch, stored and delivered all or nothing; the ids come back in order.
+    /// Publishes a batch, stored and delivered all or nothing; the ids come back in order
+    /// (`None` for an event a `[[coalesce]]` window holds).
     /// With an `idempotency_key`, a repeat of the same batch returns the first ids and stores
     /// nothing (in-process publishes have a key scope of their own).
     pub async fn publish_batch(
         &self,
         events: &[Outgoing],
         idempotency_key: Option<&str>,
-    ) -> Result<Vec<EventId>, EmbedError> {
+    ) -> Result<Vec<Option<EventId>>, EmbedError> {
         let started = std::time::Instant::now();
         let limits = self.state.hub.limits();
         // The same bytes a publisher would POST, through the same parser: one set of rules.
@@ -219,7 +230,7 @@ impl Embedded {
         let ids = self
             .state
             .hub
-            .publish(PublishBatch {
+            .publish_each(PublishBatch {
                 events,
                 origin,
                 idempotency_key,

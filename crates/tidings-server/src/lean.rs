@@ -270,8 +270,17 @@ async fn open(
     usize,
 )> {
     let version = parts.version;
-    let prepared = extract::host(&parts.headers, None, &ctx.app)
-        .and_then(|()| subscribe::prepare(&ctx, &parts));
+    let prepared = match extract::host(&parts.headers, None, &ctx.app)
+        .and_then(|()| subscribe::prepare(&ctx, &parts))
+    {
+        // Boxed: the snapshot's read is rare, and its room would stay in every connection's
+        // future for the stream's life.
+        Ok(p) if subscribe::snapshot_requested(&parts) => {
+            Box::pin(subscribe::with_snapshot(&parts, p)).await
+        }
+        Ok(p) => Ok(p),
+        Err(e) => Err(e),
+    };
     // The hub began shutting down after this connection was accepted: an SSE client is told
     // in-band, as one accepted during the drain is.
     // So is one whose credential has its most streams open: shedding load in-band.

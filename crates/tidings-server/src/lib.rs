@@ -30,6 +30,7 @@
 
 mod ack;
 pub mod activity;
+mod coalesce;
 pub mod config;
 pub mod credential;
 pub mod embed;
@@ -96,9 +97,10 @@ impl App {
     /// Opens the store and builds the hub.
     pub fn build(config: Config) -> anyhow::Result<App> {
         let store: DynStore = match config.durability {
-            Durability::Memory => {
-                Arc::new(MemoryStore::new(random_epoch()?, config.retention.clone()))
-            }
+            Durability::Memory => Arc::new(
+                MemoryStore::new(random_epoch()?, config.retention.clone())
+                    .with_snapshot_rules(config.snapshot.clone()),
+            ),
             Durability::Durable | Durability::Fast { .. } => {
                 std::fs::create_dir_all(&config.data_dir).with_context(|| {
                     format!("create data directory {}", config.data_dir.display())
@@ -114,6 +116,7 @@ impl App {
                     durability,
                     retention: config.retention.clone(),
                     cache_size: config.store_cache_size,
+                    snapshot: config.snapshot.clone(),
                 })
                 .with_context(|| {
                     format!("open the event store in {}", config.data_dir.display())
@@ -123,7 +126,12 @@ impl App {
         };
         let metrics = Metrics::new(&config.metrics.topic_prefixes);
         let store = metrics::TimedStore::wrap(store, metrics.commit_latency.clone());
-        let hub = Hub::new(store, config.limits.clone());
+        let hub = Hub::with_coalescing(
+            store,
+            config.limits.clone(),
+            tidings_core::clock::system(),
+            config.coalesce.clone(),
+        );
         let metrics = metrics.with_hub(&hub);
         let mut edge = Edge::new(
             config.body_timeout,
@@ -264,6 +272,7 @@ impl App {
             }
         };
         let mut servers = Vec::new();
+        let windows = coalesce::spawn(hub.clone());
         let main_router = router(state.clone(), &config.endpoints);
         let main_lean = lean_routes(
             &state,
@@ -345,6 +354,7 @@ impl App {
         .await;
         tracing::info!(message = "Closing the rest and draining connections.");
         hub.shutdown();
+        windows.abort();
         stop_tx.send_replace(true);
         for server in servers {
             if let Err(e) = server.await {

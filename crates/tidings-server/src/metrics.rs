@@ -258,6 +258,30 @@ impl Collector for HubCollector {
             "Events read from history and handed to resuming subscribers",
             s.replayed,
         )?;
+        counter(
+            e,
+            "tidings_events_coalesced",
+            "Published events a [[coalesce]] window superseded or folded into a batch",
+            s.coalesced,
+        )?;
+        counter(
+            e,
+            "tidings_deliveries_conflated",
+            "Queued deliveries a lagging subscriber's conflation replaced by a newer event of the same key",
+            s.conflated,
+        )?;
+        counter(
+            e,
+            "tidings_deliveries_dropped",
+            "Deliveries refused at a full subscriber queue (the subscriber resumes them from history)",
+            s.dropped,
+        )?;
+        gauge(
+            e,
+            "tidings_coalescing_keys",
+            "Keys (latest) and paths (merge) coalescing windows hold now",
+            clamp(s.coalescing_keys as u64),
+        )?;
         gauge(
             e,
             "tidings_subscriptions",
@@ -415,6 +439,13 @@ impl EventStore for TimedStore {
     }
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         self.inner.flush()
+    }
+    fn snapshot(
+        &self,
+        selector: &tidings_proto::Selector,
+        max_bytes: usize,
+    ) -> BoxFuture<'static, Result<tidings_core::SnapshotRead, StoreError>> {
+        self.inner.snapshot(selector, max_bytes)
     }
     fn stats(&self) -> StoreStats {
         self.inner.stats()

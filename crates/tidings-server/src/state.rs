@@ -84,9 +84,10 @@ impl Edge {
             allowed_hosts: allowed_hosts.into(),
             policy: Arc::new(Policy {
                 cors: Cors::default(),
-                // `reset` has no other name; the session and reconnect names are the endpoints'
-                // own (`reserve`), so a renamed `resumed` is free for publishers to use.
-                reserved_types: vec![("reset".to_owned(), None)],
+                // `reset` and `snapshot` (the handoff after a snapshot) have no other name; the
+                // session and reconnect names are the endpoints' own (`reserve`), so a renamed
+                // `resumed` is free for publishers to use.
+                reserved_types: vec![("reset".to_owned(), None), ("snapshot".to_owned(), None)],
                 drain_spread: Duration::from_secs(10),
                 schemas: Catalogue::default(),
                 default_topic: None,

@@ -316,7 +316,7 @@ impl ConnInfo {
     fn observe(&self, step: &Step) {
         let metrics = &self.observers.metrics;
         match step {
-            Step::Events | Step::Session { .. } => {}
+            Step::Events | Step::Session { .. } | Step::Snapshot { .. } => {}
             Step::Reset { reason, .. } => {
                 metrics
                     .resets_sent

@@ -8,8 +8,9 @@
 //! - `retention`: trimming by count, bytes and age.
 //! - `schema`: the tables and the encoding of one event (format documented there).
 //! - `migrate`: the format version in `meta` and the upgrades from older versions (`v1` is
-//!   the first format, `v3` the current one).
+//!   the first format, `v4` the current one).
 //! - `sessions`: the client-id sessions a hub saved (`tidings_core::SessionStore`).
+//! - `latest`: the latest-per-key table behind `EventStore::snapshot` (format v4).
 //! - `verify`: the offline check behind `tidings store verify`.
 //!
 //! # Why redb (measured, not assumed)
@@ -83,11 +84,12 @@ use redb::ReadableDatabase;
 use tidings_core::store::{AppendSlot, BoxFuture};
 use tidings_core::{
     EventRecord, EventStore, IdempotencyKey, KeyedBatch, ReadLimit, Retention, SavedSession,
-    SessionStore, SharedEvent, StoreError, StoreStats,
+    SessionStore, SharedEvent, SnapshotRead, SnapshotRules, StoreError, StoreStats,
 };
 use tidings_proto::Epoch;
 use tokio::sync::{Semaphore, oneshot};
 
+mod latest;
 mod migrate;
 mod retention;
 mod schema;
@@ -117,6 +119,10 @@ pub struct StoreConfig {
     /// Bytes of file pages redb keeps in memory (its read cache and write buffer together);
     /// the store's share of the process's memory. [`DEFAULT_CACHE_SIZE`] unless configured.
     pub cache_size: usize,
+    /// What the latest-per-key table keeps (`EventStore::snapshot`). A file upgraded from
+    /// format 3 builds its table from the retained events under these rules; rules changed
+    /// later apply to the events after the change.
+    pub snapshot: SnapshotRules,
 }
 
 /// The default page cache: 64 MiB. redb's own default (1 GiB) made the server's memory grow
@@ -211,7 +217,15 @@ impl RedbStore {
         let mut tx = db.begin_write().map_err(store_error)?;
         tx.set_durability(redb::Durability::Immediate)
             .map_err(store_error)?;
-        let meta = migrate::open(&tx, random_epoch()?)?;
+        let meta = migrate::open(&tx, random_epoch()?, &config.snapshot)?;
+        let evicted = latest::fit(&tx, &config.snapshot)?;
+        if evicted > 0 {
+            tracing::info!(
+                message = "The snapshot key ceiling is lower than the keys held; evicted the keys updated longest ago.",
+                evicted,
+                max_keys = config.snapshot.max_keys,
+            );
+        }
         let mut epoch = meta.epoch;
         {
             let mut table = tx.open_table(META).map_err(store_error)?;
@@ -273,6 +287,7 @@ impl RedbStore {
             rx,
             durability,
             retention: config.retention,
+            rules: config.snapshot,
             counters,
             marker_set: matches!(durability, Durability::Durable),
             dirty: false,
@@ -437,6 +452,22 @@ impl EventStore for RedbStore {
 
     fn sessions(&self) -> Option<&dyn SessionStore> {
         Some(self)
+    }
+
+    fn snapshot(
+        &self,
+        selector: &tidings_proto::Selector,
+        max_bytes: usize,
+    ) -> BoxFuture<'static, Result<SnapshotRead, StoreError>> {
+        let shared = Arc::clone(&self.shared);
+        let selector = selector.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                latest::read(&shared, &selector, max_bytes).map_err(|e| shared.read_failed(e))
+            })
+            .await
+            .map_err(|e| StoreError::Io(format!("read task failed: {e}")))?
+        })
     }
 }
 

@@ -1,10 +1,11 @@
-//! The on-disk layout (format version 3): the `events` and `meta` tables, the keyed-batch
-//! tables, and the byte encoding of one event.
+//! The on-disk layout (format version 4): the `events` and `meta` tables, the keyed-batch
+//! tables, and the byte encoding of one event. (The latest-per-key tables of v4 are
+//! described in `latest`.)
 //!
 //! Version history: v1 had `events` and `meta`; v2 added `idempotency` and
 //! `idempotency_by_seq` (see `migrate::v2`); v3 replaced them with `keyed_batches` and
 //! `keyed_batches_by_seq`, whose keys are scoped per credential and whose fingerprints are
-//! SHA-256 (see `migrate::v3`).
+//! SHA-256 (see `migrate::v3`); v4 added `latest` and `latest_by_seq` (see `migrate::v4`).
 //!
 //! # Tables
 //! - `events`: `u64` seq → event bytes (below). Seqs are strictly increasing and contiguous

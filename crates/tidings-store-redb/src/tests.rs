@@ -40,6 +40,7 @@ async fn a_failed_commit_poisons_every_later_append() {
             max_age: None,
         },
         cache_size: crate::DEFAULT_CACHE_SIZE,
+        snapshot: tidings_core::SnapshotRules::default(),
     })
     .unwrap();
     store.append(vec![event(1)], None).await.unwrap();
@@ -77,6 +78,7 @@ async fn a_hub_over_late_completions_delivers_the_committed_prefix() {
                 durability: Durability::Durable,
                 retention: Retention::default(),
                 cache_size: 64 << 20,
+                snapshot: tidings_core::SnapshotRules::default(),
             })
             .unwrap(),
         ) as tidings_core::DynStore
@@ -100,6 +102,7 @@ async fn the_page_cache_stays_within_its_configured_size() {
             max_age: None,
         },
         cache_size: CACHE,
+        snapshot: tidings_core::SnapshotRules::default(),
     })
     .unwrap();
     let data = format!("\"{}\"", "x".repeat(8 << 10));

@@ -1,6 +1,8 @@
 //! The writer thread: the only code that writes the file. It drains every append waiting in
 //! the queue into one transaction, commits once, answers them all (group commit), keeps the
 //! clean-shutdown marker, runs retention, and poisons the store on the first failed commit.
+//! Each appended event also updates the latest-per-key table (`latest`) in the same
+//! transaction.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,9 +10,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use redb::WriteTransaction;
-use tidings_core::{KeyedBatch, Retention, SharedEvent, StoreError};
+use tidings_core::{KeyedBatch, Retention, SharedEvent, SnapshotRules, StoreError};
 use tokio::sync::oneshot;
 
+use crate::latest::{LATEST, LATEST_BY_SEQ, Tables};
 use crate::retention::{self, Counters};
 use crate::schema::{self, CLEAN_SHUTDOWN, EVENTS, KEYED, KEYED_BY_SEQ, META};
 use crate::{Durability, Shared, guarded, store_error};
@@ -50,6 +53,8 @@ pub(crate) struct Writer {
     pub(crate) rx: Receiver<Request>,
     pub(crate) durability: Durability,
     pub(crate) retention: Retention,
+    /// What the latest-per-key table keeps.
+    pub(crate) rules: SnapshotRules,
     pub(crate) counters: Counters,
     /// Whether the durable state holds the clean-shutdown marker. In fast mode it must be
     /// removed by a durable commit before an unfsynced append is acknowledged.
@@ -186,9 +191,10 @@ impl Writer {
         let clear_marker = fast && self.marker_set;
         let durable = !fast || clear_marker || self.sync_due();
         let retention = self.retention.clone();
+        let rules = self.rules.clone();
         let trimmed_before = self.counters.trimmed_through;
         let result = self.commit(durable, |tx, counters| {
-            append_all(tx, batch, counters, encoded)?;
+            append_all(tx, batch, counters, encoded, &rules)?;
             // Trim in the same transaction, so an acknowledged append has its retention
             // applied (a reader never sees more than the bound plus its slack) and a crash
             // cannot keep the append and lose the trim.
@@ -214,9 +220,10 @@ impl Writer {
     /// Commits a batch with a flush in it: appends, exact trim, marker, durable.
     fn counters_after_appends(&mut self, batch: &[Request], encoded: &mut Vec<u8>) {
         let retention = self.retention.clone();
+        let rules = self.rules.clone();
         let now = tidings_core::clock::now_ms();
         let result = self.commit(true, |tx, counters| {
-            append_all(tx, batch, counters, encoded)?;
+            append_all(tx, batch, counters, encoded, &rules)?;
             *counters = retention::trim(tx, &retention, *counters, now)?;
             let mut meta = tx.open_table(META).map_err(store_error)?;
             meta.insert(CLEAN_SHUTDOWN, [].as_slice())
@@ -380,18 +387,25 @@ impl Writer {
     }
 }
 
-/// Inserts every event of the batch's appends and updates the count and byte rows.
+/// Inserts every event of the batch's appends, updates the count and byte rows and the
+/// latest-per-key table.
 fn append_all(
     tx: &WriteTransaction,
     batch: &[Request],
     counters: &mut Counters,
     encoded: &mut Vec<u8>,
+    rules: &SnapshotRules,
 ) -> Result<(), StoreError> {
     let before = *counters;
     {
         let mut table = tx.open_table(EVENTS).map_err(store_error)?;
         let mut keys = tx.open_table(KEYED).map_err(store_error)?;
         let mut keys_by_seq = tx.open_table(KEYED_BY_SEQ).map_err(store_error)?;
+        let mut latest = Tables {
+            rows: tx.open_table(LATEST).map_err(store_error)?,
+            by_seq: tx.open_table(LATEST_BY_SEQ).map_err(store_error)?,
+        };
+        let mut row = Vec::new();
         for request in batch {
             let Request::Append { events, keyed, .. } = request else {
                 continue;
@@ -412,6 +426,7 @@ fn append_all(
                 }
                 schema::encode_event(&event.event, encoded);
                 table.insert(seq, encoded.as_slice()).map_err(store_error)?;
+                latest.apply(rules, &event.event, encoded, &mut row)?;
                 counters.events += 1;
                 counters.bytes += encoded.len() as u64;
                 counters.last_seq = seq;

@@ -37,6 +37,7 @@ fn entry(first_seq: u64, count: u32) -> Entry {
         fingerprint: Fingerprint([first_seq as u8; 32]),
         first_seq,
         count,
+        positions: None,
         outcome: None,
     }
 }
@@ -58,7 +59,7 @@ fn a_key_remembers_a_range_whatever_the_batch_size() {
         "a 1,000-event batch costs what a 1-event one does"
     );
     let large = cache.get(&key(scope(1), "large")).unwrap();
-    let ids = large.ids(Epoch(9));
+    let ids: Vec<EventId> = large.ids(Epoch(9)).into_iter().flatten().collect();
     assert_eq!(ids.len(), 1000);
     assert_eq!(ids[0], EventId::new(Epoch(9), 6));
     assert_eq!(ids[999], EventId::new(Epoch(9), 1005));

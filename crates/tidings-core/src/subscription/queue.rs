@@ -1,8 +1,9 @@
 //! `SubscriberQueue`: one subscriber's bounded live queue, filled by the fan-out under the
-//! hub's lock and drained by the subscriber's connection. A full queue closes the
-//! subscription as a slow consumer: the publisher never waits for a subscriber.
+//! hub's lock and drained by the subscriber's connection. Past the soft bound the queue is
+//! conflated (superseded keyed events dropped, the newest per key kept); a full queue closes
+//! the subscription as a slow consumer: the publisher never waits for a subscriber.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,6 +23,8 @@ pub(crate) struct SubscriberQueue {
     pub(crate) client_id: Option<Key>,
     cap: usize,
     cap_bytes: usize,
+    /// Conflate at this many queued events (0: never).
+    soft: usize,
     /// Held only for a push or a drain (short, synchronous); never across an await.
     queue: Mutex<QueueState>,
     /// Wakes the connection when its queue goes from empty to non-empty, or closes. One
@@ -38,6 +41,21 @@ struct QueueState {
     /// Sum of `EventRecord::size` over `events`.
     bytes: usize,
     closed: Option<CloseReason>,
+    /// Conflate again when the queue reaches this length (at least `soft`; raised after a
+    /// conflation that left many events, so each pass is paid for by as many new events).
+    next_conflate: usize,
+}
+
+/// What `offer` did, for the hub's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offered {
+    /// Queued, or not wanted.
+    Queued,
+    /// Queued after dropping this many superseded events.
+    Conflated(usize),
+    /// Not queued: the queue is full (the subscription is closed and resumes from history)
+    /// or was closed already.
+    Dropped,
 }
 
 /// Result of draining a queue.
@@ -51,6 +69,42 @@ pub(crate) enum Drain {
     Closed(CloseReason),
 }
 
+impl QueueState {
+    /// Drops every conflatable event that a later conflatable event of the same topic and key
+    /// supersedes, unless an event of that key that may not be conflated (a terminal) lies
+    /// between them: per key, order is kept and terminals are never passed. The rest keeps
+    /// its order, so what the subscriber reads still rises in id, and its last id resumes
+    /// exactly. Returns how many were dropped.
+    fn conflate(&mut self) -> usize {
+        let before = self.events.len();
+        let mut newer: HashSet<(&str, &str)> = HashSet::new();
+        let mut keep = vec![true; before];
+        for (i, e) in self.events.iter().enumerate().rev() {
+            let Some(key) = &e.event.key else { continue };
+            let id = (e.event.topic.as_str(), key.as_str());
+            if !e.conflatable {
+                // A terminal: what came before it stays before it.
+                newer.remove(&id);
+            } else if !newer.insert(id) {
+                keep[i] = false;
+            }
+        }
+        drop(newer);
+        let mut i = 0;
+        let mut bytes = self.bytes;
+        self.events.retain(|e| {
+            let k = keep[i];
+            i += 1;
+            if !k {
+                bytes -= e.size();
+            }
+            k
+        });
+        self.bytes = bytes;
+        before - self.events.len()
+    }
+}
+
 impl SubscriberQueue {
     pub(crate) fn new(
         id: u64,
@@ -58,6 +112,7 @@ impl SubscriberQueue {
         client_id: Option<Key>,
         cap: usize,
         cap_bytes: usize,
+        soft: usize,
     ) -> Self {
         SubscriberQueue {
             id,
@@ -65,6 +120,7 @@ impl SubscriberQueue {
             client_id,
             cap,
             cap_bytes,
+            soft,
             queue: Mutex::new(QueueState::default()),
             waker: AtomicWaker::new(),
             delivered: AtomicU64::new(0),
@@ -83,22 +139,28 @@ impl SubscriberQueue {
             && (self.client_id.is_none() || e.origin != self.client_id)
     }
 
-    /// Queues `event` if wanted. A full queue closes the subscription as a slow consumer:
-    /// the publisher never waits for a subscriber.
-    pub(crate) fn offer(&self, event: &SharedEvent) {
+    /// Queues `event` if wanted. Past the soft bound the queue is conflated first; a full
+    /// queue closes the subscription as a slow consumer: the publisher never waits for a
+    /// subscriber.
+    pub(crate) fn offer(&self, event: &SharedEvent) -> Offered {
         if !self.wants(event) {
-            return;
+            return Offered::Queued;
         }
         let mut q = self.lock();
         if q.closed.is_some() {
-            return;
+            return Offered::Dropped;
         }
         let size = event.size();
+        let mut conflated = 0;
+        if self.soft > 0 && q.events.len() >= self.soft.max(q.next_conflate) {
+            conflated = q.conflate();
+            q.next_conflate = self.soft.max(q.events.len() + self.soft / 2);
+        }
         if q.events.len() >= self.cap || q.bytes + size > self.cap_bytes {
             q.closed = Some(CloseReason::SlowConsumer);
             drop(q);
             self.waker.wake();
-            return;
+            return Offered::Dropped;
         }
         let was_empty = q.events.is_empty();
         q.bytes += size;
@@ -106,6 +168,11 @@ impl SubscriberQueue {
         drop(q);
         if was_empty {
             self.waker.wake();
+        }
+        if conflated > 0 {
+            Offered::Conflated(conflated)
+        } else {
+            Offered::Queued
         }
     }
 

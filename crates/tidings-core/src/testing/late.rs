@@ -177,6 +177,14 @@ impl EventStore for LateStore {
         self.inner.stats()
     }
 
+    fn snapshot(
+        &self,
+        selector: &tidings_proto::Selector,
+        max_bytes: usize,
+    ) -> BoxFuture<'static, Result<crate::store::SnapshotRead, StoreError>> {
+        self.inner.snapshot(selector, max_bytes)
+    }
+
     fn health(&self) -> Option<StoreError> {
         self.inner.health()
     }

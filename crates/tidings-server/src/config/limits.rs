@@ -42,6 +42,16 @@ pub struct RawLimits {
         value_name = "N"
     )]
     pub subscriber_queue: Option<usize>,
+    /// Events queued for one lagging subscriber before its queue is conflated: superseded
+    /// events of keys a `[[coalesce]]` rule gives are dropped for the newest per key
+    /// (terminals and unkeyed events kept); 0 turns it off; at most half of
+    /// subscriber_queue is used [default: 1024].
+    #[arg(
+        long = "subscriber-queue-soft",
+        env = "TIDINGS_SUBSCRIBER_QUEUE_SOFT",
+        value_name = "N"
+    )]
+    pub subscriber_queue_soft: Option<usize>,
     /// Bytes queued for one subscriber before it is told to reconnect [default: 4MiB].
     #[arg(
         long = "subscriber-queue-bytes",
@@ -128,6 +138,9 @@ impl RawLimits {
                 self.subscriber_queue,
                 defaults.subscriber_queue_events,
             )?,
+            subscriber_queue_soft_events: self
+                .subscriber_queue_soft
+                .unwrap_or(defaults.subscriber_queue_soft_events),
             subscriber_queue_bytes: size(
                 "limits.subscriber_queue_bytes",
                 self.subscriber_queue_bytes.as_deref(),
@@ -162,6 +175,10 @@ impl RawLimits {
                 return Err(bad(setting, "must be more than 0"));
             }
         }
+        let mut limits = limits;
+        limits.subscriber_queue_soft_events = limits
+            .subscriber_queue_soft_events
+            .min(limits.subscriber_queue_events / 2);
         if limits.subscriber_queue_bytes < limits.max_data_bytes {
             return Err(bad(
                 "limits.subscriber_queue_bytes",

@@ -5,11 +5,13 @@
 
 mod auth;
 mod check;
+mod coalesce;
 mod endpoints;
 mod layers;
 mod limits;
 mod metrics;
 mod schemas;
+mod snapshot;
 mod store;
 mod transport;
 mod units;
@@ -21,16 +23,18 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use tidings_auth::{JwtVerifier, StaticToken};
-use tidings_core::{Limits, Retention};
+use tidings_core::{Coalescing, Limits, Retention, SnapshotRules};
 use tidings_proto::Pattern;
 
 pub use auth::{RawAuth, RawToken, RawTokenTable};
 pub use check::{REDACTED, check};
+pub use coalesce::RawCoalesce;
 pub use endpoints::RawEndpoint;
 pub use layers::{ServeArgs, layered, load, without_env};
 pub use limits::RawLimits;
 pub use metrics::{MAX_TOPIC_PREFIXES, MetricsConfig, RawMetrics};
 pub use schemas::{RawSchemas, catalogue_of_file};
+pub use snapshot::RawSnapshot;
 pub use store::{Durability, RawRetention, RawStore};
 pub use transport::{RawPoll, RawSse, RawWebSocket};
 pub use units::{duration, size};
@@ -168,6 +172,9 @@ pub struct RawConfig {
     pub retention: RawRetention,
     #[command(flatten)]
     #[serde(default)]
+    pub snapshot: RawSnapshot,
+    #[command(flatten)]
+    #[serde(default)]
     pub sse: RawSse,
     #[command(flatten)]
     #[serde(default)]
@@ -188,6 +195,10 @@ pub struct RawConfig {
     #[arg(skip)]
     #[serde(default)]
     pub endpoints: Vec<RawEndpoint>,
+    /// `[[coalesce]]`: coalescing rules (file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub coalesce: Vec<RawCoalesce>,
     /// `[[schemas]]`: JSON Schemas for the events of some topics (file only).
     #[arg(skip)]
     #[serde(default)]
@@ -232,12 +243,16 @@ pub struct Config {
     pub store_cache_size: usize,
     /// History bounds.
     pub retention: Retention,
+    /// What the latest-per-key table keeps.
+    pub snapshot: SnapshotRules,
     /// Transport settings (SSE, WebSocket, long-poll, write timeout).
     pub transport: TransportOptions,
     /// Subscribe endpoints: the built-in `/events` first, then `[[endpoints]]`.
     pub endpoints: Vec<Endpoint>,
     /// Engine and HTTP limits.
     pub limits: Limits,
+    /// `[[coalesce]]` rules.
+    pub coalesce: Coalescing,
     /// Static tokens (empty, and no JWT keys: anonymous, loopback only).
     pub tokens: Vec<StaticToken>,
     /// Window a drain spreads its closes over.
@@ -308,6 +323,8 @@ impl RawConfig {
         let store_cache_size = self.store.cache_size()?;
         let retention = self.retention.validate()?;
         let mut limits = self.limits.validate()?;
+        let (snapshot, snapshot_max_bytes) = self.snapshot.validate()?;
+        limits.snapshot_max_bytes = snapshot_max_bytes;
         let ttl = units::nonzero("session_ttl", self.session_ttl.as_deref(), "5m")?;
         limits.session_ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         limits.max_sessions = positive("max_sessions", self.max_sessions, 100_000)?;
@@ -416,9 +433,11 @@ impl RawConfig {
             durability,
             store_cache_size,
             retention,
+            snapshot,
             transport,
             endpoints,
             limits,
+            coalesce: coalesce::rules(self.coalesce)?,
             tokens,
             drain_spread: duration("drain_spread", self.drain_spread.as_deref(), "10s")?,
             default_topic: self

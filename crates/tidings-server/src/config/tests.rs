@@ -227,6 +227,15 @@ fn the_shipped_example_is_valid_and_states_the_defaults() {
 
 /// Every shipped profile validates, and all.toml serves each of the four as its own file
 /// does (the conformance tests in crates/tidings/tests/it/profiles.rs run them).
+/// A shipped profile, its relative paths (`[[schemas]] dir`) resolved against `profiles/`, as
+/// `tidings serve --config profiles/NAME.toml` resolves them against the file's directory.
+fn shipped(text: &str) -> Config {
+    let mut raw = RawConfig::from_toml(text).unwrap();
+    let base = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../profiles"));
+    schemas::resolve(&mut raw.schemas, &mut raw.schema_dirs, base);
+    raw.validate().unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[test]
 fn the_shipped_profiles_are_valid_and_all_toml_is_the_four_together() {
     let profiles = [
@@ -235,20 +244,29 @@ fn the_shipped_profiles_are_valid_and_all_toml_is_the_four_together() {
         include_str!("../../../../profiles/files.toml"),
         include_str!("../../../../profiles/tasks.toml"),
     ];
-    let all = RawConfig::from_toml(include_str!("../../../../profiles/all.toml"))
-        .unwrap()
-        .validate()
-        .unwrap();
+    let all = shipped(include_str!("../../../../profiles/all.toml"));
     let mut names = 0;
+    let mut rules = Vec::new();
     for text in profiles {
-        let c = RawConfig::from_toml(text).unwrap().validate().unwrap();
+        let c = shipped(text);
         for e in &c.endpoints[1..] {
             let same = all.endpoints.iter().find(|a| a.name == e.name).unwrap();
             assert_eq!(format!("{e:?}"), format!("{same:?}"), "{}", e.name);
             names += 1;
         }
+        // Every profile carries its document's catalogue.
+        assert!(!c.schemas.is_empty());
+        rules.extend(c.coalesce.rules().iter().cloned());
+        if !c.snapshot.delete_types.is_empty() {
+            assert_eq!(c.snapshot, all.snapshot);
+        }
     }
     assert_eq!(names + 1, all.endpoints.len(), "all.toml has nothing else");
+    assert_eq!(
+        rules,
+        all.coalesce.rules(),
+        "the profiles' rules, in all.toml"
+    );
     let tasks = all.endpoints.iter().find(|e| e.name == "tasks").unwrap();
     assert_eq!(tasks.listen.unwrap().port(), 3001);
     assert_eq!(tasks.shape, Shape::Envelope);
@@ -580,4 +598,60 @@ fn session_event_names_rename_the_built_in_endpoint_and_default_the_others() {
     let same = RawConfig::from_toml(r#"session_resumed_event = "subscribed""#).unwrap();
     let err = validate(same).unwrap_err();
     assert!(err.contains("session_resumed_event"), "{err}");
+}
+
+#[test]
+fn the_coalescing_profiles_are_valid() {
+    use tidings_core::Policy;
+    let downloads = shipped(include_str!("../../../../profiles/downloads.toml"));
+    let [rule] = downloads.coalesce.rules() else {
+        panic!("one rule: {:?}", downloads.coalesce)
+    };
+    assert_eq!(rule.policy, Policy::Latest);
+    assert_eq!(rule.key.as_deref(), Some("/DownloadID"));
+    for t in ["complete", "error", "removed"] {
+        assert!(rule.terminal.iter().any(|x| x.as_str() == t), "{t}");
+    }
+    let removed = tidings_proto::EventType::new("removed").unwrap();
+    assert!(downloads.snapshot.deletes(&removed));
+    let files = shipped(include_str!("../../../../profiles/files.toml"));
+    let [rule] = files.coalesce.rules() else {
+        panic!("one rule: {:?}", files.coalesce)
+    };
+    assert!(matches!(&rule.policy, Policy::Merge(f) if f.batch_type.as_str() == "event"));
+}
+
+#[test]
+fn coalesce_errors_name_the_setting() {
+    for (text, want) in [
+        (
+            "[[coalesce]]\npolicy = \"fastest\"",
+            "coalesce[0].policy: `fastest` is not none, latest or merge",
+        ),
+        (
+            "[[coalesce]]\npolicy = \"latest\"\nkey = \"DownloadID\"",
+            "coalesce[0]: `DownloadID` is not a JSON pointer",
+        ),
+        (
+            "[[coalesce]]\npolicy = \"latest\"\nwindow = \"0s\"",
+            "coalesce[0].window: must be more than 0",
+        ),
+        (
+            "[[coalesce]]\npolicy = \"latest\"\nmerge_type = \"event\"",
+            "coalesce[0].merge_type: applies to policy = \"merge\" only",
+        ),
+        (
+            "[[coalesce]]\npolicy = \"merge\"\nmerge_names = [\"a\"]",
+            "coalesce[0].merge_names: must name create, modify, rename and delete",
+        ),
+        ("[[coalesce]]\ntopics = [\"\"]", "coalesce[0].topics"),
+        ("[[coalesce]]\nmax_keys = 0", "coalesce[0].max_keys"),
+        ("[[coalesce]]\nwindw = \"1s\"", "unknown field `windw`"),
+    ] {
+        let err = RawConfig::from_toml(text)
+            .and_then(RawConfig::validate)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{text}: {err}");
+    }
 }

@@ -71,7 +71,8 @@ async fn in_process_and_http_publishes_share_one_id_sequence_and_one_set_of_rule
             &json!({"DownloadID": "abc-123"}),
         )
         .await
-        .expect("in-process publish");
+        .expect("in-process publish")
+        .expect("no coalescing: an id");
     let (status, answer) = send(
         app.clone(),
         Method::POST,
@@ -152,8 +153,13 @@ async fn limits_and_idempotency_keys_hold_in_process() {
     let next = tidings
         .publish("a", "d", &json!(null))
         .await
-        .expect("publish");
-    assert_eq!(next.seq, ids[1].seq + 1, "the retry stored nothing");
+        .expect("publish")
+        .expect("an id");
+    assert_eq!(
+        next.seq,
+        ids[1].expect("an id").seq + 1,
+        "the retry stored nothing"
+    );
 }
 
 #[tokio::test]

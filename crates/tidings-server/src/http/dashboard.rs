@@ -217,7 +217,7 @@ impl Feed {
                     Step::Closed(CloseReason::Shutdown) => return None,
                     // Fell behind (or a drain): the tail reopens on the next tick.
                     Step::Closed(_) => self.sub = None,
-                    Step::Session { .. } | Step::Reset { .. } => {}
+                    Step::Session { .. } | Step::Reset { .. } | Step::Snapshot { .. } => {}
                 },
             }
         }

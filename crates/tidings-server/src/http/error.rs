@@ -86,6 +86,15 @@ impl From<tidings_core::SubscribeError> for HttpError {
     }
 }
 
+impl From<tidings_core::SnapshotError> for HttpError {
+    fn from(e: tidings_core::SnapshotError) -> Self {
+        match e {
+            tidings_core::SnapshotError::Store(_) => HttpError::store_unavailable(),
+            e => HttpError::new(e.code(), e.to_string()),
+        }
+    }
+}
+
 impl From<tidings_auth::AuthError> for HttpError {
     fn from(e: tidings_auth::AuthError) -> Self {
         HttpError::new(e.code(), e.to_string())

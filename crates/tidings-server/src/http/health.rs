@@ -27,6 +27,10 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
             "subscribers": stats.subscribers,
             "sessions": stats.sessions,
             "stored_events": stats.store.events,
+            "coalesced": stats.coalesced,
+            "coalescing_keys": stats.coalescing_keys,
+            "conflated": stats.conflated,
+            "dropped_deliveries": stats.dropped,
         })
     };
     if state.hub.draining() {

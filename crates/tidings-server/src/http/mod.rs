@@ -11,6 +11,7 @@ mod openapi;
 mod ops;
 pub(crate) mod publish;
 pub(crate) mod router;
+mod snapshot;
 pub(crate) mod subscribe;
 mod tickets;
 

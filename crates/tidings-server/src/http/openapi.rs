@@ -205,6 +205,17 @@ fn schemas() -> Value {
                     (closed through the admin API), `slow_consumer`, `store_unavailable`, \
                     `too_many_connections`, …"}}
         },
+        "Snapshot": {
+            "type": "object",
+            "required": ["cursor", "events"],
+            "properties": {
+                "cursor": {"type": "string", "description": "Subscribe with `Last-Event-ID` set \
+                    to it to continue exactly after the snapshot."},
+                "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"},
+                    "description": "The newest event of each (topic, key) under the selector, \
+                        in id order."}
+            }
+        },
         "PollAnswer": {
             "type": "object",
             "required": ["events", "cursor"],
@@ -361,6 +372,11 @@ fn subscribe_operation(endpoint: &Endpoint) -> Value {
             "schema": {"type": "string"},
             "description": "A one-time connect ticket from `POST /tickets` (for an \
                 `EventSource`, which cannot send `Authorization`); used up by this request."}),
+        json!({"name": "snapshot", "in": "query", "required": false,
+            "schema": {"enum": ["1", "0", "true", "false"]},
+            "description": "First the newest event per key under the selector, then a \
+                `snapshot` control event whose id is the cursor, then the events after it. \
+                Ignored with a cursor (it resumes instead); not with a client id."}),
     ];
     if let Some(param) = &endpoint.query_token {
         parameters.push(json!({"name": param, "in": "query", "required": false,
@@ -375,6 +391,7 @@ fn subscribe_operation(endpoint: &Endpoint) -> Value {
         ErrorCode::InvalidType,
         ErrorCode::InvalidClientId,
         ErrorCode::TooManyStreams,
+        ErrorCode::SnapshotTooLarge,
         ErrorCode::StoreUnavailable,
     ]));
     responses.insert("200".into(), json!({
@@ -408,6 +425,48 @@ fn subscribe_operation(endpoint: &Endpoint) -> Value {
     json!({
         "operationId": format!("subscribe_{}", endpoint.name),
         "summary": format!("Subscribe on endpoint `{}` (SSE, NDJSON, long-poll or WebSocket)", endpoint.name),
+        "parameters": parameters,
+        "responses": responses,
+    })
+}
+
+/// `GET /snapshot`, served beside the built-in `/events` endpoint with its credentials.
+fn snapshot_operation(endpoint: &Endpoint) -> Value {
+    let mut parameters = vec![
+        json!({"name": "topic", "in": "query", "required": false, "explode": true,
+            "schema": {"type": "array", "items": {"type": "string", "minLength": 1,
+                "maxLength": 1024, "pattern": NAME_PATTERN}},
+            "description": "Selectors (repeatable): `a/b`, `a/*` (prefix) or `*`."}),
+        json!({"name": "type", "in": "query", "required": false, "explode": true,
+            "schema": {"type": "array", "items": {"type": "string", "minLength": 1,
+                "maxLength": 128, "pattern": NAME_PATTERN}},
+            "description": "Only keys whose newest event has one of these types (repeatable)."}),
+        json!({"name": "ticket", "in": "query", "required": false,
+            "schema": {"type": "string"},
+            "description": "A one-time connect ticket from `POST /tickets`; used up here."}),
+    ];
+    if let Some(param) = &endpoint.query_token {
+        parameters.push(json!({"name": param, "in": "query", "required": false,
+            "schema": {"type": "string"},
+            "description": "The credential, for clients that cannot set headers."}));
+    }
+    let mut responses = errors(&with_edge(&[
+        ErrorCode::InvalidParameter,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::InvalidTopic,
+        ErrorCode::InvalidType,
+        ErrorCode::SnapshotTooLarge,
+        ErrorCode::StoreUnavailable,
+    ]));
+    responses.insert(
+        "200".into(),
+        json!({"description": "The newest event per key and the cursor it is exact as of.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Snapshot"}}}}),
+    );
+    json!({
+        "operationId": "snapshot",
+        "summary": "The newest event per key under a selector, and its cursor",
         "parameters": parameters,
         "responses": responses,
     })
@@ -626,6 +685,9 @@ pub(crate) fn document(endpoints: &[Endpoint]) -> Value {
     );
     for e in endpoints.iter().filter(|e| e.listen.is_none()) {
         paths.insert(e.path.clone(), json!({"get": subscribe_operation(e)}));
+        if e.path == super::router::BUILT_IN_PATH {
+            paths.insert("/snapshot".into(), json!({"get": snapshot_operation(e)}));
+        }
     }
     debug_assert!(
         FIXED_ROUTES

@@ -111,7 +111,7 @@ pub(crate) async fn publish(
     let topics: Vec<Topic> = events.iter().map(|e| e.topic.clone()).collect();
     let ids = state
         .hub
-        .publish(PublishBatch {
+        .publish_each(PublishBatch {
             events,
             origin,
             idempotency_key,
@@ -124,7 +124,11 @@ pub(crate) async fn publish(
         .publish_latency
         .observe(started.elapsed().as_secs_f64());
     Ok(Json(PublishResponse {
-        ids: ids.iter().map(ToString::to_string).collect(),
+        coalesced: ids.iter().filter(|id| id.is_none()).count(),
+        ids: ids
+            .iter()
+            .map(|id| id.map(|id| id.to_string()).unwrap_or_default())
+            .collect(),
     }))
 }
 

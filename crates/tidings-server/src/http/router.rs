@@ -14,7 +14,7 @@ use tidings_proto::ErrorCode;
 
 use super::error::HttpError;
 use super::subscribe::{EndpointState, subscribe};
-use super::{admin, dashboard, extract, head, health, openapi, ops, publish, tickets};
+use super::{admin, dashboard, extract, head, health, openapi, ops, publish, snapshot, tickets};
 use crate::endpoint::{Cors, Endpoint};
 use crate::state::AppState;
 
@@ -126,13 +126,27 @@ fn mount<S: Clone + Send + Sync + 'static>(
         app: state.clone(),
         endpoint: Arc::new(endpoint.clone()),
     };
-    let route = Router::new().route(
+    let mut route = Router::new().route(
         &endpoint.path,
-        get(subscribe).options(not_a_preflight).with_state(ctx),
+        get(subscribe)
+            .options(not_a_preflight)
+            .with_state(ctx.clone()),
     );
+    if endpoint.path == BUILT_IN_PATH {
+        // `GET /snapshot` goes with the built-in endpoint: its credentials, grant and CORS.
+        route = route.route(
+            "/snapshot",
+            get(snapshot::snapshot)
+                .options(not_a_preflight)
+                .with_state(ctx),
+        );
+    }
     let client_id = vec![endpoint.client_id.header.clone()];
     router.merge(cors_layer(route, &endpoint.cors, client_id))
 }
+
+/// The path of the built-in subscribe endpoint, which `GET /snapshot` is served beside.
+pub(crate) const BUILT_IN_PATH: &str = "/events";
 
 /// The main listener: `POST /publish`, `POST /tickets`, `/healthz`, `/readyz`, and
 /// `endpoints` (those without a port of their own).

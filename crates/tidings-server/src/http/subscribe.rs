@@ -8,8 +8,10 @@
 //! `type` (repeatable filter), `lastEventId` (for clients that cannot set `Last-Event-ID`,
 //! which wins), `clientId` (for clients that cannot set the endpoint's client-id header,
 //! which wins), `format`, `poll`, `timeout` (long-poll seconds, capped by the server's
-//! limit), `ticket` (a one-time connect ticket from `POST /tickets`), and the endpoint's
-//! token parameter if it has one. Parameters starting with `_`
+//! limit), `ticket` (a one-time connect ticket from `POST /tickets`), `snapshot` (`1`: first
+//! the newest event per key under the selector, then a `snapshot` control event whose id is
+//! the cursor, then the events after it; ignored with a cursor, which resumes instead; not
+//! with a client id), and the endpoint's token parameter if it has one. Parameters starting with `_`
 //! are ignored (cache busters); any other unknown one is a 400, so a typo never silently
 //! subscribes to something else.
 //!
@@ -61,6 +63,7 @@ struct Query {
     poll: bool,
     timeout: Option<Duration>,
     client_id: Option<String>,
+    snapshot: bool,
 }
 
 fn parse_query(raw: Option<&str>, endpoint: &Endpoint, app: &AppState) -> Result<Query, HttpError> {
@@ -110,6 +113,7 @@ fn parse_query(raw: Option<&str>, endpoint: &Endpoint, app: &AppState) -> Result
                 q.timeout = Some(Duration::from_secs(secs));
             }
             "ticket" => q.ticket = Some(value.into_owned()),
+            "snapshot" => q.snapshot = flag("snapshot", &value)?,
             other if endpoint.selector_param.as_deref() == Some(other) => {
                 if q.patterns.len() + 2 > limits.max_patterns {
                     return Err(HttpError::new(
@@ -125,12 +129,24 @@ fn parse_query(raw: Option<&str>, endpoint: &Endpoint, app: &AppState) -> Result
             other if other.starts_with('_') => {}
             other => {
                 return Err(invalid(format!(
-                    "query parameter `{other}` is not known; use topic, type, lastEventId, clientId, format, poll, timeout, ticket"
+                    "query parameter `{other}` is not known; use topic, type, lastEventId, clientId, format, poll, timeout, ticket, snapshot"
                 )));
             }
         }
     }
     Ok(q)
+}
+
+/// A `1`/`true` or `0`/`false` query flag.
+fn flag(name: &str, value: &str) -> Result<bool, HttpError> {
+    match value {
+        "1" | "true" => Ok(true),
+        "0" | "false" => Ok(false),
+        other => Err(HttpError::new(
+            ErrorCode::InvalidParameter,
+            format!("{name}: `{other}` is not 1 or 0"),
+        )),
+    }
 }
 
 /// A topic and everything under it: `cloudreve://my` → `cloudreve://my` and
@@ -158,6 +174,32 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("application/x-ndjson"))
 }
 
+/// Starts the prepared subscription with a snapshot if the request asks for one
+/// (`snapshot=1` without a cursor; `prepare` has checked the rest).
+pub(crate) async fn with_snapshot(
+    parts: &http::request::Parts,
+    mut prepared: Prepared,
+) -> Result<Prepared, HttpError> {
+    if snapshot_requested(parts) {
+        let sub = match &mut prepared {
+            Prepared::WebSocket(sub, ..) | Prepared::Poll(sub, ..) | Prepared::Stream(sub, ..) => {
+                sub
+            }
+        };
+        sub.subscription().load_snapshot().await?;
+    }
+    Ok(prepared)
+}
+
+/// `snapshot=1` and no cursor (header or `lastEventId`): a cursor resumes instead, so an
+/// `EventSource` that reconnects to the same URL resumes after its last id.
+pub(crate) fn snapshot_requested(parts: &http::request::Parts) -> bool {
+    let query = || form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes());
+    query().any(|(k, v)| k == "snapshot" && (v == "1" || v == "true"))
+        && !query().any(|(k, _)| k == "lastEventId")
+        && !parts.headers.contains_key("last-event-id")
+}
+
 /// A subscription ready for its transport.
 pub(crate) enum Prepared {
     /// Upgrade to a WebSocket speaking `shape`, until the credential's expiry.
@@ -172,6 +214,10 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
     let (parts, _body) = request.into_parts();
     let parts_keep_alive = parts.version == http::Version::HTTP_11;
     let prepared = match prepare(&ctx, &parts) {
+        Ok(p) => with_snapshot(&parts, p).await,
+        Err(e) => Err(e),
+    };
+    let prepared = match prepared {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -320,6 +366,15 @@ pub(crate) fn prepare(
         query.client_id.as_deref(),
         endpoint.client_id.uuid,
     )?;
+    if query.snapshot && client_id.is_some() {
+        // A session's place must never claim an event the client did not get, and a snapshot
+        // hands out events older than its cursor: the two do not mix.
+        return Err(HttpError::new(
+            ErrorCode::InvalidParameter,
+            "snapshot: not with a client id (resume a session by its client id, or take a \
+             snapshot and resume by Last-Event-ID)",
+        ));
+    }
     let options = app.transport;
     if app.hub.store_health().is_some() {
         // Nothing new will ever be stored and history may not read: say so at once, rather
@@ -471,6 +526,25 @@ fn credential(
     headers: &HeaderMap,
     query: &Query,
 ) -> Result<Caller, HttpError> {
+    caller(
+        app,
+        endpoint,
+        fixed,
+        headers,
+        query.ticket.as_deref(),
+        query.token.as_deref(),
+    )
+}
+
+/// The caller behind a request to an endpoint (subscribe or snapshot), as `credential` says.
+pub(crate) fn caller(
+    app: &AppState,
+    endpoint: &Endpoint,
+    fixed: Option<&[Pattern]>,
+    headers: &HeaderMap,
+    ticket: Option<&str>,
+    token: Option<&str>,
+) -> Result<Caller, HttpError> {
     let from = endpoint.credentials;
     if from.is_none() {
         return Ok(Caller {
@@ -490,15 +564,13 @@ fn credential(
         return Ok(app.identify(Some(token))?);
     }
     if from.ticket
-        && let Some(ticket) = &query.ticket
+        && let Some(ticket) = ticket
     {
         let caller = app.credentials.tickets().redeem(ticket);
         let caller = caller.inspect_err(|_| app.observers.metrics.auth_failed("ticket"));
         return Ok(caller?);
     }
-    let presented = query
-        .token
-        .as_deref()
+    let presented = token
         .filter(|_| from.query)
         .or_else(|| app.credentials.cookie(headers).filter(|_| from.cookie));
     Ok(app.identify(presented)?)
@@ -519,7 +591,7 @@ fn open(
 
 /// The selector a request gets on `endpoint`: what it asked for (default `*`), which must lie
 /// within the endpoint's fixed selector `fixed` if it has one (default: all of it).
-fn narrow(
+pub(crate) fn narrow(
     endpoint: &Endpoint,
     fixed: Option<Vec<Pattern>>,
     asked: Vec<Pattern>,

@@ -425,6 +425,12 @@ async fn the_openapi_document_matches_the_router() {
         .iter()
         .map(|(p, m)| ((*p).to_owned(), (*m).to_owned()))
         .chain(endpoints.iter().map(|e| (e.path.clone(), "get".to_owned())))
+        .chain(
+            endpoints
+                .iter()
+                .filter(|e| e.path == super::router::BUILT_IN_PATH)
+                .map(|_| ("/snapshot".to_owned(), "get".to_owned())),
+        )
         .collect();
     served.sort();
     assert_eq!(documented, served);

@@ -26,6 +26,11 @@ pub(crate) fn session_notice(client_id: &str, cursor: EventId) -> serde_json::Va
     serde_json::json!({ "clientId": client_id, "cursor": cursor.to_string() })
 }
 
+/// The payload of the `snapshot` handoff: the id the stream continues after.
+pub(crate) fn snapshot_notice(cursor: EventId) -> serde_json::Value {
+    serde_json::json!({ "cursor": cursor.to_string() })
+}
+
 /// The notice a stream ends with. History that cannot be read is said as `store_unavailable`,
 /// the code a publish or long-poll gets for the same cause.
 pub(crate) fn reconnect_notice(reason: CloseReason) -> ReconnectNotice {

@@ -13,6 +13,10 @@
 //! its next poll (more than a TCP acknowledgement says, and the acknowledgement of the
 //! answer's last bytes usually arrives with that poll anyway). A client that comes back with
 //! only its client id gets its last answer's events again, never fewer.
+//!
+//! With `snapshot=1` (and no cursor) the answer is the snapshot: its events, then the
+//! `snapshot` control frame, and `cursor` is the snapshot's cursor, so the next poll continues
+//! exactly after it.
 
 use std::time::Duration;
 
@@ -22,7 +26,7 @@ use tidings_core::{CloseReason, Step};
 use tidings_proto::api::ResetNotice;
 
 use super::frame::{self, Shape};
-use super::{reset_notice, session_notice};
+use super::{reset_notice, session_notice, snapshot_notice};
 use crate::endpoint::SessionNames;
 use crate::http::error::HttpError;
 use crate::tracked::Tracked;
@@ -59,6 +63,19 @@ pub(crate) async fn answer(
         session = Some(frame::control(shape, name, Some(cursor), &notice));
         step = sub.next_or_idle(&mut events, idle.as_mut()).await;
     }
+    if matches!(step, Some(Step::Events)) && sub.handoff_pending() {
+        // The snapshot's events came; its handoff follows at once.
+        step = sub.next_or_idle(&mut events, idle.as_mut()).await;
+    }
+    let mut handoff = None;
+    if let Some(Step::Snapshot { cursor }) = step {
+        handoff = Some(frame::control(
+            shape,
+            "snapshot",
+            Some(cursor),
+            &snapshot_notice(cursor),
+        ));
+    }
     match step {
         Some(Step::Reset {
             reason,
@@ -66,7 +83,8 @@ pub(crate) async fn answer(
         }) => reset = Some(reset_notice(reason, resume_after)),
         Some(Step::Closed(CloseReason::StoreFailed)) => return Err(HttpError::store_unavailable()),
         // Shutdown or a slow consumer: answer what there is; the next poll sees the rest.
-        Some(Step::Events | Step::Closed(_) | Step::Session { .. }) | None => {}
+        Some(Step::Events | Step::Closed(_) | Step::Session { .. } | Step::Snapshot { .. })
+        | None => {}
     }
     let mut buf = BytesMut::with_capacity(
         64 + events
@@ -83,6 +101,12 @@ pub(crate) async fn answer(
             buf.put_u8(b',');
         }
         buf.put_slice(frame::event(e, shape));
+    }
+    if let Some(handoff) = &handoff {
+        if !events.is_empty() || session.is_some() {
+            buf.put_u8(b',');
+        }
+        buf.put_slice(handoff);
     }
     buf.put_slice(b"],");
     let tail = Tail {

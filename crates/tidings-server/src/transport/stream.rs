@@ -16,7 +16,7 @@ use tidings_proto::EventId;
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 
 use super::frame::{self, Shape};
-use super::{reconnect_notice, reset_notice, session_notice, sse};
+use super::{reconnect_notice, reset_notice, session_notice, snapshot_notice, sse};
 use crate::credential::{Lease, StreamSlot};
 use crate::endpoint::{Endpoint, Keepalive};
 use crate::tracked::Tracked;
@@ -111,6 +111,16 @@ impl Format {
         match self {
             Format::Sse { .. } => sse::named(name, Some(cursor), notice),
             Format::Ndjson(shape) => line(frame::control(shape, name, Some(cursor), notice)),
+        }
+    }
+
+    /// The `snapshot` handoff: its id is the snapshot's cursor, so the client's last id moves
+    /// there once the snapshot's events are in.
+    fn snapshot(self, cursor: EventId) -> Bytes {
+        let notice = snapshot_notice(cursor);
+        match self {
+            Format::Sse { .. } => sse::named("snapshot", Some(cursor), &notice),
+            Format::Ndjson(shape) => line(frame::control(shape, "snapshot", Some(cursor), &notice)),
         }
     }
 
@@ -370,6 +380,7 @@ async fn next_chunk(st: &mut State) -> Piece {
             reason,
             resume_after,
         } => Piece::control(st.format.reset(reason, resume_after)),
+        Step::Snapshot { cursor } => Piece::control(st.format.snapshot(cursor)),
         Step::Session { resumed, cursor } => {
             let names = &st.endpoint.session;
             let name = if resumed {

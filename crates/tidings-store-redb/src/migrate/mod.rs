@@ -2,14 +2,14 @@
 //! version, and refuses a version this build does not know.
 //!
 //! **Invariant:** a file is only ever read by code that knows its version. Each format has a
-//! module: `v1` creates a file, `v2` and `v3` each upgrade from the version before. A file of
+//! module: `v1` creates a file, `v2`, `v3` and `v4` each upgrade from the version before. A file of
 //! any older version is brought up step by step, here, in the opening transaction, so the
 //! upgrade is atomic. A format change adds the next module with its upgrade, bumps
 //! [`CURRENT_VERSION`], and commits a fixture written by the previous version's code (see
 //! `tests/fixtures/README.md`), which `tests/it` must keep opening.
 
 use redb::{ReadableTable, WriteTransaction};
-use tidings_core::StoreError;
+use tidings_core::{SnapshotRules, StoreError};
 
 use crate::schema::{self, FORMAT_VERSION, META};
 use crate::store_error;
@@ -17,9 +17,10 @@ use crate::store_error;
 pub(crate) mod v1;
 pub(crate) mod v2;
 pub(crate) mod v3;
+pub(crate) mod v4;
 
 /// The format this build writes.
-pub(crate) const CURRENT_VERSION: u32 = 3;
+pub(crate) const CURRENT_VERSION: u32 = 4;
 
 /// What the meta table says about a file, once it is at the current version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +40,13 @@ pub(crate) struct Meta {
 }
 
 /// Brings the file to [`CURRENT_VERSION`] inside `tx` (creating it with `new_epoch` if it is
-/// new) and returns its meta. The caller commits.
-pub(crate) fn open(tx: &WriteTransaction, new_epoch: u32) -> Result<Meta, StoreError> {
+/// new) and returns its meta. The caller commits. `rules` build the latest-per-key table of
+/// a file that has none yet (`v4`).
+pub(crate) fn open(
+    tx: &WriteTransaction,
+    new_epoch: u32,
+    rules: &SnapshotRules,
+) -> Result<Meta, StoreError> {
     let version = {
         let meta = tx.open_table(META).map_err(store_error)?;
         let version = meta.get(FORMAT_VERSION).map_err(store_error)?;
@@ -60,12 +66,18 @@ pub(crate) fn open(tx: &WriteTransaction, new_epoch: u32) -> Result<Meta, StoreE
             v1::create(tx, new_epoch)?;
             v2::upgrade(tx)?;
             v3::upgrade(tx)?;
+            v4::upgrade(tx, rules)?;
         }
         Some(v1::VERSION) => {
             v2::upgrade(tx)?;
             v3::upgrade(tx)?;
+            v4::upgrade(tx, rules)?;
         }
-        Some(v2::VERSION) => v3::upgrade(tx)?,
+        Some(v2::VERSION) => {
+            v3::upgrade(tx)?;
+            v4::upgrade(tx, rules)?;
+        }
+        Some(v3::VERSION) => v4::upgrade(tx, rules)?,
         Some(CURRENT_VERSION) => {}
         Some(other) => {
             return Err(StoreError::Corrupt(format!(

@@ -18,13 +18,15 @@ use tidings_store_redb::{Durability, RedbStore, StoreConfig};
 
 mod damage;
 mod sessions;
+mod snapshot;
 
-fn config(path: &Path, durability: Durability, retention: Retention) -> StoreConfig {
+pub(crate) fn config(path: &Path, durability: Durability, retention: Retention) -> StoreConfig {
     StoreConfig {
         path: path.to_path_buf(),
         durability,
         retention,
         cache_size: tidings_store_redb::DEFAULT_CACHE_SIZE,
+        snapshot: tidings_core::SnapshotRules::default(),
     }
 }
 
@@ -307,14 +309,14 @@ async fn unknown_format_version_and_foreign_files_are_corrupt() {
         {
             let meta: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("meta");
             let mut meta = tx.open_table(meta).unwrap();
-            meta.insert("format_version", 4u32.to_le_bytes().as_slice())
+            meta.insert("format_version", 5u32.to_le_bytes().as_slice())
                 .unwrap();
         }
         tx.commit().unwrap();
     }
     let err = RedbStore::open(config(&path, Durability::Durable, unbounded())).unwrap_err();
     assert!(
-        matches!(&err, StoreError::Corrupt(m) if m.contains("format version 4")),
+        matches!(&err, StoreError::Corrupt(m) if m.contains("format version 5")),
         "{err}"
     );
 
@@ -439,7 +441,7 @@ async fn v1_fixture_committed_file_still_reads() {
     }
     check_v1_fixture(&path).await;
     // Opening upgraded it to the current format in place: keyed batches work on it now.
-    assert_eq!(format_version(&path), 3);
+    assert_eq!(format_version(&path), 4);
     let store = durable(&path);
     let keyed = keyed_batch(IdempotencyScope::ANONYMOUS, "after-upgrade", 13, 1);
     store
@@ -453,7 +455,7 @@ async fn v1_fixture_committed_file_still_reads() {
 }
 
 /// The `format_version` row of the file at `path` (opened raw, without the store).
-fn format_version(path: &Path) -> u32 {
+pub(crate) fn format_version(path: &Path) -> u32 {
     let db = redb::Database::open(path).unwrap();
     let tx = db.begin_read().unwrap();
     let meta: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("meta");
@@ -512,7 +514,7 @@ async fn v2_fixture_committed_file_upgrades_to_v3() {
     );
 
     check_v1_fixture(&path).await;
-    assert_eq!(format_version(&path), 3, "opening upgraded the file");
+    assert_eq!(format_version(&path), 4, "opening upgraded the file");
     let retention = Retention {
         max_events: Some(10),
         ..unbounded()

@@ -87,8 +87,9 @@ async fn one(
     match client.publish(&event).await {
         Ok(id) => {
             let mut out = std::io::stdout().lock();
-            // A closed stdout is the reader's choice; the event is published.
-            writeln!(out, "{id}").ok();
+            // A closed stdout is the reader's choice; the event is published. An event a
+            // coalescing window holds has no id yet: an empty line.
+            writeln!(out, "{}", id.map(|id| id.to_string()).unwrap_or_default()).ok();
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
@@ -115,7 +116,7 @@ async fn ndjson(client: &Client, batch: usize) -> ExitCode {
             Input::Batch(events) => match client.publish_batch(&events).await {
                 Ok(ids) => {
                     for id in &ids {
-                        writeln!(out, "{id}").ok();
+                        writeln!(out, "{}", id.map(|id| id.to_string()).unwrap_or_default()).ok();
                     }
                     out.flush().ok();
                     published += ids.len() as u64;

@@ -2,8 +2,11 @@
 //! tree (the `notify` crate: inotify on Linux, recursive) and publishes each change of a file
 //! or folder as one event: type `create`, `modify`, `rename` or `delete`, data
 //! `{"type","from","to"}` (the element of Cloudreve's `event` batches; `to` is the new URI of
-//! a rename and empty otherwise), topic the URI of `from`: the topic root, `/`, and the path
-//! relative to DIR. The files profile's merge rule turns these into Cloudreve's batches.
+//! a rename and empty otherwise; a URI is the topic root, `/`, and the path relative to DIR),
+//! topic the URI of the folder `from` is in. One topic per folder: a subscriber of a folder's
+//! subtree (`cloudreve://my/docs`, `cloudreve://my/docs/*`) gets the changes in it, and the
+//! files profile's `merge` rule, whose windows are per topic, folds a folder's changes into
+//! one of Cloudreve's batches (renames chain, create then delete cancels out).
 //!
 //! Bursts: the watcher thread hands events over a bounded queue (it blocks when the queue is
 //! full, leaving the rest in the kernel's queue), and they are published in batches of at
@@ -61,8 +64,9 @@ pub(crate) struct Args {
     /// The directory tree to watch.
     #[arg(value_name = "DIR")]
     dir: PathBuf,
-    /// The URI of DIR itself; a file's topic is this, `/`, and its path under DIR (with
-    /// `cloudreve://my`, DIR/photos/a.jpg is `cloudreve://my/photos/a.jpg`).
+    /// The URI of DIR itself; a file's URI is this, `/`, and its path under DIR (with
+    /// `cloudreve://my`, DIR/photos/a.jpg is `cloudreve://my/photos/a.jpg`), and a change is
+    /// published to the topic of its folder (`cloudreve://my/photos`).
     #[arg(long, value_name = "URI")]
     topic_root: String,
     /// Most events per publish.
@@ -106,7 +110,9 @@ pub(crate) fn run(args: Args) -> ExitCode {
             }
         };
         let topic_root = args.topic_root.trim_end_matches('/').to_owned();
-        if let Err(e) = NewEvent::new(&format!("{topic_root}/x"), "create", &json!({})) {
+        if let Err(e) = NewEvent::new(&format!("{topic_root}/x"), "create", &json!({}))
+            .and_then(|_| NewEvent::new(&topic_root, "create", &json!({})))
+        {
             return fail(&e);
         }
         let mut watch = Watch {
@@ -431,7 +437,12 @@ impl Watch {
             from: &from_uri,
             to: &to_uri,
         };
-        match NewEvent::new(&from_uri, ty, &data) {
+        // The folder's topic: the URI without its last segment (the root for DIR's own entries).
+        let folder = match from_uri.rsplit_once('/') {
+            Some((folder, _)) if from_uri.len() > self.topic_root.len() => folder,
+            _ => self.topic_root.as_str(),
+        };
+        match NewEvent::new(folder, ty, &data) {
             Ok(e) => {
                 self.opened.get_or_insert_with(tokio::time::Instant::now);
                 self.batch.push(e);

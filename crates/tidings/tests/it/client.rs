@@ -57,13 +57,14 @@ async fn publish_then_subscribe() {
         .expect("event")
         .key("abc")
         .expect("key");
-    let first = client.publish(&one).await.expect("publish");
+    let first = client.publish(&one).await.expect("publish").expect("an id");
     let done = NewEvent::new("d/abc", "complete", &json!({})).expect("event");
     let other = NewEvent::new("x/1", "note", &json!("hi")).expect("event");
     let ids = client
         .publish_batch(&[done, other])
         .await
         .expect("publish batch");
+    let ids: Vec<_> = ids.into_iter().map(|id| id.expect("an id")).collect();
     assert_eq!(ids.len(), 2);
     assert!(first < ids[0] && ids[0] < ids[1], "{first} {ids:?}");
 
@@ -106,7 +107,7 @@ async fn publish_then_subscribe() {
         .publish(&NewEvent::new("x/1", "note", &json!(2)).expect("event"))
         .await
         .expect("publish");
-    assert_eq!(next_event(&mut live).await.event_id(), Some(id));
+    assert_eq!(next_event(&mut live).await.event_id(), id);
 }
 
 /// One acknowledged publish: publisher, sequence number, id.
@@ -167,6 +168,7 @@ async fn restart_mid_stream(framing: Framing) {
                     .expect("event");
                 match client.publish(&event).await {
                     Ok(id) => {
+                        let id = id.expect("no coalescing configured: an id");
                         acked.lock().await.push((p, n, id.to_string()));
                         count.fetch_add(1, Ordering::Relaxed);
                     }
@@ -387,7 +389,7 @@ async fn over_websocket_too() {
         .framing(Framing::WebSocket);
     let mut stream = std::pin::pin!(client.subscribe_with(options.clone()));
     let e = next_event(&mut stream).await;
-    assert_eq!(e.event_id(), Some(first));
+    assert_eq!(e.event_id(), first);
     assert_eq!(
         (e.topic.as_deref(), e.key.as_deref()),
         (Some("w/1"), Some("k"))
@@ -397,7 +399,7 @@ async fn over_websocket_too() {
         .publish(&NewEvent::new("w/2", "t", &2).expect("event"))
         .await
         .expect("publish");
-    assert_eq!(next_event(&mut stream).await.event_id(), Some(second));
+    assert_eq!(next_event(&mut stream).await.event_id(), second);
 
     // A refused upgrade is permanent.
     let anonymous = Client::new(&url).expect("client");

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdout, Command};
 
-use crate::support::{BIN, Launch, Server};
+use crate::support::{BIN, Launch, Server, SseClient};
 
 /// The profiles bind fixed ports: one test at a time (here and in `profiles_browser.rs`).
 pub(crate) static PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -165,6 +165,17 @@ pub(crate) async fn publish_text(
     let resp = req.send().await.expect("publish");
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The profile's `[[schemas]]` refuse a payload that breaks the document's field table: 422
+/// `schema_mismatch`.
+async fn schema_refuses(server: &Server, topic: &str, ty: &str, data: &str) {
+    let (status, v) = publish_text(server, topic, ty, data, &[]).await;
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (422, &json!("schema_mismatch")),
+        "{ty} {data}: {v}"
+    );
 }
 
 pub(crate) async fn publish_ok(server: &Server, topic: &str, ty: &str, data: &str) {
@@ -368,9 +379,170 @@ async fn conform_downloads(server: &Server) {
         error_id,
         "{printed:#?}"
     );
+    coalesced_and_listed(server, &mut node).await;
     node.stop().await;
     let before = keepalive.await.expect("keep-alive task");
     assert!(before.starts_with("HTTP/1.1 200"), "{before}");
+}
+
+/// A `progress` payload in the document's shape.
+fn progress_of(id: &str, downloaded: u64) -> String {
+    format!(
+        r#"{{"DownloadID":"{id}","Downloaded":{downloaded},"Total":1000000,"Speed":1000,"Elapsed":1000,"ActiveConnections":1,"ChunkBitmap":[],"BitmapWidth":0,"ActualChunkSize":0,"ChunkProgress":[]}}"#
+    )
+}
+
+fn queued_of(id: &str) -> String {
+    format!(
+        r#"{{"DownloadID":"{id}","Filename":"{id}.zip","URL":"https://example.com/{id}.zip","DestPath":"/home/user/downloads/{id}.zip"}}"#
+    )
+}
+
+/// The profile's `[[coalesce]]`, `[snapshot]` and `[[schemas]]`, seen by the document's
+/// client (after `conform_downloads`' ten events, whose `removed` took abc-123 off the List):
+/// progress published at 200 Hz reaches it at most about 4 times a second, the first at once
+/// and the final value exact before `complete`; the List is `GET /snapshot` and
+/// `/events?snapshot=1`, each download's newest event, a removed one gone.
+async fn coalesced_and_listed(server: &Server, node: &mut Node) {
+    // The field tables: a progress whose `Downloaded` is no integer is refused.
+    schema_refuses(
+        server,
+        "downloads/def-456",
+        "progress",
+        r#"{"DownloadID":"def-456","Downloaded":"half"}"#,
+    )
+    .await;
+
+    publish_ok(server, "downloads/def-456", "queued", &queued_of("def-456")).await;
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(1) {
+        tick.tick().await;
+        n += 1;
+        publish_ok(
+            server,
+            "downloads/def-456",
+            "progress",
+            &progress_of("def-456", n),
+        )
+        .await;
+    }
+    let elapsed = start.elapsed();
+    let complete = r#"{"DownloadID":"def-456","Filename":"def-456.zip","Elapsed":1000,"Total":1000000,"AvgSpeed":1000}"#;
+    publish_ok(server, "downloads/def-456", "complete", complete).await;
+    node.until("def-456 complete", |s| {
+        s.iter().any(|v| {
+            v["label"] == "recorder"
+                && v["event"] == "complete"
+                && v["data"].as_str().is_some_and(|d| d.contains("def-456"))
+        })
+    })
+    .await;
+    let seen: Vec<(String, String)> = node
+        .recorded("recorder")
+        .into_iter()
+        .filter(|(_, d)| d.contains(r#""def-456""#))
+        .collect();
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"queued"), "{names:?}");
+    assert_eq!(names.last(), Some(&"complete"), "{names:?}");
+    let progress: Vec<&str> = seen[1..seen.len() - 1]
+        .iter()
+        .map(|(name, d)| {
+            assert_eq!(name, "progress");
+            d.as_str()
+        })
+        .collect();
+    // The first at once, then at most one per 250 ms window, the last one exact.
+    let most = 2 + usize::try_from(elapsed.as_millis() / 250).unwrap_or(usize::MAX);
+    assert!(
+        progress.len() >= 2 && progress.len() <= most,
+        "{} deliveries of {n} in {elapsed:?}",
+        progress.len()
+    );
+    assert_eq!(progress[0], progress_of("def-456", 1), "the leading edge");
+    assert_eq!(
+        progress.last().copied(),
+        Some(progress_of("def-456", n).as_str()),
+        "the final value, before complete"
+    );
+
+    // A download still going.
+    publish_ok(server, "downloads/ghi-789", "queued", &queued_of("ghi-789")).await;
+    publish_ok(
+        server,
+        "downloads/ghi-789",
+        "progress",
+        &progress_of("ghi-789", 7),
+    )
+    .await;
+    // The List: each download's newest event, in id order; abc-123 was removed.
+    let list: Value = reqwest::Client::new()
+        .get(server.url("/snapshot?topic=downloads&topic=downloads/*"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET /snapshot")
+        .json()
+        .await
+        .expect("snapshot JSON");
+    let rows: Vec<(Value, Value, Value)> = list["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .map(|e| (e["key"].clone(), e["type"].clone(), e["data"].clone()))
+        .collect();
+    let data = |text: &str| serde_json::from_str::<Value>(text).expect("JSON");
+    let want = vec![
+        (json!("def-456"), json!("complete"), data(complete)),
+        (
+            json!("ghi-789"),
+            json!("progress"),
+            data(&progress_of("ghi-789", 7)),
+        ),
+    ];
+    assert_eq!(rows, want, "{list}");
+
+    // The same List first on the profile's own stream, then the stream from its cursor.
+    let resp = reqwest::Client::new()
+        .get("http://127.0.0.1:1700/events?snapshot=1")
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET /events?snapshot=1");
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut sub = SseClient::new(resp);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let e = sub.next_event_within(Duration::from_secs(20)).await;
+        got.push((e.event, data(&e.data), e.last_event_id));
+    }
+    assert_eq!(
+        got.iter()
+            .map(|(n, d, _)| (n.clone(), d.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("complete".to_owned(), want[0].2.clone()),
+            ("progress".to_owned(), want[1].2.clone()),
+            ("snapshot".to_owned(), json!({"cursor": list["cursor"]})),
+        ]
+    );
+    assert_eq!(
+        json!(got[2].2),
+        list["cursor"],
+        "the handoff's id is the cursor"
+    );
+    publish_ok(
+        server,
+        "downloads/ghi-789",
+        "removed",
+        r#"{"DownloadID":"ghi-789","Filename":"ghi-789.zip"}"#,
+    )
+    .await;
+    let e = sub.next_event_within(Duration::from_secs(20)).await;
+    assert_eq!(e.event, "removed", "then the stream, live");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -429,6 +601,13 @@ async fn conform_camera(server: &mut Server) {
     )
     .await;
     assert_eq!(status, 400);
+    schema_refuses(
+        server,
+        "camera/SN42",
+        "downloadComplete",
+        r#"{"cameraId":"SN42"}"#,
+    )
+    .await;
     let keepalive = tokio::spawn(keepalive_at_30s(
         8080,
         "/api/events",
@@ -543,6 +722,13 @@ pub(crate) const TASKS: [(&str, &str, &str); 3] = [
 ];
 
 async fn conform_tasks(server: &Server) {
+    schema_refuses(
+        server,
+        "tasks/task-uuid",
+        "command-progress",
+        r#"{"id":"task-uuid","currentStep":"upload","percentage":"45%"}"#,
+    )
+    .await;
     let mut node = Node::start("tasks.cjs", &[]);
     node.opens(1).await;
     for (topic, ty, data) in TASKS {
@@ -647,6 +833,13 @@ async fn conform_files(server: &mut Server) {
         (422, &json!("reserved_type")),
         "{v}"
     );
+    schema_refuses(
+        server,
+        "cloudreve://my/docs",
+        "rename",
+        r#"{"type":"rename","from":"cloudreve://my/docs/a.txt"}"#,
+    )
+    .await;
     let mut node = Node::start("files.cjs", &[&jwt]);
     node.until("the subscription", |s| {
         s.iter().any(|v| v["log"][0] == "Subscription established")
@@ -755,6 +948,146 @@ async fn files_profile_serves_the_documents_client_across_a_restart() {
     let _ports = PORTS.lock().await;
     let mut server = start("files", &["--drain-spread", "200ms"]);
     conform_files(&mut server).await;
+}
+
+// ------------------------------------------------------- files, fed by `tidings watch`
+
+/// Starts `tidings watch dir --topic-root cloudreve://my`, publishing to `server` with the
+/// profile's token; returns once it says it is watching (its other lines are drained).
+async fn watch_into(server: &Server, dir: &std::path::Path) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("watch")
+        .arg(dir)
+        .args(["--topic-root", "cloudreve://my", "--token", TOKEN])
+        .arg("--url")
+        .arg(format!("http://{}", server.addr))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TIDINGS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd.spawn().expect("spawn tidings watch");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("tidings watch says it is watching in time")
+        .expect("read its stderr")
+        .unwrap_or_default();
+    assert!(first.starts_with("tidings: watching "), "{first}");
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("{line}");
+        }
+    });
+    child
+}
+
+/// The `event` batches the document's client received, in order.
+fn batches(node: &Node) -> Vec<String> {
+    node.recorded("doc")
+        .into_iter()
+        .filter(|(n, _)| n == "event")
+        .map(|(_, d)| d)
+        .collect()
+}
+
+fn append(path: &std::path::Path, bytes: &[u8]) {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open to append");
+    f.write_all(bytes).expect("append");
+}
+
+/// Real file operations in a temp directory, seen by `tidings watch`, published one change per
+/// event, merged by the files profile's `[[coalesce]] policy = "merge"` and received by the
+/// document's own client as one `event` batch in Cloudreve's shape, per the algebra: create
+/// then modify then rename is a create at the new path, create then delete cancels out,
+/// renames chain, modify then delete is a delete.
+#[tokio::test(flavor = "multi_thread")]
+async fn files_profile_merges_what_tidings_watch_sees_into_the_documents_batches() {
+    let _ports = PORTS.lock().await;
+    let server = start("files", &[]);
+    let jwt = files_jwt();
+    let mut node = Node::start("files.cjs", &[&jwt]);
+    node.until("the subscription", |s| {
+        s.iter().any(|v| v["log"][0] == "Subscription established")
+    })
+    .await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_owned();
+    let mut watch = watch_into(&server, &dir).await;
+    let printed_has = |line: String| move |s: &[Value]| s.iter().any(|v| v["log"] == json!([line]));
+
+    // Two files exist before the burst (written: a create and a modify each, one create).
+    std::fs::write(dir.join("a.txt"), b"a").expect("write");
+    std::fs::write(dir.join("old.txt"), b"old").expect("write");
+    node.until("the files made before the burst", |s| {
+        printed_has("create: cloudreve://my/a.txt -> ".into())(s)
+            && printed_has("create: cloudreve://my/old.txt -> ".into())(s)
+    })
+    .await;
+    let before = batches(&node).len();
+
+    // The burst, well within one 500 ms window.
+    std::fs::write(dir.join("new.txt"), b"1").expect("write");
+    append(&dir.join("new.txt"), b"2");
+    std::fs::rename(dir.join("new.txt"), dir.join("fresh.txt")).expect("rename");
+    std::fs::write(dir.join("tmp.part"), b"x").expect("write");
+    std::fs::remove_file(dir.join("tmp.part")).expect("remove");
+    std::fs::rename(dir.join("a.txt"), dir.join("b.txt")).expect("rename");
+    std::fs::rename(dir.join("b.txt"), dir.join("c.txt")).expect("rename");
+    append(&dir.join("old.txt"), b"er");
+    std::fs::remove_file(dir.join("old.txt")).expect("remove");
+    let merged = concat!(
+        r#"[{"type":"create","from":"cloudreve://my/fresh.txt","to":""},"#,
+        r#"{"type":"rename","from":"cloudreve://my/a.txt","to":"cloudreve://my/c.txt"},"#,
+        r#"{"type":"delete","from":"cloudreve://my/old.txt","to":""}]"#
+    );
+    node.until("the burst's batch", |s| {
+        s.iter()
+            .any(|v| v["event"] == "event" && v["data"] == merged)
+    })
+    .await;
+    // A later change, in a window of its own, comes after it on the same topic: so the burst
+    // was one batch and nothing of it was left for another.
+    std::fs::write(dir.join("z.txt"), b"z").expect("write");
+    node.until(
+        "the later change",
+        printed_has("create: cloudreve://my/z.txt -> ".into()),
+    )
+    .await;
+    let after: Vec<String> = batches(&node).split_off(before);
+    assert_eq!(
+        after,
+        [
+            merged.to_owned(),
+            r#"[{"type":"create","from":"cloudreve://my/z.txt","to":""}]"#.to_owned()
+        ],
+        "one merged batch for the burst"
+    );
+    // The document's loop printed each change of the batch.
+    let printed = node.printed();
+    for line in [
+        "create: cloudreve://my/fresh.txt -> ",
+        "rename: cloudreve://my/a.txt -> cloudreve://my/c.txt",
+        "delete: cloudreve://my/old.txt -> ",
+    ] {
+        assert!(printed.contains(&json!([line])), "{line}: {printed:#?}");
+    }
+    assert!(
+        !printed
+            .iter()
+            .any(|p| p[0].as_str().is_some_and(|l| l.contains("tmp.part"))),
+        "create then delete cancels out: {printed:#?}"
+    );
+    crate::support::ignore(watch.kill().await);
+    node.stop().await;
 }
 
 // ---------------------------------------------------------------- all four at once

@@ -1,7 +1,7 @@
 //! `tidings watch` as a real source: a real temp directory, real file operations (create,
 //! write, mkdir, rename, delete, a burst of 2,000 files created then deleted), a real
 //! `tidings serve` and an SSE subscriber, which receives each change as an event with its
-//! path under the topic root; removing the directory ends the watcher with exit code 1 and a
+//! path under the topic root, on the topic of the change's folder; removing the directory ends the watcher with exit code 1 and a
 //! clear message.
 
 use std::collections::HashSet;
@@ -102,7 +102,9 @@ async fn file_operations_become_events_under_the_topic_root_and_a_vanished_direc
     let dir = tmp.path().join("watched");
     std::fs::create_dir(&dir).expect("mkdir");
     // The subscriber takes the subtree, as Cloudreve's `uri=cloudreve://my` does.
-    let mut sub = server.subscribe("topic=cloudreve%3A%2F%2Fmy%2F*").await;
+    let mut sub = server
+        .subscribe("topic=cloudreve%3A%2F%2Fmy&topic=cloudreve%3A%2F%2Fmy%2F*")
+        .await;
     let (mut child, stderr) = watch(&server, &dir).await;
 
     // Create and write a file; append to it.

@@ -67,6 +67,13 @@ impl EventStore for SlowStore {
     fn health(&self) -> Option<StoreError> {
         None
     }
+    fn snapshot(
+        &self,
+        selector: &Selector,
+        max_bytes: usize,
+    ) -> BoxFuture<'static, Result<tidings_core::SnapshotRead, StoreError>> {
+        self.inner.snapshot(selector, max_bytes)
+    }
 }
 
 async fn hub_with(delay: Duration, fail: Option<&'static str>, events: usize) -> Hub {

@@ -288,6 +288,13 @@ pub(crate) async fn run<S>(
                         break End::Gone;
                     }
                 }
+                Step::Snapshot { cursor } => {
+                    let notice = super::snapshot_notice(cursor);
+                    let msg = frame::control(shape, "snapshot", Some(cursor), &notice);
+                    if tx.send(text(msg)).await.is_err() {
+                        break End::Gone;
+                    }
+                }
                 Step::Reset { reason, resume_after } => {
                     let notice = reset_notice(reason, resume_after);
                     let msg = frame::control(shape, "reset", Some(resume_after), &notice);

@@ -6,7 +6,7 @@
 
 import { Backoff } from "./backoff.js";
 import { TidingsError } from "./error.js";
-import { Subscription, type SubscribeOptions } from "./subscription.js";
+import { Subscription, appendSelectors, type SubscribeOptions, type TidingsEvent } from "./subscription.js";
 
 /** A WebSocket constructor: the global one, or one a runtime provides. */
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocket;
@@ -60,6 +60,14 @@ export interface PublishOptions {
   idempotencyKey?: string;
   /** Aborts the call (and its retries). */
   signal?: AbortSignal;
+}
+
+/** The current state under a selector (`GET /snapshot`). */
+export interface Snapshot {
+  /** The last stored event it reflects: subscribe with `since: { after: cursor }` to continue. */
+  cursor: string;
+  /** The newest event of each key, oldest first, each with its topic and key. */
+  events: TidingsEvent[];
 }
 
 /** A connect ticket: single use, valid for one connection within `expiresIn` seconds. */
@@ -244,6 +252,49 @@ export class TidingsClient {
    */
   subscribe(selectors: string | string[] = [], options: SubscribeOptions = {}): Subscription {
     return new Subscription(this, typeof selectors === "string" ? [selectors] : selectors, options);
+  }
+
+  /**
+   * The newest event per key under `selectors` (of `types`, when given), with the cursor a
+   * subscription continues from (`GET /snapshot`). A snapshot over the hub's
+   * `snapshot.max_bytes` is refused (`snapshot_too_large`): narrow the selector.
+   */
+  async snapshot(
+    selectors: string | string[] = [],
+    options: { types?: string[]; signal?: AbortSignal } = {},
+  ): Promise<Snapshot> {
+    const url = new URL(this.options.base + "/snapshot");
+    const list = typeof selectors === "string" ? [selectors] : selectors;
+    const bad = appendSelectors(url, list, options.types ?? []);
+    if (bad !== undefined) throw bad;
+    const init: RequestInit = { method: "GET", headers: this.headers() };
+    const { status, text } = await this.request(url.pathname + url.search, init, options.signal);
+    if (status !== 200) throw TidingsError.fromAnswer(status, text);
+    const malformed = 'the snapshot answer is not {"cursor":…,"events":[…]}';
+    let answer: { cursor?: unknown; events?: unknown };
+    try {
+      answer = JSON.parse(text) as typeof answer;
+    } catch (e) {
+      throw new TidingsError("protocol", malformed, { cause: e });
+    }
+    if (typeof answer.cursor !== "string" || !Array.isArray(answer.events)) {
+      throw new TidingsError("protocol", malformed);
+    }
+    const events = answer.events.map((raw: unknown): TidingsEvent => {
+      const e = raw as Record<string, unknown>;
+      if (e === null || typeof e !== "object" || typeof e["id"] !== "string" || typeof e["type"] !== "string" || typeof e["topic"] !== "string") {
+        throw new TidingsError("protocol", malformed);
+      }
+      return {
+        id: e["id"],
+        type: e["type"],
+        topic: e["topic"],
+        key: typeof e["key"] === "string" ? e["key"] : undefined,
+        data: e["data"] ?? null,
+        rawData: JSON.stringify(e["data"] ?? null),
+      };
+    });
+    return { cursor: answer.cursor, events };
   }
 
   /**

@@ -11,6 +11,7 @@ export {
   type ClientOptions,
   type NewEvent,
   type PublishOptions,
+  type Snapshot,
   type Ticket,
   type WebSocketConstructor,
 } from "./client.js";
@@ -23,6 +24,7 @@ export {
   type ResetNotice,
   type SessionNotice,
   type Since,
+  type SnapshotEnd,
   type SubscribeOptions,
   type TidingsEvent,
 } from "./subscription.js";

@@ -19,7 +19,14 @@ export type Since =
   /** Everything the hub still retains, then live. */
   | "earliest"
   /** Everything after this event id, then live. */
-  | { after: string };
+  | { after: string }
+  /**
+   * The current state first (`snapshot=1`: the newest event per key, as ordinary events),
+   * then a `snapshot` item with the cursor, then live events from exactly there. A reconnect
+   * resumes from the last id received, so the hub does not send the snapshot twice. The hub
+   * refuses it with a client id.
+   */
+  | "snapshot";
 
 /** What to subscribe to, and how. */
 export interface SubscribeOptions {
@@ -60,6 +67,12 @@ export interface TidingsEvent<T = unknown> {
 }
 
 /** The `reset` notice: what was missed cannot be replayed, so refetch your state. */
+/** The end of a snapshot: what came before reflects every event up to `cursor`. */
+export interface SnapshotEnd {
+  /** The snapshot's cursor: the stream continues after it. */
+  cursor: string;
+}
+
 export interface ResetNotice {
   /** `cursor_expired`, `epoch_mismatch`, `cursor_ahead` or `invalid_cursor`. */
   reason: string;
@@ -109,6 +122,7 @@ export type Item =
   | { kind: "event"; event: TidingsEvent }
   | { kind: "reset"; reset: ResetNotice }
   | { kind: "session"; session: SessionNotice }
+  | { kind: "snapshot"; snapshot: SnapshotEnd }
   | { kind: "connected"; connected: Connected }
   | { kind: "disconnected"; disconnected: Disconnected };
 
@@ -124,6 +138,7 @@ type Frame =
   | { kind: "event"; event: TidingsEvent }
   | { kind: "reset"; reset: ResetNotice }
   | { kind: "session"; session: SessionNotice }
+  | { kind: "snapshot"; snapshot: SnapshotEnd }
   | { kind: "reconnect"; reason: string }
   | { kind: "retry"; ms: number };
 
@@ -148,6 +163,7 @@ export class Subscription implements AsyncIterable<Item> {
   private readonly backoff = Backoff.reconnect();
   private readonly listeners = new Map<string, Set<EventListenerFn<never>>>();
   private readonly resetListeners = new Set<(reset: ResetNotice) => void>();
+  private readonly snapshotListeners = new Set<(end: SnapshotEnd) => void>();
   private readonly queues = new Set<Queue>();
   private drained: (() => void) | undefined;
   private cursor: string | undefined;
@@ -172,7 +188,8 @@ export class Subscription implements AsyncIterable<Item> {
     );
     this.url = subscribeUrl(client.url, selectors, options);
     const since = options.since ?? "now";
-    this.cursor = since === "now" ? undefined : since === "earliest" ? "earliest" : since.after;
+    this.cursor =
+      since === "now" || since === "snapshot" ? undefined : since === "earliest" ? "earliest" : since.after;
     if (options.signal !== undefined) {
       if (options.signal.aborted) this.abort.abort();
       else options.signal.addEventListener("abort", () => this.close(), { once: true });
@@ -193,15 +210,23 @@ export class Subscription implements AsyncIterable<Item> {
   /**
    * Calls `listener` for every hub event of `type` (`"*"`: every event), like
    * `EventSource.addEventListener`, with `data` already parsed. `"reset"` gets the reset
-   * notice instead. Connection state is not an event here: see `onopen`, `ondisconnect`,
+   * notice instead, and `"snapshot"` the end of a `since: "snapshot"` subscription's snapshot. Connection state is not an event here: see `onopen`, `ondisconnect`,
    * `onclose` (so a hub event type named `error`, as in the downloads API, is just an event).
    */
   addEventListener(type: "reset", listener: (reset: ResetNotice) => void): void;
+  addEventListener(type: "snapshot", listener: (end: SnapshotEnd) => void): void;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   addEventListener<T = any>(type: string, listener: EventListenerFn<T>): void;
-  addEventListener(type: string, listener: EventListenerFn<never> | ((r: ResetNotice) => void)): void {
+  addEventListener(
+    type: string,
+    listener: EventListenerFn<never> | ((r: ResetNotice) => void) | ((s: SnapshotEnd) => void),
+  ): void {
     if (type === "reset") {
       this.resetListeners.add(listener as (r: ResetNotice) => void);
+      return;
+    }
+    if (type === "snapshot") {
+      this.snapshotListeners.add(listener as (s: SnapshotEnd) => void);
       return;
     }
     let set = this.listeners.get(type);
@@ -213,8 +238,12 @@ export class Subscription implements AsyncIterable<Item> {
   }
 
   /** Removes a listener added with `addEventListener`. */
-  removeEventListener(type: string, listener: EventListenerFn<never> | ((r: ResetNotice) => void)): void {
+  removeEventListener(
+    type: string,
+    listener: EventListenerFn<never> | ((r: ResetNotice) => void) | ((s: SnapshotEnd) => void),
+  ): void {
     if (type === "reset") this.resetListeners.delete(listener as (r: ResetNotice) => void);
+    else if (type === "snapshot") this.snapshotListeners.delete(listener as (s: SnapshotEnd) => void);
     else this.listeners.get(type)?.delete(listener as EventListenerFn<never>);
   }
 
@@ -308,6 +337,9 @@ export class Subscription implements AsyncIterable<Item> {
               this.emit(frame);
             } else if (frame.kind === "session") {
               this.cursor = frame.session.cursor;
+              this.emit(frame);
+            } else if (frame.kind === "snapshot") {
+              this.cursor = frame.snapshot.cursor;
               this.emit(frame);
             } else if (frame.kind === "retry") {
               this.backoff.setInitial(frame.ms);
@@ -513,6 +545,8 @@ export class Subscription implements AsyncIterable<Item> {
         }
       } else if (item.kind === "reset") {
         for (const l of this.resetListeners) call(() => l(item.reset));
+      } else if (item.kind === "snapshot") {
+        for (const l of this.snapshotListeners) call(() => l(item.snapshot));
       } else if (item.kind === "session") {
         // Not a data event; seen through the iterator of items.
       } else if (item.kind === "connected") {
@@ -618,20 +652,32 @@ function subscribeUrl(base: string, selectors: string[], options: SubscribeOptio
   } catch (e) {
     return new TidingsError("invalid_input", "path: not a valid path", { cause: e });
   }
+  const bad = appendSelectors(url, selectors, options.types ?? []);
+  if (bad !== undefined) return bad;
+  if (options.since === "snapshot") url.searchParams.set("snapshot", "1");
+  for (const [k, v] of Object.entries(options.query ?? {})) url.searchParams.set(k, v);
+  return url.href;
+}
+
+/**
+ * Appends `topic` and `type` parameters to `url`, or says which selector or type is not
+ * one (empty, or with control characters).
+ * @internal
+ */
+export function appendSelectors(url: URL, selectors: string[], types: string[]): TidingsError | undefined {
   for (const s of selectors) {
     if (s === "" || /[\0-\x1f\x7f]/.test(s)) {
       return new TidingsError("invalid_input", `selector \`${s}\`: must be non-empty, without control characters`);
     }
     url.searchParams.append("topic", s);
   }
-  for (const t of options.types ?? []) {
+  for (const t of types) {
     if (t === "" || /[\0-\x1f\x7f]/.test(t)) {
       return new TidingsError("invalid_input", `type \`${t}\`: must be non-empty, without control characters`);
     }
     url.searchParams.append("type", t);
   }
-  for (const [k, v] of Object.entries(options.query ?? {})) url.searchParams.set(k, v);
-  return url.href;
+  return undefined;
 }
 
 /** Opens a WebSocket with headers where the runtime allows it (Node's), else refuses. */
@@ -678,8 +724,14 @@ function sessionFrame(type: string, raw: string): Frame {
   return { kind: "session", session: { resumed: type === "resumed", clientId: n.clientId, cursor: n.cursor } };
 }
 
+/** A `snapshot` notice's frame. */
+function snapshotFrame(raw: string): Frame {
+  return { kind: "snapshot", snapshot: { cursor: notice<SnapshotEnd>("snapshot", raw, ["cursor"]).cursor } };
+}
+
 function sseFrame(item: SseItem): Frame {
   if (item.kind === "retry") return { kind: "retry", ms: item.ms };
+  if (item.type === "snapshot") return snapshotFrame(item.data);
   if (item.type === "subscribed" || item.type === "resumed") return sessionFrame(item.type, item.data);
   if (item.type === "reset") {
     const n = notice<ResetNotice>("reset", item.data, ["reason", "cursor"]);
@@ -724,6 +776,7 @@ function jsonFrame(text: string): Frame {
       return { kind: "reconnect", reason: notice<{ reason: string }>("reconnect-required", data, ["reason"]).reason };
     }
     if (type === "subscribed" || type === "resumed") return sessionFrame(type, data);
+    if (type === "snapshot") return snapshotFrame(data);
     throw new TidingsError("protocol", `a stream message of type \`${type}\` has no topic`);
   }
   return {

@@ -2,7 +2,8 @@
 // then subscribe (listeners and async iterator), the headers it sends (token, client id,
 // Last-Event-ID), a kill -9 and restart under 10 publishers over SSE and WebSocket (every
 // acknowledged event exactly once, in order per topic), reset, reconnect-required on a
-// graceful shutdown, the backoff schedule with time controlled, and a permanent 401.
+// graceful shutdown, the backoff schedule with time controlled, a permanent 401, and
+// since: "snapshot" / client.snapshot() handing off to live events exactly.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -364,6 +365,81 @@ test("a 401 is permanent: the subscription ends with it, publish does not retry"
     assert.equal(sub.closed, true);
     assert.equal(calls, 1, "no reconnect after a permanent error");
     assert.deepEqual(await iter.next(), { done: true, value: undefined });
+  } finally {
+    await hub.close();
+  }
+});
+
+/** Publishes `progress` for keys k0..k{keys-1}, `rounds` times over; returns the ids. */
+async function publishKeyed(client, keys, rounds, from) {
+  const ids = [];
+  for (let n = from; n < from + keys * rounds; n++) {
+    const key = `k${n % keys}`;
+    ids.push(await client.publish({ topic: "snap/t", type: "progress", key, data: { n, key } }));
+  }
+  return ids;
+}
+
+test('since: "snapshot" on SSE and WebSocket, and client.snapshot(): state, then live, no gap or duplicate', async () => {
+  const hub = await Hub.start(["--durability", "durable"]);
+  try {
+    const client = new TidingsClient({ url: hub.url });
+    const keys = 5;
+    const before = await publishKeyed(client, keys, 4, 0);
+    const newest = before.slice(-keys);
+
+    const snap = await client.snapshot("snap/*");
+    assert.equal(snap.cursor, before.at(-1));
+    assert.deepEqual(snap.events.map((e) => e.id), newest);
+    assert.deepEqual(
+      { topic: snap.events[0].topic, key: snap.events[0].key, data: snap.events[0].data },
+      { topic: "snap/t", key: "k0", data: { n: 15, key: "k0" } },
+    );
+    await assert.rejects(client.snapshot(""), (e) => e instanceof TidingsError && e.kind === "invalid_input");
+
+    const subs = ["sse", "websocket"].map((transport) => {
+      const sub = client.subscribe("snap/*", { since: "snapshot", transport });
+      const ends = [];
+      sub.addEventListener("snapshot", (end) => ends.push(end.cursor));
+      return { transport, sub, ends, iter: sub[Symbol.asyncIterator]() };
+    });
+    const afterCursor = client.subscribe("snap/*", { since: { after: snap.cursor } });
+    const afterIter = afterCursor[Symbol.asyncIterator]();
+    // Publishers keep going while the snapshots are taken.
+    const publishing = publishKeyed(client, keys, 6, 1000);
+    const cursors = [];
+    for (const { transport, iter } of subs) {
+      const got = [];
+      let cursor;
+      while (cursor === undefined) {
+        const item = await next(iter, `${transport}: the snapshot`);
+        assert.notEqual(item.kind, "reset", `${transport}: unexpected reset`);
+        if (item.kind === "event") got.push(item.event.id);
+        if (item.kind === "snapshot") cursor = item.snapshot.cursor;
+      }
+      assert.equal(got.length, keys, `${transport}: ${got}`);
+      assert.equal(got.at(-1), cursor, transport);
+      cursors.push(cursor);
+    }
+    const later = await publishing;
+    const all = [...before, ...later];
+    subs.forEach(({ transport, iter, sub, ends }, i) => {
+      assert.deepEqual(ends, [cursors[i]], `${transport}: the "snapshot" listener`);
+      assert.equal(sub.lastEventId !== undefined, true);
+      subs[i].check = (async () => {
+        const live = [];
+        while (live.at(-1) !== all.at(-1)) live.push((await nextEvent(iter)).id);
+        const at = all.indexOf(cursors[i]);
+        assert.ok(at >= 0, `${transport}: cursor ${cursors[i]} was not published`);
+        assert.deepEqual(live, all.slice(at + 1), `${transport}: a gap or a duplicate`);
+      })();
+    });
+    await Promise.all(subs.map((s) => s.check));
+    const live = [];
+    while (live.at(-1) !== all.at(-1)) live.push((await nextEvent(afterIter)).id);
+    assert.deepEqual(live, later, "after client.snapshot()'s cursor: exactly the later events");
+    for (const { sub } of subs) sub.close();
+    afterCursor.close();
   } finally {
     await hub.close();
   }

@@ -21,6 +21,20 @@ pub(crate) enum Frame {
     Reconnect(String),
     /// The SSE `retry:` hint.
     Retry(Duration),
+    /// The end of a `snapshot=1` subscription's snapshot, with its cursor.
+    Snapshot(String),
+    /// A session notice (`subscribed`, `resumed`): the stream's place moves to its id.
+    Session(String),
+}
+
+/// The hub's `snapshot` and session notices: `(name, id)` to a frame, if it is one.
+fn notice(name: &str, id: Option<&str>) -> Option<Frame> {
+    let id = id.filter(|id| !id.is_empty())?.to_owned();
+    match name {
+        "snapshot" => Some(Frame::Snapshot(id)),
+        "subscribed" | "resumed" => Some(Frame::Session(id)),
+        _ => None,
+    }
 }
 
 /// An incremental decoder for one connection.
@@ -105,6 +119,9 @@ fn bad_notice(what: &str, e: serde_json::Error) -> Error {
 }
 
 fn sse_frame(e: sse::SseEvent) -> Result<Frame, Error> {
+    if let Some(frame) = notice(&e.event, Some(&e.last_event_id)) {
+        return Ok(frame);
+    }
     Ok(match e.event.as_str() {
         "reset" => {
             let notice: ResetNotice =
@@ -149,6 +166,9 @@ pub(crate) fn json_frame(line: &[u8]) -> Result<Frame, Error> {
         Error::new(ErrorKind::Protocol, "a stream line is not an event").with_source(e)
     })?;
     let Some(topic) = f.topic else {
+        if let Some(frame) = notice(&f.event_type, f.id.as_deref()) {
+            return Ok(frame);
+        }
         return Ok(match f.event_type.as_str() {
             "reset" => {
                 let notice: ResetNotice =

@@ -65,9 +65,13 @@
 //! ```
 //!
 //! [`SubscribeOptions`] adds type filters, a starting point ([`Since::Earliest`] replays all
-//! retained history) and the transport: SSE (the default), JSON lines or WebSocket; the last
+//! retained history; [`Since::Snapshot`] sends the current state first, the newest event per
+//! key, then [`Item::Snapshot`], then live events from exactly there) and the transport: SSE (the default), JSON lines or WebSocket; the last
 //! two also carry each event's topic and key ([`Framing`]). A failure that cannot be retried
 //! ends the stream after yielding it as `Err`.
+//!
+//! [`Client::snapshot`] fetches that state on its own (`GET /snapshot`), with the cursor a
+//! subscription continues from ([`Snapshot::since`]).
 //!
 //! This build speaks plain `http://` only (no TLS stack); put a TLS-terminating proxy in
 //! front of a remote hub.
@@ -97,6 +101,7 @@ mod client;
 mod error;
 mod frame;
 mod publish;
+mod snapshot;
 mod subscribe;
 mod ws;
 
@@ -104,7 +109,9 @@ pub use backoff::Backoff;
 pub use client::{Client, ClientBuilder};
 pub use error::{Error, ErrorKind};
 pub use publish::NewEvent;
+pub use snapshot::Snapshot;
 pub use subscribe::{
-    Connected, DisconnectCause, Disconnected, Event, Framing, Item, Reset, Since, SubscribeOptions,
+    Connected, DisconnectCause, Disconnected, Event, Framing, Item, Reset, Since, SnapshotEnd,
+    SubscribeOptions,
 };
 pub use tidings_proto::{ErrorCode, EventId};

@@ -32,6 +32,18 @@ pub enum Item {
     Connected(Connected),
     /// The connection ended; the client reconnects after [`Disconnected::retry_in`].
     Disconnected(Disconnected),
+    /// A [`Since::Snapshot`] subscription's snapshot is complete: the events before this
+    /// item were the current state (the newest event per key), the events after it are live.
+    Snapshot(SnapshotEnd),
+}
+
+/// The end of a snapshot: everything up to [`SnapshotEnd::cursor`] is reflected in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SnapshotEnd {
+    /// The snapshot's cursor: the stream resumes after it (a reconnect sends it as
+    /// `Last-Event-ID`, so the hub does not send the snapshot again).
+    pub cursor: String,
 }
 
 /// An event received.
@@ -131,6 +143,13 @@ pub enum Since {
     Earliest,
     /// Everything after this id, then live.
     After(String),
+    /// The current state first (`snapshot=1`: the newest event per key under the selectors,
+    /// as ordinary events), then [`Item::Snapshot`], then live from exactly there, with no
+    /// gap and no duplicate. A reconnect resumes from the last id received like any other
+    /// (cut during the snapshot, the hub replays history after the last snapshot event
+    /// received; before any event, it sends the snapshot again). The hub refuses it with a
+    /// client id (a session's place must only move over events the client got).
+    Snapshot,
 }
 
 /// How events are framed on the wire.
@@ -188,29 +207,47 @@ impl SubscribeOptions {
 
     /// `GET /events?…` with selectors and types checked, or why not.
     fn path(&self) -> Result<String, Error> {
-        let mut query = reqwest::Url::parse("http://x/events").expect("a valid URL");
-        {
-            let mut q = query.query_pairs_mut();
-            for s in &self.selectors {
-                Pattern::parse(s).map_err(|e| {
-                    Error::new(ErrorKind::InvalidInput, format!("selector `{s}`: {e}"))
-                })?;
-                q.append_pair("topic", s);
-            }
-            for t in &self.types {
-                EventType::new(t)
-                    .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("type `{t}`: {e}")))?;
-                q.append_pair("type", t);
-            }
-            if self.framing == Framing::Ndjson {
-                q.append_pair("format", "ndjson");
-            }
+        let mut extra = Vec::new();
+        if self.framing == Framing::Ndjson {
+            extra.push(("format", "ndjson"));
         }
-        Ok(match query.query() {
-            Some(q) if !q.is_empty() => format!("/events?{q}"),
-            _ => "/events".to_owned(),
-        })
+        if self.since == Since::Snapshot {
+            extra.push(("snapshot", "1"));
+        }
+        selector_path("/events", &self.selectors, &self.types, &extra)
     }
+}
+
+/// `route?topic=…&type=…&extra…`, with every selector and type checked first.
+pub(crate) fn selector_path<S: AsRef<str>, T: AsRef<str>>(
+    route: &str,
+    selectors: &[S],
+    types: &[T],
+    extra: &[(&str, &str)],
+) -> Result<String, Error> {
+    let mut query = reqwest::Url::parse("http://x/").expect("a valid URL");
+    {
+        let mut q = query.query_pairs_mut();
+        for s in selectors {
+            let s = s.as_ref();
+            Pattern::parse(s)
+                .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("selector `{s}`: {e}")))?;
+            q.append_pair("topic", s);
+        }
+        for t in types {
+            let t = t.as_ref();
+            EventType::new(t)
+                .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("type `{t}`: {e}")))?;
+            q.append_pair("type", t);
+        }
+        for (name, value) in extra {
+            q.append_pair(name, value);
+        }
+    }
+    Ok(match query.query() {
+        Some(q) if !q.is_empty() => format!("{route}?{q}"),
+        _ => route.to_owned(),
+    })
 }
 
 impl Client {
@@ -230,7 +267,7 @@ impl Client {
     ) -> impl Stream<Item = Result<Item, Error>> + Send + 'static {
         let path = options.path();
         let cursor = match options.since {
-            Since::Now => None,
+            Since::Now | Since::Snapshot => None,
             Since::Earliest => Some("earliest".to_owned()),
             Since::After(id) => Some(id),
         };
@@ -410,6 +447,12 @@ impl Subscription {
                     self.cursor = Some(r.cursor.clone());
                     self.pending.push_back(Ok(Item::Reset(r)));
                 }
+                Frame::Snapshot(cursor) => {
+                    self.cursor = Some(cursor.clone());
+                    self.pending
+                        .push_back(Ok(Item::Snapshot(SnapshotEnd { cursor })));
+                }
+                Frame::Session(cursor) => self.cursor = Some(cursor),
                 Frame::Retry(hint) => self.backoff.set_initial(hint),
                 Frame::Reconnect(reason) => {
                     reconnect = Some(reason);

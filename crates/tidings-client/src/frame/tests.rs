@@ -31,7 +31,34 @@ fn show(f: &Frame) -> String {
         Frame::Reset(r) => format!("reset {} after {}", r.reason, r.cursor),
         Frame::Reconnect(reason) => format!("reconnect {reason}"),
         Frame::Retry(d) => format!("retry {d:?}"),
+        Frame::Snapshot(cursor) => format!("snapshot {cursor}"),
+        Frame::Session(cursor) => format!("session {cursor}"),
     }
+}
+
+#[test]
+fn snapshot_and_session_notices_in_both_framings() {
+    let sse = "id: 0000000a-3\nevent: subscribed\ndata: {\"clientId\":\"c\"}\n\n\
+               id: 0000000a-5\nevent: progress\ndata: {}\n\n\
+               id: 0000000a-7\nevent: snapshot\ndata: {\"cursor\":\"0000000a-7\"}\n\n";
+    assert_eq!(
+        decode(Framing::Sse, sse),
+        [
+            "session 0000000a-3",
+            "event id=0000000a-5 type=progress topic=None key=None data={}",
+            "snapshot 0000000a-7",
+        ]
+    );
+    let json = "{\"id\":\"0000000a-3\",\"type\":\"resumed\",\"data\":{}}\n\
+                {\"id\":\"0000000a-7\",\"type\":\"snapshot\",\"data\":{\"cursor\":\"0000000a-7\"}}\n";
+    assert_eq!(
+        decode(Framing::Ndjson, json),
+        ["session 0000000a-3", "snapshot 0000000a-7"]
+    );
+    // Without an id it is no notice the client knows: a protocol error, as before.
+    let mut d = Decoder::new(Framing::Ndjson, 1 << 10);
+    let bare = b"{\"type\":\"snapshot\",\"data\":{}}\n";
+    assert!(d.feed(bare, &mut Vec::new()).is_err());
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! framings); a `kill -9` and restart mid-stream with 10 publishers running, after which
 //! every acknowledged event has arrived exactly once and in order per topic (over SSE and
 //! WebSocket); a slow-consumer `reconnect-required` followed at once by a resuming reconnect;
-//! a graceful shutdown's `reconnect-required`; the WebSocket transport; and a 401 that stops
-//! retrying.
+//! a graceful shutdown's `reconnect-required`; the WebSocket transport; a 401 that stops
+//! retrying; and `Since::Snapshot` / `Client::snapshot` handing off to live events exactly.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -473,4 +473,124 @@ async fn unauthorized_stops_retrying_and_says_so() {
         .publish(&NewEvent::new("a", "b", &1).expect("event"))
         .await
         .expect("the right token publishes");
+}
+
+/// Publishes `progress` for keys `k0..k{keys}` `rounds` times over (`n` counts up across all).
+async fn publish_keyed(client: &Client, keys: usize, rounds: usize, from: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in from..from + keys * rounds {
+        let key = format!("k{}", n % keys);
+        let event = NewEvent::new("snap/t", "progress", &json!({"n": n, "key": key}))
+            .expect("event")
+            .key(&key)
+            .expect("key");
+        let id = client
+            .publish(&event)
+            .await
+            .expect("publish")
+            .expect("an id");
+        ids.push(id.to_string());
+    }
+    ids
+}
+
+/// `Since::Snapshot` on every framing, and `Client::snapshot` then `Since::After(cursor)`:
+/// the snapshot is the newest event per key, `Item::Snapshot` carries the cursor, and the
+/// events published meanwhile follow it exactly once, in order, with nothing missed.
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_then_live_on_every_framing_with_no_gap_or_duplicate() {
+    let server = Server::start(&["--durability", "durable"]);
+    let client = client(&server);
+    let keys = 5;
+    let before = publish_keyed(&client, keys, 4, 0).await;
+    // The newest of each key: the last `keys` published, in publish order.
+    let newest: Vec<String> = before[before.len() - keys..].to_vec();
+
+    // GET /snapshot, then a subscription from its cursor.
+    let snap = client
+        .snapshot(["snap/*"], [] as [&str; 0])
+        .await
+        .expect("snapshot");
+    assert_eq!(
+        snap.events.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        newest
+    );
+    assert_eq!(snap.cursor, *before.last().expect("some"));
+    let first = &snap.events[0];
+    assert_eq!(first.topic.as_deref(), Some("snap/t"));
+    assert_eq!(first.key.as_deref(), Some("k0"));
+    let refused = client.snapshot([""], [] as [&str; 0]).await;
+    assert_eq!(
+        refused.expect_err("a bad selector").kind(),
+        ErrorKind::InvalidInput
+    );
+
+    let mut streams = Vec::new();
+    for framing in [Framing::Sse, Framing::Ndjson, Framing::WebSocket] {
+        let opts = SubscribeOptions::new(["snap/*"])
+            .since(Since::Snapshot)
+            .framing(framing);
+        streams.push((framing, Box::pin(client.subscribe_with(opts))));
+    }
+    let mut after_cursor =
+        Box::pin(client.subscribe_with(SubscribeOptions::new(["snap/*"]).since(snap.since())));
+
+    // Publishers keep going while the snapshots are taken.
+    let publisher = {
+        let client = client.clone();
+        tokio::spawn(async move { publish_keyed(&client, keys, 6, 1000).await })
+    };
+    let mut cursors = Vec::new();
+    for (framing, stream) in &mut streams {
+        let mut got = Vec::new();
+        let cursor = loop {
+            match next_item(stream).await {
+                Item::Event(e) => got.push(e.id),
+                Item::Snapshot(end) => break end.cursor,
+                Item::Reset(r) => panic!("{framing:?}: unexpected reset {r:?}"),
+                _ => {}
+            }
+        };
+        // One event per key, each its key's newest as of the cursor, oldest first.
+        assert_eq!(got.len(), keys, "{framing:?}: {got:?}");
+        assert_eq!(got.last(), Some(&cursor), "{framing:?}");
+        assert!(
+            got.windows(2).all(|w| seq(&w[0]) < seq(&w[1])),
+            "{framing:?}: {got:?}"
+        );
+        cursors.push(cursor);
+    }
+    let later = publisher.await.expect("publisher");
+    let all: Vec<String> = before.iter().chain(&later).cloned().collect();
+    // After its handoff, each stream has every later event once, in order.
+    for ((framing, stream), cursor) in streams.iter_mut().zip(&cursors) {
+        let mut live = Vec::new();
+        while live.last() != all.last() {
+            live.push(next_event(stream).await.id);
+        }
+        let at = all
+            .iter()
+            .position(|id| id == cursor)
+            .unwrap_or_else(|| panic!("{framing:?}: cursor {cursor} was not published"));
+        assert_eq!(
+            live,
+            all[at + 1..].to_vec(),
+            "{framing:?}: a gap or a duplicate"
+        );
+    }
+    let mut live = Vec::new();
+    while live.last() != all.last() {
+        live.push(next_event(&mut after_cursor).await.id);
+    }
+    assert_eq!(
+        live, later,
+        "after GET /snapshot's cursor: exactly the later events"
+    );
+}
+
+fn seq(id: &str) -> u64 {
+    id.rsplit('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("an id")
 }

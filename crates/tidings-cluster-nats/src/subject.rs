@@ -59,7 +59,7 @@ pub fn subject(prefix: &str, topic: &Topic) -> String {
                 out.push(b as char);
             } else {
                 // Writing to a String cannot fail.
-                let _ = write!(out, "~{b:02X}");
+                write!(out, "~{b:02X}").expect("a String takes any write");
             }
         }
     }

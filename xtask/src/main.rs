@@ -18,7 +18,7 @@ fn main() -> anyhow::Result<()> {
         "tidy" => tidy(&root),
         "deny" => deny(&root),
         "fuzz-smoke" => fuzz_smoke(&root),
-        "typescript" => typescript(&root),
+        "typescript" => typescript(&root, Build::Yes),
         _ => bail!("usage: cargo xtask ci | tidy | deny | fuzz-smoke | typescript"),
     }
 }
@@ -59,7 +59,8 @@ fn ci(root: &Path) -> anyhow::Result<()> {
         ],
     )?;
     test(root)?;
-    typescript(root)?;
+    // `cargo test` just built the binary the client's tests run.
+    typescript(root, Build::No)?;
     fuzz_smoke(root)
 }
 
@@ -72,7 +73,7 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     clippy::print_stdout,
     reason = "the test report goes to stdout, as node's does"
 )]
-fn typescript(root: &Path) -> anyhow::Result<()> {
+fn typescript(root: &Path, build: Build) -> anyhow::Result<()> {
     use std::io::BufRead as _;
     let dir = root.join("clients/typescript");
     need_tool(root, "node", &["--version"], "Node.js")?;
@@ -81,8 +82,12 @@ fn typescript(root: &Path) -> anyhow::Result<()> {
     {
         bail!("the TypeScript client's npm packages are not installed: scripts/test installs them");
     }
-    // The binary the tests run (built already after `cargo test`; this is for the task alone).
-    run(root, "cargo", &["build", "-p", "tidings", "--locked"])?;
+    // The binary the tests run. After `cargo test` it is there already: building it again with
+    // `-p tidings` would recompile it with other features (the workspace's unified set differs)
+    // and cost CI a minute and a half for nothing.
+    if build == Build::Yes {
+        run(root, "cargo", &["build", "-p", "tidings", "--locked"])?;
+    }
     run(
         &dir,
         "node",
@@ -163,7 +168,16 @@ fn fuzz_smoke(root: &Path) -> anyhow::Result<()> {
         &[&nightly[..], &["--version"]].concat(),
         "cargo-fuzz",
     )?;
-    let build = ["build", "--sanitizer", "none", "--debug-assertions"];
+    // Unoptimised (`--dev`): building the targets optimised took CI five and a half minutes,
+    // this about half of that; a smoke run is bounded by time, not by executions, and the
+    // long campaigns (docs/fuzzing.md) use optimised builds.
+    let build = [
+        "build",
+        "--dev",
+        "--sanitizer",
+        "none",
+        "--debug-assertions",
+    ];
     run(root, "rustup", &[&nightly[..], &build[..]].concat())?;
     let runs = std::env::var("FUZZ_SMOKE_RUNS").unwrap_or_else(|_| "100000".to_owned());
     let seconds = std::env::var("FUZZ_SMOKE_SECONDS").unwrap_or_else(|_| "10".to_owned());
@@ -176,6 +190,7 @@ fn fuzz_smoke(root: &Path) -> anyhow::Result<()> {
         let seconds = format!("-max_total_time={seconds}");
         let args = [
             "run",
+            "--dev",
             "--sanitizer",
             "none",
             "--debug-assertions",
@@ -191,6 +206,13 @@ fn fuzz_smoke(root: &Path) -> anyhow::Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// Whether a task builds what it runs first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Build {
+    Yes,
+    No,
 }
 
 /// Fails with a pointer to `scripts/test` when a tool CI needs is missing.

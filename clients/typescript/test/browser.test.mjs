@@ -2,8 +2,9 @@
 // browser): a page on the hub's own origin (its /healthz) loads the built module, publishes from the page,
 // and holds an SSE and a WebSocket subscription while the hub is killed with -9 and
 // restarted under 10 publishers; both see every acknowledged event exactly once, in order
-// per topic. Only the module's files are served by the test; every request to the hub goes
-// over a real socket.
+// per topic. A second page trades its token for a connect ticket and opens the browser's
+// native EventSource with it. Only the module's files are served by the test; every request
+// to the hub goes over a real socket.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -21,38 +22,52 @@ const dist = resolve(here, "../dist");
 const CHROMIUM = process.env.TIDINGS_CHROMIUM ?? "/usr/bin/chromium";
 
 
-test("in Chromium: publish, SSE and WebSocket through a kill -9 and restart", async () => {
-  const hub = await Hub.start(["--durability", "durable"]);
-  const browser = await chromium.launch({
+/** Debian's Chromium, headless, never a downloaded browser. */
+function launch() {
+  return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
     timeout: 60_000,
   });
+}
+
+/**
+ * A page whose document is a real answer from the hub (its /healthz, so Chromium places it in
+ * the loopback address space, as a page served by the hub's host would be), with the built
+ * module as `window.tidings`; only the module's files are handed to the page by the test.
+ * Returns the page and the errors it throws.
+ */
+async function hubPage(browser, hub) {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.route(`${hub.url}/__test__/**`, async (route) => {
+    const path = new URL(route.request().url()).pathname.slice("/__test__/".length);
+    if (/^dist\/[a-z]+\.js$/.test(path)) {
+      const body = await readFile(resolve(dist, path.slice("dist/".length)), "utf8");
+      await route.fulfill({ status: 200, contentType: "text/javascript", body });
+    } else {
+      await route.fulfill({ status: 404, body: "" });
+    }
+  });
+  await page.goto(`${hub.url}/healthz`);
+  await page.addScriptTag({
+    type: "module",
+    content: 'import * as tidings from "/__test__/dist/index.js"; window.tidings = tidings; window.ready = true;',
+  });
+  await page.waitForFunction(() => window.ready === true, null, { timeout: 30_000 });
+  return { page, errors };
+}
+
+
+test("in Chromium: publish, SSE and WebSocket through a kill -9 and restart", async () => {
+  const hub = await Hub.start(["--durability", "durable"]);
+  const browser = await launch();
   try {
-    const page = await browser.newPage();
-    const errors = [];
-    page.on("pageerror", (e) => errors.push(String(e)));
+    const { page, errors } = await hubPage(browser, hub);
     const log = [];
     page.on("console", (m) => log.push(m.text()));
-    // The document is a real answer from the hub (so Chromium places it in the loopback
-    // address space, as a page served by the hub's host would be); only the module's files
-    // are handed to the page by the test.
-    await page.route(`${hub.url}/__test__/**`, async (route) => {
-      const path = new URL(route.request().url()).pathname.slice("/__test__/".length);
-      if (/^dist\/[a-z]+\.js$/.test(path)) {
-        const body = await readFile(resolve(dist, path.slice("dist/".length)), "utf8");
-        await route.fulfill({ status: 200, contentType: "text/javascript", body });
-      } else {
-        await route.fulfill({ status: 404, body: "" });
-      }
-    });
-    await page.goto(`${hub.url}/healthz`);
-    await page.addScriptTag({
-      type: "module",
-      content: 'import * as tidings from "/__test__/dist/index.js"; window.tidings = tidings; window.ready = true;',
-    });
-    await page.waitForFunction(() => window.ready === true, null, { timeout: 30_000 });
 
     // From the page: publish, then subscribe twice from the earliest event.
     const first = await page.evaluate(async () => {
@@ -117,6 +132,44 @@ test("in Chromium: publish, SSE and WebSocket through a kill -9 and restart", as
         last.set(e.data.p, e.data.n);
       }
     }
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+    await hub.close();
+  }
+});
+
+test("in Chromium: a connect ticket opens the browser's native EventSource, once", async () => {
+  const hub = await Hub.start(["--durability", "memory", "--token", "ts-ticket-1:publish=*;subscribe=*"]);
+  const browser = await launch();
+  try {
+    const { page, errors } = await hubPage(browser, hub);
+
+    // The page trades its token for a ticket (POST /tickets) and opens a native EventSource
+    // with it: no Authorization header is involved in the stream itself.
+    const url = await page.evaluate(async () => {
+      const client = new window.tidings.TidingsClient({ url: location.origin, token: "ts-ticket-1" });
+      window.got = [];
+      window.es = await client.nativeEventSource("tick/*");
+      window.es.addEventListener("tick", (e) => window.got.push({ id: e.lastEventId, data: JSON.parse(e.data) }));
+      await new Promise((ok, fail) => {
+        window.es.onopen = ok;
+        window.es.onerror = () => fail(new Error(`EventSource failed, readyState ${window.es.readyState}`));
+      });
+      return window.es.url;
+    });
+    assert.match(url, /[?&]ticket=/);
+    assert.doesNotMatch(url, /ts-ticket-1/, "the token never appears in the stream's URL");
+
+    const publisher = new TidingsClient({ url: hub.url, token: "ts-ticket-1" });
+    const id = await publisher.publish({ topic: "tick/1", type: "tick", data: { n: 1 } });
+    await until(async () => (await page.evaluate(() => window.got.length)) >= 1, "the event in the native EventSource");
+    assert.deepEqual(await page.evaluate(() => window.got), [{ id, data: { n: 1 } }]);
+
+    // A ticket is single use: the same URL again is refused while the first stream lives.
+    const again = await page.evaluate(async (u) => (await fetch(u)).status, url);
+    assert.equal(again, 401);
+    await page.evaluate(() => window.es.close());
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();

@@ -7,7 +7,8 @@
 //! the busiest topics) once a second, the first one with the rate history for the chart;
 //! `tail` at most four times a second with the newest events (at most `TAIL_MAX` per message,
 //! in the `event` shape, older ones only counted in `skipped`; `at_ms` is when it was sent). The tail comes from one hub subscription per open
-//! stream (selector `*`, narrowed by the repeatable `type` parameter), drained as events come;
+//! stream (the repeatable `topic` parameter, default `*`, narrowed by the repeatable `type`
+//! parameter; both validated as on the subscribe endpoints), drained as events come;
 //! if it falls behind and the hub closes it, the tail reopens on the next tick.
 
 use std::collections::VecDeque;
@@ -86,39 +87,15 @@ document.cookie='{cookie}='+document.getElementById('token').value+'; path=/; Sa
     )
 }
 
-/// `GET /admin/stream?type=T…`: the dashboard's SSE stream.
+/// `GET /admin/stream?topic=SEL…&type=T…`: the dashboard's SSE stream. `topic` and `type` are
+/// parsed and bounded as on the subscribe endpoints (same limits, same error codes).
 pub(crate) async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, HttpError> {
     require_admin_to_read(&state, &headers)?;
-    let mut types = Vec::new();
-    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
-        match &*k {
-            "type" => {
-                types.push(EventType::new(&v).map_err(|e| {
-                    HttpError::new(ErrorCode::InvalidType, format!("type `{v}`: {e}"))
-                })?)
-            }
-            other => {
-                return Err(HttpError::new(
-                    ErrorCode::InvalidParameter,
-                    format!("{other}: not a parameter of /admin/stream (only `type`)"),
-                ));
-            }
-        }
-    }
-    if types.len() > state.hub.limits().max_patterns {
-        return Err(HttpError::new(
-            ErrorCode::InvalidParameter,
-            format!("type: at most {} types", state.hub.limits().max_patterns),
-        ));
-    }
-    let selector = Selector {
-        patterns: vec![Pattern::All],
-        types,
-    };
+    let selector = stream_selector(&state, uri.query())?;
     let sub = tail(&state, &selector)?;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -145,6 +122,50 @@ pub(crate) async fn stream(
         Body::from_stream(body),
     )
         .into_response())
+}
+
+/// The tail's selector from the query: `topic` (repeatable, default `*`) and `type`
+/// (repeatable, default every type).
+fn stream_selector(state: &AppState, query: Option<&str>) -> Result<Selector, HttpError> {
+    let limits = state.hub.limits();
+    let mut patterns = Vec::new();
+    let mut types = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*k {
+            "topic" => {
+                if patterns.len() >= limits.max_patterns {
+                    return Err(HttpError::new(
+                        ErrorCode::InvalidTopic,
+                        format!("topic: more than {} selectors", limits.max_patterns),
+                    ));
+                }
+                patterns.push(Pattern::parse(&v).map_err(|e| {
+                    HttpError::new(ErrorCode::InvalidTopic, format!("topic `{v}`: {e}"))
+                })?);
+            }
+            "type" => {
+                if types.len() >= limits.max_types {
+                    return Err(HttpError::new(
+                        ErrorCode::InvalidType,
+                        format!("type: more than {} types", limits.max_types),
+                    ));
+                }
+                types.push(EventType::new(&v).map_err(|e| {
+                    HttpError::new(ErrorCode::InvalidType, format!("type `{v}`: {e}"))
+                })?);
+            }
+            other => {
+                return Err(HttpError::new(
+                    ErrorCode::InvalidParameter,
+                    format!("{other}: not a parameter of /admin/stream (only `topic` and `type`)"),
+                ));
+            }
+        }
+    }
+    if patterns.is_empty() {
+        patterns.push(Pattern::All);
+    }
+    Ok(Selector { patterns, types })
 }
 
 fn tail(state: &AppState, selector: &Selector) -> Result<Subscription, HttpError> {

@@ -555,8 +555,9 @@ pub(crate) fn document(endpoints: &[Endpoint]) -> Value {
         "SSE: `event: stats` once a second (`stats` as /admin/stats, `topics` as \
          /admin/topics with 20 topics, `at_ms`; the first also `history`, the rate samples of \
          the last 5 minutes) and `event: tail` at most four times a second (`events`: the newest \
-         events, at most 50, in the `event` shape; `skipped`: how many more arrived meanwhile; \
-         `at_ms`). The tail is one hub subscription to every topic while the stream is open.",
+         events of the chosen topics and types, at most 50, in the `event` shape; `skipped`: \
+         how many more arrived meanwhile; `at_ms`). The tail is one hub subscription (to the \
+         `topic` selectors, default every topic) while the stream is open.",
         json!({"type": "object",
             "description": "One SSE event: `event` is `stats` or `tail`; `data` is JSON.",
             "properties": {"event": {"enum": ["stats", "tail"]}, "data": {"type": "string"},
@@ -564,6 +565,11 @@ pub(crate) fn document(endpoints: &[Endpoint]) -> Value {
         "text/event-stream",
     );
     stream["parameters"] = json!([
+        {"name": "topic", "in": "query", "required": false, "explode": true,
+            "schema": {"type": "array", "items": {"type": "string", "minLength": 1,
+                "maxLength": 1024, "pattern": NAME_PATTERN}},
+            "description": "Only events on topics these selectors match in the tail \
+                (repeatable, as on /events; default `*`)."},
         {"name": "type", "in": "query", "required": false, "explode": true,
             "schema": {"type": "array", "items": {"type": "string", "minLength": 1,
                 "maxLength": 128, "pattern": NAME_PATTERN}},
@@ -574,6 +580,7 @@ pub(crate) fn document(endpoints: &[Endpoint]) -> Value {
         .expect("responses")
         .extend(admin_errors(&[
             ErrorCode::InvalidParameter,
+            ErrorCode::InvalidTopic,
             ErrorCode::InvalidType,
             ErrorCode::StoreUnavailable,
         ]));

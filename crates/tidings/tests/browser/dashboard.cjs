@@ -3,13 +3,13 @@
 // line; the Rust test (tests/it/dashboard.rs) publishes and connects subscribers when told,
 // and says so on stdin.
 //
-// Usage: node dashboard.cjs HUB_URL ADMIN_TOKEN SCREENSHOT_PATH. Needs PLAYWRIGHT_CORE (the
+// Usage: node dashboard.cjs HUB_URL ADMIN_TOKEN SCREENSHOT_PATH PUBLISH_TOKEN. Needs PLAYWRIGHT_CORE (the
 // path of the playwright-core package) and CHROMIUM (the browser binary). No browser is
 // downloaded.
 const { chromium } = require(process.env.PLAYWRIGHT_CORE);
 const readline = require('readline');
 
-const [hub, token, screenshot] = process.argv.slice(2);
+const [hub, token, screenshot, publishToken] = process.argv.slice(2);
 const say = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 const lines = readline.createInterface({ input: process.stdin });
 const next = () => new Promise((resolve) => lines.once('line', resolve));
@@ -52,6 +52,43 @@ const next = () => new Promise((resolve) => lines.once('line', resolve));
     // Alpha events came in the same batch, so they would be in the same tail message.
     const types = await page.$$eval('#tail details', (ds) => [...new Set(ds.map((d) => d.dataset.type))]);
     say({ types });
+
+    // 4. Filter by topic selector (and no type): only `dash/b` events show.
+    await page.fill('#type-filter', '');
+    await page.fill('#topic-filter', 'dash/b');
+    await page.click('#apply-filter');
+    await page.waitForSelector('body[data-topics="dash/b"][data-filter=""][data-stream="open"]', { timeout: 20000 });
+    say({ topics: 'dash/b' });
+    await next();
+    await page.waitForSelector('#tail details[data-type="gamma"]', { timeout: 10000 });
+    const shown = await page.$$eval('#tail details', (ds) => ds.map((d) => JSON.parse(d.querySelector('pre').textContent).topic));
+    say({ tail_topics: [...new Set(shown)], types: await page.$$eval('#tail details', (ds) => [...new Set(ds.map((d) => d.dataset.type))].sort()) });
+
+    // 5. A bad selector is refused, and the page says why.
+    await page.fill('#topic-filter', 'a'.repeat(1100) + '*');
+    await page.click('#apply-filter');
+    await page.waitForFunction(() => document.getElementById('tail-note').textContent.startsWith('filter refused'), null, { timeout: 20000 });
+    say({ refused: await page.textContent('#tail-note') });
+    await page.fill('#topic-filter', 'dash/b');
+    await page.click('#apply-filter');
+    await page.waitForSelector('body[data-topics="dash/b"][data-stream="open"]', { timeout: 20000 });
+
+    // 6. The publish form: without a token the hub refuses (the cookie is not sent); with
+    //    one the event is published and shows in the tail.
+    await page.fill('#publish-topic', 'dash/b');
+    await page.fill('#publish-type', 'formed');
+    await page.fill('#publish-data', '{"from": "the form"}');
+    await page.click('#publish');
+    await page.waitForSelector('#publish-result.bad', { timeout: 10000 });
+    const refused = await page.textContent('#publish-result');
+    await page.fill('#publish-token', publishToken);
+    const t1 = Date.now();
+    await page.click('#publish');
+    await page.waitForSelector('#publish-result.ok', { timeout: 10000 });
+    await page.waitForSelector('#tail details[data-type="formed"]', { timeout: 10000 });
+    const formed = await page.$eval('#tail details[data-type="formed"] pre', (p) => JSON.parse(p.textContent));
+    const stored = await page.evaluate(() => JSON.stringify({ local: { ...localStorage }, session: { ...sessionStorage }, cookie: document.cookie }));
+    say({ published: await page.textContent('#publish-result'), refused, formed, ms: Date.now() - t1, stored });
 
     // Wait for one more stats message so the chart and tables are drawn, then the picture.
     const stamp = await page.textContent('#delivered');

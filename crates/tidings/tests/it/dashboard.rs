@@ -5,14 +5,11 @@
 //! browser: Debian's chromium driven by playwright-core (tests/browser/dashboard.cjs), which
 //! needs `TIDINGS_TEST_PLAYWRIGHT` like tests/it/browser.rs and fails without it.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
 
-use crate::support::{Server, SseClient, WAIT};
+use crate::support::{BrowserScript, Server, SseClient, WAIT};
 
 const PUB: &str = "dash-pub-secret-aaaaaaaaaaaa";
 const ADMIN: &str = "dash-admin-secret-bbbbbbbbbb";
@@ -281,49 +278,102 @@ async fn the_stream_sends_sampled_stats_and_a_bounded_tail_of_the_chosen_types()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn chromium_dashboard_shows_the_tail_the_clients_and_filters_by_type() {
-    let playwright = std::env::var("TIDINGS_TEST_PLAYWRIGHT").unwrap_or_else(|_| {
-        panic!(
-            "TIDINGS_TEST_PLAYWRIGHT is not set: run ./scripts/test, which installs \
-             playwright-core into target/test-deps/node"
+async fn the_stream_tail_takes_topic_selectors_validated_as_on_subscribe() {
+    let server = server();
+    // Two selectors, an exact topic and a prefix: `sel/a` and `sel/p/...`, not `sel/ab`.
+    let resp = reqwest::Client::new()
+        .get(server.url("/admin/stream?topic=sel/a&topic=sel/p/*&type=t"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut stream = SseClient::new(resp);
+    stream.expect_retry().await;
+    assert_eq!(stream.next_event().await.event, "stats");
+    // The tail is a hub subscription with that selector: it shows in `subscribers`.
+    admin_until(&server, "/admin/stats", |s| s["subscriptions"] == 1).await;
+    let events: Vec<Value> = ["sel/a", "sel/ab", "sel/p/1", "sel/q", "sel/p/2", "other"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"topic": t, "type": "t", "data": i}))
+        .chain([json!({"topic": "sel/a", "type": "u", "data": 99})])
+        .collect();
+    publish(&server, &Value::Array(events)).await;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen.len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "tail: {seen:?}");
+        let e = stream.next_event_within(WAIT).await;
+        if e.event != "tail" {
+            continue;
+        }
+        let tail: Value = serde_json::from_str(&e.data).expect("JSON");
+        assert_eq!(tail["skipped"], 0, "{tail}");
+        for ev in tail["events"].as_array().expect("events") {
+            seen.push(ev["topic"].as_str().expect("topic").to_owned());
+        }
+    }
+    assert_eq!(seen, ["sel/a", "sel/p/1", "sel/p/2"]);
+
+    // Refused as /events refuses them (422 with the same code and message): a selector that
+    // is not one, too many selectors, a bad type; nothing is opened. An unknown parameter is
+    // a 400 naming it.
+    let long = format!("{}*", "a".repeat(1100));
+    for (query, code, names) in [
+        (
+            format!("topic={long}"),
+            "invalid_topic",
+            "longer than the limit",
+        ),
+        (
+            "topic=a%01b".to_owned(),
+            "invalid_topic",
+            "control characters",
+        ),
+        ("topic=".to_owned(), "invalid_topic", "must not be empty"),
+        (
+            (0..200)
+                .map(|i| format!("topic=t/{i}"))
+                .collect::<Vec<_>>()
+                .join("&"),
+            "invalid_topic",
+            "topic: more than 32 selectors",
+        ),
+        ("type=".to_owned(), "invalid_type", "type ``"),
+    ] {
+        let (status, body) = get(
+            &server.url(&format!("/admin/stream?{query}")),
+            bearer(ADMIN),
         )
-    });
-    let chromium =
-        std::env::var("TIDINGS_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "{chromium} is missing: scripts/test installs Debian's chromium with apt-get"
-    );
+        .await;
+        assert_eq!(status, 422, "{query}: {body}");
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(v["error"]["code"], code, "{body}");
+        let message = v["error"]["message"].as_str().expect("message");
+        assert!(message.contains(names), "{body}");
+        let (status, body) = get(&server.url(&format!("/events?{query}")), bearer(PUB)).await;
+        assert_eq!(status, 422, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(v["error"]["code"], code, "{body}");
+        assert_eq!(v["error"]["message"], message, "{body}");
+    }
+    let (status, body) = get(&server.url("/admin/stream?topics=a"), bearer(ADMIN)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("topics: not a parameter"), "{body}");
+    let stats = admin_json(&server, "/admin/stats").await;
+    assert_eq!(stats["subscriptions"], 1, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chromium_dashboard_shows_the_tail_the_clients_and_filters_by_type() {
     let server = server();
     let screenshot = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/dashboard.png");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/dashboard.cjs");
-    let mut node = Command::new("node")
-        .arg(script)
-        .arg(format!("http://{}", server.addr))
-        .arg(ADMIN)
-        .arg(screenshot)
-        .env("PLAYWRIGHT_CORE", &playwright)
-        .env("CHROMIUM", &chromium)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run node");
-    let mut stdin = node.stdin.take().expect("stdin");
-    let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
-    let mut next = async || -> Value {
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("the browser reports within 60 s")
-            .expect("read the browser's report")
-            .expect("the browser script ended early");
-        let v: Value = serde_json::from_str(&line).expect("a JSON line");
-        assert!(v.get("failed").is_none(), "the browser script failed: {v}");
-        v
-    };
+    let url = format!("http://{}", server.addr);
+    let mut browser = BrowserScript::start("dashboard.cjs", &[&url, ADMIN, screenshot, PUB]);
 
     // The page is up and its stream open.
-    let ready = next().await;
+    let ready = browser.next().await;
     let before = ready["clients"].as_u64().expect("clients");
     // 1. A published event shows in the tail within a second (the page measures from the
     //    moment it is told, which is after the publish answered).
@@ -332,8 +382,8 @@ async fn chromium_dashboard_shows_the_tail_the_clients_and_filters_by_type() {
         &json!({"topic": "dash/a", "type": "alpha", "data": {"n": 1}}),
     )
     .await;
-    stdin.write_all(b"published\n").await.expect("tell");
-    let seen = next().await;
+    browser.say("published").await;
+    let seen = browser.next().await;
     assert_eq!(seen["tail"], "alpha", "{seen}");
     assert!(seen["ms"].as_f64() < Some(1000.0), "{seen}");
     eprintln!(
@@ -351,15 +401,12 @@ async fn chromium_dashboard_shows_the_tail_the_clients_and_filters_by_type() {
                 .await,
         );
     }
-    stdin
-        .write_all(format!("clients {}\n", before + 100).as_bytes())
-        .await
-        .expect("tell");
-    let counted = next().await;
+    browser.say(&format!("clients {}", before + 100)).await;
+    let counted = browser.next().await;
     assert_eq!(counted["clients"], before + 100, "{counted}");
 
     // 3. Filter by type: after the page asks for `beta`, only `beta` events show.
-    let filtered = next().await;
+    let filtered = browser.next().await;
     assert_eq!(filtered["filter"], "beta", "{filtered}");
     publish(
         &server,
@@ -370,19 +417,66 @@ async fn chromium_dashboard_shows_the_tail_the_clients_and_filters_by_type() {
         ]),
     )
     .await;
-    stdin.write_all(b"published\n").await.expect("tell");
-    let shown = next().await;
+    browser.say("published").await;
+    let shown = browser.next().await;
     assert_eq!(shown["types"], json!(["beta"]), "{shown}");
-    let shot = next().await;
+
+    // 4. Filter by topic selector: after the page asks for `dash/b` (any type), only events
+    //    on `dash/b` show, whatever their type.
+    let filtered = browser.next().await;
+    assert_eq!(filtered["topics"], "dash/b", "{filtered}");
+    publish(
+        &server,
+        &json!([
+            {"topic": "dash/a", "type": "gamma", "data": {"n": 5}},
+            {"topic": "dash/b", "type": "gamma", "data": {"n": 6}},
+            {"topic": "dash/bb", "type": "gamma", "data": {"n": 7}},
+            {"topic": "dash/b", "type": "alpha", "data": {"n": 8}}
+        ]),
+    )
+    .await;
+    browser.say("published").await;
+    let shown = browser.next().await;
+    assert_eq!(shown["tail_topics"], json!(["dash/b"]), "{shown}");
+    assert_eq!(shown["types"], json!(["alpha", "gamma"]), "{shown}");
+
+    // 5. A selector the hub refuses: the page shows the stable error's message.
+    let refused = browser.next().await;
+    let note = refused["refused"].as_str().expect("refused");
+    assert!(note.contains("longer than the limit"), "{refused}");
+
+    // 6. The publish form: refused without a token (401: the cookie is not sent), and with
+    //    the publish token the event reaches the hub and comes back through the tail.
+    let formed = browser.next().await;
+    assert!(
+        formed["refused"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("unauthorized")),
+        "{formed}"
+    );
+    assert!(
+        formed["published"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("published ")),
+        "{formed}"
+    );
+    assert_eq!(formed["formed"]["topic"], "dash/b", "{formed}");
+    assert_eq!(
+        formed["formed"]["data"],
+        json!({"from": "the form"}),
+        "{formed}"
+    );
+    // The token was kept in memory only: not in storage, not in a cookie.
+    let stored = formed["stored"].as_str().expect("stored");
+    assert!(!stored.contains(PUB), "the token was stored: {stored}");
+    let head = admin_json(&server, "/admin/stats").await;
+    assert_eq!(head["published"], 9, "{head}");
+    let shot = browser.next().await;
     assert_eq!(shot["screenshot"], screenshot, "{shot}");
     assert!(
         std::fs::metadata(screenshot).expect("screenshot").len() > 10_000,
         "a real screenshot"
     );
     drop(subs);
-    let status = tokio::time::timeout(Duration::from_secs(30), node.wait())
-        .await
-        .expect("the browser closes")
-        .expect("node exit");
-    assert!(status.success(), "node exited with {status}");
+    browser.finish().await;
 }

@@ -727,3 +727,83 @@ pub fn dechunk(raw: &[u8]) -> (String, Vec<u8>, bool) {
 
 /// Discards a result on purpose (cleanup and deliberately hostile writes may fail).
 pub fn ignore<T>(_value: T) {}
+
+/// A Node script driving Debian's Chromium through playwright-core (`tests/browser/*.cjs`):
+/// it reports one JSON object per line on stdout, and reads cues (one per line) on stdin.
+/// Killed when dropped.
+pub struct BrowserScript {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl BrowserScript {
+    /// Runs `node tests/browser/SCRIPT ARGS…` with `PLAYWRIGHT_CORE` (from
+    /// `TIDINGS_TEST_PLAYWRIGHT`) and `CHROMIUM` (`TIDINGS_TEST_CHROMIUM`, else
+    /// `/usr/bin/chromium`); fails, never skips, when either is missing.
+    pub fn start(script: &str, args: &[&str]) -> BrowserScript {
+        use tokio::io::AsyncBufReadExt as _;
+        let playwright = std::env::var("TIDINGS_TEST_PLAYWRIGHT").unwrap_or_else(|_| {
+            panic!(
+                "TIDINGS_TEST_PLAYWRIGHT is not set: run ./scripts/test, which installs \
+                 playwright-core into target/test-deps/node"
+            )
+        });
+        let chromium =
+            std::env::var("TIDINGS_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        assert!(
+            Path::new(&chromium).exists(),
+            "{chromium} is missing: scripts/test installs Debian's chromium with apt-get"
+        );
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/browser")
+            .join(script);
+        let mut child = tokio::process::Command::new("node")
+            .arg(script)
+            .args(args)
+            .env("PLAYWRIGHT_CORE", &playwright)
+            .env("CHROMIUM", &chromium)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run node");
+        let stdin = child.stdin.take().expect("stdin");
+        let lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        BrowserScript {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// The script's next report, within 60 s (a browser starting on a loaded machine); a
+    /// report with `failed` in it fails the test.
+    pub async fn next(&mut self) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
+            .await
+            .expect("the browser reports within 60 s")
+            .expect("read the browser's report")
+            .expect("the browser script ended early");
+        let v: Value = serde_json::from_str(&line).expect("a JSON line");
+        assert!(v.get("failed").is_none(), "the browser script failed: {v}");
+        v
+    }
+
+    /// Sends the script a cue (a line).
+    pub async fn say(&mut self, cue: &str) {
+        self.stdin
+            .write_all(format!("{cue}\n").as_bytes())
+            .await
+            .expect("tell the browser");
+    }
+
+    /// Waits up to 30 s for the script to close the browser and exit 0.
+    pub async fn finish(mut self) {
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the browser closes")
+            .expect("node exit");
+        assert!(status.success(), "node exited with {status}");
+    }
+}

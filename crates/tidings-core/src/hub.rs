@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tidings_proto::{Cursor, Epoch, Event, EventId, Key, Pattern, Selector, Topic};
 use tokio::sync::{Notify, watch};
 
+use crate::bus::{DynBus, IngestError};
 use crate::clock::{self, DynClock};
 use crate::coalesce::{Coalescer, Coalescing, Out, Plan};
 use crate::error::{PublishError, SnapshotError, SubscribeError};
@@ -43,6 +44,10 @@ use crate::subscription::{
     CloseReason, Offered, ResetReason, SessionStart, SubscriberQueue, Subscription,
     SubscriptionContext, Unregister,
 };
+
+/// Longest a clustered publish waits, after the log acknowledged it, for this hub to ingest
+/// its events (normally a moment: the ordered consumer is already reading).
+const CLUSTER_INGEST_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One subscription a drain is to close (`Hub::drain`).
 #[derive(Debug)]
@@ -97,6 +102,8 @@ pub struct Hub {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) store: DynStore,
+    /// Cluster mode: the log that orders events (`None` on one node, where the hub does).
+    bus: Option<DynBus>,
     pub(crate) epoch: Epoch,
     pub(crate) limits: Limits,
     /// Event timestamps come from here, never from the wall clock directly.
@@ -207,18 +214,24 @@ impl State {
                 .is_some_and(|e| e.seq() <= batch.last_seq)
             {
                 let event = self.pending.pop_front().expect("front checked");
-                let (conflated, dropped) = (&mut self.conflated, &mut self.dropped);
-                self.registry
-                    .for_each_match(&event.event.topic, |sub| match sub.offer(&event) {
-                        Offered::Queued => {}
-                        Offered::Conflated(n) => *conflated += n as u64,
-                        Offered::Dropped => *dropped += 1,
-                    });
-                self.delivered_seq = event.seq();
+                self.fan_out(&event);
                 n += 1;
             }
         }
         n
+    }
+
+    /// Hands `event` to every matching subscription and moves the head to it.
+    #[inline]
+    fn fan_out(&mut self, event: &SharedEvent) {
+        let (conflated, dropped) = (&mut self.conflated, &mut self.dropped);
+        self.registry
+            .for_each_match(&event.event.topic, |sub| match sub.offer(event) {
+                Offered::Queued => {}
+                Offered::Conflated(n) => *conflated += n as u64,
+                Offered::Dropped => *dropped += 1,
+            });
+        self.delivered_seq = event.seq();
     }
 
     /// The pending batch whose first event is `first_seq`.
@@ -245,6 +258,29 @@ impl Hub {
     /// `coalesce_wakeup`), then call `flush_coalesced`.
     pub fn with_coalescing(
         store: DynStore,
+        limits: Limits,
+        clock: DynClock,
+        coalescing: Coalescing,
+    ) -> Hub {
+        Hub::build(store, None, limits, clock, coalescing)
+    }
+
+    /// A hub of a cluster: `bus` (the shared log) orders what it publishes, `store` reads the
+    /// same log's history, and events reach subscribers only through `ingest`, which whoever
+    /// runs the hub feeds from the log, starting after `head()`. See `bus` for the contract.
+    pub fn clustered(
+        store: DynStore,
+        bus: DynBus,
+        limits: Limits,
+        clock: DynClock,
+        coalescing: Coalescing,
+    ) -> Hub {
+        Hub::build(store, Some(bus), limits, clock, coalescing)
+    }
+
+    fn build(
+        store: DynStore,
+        bus: Option<DynBus>,
         limits: Limits,
         clock: DynClock,
         coalescing: Coalescing,
@@ -281,6 +317,7 @@ impl Hub {
                 epoch: store.epoch(),
                 subs: Arc::new(SubscriptionContext::new(store.clone(), &limits, registry)),
                 store,
+                bus,
                 limits,
                 clock,
                 state: Mutex::new(state),
@@ -371,6 +408,11 @@ impl Hub {
                 max: limits.max_idempotency_key_bytes,
             });
         }
+        if let Some(bus) = &self.shared.bus {
+            // Cluster mode: the log orders and deduplicates (by key, within its window).
+            let plans = self.shared.coalescing.prepare(&mut batch.events);
+            return self.publish_on_bus(bus, batch, plans).await;
+        }
         let fingerprint = batch.idempotency_key.as_ref().map(|_| {
             idempotency::fingerprint(&batch.events, batch.origin.as_ref().map(Key::as_str))
         });
@@ -444,6 +486,24 @@ impl Hub {
         if self.shared.coalescing.is_empty() {
             return Ok(0);
         }
+        if let Some(bus) = &self.shared.bus {
+            let published = {
+                let mut st = self.lock();
+                let now = self.shared.clock.now_ms();
+                let outs = if all {
+                    st.coalescer.flush_all()
+                } else {
+                    st.coalescer.flush_due(now)
+                };
+                if outs.is_empty() {
+                    return Ok(0);
+                }
+                self.hand_to_bus(bus, outs, 0, None)
+            };
+            let n = published.inputs.len();
+            self.await_bus(published).await?;
+            return Ok(n);
+        }
         let slot = self.shared.store.reserve().await?;
         let commit = {
             let mut st = self.lock();
@@ -500,32 +560,7 @@ impl Hub {
         slot: AppendSlot,
     ) -> Started {
         let n = batch.events.len();
-        let outs: Vec<Out> = match plans {
-            None => {
-                let origin = &batch.origin;
-                batch
-                    .events
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, event)| Out {
-                        event,
-                        origin: origin.clone(),
-                        conflate: false,
-                        input: Some(i),
-                    })
-                    .collect()
-            }
-            Some(plans) => {
-                let before = st.coalescer.next_deadline();
-                let now = self.shared.clock.now_ms();
-                let outs = st.coalescer.ingest(now, batch.events, plans, &batch.origin);
-                let after = st.coalescer.next_deadline();
-                if after.is_some() && (before.is_none() || after < before) {
-                    self.shared.coalesce_wake.notify_one();
-                }
-                outs
-            }
-        };
+        let outs = self.coalesce(st, batch.events, plans, &batch.origin);
         let keyed = match (&batch.idempotency_key, fingerprint) {
             (Some(key), Some(fp)) => Some((key, fp)),
             _ => None,
@@ -548,6 +583,169 @@ impl Hub {
         commit.key = batch.idempotency_key;
         commit.answer = answer;
         Started::New(commit)
+    }
+
+    /// Passes published events through the coalescing windows (with `plans`) and returns
+    /// what goes out now, in order.
+    fn coalesce(
+        &self,
+        st: &mut State,
+        events: Vec<crate::request::NewEvent>,
+        plans: Option<Vec<Plan>>,
+        origin: &Option<Key>,
+    ) -> Vec<Out> {
+        match plans {
+            None => events
+                .into_iter()
+                .enumerate()
+                .map(|(i, event)| Out {
+                    event,
+                    origin: origin.clone(),
+                    conflate: false,
+                    input: Some(i),
+                })
+                .collect(),
+            Some(plans) => {
+                let before = st.coalescer.next_deadline();
+                let now = self.shared.clock.now_ms();
+                let outs = st.coalescer.ingest(now, events, plans, origin);
+                let after = st.coalescer.next_deadline();
+                if after.is_some() && (before.is_none() || after < before) {
+                    self.shared.coalesce_wake.notify_one();
+                }
+                outs
+            }
+        }
+    }
+
+    /// Cluster mode's publish: through the coalescing windows under the lock, then into the
+    /// log (still under the lock, so the log sees this node's publishes in the order the
+    /// windows let them out); answers once the log acknowledged them and this hub ingested
+    /// them, so the ids it answers can be resumed from here at once.
+    async fn publish_on_bus(
+        &self,
+        bus: &DynBus,
+        batch: PublishBatch,
+        plans: Option<Vec<Plan>>,
+    ) -> Result<Vec<Option<EventId>>, PublishError> {
+        let n = batch.events.len();
+        let published = {
+            let mut st = self.lock();
+            if st.shutting_down {
+                return Err(PublishError::ShuttingDown);
+            }
+            let outs = self.coalesce(&mut st, batch.events, plans, &batch.origin);
+            if outs.is_empty() {
+                return Ok(vec![None; n]);
+            }
+            self.hand_to_bus(bus, outs, n, batch.idempotency_key.as_ref())
+        };
+        let inputs = published.inputs.clone();
+        let ids = self.await_bus(published).await?;
+        let mut answer = vec![None; n];
+        for (input, id) in inputs.into_iter().zip(ids) {
+            if let Some(i) = input {
+                answer[i] = Some(id);
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Stamps `outs` and hands them to the bus (under the lock).
+    fn hand_to_bus(
+        &self,
+        bus: &DynBus,
+        outs: Vec<Out>,
+        n: usize,
+        key: Option<&IdempotencyKey>,
+    ) -> OnBus {
+        let time = self.shared.clock.now_ms();
+        let unsequenced = EventId::new(self.shared.epoch, 0);
+        let mut inputs = Vec::with_capacity(outs.len());
+        let records = outs
+            .into_iter()
+            .map(|o| {
+                inputs.push(o.input.filter(|i| *i < n));
+                EventRecord::with_conflation(
+                    Event {
+                        id: unsequenced,
+                        topic: o.event.topic,
+                        event_type: o.event.event_type,
+                        key: o.event.key,
+                        origin: o.origin,
+                        time,
+                        data: o.event.data,
+                    },
+                    o.conflate,
+                )
+            })
+            .collect();
+        OnBus {
+            fut: bus.publish(records, key),
+            inputs,
+        }
+    }
+
+    /// Waits for the log's acknowledgement, then (for at most `CLUSTER_INGEST_WAIT`)
+    /// for this hub to have ingested the events; the ids, in order.
+    async fn await_bus(&self, published: OnBus) -> Result<Vec<EventId>, PublishError> {
+        let seqs = published.fut.await?;
+        let epoch = self.shared.epoch;
+        if let Some(&last) = seqs.iter().max() {
+            // Acknowledged means stored in the log; the wait only lets the publisher resume
+            // from its ids on this node at once. Past the bound it gets them anyway.
+            self.await_head(last, CLUSTER_INGEST_WAIT).await;
+        }
+        Ok(seqs.into_iter().map(|s| EventId::new(epoch, s)).collect())
+    }
+
+    /// Cluster mode: whether this hub has a bus (events reach it through `ingest`).
+    pub fn is_clustered(&self) -> bool {
+        self.shared.bus.is_some()
+    }
+
+    /// Cluster mode: delivers events the log sequenced, in log order, each with its log
+    /// sequence as seq. An event at or below the head is a redelivery and is skipped; a seq
+    /// may skip numbers (the log deleted a message), never go back. Returns how many were
+    /// delivered. Refuses (delivering none of the rest) an event of another epoch.
+    pub fn ingest(
+        &self,
+        events: impl IntoIterator<Item = SharedEvent>,
+    ) -> Result<u64, IngestError> {
+        let epoch = self.shared.epoch;
+        let mut st = self.lock();
+        let mut n = 0;
+        let mut result = Ok(());
+        for event in events {
+            if event.event.id.epoch != epoch.0 {
+                result = Err(IngestError::Epoch {
+                    id: event.event.id,
+                    epoch: epoch.0,
+                });
+                break;
+            }
+            if event.seq() <= st.delivered_seq {
+                continue;
+            }
+            st.fan_out(&event);
+            n += 1;
+        }
+        drop(st);
+        self.shared.published.fetch_add(n, Ordering::Relaxed);
+        self.wake_snapshots(n);
+        result.map(|()| n)
+    }
+
+    /// Waits up to `within` for the head to reach `seq`; whether it did. Cluster mode uses
+    /// it so that a cursor seen on another node, a little ahead of this one, is caught up
+    /// with instead of answered `cursor_ahead`.
+    pub async fn await_head(&self, seq: u64, within: std::time::Duration) -> bool {
+        if self.head() >= seq {
+            return true;
+        }
+        tokio::time::timeout(within, self.wait_delivered(seq))
+            .await
+            .is_ok()
     }
 
     /// Assigns ids to `outs` (in order), hands them to the store, and remembers an
@@ -977,6 +1175,13 @@ impl Hub {
     }
 }
 
+/// Events handed to the bus: the acknowledgement to wait for, and per event, which input of
+/// the publish it answers.
+struct OnBus {
+    fut: BoxFuture<'static, Result<Vec<u64>, StoreError>>,
+    inputs: Vec<Option<usize>>,
+}
+
 enum Started {
     New(Commit),
     /// Every event is held by a coalescing window.
@@ -1085,6 +1290,8 @@ impl Drop for Commit {
     }
 }
 
+#[cfg(test)]
+mod bus_tests;
 #[cfg(test)]
 mod coalesce_tests;
 #[cfg(test)]

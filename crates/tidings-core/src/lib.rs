@@ -3,7 +3,7 @@
 //! subscriber from history to the live stream without a gap or a duplicate.
 //!
 //! No sockets, no files, no HTTP: everything that does I/O is an adapter behind a trait
-//! (`EventStore`), so the engine runs in a plain `#[tokio::test]` with `MemoryStore`.
+//! (`EventStore`, and in cluster mode `Bus`), so the engine runs in a plain `#[tokio::test]` with `MemoryStore`.
 //!
 //! # Layout
 //! - `hub`: `Hub`, the cheap-clone handle; `publish` and `subscribe`, the sequencer and the
@@ -14,6 +14,8 @@
 //!   `SubscriptionContext`; `subscription::queue`: `SubscriberQueue`, one subscriber's
 //!   bounded live queue.
 //! - `store`: the `EventStore` trait and `MemoryStore`.
+//! - `bus`: the `Bus` trait, the shared log that orders events in cluster mode (the hub
+//!   publishes into it and `Hub::ingest` takes what the log sequenced).
 //! - `record`: `EventRecord`, an event with its per-format encodings cached.
 //! - `idempotency`: keys scoped per credential, batch fingerprints, and the bounded cache of
 //!   recent keyed publishes.
@@ -28,6 +30,7 @@
 //! Dependencies point one way: `hub` → `registry` → `subscription` → `store`/`record`;
 //! `idempotency` → `request`. Nothing below `hub` names it.
 
+pub mod bus;
 pub mod clock;
 pub mod coalesce;
 mod error;
@@ -43,6 +46,7 @@ mod subscription;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
+pub use bus::{Bus, DynBus, IngestError};
 pub use clock::{Clock, DynClock, ManualClock, SystemClock};
 pub use coalesce::{CoalesceRule, Coalescing, MergeFormat, Policy};
 pub use error::{PublishError, SnapshotError, SubscribeError};

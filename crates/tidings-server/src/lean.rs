@@ -270,6 +270,10 @@ async fn open(
     usize,
 )> {
     let version = parts.version;
+    if ctx.app.hub.is_clustered() {
+        // Boxed: only a cluster node waits here, and one node's connections stay small.
+        Box::pin(subscribe::catch_up(&ctx.app, &parts)).await;
+    }
     let prepared = match extract::host(&parts.headers, None, &ctx.app)
         .and_then(|()| subscribe::prepare(&ctx, &parts))
     {

@@ -94,8 +94,35 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the store and builds the hub.
+    /// Opens the store (or, with `[cluster]`, joins the cluster) and builds the hub.
+    pub async fn open(config: Config) -> anyhow::Result<App> {
+        let Some(cluster) = &config.cluster else {
+            return App::build(config);
+        };
+        let nats =
+            tidings_cluster_nats::NatsCluster::connect(&tidings_cluster_nats::ClusterConfig {
+                urls: cluster.urls.clone(),
+                stream: cluster.stream.clone(),
+                replicas: cluster.replicas,
+                token: cluster.token.clone(),
+                retention: config.retention.clone(),
+            })
+            .await
+            .with_context(|| format!("join the cluster on stream {}", cluster.stream))?;
+        let app = App::assemble(
+            config,
+            Arc::clone(&nats) as DynStore,
+            Some(Arc::clone(&nats) as tidings_core::DynBus),
+        );
+        nats.start(app.state.hub.clone());
+        Ok(app)
+    }
+
+    /// Opens the store and builds the hub (a node alone; `open` also joins a cluster).
     pub fn build(config: Config) -> anyhow::Result<App> {
+        if config.cluster.is_some() {
+            anyhow::bail!("cluster mode needs the runtime: build the app with `App::open`");
+        }
         let store: DynStore = match config.durability {
             Durability::Memory => Arc::new(
                 MemoryStore::new(random_epoch()?, config.retention.clone())
@@ -124,14 +151,26 @@ impl App {
                 Arc::new(store)
             }
         };
+        Ok(App::assemble(config, store, None))
+    }
+
+    /// The hub over `store` (and, in cluster mode, `bus`), and everything around it.
+    fn assemble(config: Config, store: DynStore, bus: Option<tidings_core::DynBus>) -> App {
         let metrics = Metrics::new(&config.metrics.topic_prefixes);
         let store = metrics::TimedStore::wrap(store, metrics.commit_latency.clone());
-        let hub = Hub::with_coalescing(
-            store,
-            config.limits.clone(),
-            tidings_core::clock::system(),
-            config.coalesce.clone(),
-        );
+        let clock = tidings_core::clock::system();
+        let hub = match bus {
+            None => {
+                Hub::with_coalescing(store, config.limits.clone(), clock, config.coalesce.clone())
+            }
+            Some(bus) => Hub::clustered(
+                store,
+                bus,
+                config.limits.clone(),
+                clock,
+                config.coalesce.clone(),
+            ),
+        };
         let metrics = metrics.with_hub(&hub);
         let mut edge = Edge::new(
             config.body_timeout,
@@ -164,7 +203,7 @@ impl App {
                 tidings_core::clock::system(),
             ),
         };
-        Ok(App { state, config })
+        App { state, config }
     }
 
     /// The shared state (for in-process use and tests).

@@ -225,7 +225,7 @@ async fn run(config: tidings_server::Config) -> anyhow::Result<()> {
     // Handlers first: a signal that arrives once the hub says it is listening must start a
     // drain, not kill the process.
     let shutdown = shutdown_signal();
-    let app = App::build(config)?;
+    let app = App::open(config).await?;
     let listeners = app.bind().await?;
     app.run(listeners, shutdown).await
 }

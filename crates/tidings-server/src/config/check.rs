@@ -41,7 +41,7 @@ pub fn check(
 }
 
 /// Replaces every secret: the bearer part of token specs, token tables' `token`,
-/// `auth.jwt_hs256_secret` and `metrics.token`.
+/// `auth.jwt_hs256_secret`, `metrics.token` and `cluster.token`.
 fn redact(config: &mut Value) {
     if let Some(tokens) = config
         .pointer_mut("/auth/tokens")
@@ -60,7 +60,7 @@ fn redact(config: &mut Value) {
             }
         }
     }
-    for pointer in ["/metrics/token", "/auth/jwt_hs256_secret"] {
+    for pointer in ["/metrics/token", "/auth/jwt_hs256_secret", "/cluster/token"] {
         if let Some(secret) = config.pointer_mut(pointer)
             && !secret.is_null()
         {

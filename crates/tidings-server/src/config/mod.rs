@@ -5,6 +5,7 @@
 
 mod auth;
 mod check;
+mod cluster;
 mod coalesce;
 mod endpoints;
 mod layers;
@@ -28,6 +29,7 @@ use tidings_proto::Pattern;
 
 pub use auth::{RawAuth, RawToken, RawTokenTable};
 pub use check::{REDACTED, check};
+pub use cluster::{ClusterSettings, RawCluster};
 pub use coalesce::RawCoalesce;
 pub use endpoints::RawEndpoint;
 pub use layers::{ServeArgs, layered, load, without_env};
@@ -191,6 +193,9 @@ pub struct RawConfig {
     #[command(flatten)]
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[command(flatten)]
+    #[serde(default)]
+    pub cluster: RawCluster,
     /// `[[endpoints]]`: extra subscribe routes (file only).
     #[arg(skip)]
     #[serde(default)]
@@ -269,6 +274,8 @@ pub struct Config {
     pub credentials: crate::credential::CredentialOptions,
     /// JSON Schemas checked on publish (empty: none).
     pub schemas: crate::schema::Catalogue,
+    /// Cluster mode over NATS JetStream (`None`: this node runs alone on its store).
+    pub cluster: Option<ClusterSettings>,
 }
 
 /// How log lines are written.
@@ -320,6 +327,7 @@ impl RawConfig {
             )
         })?;
         let durability = self.store.validate()?;
+        let cluster = self.cluster.validate()?;
         let store_cache_size = self.store.cache_size()?;
         let retention = self.retention.validate()?;
         let mut limits = self.limits.validate()?;
@@ -457,6 +465,7 @@ impl RawConfig {
             metrics,
             credentials,
             schemas,
+            cluster,
         })
     }
 }

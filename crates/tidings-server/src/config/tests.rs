@@ -655,3 +655,52 @@ fn coalesce_errors_name_the_setting() {
         assert!(err.contains(want), "{text}: {err}");
     }
 }
+
+#[test]
+fn cluster_settings_validate_name_the_setting_and_hide_the_token() {
+    let none = RawConfig::default().validate().unwrap();
+    assert_eq!(none.cluster, None, "without urls a node runs alone");
+    let c = RawConfig::from_toml(
+        "[cluster]\nurls = [\"nats://10.0.0.1:4222\", \"tls://10.0.0.2:4222\"]\n\
+         replicas = 3\ntoken = \"nats-secret-0123456789\"\n",
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    let cluster = c.cluster.expect("cluster mode");
+    assert_eq!(cluster.urls.len(), 2);
+    assert_eq!((cluster.stream.as_str(), cluster.replicas), ("TIDINGS", 3));
+    assert_eq!(cluster.token.as_deref(), Some("nats-secret-0123456789"));
+    assert!(!format!("{cluster:?}").contains("nats-secret"));
+    for (toml, want) in [
+        (
+            "urls = [\"http://x:4222\"]",
+            "cluster.urls[0]: must be a nats://",
+        ),
+        (
+            "urls = [\"nats://x\"]\nstream = \"a.b\"",
+            "cluster.stream: `a.b` must be",
+        ),
+        (
+            "urls = [\"nats://x\"]\nreplicas = 0",
+            "cluster.replicas: must be at least 1",
+        ),
+    ] {
+        let err = RawConfig::from_toml(&format!("[cluster]\n{toml}\n"))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(want), "{err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tidings.toml");
+    std::fs::write(
+        &file,
+        "[cluster]\nurls = [\"nats://127.0.0.1:4222\"]\ntoken = \"nats-secret-0123456789\"\n",
+    )
+    .unwrap();
+    let printed = check(&file, std::iter::empty()).unwrap();
+    assert!(!printed.contains("nats-secret"), "{printed}");
+    assert!(printed.contains("token = \"<redacted>\""), "{printed}");
+}

@@ -213,6 +213,9 @@ pub(crate) enum Prepared {
 pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
     let parts_keep_alive = parts.version == http::Version::HTTP_11;
+    if ctx.app.hub.is_clustered() {
+        catch_up(&ctx.app, &parts).await;
+    }
     let prepared = match prepare(&ctx, &parts) {
         Ok(p) => with_snapshot(&parts, p).await,
         Err(e) => Err(e),
@@ -574,6 +577,31 @@ pub(crate) fn caller(
         .filter(|_| from.query)
         .or_else(|| app.credentials.cookie(headers).filter(|_| from.cookie));
     Ok(app.identify(presented)?)
+}
+
+/// How long a clustered node waits for a cursor another node has already delivered.
+const CLUSTER_CATCH_UP: Duration = Duration::from_secs(2);
+
+/// Cluster mode: a cursor (`Last-Event-ID` or `lastEventId`) that another node delivered may
+/// be a moment ahead of this node's head; wait for this node to ingest it (bounded), so the
+/// subscription resumes exactly instead of answering `cursor_ahead`. Callers check
+/// `Hub::is_clustered` first, so one node pays nothing.
+pub(crate) async fn catch_up(app: &AppState, parts: &http::request::Parts) {
+    let header = parts
+        .headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(Cursor::parse);
+    let cursor = header.or_else(|| {
+        form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .filter(|(name, _)| name == "lastEventId")
+            .find_map(|(_, value)| Cursor::parse(&value))
+    });
+    if let Some(Cursor::After(id)) = cursor
+        && id.epoch == app.hub.epoch().0
+    {
+        app.hub.await_head(id.seq, CLUSTER_CATCH_UP).await;
+    }
 }
 
 fn open(

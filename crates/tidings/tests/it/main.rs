@@ -6,6 +6,7 @@ mod autobahn;
 mod browser;
 mod cli;
 mod client;
+mod cluster;
 mod coalescing;
 mod config;
 mod credentials;

@@ -38,6 +38,7 @@ fn sample(value_name: &str, layer: usize) -> String {
         "HEADER" => format!("x-csrf-layer-{layer}"),
         "NAME" => format!("layer-{layer}-event"),
         "TOPIC" => format!("layer-{layer}/topic"),
+        "URL" => format!("nats://127.0.0.{}:4222", layer + 1),
         other => panic!("no sample value for value name {other}: add one to `sample`"),
     }
 }
@@ -167,7 +168,11 @@ fn the_shipped_example_names_every_setting() {
         let key = file_key(arg);
         if matches!(
             key.as_str(),
-            "auth.tokens" | "auth.jwt_hs256_secret" | "metrics.listen" | "metrics.token"
+            "auth.tokens"
+                | "auth.jwt_hs256_secret"
+                | "metrics.listen"
+                | "metrics.token"
+                | "cluster.token"
         ) {
             continue; // unset by default; the example shows them commented out
         }

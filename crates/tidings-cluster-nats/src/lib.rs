@@ -1,0 +1,532 @@
+//! Tidings cluster mode on NATS JetStream: every node publishes into one stream, and the
+//! stream's sequence is the one id space of every node (docs/scaling.md).
+//!
+//! `NatsCluster` is both halves a clustered hub needs (`tidings_core::Hub::clustered`):
+//! - the `Bus`: a publish becomes one JetStream message per event, sent in the order the
+//!   hub's lock let them out by one publisher task, with `Nats-Msg-Id` for a keyed batch;
+//!   it resolves with the stream sequences JetStream acknowledged;
+//! - the `EventStore` the hub replays from: `read_chunk` fetches from the stream through a
+//!   short-lived pull consumer; the epoch derives from the stream's creation; retention is
+//!   the stream's limits. (`append` is never called on a clustered hub; sessions and
+//!   snapshots are later steps, see docs/scaling.md.)
+//!
+//! `NatsCluster::start` runs the follower: an ordered consumer of the stream from the hub's
+//! head, feeding `Hub::ingest`, recreated after the head when it fails, and a task that
+//! refreshes the stream's counts.
+//!
+//! # Layout
+//! - `subject`: the total, reversible mapping of a Tidings topic to a NATS subject.
+//! - `envelope`: a message's body (type, key, origin, time, data) and its decoding.
+
+mod envelope;
+pub mod subject;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures_util::StreamExt as _;
+use sha2::{Digest as _, Sha256};
+use tidings_core::store::{BoxFuture, ReadLimit, SnapshotRead};
+use tidings_core::{
+    Bus, EventStore, Hub, IdempotencyKey, KeyedBatch, Retention, SharedEvent, StoreError,
+    StoreStats,
+};
+use tidings_proto::{Epoch, Selector};
+use tokio::sync::{mpsc, oneshot};
+
+/// JetStream's deduplication window for `Nats-Msg-Id`: a keyed retry within it, on any node,
+/// gets the original ids.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Most events one `read_chunk` fetches (the subscription reads on until its handoff).
+const FETCH_MAX: usize = 512;
+
+/// Longest the follower waits for its consumer to be created before it tries again.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Batches waiting for the publisher task; past it a publish is refused (503).
+const PUBLISH_QUEUE: usize = 4096;
+
+/// How to reach NATS and which stream is the hub.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// NATS server URLs (`nats://host:4222`); any one of the cluster is enough.
+    pub urls: Vec<String>,
+    /// The JetStream stream: every node with the same NATS and stream is one hub.
+    pub stream: String,
+    /// Replicas of the stream (at most the NATS cluster's size).
+    pub replicas: usize,
+    /// A NATS token.
+    pub token: Option<String>,
+    /// History bounds, mapped onto the stream's limits.
+    pub retention: Retention,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("urls", &self.urls)
+            .field("stream", &self.stream)
+            .field("replicas", &self.replicas)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+/// One node's handle on the cluster: the `Bus` and the `EventStore` of a clustered hub.
+pub struct NatsCluster {
+    client: async_nats::Client,
+    stream: stream::Stream,
+    prefix: String,
+    epoch: Epoch,
+    last_seq: AtomicU64,
+    trimmed: AtomicU64,
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    publisher: mpsc::Sender<Outgoing>,
+    /// Set when the follower met the stream recreated under it (another epoch).
+    stale: AtomicBool,
+    follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Notified when the connection to NATS is (re)established: the follower's consumer may
+    /// have died with the old connection (or the server), so it is recreated after the head.
+    reconnected: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for NatsCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsCluster")
+            .field("prefix", &self.prefix)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One batch on its way to JetStream.
+struct Outgoing {
+    messages: Vec<(String, bytes::Bytes)>,
+    /// `Nats-Msg-Id` of the batch's first event; the others add `:<index>`.
+    msg_id: Option<String>,
+    reply: oneshot::Sender<Result<Vec<u64>, StoreError>>,
+}
+
+fn io(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(format!("NATS: {what}: {e}"))
+}
+
+impl NatsCluster {
+    /// Connects to NATS, finds or creates the stream, and starts the publisher task. Call
+    /// `start` with the hub built over it.
+    pub async fn connect(config: &ClusterConfig) -> Result<Arc<NatsCluster>, StoreError> {
+        let reconnected = Arc::new(tokio::sync::Notify::new());
+        let on_event = Arc::clone(&reconnected);
+        let mut options = async_nats::ConnectOptions::new()
+            .name("tidings")
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None)
+            .event_callback(move |event| {
+                let on_event = Arc::clone(&on_event);
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!(message = "Connected to NATS.");
+                            on_event.notify_one();
+                        }
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!(message = "Lost the connection to NATS; reconnecting.");
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        if let Some(token) = &config.token {
+            options = options.token(token.clone());
+        }
+        let client = options
+            .connect(config.urls.clone())
+            .await
+            .map_err(|e| io("connect", e))?;
+        let js = jetstream::new(client.clone());
+        let prefix = format!("tidings.{}", config.stream);
+        let r = &config.retention;
+        let wanted = stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![subject::all(&prefix)],
+            max_messages: r
+                .max_events
+                .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+            max_bytes: r
+                .max_bytes
+                .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+            max_age: r.max_age.unwrap_or(Duration::ZERO),
+            num_replicas: config.replicas.max(1),
+            duplicate_window: DUPLICATE_WINDOW,
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::Old,
+            ..Default::default()
+        };
+        let mut stream = js
+            .get_or_create_stream(wanted)
+            .await
+            .map_err(|e| io("find or create the stream", e))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| io("read the stream", e))?
+            .clone();
+        let epoch = epoch_of(&config.stream, info.created.unix_timestamp_nanos());
+        let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+        tokio::spawn(publisher(js, rx));
+        let state = &info.state;
+        let cluster = Arc::new(NatsCluster {
+            client,
+            stream,
+            prefix,
+            epoch,
+            last_seq: AtomicU64::new(state.last_sequence),
+            trimmed: AtomicU64::new(state.first_sequence.saturating_sub(1)),
+            messages: AtomicU64::new(state.messages),
+            bytes: AtomicU64::new(state.bytes),
+            publisher: tx,
+            stale: AtomicBool::new(false),
+            follower: Mutex::new(None),
+            reconnected,
+        });
+        tracing::info!(
+            message = "Joined the cluster.",
+            stream = %config.stream,
+            epoch = %epoch,
+            last_seq = state.last_sequence,
+        );
+        Ok(cluster)
+    }
+
+    /// Starts feeding `hub` from the stream (after its head) and refreshing the stream's
+    /// counts; both end when the hub's last handle and this cluster are dropped, or on
+    /// `stop`.
+    pub fn start(self: &Arc<Self>, hub: Hub) {
+        let me = Arc::clone(self);
+        let task = tokio::spawn(async move { me.follow(hub).await });
+        *self.follower.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    }
+
+    /// Stops the follower.
+    pub fn stop(&self) {
+        if let Some(task) = self
+            .follower
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+    }
+
+    async fn follow(&self, hub: Hub) {
+        let mut backoff = Duration::from_millis(100);
+        let mut refresh = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            let start = hub.head() + 1;
+            let config = consumer::pull::OrderedConfig {
+                filter_subject: subject::all(&self.prefix),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
+                ..Default::default()
+            };
+            // Bounded well below JetStream's request timeout: a request sent as the
+            // connection dropped is not answered, and the retry after the reconnect is.
+            let created =
+                tokio::time::timeout(FOLLOW_TIMEOUT, self.stream.create_consumer(config)).await;
+            let messages = match created {
+                Ok(Ok(c)) => c.messages().await.map_err(|e| e.to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out".to_owned()),
+            };
+            match messages {
+                Err(e) => {
+                    tracing::warn!(message = "Could not follow the stream; retrying.", error = %e);
+                }
+                Ok(mut messages) => {
+                    backoff = Duration::from_millis(100);
+                    loop {
+                        tokio::select! {
+                            next = messages.next() => match next {
+                                Some(Ok(msg)) => {
+                                    let Ok(info) = msg.info() else { continue };
+                                    let seq = info.stream_sequence;
+                                    self.last_seq.fetch_max(seq, Ordering::Relaxed);
+                                    let Some(event) = envelope::decode(&self.prefix, self.epoch, seq, msg.subject.as_str(), &msg.payload) else {
+                                        continue;
+                                    };
+                                    if let Err(e) = hub.ingest([event]) {
+                                        tracing::error!(message = "The stream was recreated under this node; restart it to take the new epoch.", error = %e);
+                                        self.stale.store(true, Ordering::Relaxed);
+                                        return;
+                                    }
+                                }
+                                Some(Err(e)) => {
+                                    tracing::warn!(message = "Following the stream failed; resuming after the head.", error = %e);
+                                    break;
+                                }
+                                None => break,
+                            },
+                            _ = refresh.tick() => self.refresh().await,
+                            () = self.reconnected.notified() => {
+                                tracing::info!(message = "Following the stream again after the head.", head = hub.head());
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Reads the stream's counts (retention moves its front).
+    async fn refresh(&self) {
+        let mut stream = self.stream.clone();
+        if let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(2), stream.info()).await {
+            if info.created.unix_timestamp_nanos() != 0
+                && epoch_of(&info.config.name, info.created.unix_timestamp_nanos()) != self.epoch
+            {
+                self.stale.store(true, Ordering::Relaxed);
+            }
+            let s = &info.state;
+            self.trimmed
+                .fetch_max(s.first_sequence.saturating_sub(1), Ordering::Relaxed);
+            self.last_seq.fetch_max(s.last_sequence, Ordering::Relaxed);
+            self.messages.store(s.messages, Ordering::Relaxed);
+            self.bytes.store(s.bytes, Ordering::Relaxed);
+        }
+    }
+
+    fn connected(&self) -> bool {
+        matches!(
+            self.client.connection_state(),
+            async_nats::connection::State::Connected
+        )
+    }
+}
+
+/// The epoch of a stream: from its name and creation time, so every node computes the same
+/// one and a recreated stream gets another.
+fn epoch_of(name: &str, created_nanos: i128) -> Epoch {
+    let digest = Sha256::new()
+        .chain_update(name.as_bytes())
+        .chain_update(created_nanos.to_be_bytes())
+        .finalize();
+    Epoch(u32::from_be_bytes([
+        digest[0], digest[1], digest[2], digest[3],
+    ]))
+}
+
+/// The `Nats-Msg-Id` stem of a keyed batch: a digest of the scope and the key (never the
+/// key itself, which may be anything a client sent).
+fn msg_id(key: &IdempotencyKey) -> String {
+    let digest = Sha256::new()
+        .chain_update(key.scope.0)
+        .chain_update(key.key.as_bytes())
+        .finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Sends batches to JetStream in arrival order, without waiting for one batch's
+/// acknowledgements before sending the next.
+async fn publisher(js: jetstream::Context, mut rx: mpsc::Receiver<Outgoing>) {
+    while let Some(out) = rx.recv().await {
+        let mut acks = Vec::with_capacity(out.messages.len());
+        let mut failed = None;
+        for (i, (subject, payload)) in out.messages.into_iter().enumerate() {
+            let mut publish = jetstream::message::PublishMessage::build().payload(payload);
+            if let Some(stem) = &out.msg_id {
+                publish = publish.message_id(format!("{stem}:{i}"));
+            }
+            match js.send_publish(subject, publish).await {
+                Ok(ack) => acks.push(ack),
+                Err(e) => {
+                    failed = Some(io("publish", e));
+                    break;
+                }
+            }
+        }
+        let reply = out.reply;
+        tokio::spawn(async move {
+            let mut seqs = Vec::with_capacity(acks.len());
+            for ack in acks {
+                match ack.await {
+                    Ok(ack) => seqs.push(ack.sequence),
+                    Err(e) => {
+                        failed.get_or_insert(io("acknowledgement", e));
+                    }
+                }
+            }
+            // The publisher may have gone away; the events are in the stream regardless.
+            drop(reply.send(match failed {
+                Some(e) => Err(e),
+                None => Ok(seqs),
+            }));
+        });
+    }
+}
+
+impl Bus for NatsCluster {
+    fn publish(
+        &self,
+        events: Vec<SharedEvent>,
+        key: Option<&IdempotencyKey>,
+    ) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
+        if !self.connected() {
+            return Box::pin(std::future::ready(Err(StoreError::Io(
+                "NATS is unreachable".into(),
+            ))));
+        }
+        let messages = events
+            .iter()
+            .map(|e| {
+                (
+                    subject::subject(&self.prefix, &e.event.topic),
+                    envelope::encode(e),
+                )
+            })
+            .collect();
+        let (reply, rx) = oneshot::channel();
+        let out = Outgoing {
+            messages,
+            msg_id: key.map(msg_id),
+            reply,
+        };
+        if self.publisher.try_send(out).is_err() {
+            return Box::pin(std::future::ready(Err(StoreError::Io(
+                "too many publishes waiting for NATS".into(),
+            ))));
+        }
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(StoreError::Io("NATS publisher stopped".into())))
+        })
+    }
+}
+
+impl EventStore for NatsCluster {
+    fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Relaxed)
+    }
+
+    fn trimmed_through(&self) -> u64 {
+        self.trimmed.load(Ordering::Relaxed)
+    }
+
+    fn append(
+        &self,
+        _events: Vec<SharedEvent>,
+        _keyed: Option<KeyedBatch>,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        // A clustered hub publishes through the bus; only a hub built wrongly gets here.
+        Box::pin(std::future::ready(Err(StoreError::Io(
+            "a cluster's history is written through its bus, never appended".into(),
+        ))))
+    }
+
+    fn find_keyed(
+        &self,
+        _key: &IdempotencyKey,
+    ) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>> {
+        // Keys are JetStream's `Nats-Msg-Id`s, deduplicated by the stream itself.
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    fn read_chunk(
+        &self,
+        after: u64,
+        limit: ReadLimit,
+    ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>> {
+        let stream = self.stream.clone();
+        let prefix = self.prefix.clone();
+        let epoch = self.epoch;
+        let want = limit.events.clamp(1, FETCH_MAX);
+        let filter = subject::all(&self.prefix);
+        Box::pin(async move {
+            let config = consumer::pull::Config {
+                filter_subject: filter,
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: after + 1,
+                },
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                memory_storage: true,
+                ..Default::default()
+            };
+            let consumer = stream
+                .create_consumer(config)
+                .await
+                .map_err(|e| io("open a replay consumer", e))?;
+            let name = consumer.cached_info().name.clone();
+            let mut batch = consumer
+                .fetch()
+                .max_messages(want)
+                .messages()
+                .await
+                .map_err(|e| io("fetch history", e))?;
+            let mut out = Vec::new();
+            while let Some(msg) = batch.next().await {
+                let msg = msg.map_err(|e| io("fetch history", e))?;
+                let Ok(info) = msg.info() else { continue };
+                if let Some(event) = envelope::decode(
+                    &prefix,
+                    epoch,
+                    info.stream_sequence,
+                    msg.subject.as_str(),
+                    &msg.payload,
+                ) {
+                    out.push(event);
+                }
+            }
+            tokio::spawn(async move { drop(stream.delete_consumer(&name).await) });
+            Ok(limit.take(out))
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            events: self.messages.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            last_seq: self.last_seq(),
+            trimmed_through: self.trimmed_through(),
+        }
+    }
+
+    fn health(&self) -> Option<StoreError> {
+        if self.stale.load(Ordering::Relaxed) {
+            return Some(StoreError::Corrupt(
+                "the stream was recreated; restart this node".into(),
+            ));
+        }
+        (!self.connected()).then(|| StoreError::Io("NATS is unreachable".into()))
+    }
+
+    fn snapshot(
+        &self,
+        _selector: &Selector,
+        _max_bytes: usize,
+    ) -> BoxFuture<'static, Result<SnapshotRead, StoreError>> {
+        Box::pin(std::future::ready(Err(StoreError::Io(
+            "snapshots are not available in cluster mode yet".into(),
+        ))))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,237 @@
+//! `NatsCluster` against a real `nats-server -js` (started on a free loopback port with a
+//! temporary store directory, killed on drop): two nodes on one stream get the same ids,
+//! replay reads the stream, a keyed retry through the other node is deduplicated, and a
+//! recreated stream has another epoch.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tidings_core::{
+    Coalescing, DynBus, DynStore, Hub, IdempotencyKey, IdempotencyScope, Limits, NewEvent,
+    PublishBatch, ReadLimit, Retention, SubscribeRequest,
+};
+use tidings_proto::{Cursor, EventType, Pattern, Selector, Topic};
+
+use super::*;
+
+/// A `nats-server` with JetStream on a fixed loopback port and store directory (so it can
+/// be stopped and started again with its streams), killed on drop.
+struct Nats {
+    child: Option<Child>,
+    port: u16,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut nats = Nats {
+            child: None,
+            port,
+            url: format!("nats://127.0.0.1:{port}"),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        nats.restart();
+        nats
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server is installed (scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            drop(child.kill());
+            drop(child.wait());
+        }
+    }
+
+    fn config(&self, stream: &str) -> ClusterConfig {
+        ClusterConfig {
+            urls: vec![self.url.clone()],
+            stream: stream.to_owned(),
+            replicas: 1,
+            token: None,
+            retention: Retention::default(),
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `ok` until it holds, for at most 20 s.
+async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} never happened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn node(nats: &Nats, stream: &str) -> (Arc<NatsCluster>, Hub) {
+    let cluster = NatsCluster::connect(&nats.config(stream)).await.unwrap();
+    let hub = Hub::clustered(
+        Arc::clone(&cluster) as DynStore,
+        Arc::clone(&cluster) as DynBus,
+        Limits::default(),
+        tidings_core::clock::system(),
+        Coalescing::default(),
+    );
+    cluster.start(hub.clone());
+    (cluster, hub)
+}
+
+fn batch(topic: &str, n: usize, key: Option<&str>) -> PublishBatch {
+    PublishBatch {
+        events: (0..n)
+            .map(|i| NewEvent {
+                topic: Topic::new(topic).unwrap(),
+                event_type: EventType::new("changed").unwrap(),
+                key: None,
+                data: serde_json::value::RawValue::from_string(format!("{{\"i\":{i}}}")).unwrap(),
+            })
+            .collect(),
+        origin: None,
+        idempotency_key: key.map(|k| IdempotencyKey {
+            scope: IdempotencyScope::ANONYMOUS,
+            key: k.to_owned(),
+        }),
+    }
+}
+
+fn everything(cursor: Option<Cursor>) -> SubscribeRequest {
+    SubscribeRequest {
+        selector: Selector {
+            patterns: vec![Pattern::All],
+            types: vec![],
+        },
+        cursor,
+        client_id: None,
+    }
+}
+
+/// Reads events from `sub` until `n` came (or the deadline passed).
+async fn take(sub: &mut tidings_core::Subscription, n: usize) -> Vec<tidings_proto::EventId> {
+    let mut ids = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ids.len() < n {
+        let mut out = Vec::new();
+        match tokio::time::timeout_at(deadline, sub.next(&mut out)).await {
+            Err(_) => break,
+            Ok(tidings_core::Step::Events) => ids.extend(out.iter().map(|e| e.event.id)),
+            Ok(step) => panic!("unexpected step {step:?}"),
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_id_space_and_history() {
+    let nats = Nats::start();
+    let (a_cluster, a) = node(&nats, "T1").await;
+    let (b_cluster, b) = node(&nats, "T1").await;
+    assert_eq!(a.epoch(), b.epoch(), "the epoch derives from the stream");
+    let mut on_b = b.subscribe(everything(None)).unwrap();
+    let topic = "cloudreve://my/a b.jpg";
+    let from_a = a.publish(batch(topic, 3, None)).await.unwrap();
+    let from_b = b.publish(batch("x.y/*>", 2, None)).await.unwrap();
+    assert_eq!(
+        from_a
+            .iter()
+            .chain(&from_b)
+            .map(|id| id.seq)
+            .collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    let got = take(&mut on_b, 5).await;
+    assert_eq!(got, [from_a.clone(), from_b.clone()].concat());
+    // Replay reads the stream: a subscription on A from the first id gets the rest.
+    let mut resumed = a
+        .subscribe(everything(Some(Cursor::After(from_a[0]))))
+        .unwrap();
+    assert_eq!(take(&mut resumed, 4).await, got[1..].to_vec());
+    let chunk = a_cluster
+        .read_chunk(0, ReadLimit::events(10))
+        .await
+        .unwrap();
+    assert_eq!(chunk.len(), 5);
+    assert_eq!(chunk[0].event.topic.as_str(), topic);
+    assert_eq!(chunk[3].event.topic.as_str(), "x.y/*>");
+    assert_eq!(b_cluster.stats().last_seq, 5);
+    // A keyed retry through the other node is the same publish.
+    let first = a.publish(batch("k", 2, Some("key-1"))).await.unwrap();
+    let retry = b.publish(batch("k", 2, Some("key-1"))).await.unwrap();
+    assert_eq!(first, retry);
+    let again = a.publish(batch("k", 1, None)).await.unwrap();
+    assert_eq!(again[0].seq, 8, "the retry stored nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_stream_has_another_epoch() {
+    let nats = Nats::start();
+    let first = NatsCluster::connect(&nats.config("T2")).await.unwrap();
+    let again = NatsCluster::connect(&nats.config("T2")).await.unwrap();
+    assert_eq!(first.epoch(), again.epoch());
+    let js = jetstream::new(first.client.clone());
+    js.delete_stream("T2").await.unwrap();
+    let recreated = NatsCluster::connect(&nats.config("T2")).await.unwrap();
+    assert_ne!(first.epoch(), recreated.epoch());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_down_refuses_publishes_and_the_follower_resumes_without_gap() {
+    let mut nats = Nats::start();
+    let (_cluster, a) = node(&nats, "T3").await;
+    let (_other, b) = node(&nats, "T3").await;
+    let mut on_b = b.subscribe(everything(None)).unwrap();
+    let before = a.publish(batch("t", 1, None)).await.unwrap();
+    until("the other node ingesting", || b.head() == before[0].seq).await;
+    nats.stop();
+    until("readiness turning", || a.store_health().is_some()).await;
+    let refused = a.publish(batch("t", 1, None)).await;
+    assert!(
+        matches!(refused, Err(tidings_core::PublishError::Store(_))),
+        "{refused:?}"
+    );
+    nats.restart();
+    until("reconnecting", || a.store_health().is_none()).await;
+    until("the other node reconnecting", || b.store_health().is_none()).await;
+    let after = a.publish(batch("t", 2, None)).await.unwrap();
+    let got = take(&mut on_b, 3).await;
+    assert_eq!(
+        got,
+        [before, after].concat(),
+        "the stream stayed open, no gap"
+    );
+    assert_eq!(got.iter().map(|id| id.seq).collect::<Vec<_>>(), [1, 2, 3]);
+}

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::ops::scrape;
 use crate::support::{Launch, Server, dechunk, read_until};
 
 /// A server with `rules` as its configuration file (plus `args`).
@@ -157,7 +158,16 @@ terminal = ["complete", "error"]
     sub.expect_no_event(Duration::from_millis(600)).await;
     let stats = server.readyz().await;
     assert_eq!(stats["head"].as_u64(), Some(last_id), "{stats}");
-    assert!(stats["coalesced"].as_u64().unwrap() > 0, "{stats}");
+    let coalesced = stats["coalesced"].as_u64().unwrap();
+    assert!(coalesced > 0, "{stats}");
+    // The operators' view counts the same, read with Prometheus' own parser.
+    let metrics = scrape(&server.url("/metrics"), None).await;
+    assert_eq!(
+        metrics.value("tidings_events_coalesced_total", &[]),
+        coalesced as f64,
+        "{}",
+        metrics.text
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -332,6 +342,19 @@ terminal = ["complete"]
         "{stats}"
     );
     assert_eq!(stats["dropped_deliveries"].as_u64(), Some(0), "{stats}");
+    let metrics = scrape(&server.url("/metrics"), None).await;
+    assert_eq!(
+        metrics.value("tidings_deliveries_conflated_total", &[]),
+        (published - events as u64) as f64,
+        "{}",
+        metrics.text
+    );
+    assert_eq!(
+        metrics.value("tidings_deliveries_dropped_total", &[]),
+        0.0,
+        "{}",
+        metrics.text
+    );
     assert!(
         rss_after < rss_before + (96 << 20),
         "RSS grew from {rss_before} to {rss_after}"

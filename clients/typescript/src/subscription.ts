@@ -729,10 +729,26 @@ function snapshotFrame(raw: string): Frame {
   return { kind: "snapshot", snapshot: { cursor: notice<SnapshotEnd>("snapshot", raw, ["cursor"]).cursor } };
 }
 
+/**
+ * Whether `raw` has the shape of the hub's session notice (`{"clientId","cursor"}`): an
+ * endpoint may rename its session events and let publishers use `resumed` for their own
+ * (the download manager's `resumed` download), which is then an ordinary event.
+ */
+function isSessionNotice(raw: string): boolean {
+  try {
+    const o = JSON.parse(raw) as Record<string, unknown> | null;
+    return o !== null && typeof o === "object" && typeof o["clientId"] === "string" && typeof o["cursor"] === "string";
+  } catch {
+    return false;
+  }
+}
+
 function sseFrame(item: SseItem): Frame {
   if (item.kind === "retry") return { kind: "retry", ms: item.ms };
   if (item.type === "snapshot") return snapshotFrame(item.data);
-  if (item.type === "subscribed" || item.type === "resumed") return sessionFrame(item.type, item.data);
+  if ((item.type === "subscribed" || item.type === "resumed") && isSessionNotice(item.data)) {
+    return sessionFrame(item.type, item.data);
+  }
   if (item.type === "reset") {
     const n = notice<ResetNotice>("reset", item.data, ["reason", "cursor"]);
     return { kind: "reset", reset: { reason: n.reason, cursor: n.cursor } };

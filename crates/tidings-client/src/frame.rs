@@ -27,12 +27,26 @@ pub(crate) enum Frame {
     Session(String),
 }
 
-/// The hub's `snapshot` and session notices: `(name, id)` to a frame, if it is one.
-fn notice(name: &str, id: Option<&str>) -> Option<Frame> {
-    let id = id.filter(|id| !id.is_empty())?.to_owned();
-    match name {
-        "snapshot" => Some(Frame::Snapshot(id)),
-        "subscribed" | "resumed" => Some(Frame::Session(id)),
+/// The hub's `snapshot` and session notices: `(name, id, data)` to a frame, if it is one. A
+/// notice is known by its name and its payload's shape together (`{"cursor"}` equal to its
+/// id; `{"clientId","cursor"}`), because an endpoint may rename its session events and let
+/// publishers use `resumed` for their own (the download manager's `resumed` download).
+fn notice(name: &str, id: Option<&str>, data: &str) -> Option<Frame> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Notice {
+        cursor: String,
+        #[serde(default)]
+        client_id: Option<String>,
+    }
+    let id = id.filter(|id| !id.is_empty())?;
+    if !matches!(name, "snapshot" | "subscribed" | "resumed") {
+        return None;
+    }
+    let n: Notice = serde_json::from_str(data).ok()?;
+    match (name, n.client_id) {
+        ("snapshot", None) if n.cursor == id => Some(Frame::Snapshot(n.cursor)),
+        ("subscribed" | "resumed", Some(_)) => Some(Frame::Session(n.cursor)),
         _ => None,
     }
 }
@@ -119,7 +133,7 @@ fn bad_notice(what: &str, e: serde_json::Error) -> Error {
 }
 
 fn sse_frame(e: sse::SseEvent) -> Result<Frame, Error> {
-    if let Some(frame) = notice(&e.event, Some(&e.last_event_id)) {
+    if let Some(frame) = notice(&e.event, Some(&e.last_event_id), &e.data) {
         return Ok(frame);
     }
     Ok(match e.event.as_str() {
@@ -166,7 +180,7 @@ pub(crate) fn json_frame(line: &[u8]) -> Result<Frame, Error> {
         Error::new(ErrorKind::Protocol, "a stream line is not an event").with_source(e)
     })?;
     let Some(topic) = f.topic else {
-        if let Some(frame) = notice(&f.event_type, f.id.as_deref()) {
+        if let Some(frame) = notice(&f.event_type, f.id.as_deref(), f.data.get()) {
             return Ok(frame);
         }
         return Ok(match f.event_type.as_str() {

@@ -38,18 +38,21 @@ fn show(f: &Frame) -> String {
 
 #[test]
 fn snapshot_and_session_notices_in_both_framings() {
-    let sse = "id: 0000000a-3\nevent: subscribed\ndata: {\"clientId\":\"c\"}\n\n\
+    let sse = "id: 0000000a-3\nevent: subscribed\ndata: {\"clientId\":\"c\",\"cursor\":\"0000000a-3\"}\n\n\
+               id: 0000000a-4\nevent: resumed\ndata: {\"DownloadID\":\"d1\"}\n\n\
                id: 0000000a-5\nevent: progress\ndata: {}\n\n\
                id: 0000000a-7\nevent: snapshot\ndata: {\"cursor\":\"0000000a-7\"}\n\n";
     assert_eq!(
         decode(Framing::Sse, sse),
         [
             "session 0000000a-3",
+            // A publisher's own `resumed` (the downloads seed's) is an event.
+            "event id=0000000a-4 type=resumed topic=None key=None data={\"DownloadID\":\"d1\"}",
             "event id=0000000a-5 type=progress topic=None key=None data={}",
             "snapshot 0000000a-7",
         ]
     );
-    let json = "{\"id\":\"0000000a-3\",\"type\":\"resumed\",\"data\":{}}\n\
+    let json = "{\"id\":\"0000000a-3\",\"type\":\"resumed\",\"data\":{\"clientId\":\"c\",\"cursor\":\"0000000a-3\"}}\n\
                 {\"id\":\"0000000a-7\",\"type\":\"snapshot\",\"data\":{\"cursor\":\"0000000a-7\"}}\n";
     assert_eq!(
         decode(Framing::Ndjson, json),

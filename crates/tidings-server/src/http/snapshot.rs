@@ -19,7 +19,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use tidings_proto::{ErrorCode, EventType, Pattern, Selector};
 
 use super::error::HttpError;
-use super::subscribe::{EndpointState, caller, narrow};
+use super::subscribe::{EndpointState, caller, narrow, selector_param};
 use crate::transport::frame::{self, Shape};
 
 #[derive(Debug, Default)]
@@ -35,27 +35,8 @@ fn parse_query(raw: Option<&str>, ctx: &EndpointState) -> Result<Query, HttpErro
     let mut q = Query::default();
     for (name, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         match &*name {
-            "topic" => {
-                if q.patterns.len() >= limits.max_patterns {
-                    return Err(HttpError::new(
-                        ErrorCode::InvalidTopic,
-                        format!("topic: more than {} selectors", limits.max_patterns),
-                    ));
-                }
-                q.patterns.push(Pattern::parse(&value).map_err(|e| {
-                    HttpError::new(ErrorCode::InvalidTopic, format!("topic `{value}`: {e}"))
-                })?);
-            }
-            "type" => {
-                if q.types.len() >= limits.max_types {
-                    return Err(HttpError::new(
-                        ErrorCode::InvalidType,
-                        format!("type: more than {} types", limits.max_types),
-                    ));
-                }
-                q.types.push(EventType::new(&value).map_err(|e| {
-                    HttpError::new(ErrorCode::InvalidType, format!("type `{value}`: {e}"))
-                })?);
+            "topic" | "type" => {
+                selector_param(&name, &value, limits, &mut q.patterns, &mut q.types)?;
             }
             "ticket" => q.ticket = Some(value.into_owned()),
             other if ctx.endpoint.query_token.as_deref() == Some(other) => {

@@ -72,27 +72,8 @@ fn parse_query(raw: Option<&str>, endpoint: &Endpoint, app: &AppState) -> Result
     let invalid = |msg: String| HttpError::new(ErrorCode::InvalidParameter, msg);
     for (name, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         match &*name {
-            "topic" => {
-                if q.patterns.len() >= limits.max_patterns {
-                    return Err(HttpError::new(
-                        ErrorCode::InvalidTopic,
-                        format!("topic: more than {} selectors", limits.max_patterns),
-                    ));
-                }
-                q.patterns.push(Pattern::parse(&value).map_err(|e| {
-                    HttpError::new(ErrorCode::InvalidTopic, format!("topic `{value}`: {e}"))
-                })?);
-            }
-            "type" => {
-                if q.types.len() >= limits.max_types {
-                    return Err(HttpError::new(
-                        ErrorCode::InvalidType,
-                        format!("type: more than {} types", limits.max_types),
-                    ));
-                }
-                q.types.push(EventType::new(&value).map_err(|e| {
-                    HttpError::new(ErrorCode::InvalidType, format!("type `{value}`: {e}"))
-                })?);
+            "topic" | "type" => {
+                selector_param(&name, &value, limits, &mut q.patterns, &mut q.types)?;
             }
             "lastEventId" => q.cursor = Cursor::parse(&value),
             "clientId" => q.client_id = Some(value.into_owned()),
@@ -138,6 +119,41 @@ fn parse_query(raw: Option<&str>, endpoint: &Endpoint, app: &AppState) -> Result
 }
 
 /// A `1`/`true` or `0`/`false` query flag.
+/// A `topic` or `type` query parameter, checked and added to `patterns` or `types` within
+/// the hub's limits (`GET /events` and `GET /snapshot` read them alike).
+pub(crate) fn selector_param(
+    name: &str,
+    value: &str,
+    limits: &tidings_core::Limits,
+    patterns: &mut Vec<Pattern>,
+    types: &mut Vec<EventType>,
+) -> Result<(), HttpError> {
+    if name == "topic" {
+        if patterns.len() >= limits.max_patterns {
+            return Err(HttpError::new(
+                ErrorCode::InvalidTopic,
+                format!("topic: more than {} selectors", limits.max_patterns),
+            ));
+        }
+        patterns.push(Pattern::parse(value).map_err(|e| {
+            HttpError::new(ErrorCode::InvalidTopic, format!("topic `{value}`: {e}"))
+        })?);
+    } else {
+        if types.len() >= limits.max_types {
+            return Err(HttpError::new(
+                ErrorCode::InvalidType,
+                format!("type: more than {} types", limits.max_types),
+            ));
+        }
+        types.push(
+            EventType::new(value).map_err(|e| {
+                HttpError::new(ErrorCode::InvalidType, format!("type `{value}`: {e}"))
+            })?,
+        );
+    }
+    Ok(())
+}
+
 fn flag(name: &str, value: &str) -> Result<bool, HttpError> {
     match value {
         "1" | "true" => Ok(true),

@@ -292,6 +292,24 @@ pub(crate) struct Out {
     pub(crate) input: Option<usize>,
 }
 
+impl Out {
+    /// The stored record of this event with `id` and `time` (ms since the epoch).
+    pub(crate) fn into_record(self, id: tidings_proto::EventId, time: u64) -> crate::SharedEvent {
+        crate::EventRecord::with_conflation(
+            tidings_proto::Event {
+                id,
+                topic: self.event.topic,
+                event_type: self.event.event_type,
+                key: self.event.key,
+                origin: self.origin,
+                time,
+                data: self.event.data,
+            },
+            self.conflate,
+        )
+    }
+}
+
 #[derive(Debug)]
 struct Held {
     event: NewEvent,

@@ -26,7 +26,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tidings_proto::{Cursor, Epoch, Event, EventId, Key, Pattern, Selector, Topic};
+use tidings_proto::{Cursor, Epoch, EventId, Key, Pattern, Selector, Topic};
 use tokio::sync::{Notify, watch};
 
 use crate::bus::{DynBus, IngestError};
@@ -35,7 +35,7 @@ use crate::coalesce::{Coalescer, Coalescing, Out, Plan};
 use crate::error::{PublishError, SnapshotError, SubscribeError};
 use crate::idempotency::{self, Entry, Fingerprint, IdempotencyCache, IdempotencyKey};
 use crate::limits::Limits;
-use crate::record::{EventRecord, SharedEvent};
+use crate::record::SharedEvent;
 use crate::registry::{self, Registry};
 use crate::request::{PublishBatch, SubscribeRequest};
 use crate::session::Sessions;
@@ -666,18 +666,7 @@ impl Hub {
             .into_iter()
             .map(|o| {
                 inputs.push(o.input.filter(|i| *i < n));
-                EventRecord::with_conflation(
-                    Event {
-                        id: unsequenced,
-                        topic: o.event.topic,
-                        event_type: o.event.event_type,
-                        key: o.event.key,
-                        origin: o.origin,
-                        time,
-                        data: o.event.data,
-                    },
-                    o.conflate,
-                )
+                o.into_record(unsequenced, time)
             })
             .collect();
         OnBus {
@@ -771,18 +760,7 @@ impl Hub {
                 if let Some(i) = o.input {
                     answer[i] = Some(id);
                 }
-                EventRecord::with_conflation(
-                    Event {
-                        id,
-                        topic: o.event.topic,
-                        event_type: o.event.event_type,
-                        key: o.event.key,
-                        origin: o.origin,
-                        time,
-                        data: o.event.data,
-                    },
-                    o.conflate,
-                )
+                o.into_record(id, time)
             })
             .collect();
         let ids: Vec<EventId> = records.iter().map(|r| r.event.id).collect();

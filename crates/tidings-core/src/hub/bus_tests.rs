@@ -10,6 +10,7 @@ use std::time::Duration;
 use tidings_proto::{Cursor, Epoch, EventId, EventType, Pattern, Selector, Topic};
 
 use super::*;
+use crate::EventRecord;
 use crate::bus::{Bus, DynBus};
 use crate::clock::ManualClock;
 use crate::request::NewEvent;

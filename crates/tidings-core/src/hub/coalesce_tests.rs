@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use tidings_proto::{Cursor, Epoch, EventId, EventType, Pattern, Selector, Topic};
 
 use super::*;
+use crate::EventRecord;
 use crate::clock::ManualClock;
 use crate::coalesce::{CoalesceRule, Coalescing, MergeFormat, Policy};
 use crate::idempotency::{IdempotencyKey, IdempotencyScope};

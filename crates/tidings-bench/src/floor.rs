@@ -1,6 +1,8 @@
-//! The floor: a bare tokio fan-out server. For each published event it encodes the SSE frame
-//! once and every connection writes the frames pending for it in one chunk per write. No ids
-//! beyond a counter, no auth, no history: the practical lower bound for CPU per delivery.
+//! The floor: a bare tokio fan-out server. It takes publishes over HTTP/1.1 keep-alive in
+//! Tidings' body shape (`{"topic":…,"type":…,"data":…}`, parsed once with serde_json, so the
+//! comparison includes parsing a publish), encodes each event's SSE frame once, and every
+//! connection writes the frames pending for it in one chunk per write. No ids beyond a counter,
+//! no auth, no history: the practical lower bound for CPU per delivery and per publish.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -97,24 +99,51 @@ async fn connection(mut stream: TcpStream, hub: Arc<Hub>) -> anyhow::Result<()> 
             }
             buf.extend_from_slice(&chunk[..n]);
         }
-        let id = hub.seq.fetch_add(1, Relaxed) + 1;
-        let mut frame = Vec::with_capacity(len + 40);
-        frame.extend_from_slice(format!("id: {id}\nevent: tick\ndata: ").as_bytes());
-        frame.extend_from_slice(&buf[..len]);
-        frame.extend_from_slice(b"\n\n");
-        buf.drain(..len);
-        hub.sender(topic_of(path)).send(Arc::new(frame)).ok();
-        let body = format!("{{\"ids\":[\"{id}\"]}}");
-        stream
-            .write_all(
+        let answer = match publish(&hub, path, &buf[..len]) {
+            Ok(id) => {
+                let body = format!("{{\"ids\":[\"{id}\"]}}");
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 )
-                .as_bytes(),
-            )
-            .await?;
+            }
+            Err(e) => {
+                let body = format!("{{\"error\":\"invalid_event\",\"message\":{e:?}}}");
+                format!(
+                    "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            }
+        };
+        buf.drain(..len);
+        stream.write_all(answer.as_bytes()).await?;
     }
+}
+
+/// One event as a publisher writes it to Tidings; the floor reads the same shape.
+#[derive(serde::Deserialize)]
+struct PublishBody<'a> {
+    #[serde(borrow, default)]
+    topic: Option<&'a str>,
+    #[serde(rename = "type", borrow)]
+    event_type: &'a str,
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
+}
+
+/// Parses one publish body (the topic from the body, else from the query), frames it once and
+/// hands it to the topic's subscribers; returns its id.
+fn publish(hub: &Hub, path: &str, body: &[u8]) -> Result<u64, String> {
+    let event: PublishBody<'_> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let topic = event.topic.unwrap_or_else(|| topic_of(path));
+    let id = hub.seq.fetch_add(1, Relaxed) + 1;
+    let data = event.data.get();
+    let mut frame = Vec::with_capacity(data.len() + event.event_type.len() + 40);
+    frame.extend_from_slice(format!("id: {id}\nevent: {}\ndata: ", event.event_type).as_bytes());
+    frame.extend_from_slice(data.as_bytes());
+    frame.extend_from_slice(b"\n\n");
+    hub.sender(topic).send(Arc::new(frame)).ok();
+    Ok(id)
 }
 
 async fn stream_events(
@@ -157,5 +186,22 @@ mod tests {
     fn topic_from_path() {
         assert_eq!(super::topic_of("/events?topic=a-1&x=2"), "a-1");
         assert_eq!(super::topic_of("/events"), "bench");
+    }
+
+    #[test]
+    fn a_publish_is_parsed_and_framed_for_its_topic() {
+        let hub = super::Hub::default();
+        let mut rx = hub.sender("t-1").subscribe();
+        let id = super::publish(
+            &hub,
+            "/publish",
+            br#"{"topic":"t-1","type":"tick","data":{"t":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(id, 1);
+        let frame = rx.try_recv().unwrap();
+        assert_eq!(&frame[..], b"id: 1\nevent: tick\ndata: {\"t\":1}\n\n");
+        assert!(super::publish(&hub, "/publish", b"{\"type\":1}").is_err());
+        assert!(super::publish(&hub, "/publish", b"not json").is_err());
     }
 }

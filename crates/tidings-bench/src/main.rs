@@ -2,6 +2,7 @@
 //! report and the CI smoke run.
 
 mod client_sub;
+mod everything;
 mod floor;
 mod http;
 mod procstat;
@@ -66,7 +67,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// (a) one topic, many subscribers; with --topics K, (b) many topics.
+    /// (a) one topic, many subscribers; with --topics K, (b) many topics; with
+    /// `--targets tidings-all,floor`, (i) every feature on.
     Fanout {
         #[arg(long, default_value = "tidings,floor", value_delimiter = ',')]
         targets: Vec<String>,
@@ -75,8 +77,10 @@ enum Cmd {
         /// Events/s published in total (each subscriber of one topic receives all of them).
         #[arg(long, default_value_t = 50.0)]
         rate: f64,
-        #[arg(long, default_value_t = 1)]
-        topics: u64,
+        /// Topics the subscribers are spread over; several values measure each in turn, in
+        /// the same run (e.g. `100,1000`).
+        #[arg(long, default_value = "1", value_delimiter = ',')]
+        topics: Vec<u64>,
         /// Seconds measured per point.
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
@@ -122,8 +126,15 @@ enum Cmd {
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
     },
-    /// (e) publish throughput into Tidings (durable by default).
+    /// (e) publish throughput into Tidings (durable by default), and into the floor.
     Publish {
+        /// `tidings` and/or `floor` (the floor takes one event per request).
+        #[arg(long, default_value = "tidings", value_delimiter = ',')]
+        targets: Vec<String>,
+        /// Tidings durability modes measured in this run, one point each, e.g.
+        /// `durable,memory` [default: --durability, else durable].
+        #[arg(long, value_delimiter = ',')]
+        modes: Vec<String>,
         #[arg(long, default_value_t = 64)]
         publishers: usize,
         #[arg(long, default_value_t = 1)]
@@ -327,7 +338,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             payload_bytes,
         } => {
             let kinds = parse_targets(&targets)?;
-            for &n in &subscribers {
+            for (&topics, &n) in topics
+                .iter()
+                .flat_map(|t| subscribers.iter().map(move |n| (t, n)))
+            {
                 for &kind in &kinds {
                     let params = FanoutParams {
                         subscribers: n,
@@ -338,6 +352,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         publishers,
                         payload_bytes,
                         sessions: kinds.contains(&Kind::TidingsIds),
+                        everything: kinds.contains(&Kind::TidingsAll),
                     };
                     match scenario::fanout(&ctx, kind, &params).await {
                         Ok(p) => save(&p)?,
@@ -408,17 +423,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Publish {
+            targets,
+            modes,
             publishers,
             batch,
             duration,
         } => {
-            let p = scenario::publish(&ctx, publishers, batch, Duration::from_secs_f64(duration))
+            let modes = if modes.is_empty() {
+                vec![ctx.tidings.durability.clone()]
+            } else {
+                modes
+            };
+            let mut runs = Vec::new();
+            for kind in parse_targets(&targets)? {
+                if kind == Kind::Tidings {
+                    runs.extend(modes.iter().map(|m| (kind, Some(m.clone()))));
+                } else {
+                    runs.push((kind, None));
+                }
+            }
+            for (kind, mode) in runs {
+                let mut ctx = ctx.clone();
+                if let Some(m) = &mode {
+                    ctx.tidings.durability.clone_from(m);
+                }
+                let p = scenario::publish(
+                    &ctx,
+                    kind,
+                    publishers,
+                    batch,
+                    Duration::from_secs_f64(duration),
+                )
                 .await?;
-            say(&format!(
-                "publish  tidings  publishers={publishers} batch={batch} acked={} errors={} events/s={:.0} cpu/publish={:.2}us",
-                p.published, p.publish_errors, p.publish_per_s, p.server_cpu_us_per_publish
-            ));
-            save(&p)?;
+                say(&format!(
+                    "publish  {} {} publishers={publishers} batch={batch} acked={} errors={} events/s={:.0} cpu/publish={:.2}us",
+                    p.target,
+                    mode.as_deref().unwrap_or(""),
+                    p.published,
+                    p.publish_errors,
+                    p.publish_per_s,
+                    p.server_cpu_us_per_publish
+                ));
+                save(&p)?;
+            }
         }
         Cmd::Replay { events, transport } => {
             let p = scenario::replay(&ctx, events, transport.into()).await?;
@@ -461,6 +508,7 @@ async fn smoke(ctx: &Ctx, subscribers: u64, duration: f64) -> anyhow::Result<()>
         publishers: 1,
         payload_bytes: 16,
         sessions: false,
+        everything: false,
     };
     let p = scenario::fanout(&ctx, Kind::Tidings, &params).await?;
     say(&summary(&p));

@@ -101,7 +101,7 @@ async fn run(
     let finals: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
     let client = crate::client_sub::client(
         &format!("http://{}", target.sub_addr),
-        target.auth.then_some(crate::target::BENCH_TOKEN),
+        target.auth.then_some(target.bearer.as_str()),
     )?;
     let checker = {
         let finals = finals.clone();

@@ -20,6 +20,8 @@ macro_rules! wl {
     };
 }
 
+mod publish_path;
+
 const TARGETS: [&str; 4] = ["tidings", "floor", "nchan", "pushpin"];
 const COLORS: [&str; 4] = ["#d62728", "#7f7f7f", "#1f77b4", "#2ca02c"];
 
@@ -69,18 +71,14 @@ pub(crate) fn write(results: &Path, docs: &Path) -> anyhow::Result<()> {
         "fanout-ws",
         "(a, WebSocket) Fan-out over WebSocket: one topic, many subscribers",
     )?;
-    fanout_section(
-        &mut md,
-        docs,
-        &all,
-        "topics",
-        "(b) Many topics, few subscribers each",
-    )?;
+    publish_path::topics_section(&mut md, &all);
     sessions_section(&mut md, &all);
+    publish_path::everything_section(&mut md, &all);
     idle_section(&mut md, docs, &all)?;
     scaling_section(&mut md, docs, &all)?;
     churn_section(&mut md, &all);
     publish_section(&mut md, &all);
+    publish_path::single_publish_section(&mut md, &all);
     replay_section(&mut md, &all);
     progress_section(&mut md, &all);
     std::fs::write(docs.join("benchmarks.md"), md)?;
@@ -565,13 +563,16 @@ fn publish_section(md: &mut String, all: &[Point]) {
     // run does not hide the batched one.
     let mut pts: Vec<&Point> = Vec::new();
     for p in all.iter().filter(|p| p.scenario == "publish") {
-        match pts.iter_mut().find(|q| q.note == p.note) {
+        match pts
+            .iter_mut()
+            .find(|q| publish_path::setup(q) == publish_path::setup(p))
+        {
             Some(q) if q.run_id < p.run_id => *q = p,
             Some(_) => {}
             None => pts.push(p),
         }
     }
-    pts.sort_by(|a, b| a.note.cmp(&b.note));
+    pts.sort_by(|a, b| publish_path::setup(a).cmp(publish_path::setup(b)));
     if !heading(md, "(e) Durable publish throughput", &pts) {
         return;
     }
@@ -585,7 +586,7 @@ fn publish_section(md: &mut String, all: &[Point]) {
             md,
             "| {} | {} | {} | {} | {:.1} | {:.0} | {:.2} |",
             p.target,
-            p.note,
+            publish_path::setup(p),
             p.published,
             p.publish_errors,
             p.duration_s,

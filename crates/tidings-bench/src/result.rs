@@ -63,6 +63,11 @@ pub(crate) struct Point {
     pub(crate) churn_per_s: f64,
     /// Free-form remarks (e.g. a target that could not run this scenario).
     pub(crate) note: String,
+    /// Remarks that do not mean the point is missing (the report shows rows with a `note`
+    /// as not measured).
+    pub(crate) note_extra: String,
+    /// Tidings' durability mode, where a run measures more than one.
+    pub(crate) durability: String,
 }
 
 impl Point {
@@ -70,11 +75,21 @@ impl Point {
     pub(crate) fn save(&self, dir: &Path) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!(
-            "{}-{}-{}-{}{}.json",
+            "{}-{}-{}{}-{}{}{}.json",
             self.run_id,
             self.scenario,
             self.target,
+            if self.durability.is_empty() {
+                String::new()
+            } else {
+                format!("-{}", self.durability)
+            },
             self.subscribers,
+            if self.topics > 1 {
+                format!("-t{}", self.topics)
+            } else {
+                String::new()
+            },
             if self.transport == "ws" { "-ws" } else { "" }
         ));
         std::fs::write(&path, serde_json::to_vec_pretty(self)?)?;

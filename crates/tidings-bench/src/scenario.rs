@@ -95,7 +95,7 @@ pub(crate) async fn open_subscribers(
         Loadgen::Raw => None,
         Loadgen::Client => Some(crate::client_sub::client(
             &format!("http://{}", target.sub_addr),
-            target.auth.then_some(crate::target::BENCH_TOKEN),
+            target.auth.then_some(target.bearer.as_str()),
         )?),
     };
     for i in 0..n {
@@ -248,11 +248,16 @@ pub(crate) struct FanoutParams {
     /// The run compares `tidings-ids` (a client id per subscriber) with the others: its
     /// points are the `fanout-sessions` scenario, kept apart from the plain fan-out.
     pub(crate) sessions: bool,
+    /// The run compares `tidings-all` (every feature on, `crate::everything`) with the
+    /// floor: its points are the `fanout-all` scenario.
+    pub(crate) everything: bool,
 }
 
 /// (a)/(b): `subscribers` spread over `topics`, `rate` events/s in total.
 pub(crate) async fn fanout(ctx: &Ctx, kind: Kind, p: &FanoutParams) -> anyhow::Result<Point> {
-    let scenario = if p.sessions {
+    let scenario = if p.everything {
+        "fanout-all"
+    } else if p.sessions {
         "fanout-sessions"
     } else if p.topics > 1 {
         "topics"
@@ -269,7 +274,9 @@ pub(crate) async fn fanout(ctx: &Ctx, kind: Kind, p: &FanoutParams) -> anyhow::R
         Transport::Ws => "ws",
     }
     .to_owned();
-    if p.transport == Transport::Ws && !matches!(kind, Kind::Tidings | Kind::TidingsIds) {
+    if p.transport == Transport::Ws
+        && !matches!(kind, Kind::Tidings | Kind::TidingsIds | Kind::TidingsAll)
+    {
         point.note = "WebSocket is measured for tidings only".to_owned();
         target.stop().await;
         return Ok(point);
@@ -297,6 +304,9 @@ async fn fanout_on(
         / point.connected.max(1) as f64;
     let pad = "x".repeat(p.payload_bytes);
     let publisher = Publisher::start(target, p.rate, p.topics, p.publishers, &pad).await?;
+    let scraped = Arc::new(AtomicU64::new(0));
+    let scraper = (target.kind == Kind::TidingsAll)
+        .then(|| crate::everything::scrape_metrics(target, scraped.clone()));
     tokio::time::sleep(ctx.warmup).await;
     let cpu0 = tree_cpu_seconds(&target.pids);
     let gen0 = self_cpu_seconds();
@@ -317,6 +327,12 @@ async fn fanout_on(
     point.server_rss_end_bytes = tree_rss_bytes(&target.pids);
     publisher.stop().await;
     subs.close();
+    if let Some(scraper) = scraper {
+        scraper.abort();
+        let n = scraped.load(Relaxed);
+        anyhow::ensure!(n > 0, "/metrics was never scraped successfully");
+        point.note_extra = format!("/metrics scraped {n} times");
+    }
     let h = stats.latency();
     point.duration_s = elapsed;
     point.published = pub1 - pub0;
@@ -356,7 +372,9 @@ pub(crate) async fn idle(
         Transport::Ws => "ws",
     }
     .to_owned();
-    if transport == Transport::Ws && !matches!(kind, Kind::Tidings | Kind::TidingsIds) {
+    if transport == Transport::Ws
+        && !matches!(kind, Kind::Tidings | Kind::TidingsIds | Kind::TidingsAll)
+    {
         point.note = "WebSocket is measured for tidings only".to_owned();
         target.stop().await;
         return Ok(point);
@@ -516,21 +534,37 @@ async fn publish_batches(
     Ok((acked.load(Relaxed), errors.load(Relaxed)))
 }
 
-/// (e): `workers` concurrent publishers, `batch` events per request, for `duration`.
+/// (e): `workers` concurrent keep-alive publishers, `batch` events per request, for
+/// `duration`, into `kind` (Tidings in its configured durability, or the floor, which takes
+/// one event per request in the same body shape).
 pub(crate) async fn publish(
     ctx: &Ctx,
+    kind: Kind,
     workers: usize,
     batch: usize,
     duration: Duration,
 ) -> anyhow::Result<Point> {
-    let target = Target::start(Kind::Tidings, &ctx.tidings).await?;
+    anyhow::ensure!(
+        matches!(kind, Kind::Tidings | Kind::Floor),
+        "publish measures tidings and floor only"
+    );
+    anyhow::ensure!(
+        kind == Kind::Tidings || batch == 1,
+        "the floor takes one event per request"
+    );
+    let target = Target::start(kind, &ctx.tidings).await?;
     let mut point = ctx.point("publish", &target);
     point.subscribers = workers as u64;
     point.rate = batch as f64;
-    point.note = format!(
-        "{workers} publishers, {batch} event(s) per request, durability {}",
-        ctx.tidings.durability
-    );
+    if kind == Kind::Tidings {
+        point.durability.clone_from(&ctx.tidings.durability);
+        point.note_extra = format!(
+            "{workers} publishers, {batch} event(s) per request, durability {}",
+            ctx.tidings.durability
+        );
+    } else {
+        point.note_extra = format!("{workers} publishers, 1 event per request, floor");
+    }
     let cpu0 = tree_cpu_seconds(&target.pids);
     let t0 = Instant::now();
     let res = publish_batches(&target, workers, batch, Some(t0 + duration), None, "x").await;

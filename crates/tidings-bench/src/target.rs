@@ -18,6 +18,11 @@ pub(crate) enum Kind {
     /// Tidings with every subscriber sending a client id (each holds a session).
     #[serde(rename = "tidings-ids")]
     TidingsIds,
+    /// Tidings with every feature on (issue 16, point 5): subscribers and publishers carry a
+    /// JWT, every subscriber a client id, a `[[coalesce]]` rule on another type, and
+    /// `/metrics` scraped once a second (`crate::everything`).
+    #[serde(rename = "tidings-all")]
+    TidingsAll,
     Floor,
     Nchan,
     Pushpin,
@@ -28,11 +33,14 @@ impl Kind {
         Ok(match s {
             "tidings" => Self::Tidings,
             "tidings-ids" => Self::TidingsIds,
+            "tidings-all" => Self::TidingsAll,
             "floor" => Self::Floor,
             "nchan" => Self::Nchan,
             "pushpin" => Self::Pushpin,
             other => {
-                bail!("unknown target `{other}` (tidings, tidings-ids, floor, nchan, pushpin)")
+                bail!(
+                    "unknown target `{other}` (tidings, tidings-ids, tidings-all, floor, nchan, pushpin)"
+                )
             }
         })
     }
@@ -41,6 +49,7 @@ impl Kind {
         match self {
             Self::Tidings => "tidings",
             Self::TidingsIds => "tidings-ids",
+            Self::TidingsAll => "tidings-all",
             Self::Floor => "floor",
             Self::Nchan => "nchan",
             Self::Pushpin => "pushpin",
@@ -98,8 +107,10 @@ pub(crate) struct Target {
     /// How the server was started, for the report.
     pub(crate) command: String,
     pub(crate) auth: bool,
-    client_ids: bool,
-    child: Option<Child>,
+    /// The bearer credential requests carry when `auth` is on.
+    pub(crate) bearer: String,
+    pub(crate) client_ids: bool,
+    pub(crate) child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -114,6 +125,7 @@ impl Target {
                 t.client_ids = true;
                 Ok(t)
             }
+            Kind::TidingsAll => crate::everything::start(tidings).await,
             Kind::Floor => start_floor().await,
             Kind::Nchan => {
                 let pid = read_pid(&format!("{PEER_DIR}/nchan/nginx.pid"))?;
@@ -169,6 +181,7 @@ impl Target {
             pids,
             command: cmd.to_owned(),
             auth: false,
+            bearer: String::new(),
             client_ids: false,
             child: None,
             _dir: None,
@@ -178,7 +191,7 @@ impl Target {
     /// Header lines every request to this target carries.
     pub(crate) fn auth_headers(&self) -> String {
         if self.auth {
-            format!("Authorization: Bearer {BENCH_TOKEN}\r\n")
+            format!("Authorization: Bearer {}\r\n", self.bearer)
         } else {
             String::new()
         }
@@ -187,10 +200,12 @@ impl Target {
     /// The subscribe request for `topic`.
     pub(crate) fn subscribe(&self, topic: &str, from_earliest: bool) -> Request {
         let path = match self.kind {
-            Kind::Tidings | Kind::TidingsIds if from_earliest => {
+            Kind::Tidings | Kind::TidingsIds | Kind::TidingsAll if from_earliest => {
                 format!("/events?topic={topic}&lastEventId=earliest")
             }
-            Kind::Tidings | Kind::TidingsIds | Kind::Floor => format!("/events?topic={topic}"),
+            Kind::Tidings | Kind::TidingsIds | Kind::TidingsAll | Kind::Floor => {
+                format!("/events?topic={topic}")
+            }
             Kind::Nchan => format!("/sub?topic={topic}"),
             Kind::Pushpin => format!("/stream?topic={topic}"),
         };
@@ -233,16 +248,13 @@ pub(crate) fn publish_for(
 ) -> (String, &'static str) {
     out.clear();
     match kind {
-        Kind::Tidings | Kind::TidingsIds => {
+        // The floor parses the same body Tidings does.
+        Kind::Tidings | Kind::TidingsIds | Kind::TidingsAll | Kind::Floor => {
             out.extend_from_slice(
                 format!(r#"{{"topic":"{topic}","type":"tick","data":{{"t":{t},"p":"{pad}"}}}}"#)
                     .as_bytes(),
             );
             ("/publish".to_owned(), "application/json")
-        }
-        Kind::Floor => {
-            out.extend_from_slice(format!(r#"{{"t":{t},"p":"{pad}"}}"#).as_bytes());
-            (format!("/publish?topic={topic}"), "application/json")
         }
         Kind::Nchan => {
             out.extend_from_slice(format!(r#"{{"t":{t},"p":"{pad}"}}"#).as_bytes());
@@ -411,7 +423,17 @@ where
     Ok(addr)
 }
 
-async fn start_tidings(o: &TidingsOptions) -> anyhow::Result<Target> {
+pub(crate) async fn start_tidings(o: &TidingsOptions) -> anyhow::Result<Target> {
+    start_tidings_with(o, &[], None).await
+}
+
+/// Starts Tidings with `o`, plus environment variables `env` (secrets stay off the command
+/// line, and so out of the report) and, if given, a config file with the text `config`.
+pub(crate) async fn start_tidings_with(
+    o: &TidingsOptions,
+    env: &[(&str, &str)],
+    config: Option<&str>,
+) -> anyhow::Result<Target> {
     if !o.bin.exists() {
         bail!(
             "{} does not exist: build it with `cargo build --release -p tidings`, or pass --tidings-bin",
@@ -434,6 +456,12 @@ async fn start_tidings(o: &TidingsOptions) -> anyhow::Result<Target> {
         "--sse-keepalive".into(),
         "30s".into(),
     ];
+    if let Some(text) = config {
+        let path = dir.path().join("bench.toml");
+        std::fs::write(&path, text)?;
+        args.push("--config".into());
+        args.push(path.display().to_string());
+    }
     if o.auth {
         args.push("--token".into());
         args.push(format!("{BENCH_TOKEN}:publish=*;subscribe=*"));
@@ -441,6 +469,7 @@ async fn start_tidings(o: &TidingsOptions) -> anyhow::Result<Target> {
     args.extend(o.extra_args.iter().cloned());
     let mut child = Command::new(&o.bin)
         .args(&args)
+        .envs(env.iter().copied())
         .env("TIDINGS_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -473,6 +502,7 @@ async fn start_tidings(o: &TidingsOptions) -> anyhow::Result<Target> {
                 .replace(&dir.path().display().to_string(), "$TMP")
         ),
         auth: o.auth,
+        bearer: BENCH_TOKEN.to_owned(),
         client_ids: false,
         child: Some(child),
         _dir: Some(dir),
@@ -499,6 +529,7 @@ async fn start_floor() -> anyhow::Result<Target> {
         pids: vec![pid],
         command: "tidings-bench floor-server --listen 127.0.0.1:0".to_owned(),
         auth: false,
+        bearer: String::new(),
         client_ids: false,
         child: Some(child),
         _dir: None,

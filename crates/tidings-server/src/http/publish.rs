@@ -286,7 +286,82 @@ pub(crate) fn parse_events(
 
 /// As `parse_events`, but an event without a topic goes to `default_topic` if there is one
 /// (`--default-topic`: the download manager's publishers send only a type and data).
+///
+/// A valid body is parsed in one pass (`parse_once`); a body that pass refuses is parsed again,
+/// step by step, by `parse_checked`, which names what is wrong. So every error answer stays
+/// what it was, and a good publish pays for one parse.
 pub(crate) fn parse_events_with(
+    bytes: &[u8],
+    max_batch: usize,
+    default_topic: Option<&Topic>,
+) -> Result<(Vec<NewEvent>, Vec<Option<String>>), HttpError> {
+    if let Some(parsed) = parse_once(bytes, max_batch, default_topic) {
+        return Ok(parsed);
+    }
+    parse_checked(bytes, max_batch, default_topic)
+}
+
+/// One event object of a batch: like `RawEvent`, but only from a JSON object (a derived
+/// struct would also take an array of its fields in order, which a publish must not).
+struct ObjectEvent<'a>(RawEvent<'a>);
+
+impl<'de> Deserialize<'de> for ObjectEvent<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ObjectEvent<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                RawEvent::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ObjectEvent)
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// The body in one pass of serde_json straight into the events' fields, then validated.
+/// `None` for anything that is not a valid publish: the caller then finds out why.
+fn parse_once(
+    bytes: &[u8],
+    max_batch: usize,
+    default_topic: Option<&Topic>,
+) -> Option<(Vec<NewEvent>, Vec<Option<String>>)> {
+    let first = bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))?;
+    match first {
+        b'{' => {
+            let ObjectEvent(raw) = serde_json::from_slice(bytes).ok()?;
+            let (event, origin) = validate(raw, 1, 0, default_topic).ok()?;
+            Some((vec![event], vec![origin]))
+        }
+        b'[' => {
+            let raws: Vec<ObjectEvent<'_>> = serde_json::from_slice(bytes).ok()?;
+            if raws.is_empty() || raws.len() > max_batch {
+                return None;
+            }
+            let count = raws.len();
+            let mut events = Vec::with_capacity(count);
+            let mut origins = Vec::with_capacity(count);
+            for (i, ObjectEvent(raw)) in raws.into_iter().enumerate() {
+                let (event, origin) = validate(raw, count, i, default_topic).ok()?;
+                events.push(event);
+                origins.push(origin);
+            }
+            Some((events, origins))
+        }
+        _ => None,
+    }
+}
+
+/// The body checked step by step, naming the first thing that is wrong.
+fn parse_checked(
     bytes: &[u8],
     max_batch: usize,
     default_topic: Option<&Topic>,
@@ -331,7 +406,6 @@ fn parse_event(
     i: usize,
     default_topic: Option<&Topic>,
 ) -> Result<(NewEvent, Option<String>), HttpError> {
-    let at = |name: &str| field(count, i, name);
     let whole = if count == 1 {
         "event".to_owned()
     } else {
@@ -348,6 +422,17 @@ fn parse_event(
         let msg = msg.split(" at line").next().unwrap_or(&msg);
         HttpError::new(ErrorCode::InvalidEvent, format!("{whole}: {msg}"))
     })?;
+    validate(raw, count, i, default_topic)
+}
+
+/// Event `i` of `count` from its fields: names checked, data compacted.
+fn validate(
+    raw: RawEvent<'_>,
+    count: usize,
+    i: usize,
+    default_topic: Option<&Topic>,
+) -> Result<(NewEvent, Option<String>), HttpError> {
+    let at = |name: &str| field(count, i, name);
     let topic = match (raw.topic, default_topic) {
         (Some(topic), _) => Topic::new(&topic).map_err(|e| {
             HttpError::new(ErrorCode::InvalidTopic, format!("{}: {e}", at("topic")))
@@ -434,7 +519,59 @@ mod tests {
         );
     }
 
+    /// What the one-pass parse and the step-by-step parse make of `bytes`: the one-pass result
+    /// must be the step-by-step one whenever it has one.
+    fn both_paths(bytes: &[u8]) -> (Option<String>, Result<String, u16>) {
+        let once = parse_once(bytes, 3, None).map(|p| format!("{p:?}"));
+        let checked = parse_checked(bytes, 3, None)
+            .map(|p| format!("{p:?}"))
+            .map_err(|e| e.status().as_u16());
+        (once, checked)
+    }
+
+    #[test]
+    fn one_pass_agrees_with_the_checked_parse() {
+        for body in [
+            &br#"{"topic":"a","type":"b","data":{"x": [1, 2]},"key":"k","origin":"c"}"#[..],
+            br#"  [{"topic":"a","type":"b"},{"topic":"a/b","type":"c","data":"s\u00e9"}] "#,
+        ] {
+            let (once, checked) = both_paths(body);
+            assert_eq!(once.as_deref(), Some(checked.as_deref().unwrap()));
+        }
+        // Refused by the one pass, so answered (with the reason) by the checked parse.
+        for body in [
+            &br#"[["a","b"]]"#[..],
+            br#"[]"#,
+            br#"[{"topic":"a","type":"b"},{"topic":"a","type":"b"},{"topic":"a","type":"b"},{"topic":"a","type":"b"}]"#,
+            br#"{"topic":"","type":"b"}"#,
+            br#"{"topic":"a","type":"b"} x"#,
+            br#"{"topic":"a","type":"b","data":1,"data":2}"#,
+        ] {
+            let (once, checked) = both_paths(body);
+            assert_eq!(once, None, "{}", String::from_utf8_lossy(body));
+            assert!(checked.is_err(), "{}", String::from_utf8_lossy(body));
+        }
+    }
+
     proptest! {
+        /// Any body of event-like text: the one pass accepts exactly what the checked parse
+        /// accepts, with the same events.
+        #[test]
+        fn one_pass_is_the_checked_parse(
+            fields in proptest::collection::vec(("topic|type|key|data|origin|tpoic", "\"[a-z*/\n]{0,4}\"|1|null|\\[\\]|\\{\\}|\\{\"a\": 1 \\}"), 0..5),
+            array in 0..3u8,
+        ) {
+            let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            let one = format!("{{{}}}", body.join(","));
+            let text = match array {
+                0 => one,
+                1 => format!("[{one}]"),
+                _ => format!(" [{one},{one}]\n"),
+            };
+            let (once, checked) = both_paths(text.as_bytes());
+            prop_assert_eq!(once, checked.ok(), "{}", text);
+        }
+
         /// Any body: a list of events or a 4xx, never a panic.
         #[test]
         fn any_body_is_events_or_a_4xx(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {

@@ -128,7 +128,8 @@ enum Cmd {
     },
     /// (e) publish throughput into Tidings (durable by default), and into the floor.
     Publish {
-        /// `tidings` and/or `floor` (the floor takes one event per request).
+        /// `tidings`, `floor` and/or `nchan` (the floor and Nchan take one event per
+        /// request; Nchan keeps its messages in memory).
         #[arg(long, default_value = "tidings", value_delimiter = ',')]
         targets: Vec<String>,
         /// Tidings durability modes measured in this run, one point each, e.g.

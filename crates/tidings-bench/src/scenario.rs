@@ -486,6 +486,7 @@ async fn publish_batches(
         .await?;
         let (acked, errors, issued) = (acked.clone(), errors.clone(), issued.clone());
         let pad = pad.to_owned();
+        let kind = target.kind;
         tasks.push(tokio::spawn(async move {
             let mut body = Vec::with_capacity(batch * 128);
             loop {
@@ -497,6 +498,19 @@ async fn publish_batches(
                     && issued.fetch_add(n, Relaxed) >= c
                 {
                     return;
+                }
+                if batch == 1 && kind != Kind::Tidings {
+                    // One event in the peer's own publish request (Nchan: POST /pub?topic=).
+                    let (path, ct) = publish_request(kind, "bench", now_nanos(), &pad, &mut body);
+                    match poster.post(&path, ct, &body).await {
+                        Ok((200..=299, _)) => acked.fetch_add(n, Relaxed),
+                        Ok(_) => errors.fetch_add(1, Relaxed),
+                        Err(_) => {
+                            errors.fetch_add(1, Relaxed);
+                            return;
+                        }
+                    };
+                    continue;
                 }
                 body.clear();
                 if batch > 1 {
@@ -545,12 +559,12 @@ pub(crate) async fn publish(
     duration: Duration,
 ) -> anyhow::Result<Point> {
     anyhow::ensure!(
-        matches!(kind, Kind::Tidings | Kind::Floor),
-        "publish measures tidings and floor only"
+        matches!(kind, Kind::Tidings | Kind::Floor | Kind::Nchan),
+        "publish measures tidings, floor and nchan only"
     );
     anyhow::ensure!(
         kind == Kind::Tidings || batch == 1,
-        "the floor takes one event per request"
+        "the floor and nchan take one event per request"
     );
     let target = Target::start(kind, &ctx.tidings).await?;
     let mut point = ctx.point("publish", &target);
@@ -563,7 +577,7 @@ pub(crate) async fn publish(
             ctx.tidings.durability
         );
     } else {
-        point.note_extra = format!("{workers} publishers, 1 event per request, floor");
+        point.note_extra = format!("{workers} publishers, 1 event per request, {}", kind.name());
     }
     let cpu0 = tree_cpu_seconds(&target.pids);
     let t0 = Instant::now();

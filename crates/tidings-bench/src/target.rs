@@ -455,6 +455,10 @@ pub(crate) async fn start_tidings_with(
         o.max_connections.to_string(),
         "--sse-keepalive".into(),
         "30s".into(),
+        // One bench credential stands for every publisher: its per-credential rate limit
+        // (10,000 events/s by default) would cap what is measured.
+        "--publish-rate".into(),
+        "0".into(),
     ];
     if let Some(text) = config {
         let path = dir.path().join("bench.toml");

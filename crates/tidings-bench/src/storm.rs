@@ -55,6 +55,8 @@ pub(crate) struct StormFigures {
     pub(crate) caught_up: u64,
     /// Connects that failed during the herd and were retried.
     pub(crate) connect_retries: u64,
+    /// Streams refused in-band (over a limit) and retried, over the whole run.
+    pub(crate) refused: u64,
     /// `TcpExtListenOverflows` / `TcpExtListenDrops` (`nstat`) during the herd, whole host.
     pub(crate) listen_overflows: u64,
     pub(crate) listen_drops: u64,
@@ -89,6 +91,8 @@ struct Shared {
     caught: AtomicU64,
     caught_ms: Mutex<Vec<f64>>,
     retries: AtomicU64,
+    /// Streams the hub refused in-band (`reconnect-required` with a limit's reason).
+    refused: AtomicU64,
     lost: AtomicU64,
     duplicated: AtomicU64,
     malformed: AtomicU64,
@@ -197,8 +201,10 @@ async fn spawn_hub(
         "durable".into(),
         "--max-connections".into(),
         max_connections.to_string(),
-        // The bench's clients come from 16 loopback addresses.
+        // The bench's clients come from 16 loopback addresses, all with one token.
         "--max-connections-per-ip".into(),
+        "0".into(),
+        "--max-streams-per-credential".into(),
         "0".into(),
         // Every stream is closed at once: the herd is what this measures.
         "--drain-spread".into(),
@@ -475,8 +481,13 @@ async fn subscribe_once(
                 None => payload.extend_from_slice(&raw),
             }
             raw.clear();
-            let used = events(&payload, me, shared, last_id);
+            let (used, refused) = events(&payload, me, shared, last_id);
             payload.drain(..used);
+            if refused {
+                // Over a limit (too many streams, connections): not served, try again.
+                shared.refused.fetch_add(1, Relaxed);
+                return Ok(false);
+            }
         }
         if generation > 0
             && !*caught
@@ -500,19 +511,25 @@ async fn subscribe_once(
     }
 }
 
-/// Handles the complete SSE events in `payload`; returns the bytes used.
+/// Handles the complete SSE events in `payload`; returns the bytes used, and whether the hub
+/// refused the stream in-band (`reconnect-required` for any reason but its own shutdown).
 fn events(
     payload: &[u8],
     next: &AtomicU64,
     shared: &Shared,
     last_id: &mut Option<String>,
-) -> usize {
+) -> (usize, bool) {
     let mut start = 0;
+    let mut refused = false;
     while let Some(rel) = find(&payload[start..], b"\n\n") {
         let block = &payload[start..start + rel];
         start += rel + 2;
+        if find(block, b"event: reconnect-required").is_some() {
+            refused |= find(block, b"\"shutdown\"").is_none();
+            continue;
+        }
         if find(block, b"event: tick").is_none() {
-            continue; // a comment, `retry:`, or `reconnect-required` at the drain
+            continue; // a comment or `retry:`
         }
         let id = block
             .split(|&b| b == b'\n')
@@ -541,7 +558,7 @@ fn events(
         next.store(n + 1, Relaxed);
         *last_id = Some(id);
     }
-    start
+    (start, refused)
 }
 
 async fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
@@ -589,6 +606,7 @@ fn new_shared(p: &StormParams) -> (Arc<Shared>, watch::Sender<u32>) {
         caught: AtomicU64::new(0),
         caught_ms: Mutex::new(Vec::new()),
         retries: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
         lost: AtomicU64::new(0),
         duplicated: AtomicU64::new(0),
         malformed: AtomicU64::new(0),
@@ -753,6 +771,7 @@ async fn storm_tidings(ctx: &Ctx, p: &StormParams) -> anyhow::Result<Point> {
             caught_up_p99_ms: quantile(&ms, 0.99),
             caught_up: shared.caught.load(Relaxed),
             connect_retries: shared.retries.load(Relaxed),
+            refused: shared.refused.load(Relaxed),
             listen_overflows: over1 - over0,
             listen_drops: drop1 - drop0,
             peak_rss_bytes: peak,
@@ -891,7 +910,8 @@ mod tests {
                   id: e-4\nevent: tick\ndata: {\"n\":3,\"t\":5}\n\n\
                   id: e-3\nevent: tick\ndata: {\"n\":1,\"t\":5}\n\n\
                   event: reconnect-required\ndata: {}\n\nid: e-5\nevent: tick\ndata: {\"n\"";
-        let used = events(p, &shared.next[0], &shared, &mut last);
+        let (used, refused) = events(p, &shared.next[0], &shared, &mut last);
+        assert!(refused, "a reconnect-required without the shutdown reason");
         assert_eq!(shared.next[0].load(Relaxed), 4);
         assert_eq!(shared.lost.load(Relaxed), 1, "n=2 never came");
         assert_eq!(shared.duplicated.load(Relaxed), 1, "n=1 came twice");
@@ -927,7 +947,7 @@ pub(crate) fn summary(p: &Point) -> String {
         return format!("storm {} (no figures)", p.target);
     };
     format!(
-        "storm    {:<8} subs={} topics={} missed/topic={} restart={:.2}s heads={:.3}s caught_up={:.3}s (p50 {:.0} ms, p99 {:.0} ms, {}/{}) connect/s={:.0} retries={} overflows={} drops={} backlog={} peak_rss={:.1}MB herd_cpu={:.2}s lost={} dup={} exact={} load={}",
+        "storm    {:<8} subs={} topics={} missed/topic={} restart={:.2}s heads={:.3}s caught_up={:.3}s (p50 {:.0} ms, p99 {:.0} ms, {}/{}) connect/s={:.0} retries={} refused={} overflows={} drops={} backlog={} peak_rss={:.1}MB herd_cpu={:.2}s lost={} dup={} exact={} load={}",
         p.target,
         p.subscribers,
         p.topics,
@@ -941,6 +961,7 @@ pub(crate) fn summary(p: &Point) -> String {
         p.subscribers,
         p.connect_per_s,
         s.connect_retries,
+        s.refused,
         s.listen_overflows,
         s.listen_drops,
         s.backlog,

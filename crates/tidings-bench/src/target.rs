@@ -433,6 +433,10 @@ async fn start_tidings(o: &TidingsOptions) -> anyhow::Result<Target> {
         o.subscriber_queue.to_string(),
         "--max-connections".into(),
         o.max_connections.to_string(),
+        // Every subscriber presents the one bench token: the per-credential stream limit
+        // (10,000 by default) would refuse the rest of a 19k point in-band.
+        "--max-streams-per-credential".into(),
+        "0".into(),
         "--sse-keepalive".into(),
         "30s".into(),
     ];

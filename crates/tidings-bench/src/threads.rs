@@ -37,7 +37,7 @@ pub(crate) fn section(md: &mut String, all: &[Point]) {
     pts.sort_by_key(|p| (p.subscribers, p.server_threads));
     if !crate::report::heading(
         md,
-        "(h2) The hub's lock: 1 and 2 server worker threads",
+        "(j) The hub's lock: 1 and 2 server worker threads",
         &pts,
     ) {
         return;

@@ -962,7 +962,8 @@ impl Hub {
         let Some(shared) = self.shared.store.sessions().filter(|s| s.shared()) else {
             return;
         };
-        if self.lock().sessions.is_attached(client_id) {
+        // An unreachable store would only make the client wait for its 503.
+        if self.store_health().is_some() || self.lock().sessions.is_attached(client_id) {
             return;
         }
         let read = shared.load_session(client_id.as_str());

@@ -886,62 +886,6 @@ async fn herd_floor(ctx: &Ctx, p: &StormParams) -> anyhow::Result<Point> {
     Ok(point)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn shared_for(n: u64) -> Arc<Shared> {
-        new_shared(&StormParams {
-            subscribers: n,
-            topics: 1,
-            rate: 1.0,
-            missed: 1,
-            deadline: Duration::from_secs(1),
-            backlog: None,
-        })
-        .0
-    }
-
-    #[test]
-    fn numbers_find_gaps_and_repeats_and_keep_the_last_id() {
-        let shared = shared_for(1);
-        let mut last = None;
-        let p = b"retry: 1000\n\nid: e-1\nevent: tick\ndata: {\"n\":0,\"t\":5}\n\n\
-                  id: e-2\nevent: tick\ndata: {\"n\":1,\"t\":5}\n\n\
-                  id: e-4\nevent: tick\ndata: {\"n\":3,\"t\":5}\n\n\
-                  id: e-3\nevent: tick\ndata: {\"n\":1,\"t\":5}\n\n\
-                  event: reconnect-required\ndata: {}\n\nid: e-5\nevent: tick\ndata: {\"n\"";
-        let (used, refused) = events(p, &shared.next[0], &shared, &mut last);
-        assert!(refused, "a reconnect-required without the shutdown reason");
-        assert_eq!(shared.next[0].load(Relaxed), 4);
-        assert_eq!(shared.lost.load(Relaxed), 1, "n=2 never came");
-        assert_eq!(shared.duplicated.load(Relaxed), 1, "n=1 came twice");
-        assert_eq!(shared.malformed.load(Relaxed), 0);
-        assert_eq!(last.as_deref(), Some("e-4"));
-        assert_eq!(&p[used..], b"id: e-5\nevent: tick\ndata: {\"n\"");
-    }
-
-    #[test]
-    fn reads_the_listen_counters() {
-        // Present on every Linux; both counters only grow.
-        let (a, b) = listen_counters();
-        let (c, d) = listen_counters();
-        assert!(c >= a && d >= b);
-        assert!(
-            std::fs::read_to_string("/proc/net/netstat")
-                .is_ok_and(|t| t.contains("ListenOverflows"))
-        );
-    }
-
-    #[test]
-    fn quantiles_of_sorted_times() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(quantile(&v, 0.5), 51.0);
-        assert_eq!(quantile(&v, 0.99), 99.0);
-        assert_eq!(quantile(&[], 0.5), 0.0);
-    }
-}
-
 /// One line for the terminal.
 pub(crate) fn summary(p: &Point) -> String {
     let Some(s) = &p.storm else {
@@ -1025,4 +969,60 @@ pub(crate) fn section(md: &mut String, all: &[Point]) {
         ));
     }
     md.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared_for(n: u64) -> Arc<Shared> {
+        new_shared(&StormParams {
+            subscribers: n,
+            topics: 1,
+            rate: 1.0,
+            missed: 1,
+            deadline: Duration::from_secs(1),
+            backlog: None,
+        })
+        .0
+    }
+
+    #[test]
+    fn numbers_find_gaps_and_repeats_and_keep_the_last_id() {
+        let shared = shared_for(1);
+        let mut last = None;
+        let p = b"retry: 1000\n\nid: e-1\nevent: tick\ndata: {\"n\":0,\"t\":5}\n\n\
+                  id: e-2\nevent: tick\ndata: {\"n\":1,\"t\":5}\n\n\
+                  id: e-4\nevent: tick\ndata: {\"n\":3,\"t\":5}\n\n\
+                  id: e-3\nevent: tick\ndata: {\"n\":1,\"t\":5}\n\n\
+                  event: reconnect-required\ndata: {}\n\nid: e-5\nevent: tick\ndata: {\"n\"";
+        let (used, refused) = events(p, &shared.next[0], &shared, &mut last);
+        assert!(refused, "a reconnect-required without the shutdown reason");
+        assert_eq!(shared.next[0].load(Relaxed), 4);
+        assert_eq!(shared.lost.load(Relaxed), 1, "n=2 never came");
+        assert_eq!(shared.duplicated.load(Relaxed), 1, "n=1 came twice");
+        assert_eq!(shared.malformed.load(Relaxed), 0);
+        assert_eq!(last.as_deref(), Some("e-4"));
+        assert_eq!(&p[used..], b"id: e-5\nevent: tick\ndata: {\"n\"");
+    }
+
+    #[test]
+    fn reads_the_listen_counters() {
+        // Present on every Linux; both counters only grow.
+        let (a, b) = listen_counters();
+        let (c, d) = listen_counters();
+        assert!(c >= a && d >= b);
+        assert!(
+            std::fs::read_to_string("/proc/net/netstat")
+                .is_ok_and(|t| t.contains("ListenOverflows"))
+        );
+    }
+
+    #[test]
+    fn quantiles_of_sorted_times() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), 51.0);
+        assert_eq!(quantile(&v, 0.99), 99.0);
+        assert_eq!(quantile(&[], 0.5), 0.0);
+    }
 }

@@ -68,6 +68,12 @@ pub(crate) struct Point {
     pub(crate) note_extra: String,
     /// Tidings' durability mode, where a run measures more than one.
     pub(crate) durability: String,
+    /// `storm`: the reconnect storm's own figures.
+    pub(crate) storm: Option<crate::storm::StormFigures>,
+    /// `connect`: the connection-setup scenario's own figures.
+    pub(crate) connect: Option<crate::connect::ConnectFigures>,
+    /// `threads`: the server's worker threads in this point.
+    pub(crate) server_threads: Option<usize>,
 }
 
 impl Point {
@@ -75,7 +81,7 @@ impl Point {
     pub(crate) fn save(&self, dir: &Path) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!(
-            "{}-{}-{}{}-{}{}{}.json",
+            "{}-{}-{}{}-{}{}{}{}.json",
             self.run_id,
             self.scenario,
             self.target,
@@ -86,11 +92,16 @@ impl Point {
             },
             self.subscribers,
             if self.topics > 1 {
-                format!("-t{}", self.topics)
+                format!("-k{}", self.topics)
             } else {
                 String::new()
             },
-            if self.transport == "ws" { "-ws" } else { "" }
+            if self.transport == "ws" { "-ws" } else { "" },
+            self.connect
+                .as_ref()
+                .map(|c| format!("-c{}", c.in_flight))
+                .or_else(|| self.server_threads.map(|t| format!("-t{t}")))
+                .unwrap_or_default()
         ));
         std::fs::write(&path, serde_json::to_vec_pretty(self)?)?;
         Ok(path)

@@ -75,7 +75,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// (a) one topic, many subscribers; with --topics K, (b) many topics; with
-    /// `--targets tidings-all,floor`, (i) every feature on.
+    /// `--targets tidings-all,floor`, (k) every feature on.
     Fanout {
         #[arg(long, default_value = "tidings,floor", value_delimiter = ',')]
         targets: Vec<String>,

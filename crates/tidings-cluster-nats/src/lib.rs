@@ -17,6 +17,7 @@
 //! # Layout
 //! - `subject`: the total, reversible mapping of a Tidings topic to a NATS subject.
 //! - `envelope`: a message's body (type, key, origin, time, data) and its decoding.
+//! - `testing` (feature `testing`): real `nats-server` fixtures, one server or a NATS cluster.
 
 mod envelope;
 pub mod subject;
@@ -530,3 +531,6 @@ impl EventStore for NatsCluster {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -219,6 +219,36 @@ async fn keepalive_at_30s(
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// A keep-alive check running beside the rest of a profile's checks (`keepalive_at_30s`).
+type KeepAlive = tokio::task::JoinHandle<String>;
+
+fn downloads_keepalive() -> KeepAlive {
+    tokio::spawn(keepalive_at_30s(
+        1700,
+        "/events",
+        "Authorization: Bearer YOUR_TOKEN\r\n".to_owned(),
+        b"\n: keepalive\n\n",
+    ))
+}
+
+fn camera_keepalive() -> KeepAlive {
+    tokio::spawn(keepalive_at_30s(
+        8080,
+        "/api/events",
+        String::new(),
+        b"\n: keepalive\n\n",
+    ))
+}
+
+fn files_keepalive() -> KeepAlive {
+    tokio::spawn(keepalive_at_30s(
+        5212,
+        "/api/v4/file/events?uri=cloudreve://my",
+        format!("Authorization: Bearer {}\r\n", files_jwt()),
+        b"\nevent: keep-alive\ndata: {}\n\n",
+    ))
+}
+
 /// A raw request's status line and headers (lower-cased names).
 async fn head_of(port: u16, request: &str) -> (u16, Vec<(String, String)>) {
     let mut s = TcpStream::connect(("127.0.0.1", port))
@@ -295,7 +325,7 @@ pub(crate) const DOWNLOADS: [(&str, &str, &str); 10] = [
     ("", "system", r#"{"Message":"Server started on port 1700"}"#),
 ];
 
-async fn conform_downloads(server: &Server) {
+async fn conform_downloads(server: &Server, keepalive: KeepAlive) {
     // The response head as the document lists it; no token, no stream.
     let (status, headers) = head_of(
         1700,
@@ -317,12 +347,6 @@ async fn conform_downloads(server: &Server) {
     let (status, _) = head_of(1700, "GET /events HTTP/1.1\r\nHost: localhost:1700\r\n\r\n").await;
     assert_eq!(status, 401, "a stream needs the token");
 
-    let keepalive = tokio::spawn(keepalive_at_30s(
-        1700,
-        "/events",
-        "Authorization: Bearer YOUR_TOKEN\r\n".to_owned(),
-        b"\n: keepalive\n\n",
-    ));
     let mut node = Node::start("downloads.cjs", &[]);
     node.opens(3).await;
     for (topic, ty, data) in DOWNLOADS {
@@ -549,7 +573,7 @@ async fn coalesced_and_listed(server: &Server, node: &mut Node) {
 async fn downloads_profile_serves_the_documents_client() {
     let _ports = PORTS.lock().await;
     let server = start("downloads", &[]);
-    conform_downloads(&server).await;
+    conform_downloads(&server, downloads_keepalive()).await;
 }
 
 // ---------------------------------------------------------------- camera (seed 001)
@@ -593,7 +617,7 @@ pub(crate) const CAMERA: [(&str, &str); 9] = [
 ];
 
 /// Ends with the server shutting down (the synthetic `disconnected`).
-async fn conform_camera(server: &mut Server) {
+async fn conform_camera(server: &mut Server, keepalive: KeepAlive) {
     // A path parameter that is not one safe segment is refused before anything opens.
     let (status, _) = head_of(
         8080,
@@ -608,12 +632,6 @@ async fn conform_camera(server: &mut Server) {
         r#"{"cameraId":"SN42"}"#,
     )
     .await;
-    let keepalive = tokio::spawn(keepalive_at_30s(
-        8080,
-        "/api/events",
-        String::new(),
-        b"\n: keepalive\n\n",
-    ));
     let (status, v) = publish_text(server, "camera/SN42", "reconnect-required", "{}", &[]).await;
     assert_eq!(
         (status, &v["error"]["code"]),
@@ -698,7 +716,7 @@ async fn conform_camera(server: &mut Server) {
 async fn camera_profile_serves_the_documents_client() {
     let _ports = PORTS.lock().await;
     let mut server = start("camera", &[]);
-    conform_camera(&mut server).await;
+    conform_camera(&mut server, camera_keepalive()).await;
 }
 
 // ---------------------------------------------------------------- tasks (seed 003)
@@ -818,14 +836,8 @@ pub(crate) fn change(ty: &str, from: &str, to: &str) -> String {
 }
 
 /// Restarts `server` cleanly (the document's reconnect loop must survive it).
-async fn conform_files(server: &mut Server) {
+async fn conform_files(server: &mut Server, keepalive: KeepAlive) {
     let jwt = files_jwt();
-    let keepalive = tokio::spawn(keepalive_at_30s(
-        5212,
-        "/api/v4/file/events?uri=cloudreve://my",
-        format!("Authorization: Bearer {jwt}\r\n"),
-        b"\nevent: keep-alive\ndata: {}\n\n",
-    ));
     // The hub's own names stay reserved where this endpoint's streams carry them.
     let (status, v) = publish_text(server, "cloudreve://my/x", "resumed", "{}", &[]).await;
     assert_eq!(
@@ -947,7 +959,7 @@ async fn conform_files(server: &mut Server) {
 async fn files_profile_serves_the_documents_client_across_a_restart() {
     let _ports = PORTS.lock().await;
     let mut server = start("files", &["--drain-spread", "200ms"]);
-    conform_files(&mut server).await;
+    conform_files(&mut server, files_keepalive()).await;
 }
 
 // ------------------------------------------------------- files, fed by `tidings watch`
@@ -1096,8 +1108,16 @@ async fn files_profile_merges_what_tidings_watch_sees_into_the_documents_batches
 async fn all_four_profiles_in_one_process() {
     let _ports = PORTS.lock().await;
     let mut server = start("all", &["--drain-spread", "200ms"]);
-    conform_downloads(&server).await;
+    // The three keep-alive checks take 30 s each: they run at once, beside the other checks.
+    let downloads = downloads_keepalive();
+    let files = files_keepalive();
+    let camera = camera_keepalive();
+    conform_downloads(&server, downloads).await;
     conform_tasks(&server).await;
-    conform_files(&mut server).await;
-    conform_camera(&mut server).await;
+    // The camera checks end with a shutdown, which would close the files' stream: its
+    // keep-alive is settled first, and the files' checks (with their own restart) come last.
+    let files = files.await.expect("keep-alive task");
+    conform_camera(&mut server, camera).await;
+    server.restart();
+    conform_files(&mut server, tokio::spawn(async move { files })).await;
 }

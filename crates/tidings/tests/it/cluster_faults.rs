@@ -40,10 +40,13 @@ fn seqs(ids: &[String]) -> Vec<u64> {
     ids.iter().map(|id| parse_id(id).1).collect()
 }
 
-/// Reads `sub`'s events (from `node`) until one has id `last`; returns their ids.
-async fn ids_through(sub: &mut SseClient, last: &str, node: &Server) -> Vec<String> {
+/// Reads `sub`'s events (a stream of `query` on `node`) until one has id `last`; returns
+/// their ids. Told `reconnect-required` (a replay read failing while JetStream elects a
+/// leader), it resumes on the same node after the last id it got, as a client does.
+async fn ids_through(sub: SseClient, last: &str, node: &Server, query: &str) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + SETTLE;
-    let mut ids = Vec::new();
+    let mut sub = sub;
+    let mut ids: Vec<String> = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let next = tokio::time::timeout(left, sub.next_event_within(left + SETTLE)).await;
@@ -55,6 +58,15 @@ async fn ids_through(sub: &mut SseClient, last: &str, node: &Server) -> Vec<Stri
                 node.stderr()
             );
         };
+        if event.event == "reconnect-required" {
+            eprintln!("resuming after {:?}: {}", ids.last(), event.data);
+            let resume = ids.last().map_or("earliest", String::as_str);
+            sub = node
+                .subscribe_with(query, &[("Last-Event-ID", resume)])
+                .await;
+            sub.expect_retry().await;
+            continue;
+        }
         assert_eq!(event.event, "changed", "an event, not a notice: {event:?}");
         let done = event.last_event_id == last;
         ids.push(event.last_event_id);
@@ -145,14 +157,26 @@ async fn killing_the_nats_stream_leader_of_three_loses_no_acknowledged_event() {
         "the leader was killed"
     );
     let last = acked.last().expect("acknowledged ids").clone();
-    assert_all_in_order(&ids_through(&mut on_b, &last, &b).await, &acked, "node B");
-    assert_all_in_order(&ids_through(&mut on_c, &last, &c).await, &acked, "node C");
+    assert_all_in_order(
+        &ids_through(on_b, &last, &b, "topic=f/*").await,
+        &acked,
+        "node B",
+    );
+    assert_all_in_order(
+        &ids_through(on_c, &last, &c, "topic=f/*").await,
+        &acked,
+        "node C",
+    );
     // The history kept by the two surviving NATS servers has every acknowledged event.
     let mut replay = c
         .subscribe_with("topic=f/*", &[("Last-Event-ID", "earliest")])
         .await;
     replay.expect_retry().await;
-    assert_all_in_order(&ids_through(&mut replay, &last, &c).await, &acked, "replay");
+    assert_all_in_order(
+        &ids_through(replay, &last, &c, "topic=f/*").await,
+        &acked,
+        "replay",
+    );
     let new_leader = nats.stream_leader("F1");
     assert!(
         new_leader.is_some_and(|l| l != leader),
@@ -320,7 +344,7 @@ async fn a_stopped_node_falls_behind_and_catches_up_in_order() {
     signal(b.pid(), "-CONT");
     let last = acked.last().expect("ids").clone();
     let mut got = vec![first.clone()];
-    got.extend(ids_through(&mut on_b, &last, &b).await);
+    got.extend(ids_through(on_b, &last, &b, "topic=s/*").await);
     assert_eq!(got, acked, "B delivered everything once, in publish order");
     // B's history reads the same from any point.
     let mut replay = b
@@ -328,7 +352,7 @@ async fn a_stopped_node_falls_behind_and_catches_up_in_order() {
         .await;
     replay.expect_retry().await;
     assert_eq!(
-        ids_through(&mut replay, &last, &b).await,
+        ids_through(replay, &last, &b, "topic=s/*").await,
         acked[1..].to_vec()
     );
     // And B publishes again, in the same id space.

@@ -65,7 +65,7 @@ pub(crate) fn decode(
     subject: &str,
     payload: &[u8],
 ) -> Option<SharedEvent> {
-    let topic = match subject::topic(prefix, subject) {
+    let topic = match subject::topic(prefix, subject::without_key(subject)) {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(message = "Skipped a stream message with a foreign subject.", seq, error = %e);

@@ -7,8 +7,9 @@
 //!   it resolves with the stream sequences JetStream acknowledged;
 //! - the `EventStore` the hub replays from: `read_chunk` fetches from the stream through a
 //!   short-lived pull consumer; the epoch derives from the stream's creation; retention is
-//!   the stream's limits. (`append` is never called on a clustered hub; sessions and
-//!   snapshots are later steps, see docs/scaling.md.)
+//!   the stream's limits (`append` is never called on a clustered hub); its sessions live in
+//!   a KV bucket (`sessions`), and a snapshot is the stream's last message per subject
+//!   (`snapshot`: a keyed event's subject ends with a token of its key).
 //!
 //! `NatsCluster::start` runs the follower: an ordered consumer of the stream from the hub's
 //! head, feeding `Hub::ingest`, recreated after the head when it fails, and a task that
@@ -17,9 +18,13 @@
 //! # Layout
 //! - `subject`: the total, reversible mapping of a Tidings topic to a NATS subject.
 //! - `envelope`: a message's body (type, key, origin, time, data) and its decoding.
+//! - `sessions`: client-id sessions in the KV bucket `tidings-sessions-<stream>`.
+//! - `snapshot`: the latest event per key under a selector, exact as of a stream sequence.
 //! - `testing` (feature `testing`): real `nats-server` fixtures, one server or a NATS cluster.
 
 mod envelope;
+mod sessions;
+mod snapshot;
 pub mod subject;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,10 +34,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt as _;
 use sha2::{Digest as _, Sha256};
-use tidings_core::store::{BoxFuture, ReadLimit, SnapshotRead};
+use tidings_core::store::{BoxFuture, ReadLimit, SnapshotRead, SnapshotRules};
 use tidings_core::{
-    Bus, EventStore, Hub, IdempotencyKey, KeyedBatch, Retention, SharedEvent, StoreError,
-    StoreStats,
+    Bus, BusError, EventStore, Fingerprint, Hub, IdempotencyKey, KeyedBatch, Retention,
+    SessionStore, SharedEvent, StoreError, StoreStats,
 };
 use tidings_proto::{Epoch, Selector};
 use tokio::sync::{mpsc, oneshot};
@@ -42,7 +47,7 @@ use tokio::sync::{mpsc, oneshot};
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 /// Most events one `read_chunk` fetches (the subscription reads on until its handoff).
-const FETCH_MAX: usize = 512;
+pub(crate) const FETCH_MAX: usize = 512;
 
 /// Longest the follower waits for its consumer to be created before it tries again.
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(2);
@@ -63,6 +68,10 @@ pub struct ClusterConfig {
     pub token: Option<String>,
     /// History bounds, mapped onto the stream's limits.
     pub retention: Retention,
+    /// How long a detached client-id session is kept (the sessions bucket's `max_age`).
+    pub session_ttl: Duration,
+    /// What a snapshot keeps (`delete_types`, `max_keys`).
+    pub snapshot: SnapshotRules,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -73,6 +82,8 @@ impl std::fmt::Debug for ClusterConfig {
             .field("replicas", &self.replicas)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("retention", &self.retention)
+            .field("session_ttl", &self.session_ttl)
+            .field("snapshot", &self.snapshot)
             .finish()
     }
 }
@@ -94,6 +105,10 @@ pub struct NatsCluster {
     /// Notified when the connection to NATS is (re)established: the follower's consumer may
     /// have died with the old connection (or the server), so it is recreated after the head.
     reconnected: Arc<tokio::sync::Notify>,
+    /// Client-id sessions, in the stream's KV bucket.
+    sessions: Arc<sessions::KvSessions>,
+    /// What a snapshot keeps.
+    rules: SnapshotRules,
 }
 
 impl std::fmt::Debug for NatsCluster {
@@ -108,12 +123,16 @@ impl std::fmt::Debug for NatsCluster {
 /// One batch on its way to JetStream.
 struct Outgoing {
     messages: Vec<(String, bytes::Bytes)>,
-    /// `Nats-Msg-Id` of the batch's first event; the others add `:<index>`.
-    msg_id: Option<String>,
-    reply: oneshot::Sender<Result<Vec<u64>, StoreError>>,
+    /// `Nats-Msg-Id` stem of a keyed batch (each event adds `:<index>`), and the batch's
+    /// fingerprint, sent as `FINGERPRINT_HEADER` to tell a retry from a reused key.
+    keyed: Option<(String, String)>,
+    reply: oneshot::Sender<Result<Vec<u64>, BusError>>,
 }
 
-fn io(what: &str, e: impl std::fmt::Display) -> StoreError {
+/// The header of a keyed event's message that carries its batch's fingerprint (hex).
+const FINGERPRINT_HEADER: &str = "Tidings-Fingerprint";
+
+pub(crate) fn io(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(format!("NATS: {what}: {e}"))
 }
 
@@ -178,8 +197,11 @@ impl NatsCluster {
             .map_err(|e| io("read the stream", e))?
             .clone();
         let epoch = epoch_of(&config.stream, info.created.unix_timestamp_nanos());
+        let sessions =
+            sessions::KvSessions::open(&js, &config.stream, config.replicas, config.session_ttl)
+                .await?;
         let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
-        tokio::spawn(publisher(js, rx));
+        tokio::spawn(publisher(js, stream.clone(), rx));
         let state = &info.state;
         let cluster = Arc::new(NatsCluster {
             client,
@@ -194,6 +216,8 @@ impl NatsCluster {
             stale: AtomicBool::new(false),
             follower: Mutex::new(None),
             reconnected,
+            sessions,
+            rules: config.snapshot.clone(),
         });
         tracing::info!(
             message = "Joined the cluster.",
@@ -358,34 +382,52 @@ fn msg_id(key: &IdempotencyKey) -> String {
 }
 
 /// Sends batches to JetStream in arrival order, without waiting for one batch's
-/// acknowledgements before sending the next.
-async fn publisher(js: jetstream::Context, mut rx: mpsc::Receiver<Outgoing>) {
+/// acknowledgements before sending the next. A keyed batch JetStream found a duplicate of is
+/// checked against the original's fingerprint (`FINGERPRINT_HEADER`).
+async fn publisher(
+    js: jetstream::Context,
+    stream: stream::Stream,
+    mut rx: mpsc::Receiver<Outgoing>,
+) {
     while let Some(out) = rx.recv().await {
         let mut acks = Vec::with_capacity(out.messages.len());
         let mut failed = None;
         for (i, (subject, payload)) in out.messages.into_iter().enumerate() {
             let mut publish = jetstream::message::PublishMessage::build().payload(payload);
-            if let Some(stem) = &out.msg_id {
-                publish = publish.message_id(format!("{stem}:{i}"));
+            if let Some((stem, fingerprint)) = &out.keyed {
+                publish = publish
+                    .message_id(format!("{stem}:{i}"))
+                    .header(FINGERPRINT_HEADER, fingerprint.as_str());
             }
             match js.send_publish(subject, publish).await {
                 Ok(ack) => acks.push(ack),
                 Err(e) => {
-                    failed = Some(io("publish", e));
+                    failed = Some(BusError::Store(io("publish", e)));
                     break;
                 }
             }
         }
         let reply = out.reply;
+        let fingerprint = out.keyed.map(|(_, fp)| fp);
+        let stream = stream.clone();
         tokio::spawn(async move {
             let mut seqs = Vec::with_capacity(acks.len());
+            let mut duplicate = None;
             for ack in acks {
                 match ack.await {
-                    Ok(ack) => seqs.push(ack.sequence),
+                    Ok(ack) => {
+                        if ack.duplicate {
+                            duplicate.get_or_insert(ack.sequence);
+                        }
+                        seqs.push(ack.sequence);
+                    }
                     Err(e) => {
-                        failed.get_or_insert(io("acknowledgement", e));
+                        failed.get_or_insert(BusError::Store(io("acknowledgement", e)));
                     }
                 }
+            }
+            if let (None, Some(seq), Some(fp)) = (&failed, duplicate, &fingerprint) {
+                failed = check_original(&stream, seq, fp).await.err();
             }
             // The publisher may have gone away; the events are in the stream regardless.
             drop(reply.send(match failed {
@@ -396,22 +438,49 @@ async fn publisher(js: jetstream::Context, mut rx: mpsc::Receiver<Outgoing>) {
     }
 }
 
+/// A duplicate's original, at `seq`, was published with fingerprint `fp`, or the key was
+/// reused for another batch.
+async fn check_original(stream: &stream::Stream, seq: u64, fp: &str) -> Result<(), BusError> {
+    let original = stream
+        .get_raw_message(seq)
+        .await
+        .map_err(|e| BusError::Store(io("read a keyed original", e)))?;
+    let theirs = original
+        .headers
+        .get(FINGERPRINT_HEADER)
+        .map(|v| v.as_str().to_owned());
+    if theirs.as_deref() == Some(fp) {
+        Ok(())
+    } else {
+        Err(BusError::IdempotencyConflict)
+    }
+}
+
+fn hex(fp: &Fingerprint) -> String {
+    let mut out = String::with_capacity(64);
+    for b in fp.0 {
+        use std::fmt::Write as _;
+        write!(out, "{b:02x}").expect("a String takes any write");
+    }
+    out
+}
+
 impl Bus for NatsCluster {
     fn publish(
         &self,
         events: Vec<SharedEvent>,
-        key: Option<&IdempotencyKey>,
-    ) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
+        key: Option<(&IdempotencyKey, Fingerprint)>,
+    ) -> BoxFuture<'static, Result<Vec<u64>, BusError>> {
         if !self.connected() {
-            return Box::pin(std::future::ready(Err(StoreError::Io(
+            return Box::pin(std::future::ready(Err(BusError::Store(StoreError::Io(
                 "NATS is unreachable".into(),
-            ))));
+            )))));
         }
         let messages = events
             .iter()
             .map(|e| {
                 (
-                    subject::subject(&self.prefix, &e.event.topic),
+                    subject::keyed(&self.prefix, &e.event.topic, e.event.key.as_ref()),
                     envelope::encode(e),
                 )
             })
@@ -419,17 +488,20 @@ impl Bus for NatsCluster {
         let (reply, rx) = oneshot::channel();
         let out = Outgoing {
             messages,
-            msg_id: key.map(msg_id),
+            keyed: key.map(|(k, fp)| (msg_id(k), hex(&fp))),
             reply,
         };
         if self.publisher.try_send(out).is_err() {
-            return Box::pin(std::future::ready(Err(StoreError::Io(
+            return Box::pin(std::future::ready(Err(BusError::Store(StoreError::Io(
                 "too many publishes waiting for NATS".into(),
-            ))));
+            )))));
         }
         Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(StoreError::Io("NATS publisher stopped".into())))
+            rx.await.unwrap_or_else(|_| {
+                Err(BusError::Store(StoreError::Io(
+                    "NATS publisher stopped".into(),
+                )))
+            })
         })
     }
 }
@@ -539,14 +611,23 @@ impl EventStore for NatsCluster {
         (!self.connected()).then(|| StoreError::Io("NATS is unreachable".into()))
     }
 
+    fn sessions(&self) -> Option<&dyn SessionStore> {
+        Some(&*self.sessions)
+    }
+
     fn snapshot(
         &self,
-        _selector: &Selector,
-        _max_bytes: usize,
+        selector: &Selector,
+        max_bytes: usize,
     ) -> BoxFuture<'static, Result<SnapshotRead, StoreError>> {
-        Box::pin(std::future::ready(Err(StoreError::Io(
-            "snapshots are not available in cluster mode yet".into(),
-        ))))
+        Box::pin(snapshot::read(
+            self.stream.clone(),
+            self.prefix.clone(),
+            self.epoch,
+            self.rules.clone(),
+            selector.clone(),
+            max_bytes,
+        ))
     }
 }
 

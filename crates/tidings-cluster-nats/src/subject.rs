@@ -19,12 +19,19 @@
 //! a `.`. A topic of at most 1,024 bytes gives at most 3,072 bytes after the prefix, within
 //! NATS's default 4 KiB control line (`max_control_line`).
 //!
+//! A keyed event's subject adds one last token, `=` and 32 hex digits of a digest of its key
+//! (`subject::keyed`), so the stream's last message per subject is the latest event per
+//! `(topic, key)`: the snapshot (`snapshot.rs`). A topic's tokens never hold `=`, so that
+//! token is never taken for a segment (`without_key`); its fixed length keeps any key within
+//! the control line.
+//!
 //! Examples (prefix `tidings.ev`): `downloads/42` → `tidings.ev.downloads.42`;
 //! `cloudreve://my/a b.jpg` → `tidings.ev.cloudreve~3A.~.my.a~20b~2Ejpg`.
 
 use std::fmt::Write as _;
 
-use tidings_proto::Topic;
+use sha2::{Digest as _, Sha256};
+use tidings_proto::{Key, Pattern, Selector, Topic};
 
 /// Why a subject is not one `subject` made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +71,46 @@ pub fn subject(prefix: &str, topic: &Topic) -> String {
         }
     }
     out
+}
+
+/// The subject of an event of `topic` with `key`: the topic's subject, and for a keyed event
+/// a last token naming the key.
+pub fn keyed(prefix: &str, topic: &Topic, key: Option<&Key>) -> String {
+    let mut out = subject(prefix, topic);
+    if let Some(key) = key {
+        let digest = Sha256::digest(key.as_str().as_bytes());
+        out.push_str(".=");
+        for b in &digest[..16] {
+            write!(out, "{b:02x}").expect("a String takes any write");
+        }
+    }
+    out
+}
+
+/// `subject` without the key token `keyed` may have added.
+pub fn without_key(subject: &str) -> &str {
+    match subject.rsplit_once('.') {
+        Some((topic, last)) if last.starts_with('=') => topic,
+        _ => subject,
+    }
+}
+
+/// The subject filter of a snapshot of `selector`: every keyed subject of the topics it
+/// matches, and maybe more (the reader filters by the selector again). One pattern narrows
+/// it; several read every subject (NATS 2.9 takes one filter per consumer).
+pub fn filter(prefix: &str, selector: &Selector) -> String {
+    match selector.patterns.as_slice() {
+        [Pattern::Exact(t)] => format!("{}.*", subject(prefix, t)),
+        [Pattern::Prefix(p)] => match p.rsplit_once('/') {
+            // The whole segments before the last `/` are fixed; what follows is any.
+            Some((whole, _)) => match Topic::new(whole) {
+                Ok(t) => format!("{}.>", subject(prefix, &t)),
+                Err(_) => all(prefix),
+            },
+            None => all(prefix),
+        },
+        _ => all(prefix),
+    }
 }
 
 /// The subject that matches every topic's subject under `prefix` (the stream's filter).
@@ -199,7 +246,36 @@ mod tests {
         })
     }
 
+    #[test]
+    fn a_key_token_is_one_more_token_that_never_reads_as_a_segment() {
+        let t = Topic::new("a.b/c").unwrap();
+        let k = Key::new("d 1.x").unwrap();
+        let s = keyed(PREFIX, &t, Some(&k));
+        assert!(s.starts_with("tidings.ev.a~2Eb.c.="), "{s}");
+        assert_eq!(s.len(), "tidings.ev.a~2Eb.c.=".len() + 32);
+        assert_eq!(topic(PREFIX, without_key(&s)).unwrap(), t);
+        assert_eq!(keyed(PREFIX, &t, None), subject(PREFIX, &t));
+        assert_eq!(without_key(&subject(PREFIX, &t)), subject(PREFIX, &t));
+        assert_ne!(s, keyed(PREFIX, &t, Some(&Key::new("d 2.x").unwrap())));
+        let sel = |p: &str| Selector {
+            patterns: vec![Pattern::parse(p).unwrap()],
+            types: vec![],
+        };
+        assert_eq!(filter(PREFIX, &sel("a.b/c")), "tidings.ev.a~2Eb.c.*");
+        assert_eq!(filter(PREFIX, &sel("a.b/c*")), "tidings.ev.a~2Eb.>");
+        assert_eq!(filter(PREFIX, &sel("a.b/*")), "tidings.ev.a~2Eb.>");
+        assert_eq!(filter(PREFIX, &sel("down*")), "tidings.ev.>");
+        assert_eq!(filter(PREFIX, &sel("*")), "tidings.ev.>");
+    }
+
     proptest! {
+        #[test]
+        fn keyed_subjects_read_back_as_their_topic(t in any_topic(), k in "[ -~]{1,20}") {
+            let k = Key::new(&k).unwrap();
+            let s = keyed(PREFIX, &t, Some(&k));
+            prop_assert_eq!(topic(PREFIX, without_key(&s)).unwrap(), t);
+        }
+
         #[test]
         fn round_trips_into_valid_subjects(t in any_topic()) {
             let s = subject(PREFIX, &t);

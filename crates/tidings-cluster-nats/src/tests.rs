@@ -23,6 +23,8 @@ fn config(nats: &NatsServer, stream: &str) -> ClusterConfig {
         replicas: 1,
         token: None,
         retention: Retention::default(),
+        session_ttl: Duration::from_secs(60),
+        snapshot: tidings_core::SnapshotRules::default(),
     }
 }
 
@@ -182,6 +184,8 @@ async fn a_stream_with_three_replicas_survives_its_leader_killed() {
         replicas: 3,
         token: None,
         retention: Retention::default(),
+        session_ttl: Duration::from_secs(60),
+        snapshot: tidings_core::SnapshotRules::default(),
     };
     let cluster = NatsCluster::connect(&settings).await.unwrap();
     let hub = Hub::clustered(
@@ -226,5 +230,50 @@ async fn a_stream_with_three_replicas_survives_its_leader_killed() {
     let stored: Vec<_> = chunk.iter().map(|e| e.event.id).collect();
     for id in before.iter().chain(&after) {
         assert!(stored.contains(id), "{id:?} lost; stored {stored:?}");
+    }
+}
+
+/// Snapshots taken on one node while another publishes keyed events: each is exactly the
+/// newest event per key among the events up to its cursor, however the two race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_exact_as_of_its_cursor_under_concurrent_publishing() {
+    let nats = NatsServer::start();
+    let (_a_cluster, a) = node(&nats, "T4").await;
+    let (_b_cluster, b) = node(&nats, "T4").await;
+    let publisher = tokio::spawn(async move {
+        let mut published = Vec::new();
+        for n in 0..300u64 {
+            let key = format!("k{}", n % 7);
+            let mut one = batch("snap/x", 1, None);
+            one.events[0].key = Some(tidings_proto::Key::new(&key).unwrap());
+            let id = a.publish(one).await.unwrap()[0];
+            published.push((id.seq, key));
+        }
+        published
+    });
+    let selector = Selector {
+        patterns: vec![Pattern::Prefix("snap/".into())],
+        types: vec![],
+    };
+    let mut snapshots = Vec::new();
+    while !publisher.is_finished() {
+        let snap = b.snapshot(selector.clone()).await.unwrap();
+        let rows: Vec<(u64, String)> = snap
+            .events
+            .iter()
+            .map(|e| (e.seq(), e.event.key.as_ref().unwrap().as_str().to_owned()))
+            .collect();
+        snapshots.push((snap.cursor.seq, rows));
+    }
+    let published = publisher.await.unwrap();
+    assert!(snapshots.len() > 1, "snapshots raced the publisher");
+    for (cursor, rows) in snapshots {
+        let mut newest = std::collections::BTreeMap::new();
+        for (seq, key) in published.iter().filter(|(seq, _)| *seq <= cursor) {
+            newest.insert(key.clone(), *seq);
+        }
+        let mut want: Vec<(u64, String)> = newest.into_iter().map(|(k, s)| (s, k)).collect();
+        want.sort();
+        assert_eq!(rows, want, "the snapshot as of {cursor}");
     }
 }

@@ -11,7 +11,9 @@
 //!   caller will ever be told of: its events may or may not be in the log, but an event is
 //!   delivered only when a node ingests it from the log, and then with its log sequence.
 //! - With an idempotency key, publishing the same key and batch again within the log's
-//!   deduplication window resolves with the original sequences and stores nothing new.
+//!   deduplication window resolves with the original sequences and stores nothing new; the
+//!   same key with another batch (another `Fingerprint`) resolves with
+//!   `BusError::IdempotencyConflict`.
 //! - Sequences increase in log order and are the ids of the events on every node; the log's
 //!   epoch (`EventStore::epoch` of the store that reads it) is every node's.
 //!
@@ -21,20 +23,32 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::idempotency::IdempotencyKey;
+use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::record::SharedEvent;
 use crate::store::{BoxFuture, StoreError};
+
+/// Why a bus refused a publish.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BusError {
+    /// The log could not take it (unreachable, refused, timed out).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The idempotency key was used, within the log's window, for another batch.
+    #[error("the idempotency key was used for another batch")]
+    IdempotencyConflict,
+}
 
 /// The log a clustered hub publishes into. See the module docs for the contract.
 pub trait Bus: Send + Sync + fmt::Debug + 'static {
     /// Enters `events` (their ids' seq is 0: the log assigns it) into the log, in order;
-    /// resolves with each one's log sequence once the log acknowledged them all. Called
-    /// under the hub's lock: must not block.
+    /// resolves with each one's log sequence once the log acknowledged them all. `key` is
+    /// the batch's idempotency key with the fingerprint of what was published under it.
+    /// Called under the hub's lock: must not block.
     fn publish(
         &self,
         events: Vec<SharedEvent>,
-        key: Option<&IdempotencyKey>,
-    ) -> BoxFuture<'static, Result<Vec<u64>, StoreError>>;
+        key: Option<(&IdempotencyKey, Fingerprint)>,
+    ) -> BoxFuture<'static, Result<Vec<u64>, BusError>>;
 }
 
 /// Shared handle to any bus.

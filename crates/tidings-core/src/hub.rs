@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tidings_proto::{Cursor, Epoch, EventId, Key, Pattern, Selector, Topic};
 use tokio::sync::{Notify, watch};
 
-use crate::bus::{DynBus, IngestError};
+use crate::bus::{BusError, DynBus, IngestError};
 use crate::clock::{self, DynClock};
 use crate::coalesce::{Coalescer, Coalescing, Out, Plan};
 use crate::error::{PublishError, SnapshotError, SubscribeError};
@@ -160,7 +160,13 @@ impl Unregister for Shared {
         // queue's own counter, or here.
         st.retired_delivered += queue.delivered();
         if let Some(client_id) = &queue.client_id {
-            st.sessions.detach(client_id, queue.id, self.clock.now_ms());
+            let now = self.clock.now_ms();
+            if st.sessions.detach(client_id, queue.id, now)
+                && let Some(shared) = self.store.sessions().filter(|s| s.shared())
+                && let Some((saved, attached)) = st.sessions.saved(client_id, now)
+            {
+                shared.session_changed(saved, attached);
+            }
         }
     }
 }
@@ -304,7 +310,8 @@ impl Hub {
             conflated: 0,
             dropped: 0,
         };
-        if let Some(saved) = store.sessions() {
+        // A shared store's sessions are read per client, when the client attaches.
+        if let Some(saved) = store.sessions().filter(|s| !s.shared()) {
             match saved.load_sessions() {
                 Ok(saved) => state.sessions.restore(saved, clock.now_ms()),
                 // Sessions are a convenience over cursors: start without them, say so.
@@ -410,8 +417,11 @@ impl Hub {
         }
         if let Some(bus) = &self.shared.bus {
             // Cluster mode: the log orders and deduplicates (by key, within its window).
+            let fingerprint = batch.idempotency_key.as_ref().map(|_| {
+                idempotency::fingerprint(&batch.events, batch.origin.as_ref().map(Key::as_str))
+            });
             let plans = self.shared.coalescing.prepare(&mut batch.events);
-            return self.publish_on_bus(bus, batch, plans).await;
+            return self.publish_on_bus(bus, batch, plans, fingerprint).await;
         }
         let fingerprint = batch.idempotency_key.as_ref().map(|_| {
             idempotency::fingerprint(&batch.events, batch.origin.as_ref().map(Key::as_str))
@@ -627,6 +637,7 @@ impl Hub {
         bus: &DynBus,
         batch: PublishBatch,
         plans: Option<Vec<Plan>>,
+        fingerprint: Option<Fingerprint>,
     ) -> Result<Vec<Option<EventId>>, PublishError> {
         let n = batch.events.len();
         let published = {
@@ -638,7 +649,8 @@ impl Hub {
             if outs.is_empty() {
                 return Ok(vec![None; n]);
             }
-            self.hand_to_bus(bus, outs, n, batch.idempotency_key.as_ref())
+            let key = batch.idempotency_key.as_ref().zip(fingerprint);
+            self.hand_to_bus(bus, outs, n, key)
         };
         let inputs = published.inputs.clone();
         let ids = self.await_bus(published).await?;
@@ -657,7 +669,7 @@ impl Hub {
         bus: &DynBus,
         outs: Vec<Out>,
         n: usize,
-        key: Option<&IdempotencyKey>,
+        key: Option<(&IdempotencyKey, Fingerprint)>,
     ) -> OnBus {
         let time = self.shared.clock.now_ms();
         let unsequenced = EventId::new(self.shared.epoch, 0);
@@ -678,7 +690,10 @@ impl Hub {
     /// Waits for the log's acknowledgement, then (for at most `CLUSTER_INGEST_WAIT`)
     /// for this hub to have ingested the events; the ids, in order.
     async fn await_bus(&self, published: OnBus) -> Result<Vec<EventId>, PublishError> {
-        let seqs = published.fut.await?;
+        let seqs = published.fut.await.map_err(|e| match e {
+            BusError::Store(e) => PublishError::Store(e),
+            BusError::IdempotencyConflict => PublishError::IdempotencyConflict,
+        })?;
         let epoch = self.shared.epoch;
         if let Some(&last) = seqs.iter().max() {
             // Acknowledged means stored in the log; the wait only lets the publisher resume
@@ -938,6 +953,41 @@ impl Hub {
         self.wake_snapshots(n);
     }
 
+    /// Cluster mode: takes in `client_id`'s session from a store that shares sessions between
+    /// hubs (`SessionStore::shared`), unless this hub holds it attached, then waits for this
+    /// hub to reach its place, so that `subscribe` with the client id (and no cursor) resumes
+    /// the session another node held. Each wait is bounded by `within`; a store that fails or
+    /// is slow means a `subscribed` where a `resumed` was due, never a lost event.
+    pub async fn load_session(&self, client_id: &Key, within: std::time::Duration) {
+        let Some(shared) = self.shared.store.sessions().filter(|s| s.shared()) else {
+            return;
+        };
+        // An unreachable store would only make the client wait for its 503.
+        if self.store_health().is_some() || self.lock().sessions.is_attached(client_id) {
+            return;
+        }
+        let read = shared.load_session(client_id.as_str());
+        let saved = match tokio::time::timeout(within, read).await {
+            Ok(Ok(Some(saved))) if saved.client_id == client_id.as_str() => saved,
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => {
+                tracing::warn!(message = "Could not read a saved session.", error = %e);
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(message = "Reading a saved session timed out.");
+                return;
+            }
+        };
+        let place = {
+            let now = self.shared.clock.now_ms();
+            self.lock().sessions.adopt(saved, self.shared.epoch, now)
+        };
+        if let Some(seq) = place {
+            self.await_head(seq, within).await;
+        }
+    }
+
     /// Opens a subscription. See the module docs for why its handoff is exact.
     pub fn subscribe(&self, req: SubscribeRequest) -> Result<Subscription, SubscribeError> {
         let limits = &self.shared.limits;
@@ -990,6 +1040,18 @@ impl Hub {
                 place: o.place,
             }
         });
+        if let (Some(client_id), Some(SessionStart { place: Some(_), .. })) = (&client_id, &session)
+            && let Some(shared) = self.shared.store.sessions().filter(|s| s.shared())
+        {
+            // Under the lock, so the store hears of the attach in order with the checkpoints
+            // and the detach that follow.
+            let st = self.lock();
+            if let Some((saved, attached)) =
+                st.sessions.saved(client_id, self.shared.clock.now_ms())
+            {
+                shared.session_changed(saved, attached);
+            }
+        }
         Ok(Subscription::new(
             Arc::clone(&self.shared.subs),
             sub,
@@ -1076,6 +1138,19 @@ impl Hub {
     /// save resumes from its older place (events after it come again; none are lost). The
     /// table is copied under the lock and written outside it.
     pub async fn save_sessions(&self) -> Result<(), StoreError> {
+        if let Some(shared) = self.shared.store.sessions().filter(|s| s.shared()) {
+            // A shared store heard of every attach and detach as it happened; what moved since
+            // is the places of attached sessions (the store skips the unchanged ones).
+            let written = {
+                let st = self.lock();
+                for saved in st.sessions.attached(self.shared.clock.now_ms()) {
+                    shared.session_changed(saved, true);
+                }
+                // Nothing more to hand over: resolves once the news so far is written.
+                shared.save_sessions(Vec::new())
+            };
+            return written.await;
+        }
         if let Some(saved) = self.shared.store.sessions() {
             let snapshot = {
                 let now = self.shared.clock.now_ms();
@@ -1156,7 +1231,7 @@ impl Hub {
 /// Events handed to the bus: the acknowledgement to wait for, and per event, which input of
 /// the publish it answers.
 struct OnBus {
-    fut: BoxFuture<'static, Result<Vec<u64>, StoreError>>,
+    fut: BoxFuture<'static, Result<Vec<u64>, BusError>>,
     inputs: Vec<Option<usize>>,
 }
 

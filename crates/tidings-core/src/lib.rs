@@ -46,7 +46,7 @@ mod subscription;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
-pub use bus::{Bus, DynBus, IngestError};
+pub use bus::{Bus, BusError, DynBus, IngestError};
 pub use clock::{Clock, DynClock, ManualClock, SystemClock};
 pub use coalesce::{CoalesceRule, Coalescing, MergeFormat, Policy};
 pub use error::{PublishError, SnapshotError, SubscribeError};

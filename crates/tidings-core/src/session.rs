@@ -12,7 +12,10 @@
 //! is gone: its client is told `subscribed`, never a false `resumed`.
 //!
 //! No I/O and no lock of its own: the hub keeps the table under its state lock, loads it from
-//! the store's `SessionStore` when it starts and saves it there when it flushes.
+//! the store's `SessionStore` when it starts and saves it there when it flushes. A store that
+//! shares its sessions with other hubs (a cluster's KV bucket, `SessionStore::shared`) is
+//! told instead of each attach, detach and checkpointed place (`session_changed`), and the hub
+//! takes in one client's saved session when that client attaches (`Sessions::adopt`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -92,10 +95,34 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     fn load_sessions(&self) -> Result<Vec<SavedSession>, StoreError>;
 
     /// Replaces the saved sessions with `sessions` (called when the hub flushes, at shutdown).
+    /// A shared store is handed none: it resolves once the changes reported so far
+    /// (`session_changed`) are written.
     fn save_sessions(
         &self,
         sessions: Vec<SavedSession>,
     ) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// Whether other hubs share these sessions (a cluster's KV bucket). The hub then loads no
+    /// session at start; it reads a client's own with `load_session` when the client
+    /// attaches, and reports each change with `session_changed` instead of `save_sessions`.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// The saved session of `client_id`, if any (a shared store only). A session another hub
+    /// still holds attached may be waited for, briefly, until that hub lets it go.
+    fn load_session(
+        &self,
+        _client_id: &str,
+    ) -> BoxFuture<'static, Result<Option<SavedSession>, StoreError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// A shared store's news of one session: attached with its place (on attach, and at each
+    /// checkpoint while its place moves) or detached (at detach, with its final place). Called
+    /// under the hub's lock, in the order the changes happened: must not block (queue the
+    /// write; the latest change of a session supersedes one not yet written).
+    fn session_changed(&self, _session: SavedSession, _attached: bool) {}
 }
 
 #[derive(Debug)]
@@ -222,12 +249,13 @@ impl Sessions {
 
     /// Subscription `sub` of `client_id` went away: if it still holds the session, the TTL
     /// starts now.
-    pub(crate) fn detach(&mut self, client_id: &Key, sub: u64, now: u64) {
+    /// Returns whether it did (a connection a newer one took over detaches nothing).
+    pub(crate) fn detach(&mut self, client_id: &Key, sub: u64, now: u64) -> bool {
         let Some(s) = self.map.get_mut(client_id) else {
-            return;
+            return false;
         };
         if s.owner != Some(sub) {
-            return;
+            return false;
         }
         s.owner = None;
         self.serial += 1;
@@ -235,6 +263,72 @@ impl Sessions {
         s.idle_since = Some(k);
         self.idle.insert(k, client_id.clone());
         self.expire(now);
+        true
+    }
+
+    /// Whether a subscription holds `client_id`'s session now.
+    pub(crate) fn is_attached(&self, client_id: &Key) -> bool {
+        self.map.get(client_id).is_some_and(|s| s.owner.is_some())
+    }
+
+    /// One session as a `SessionStore` keeps it, and whether it is attached.
+    pub(crate) fn saved(&self, client_id: &Key, now: u64) -> Option<(SavedSession, bool)> {
+        let s = self.map.get(client_id)?;
+        Some((saved_of(client_id, s, now), s.owner.is_some()))
+    }
+
+    /// Every attached session, for a shared store's checkpoint.
+    pub(crate) fn attached(&self, now: u64) -> Vec<SavedSession> {
+        self.map
+            .iter()
+            .filter(|(_, s)| s.owner.is_some())
+            .map(|(id, s)| saved_of(id, s, now))
+            .collect()
+    }
+
+    /// Takes in `saved`, one client's session another hub saved (a shared store), unless this
+    /// table's own is attached, or is the same session at or past the saved place. Returns the
+    /// place the client would resume after, in `epoch`, if the table now holds one. An
+    /// expired or unparseable session, or no room (every session attached), takes nothing.
+    pub(crate) fn adopt(&mut self, saved: SavedSession, epoch: Epoch, now: u64) -> Option<u64> {
+        self.expire(now);
+        if saved.detached_at.saturating_add(self.ttl_ms) <= now {
+            return None;
+        }
+        let (id, selector) = parse_saved(&saved)?;
+        let resumes = |s: &Session| (s.epoch == epoch).then(|| s.place.get());
+        if let Some(local) = self.map.get(&id) {
+            if local.owner.is_some() {
+                return None;
+            }
+            if local.selector == selector
+                && local.epoch.0 == saved.epoch
+                && local.place.get() >= saved.place
+            {
+                return resumes(local);
+            }
+            if let Some(old) = self.map.remove(&id)
+                && let Some(k) = old.idle_since
+            {
+                self.idle.remove(&k);
+            }
+        } else if self.map.len() >= self.max {
+            let (_, evicted) = self.idle.pop_first()?;
+            self.map.remove(&evicted);
+        }
+        self.serial += 1;
+        let k = (saved.detached_at, self.serial);
+        self.idle.insert(k, id.clone());
+        let session = Session {
+            selector,
+            epoch: Epoch(saved.epoch),
+            place: Place::new(saved.place),
+            owner: None,
+            idle_since: Some(k),
+        };
+        let place = resumes(&session);
+        self.map.insert(id, session);
+        place
     }
 
     /// Every live session, for a `SessionStore`. One still attached (a connection the
@@ -243,19 +337,7 @@ impl Sessions {
         self.expire(now);
         self.map
             .iter()
-            .map(|(id, s)| SavedSession {
-                client_id: id.as_str().to_owned(),
-                patterns: s.selector.patterns.iter().map(|p| p.to_string()).collect(),
-                types: s
-                    .selector
-                    .types
-                    .iter()
-                    .map(|t| t.as_str().to_owned())
-                    .collect(),
-                epoch: s.epoch.0,
-                place: s.place.get(),
-                detached_at: s.idle_since.map_or(now, |(at, _)| at),
-            })
+            .map(|(id, s)| saved_of(id, s, now))
             .collect()
     }
 
@@ -291,6 +373,23 @@ impl Sessions {
                 },
             );
         }
+    }
+}
+
+/// A session as saved; one still attached counts as detached `now`.
+fn saved_of(id: &Key, s: &Session, now: u64) -> SavedSession {
+    SavedSession {
+        client_id: id.as_str().to_owned(),
+        patterns: s.selector.patterns.iter().map(|p| p.to_string()).collect(),
+        types: s
+            .selector
+            .types
+            .iter()
+            .map(|t| t.as_str().to_owned())
+            .collect(),
+        epoch: s.epoch.0,
+        place: s.place.get(),
+        detached_at: s.idle_since.map_or(now, |(at, _)| at),
     }
 }
 

@@ -272,7 +272,7 @@ async fn open(
     let version = parts.version;
     if ctx.app.hub.is_clustered() {
         // Boxed: only a cluster node waits here, and one node's connections stay small.
-        Box::pin(subscribe::catch_up(&ctx.app, &parts)).await;
+        Box::pin(subscribe::catch_up(&ctx, &parts)).await;
     }
     let prepared = match extract::host(&parts.headers, None, &ctx.app)
         .and_then(|()| subscribe::prepare(&ctx, &parts))

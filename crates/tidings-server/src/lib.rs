@@ -106,6 +106,8 @@ impl App {
                 replicas: cluster.replicas,
                 token: cluster.token.clone(),
                 retention: config.retention.clone(),
+                session_ttl: std::time::Duration::from_millis(config.limits.session_ttl_ms),
+                snapshot: config.snapshot.clone(),
             })
             .await
             .with_context(|| format!("join the cluster on stream {}", cluster.stream))?;

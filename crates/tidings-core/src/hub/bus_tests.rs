@@ -11,7 +11,7 @@ use tidings_proto::{Cursor, Epoch, EventId, EventType, Pattern, Selector, Topic}
 
 use super::*;
 use crate::EventRecord;
-use crate::bus::{Bus, DynBus};
+use crate::bus::{Bus, BusError, DynBus};
 use crate::clock::ManualClock;
 use crate::request::NewEvent;
 use crate::store::{EventStore, MemoryStore, Retention};
@@ -31,7 +31,7 @@ struct TestLog {
 struct LogInner {
     history: Option<Arc<MemoryStore>>,
     next: u64,
-    keys: HashMap<String, Vec<u64>>,
+    keys: HashMap<String, (Vec<u64>, Fingerprint)>,
     followers: Vec<Hub>,
     down: bool,
 }
@@ -83,18 +83,22 @@ impl Bus for TestLog {
     fn publish(
         &self,
         events: Vec<SharedEvent>,
-        key: Option<&IdempotencyKey>,
-    ) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
+        key: Option<(&IdempotencyKey, Fingerprint)>,
+    ) -> BoxFuture<'static, Result<Vec<u64>, BusError>> {
         let mut inner = self.inner.lock().unwrap();
         if inner.down {
-            return Box::pin(std::future::ready(Err(StoreError::Io(
+            return Box::pin(std::future::ready(Err(BusError::Store(StoreError::Io(
                 "log is down".into(),
-            ))));
+            )))));
         }
-        let key = key.map(|k| k.key.clone());
-        if let Some(seqs) = key.as_ref().and_then(|k| inner.keys.get(k)) {
-            let seqs = seqs.clone();
-            return Box::pin(std::future::ready(Ok(seqs)));
+        let key = key.map(|(k, fp)| (k.key.clone(), fp));
+        if let Some((seqs, fp)) = key.as_ref().and_then(|(k, _)| inner.keys.get(k)) {
+            let answer = if key.as_ref().is_some_and(|(_, mine)| mine == fp) {
+                Ok(seqs.clone())
+            } else {
+                Err(BusError::IdempotencyConflict)
+            };
+            return Box::pin(std::future::ready(answer));
         }
         let mut seqs = Vec::new();
         let mut stored = Vec::new();
@@ -109,13 +113,16 @@ impl Bus for TestLog {
         }
         let history = inner.history.clone().unwrap();
         drop(history.append(stored, None));
-        if let Some(k) = key {
-            inner.keys.insert(k, seqs.clone());
+        if let Some((k, fp)) = key {
+            inner.keys.insert(k, (seqs.clone(), fp));
         }
         let followers = inner.followers.clone();
         Box::pin(async move {
             for hub in followers {
-                let events = history.read_after(hub.head(), 10_000).await?;
+                let events = history
+                    .read_after(hub.head(), 10_000)
+                    .await
+                    .map_err(BusError::Store)?;
                 hub.ingest(events).expect("same epoch");
             }
             Ok(seqs)
@@ -307,4 +314,17 @@ async fn a_keyed_retry_through_another_hub_gets_the_original_ids() {
     let retry = b.publish(batch("t", 2, Some("k1"))).await.unwrap();
     assert_eq!(first, retry);
     assert_eq!(log.history().stats().last_seq, 2, "stored once");
+}
+
+#[tokio::test]
+async fn a_key_reused_for_another_batch_through_another_hub_is_a_conflict() {
+    let log = TestLog::new();
+    let (a, b) = (log.hub(true), log.hub(true));
+    a.publish(batch("t", 2, Some("k1"))).await.unwrap();
+    let other = b.publish(batch("u", 2, Some("k1"))).await;
+    assert!(
+        matches!(other, Err(PublishError::IdempotencyConflict)),
+        "{other:?}"
+    );
+    assert_eq!(log.history().stats().last_seq, 2, "nothing stored");
 }

@@ -129,3 +129,34 @@ fn restore_keeps_the_newest_within_the_bound_and_skips_what_does_not_parse() {
     assert!(t.open(&key("b"), &sel("*"), E, 1, 50).resumed.is_some());
     assert!(t.open(&key("a"), &sel("*"), E, 2, 50).resumed.is_none());
 }
+
+#[test]
+fn adopt_takes_another_hubs_session_unless_its_own_is_attached_or_further() {
+    let saved = |id: &str, place: u64, at: u64| SavedSession {
+        client_id: id.to_owned(),
+        patterns: vec!["*".to_owned()],
+        types: vec![],
+        epoch: E.0,
+        place,
+        detached_at: at,
+    };
+    let mut t = Sessions::new(1000, 2);
+    // Unknown here: taken in, and the client resumes after its place.
+    assert_eq!(t.adopt(saved("a", 5, 10), E, 20), Some(5));
+    assert_eq!(t.open(&key("a"), &sel("*"), E, 1, 30).resumed, at(5));
+    // Attached here: this hub's own wins.
+    assert_eq!(t.adopt(saved("a", 9, 30), E, 40), None);
+    assert!(t.detach(&key("a"), 1, 50));
+    t.map[&key("a")].place.set(12);
+    // Detached here further than the saved place: kept.
+    assert_eq!(t.adopt(saved("a", 9, 60), E, 70), Some(12));
+    // The saved one is further: it wins.
+    assert_eq!(t.adopt(saved("a", 20, 80), E, 90), Some(20));
+    // Expired, from another epoch, or no room: nothing to resume.
+    assert_eq!(t.adopt(saved("b", 3, 0), E, 1000), None);
+    assert_eq!(t.adopt(saved("b", 3, 900), Epoch(8), 1000), None);
+    assert_eq!(t.len(), 2, "`b` was taken in, counted in its own epoch");
+    t.open(&key("c"), &sel("*"), E, 2, 1000);
+    t.open(&key("d"), &sel("*"), E, 3, 1000);
+    assert_eq!(t.adopt(saved("e", 3, 1000), E, 1000), None, "all attached");
+}

@@ -230,7 +230,7 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
     let (parts, _body) = request.into_parts();
     let parts_keep_alive = parts.version == http::Version::HTTP_11;
     if ctx.app.hub.is_clustered() {
-        catch_up(&ctx.app, &parts).await;
+        catch_up(&ctx, &parts).await;
     }
     let prepared = match prepare(&ctx, &parts) {
         Ok(p) => with_snapshot(&parts, p).await,
@@ -600,9 +600,11 @@ const CLUSTER_CATCH_UP: Duration = Duration::from_secs(2);
 
 /// Cluster mode: a cursor (`Last-Event-ID` or `lastEventId`) that another node delivered may
 /// be a moment ahead of this node's head; wait for this node to ingest it (bounded), so the
-/// subscription resumes exactly instead of answering `cursor_ahead`. Callers check
-/// `Hub::is_clustered` first, so one node pays nothing.
-pub(crate) async fn catch_up(app: &AppState, parts: &http::request::Parts) {
+/// subscription resumes exactly instead of answering `cursor_ahead`. Without a cursor, a
+/// client id's session is read from the cluster (another node may have held it) and its place
+/// waited for the same way. Callers check `Hub::is_clustered` first, so one node pays nothing.
+pub(crate) async fn catch_up(ctx: &EndpointState, parts: &http::request::Parts) {
+    let app = &ctx.app;
     let header = parts
         .headers
         .get("last-event-id")
@@ -617,6 +619,22 @@ pub(crate) async fn catch_up(app: &AppState, parts: &http::request::Parts) {
         && id.epoch == app.hub.epoch().0
     {
         app.hub.await_head(id.seq, CLUSTER_CATCH_UP).await;
+    }
+    if cursor.is_none() {
+        let query = parts.uri.query().unwrap_or("");
+        let asked = form_urlencoded::parse(query.as_bytes())
+            .find(|(name, _)| name == "clientId")
+            .map(|(_, value)| value.into_owned());
+        let client = &ctx.endpoint.client_id;
+        // A bad client id is answered by `prepare`; here it only means nothing to load.
+        if let Ok(Some(client_id)) = client_id::of_subscribe(
+            &parts.headers,
+            &client.header,
+            asked.as_deref(),
+            client.uuid,
+        ) {
+            app.hub.load_session(&client_id, CLUSTER_CATCH_UP).await;
+        }
     }
 }
 

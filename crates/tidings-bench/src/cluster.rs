@@ -332,7 +332,7 @@ pub(crate) fn section(md: &mut String, all: &[Point]) {
         .filter(|p| Some(p.run_id) == run && p.scenario.starts_with("cluster"))
         .collect();
     pts.sort_by_key(|p| (p.target != "single", p.target.clone()));
-    let mut out = String::from("## (i) Cluster mode: nodes over one nats-server\n\n");
+    let mut out = String::from("## (k) Cluster mode: nodes over one nats-server\n\n");
     let single = pts
         .iter()
         .find(|p| p.scenario == "cluster" && p.target == "single");

@@ -35,7 +35,17 @@ pub(crate) fn serve(listen: &str) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let listener = TcpListener::bind(listen).await.context("bind")?;
+        // The same accept queue as Tidings' default (`TcpListener::bind` asks for 128), so a
+        // herd of connects measures the server, not the kernel's SYN retransmission.
+        let addr: std::net::SocketAddr = listen.parse().context("listen address")?;
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr).context("bind")?;
+        let listener: TcpListener = socket.listen(4096).context("listen")?;
         let addr = listener.local_addr()?;
         let mut out = std::io::stdout();
         writeln!(out, "floor listening addr={addr}")?;

@@ -136,10 +136,21 @@ impl Poster {
         content_type: &str,
         body: &[u8],
     ) -> anyhow::Result<(u16, Vec<u8>)> {
+        self.post_with(path, content_type, "", body).await
+    }
+
+    /// `post` with header lines of this request only (`Name: value\r\n`...).
+    pub(crate) async fn post_with(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        headers: &str,
+        body: &[u8],
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
         self.req.clear();
         self.req.extend_from_slice(
             format!(
-                "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{}\r\n",
+                "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{}{headers}\r\n",
                 self.host,
                 body.len(),
                 self.extra_headers

@@ -3,6 +3,7 @@
 
 mod client_sub;
 mod cluster;
+mod connect;
 mod floor;
 mod http;
 mod procstat;
@@ -10,8 +11,10 @@ mod progress;
 mod report;
 mod result;
 mod scenario;
+mod storm;
 mod sub;
 mod target;
+mod threads;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -57,6 +60,10 @@ struct Cli {
     /// Worker threads of the load generator.
     #[arg(long, global = true, default_value_t = 1)]
     threads: usize,
+    /// Worker threads of the Tidings server (`TOKIO_WORKER_THREADS` in its environment)
+    /// [default: one per core].
+    #[arg(long, global = true)]
+    server_threads: Option<usize>,
     /// The subscribers: `raw` sockets parsing minimally, or `client`, tidings-client
     /// subscriptions (the Rust client a user runs), for fanout and topics.
     #[arg(long, global = true, value_enum, default_value = "raw")]
@@ -81,8 +88,9 @@ enum Cmd {
         /// Seconds measured per point.
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
-        #[arg(long, value_enum, default_value = "sse")]
-        transport: TransportArg,
+        /// `sse`, `ws`, or both (`sse,ws`: each point measured over both in one run).
+        #[arg(long, value_enum, default_value = "sse", value_delimiter = ',')]
+        transport: Vec<TransportArg>,
         #[arg(long, default_value_t = 4)]
         publishers: usize,
         #[arg(long, default_value_t = 64)]
@@ -139,7 +147,7 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "sse")]
         transport: TransportArg,
     },
-    /// (g) cluster mode: 2 and 3 nodes over one nats-server against a single node, same
+    /// (k) cluster mode: 2 and 3 nodes over one nats-server against a single node, same
     /// subscribers per node, publisher on node 0; then publish throughput into node 0.
     Cluster {
         #[arg(long, default_value = "2,3", value_delimiter = ',')]
@@ -160,6 +168,51 @@ enum Cmd {
         publish_duration: f64,
         #[arg(long, default_value = "nats-server")]
         nats_server: PathBuf,
+    },
+    /// Issue 16's reconnect storm: `subscribers` on `topics` of a durable hub, publishers
+    /// going on, the hub restarted (SIGTERM, then start), every client reconnecting at once
+    /// with its Last-Event-ID. Against `floor`: the same herd of connects to a fresh server.
+    Storm {
+        #[arg(long, default_value = "tidings,floor", value_delimiter = ',')]
+        targets: Vec<String>,
+        #[arg(long, default_value_t = 19_000)]
+        subscribers: u64,
+        #[arg(long, default_value_t = 10)]
+        topics: u64,
+        /// Events/s published in total while the clients are live.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// Events published to each topic while the clients are away.
+        #[arg(long, default_value_t = 100)]
+        missed: u64,
+        /// Most seconds to wait for every client to catch up.
+        #[arg(long, default_value_t = 60.0)]
+        deadline: f64,
+        /// The restarted hub's --listen-backlog [default: the hub's default].
+        #[arg(long)]
+        backlog: Option<u32>,
+    },
+    /// Issue 16's connection setup: new SSE subscriptions/s with auth and a selector, with
+    /// `in-flight` connects at a time; server CPU per connect.
+    Connect {
+        #[arg(long, default_value = "tidings,floor", value_delimiter = ',')]
+        targets: Vec<String>,
+        #[arg(long, default_value_t = 5000)]
+        subscribers: u64,
+        #[arg(long, default_value = "128,1024", value_delimiter = ',')]
+        in_flight: Vec<usize>,
+    },
+    /// Issue 16's lock question: the one-topic fan-out with the server on each of
+    /// `server-threads` worker threads, in one run.
+    Threads {
+        #[arg(long, default_value = "10000", value_delimiter = ',')]
+        subscribers: Vec<u64>,
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 8.0)]
+        duration: f64,
+        #[arg(long, default_value = "1,2", value_delimiter = ',')]
+        worker_threads: Vec<usize>,
     },
     /// Regenerates docs/benchmarks.md and docs/bench/*.svg from the JSON results.
     Report {
@@ -328,6 +381,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             max_connections: cli.max_connections,
             auth: !cli.no_auth,
             extra_args,
+            env: cli
+                .server_threads
+                .map(|n| vec![("TOKIO_WORKER_THREADS".to_owned(), n.to_string())])
+                .unwrap_or_default(),
         },
         connect_concurrency: cli.connect_concurrency,
         loadgen: cli.loadgen,
@@ -351,20 +408,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let kinds = parse_targets(&targets)?;
             for &n in &subscribers {
-                for &kind in &kinds {
-                    let params = FanoutParams {
-                        subscribers: n,
-                        topics,
-                        rate,
-                        duration: Duration::from_secs_f64(duration),
-                        transport: transport.into(),
-                        publishers,
-                        payload_bytes,
-                        sessions: kinds.contains(&Kind::TidingsIds),
-                    };
-                    match scenario::fanout(&ctx, kind, &params).await {
-                        Ok(p) => save(&p)?,
-                        Err(e) => say(&format!("fanout {} subs={n}: FAILED: {e:#}", kind.name())),
+                for &transport in &transport {
+                    for &kind in &kinds {
+                        let params = FanoutParams {
+                            subscribers: n,
+                            topics,
+                            rate,
+                            duration: Duration::from_secs_f64(duration),
+                            transport: transport.into(),
+                            publishers,
+                            payload_bytes,
+                            sessions: kinds.contains(&Kind::TidingsIds),
+                        };
+                        match scenario::fanout(&ctx, kind, &params).await {
+                            Ok(p) => save(&p)?,
+                            Err(e) => {
+                                say(&format!("fanout {} subs={n}: FAILED: {e:#}", kind.name()));
+                            }
+                        }
                     }
                 }
             }
@@ -479,6 +540,77 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             say(&cluster::summary(&points));
             for p in &points {
                 p.save(&cli.out)?;
+            }
+        }
+        Cmd::Storm {
+            targets,
+            subscribers,
+            topics,
+            rate,
+            missed,
+            deadline,
+            backlog,
+        } => {
+            let params = storm::StormParams {
+                subscribers,
+                topics: topics.max(1),
+                rate,
+                missed,
+                deadline: Duration::from_secs_f64(deadline),
+                backlog,
+            };
+            for kind in parse_targets(&targets)? {
+                match storm::storm(&ctx, kind, &params).await {
+                    Ok(p) => {
+                        say(&storm::summary(&p));
+                        save(&p)?;
+                    }
+                    Err(e) => say(&format!("storm {}: FAILED: {e:#}", kind.name())),
+                }
+            }
+        }
+        Cmd::Connect {
+            targets,
+            subscribers,
+            in_flight,
+        } => {
+            for &c in &in_flight {
+                for kind in parse_targets(&targets)? {
+                    match connect::connect(&ctx, kind, subscribers, c).await {
+                        Ok(p) => save(&p)?,
+                        Err(e) => say(&format!(
+                            "connect {} in-flight={c}: FAILED: {e:#}",
+                            kind.name()
+                        )),
+                    }
+                }
+            }
+        }
+        Cmd::Threads {
+            subscribers,
+            rate,
+            duration,
+            worker_threads,
+        } => {
+            for &n in &subscribers {
+                let params = FanoutParams {
+                    subscribers: n,
+                    topics: 1,
+                    rate,
+                    duration: Duration::from_secs_f64(duration),
+                    transport: Transport::Sse,
+                    publishers: 4,
+                    payload_bytes: 64,
+                    sessions: false,
+                };
+                match threads::threads(&ctx, &params, &worker_threads).await {
+                    Ok(points) => {
+                        for p in &points {
+                            save(p)?;
+                        }
+                    }
+                    Err(e) => say(&format!("threads subs={n}: FAILED: {e:#}")),
+                }
             }
         }
         Cmd::Smoke {

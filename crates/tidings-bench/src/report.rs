@@ -69,6 +69,7 @@ pub(crate) fn write(results: &Path, docs: &Path) -> anyhow::Result<()> {
         "fanout-ws",
         "(a, WebSocket) Fan-out over WebSocket: one topic, many subscribers",
     )?;
+    ws_over_sse_section(&mut md, &all);
     fanout_section(
         &mut md,
         docs,
@@ -80,6 +81,9 @@ pub(crate) fn write(results: &Path, docs: &Path) -> anyhow::Result<()> {
     idle_section(&mut md, docs, &all)?;
     scaling_section(&mut md, docs, &all)?;
     churn_section(&mut md, &all);
+    crate::connect::section(&mut md, &all);
+    crate::storm::section(&mut md, &all);
+    crate::threads::section(&mut md, &all);
     publish_section(&mut md, &all);
     replay_section(&mut md, &all);
     progress_section(&mut md, &all);
@@ -90,7 +94,7 @@ pub(crate) fn write(results: &Path, docs: &Path) -> anyhow::Result<()> {
 
 /// The points of the newest run that has `scenario`. A `-ws` suffix on the key selects
 /// the WebSocket runs of that scenario; without it only SSE runs count.
-fn newest<'a>(all: &'a [Point], key: &str) -> Vec<&'a Point> {
+pub(crate) fn newest<'a>(all: &'a [Point], key: &str) -> Vec<&'a Point> {
     newest_where(all, key, |_| true)
 }
 
@@ -130,7 +134,7 @@ const TARGET_RATE: f64 = 50.0;
 /// The most connections one process may hold on the development machines (20k descriptors).
 const MOST_CONNECTIONS: u64 = 19_000;
 
-fn commands(md: &mut String, pts: &[&Point]) {
+pub(crate) fn commands(md: &mut String, pts: &[&Point]) {
     let cmds: BTreeSet<&str> = pts.iter().map(|p| p.command.as_str()).collect();
     let servers: BTreeSet<String> = pts
         .iter()
@@ -182,7 +186,7 @@ fn series(pts: &[&Point], f: impl Fn(&Point) -> f64) -> Vec<(String, Vec<(f64, f
 }
 
 /// Writes a section's heading; `false` (after saying so) when it has no points yet.
-fn heading(md: &mut String, title: &str, pts: &[&Point]) -> bool {
+pub(crate) fn heading(md: &mut String, title: &str, pts: &[&Point]) -> bool {
     wl!(md, "## {title}\n");
     if pts.is_empty() {
         wl!(md, "Not measured yet.\n");
@@ -534,6 +538,55 @@ fn scaling_section(md: &mut String, docs: &Path, all: &[Point]) -> anyhow::Resul
         "![cpu](bench/scaling-cpu.svg)\n![memory](bench/scaling-memory.svg)\n"
     );
     Ok(())
+}
+
+/// Issue 16's WebSocket target: CPU per delivery over WebSocket against SSE, from the newest
+/// run that measured Tidings' fan-out over both (`fanout --transport sse,ws`).
+fn ws_over_sse_section(md: &mut String, all: &[Point]) {
+    let both = |p: &Point| p.scenario == "fanout" && p.target == "tidings" && p.note.is_empty();
+    let run = all
+        .iter()
+        .filter(|p| both(p) && p.transport == "ws")
+        .map(|p| p.run_id)
+        .filter(|&r| {
+            all.iter()
+                .any(|q| both(q) && q.run_id == r && q.transport == "sse")
+        })
+        .max();
+    wl!(
+        md,
+        "## (a, WebSocket ÷ SSE) The same fan-out over both transports in one run
+"
+    );
+    let Some(run) = run else {
+        wl!(md, "Not measured yet.\n");
+        return;
+    };
+    let pts: Vec<&Point> = all.iter().filter(|p| both(p) && p.run_id == run).collect();
+    commands(md, &pts);
+    wl!(
+        md,
+        "| subscribers | SSE µs/delivery | WebSocket µs/delivery | WebSocket ÷ SSE | SSE deliveries/s | WebSocket deliveries/s |\n|---:|---:|---:|---:|---:|---:|"
+    );
+    let ns: BTreeSet<u64> = pts.iter().map(|p| p.subscribers).collect();
+    for n in ns {
+        let of = |t: &str| pts.iter().find(|p| p.subscribers == n && p.transport == t);
+        if let (Some(sse), Some(ws)) = (of("sse"), of("ws")) {
+            wl!(
+                md,
+                "| {n} | {:.2} | {:.2} | {} | {:.0} | {:.0} |",
+                sse.server_cpu_us_per_delivery,
+                ws.server_cpu_us_per_delivery,
+                ratio(
+                    ws.server_cpu_us_per_delivery,
+                    sse.server_cpu_us_per_delivery
+                ),
+                sse.deliveries_per_s,
+                ws.deliveries_per_s
+            );
+        }
+    }
+    wl!(md);
 }
 
 fn churn_section(md: &mut String, all: &[Point]) {

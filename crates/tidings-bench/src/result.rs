@@ -63,6 +63,12 @@ pub(crate) struct Point {
     pub(crate) churn_per_s: f64,
     /// Free-form remarks (e.g. a target that could not run this scenario).
     pub(crate) note: String,
+    /// `storm`: the reconnect storm's own figures.
+    pub(crate) storm: Option<crate::storm::StormFigures>,
+    /// `connect`: the connection-setup scenario's own figures.
+    pub(crate) connect: Option<crate::connect::ConnectFigures>,
+    /// `threads`: the server's worker threads in this point.
+    pub(crate) server_threads: Option<usize>,
 }
 
 impl Point {
@@ -70,12 +76,17 @@ impl Point {
     pub(crate) fn save(&self, dir: &Path) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!(
-            "{}-{}-{}-{}{}.json",
+            "{}-{}-{}-{}{}{}.json",
             self.run_id,
             self.scenario,
             self.target,
             self.subscribers,
-            if self.transport == "ws" { "-ws" } else { "" }
+            if self.transport == "ws" { "-ws" } else { "" },
+            self.connect
+                .as_ref()
+                .map(|c| format!("-c{}", c.in_flight))
+                .or_else(|| self.server_threads.map(|t| format!("-t{t}")))
+                .unwrap_or_default()
         ));
         std::fs::write(&path, serde_json::to_vec_pretty(self)?)?;
         Ok(path)

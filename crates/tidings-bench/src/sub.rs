@@ -173,7 +173,7 @@ async fn subscribe(
 
 /// Incremental `Transfer-Encoding: chunked` decoder.
 #[derive(Debug, Default)]
-struct Dechunk {
+pub(crate) struct Dechunk {
     /// Bytes left in the current chunk's data.
     remaining: usize,
     /// Size digits of the next chunk header, parsed so far.
@@ -194,7 +194,7 @@ enum ChunkState {
 
 impl Dechunk {
     /// Appends the payload in `input` to `out`.
-    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> anyhow::Result<()> {
+    pub(crate) fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> anyhow::Result<()> {
         let mut i = 0;
         while i < input.len() {
             match self.state {

@@ -73,6 +73,8 @@ pub(crate) struct TidingsOptions {
     pub(crate) max_connections: usize,
     pub(crate) auth: bool,
     pub(crate) extra_args: Vec<String>,
+    /// Environment variables for the server process (`--server-threads`).
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// A subscribe request: where to connect and what to send.
@@ -384,7 +386,7 @@ async fn probe(addr: SocketAddr, name: &str) -> anyhow::Result<()> {
 
 /// Waits for a line containing `marker` on `stderr`/`stdout`, returns the address it names,
 /// and keeps draining the stream in the background.
-async fn wait_for_addr<R>(
+pub(crate) async fn wait_for_addr<R>(
     reader: R,
     marker: &'static str,
     prefix: &'static str,
@@ -431,6 +433,10 @@ async fn start_tidings(o: &TidingsOptions) -> anyhow::Result<Target> {
         o.subscriber_queue.to_string(),
         "--max-connections".into(),
         o.max_connections.to_string(),
+        // Every subscriber presents the one bench token: the per-credential stream limit
+        // (10,000 by default) would refuse the rest of a 19k point in-band.
+        "--max-streams-per-credential".into(),
+        "0".into(),
         "--sse-keepalive".into(),
         "30s".into(),
     ];
@@ -441,6 +447,7 @@ async fn start_tidings(o: &TidingsOptions) -> anyhow::Result<Target> {
     args.extend(o.extra_args.iter().cloned());
     let mut child = Command::new(&o.bin)
         .args(&args)
+        .envs(o.env.iter().map(|(k, v)| (k, v)))
         .env("TIDINGS_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -92,3 +92,54 @@ fn client_parse_reads_every_event_of_both_framings() {
         assert!(r["events_per_s"].as_f64().is_some_and(|v| v > 0.0), "{r}");
     }
 }
+
+/// The reconnect storm end to end on a small herd: the hub is restarted under its clients and
+/// every client ends with exactly every acknowledged event of its topic, none twice.
+#[test]
+fn storm_restarts_the_hub_and_every_client_catches_up_exactly() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let stdout = bench(
+        out.path(),
+        &[
+            "--warmup",
+            "0.3",
+            "storm",
+            "--targets",
+            "tidings",
+            "--subscribers",
+            "200",
+            "--topics",
+            "4",
+            "--rate",
+            "40",
+            "--missed",
+            "20",
+            "--deadline",
+            "30",
+            "--backlog",
+            "512",
+        ],
+    );
+    assert!(stdout.contains("storm    tidings"), "stdout:\n{stdout}");
+    let file = std::fs::read_dir(out.path())
+        .expect("results")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("-storm-tidings-"))
+        .unwrap_or_else(|| panic!("no storm result; stdout:\n{stdout}"));
+    let point: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(file).expect("read")).expect("JSON");
+    let storm = &point["storm"];
+    assert_eq!(storm["caught_up"], 200, "{point}");
+    assert_eq!(storm["lost"], 0, "{point}");
+    assert_eq!(storm["duplicated"], 0, "{point}");
+    assert_eq!(storm["exact"], true, "{point}");
+    assert_eq!(
+        storm["backlog"], 512,
+        "the restarted hub's listener: {point}"
+    );
+    assert!(
+        point["delivered"].as_u64().is_some_and(|d| d > 0),
+        "{point}"
+    );
+}

@@ -86,6 +86,21 @@ pub struct Listeners {
     pub metrics: Option<TcpListener>,
 }
 
+/// A listening socket on `addr` with a `listen(2)` backlog of `backlog` (the kernel caps it at
+/// `net.core.somaxconn`). `TcpListener::bind` would ask for 128, which a herd of clients
+/// reconnecting at once overflows; the rest is as `bind` does it (`SO_REUSEADDR`, so a
+/// restarted hub gets its port back while old connections linger in `TIME_WAIT`).
+fn listen_on(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// A built server, ready to run.
 #[derive(Debug)]
 pub struct App {
@@ -213,12 +228,12 @@ impl App {
         &self.state
     }
 
-    /// Binds the main listen address and every endpoint's own address.
+    /// Binds the main listen address and every endpoint's own address, each with the
+    /// configured backlog (`listen_backlog`).
     pub async fn bind(&self) -> anyhow::Result<Listeners> {
         let listen = self.config.listen;
-        let main = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("listen on {listen}"))?;
+        let backlog = self.config.listen_backlog;
+        let main = listen_on(listen, backlog).with_context(|| format!("listen on {listen}"))?;
         let mut endpoints = Vec::new();
         let mut bound: Vec<SocketAddr> = Vec::new();
         for endpoint in &self.config.endpoints {
@@ -228,7 +243,7 @@ impl App {
                 if addr.port() != 0 && bound.contains(&addr) {
                     continue;
                 }
-                let l = TcpListener::bind(addr).await.with_context(|| {
+                let l = listen_on(addr, backlog).with_context(|| {
                     format!("listen on {addr} for endpoint `{}`", endpoint.name)
                 })?;
                 bound.push(addr);
@@ -238,8 +253,7 @@ impl App {
         let metrics = match self.config.metrics.listen {
             None => None,
             Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
+                listen_on(addr, backlog)
                     .with_context(|| format!("listen on {addr} for metrics"))?,
             ),
         };

@@ -44,6 +44,11 @@ pub use units::{duration, size};
 use crate::endpoint::{Endpoint, SessionNames, TransportOptions};
 use units::positive;
 
+/// The default `listen(2)` backlog: the kernel's own default cap (`net.core.somaxconn` is
+/// 4096 since Linux 5.4), where tokio's `TcpListener::bind` asks for 128, which a herd of
+/// reconnecting clients overflows (issue 16).
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
+
 /// Every setting, each optional so the sources can be layered. Field docs are the `--help`;
 /// every flag has a `TIDINGS_*` variable and a key in the file (tested in `tests`).
 #[derive(Debug, Clone, Default, Args, Deserialize, Serialize)]
@@ -52,6 +57,12 @@ pub struct RawConfig {
     /// Address to listen on [default: 127.0.0.1:1700].
     #[arg(long, env = "TIDINGS_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Connections the kernel may hold for each listener before the hub accepts them (the
+    /// `listen(2)` backlog), so a herd of clients reconnecting at once is not dropped into
+    /// SYN retransmission; the kernel caps it at `net.core.somaxconn` [default: 4096;
+    /// 1 to 65535].
+    #[arg(long, env = "TIDINGS_LISTEN_BACKLOG", value_name = "N")]
+    pub listen_backlog: Option<u32>,
     /// Directory for the event store [default: ./tidings-data].
     #[arg(long, env = "TIDINGS_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -215,6 +226,9 @@ pub struct RawConfig {
 pub struct Config {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// The `listen(2)` backlog of every listener (the kernel caps it at
+    /// `net.core.somaxconn`).
+    pub listen_backlog: u32,
     /// Store directory.
     pub data_dir: PathBuf,
     /// Log filter.
@@ -326,6 +340,10 @@ impl RawConfig {
                 format!("`{listen_text}` is not an IP:port address"),
             )
         })?;
+        let listen_backlog = self.listen_backlog.unwrap_or(DEFAULT_LISTEN_BACKLOG);
+        if !(1..=65_535).contains(&listen_backlog) {
+            return Err(bad("listen_backlog", "must be between 1 and 65535"));
+        }
         let durability = self.store.validate()?;
         let cluster = self.cluster.validate()?;
         let store_cache_size = self.store.cache_size()?;
@@ -419,6 +437,7 @@ impl RawConfig {
         }
         Ok(Config {
             listen,
+            listen_backlog,
             data_dir: self
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("./tidings-data")),

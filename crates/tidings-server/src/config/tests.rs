@@ -533,6 +533,7 @@ fn cors_origins_are_exact_origins() {
 fn edge_and_rate_limits_are_checked() {
     let c = RawConfig::default().validate().unwrap();
     assert_eq!(c.max_connections_per_ip, 1024);
+    assert_eq!(c.listen_backlog, 4096);
     assert_eq!(c.header_timeout, Duration::from_secs(10));
     assert_eq!(c.max_header_bytes, 16 << 10);
     assert_eq!(c.credentials.publish_rate, 10_000);
@@ -546,6 +547,8 @@ fn edge_and_rate_limits_are_checked() {
             "trusted_proxies[0]",
         ),
         ("header_timeout = \"0s\"", "header_timeout"),
+        ("listen_backlog = 0", "listen_backlog"),
+        ("listen_backlog = 65536", "listen_backlog"),
         (
             "[limits]\npublish_rate = 5\npublish_burst = 10",
             "limits.publish_burst",

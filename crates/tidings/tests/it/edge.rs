@@ -580,3 +580,62 @@ async fn publishes_during_shutdown_are_answered_shutting_down() {
     let status = server.wait_exit();
     assert!(status.success(), "{status:?}");
 }
+
+/// The accept-queue size of the socket listening on `addr`, as the kernel reports it: for a
+/// listening socket `ss` shows the `listen(2)` backlog (after the `net.core.somaxconn` cap)
+/// in its Send-Q column.
+fn listen_backlog_of(addr: SocketAddr) -> u64 {
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", addr.port())])
+        .output()
+        .expect("run ss");
+    assert!(out.status.success(), "ss: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains(&addr.to_string()))
+        .unwrap_or_else(|| panic!("no listening socket on {addr} in:\n{text}"));
+    line.split_whitespace()
+        .nth(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("no Send-Q in {line:?}"))
+}
+
+fn somaxconn() -> u64 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("read net.core.somaxconn")
+        .trim()
+        .parse()
+        .expect("somaxconn is a number")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_listen_backlog_reaches_every_listening_socket() {
+    // The default: 4096 (tokio's own bind asks for 128), capped by the kernel.
+    let server = Server::start(&[]);
+    assert_eq!(listen_backlog_of(server.addr), 4096.min(somaxconn()));
+    drop(server);
+
+    // Configured: the main listener and an endpoint's own port both get it; the environment
+    // variable is read as well (the flag is checked with the file and the environment in the
+    // config layering tests).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("backlog.toml");
+    std::fs::write(
+        &config,
+        "[[endpoints]]\nname = \"side\"\nlisten = \"127.0.0.1:0\"\npath = \"/events\"\n",
+    )
+    .expect("write config");
+    let config = config.to_str().expect("utf-8 path");
+    let server =
+        Server::launch(Launch::new(&["--config", config]).env("TIDINGS_LISTEN_BACKLOG", "77"));
+    let side = endpoint_addr(&server, "side");
+    assert_eq!(listen_backlog_of(server.addr), 77);
+    assert_eq!(listen_backlog_of(side), 77);
+    server.assert_works().await;
+
+    // Out of range: refused before any port is bound, naming the setting.
+    let (code, err) = Launch::new(&["--listen-backlog", "0"]).run_to_exit();
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("listen_backlog"), "{err}");
+}

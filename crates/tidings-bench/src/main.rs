@@ -2,6 +2,7 @@
 //! report and the CI smoke run.
 
 mod client_sub;
+mod cluster;
 mod connect;
 mod everything;
 mod floor;
@@ -75,7 +76,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// (a) one topic, many subscribers; with --topics K, (b) many topics; with
-    /// `--targets tidings-all,floor`, (k) every feature on.
+    /// `--targets tidings-all,floor`, (l) every feature on.
     Fanout {
         #[arg(long, default_value = "tidings,floor", value_delimiter = ',')]
         targets: Vec<String>,
@@ -157,6 +158,28 @@ enum Cmd {
         events: u64,
         #[arg(long, value_enum, default_value = "sse")]
         transport: TransportArg,
+    },
+    /// (k) cluster mode: 2 and 3 nodes over one nats-server against a single node, same
+    /// subscribers per node, publisher on node 0; then publish throughput into node 0.
+    Cluster {
+        #[arg(long, default_value = "2,3", value_delimiter = ',')]
+        nodes: Vec<usize>,
+        #[arg(long, default_value_t = 1000)]
+        subscribers_per_node: u64,
+        /// Events/s published on node 0.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// Seconds measured per fan-out point.
+        #[arg(long, default_value_t = 8.0)]
+        duration: f64,
+        /// Concurrent publishers of the throughput part.
+        #[arg(long, default_value_t = 64)]
+        publishers: usize,
+        /// Seconds of the throughput part.
+        #[arg(long, default_value_t = 5.0)]
+        publish_duration: f64,
+        #[arg(long, default_value = "nats-server")]
+        nats_server: PathBuf,
     },
     /// Issue 16's reconnect storm: `subscribers` on `topics` of a durable hub, publishers
     /// going on, the hub restarted (SIGTERM, then start), every client reconnecting at once
@@ -542,6 +565,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 p.note
             ));
             save(&p)?;
+        }
+        Cmd::Cluster {
+            nodes,
+            subscribers_per_node,
+            rate,
+            duration,
+            publishers,
+            publish_duration,
+            nats_server,
+        } => {
+            let params = cluster::ClusterParams {
+                nodes,
+                subscribers_per_node,
+                rate,
+                duration: Duration::from_secs_f64(duration),
+                publishers,
+                publish_duration: Duration::from_secs_f64(publish_duration),
+                nats_server,
+            };
+            let points = cluster::run(&ctx, &params).await?;
+            say(&cluster::summary(&points));
+            for p in &points {
+                p.save(&cli.out)?;
+            }
         }
         Cmd::Storm {
             targets,

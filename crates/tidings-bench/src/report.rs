@@ -85,6 +85,7 @@ pub(crate) fn write(results: &Path, docs: &Path) -> anyhow::Result<()> {
     publish_path::single_publish_section(&mut md, &all);
     replay_section(&mut md, &all);
     progress_section(&mut md, &all);
+    crate::cluster::section(&mut md, &all);
     std::fs::write(docs.join("benchmarks.md"), md)?;
     Ok(())
 }

@@ -137,15 +137,15 @@ fn topic_name(k: u64, topics: u64) -> String {
 }
 
 /// A fixed-rate publisher: `workers` keep-alive connections, each publishing its share.
-struct Publisher {
-    published: Arc<AtomicU64>,
-    errors: Arc<AtomicU64>,
+pub(crate) struct Publisher {
+    pub(crate) published: Arc<AtomicU64>,
+    pub(crate) errors: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Publisher {
-    async fn start(
+    pub(crate) async fn start(
         target: &Target,
         rate: f64,
         topics: u64,
@@ -212,7 +212,7 @@ impl Publisher {
         })
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.store(true, Relaxed);
         for t in self.tasks {
             if tokio::time::timeout(Duration::from_secs(5), t)
@@ -465,7 +465,7 @@ pub(crate) async fn churn(
 
 /// Publishes `count` events on `topic` in batches of `batch` with `workers` connections;
 /// returns (acknowledged events, errors).
-async fn publish_batches(
+pub(crate) async fn publish_batches(
     target: &Target,
     workers: usize,
     batch: usize,

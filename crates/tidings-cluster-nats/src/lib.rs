@@ -20,6 +20,7 @@
 //! - `envelope`: a message's body (type, key, origin, time, data) and its decoding.
 //! - `sessions`: client-id sessions in the KV bucket `tidings-sessions-<stream>`.
 //! - `snapshot`: the latest event per key under a selector, exact as of a stream sequence.
+//! - `testing` (feature `testing`): real `nats-server` fixtures, one server or a NATS cluster.
 
 mod envelope;
 mod sessions;
@@ -251,6 +252,9 @@ impl NatsCluster {
     async fn follow(&self, hub: Hub) {
         let mut backoff = Duration::from_millis(100);
         let mut refresh = tokio::time::interval(Duration::from_secs(2));
+        // After a pause (a stopped process) one tick, not a burst: the stall check below
+        // compares two ticks a whole period apart.
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let start = hub.head() + 1;
             let config = consumer::pull::OrderedConfig {
@@ -275,12 +279,17 @@ impl NatsCluster {
                 }
                 Ok(mut messages) => {
                     backoff = Duration::from_millis(100);
+                    // The last stream sequence this consumer delivered, and its value at the
+                    // previous refresh while the stream was ahead of it.
+                    let mut followed = start - 1;
+                    let mut stalled_at = None;
                     loop {
                         tokio::select! {
                             next = messages.next() => match next {
                                 Some(Ok(msg)) => {
                                     let Ok(info) = msg.info() else { continue };
                                     let seq = info.stream_sequence;
+                                    followed = followed.max(seq);
                                     self.last_seq.fetch_max(seq, Ordering::Relaxed);
                                     let Some(event) = envelope::decode(&self.prefix, self.epoch, seq, msg.subject.as_str(), &msg.payload) else {
                                         continue;
@@ -297,7 +306,20 @@ impl NatsCluster {
                                 }
                                 None => break,
                             },
-                            _ = refresh.tick() => self.refresh().await,
+                            _ = refresh.tick() => {
+                                self.refresh().await;
+                                // A consumer whose server died with it (the stream's leader
+                                // in a NATS cluster) may go quiet without an error: the
+                                // stream is ahead and nothing came for a whole refresh.
+                                if self.last_seq.load(Ordering::Relaxed) <= followed {
+                                    stalled_at = None;
+                                } else if stalled_at == Some(followed) {
+                                    tracing::warn!(message = "The stream's consumer stopped delivering; following again after the head.", head = hub.head(), stream_last = self.last_seq.load(Ordering::Relaxed));
+                                    break;
+                                } else {
+                                    stalled_at = Some(followed);
+                                }
+                            }
                             () = self.reconnected.notified() => {
                                 tracing::info!(message = "Following the stream again after the head.", head = hub.head());
                                 break;
@@ -611,3 +633,6 @@ impl EventStore for NatsCluster {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -1,10 +1,8 @@
-//! `NatsCluster` against a real `nats-server -js` (started on a free loopback port with a
-//! temporary store directory, killed on drop): two nodes on one stream get the same ids,
+//! `NatsCluster` against a real `nats-server -js` (`testing::NatsServer`: a free loopback
+//! port, a temporary store directory, killed on drop): two nodes on one stream get the same ids,
 //! replay reads the stream, a keyed retry through the other node is deduplicated, and a
 //! recreated stream has another epoch.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,80 +12,19 @@ use tidings_core::{
 };
 use tidings_proto::{Cursor, EventType, Pattern, Selector, Topic};
 
+use super::testing::NatsServer;
 use super::*;
 
-/// A `nats-server` with JetStream on a fixed loopback port and store directory (so it can
-/// be stopped and started again with its streams), killed on drop.
-struct Nats {
-    child: Option<Child>,
-    port: u16,
-    url: String,
-    dir: tempfile::TempDir,
-}
-
-impl Nats {
-    fn start() -> Nats {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut nats = Nats {
-            child: None,
-            port,
-            url: format!("nats://127.0.0.1:{port}"),
-            dir: tempfile::tempdir().unwrap(),
-        };
-        nats.restart();
-        nats
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("nats-server")
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server is installed (scripts/test installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            drop(child.kill());
-            drop(child.wait());
-        }
-    }
-
-    fn config(&self, stream: &str) -> ClusterConfig {
-        ClusterConfig {
-            urls: vec![self.url.clone()],
-            stream: stream.to_owned(),
-            replicas: 1,
-            token: None,
-            retention: Retention::default(),
-            session_ttl: Duration::from_secs(60),
-            snapshot: tidings_core::SnapshotRules::default(),
-        }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.stop();
+/// The cluster settings of a node on `nats`'s stream `stream`.
+fn config(nats: &NatsServer, stream: &str) -> ClusterConfig {
+    ClusterConfig {
+        urls: vec![nats.url()],
+        stream: stream.to_owned(),
+        replicas: 1,
+        token: None,
+        retention: Retention::default(),
+        session_ttl: Duration::from_secs(60),
+        snapshot: tidings_core::SnapshotRules::default(),
     }
 }
 
@@ -100,8 +37,8 @@ async fn until(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-async fn node(nats: &Nats, stream: &str) -> (Arc<NatsCluster>, Hub) {
-    let cluster = NatsCluster::connect(&nats.config(stream)).await.unwrap();
+async fn node(nats: &NatsServer, stream: &str) -> (Arc<NatsCluster>, Hub) {
+    let cluster = NatsCluster::connect(&config(nats, stream)).await.unwrap();
     let hub = Hub::clustered(
         Arc::clone(&cluster) as DynStore,
         Arc::clone(&cluster) as DynBus,
@@ -159,7 +96,7 @@ async fn take(sub: &mut tidings_core::Subscription, n: usize) -> Vec<tidings_pro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_one_id_space_and_history() {
-    let nats = Nats::start();
+    let nats = NatsServer::start();
     let (a_cluster, a) = node(&nats, "T1").await;
     let (b_cluster, b) = node(&nats, "T1").await;
     assert_eq!(a.epoch(), b.epoch(), "the epoch derives from the stream");
@@ -200,25 +137,25 @@ async fn two_nodes_share_one_id_space_and_history() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_stream_has_another_epoch() {
-    let nats = Nats::start();
-    let first = NatsCluster::connect(&nats.config("T2")).await.unwrap();
-    let again = NatsCluster::connect(&nats.config("T2")).await.unwrap();
+    let nats = NatsServer::start();
+    let first = NatsCluster::connect(&config(&nats, "T2")).await.unwrap();
+    let again = NatsCluster::connect(&config(&nats, "T2")).await.unwrap();
     assert_eq!(first.epoch(), again.epoch());
     let js = jetstream::new(first.client.clone());
     js.delete_stream("T2").await.unwrap();
-    let recreated = NatsCluster::connect(&nats.config("T2")).await.unwrap();
+    let recreated = NatsCluster::connect(&config(&nats, "T2")).await.unwrap();
     assert_ne!(first.epoch(), recreated.epoch());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_down_refuses_publishes_and_the_follower_resumes_without_gap() {
-    let mut nats = Nats::start();
+    let mut nats = NatsServer::start();
     let (_cluster, a) = node(&nats, "T3").await;
     let (_other, b) = node(&nats, "T3").await;
     let mut on_b = b.subscribe(everything(None)).unwrap();
     let before = a.publish(batch("t", 1, None)).await.unwrap();
     until("the other node ingesting", || b.head() == before[0].seq).await;
-    nats.stop();
+    nats.kill();
     until("readiness turning", || a.store_health().is_some()).await;
     let refused = a.publish(batch("t", 1, None)).await;
     assert!(
@@ -238,11 +175,69 @@ async fn nats_down_refuses_publishes_and_the_follower_resumes_without_gap() {
     assert_eq!(got.iter().map(|id| id.seq).collect::<Vec<_>>(), [1, 2, 3]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_three_replicas_survives_its_leader_killed() {
+    let mut servers = super::testing::NatsServers::start(3);
+    let settings = ClusterConfig {
+        urls: servers.urls(),
+        stream: "R3".to_owned(),
+        replicas: 3,
+        token: None,
+        retention: Retention::default(),
+        session_ttl: Duration::from_secs(60),
+        snapshot: tidings_core::SnapshotRules::default(),
+    };
+    let cluster = NatsCluster::connect(&settings).await.unwrap();
+    let hub = Hub::clustered(
+        Arc::clone(&cluster) as DynStore,
+        Arc::clone(&cluster) as DynBus,
+        Limits::default(),
+        tidings_core::clock::system(),
+        Coalescing::default(),
+    );
+    cluster.start(hub.clone());
+    let mut stream = cluster.stream.clone();
+    let info = stream.info().await.unwrap().clone();
+    assert_eq!(info.config.num_replicas, 3);
+    let replicas = info.cluster.as_ref().map_or(0, |c| c.replicas.len());
+    assert_eq!(
+        replicas, 2,
+        "a leader and two followers: {:?}",
+        info.cluster
+    );
+    let before = hub.publish(batch("r", 5, None)).await.unwrap();
+    let mut leader = None;
+    until("a server naming the stream's leader", || {
+        leader = servers.stream_leader("R3");
+        leader.is_some()
+    })
+    .await;
+    let leader = leader.unwrap();
+    servers.servers[leader].kill();
+    // Publishes are refused or delayed while the two left elect a leader, then acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        match hub.publish(batch("r", 5, None)).await {
+            Ok(ids) => break ids,
+            Err(e) => assert!(Instant::now() < deadline, "no new leader: {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let new_leader = servers.stream_leader("R3");
+    assert!(new_leader.is_some_and(|l| l != leader), "{new_leader:?}");
+    // Nothing acknowledged before the kill is gone from the history.
+    let chunk = cluster.read_chunk(0, ReadLimit::events(100)).await.unwrap();
+    let stored: Vec<_> = chunk.iter().map(|e| e.event.id).collect();
+    for id in before.iter().chain(&after) {
+        assert!(stored.contains(id), "{id:?} lost; stored {stored:?}");
+    }
+}
+
 /// Snapshots taken on one node while another publishes keyed events: each is exactly the
 /// newest event per key among the events up to its cursor, however the two race.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_is_exact_as_of_its_cursor_under_concurrent_publishing() {
-    let nats = Nats::start();
+    let nats = NatsServer::start();
     let (_a_cluster, a) = node(&nats, "T4").await;
     let (_b_cluster, b) = node(&nats, "T4").await;
     let publisher = tokio::spawn(async move {

@@ -108,12 +108,12 @@ pub(super) fn topics_section(md: &mut String, all: &[Point]) {
     wl!(md);
 }
 
-/// (k): the 10k fan-out with every feature on (`tidings-all`) against the floor.
+/// (l): the 10k fan-out with every feature on (`tidings-all`) against the floor.
 pub(super) fn everything_section(md: &mut String, all: &[Point]) {
     let pts = newest(all, "fanout-all");
     if !heading(
         md,
-        "(k) Everything on: the fan-out with every feature",
+        "(l) Everything on: the fan-out with every feature",
         &pts,
     ) {
         return;

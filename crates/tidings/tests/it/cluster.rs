@@ -6,80 +6,14 @@
 //! equal on every node, a deleted key included, and `snapshot=1` handing off on another node;
 //! a keyed retry on another node; `latest` coalescing seen from another node.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tidings_cluster_nats::testing::NatsServer as Nats;
 
 use serde_json::Value;
 
-use crate::support::{Server, SseClient, WAIT, parse_id};
-
-/// A `nats-server` with JetStream on a fixed free port and store directory, so it can be
-/// stopped and started again with its streams; killed on drop.
-struct Nats {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Nats {
-    fn start() -> Nats {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("a free port")
-            .local_addr()
-            .expect("its address")
-            .port();
-        let mut nats = Nats {
-            child: None,
-            port,
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
-        nats.restart();
-        nats
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("nats-server")
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server is installed (scripts/test installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            drop(child.kill());
-            drop(child.wait());
-        }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use crate::support::{Server, SseClient, parse_id};
 
 fn node(nats: &Nats, stream: &str) -> Server {
     Server::start(&["--cluster-nats", &nats.url(), "--cluster-stream", stream])
@@ -168,7 +102,7 @@ async fn nats_down_refuses_publishes_and_readiness_then_streams_resume_without_g
     b.wait_subscribers(1).await;
     let before = a.publish_one("t/1", "changed", json!(1)).await;
     assert_eq!(on_b.ids(1).await, std::slice::from_ref(&before));
-    nats.stop();
+    nats.kill();
     until_status(&a, "/readyz", 503).await;
     let (code, body) = a
         .publish_raw(&json!({"topic": "t/1", "type": "changed", "data": 2}), &[])

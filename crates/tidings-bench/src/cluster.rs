@@ -236,10 +236,9 @@ async fn throughput(
 /// The whole run: the single node, then each cluster size on a fresh nats-server.
 pub(crate) async fn run(ctx: &Ctx, p: &ClusterParams) -> anyhow::Result<Vec<Point>> {
     let mut points = Vec::new();
-    // The throughput part measures the hub and JetStream, not the per-credential bucket.
-    let mut base = ctx.tidings.clone();
-    base.extra_args
-        .extend(["--publish-rate".to_owned(), "0".to_owned()]);
+    // The throughput part measures the hub and JetStream, not the per-credential bucket:
+    // every Tidings target starts with `--publish-rate 0` (target.rs).
+    let base = ctx.tidings.clone();
     {
         let single = Target::start(Kind::Tidings, &base).await?;
         let res = async {

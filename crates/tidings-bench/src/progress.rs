@@ -63,10 +63,9 @@ pub(crate) async fn progress(ctx: &Ctx, p: &ProgressParams) -> anyhow::Result<Po
     let dir = tempfile::Builder::new()
         .prefix("tidings-bench-rules")
         .tempdir()?;
+    // Every Tidings target starts with `--publish-rate 0` (target.rs), so the publisher's
+    // rate is what is measured.
     let mut options = ctx.tidings.clone();
-    options
-        .extra_args
-        .extend(["--publish-rate".into(), "0".into()]);
     if let Some(ms) = p.window_ms {
         let file = dir.path().join("coalesce.toml");
         std::fs::write(&file, rules(ms))?;

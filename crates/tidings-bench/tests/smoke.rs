@@ -1,7 +1,8 @@
 //! Runs `tidings-bench smoke` against the debug `tidings` binary, with either load generator
-//! (raw sockets, and tidings-client subscriptions), and `client-parse`, so the bench cannot
-//! rot. No timing assertions: the smoke only checks that events were delivered and
-//! well-formed, `client-parse` that every event was parsed and a rate reported.
+//! (raw sockets, and tidings-client subscriptions), `client-parse`, and short runs of the
+//! storm, progress and cluster scenarios, so the bench cannot rot. No timing assertions: the
+//! smoke only checks that events were delivered and well-formed, `client-parse` that every
+//! event was parsed and a rate reported, the scenarios that they ran to their report.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -47,6 +48,11 @@ fn bench(out: &std::path::Path, args: &[&str]) -> String {
     assert!(
         output.status.success(),
         "{args:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    // A scenario reports a point it could not measure and goes on to the next.
+    assert!(
+        !stdout.contains("FAILED"),
+        "{args:?}: a point failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     stdout
 }
@@ -142,4 +148,66 @@ fn storm_restarts_the_hub_and_every_client_catches_up_exactly() {
         point["delivered"].as_u64().is_some_and(|d| d > 0),
         "{point}"
     );
+}
+
+/// The progress workload, both ways (without coalescing, then `latest`), on a small scale: it
+/// starts Tidings with its own rules file and arguments, which must stay valid.
+#[test]
+fn progress_runs_with_and_without_coalescing() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let stdout = bench(
+        out.path(),
+        &[
+            "--warmup",
+            "0.3",
+            "progress",
+            "--subscribers",
+            "20",
+            "--keys",
+            "5",
+            "--hz",
+            "20",
+            "--window-ms",
+            "250",
+            "--duration",
+            "1",
+        ],
+    );
+    let measured = stdout
+        .lines()
+        .filter(|l| l.starts_with("progress ") && l.contains("deliveries/s="))
+        .count();
+    assert_eq!(measured, 2, "both ways measured; stdout:\n{stdout}");
+}
+
+/// The cluster scenario on two nodes over a real `nats-server` (on PATH, as the README's test
+/// command installs it), briefly: the single node, the nodes, and the publish throughput.
+#[test]
+fn cluster_runs_two_nodes_over_nats() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let stdout = bench(
+        out.path(),
+        &[
+            "--warmup",
+            "0.3",
+            "cluster",
+            "--nodes",
+            "2",
+            "--subscribers-per-node",
+            "20",
+            "--rate",
+            "10",
+            "--duration",
+            "1",
+            "--publish-duration",
+            "1",
+        ],
+    );
+    for want in [
+        "cluster2-node0",
+        "cluster2-node1",
+        "cluster-publish cluster2",
+    ] {
+        assert!(stdout.contains(want), "{want} missing; stdout:\n{stdout}");
+    }
 }

@@ -136,6 +136,22 @@ pub(crate) fn io(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(format!("NATS: {what}: {e}"))
 }
 
+/// A short-lived pull consumer for one read (a replay chunk, a snapshot): no acks, in memory,
+/// and removed by JetStream 30 s after its last use if its reader could not delete it.
+pub(crate) fn one_shot(
+    filter_subject: String,
+    deliver_policy: consumer::DeliverPolicy,
+) -> consumer::pull::Config {
+    consumer::pull::Config {
+        filter_subject,
+        deliver_policy,
+        ack_policy: consumer::AckPolicy::None,
+        inactive_threshold: Duration::from_secs(30),
+        memory_storage: true,
+        ..Default::default()
+    }
+}
+
 impl NatsCluster {
     /// Connects to NATS, finds or creates the stream, and starts the publisher task. Call
     /// `start` with the hub built over it.
@@ -549,16 +565,12 @@ impl EventStore for NatsCluster {
         let want = limit.events.clamp(1, FETCH_MAX);
         let filter = subject::all(&self.prefix);
         Box::pin(async move {
-            let config = consumer::pull::Config {
-                filter_subject: filter,
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+            let config = one_shot(
+                filter,
+                consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: after + 1,
                 },
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(30),
-                memory_storage: true,
-                ..Default::default()
-            };
+            );
             let consumer = stream
                 .create_consumer(config)
                 .await

@@ -16,7 +16,6 @@
 //! stream keeps its message: the stream's retention applies to rows too, unlike on one node.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use async_nats::jetstream::{consumer, stream};
 use futures_util::StreamExt as _;
@@ -24,7 +23,7 @@ use tidings_core::store::{SnapshotRead, SnapshotRules, select};
 use tidings_core::{SharedEvent, StoreError};
 use tidings_proto::{Epoch, Selector};
 
-use crate::{FETCH_MAX, envelope, io, subject};
+use crate::{FETCH_MAX, envelope, io, one_shot, subject};
 
 /// Reads the snapshot of `selector` (at most `max_bytes` of rows, else `overflow`).
 pub(crate) async fn read(
@@ -41,14 +40,10 @@ pub(crate) async fn read(
         .map_err(|e| io("read the stream", e))?
         .state
         .last_sequence;
-    let config = consumer::pull::Config {
-        filter_subject: subject::filter(&prefix, &selector),
-        deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-        ack_policy: consumer::AckPolicy::None,
-        inactive_threshold: Duration::from_secs(30),
-        memory_storage: true,
-        ..Default::default()
-    };
+    let config = one_shot(
+        subject::filter(&prefix, &selector),
+        consumer::DeliverPolicy::LastPerSubject,
+    );
     let consumer = stream
         .create_consumer(config)
         .await

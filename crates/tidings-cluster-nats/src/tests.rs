@@ -225,8 +225,19 @@ async fn a_stream_with_three_replicas_survives_its_leader_killed() {
     };
     let new_leader = servers.stream_leader("R3");
     assert!(new_leader.is_some_and(|l| l != leader), "{new_leader:?}");
-    // Nothing acknowledged before the kill is gone from the history.
-    let chunk = cluster.read_chunk(0, ReadLimit::events(100)).await.unwrap();
+    // Nothing acknowledged before the kill is gone from the history. The JetStream API may
+    // still time out while the servers settle their metadata leader (a reader is told
+    // `store_unavailable` and retries, as this does).
+    let chunk = loop {
+        match cluster.read_chunk(0, ReadLimit::events(100)).await {
+            Ok(chunk) => break chunk,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "no history after the kill: {e:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let stored: Vec<_> = chunk.iter().map(|e| e.event.id).collect();
     for id in before.iter().chain(&after) {
         assert!(stored.contains(id), "{id:?} lost; stored {stored:?}");

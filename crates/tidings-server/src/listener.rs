@@ -241,22 +241,24 @@ impl AcceptErrors {
     }
 }
 
-/// Accepts one connection, or `None` once `stop` resolves; failures back off in between.
+/// Accepts one connection, with its peer's address (as `accept(2)` gave it: asking the
+/// socket again costs a system call per connection), or `None` once `stop` resolves;
+/// failures back off in between.
 async fn accept(
     listener: &TcpListener,
     errors: &mut AcceptErrors,
     stop: impl Future<Output = ()>,
-) -> Option<TcpStream> {
+) -> Option<(TcpStream, SocketAddr)> {
     tokio::pin!(stop);
     loop {
         let failed = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     errors.accepted();
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(message = "Could not set TCP_NODELAY.", error = %e);
                     }
-                    return Some(stream);
+                    return Some((stream, peer));
                 }
                 Err(e) => errors.failed(&e),
             },
@@ -295,12 +297,8 @@ pub(crate) async fn serve(
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let mut errors = AcceptErrors::default();
     tokio::pin!(shutdown);
-    while let Some(stream) = accept(&listener, &mut errors, &mut shutdown).await {
-        let address = match stream.peer_addr() {
-            Ok(peer) => limit.per_address.take(peer.ip()),
-            Err(_) => Ok(None),
-        };
-        let Ok(address) = address else {
+    while let Some((stream, peer)) = accept(&listener, &mut errors, &mut shutdown).await {
+        let Ok(address) = limit.per_address.take(peer.ip()) else {
             refuse(&limit, stream, &lean, Refusal::TooManyFromAddress);
             continue;
         };
@@ -320,7 +318,7 @@ pub(crate) async fn serve(
         };
         let done = done_tx.clone();
         tokio::spawn(async move {
-            conn.serve(stream, slot).await;
+            conn.serve(stream, peer, slot).await;
             drop(done);
         });
     }
@@ -337,7 +335,7 @@ pub(crate) async fn serve(
         }
     };
     tokio::pin!(drained);
-    while let Some(stream) = accept(&listener, &mut errors, &mut drained).await {
+    while let Some((stream, _peer)) = accept(&listener, &mut errors, &mut drained).await {
         refuse(&limit, stream, &lean, Refusal::ShuttingDown);
     }
 }
@@ -351,9 +349,9 @@ struct Connection {
 }
 
 impl Connection {
-    /// Serves `stream`; `slot` is its place under the connection limit, held as long as the
-    /// socket lives (after a WebSocket upgrade too).
-    async fn serve(self, mut stream: TcpStream, slot: Slot) {
+    /// Serves `stream` from `peer`; `slot` is its place under the connection limit, held as
+    /// long as the socket lives (after a WebSocket upgrade too).
+    async fn serve(self, mut stream: TcpStream, peer: SocketAddr, slot: Slot) {
         let Connection {
             app,
             lean,
@@ -362,14 +360,12 @@ impl Connection {
         } = self;
         // The head reader and hyper's connection are boxed: a task's future is as large as
         // its largest state, and every long-lived lean stream would pay for them.
-        let peer = stream.peer_addr().ok().map(RemoteAddr);
+        let peer = RemoteAddr(peer);
         let head = Box::pin(lean::read_head(&mut stream, &lean, options.header_timeout)).await;
         let prefix = match head {
             Head::Gone => return,
             Head::Stream(mut parts, ctx) => {
-                if let Some(peer) = peer {
-                    parts.extensions.insert(peer);
-                }
+                parts.extensions.insert(peer);
                 drop(lean);
                 lean::serve(stream, parts, Box::new(ctx), options.write_timeout).await;
                 drop(slot);
@@ -385,9 +381,7 @@ impl Connection {
         let app = tower::ServiceExt::map_request(
             app,
             move |mut request: http::Request<hyper::body::Incoming>| {
-                if let Some(peer) = peer {
-                    request.extensions_mut().insert(peer);
-                }
+                request.extensions_mut().insert(peer);
                 if request.headers().contains_key(http::header::UPGRADE) {
                     request.extensions_mut().insert(socket.clone());
                 }

@@ -11,7 +11,6 @@
 //! alike; the lean path always closes after its answer and says so.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,14 +23,12 @@ use tokio::net::TcpStream;
 use tidings_proto::ErrorCode;
 
 use crate::ack::AckTracker;
-use crate::endpoint::Endpoint;
 use crate::http::error::HttpError;
 use crate::http::extract;
 use crate::http::head::{self, Framing};
 use crate::http::subscribe::{self, EndpointState, Prepared};
 use crate::io::WriteTimeout;
 use crate::refusal::{Refusal, refusal_answer};
-use crate::tracked::Tracked;
 use crate::transport::stream;
 
 /// Subscribe endpoints served on one listener, by path.
@@ -189,18 +186,17 @@ pub(crate) async fn serve(
     let mut wr = WriteTimeout::new(wr, write_timeout);
     // Boxed: the opening's state is freed once the stream runs, and every long-lived stream
     // would otherwise carry room for it.
-    let Some((sub, format, endpoint, lease, head_len)) = Box::pin(open(&mut wr, parts, ctx)).await
-    else {
+    let Some((place, body, head_len)) = Box::pin(open(&mut wr, parts, ctx, keepalive)).await else {
         return;
     };
     // A client-id session's place moves only as far as the client's TCP stack acknowledged.
-    let mut acks = sub.session_place().map(|place| {
+    let mut acks = place.map(|place| {
         let mut t = Box::new(AckTracker::new(place));
         t.wrote(head_len, None, wr.get_ref().as_ref());
         t
     });
     // Boxed: its size is counted with the connection's in the test below, not twice.
-    let mut body = Box::pin(stream::pieces(sub, format, keepalive, endpoint, lease));
+    let mut body = Box::pin(body);
     let mut probe = [0u8; 16];
     loop {
         tokio::select! {
@@ -251,22 +247,21 @@ fn framed_len(len: usize, chunked: bool) -> usize {
     if !chunked {
         return len;
     }
-    let mut head = [0u8; 18];
-    chunk_head(&mut head, len) + len + 2
+    hex_digits(len) + 2 + len + 2
 }
 
-/// Judges the request, then writes the answer's head, or the whole answer if the
-/// subscription is refused (`None`). Returns the subscription, its format and endpoint, the
-/// lease it holds under its credential, and the bytes of the head.
+/// Judges the request, then writes the answer's head with the stream's first piece (its
+/// preamble: `retry:`, the endpoint's handshake) in one write, or the whole answer if the
+/// subscription is refused (`None`). Returns the session's place (for a client id), the
+/// rest of the stream's pieces, and the bytes written.
 async fn open(
     wr: &mut WriteTimeout<tokio::net::tcp::OwnedWriteHalf>,
     parts: Box<http::request::Parts>,
     ctx: Box<EndpointState>,
+    keepalive: Option<Duration>,
 ) -> Option<(
-    Tracked,
-    stream::Format,
-    Arc<Endpoint>,
-    crate::credential::Lease,
+    Option<tidings_core::SessionPlace>,
+    impl futures_util::Stream<Item = stream::Piece> + Send + 'static,
     usize,
 )> {
     let version = parts.version;
@@ -347,10 +342,23 @@ async fn open(
     } else {
         Framing::UntilClose
     };
-    let head = head::encode(http::StatusCode::OK, version, &headers, framing);
+    let mut head = head::encode(http::StatusCode::OK, version, &headers, framing);
     drop(headers);
+    let place = sub.session_place();
+    let (preamble, body) = stream::opening(sub, format, keepalive, endpoint, lease);
+    if let Some(first) = preamble {
+        if framing == Framing::Chunked {
+            let mut chunk = [0u8; 18];
+            let n = chunk_head(&mut chunk, first.len());
+            head.extend_from_slice(&chunk[..n]);
+            head.extend_from_slice(&first);
+            head.extend_from_slice(b"\r\n");
+        } else {
+            head.extend_from_slice(&first);
+        }
+    }
     wr.write_all(&head).await.ok()?;
-    Some((sub, format, endpoint, lease, head.len()))
+    Some((place, body, head.len()))
 }
 
 /// Writes `data` as one HTTP/1.1 chunk (or as is), gathering the chunk header, the shared
@@ -410,11 +418,22 @@ fn try_send_small(
     Some(wr.try_write(&buf[..total]))
 }
 
-/// Writes `<hex len>\r\n` into `buf`; returns its length.
+/// Writes `<hex len>\r\n` into `buf`; returns its length. By hand: this runs once or twice
+/// per delivery, and `write!` with `{:x}` cost about ten times as much.
 fn chunk_head(buf: &mut [u8; 18], len: usize) -> usize {
-    let mut w = &mut buf[..];
-    write!(w, "{len:x}\r\n").expect("18 bytes hold any usize in hex");
-    18 - w.len()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = hex_digits(len);
+    for (i, b) in buf[..digits].iter_mut().enumerate() {
+        *b = HEX[(len >> (4 * (digits - 1 - i))) & 0xf];
+    }
+    buf[digits] = b'\r';
+    buf[digits + 1] = b'\n';
+    digits + 2
+}
+
+/// Hex digits of `len` (at least one).
+fn hex_digits(len: usize) -> usize {
+    ((usize::BITS - (len | 1).leading_zeros()) as usize).div_ceil(4)
 }
 
 async fn write_error(
@@ -441,6 +460,7 @@ mod tests {
     use super::*;
     use crate::endpoint::{Endpoint, Origins, TransportOptions};
     use crate::state::AppState;
+    use crate::tracked::Tracked;
 
     fn routes() -> LeanRoutes {
         let store = Arc::new(MemoryStore::new(
@@ -530,6 +550,12 @@ mod tests {
         assert_eq!(&buf[..n], b"1a\r\n");
         let n = chunk_head(&mut buf, usize::MAX);
         assert_eq!(&buf[..n], b"ffffffffffffffff\r\n");
+        for len in [0, 1, 15, 16, 255, 256, 4095, 4096, 65_535, 65_536, 1 << 40] {
+            let n = chunk_head(&mut buf, len);
+            assert_eq!(&buf[..n], format!("{len:x}\r\n").as_bytes());
+            assert_eq!(framed_len(len, true), n + len + 2);
+            assert_eq!(framed_len(len, false), len);
+        }
     }
 
     /// Every idle lean subscriber is one `serve` future and its boxed body stream: what they

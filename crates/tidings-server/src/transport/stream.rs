@@ -282,6 +282,30 @@ pub(crate) fn pieces(
     endpoint: Arc<Endpoint>,
     lease: Lease,
 ) -> impl Stream<Item = Piece> + Send + 'static {
+    unfold(state(sub, format, keepalive, endpoint, lease))
+}
+
+/// The same pieces, with the first one (the preamble: `retry:` and the endpoint's
+/// handshake, if the format has one) handed out at once, so the lean path can send it in
+/// the same write as the response head: one `send` per connect instead of two.
+pub(crate) fn opening(
+    sub: Tracked,
+    format: Format,
+    keepalive: Option<Duration>,
+    endpoint: Arc<Endpoint>,
+    lease: Lease,
+) -> (Option<Bytes>, impl Stream<Item = Piece> + Send + 'static) {
+    let mut state = state(sub, format, keepalive, endpoint, lease);
+    (state.preamble.take(), unfold(state))
+}
+
+fn state(
+    sub: Tracked,
+    format: Format,
+    keepalive: Option<Duration>,
+    endpoint: Arc<Endpoint>,
+    lease: Lease,
+) -> State {
     let keepalive = keepalive.map(|period| {
         let mut iv = tokio::time::interval_at(Instant::now() + period, period);
         iv.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -302,7 +326,7 @@ pub(crate) fn pieces(
             })
         }
     };
-    let state = State {
+    State {
         sub,
         format,
         endpoint,
@@ -315,8 +339,14 @@ pub(crate) fn pieces(
         _slot: lease.slot,
         _address: lease.address.map(Box::new),
         done: false,
-    };
-    futures_util::stream::unfold(state, |mut st| async move {
+    }
+}
+
+/// The state is boxed: `unfold` moves it into each step's future and back out of it, and a
+/// pointer moves for nothing where the whole state cost two copies of a few hundred bytes
+/// per delivery (callgrind: about 240 of a delivery's 2,600 instructions).
+fn unfold(state: State) -> impl Stream<Item = Piece> + Send + 'static {
+    futures_util::stream::unfold(Box::new(state), |mut st| async move {
         if st.done {
             return None;
         }

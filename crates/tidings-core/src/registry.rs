@@ -118,16 +118,25 @@ impl Registry {
         self.all.values().for_each(f);
     }
 
+    /// Calls `f` once for every subscription. A subscription sits in one bucket per pattern
+    /// (its patterns are distinct once normalised), so it is visited in the bucket of its
+    /// first pattern only: no set of ids seen, which cost a hash insert per subscription
+    /// under the hub's lock on every `Hub::stats` (each `/metrics` scrape, and once a
+    /// second for the admin API's rates).
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<SubscriberQueue>)) {
-        let mut seen = std::collections::HashSet::new();
-        let buckets = self
-            .exact
-            .values()
-            .chain(self.prefix.values())
-            .chain([&self.all]);
-        for bucket in buckets {
+        let exact = self.exact.iter().map(|(t, b)| (b, Some(t), None));
+        let prefix = self.prefix.iter().map(|(p, b)| (b, None, Some(p)));
+        for (bucket, topic, pre) in exact.chain(prefix).chain([(&self.all, None, None)]) {
             for sub in bucket.values() {
-                if seen.insert(sub.id) {
+                let patterns = &sub.selector.patterns;
+                let home = patterns.len() == 1
+                    || match (&patterns[0], topic, pre) {
+                        (Pattern::Exact(t), Some(topic), _) => t == topic,
+                        (Pattern::Prefix(p), _, Some(pre)) => p == pre,
+                        (Pattern::All, None, None) => true,
+                        _ => false,
+                    };
+                if home {
                     f(sub);
                 }
             }
@@ -136,5 +145,51 @@ impl Registry {
 
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tidings_proto::Selector;
+
+    use super::*;
+
+    fn sub(id: u64, patterns: &[&str]) -> Arc<SubscriberQueue> {
+        let patterns: Vec<Pattern> = patterns
+            .iter()
+            .map(|p| Pattern::parse(p).unwrap())
+            .collect();
+        let selector = Selector {
+            patterns: normalise(&patterns),
+            types: Vec::new(),
+        };
+        Arc::new(SubscriberQueue::new(id, selector, None, 16, 1 << 20, 8))
+    }
+
+    /// Every subscription once, whatever buckets its patterns put it in.
+    #[test]
+    fn for_each_visits_every_subscription_once() {
+        let mut r = Registry::default();
+        let subs = [
+            sub(1, &["a"]),
+            sub(2, &["a/*"]),
+            sub(3, &["*"]),
+            sub(4, &["a", "b", "c/*"]),
+            sub(5, &["c/*", "a"]),
+            sub(6, &["*", "a"]),
+            sub(7, &["b", "d/*", "e/f/*"]),
+        ];
+        for s in &subs {
+            r.insert(s);
+        }
+        let mut seen = Vec::new();
+        r.for_each(|s| seen.push(s.id));
+        seen.sort_unstable();
+        assert_eq!(seen, [1, 2, 3, 4, 5, 6, 7]);
+        r.remove(&subs[3]);
+        let mut seen = Vec::new();
+        r.for_each(|s| seen.push(s.id));
+        seen.sort_unstable();
+        assert_eq!(seen, [1, 2, 3, 5, 6, 7]);
     }
 }

@@ -1,6 +1,7 @@
 //! The `tidings` command: argument parsing, logging set-up and exit codes. Everything else
 //! lives in the library crates (`tidings serve` is `tidings_server::App`).
 
+mod logtime;
 mod schema;
 mod token;
 
@@ -209,6 +210,7 @@ fn init_logging(config: &tidings_server::Config) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_timer(logtime::CachedUtc)
         .with_writer(std::io::stderr);
     match config.log_format {
         config::LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),

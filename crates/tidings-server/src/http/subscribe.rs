@@ -210,6 +210,9 @@ pub(crate) async fn with_snapshot(
 /// `snapshot=1` and no cursor (header or `lastEventId`): a cursor resumes instead, so an
 /// `EventSource` that reconnects to the same URL resumes after its last id.
 pub(crate) fn snapshot_requested(parts: &http::request::Parts) -> bool {
+    if !may_name(parts.uri.query(), "snapshot") {
+        return false;
+    }
     let query = || form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes());
     query().any(|(k, v)| k == "snapshot" && (v == "1" || v == "true"))
         && !query().any(|(k, _)| k == "lastEventId")
@@ -285,15 +288,25 @@ pub(crate) async fn subscribe(State(ctx): State<EndpointState>, request: Request
 pub(crate) fn is_stream_request(parts: &http::request::Parts) -> bool {
     parts.method == http::Method::GET
         && !is_websocket(&parts.headers)
-        && !form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
-            .any(|(k, v)| k == "poll" && (v == "1" || v == "true"))
+        && !(may_name(parts.uri.query(), "poll")
+            && form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+                .any(|(k, v)| k == "poll" && (v == "1" || v == "true")))
+}
+
+/// Whether a parameter called `name` (plain ASCII letters) can be in `query`: it is, or
+/// something is percent-encoded (`%70oll` decodes to `poll`). Lets a connect skip decoding
+/// its whole query once more for each flag it asks about (`parse_query` reads every
+/// parameter anyway).
+fn may_name(query: Option<&str>, name: &str) -> bool {
+    query.is_some_and(|q| q.contains(name) || q.contains('%'))
 }
 
 /// Whether a stream request asks for NDJSON rather than SSE (`format=ndjson` or `Accept`).
 pub(crate) fn wants_ndjson_stream(parts: &http::request::Parts) -> bool {
     wants_ndjson(&parts.headers)
-        || form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
-            .any(|(k, v)| k == "format" && v == "ndjson")
+        || (may_name(parts.uri.query(), "format")
+            && form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+                .any(|(k, v)| k == "format" && v == "ndjson"))
 }
 
 /// Everything a subscribe request needs before its transport takes over: query, credential,
@@ -677,5 +690,29 @@ pub(crate) fn narrow(
             ),
         )),
         None => Ok(asked),
+    }
+}
+
+#[cfg(test)]
+mod may_name_tests {
+    use super::*;
+
+    fn parts(uri: &str) -> http::request::Parts {
+        http::Request::get(uri).body(()).unwrap().into_parts().0
+    }
+
+    /// The shortcut never hides a flag, however it is spelled.
+    #[test]
+    fn flags_are_found_plain_or_percent_encoded() {
+        assert!(!is_stream_request(&parts("/events?poll=1")));
+        assert!(!is_stream_request(&parts("/events?%70oll=1")));
+        assert!(!is_stream_request(&parts("/events?topic=a&po%6Cl=true")));
+        assert!(is_stream_request(&parts("/events?topic=poll")));
+        assert!(is_stream_request(&parts("/events?topic=a")));
+        assert!(snapshot_requested(&parts("/events?snapshot=1")));
+        assert!(snapshot_requested(&parts("/events?%73napshot=1")));
+        assert!(!snapshot_requested(&parts("/events?topic=a")));
+        assert!(wants_ndjson_stream(&parts("/events?f%6Frmat=ndjson")));
+        assert!(!wants_ndjson_stream(&parts("/events?topic=format")));
     }
 }

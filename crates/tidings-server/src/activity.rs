@@ -311,19 +311,32 @@ pub(crate) async fn sample(
     activity: std::sync::Arc<Activity>,
     clock: tidings_core::clock::DynClock,
 ) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    let second = std::time::Duration::from_secs(1);
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let s = hub.stats();
-        activity.tick(
-            Totals {
-                published: s.published,
-                delivered: s.delivered,
-            },
-            clock.now_ms(),
-        );
+        sample_now(&hub, &activity, &clock);
     }
+}
+
+/// Takes one sample now. The server takes the first before it serves anything (then
+/// `sample` takes one a second): rates count from a sample older than every publish, even
+/// when start-up keeps the runtime busy (a topic published before the first sample would
+/// show no rate until it left the window).
+pub(crate) fn sample_now(
+    hub: &tidings_core::Hub,
+    activity: &Activity,
+    clock: &tidings_core::clock::DynClock,
+) {
+    let s = hub.stats();
+    activity.tick(
+        Totals {
+            published: s.published,
+            delivered: s.delivered,
+        },
+        clock.now_ms(),
+    );
 }
 
 #[cfg(test)]

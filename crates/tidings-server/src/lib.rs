@@ -327,6 +327,8 @@ impl App {
             }
         };
         let mut servers = Vec::new();
+        let clock = tidings_core::clock::system();
+        activity::sample_now(&hub, &state.observers.activity, &clock);
         let windows = coalesce::spawn(hub.clone());
         let main_router = router(state.clone(), &config.endpoints);
         let main_lean = lean_routes(
@@ -386,7 +388,7 @@ impl App {
         let sampler = tokio::spawn(activity::sample(
             hub.clone(),
             state.observers.activity.clone(),
-            tidings_core::clock::system(),
+            clock,
         ));
         let checkpoints = config
             .session_checkpoint

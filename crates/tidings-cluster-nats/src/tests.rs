@@ -1,7 +1,8 @@
 //! `NatsCluster` against a real `nats-server -js` (`testing::NatsServer`: a free loopback
 //! port, a temporary store directory, killed on drop): two nodes on one stream get the same ids,
 //! replay reads the stream, a keyed retry through the other node is deduplicated, and a
-//! recreated stream has another epoch.
+//! recreated stream has another epoch; a node joins a server in operator mode with a
+//! credentials file, also after a reconnection, and a missing or foreign one is refused.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ fn config(nats: &NatsServer, stream: &str) -> ClusterConfig {
         stream: stream.to_owned(),
         replicas: 1,
         token: None,
+        credentials: None,
         retention: Retention::default(),
         session_ttl: Duration::from_secs(60),
         snapshot: tidings_core::SnapshotRules::default(),
@@ -183,6 +185,7 @@ async fn a_stream_with_three_replicas_survives_its_leader_killed() {
         stream: "R3".to_owned(),
         replicas: 3,
         token: None,
+        credentials: None,
         retention: Retention::default(),
         session_ttl: Duration::from_secs(60),
         snapshot: tidings_core::SnapshotRules::default(),
@@ -287,4 +290,94 @@ async fn a_snapshot_is_exact_as_of_its_cursor_under_concurrent_publishing() {
         want.sort();
         assert_eq!(rows, want, "the snapshot as of {cursor}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentials_file_joins_nats_in_operator_mode_and_signs_again_on_reconnect() {
+    let operator = super::testing::Operator::new();
+    let mut nats = NatsServer::start_operator(&operator);
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("node.creds");
+    let (text, seed) = operator.user_creds("node");
+    std::fs::write(&creds, text).unwrap();
+    check_credentials_file(&creds).unwrap();
+    let with_creds = ClusterConfig {
+        credentials: Some(creds.clone()),
+        ..config(&nats, "C1")
+    };
+    // Creating the stream and the sessions bucket needs JetStream in the user's account.
+    let cluster = NatsCluster::connect(&with_creds).await.unwrap();
+    let a = Hub::clustered(
+        Arc::clone(&cluster) as DynStore,
+        Arc::clone(&cluster) as DynBus,
+        Limits::default(),
+        tidings_core::clock::system(),
+        Coalescing::default(),
+    );
+    cluster.start(a.clone());
+    let mut on_a = a.subscribe(everything(None)).unwrap();
+    let before = a.publish(batch("t", 1, None)).await.unwrap();
+    // A reconnection is a new CONNECT with the server's new nonce: without the credentials
+    // it would be refused, and the node would stay unready.
+    nats.kill();
+    until("readiness turning", || a.store_health().is_some()).await;
+    nats.restart();
+    until("reconnecting with the credentials", || {
+        a.store_health().is_none()
+    })
+    .await;
+    let after = a.publish(batch("t", 1, None)).await.unwrap();
+    assert_eq!(take(&mut on_a, 2).await, [before, after].concat());
+
+    // No credentials, or a user of an account the server does not trust: refused at once.
+    let refused = NatsCluster::connect(&config(&nats, "C1"))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("authorization violation"),
+        "{refused}"
+    );
+    let stranger = dir.path().join("stranger.creds");
+    let (text, stranger_seed) = super::testing::Operator::stranger_creds("stranger");
+    std::fs::write(&stranger, text).unwrap();
+    let refused = NatsCluster::connect(&ClusterConfig {
+        credentials: Some(stranger.clone()),
+        ..config(&nats, "C1")
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains("authorization violation"), "{refused}");
+    assert!(
+        refused.contains(&stranger.display().to_string()),
+        "{refused}"
+    );
+    assert!(!refused.contains(&stranger_seed), "{refused}");
+
+    // A file that is not a credentials file: the reason, never a piece of it.
+    let broken = dir.path().join("broken.creds");
+    for (text, want) in [
+        (format!("just the seed: {seed}\n"), "holds no user JWT"),
+        (
+            format!(
+                "-----BEGIN NATS USER JWT-----\neyJ0.eyJ1.c2ln\n------END NATS USER JWT------\n"
+            ),
+            "holds no nkey seed",
+        ),
+        (
+            format!(
+                "-----BEGIN NATS USER JWT-----\neyJ0.eyJ1.c2ln\n------END NATS USER JWT------\n\
+                 -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+                &seed[..seed.len() - 2]
+            ),
+            "not a valid seed",
+        ),
+    ] {
+        std::fs::write(&broken, text).unwrap();
+        let reason = check_credentials_file(&broken).unwrap_err();
+        assert!(reason.contains(want), "{reason}");
+        assert!(!reason.contains(&seed[..seed.len() - 2]), "{reason}");
+    }
+    let reason = check_credentials_file(&dir.path().join("missing.creds")).unwrap_err();
+    assert!(reason.contains("No such file"), "{reason}");
 }

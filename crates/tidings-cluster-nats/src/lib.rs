@@ -118,16 +118,19 @@ pub fn check_credentials_file(path: &Path) -> Result<(), String> {
         .map_err(|_| "not UTF-8: not a NATS credentials file".to_owned())?;
     match async_nats::ConnectOptions::new().credentials(&text) {
         Ok(_) => Ok(()),
-        // async-nats's reasons, reworded so that none can carry a piece of the file.
+        // async-nats's reasons, reworded so that none can carry a piece of the file. It takes
+        // the first two blocks between `-----` lines, whatever their labels.
         Err(e) if e.to_string().contains("user JWT") => Err(
-            "holds no user JWT (between `-----BEGIN NATS USER JWT-----` and its END line)"
+            "holds no block between `-----BEGIN ...-----` and `------END ...------` lines \
+             (a credentials file has two: the user JWT, then its nkey seed)"
                 .to_owned(),
         ),
         Err(e) if e.to_string().contains("cannot parse nkey") => Err(
-            "holds no nkey seed (between `-----BEGIN USER NKEY SEED-----` and its END line)"
+            "holds one block between `-----BEGIN ...-----` and `------END ...------` lines \
+             (a credentials file has two: the user JWT, then its nkey seed)"
                 .to_owned(),
         ),
-        Err(_) => Err("its nkey seed is not a valid seed".to_owned()),
+        Err(_) => Err("its second block is not a valid nkey seed".to_owned()),
     }
 }
 

@@ -356,21 +356,17 @@ async fn a_credentials_file_joins_nats_in_operator_mode_and_signs_again_on_recon
 
     // A file that is not a credentials file: the reason, never a piece of it.
     let broken = dir.path().join("broken.creds");
+    let seed_block =
+        format!("-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n");
+    let jwt_block =
+        "-----BEGIN NATS USER JWT-----\neyJ0.eyJ1.c2ln\n------END NATS USER JWT------\n";
+    let cut = seed_block.replace(&seed, &seed[..seed.len() - 2]);
     for (text, want) in [
-        (format!("just the seed: {seed}\n"), "holds no user JWT"),
+        (format!("just the seed: {seed}\n"), "holds no block"),
+        (seed_block.clone(), "holds one block"),
         (
-            format!(
-                "-----BEGIN NATS USER JWT-----\neyJ0.eyJ1.c2ln\n------END NATS USER JWT------\n"
-            ),
-            "holds no nkey seed",
-        ),
-        (
-            format!(
-                "-----BEGIN NATS USER JWT-----\neyJ0.eyJ1.c2ln\n------END NATS USER JWT------\n\
-                 -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
-                &seed[..seed.len() - 2]
-            ),
-            "not a valid seed",
+            format!("{jwt_block}{cut}"),
+            "second block is not a valid nkey seed",
         ),
     ] {
         std::fs::write(&broken, text).unwrap();

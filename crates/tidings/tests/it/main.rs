@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod client;
 mod cluster;
+mod cluster_auth;
 mod cluster_faults;
 mod coalescing;
 mod config;

@@ -15,10 +15,10 @@ use tidings_proto::{Cursor, EventType, Pattern, Selector, Topic};
 use super::testing::NatsServer;
 use super::*;
 
-/// The cluster settings of a node on `nats`'s stream `stream`.
-fn config(nats: &NatsServer, stream: &str) -> ClusterConfig {
+/// The cluster settings of a node on the NATS servers at `urls`, stream `stream`.
+fn config(urls: Vec<String>, stream: &str) -> ClusterConfig {
     ClusterConfig {
-        urls: vec![nats.url()],
+        urls,
         stream: stream.to_owned(),
         replicas: 1,
         token: None,
@@ -38,7 +38,12 @@ async fn until(what: &str, mut ok: impl FnMut() -> bool) {
 }
 
 async fn node(nats: &NatsServer, stream: &str) -> (Arc<NatsCluster>, Hub) {
-    let cluster = NatsCluster::connect(&config(nats, stream)).await.unwrap();
+    node_with(&config(vec![nats.url()], stream)).await
+}
+
+/// A started node with these settings.
+async fn node_with(settings: &ClusterConfig) -> (Arc<NatsCluster>, Hub) {
+    let cluster = NatsCluster::connect(settings).await.unwrap();
     let hub = Hub::clustered(
         Arc::clone(&cluster) as DynStore,
         Arc::clone(&cluster) as DynBus,
@@ -138,12 +143,18 @@ async fn two_nodes_share_one_id_space_and_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_stream_has_another_epoch() {
     let nats = NatsServer::start();
-    let first = NatsCluster::connect(&config(&nats, "T2")).await.unwrap();
-    let again = NatsCluster::connect(&config(&nats, "T2")).await.unwrap();
+    let first = NatsCluster::connect(&config(vec![nats.url()], "T2"))
+        .await
+        .unwrap();
+    let again = NatsCluster::connect(&config(vec![nats.url()], "T2"))
+        .await
+        .unwrap();
     assert_eq!(first.epoch(), again.epoch());
     let js = jetstream::new(first.client.clone());
     js.delete_stream("T2").await.unwrap();
-    let recreated = NatsCluster::connect(&config(&nats, "T2")).await.unwrap();
+    let recreated = NatsCluster::connect(&config(vec![nats.url()], "T2"))
+        .await
+        .unwrap();
     assert_ne!(first.epoch(), recreated.epoch());
 }
 
@@ -179,23 +190,10 @@ async fn nats_down_refuses_publishes_and_the_follower_resumes_without_gap() {
 async fn a_stream_with_three_replicas_survives_its_leader_killed() {
     let mut servers = super::testing::NatsServers::start(3);
     let settings = ClusterConfig {
-        urls: servers.urls(),
-        stream: "R3".to_owned(),
         replicas: 3,
-        token: None,
-        retention: Retention::default(),
-        session_ttl: Duration::from_secs(60),
-        snapshot: tidings_core::SnapshotRules::default(),
+        ..config(servers.urls(), "R3")
     };
-    let cluster = NatsCluster::connect(&settings).await.unwrap();
-    let hub = Hub::clustered(
-        Arc::clone(&cluster) as DynStore,
-        Arc::clone(&cluster) as DynBus,
-        Limits::default(),
-        tidings_core::clock::system(),
-        Coalescing::default(),
-    );
-    cluster.start(hub.clone());
+    let (cluster, hub) = node_with(&settings).await;
     let mut stream = cluster.stream.clone();
     let info = stream.info().await.unwrap().clone();
     assert_eq!(info.config.num_replicas, 3);

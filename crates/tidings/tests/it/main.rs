@@ -8,6 +8,7 @@ mod cli;
 mod client;
 mod cluster;
 mod cluster_faults;
+mod cluster_partition;
 mod coalescing;
 mod config;
 mod credentials;

@@ -778,6 +778,14 @@ impl BrowserScript {
     /// `TIDINGS_TEST_PLAYWRIGHT`) and `CHROMIUM` (`TIDINGS_TEST_CHROMIUM`, else
     /// `/usr/bin/chromium`); fails, never skips, when either is missing.
     pub fn start(script: &str, args: &[&str]) -> BrowserScript {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/browser")
+            .join(script);
+        BrowserScript::run(&script, args)
+    }
+
+    /// Runs `node SCRIPT ARGS…` (any script path), as `start` does.
+    pub fn run(script: &Path, args: &[&str]) -> BrowserScript {
         use tokio::io::AsyncBufReadExt as _;
         let playwright = std::env::var("TIDINGS_TEST_PLAYWRIGHT").unwrap_or_else(|_| {
             panic!(
@@ -791,9 +799,6 @@ impl BrowserScript {
             Path::new(&chromium).exists(),
             "{chromium} is missing: scripts/test installs Debian's chromium with apt-get"
         );
-        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/browser")
-            .join(script);
         let mut child = tokio::process::Command::new("node")
             .arg(script)
             .args(args)
@@ -816,11 +821,16 @@ impl BrowserScript {
     /// The script's next report, within 60 s (a browser starting on a loaded machine); a
     /// report with `failed` in it fails the test.
     pub async fn next(&mut self) -> Value {
+        self.next_for("its next report").await
+    }
+
+    /// `next`, naming what the test waits for when the report does not come.
+    pub async fn next_for(&mut self, what: &str) -> Value {
         let line = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
             .await
-            .expect("the browser reports within 60 s")
+            .unwrap_or_else(|_| panic!("the browser reports within 60 s ({what})"))
             .expect("read the browser's report")
-            .expect("the browser script ended early");
+            .unwrap_or_else(|| panic!("the browser script ended before {what}"));
         let v: Value = serde_json::from_str(&line).expect("a JSON line");
         assert!(v.get("failed").is_none(), "the browser script failed: {v}");
         v

@@ -16,10 +16,10 @@ use tidings_proto::{Cursor, EventType, Pattern, Selector, Topic};
 use super::testing::NatsServer;
 use super::*;
 
-/// The cluster settings of a node on `nats`'s stream `stream`.
-fn config(nats: &NatsServer, stream: &str) -> ClusterConfig {
+/// The cluster settings of a node on the NATS servers at `urls`, stream `stream`.
+fn config(urls: Vec<String>, stream: &str) -> ClusterConfig {
     ClusterConfig {
-        urls: vec![nats.url()],
+        urls,
         stream: stream.to_owned(),
         replicas: 1,
         token: None,
@@ -40,7 +40,12 @@ async fn until(what: &str, mut ok: impl FnMut() -> bool) {
 }
 
 async fn node(nats: &NatsServer, stream: &str) -> (Arc<NatsCluster>, Hub) {
-    let cluster = NatsCluster::connect(&config(nats, stream)).await.unwrap();
+    node_with(&config(vec![nats.url()], stream)).await
+}
+
+/// A started node with these settings.
+async fn node_with(settings: &ClusterConfig) -> (Arc<NatsCluster>, Hub) {
+    let cluster = NatsCluster::connect(settings).await.unwrap();
     let hub = Hub::clustered(
         Arc::clone(&cluster) as DynStore,
         Arc::clone(&cluster) as DynBus,
@@ -140,12 +145,18 @@ async fn two_nodes_share_one_id_space_and_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_stream_has_another_epoch() {
     let nats = NatsServer::start();
-    let first = NatsCluster::connect(&config(&nats, "T2")).await.unwrap();
-    let again = NatsCluster::connect(&config(&nats, "T2")).await.unwrap();
+    let first = NatsCluster::connect(&config(vec![nats.url()], "T2"))
+        .await
+        .unwrap();
+    let again = NatsCluster::connect(&config(vec![nats.url()], "T2"))
+        .await
+        .unwrap();
     assert_eq!(first.epoch(), again.epoch());
     let js = jetstream::new(first.client.clone());
     js.delete_stream("T2").await.unwrap();
-    let recreated = NatsCluster::connect(&config(&nats, "T2")).await.unwrap();
+    let recreated = NatsCluster::connect(&config(vec![nats.url()], "T2"))
+        .await
+        .unwrap();
     assert_ne!(first.epoch(), recreated.epoch());
 }
 
@@ -181,24 +192,10 @@ async fn nats_down_refuses_publishes_and_the_follower_resumes_without_gap() {
 async fn a_stream_with_three_replicas_survives_its_leader_killed() {
     let mut servers = super::testing::NatsServers::start(3);
     let settings = ClusterConfig {
-        urls: servers.urls(),
-        stream: "R3".to_owned(),
         replicas: 3,
-        token: None,
-        credentials: None,
-        retention: Retention::default(),
-        session_ttl: Duration::from_secs(60),
-        snapshot: tidings_core::SnapshotRules::default(),
+        ..config(servers.urls(), "R3")
     };
-    let cluster = NatsCluster::connect(&settings).await.unwrap();
-    let hub = Hub::clustered(
-        Arc::clone(&cluster) as DynStore,
-        Arc::clone(&cluster) as DynBus,
-        Limits::default(),
-        tidings_core::clock::system(),
-        Coalescing::default(),
-    );
-    cluster.start(hub.clone());
+    let (cluster, hub) = node_with(&settings).await;
     let mut stream = cluster.stream.clone();
     let info = stream.info().await.unwrap().clone();
     assert_eq!(info.config.num_replicas, 3);
@@ -303,18 +300,10 @@ async fn a_credentials_file_joins_nats_in_operator_mode_and_signs_again_on_recon
     check_credentials_file(&creds).unwrap();
     let with_creds = ClusterConfig {
         credentials: Some(creds.clone()),
-        ..config(&nats, "C1")
+        ..config(vec![nats.url()], "C1")
     };
     // Creating the stream and the sessions bucket needs JetStream in the user's account.
-    let cluster = NatsCluster::connect(&with_creds).await.unwrap();
-    let a = Hub::clustered(
-        Arc::clone(&cluster) as DynStore,
-        Arc::clone(&cluster) as DynBus,
-        Limits::default(),
-        tidings_core::clock::system(),
-        Coalescing::default(),
-    );
-    cluster.start(a.clone());
+    let (_cluster, a) = node_with(&with_creds).await;
     let mut on_a = a.subscribe(everything(None)).unwrap();
     let before = a.publish(batch("t", 1, None)).await.unwrap();
     // A reconnection is a new CONNECT with the server's new nonce: without the credentials
@@ -330,7 +319,7 @@ async fn a_credentials_file_joins_nats_in_operator_mode_and_signs_again_on_recon
     assert_eq!(take(&mut on_a, 2).await, [before, after].concat());
 
     // No credentials, or a user of an account the server does not trust: refused at once.
-    let refused = NatsCluster::connect(&config(&nats, "C1"))
+    let refused = NatsCluster::connect(&config(vec![nats.url()], "C1"))
         .await
         .unwrap_err();
     assert!(
@@ -342,7 +331,7 @@ async fn a_credentials_file_joins_nats_in_operator_mode_and_signs_again_on_recon
     std::fs::write(&stranger, text).unwrap();
     let refused = NatsCluster::connect(&ClusterConfig {
         credentials: Some(stranger.clone()),
-        ..config(&nats, "C1")
+        ..config(vec![nats.url()], "C1")
     })
     .await
     .unwrap_err()

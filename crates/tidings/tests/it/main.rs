@@ -9,6 +9,7 @@ mod client;
 mod cluster;
 mod cluster_auth;
 mod cluster_faults;
+mod cluster_partition;
 mod coalescing;
 mod config;
 mod credentials;

@@ -102,19 +102,38 @@ impl NatsServer {
     /// Starts the server again (after `kill`) on the same ports and store; returns once it
     /// listens.
     pub fn restart(&mut self) {
+        // Its log (appended across restarts) says why when it does not come up.
+        let log_path = self.dir.path().join("nats-server.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("the server's log file");
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor.to_string(), "-sd"])
             .arg(self.dir.path().join("js"))
             .args(&self.extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("nats-server is installed (scripts/test installs it)");
         self.child = Some(child);
         let deadline = Instant::now() + READY;
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen");
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(status) = exited {
+                panic!("nats-server exited ({status}) before listening:\n{}", log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen:\n{}",
+                log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -80,43 +80,6 @@ impl ReplayTail {
         }
     }
 
-    /// Puts events read from the store in front of the ring (at start, before anything is
-    /// delivered): `events` are every stored event with seq in `(after, base]`, in seq order.
-    /// Only as many of the newest as fit in what the ring has room for are kept; `base` drops
-    /// to just below the oldest kept (to `after` if all fit). Does nothing (returns false)
-    /// if the ring moved on since `base` was read, or the events do not end at `base`.
-    pub(crate) fn prepend(&self, after: u64, events: Vec<SharedEvent>) -> bool {
-        if self.max_bytes == 0 {
-            return false;
-        }
-        let mut ring = self.write_lock();
-        let ends_at_base = events.last().is_none_or(|e| e.seq() == ring.base);
-        let in_order = events.first().is_none_or(|e| e.seq() > after)
-            && events.windows(2).all(|w| w[0].seq() < w[1].seq());
-        if !ends_at_base || !in_order || after > ring.base {
-            return false;
-        }
-        let mut room = self.max_bytes.saturating_sub(ring.bytes);
-        let mut base = after;
-        let mut keep = events.len();
-        for (i, event) in events.iter().enumerate().rev() {
-            let size = event.size();
-            if size > room {
-                base = event.seq();
-                keep = events.len() - 1 - i;
-                break;
-            }
-            room -= size;
-        }
-        let skip = events.len() - keep;
-        for event in events.into_iter().skip(skip).rev() {
-            ring.bytes += event.size();
-            ring.events.push_front(event);
-        }
-        ring.base = base;
-        true
-    }
-
     /// Runs `scan` over the ring's events after `after`, in seq order, under the ring's read
     /// lock, if the ring can answer for `after`: `after >= base` and some event follows it.
     /// `None`: ask the store.
@@ -222,7 +185,6 @@ mod tests {
         assert_eq!(tail.held(), (0, 0));
         assert_eq!(tail.base(), None);
         assert_eq!(seqs_after(&tail, 5), None);
-        assert!(!tail.prepend(0, vec![event(5, 1)]));
     }
 
     #[test]
@@ -235,26 +197,5 @@ mod tests {
         assert_eq!(seqs_after(&tail, 3), Some(vec![5, 9, 10, 20]));
         assert_eq!(seqs_after(&tail, 6), Some(vec![9, 10, 20]));
         assert_eq!(seqs_after(&tail, 10), Some(vec![20]));
-    }
-
-    #[test]
-    fn prepend_fills_from_the_store_as_far_as_room_allows() {
-        let size = event(1, 10).size();
-        let tail = ReplayTail::new(4 * size, 6);
-        tail.push(&event(7, 10));
-        // Events 1..=6 read from the store after seq 0: only 3 fit beside 7.
-        assert!(tail.prepend(0, (1..=6).map(|s| event(s, 10)).collect()));
-        assert_eq!(tail.base(), Some(3));
-        assert_eq!(seqs_after(&tail, 3), Some(vec![4, 5, 6, 7]));
-        assert_eq!(tail.held(), (4, 4 * size));
-        // Everything fits: base drops to where the read started.
-        let tail = ReplayTail::new(100 * size, 6);
-        assert!(tail.prepend(2, (3..=6).map(|s| event(s, 10)).collect()));
-        assert_eq!(tail.base(), Some(2));
-        assert_eq!(seqs_after(&tail, 2), Some(vec![3, 4, 5, 6]));
-        // Events that do not end at base are refused.
-        let tail = ReplayTail::new(100 * size, 6);
-        assert!(!tail.prepend(2, (3..=5).map(|s| event(s, 10)).collect()));
-        assert_eq!(tail.base(), Some(6));
     }
 }

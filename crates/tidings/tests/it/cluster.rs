@@ -32,7 +32,7 @@ async fn status(server: &Server, path: &str) -> u16 {
 }
 
 /// Polls until `path` answers `want`, for at most 20 s.
-async fn until_status(server: &Server, path: &str, want: u16) {
+pub(crate) async fn until_status(server: &Server, path: &str, want: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if status(server, path).await == want {

@@ -235,7 +235,7 @@ async fn bad_cursors_get_reset_then_live() {
 async fn a_resume_stitches_the_store_and_the_replay_tail_exactly() {
     for cache in ["2KiB", "0"] {
         let mut server = Server::start(&["--durability", "durable", "--replay-cache-bytes", cache]);
-        let topic = |i: usize| if i % 2 == 0 { "st/a" } else { "st/b" };
+        let topic = |i: usize| if i.is_multiple_of(2) { "st/a" } else { "st/b" };
         let mut ids = Vec::new();
         for i in 0..10 {
             ids.push(server.publish_one(topic(i), "n", json!(i)).await);
@@ -251,7 +251,7 @@ async fn a_resume_stitches_the_store_and_the_replay_tail_exactly() {
                 .subscribe_with("topic=st/a", &[("Last-Event-ID", &ids[from])])
                 .await;
             let want: Vec<String> = (from + 1..50)
-                .filter(|i| i % 2 == 0)
+                .filter(|i| i.is_multiple_of(2))
                 .map(|i| ids[i].clone())
                 .collect();
             assert_eq!(

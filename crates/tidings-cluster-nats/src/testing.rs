@@ -50,7 +50,7 @@ impl NatsServer {
     /// A single server with more arguments (e.g. `-c <file>` for its authorization).
     pub fn start_with(extra: &[&str]) -> NatsServer {
         let mut server = NatsServer::new(extra.iter().map(|s| (*s).to_owned()).collect());
-        server.restart();
+        server.first_start();
         server
     }
 
@@ -65,8 +65,26 @@ impl NatsServer {
         std::fs::write(&jwt, &operator.jwt).expect("write the operator's JWT");
         std::fs::write(&conf, operator.server_config(&jwt)).expect("write the configuration");
         server.extra = vec!["-c".into(), conf.display().to_string()];
-        server.restart();
+        server.first_start();
         server
+    }
+
+    /// Starts a new server. A port `free_port` released can be taken before the server binds
+    /// it (by any process's outgoing connection, on a busy machine); then it tries others.
+    fn first_start(&mut self) {
+        for _ in 0..4 {
+            match self.spawn_and_wait() {
+                Ok(()) => return,
+                Err(log) if log.contains("address already in use") => {
+                    self.port = free_port();
+                    self.monitor = free_port();
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+        if let Err(log) = self.spawn_and_wait() {
+            panic!("{log}");
+        }
     }
 
     fn new(extra: Vec<String>) -> NatsServer {
@@ -102,21 +120,50 @@ impl NatsServer {
     /// Starts the server again (after `kill`) on the same ports and store; returns once it
     /// listens.
     pub fn restart(&mut self) {
+        if let Err(log) = self.spawn_and_wait() {
+            panic!("{log}");
+        }
+    }
+
+    /// Runs the server; once it listens `Ok`, else why not (with its log).
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        // Its log (appended across restarts) says why when it does not come up.
+        let log_path = self.dir.path().join("nats-server.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("the server's log file");
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor.to_string(), "-sd"])
             .arg(self.dir.path().join("js"))
             .args(&self.extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("nats-server is installed (scripts/test installs it)");
         self.child = Some(child);
         let deadline = Instant::now() + READY;
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen");
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(status) = exited {
+                self.child = None;
+                return Err(format!(
+                    "nats-server exited ({status}) before listening:\n{}",
+                    log()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("nats-server did not listen:\n{}", log()));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// SIGKILL (kill -9) and reap; a no-op when it is not running.

@@ -2,9 +2,10 @@
 //! namespace of its own, reached over two veth pairs, one for its clients and one for its
 //! NATS connection, and the partition drops every packet on the NATS pair (a `tc` queue of
 //! length 0 on both ends). Unlike a killed server, a partition answers nothing: no reset, no
-//! refused connect, so only timeouts can tell. While it lasts, B refuses publishes with 503
-//! `store_unavailable` and `/readyz` turns 503, its subscribers' streams stay open, and node
-//! A (on the same NATS) goes on; once it heals, B's subscribers get everything A acknowledged
+//! refused connect, so only timeouts can tell. While it lasts, B (idle) turns `/readyz` 503
+//! once its NATS client finds the connection dead, and refuses publishes with 503
+//! `store_unavailable`; its subscribers' streams stay open, and node A (on the same NATS)
+//! goes on. Once it heals, B's subscribers get everything A acknowledged
 //! meanwhile, in order, once each.
 //!
 //! Needs root for `ip netns` and `tc` (the CI machine runs the suite as root).
@@ -165,18 +166,16 @@ async fn a_node_cut_off_from_nats_refuses_publishes_then_catches_up_without_gap(
                 .await,
         );
     }
-    // B cannot reach NATS: a publish is refused (after JetStream's acknowledgement times
-    // out), and readiness turns 503 once the connection is found dead.
+    // B, idle, finds its connection dead (here 10 s after it connected: the NATS client
+    // gives up on it once its stream consumer's heartbeats stop coming) and turns unready;
+    // a publish is then refused.
+    until_status(&b, "/readyz", 503).await;
+    eprintln!("B unready {:?} into the partition", cut.elapsed());
     let (code, body) = b
         .publish_raw(&json!({"topic": "p/1", "type": "changed", "data": -1}), &[])
         .await;
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
-    until_status(&b, "/readyz", 503).await;
-    eprintln!(
-        "B refused and unready {:?} into the partition",
-        cut.elapsed()
-    );
 
     net.heal();
     until_status(&b, "/readyz", 200).await;

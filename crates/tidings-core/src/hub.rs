@@ -41,7 +41,7 @@ use crate::request::{PublishBatch, SubscribeRequest};
 use crate::session::Sessions;
 use crate::store::{AppendSlot, BoxFuture, DynStore, KeyedBatch, StoreError, StoreStats};
 use crate::subscription::{
-    CloseReason, Offered, ResetReason, SessionStart, SubscriberQueue, Subscription,
+    CloseReason, Offered, ReplayTail, ResetReason, SessionStart, SubscriberQueue, Subscription,
     SubscriptionContext, Unregister,
 };
 
@@ -195,6 +195,9 @@ struct State {
     draining: bool,
     /// The open coalescing windows.
     coalescer: Coalescer,
+    /// The most recently delivered events, for replays near the head (`fan_out` pushes each
+    /// one under this lock; subscriptions read it under its own).
+    tail: Arc<ReplayTail>,
     /// See `HubStats::conflated` and `HubStats::dropped`.
     conflated: u64,
     dropped: u64,
@@ -227,7 +230,8 @@ impl State {
         n
     }
 
-    /// Hands `event` to every matching subscription and moves the head to it.
+    /// Hands `event` to every matching subscription, keeps it in the replay tail and moves
+    /// the head to it.
     #[inline]
     fn fan_out(&mut self, event: &SharedEvent) {
         let (conflated, dropped) = (&mut self.conflated, &mut self.dropped);
@@ -237,6 +241,7 @@ impl State {
                 Offered::Conflated(n) => *conflated += n as u64,
                 Offered::Dropped => *dropped += 1,
             });
+        self.tail.push(event);
         self.delivered_seq = event.seq();
     }
 
@@ -292,6 +297,7 @@ impl Hub {
         coalescing: Coalescing,
     ) -> Hub {
         let last = store.last_seq();
+        let tail = Arc::new(ReplayTail::new(limits.replay_cache_bytes, last));
         let mut state = State {
             next_seq: last + 1,
             pending: VecDeque::new(),
@@ -307,6 +313,7 @@ impl Hub {
             shutting_down: false,
             draining: false,
             coalescer: Coalescer::new(&coalescing),
+            tail: Arc::clone(&tail),
             conflated: 0,
             dropped: 0,
         };
@@ -322,7 +329,12 @@ impl Hub {
             let registry: std::sync::Weak<dyn Unregister> = me.clone();
             Shared {
                 epoch: store.epoch(),
-                subs: Arc::new(SubscriptionContext::new(store.clone(), &limits, registry)),
+                subs: Arc::new(SubscriptionContext::new(
+                    store.clone(),
+                    tail,
+                    &limits,
+                    registry,
+                )),
                 store,
                 bus,
                 limits,
@@ -1353,5 +1365,7 @@ mod session_tests;
 mod snapshot_tests;
 #[cfg(test)]
 mod store_tests;
+#[cfg(test)]
+mod tail_tests;
 #[cfg(test)]
 mod tests;

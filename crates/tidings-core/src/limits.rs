@@ -41,6 +41,12 @@ pub struct Limits {
     /// much memory, not thousands of chunks. Each held event's wire encoding (cached on the
     /// event) adds about its size again. (A budget smaller than one read is one read.)
     pub replay_memory_bytes: usize,
+    /// Most bytes (`EventRecord::size`) of recently delivered events the hub keeps in memory
+    /// (the replay tail), so a subscription resuming near the head replays them from there:
+    /// no store read, no decode, and the wire encodings the live connections already made.
+    /// Only a resume from further back reads the store. Each kept event's cached encodings
+    /// add about its size again. 0 turns the tail off (every replay reads the store).
+    pub replay_cache_bytes: usize,
     /// Most events handed to a connection in one step (one write).
     pub delivery_batch: usize,
     /// Most bytes (`EventRecord::size`) of one snapshot (`GET /snapshot`, `snapshot=1`): a
@@ -79,6 +85,7 @@ impl Default for Limits {
             replay_chunk: 1024,
             replay_chunk_bytes: 64 << 10,
             replay_memory_bytes: 32 << 20,
+            replay_cache_bytes: 16 << 20,
             delivery_batch: 256,
             snapshot_max_bytes: 8 << 20,
             idempotency_keys: 100_000,

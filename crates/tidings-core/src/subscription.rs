@@ -15,6 +15,7 @@
 //! `S` below `until`, replay would read `(S, until]` from history instead.)
 
 mod queue;
+mod tail;
 
 use std::fmt;
 use std::future::Future;
@@ -27,6 +28,7 @@ use tidings_proto::{Epoch, EventId, Key};
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
 pub(crate) use self::queue::{Offered, SubscriberQueue};
+pub(crate) use self::tail::ReplayTail;
 use crate::error::SnapshotError;
 use crate::limits::Limits;
 use crate::record::SharedEvent;
@@ -43,6 +45,8 @@ pub(crate) trait Unregister: Send + Sync + fmt::Debug {
 #[derive(Debug)]
 pub(crate) struct SubscriptionContext {
     pub(crate) store: DynStore,
+    /// The most recently delivered events, which replay reads before asking the store.
+    pub(crate) tail: Arc<ReplayTail>,
     pub(crate) epoch: Epoch,
     /// Most events per replay read.
     pub(crate) replay_chunk: usize,
@@ -64,6 +68,7 @@ pub(crate) struct SubscriptionContext {
 impl SubscriptionContext {
     pub(crate) fn new(
         store: DynStore,
+        tail: Arc<ReplayTail>,
         limits: &Limits,
         registry: Weak<dyn Unregister>,
     ) -> SubscriptionContext {
@@ -76,6 +81,7 @@ impl SubscriptionContext {
         SubscriptionContext {
             epoch: store.epoch(),
             store,
+            tail,
             replay_chunk: limits.replay_chunk,
             replay_permits: permits,
             replay_budget: Arc::new(Semaphore::new(budget)),
@@ -493,11 +499,16 @@ impl Subscription {
 
     /// Replays history up to the handoff point: `Some` as soon as a step is ready, `None`
     /// once everything up to the handoff has been read and none of it matched.
+    ///
+    /// Each read comes from the hub's tail of recently delivered events (`ReplayTail`) when
+    /// it covers the position, from the store otherwise (then only up to where the tail
+    /// starts): both give the same events, the tail without a store read or a decode, and
+    /// as the very records live connections were handed, encodings included.
     async fn replay(&mut self, out: &mut Vec<SharedEvent>) -> Option<Step> {
         // The caller has written what the last step handed out: its budget is free again.
         self.replay_held = None;
-        let store = &self.ctx.store;
         while self.pos < self.until {
+            let store = &self.ctx.store;
             if self.pos < store.trimmed_through() {
                 return Some(self.expire());
             }
@@ -519,42 +530,54 @@ impl Subscription {
                 events: self.ctx.replay_chunk,
                 bytes: self.ctx.replay_permits as usize,
             };
-            let chunk = match store.read_chunk(self.pos, limit).await {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    // The store logged the cause where it found it.
-                    tracing::debug!(message = "Replay read failed.", error = %e);
-                    return Some(Step::Closed(CloseReason::StoreFailed));
-                }
-            };
-            let Some(first) = chunk.first() else {
-                // The store has nothing after `pos` up to the handoff: it was trimmed away.
-                return Some(self.expire());
-            };
-            if first.seq() != self.pos + 1 && store.trimmed_through() > self.pos {
-                return Some(self.expire());
-            }
             let before = out.len();
-            for event in chunk {
-                if event.seq() > self.until {
-                    self.pos = self.until;
-                    break;
-                }
-                self.pos = event.seq();
-                // The registry matches topics for live events; replay does it here, and
-                // `wants` adds the type filter and origin suppression, as for live ones.
+            let (until, queue) = (self.until, &self.shared);
+            // The registry matches topics for live events; replay does it here, and `wants`
+            // adds the type filter and origin suppression, as for live ones.
+            let keep = |event: &SharedEvent| {
                 let topic = &event.event.topic;
-                if self
-                    .shared
-                    .selector
-                    .patterns
-                    .iter()
-                    .any(|p| p.matches(topic))
-                    && self.shared.wants(&event)
-                {
-                    out.push(event);
+                queue.selector.patterns.iter().any(|p| p.matches(topic)) && queue.wants(event)
+            };
+            let tail = &self.ctx.tail;
+            let from_tail = tail
+                .read_after(self.pos, |events| scan(events, limit, until, &keep, out))
+                .flatten();
+            let pos = match from_tail {
+                Some(pos) => pos,
+                None => {
+                    // Below the tail: the store, up to where the tail takes over.
+                    let limit = match tail.base() {
+                        Some(base) if base > self.pos => ReadLimit {
+                            events: limit
+                                .events
+                                .min(usize::try_from(base - self.pos).unwrap_or(usize::MAX)),
+                            ..limit
+                        },
+                        _ => limit,
+                    };
+                    let chunk = match store.read_chunk(self.pos, limit).await {
+                        Ok(chunk) => chunk,
+                        Err(e) => {
+                            // The store logged the cause where it found it.
+                            tracing::debug!(message = "Replay read failed.", error = %e);
+                            return Some(Step::Closed(CloseReason::StoreFailed));
+                        }
+                    };
+                    let Some(first) = chunk.first() else {
+                        // The store has nothing after `pos` up to the handoff: it was trimmed
+                        // away.
+                        return Some(self.expire());
+                    };
+                    if first.seq() != self.pos + 1 && store.trimmed_through() > self.pos {
+                        return Some(self.expire());
+                    }
+                    match scan(&mut chunk.iter(), limit, until, &keep, out) {
+                        Some(pos) => pos,
+                        None => return Some(self.expire()),
+                    }
                 }
-            }
+            };
+            self.pos = pos;
             // Keep budget for what is handed out; the rest of the chunk is dropped here.
             let kept: usize = out[before..].iter().map(|e| e.size()).sum();
             let spare = (self.ctx.replay_permits as usize).saturating_sub(kept);
@@ -604,6 +627,36 @@ impl Subscription {
             resume_after: self.handoff(),
         }
     }
+}
+
+/// One replay read over `events` (in seq order, from the store or the tail): takes them
+/// within `limit` as `ReadLimit::take` counts them, stops at the handoff `until`, and appends
+/// those `keep` accepts to `out`. Returns the position reached (the last event taken, or
+/// `until` once an event past it comes); `None` if there were no events.
+fn scan<'a>(
+    events: &mut dyn Iterator<Item = &'a SharedEvent>,
+    limit: ReadLimit,
+    until: u64,
+    keep: &dyn Fn(&SharedEvent) -> bool,
+    out: &mut Vec<SharedEvent>,
+) -> Option<u64> {
+    let mut pos = None;
+    let mut bytes = 0usize;
+    for event in events.take(limit.events) {
+        let size = event.size();
+        if pos.is_some() && bytes.saturating_add(size) > limit.bytes {
+            break;
+        }
+        bytes += size;
+        if event.seq() > until {
+            return Some(until);
+        }
+        pos = Some(event.seq());
+        if keep(event) {
+            out.push(SharedEvent::clone(event));
+        }
+    }
+    pos
 }
 
 impl Drop for Subscription {

@@ -284,6 +284,21 @@ fn refuse(limit: &ConnectionLimit, stream: TcpStream, lean: &LeanRoutes, why: Re
     });
 }
 
+/// Runs a listener's accept loop (`serve`) on a thread of its own, a blocking-pool thread
+/// driving it with `Handle::block_on`, rather than as a task among the connections': the loop
+/// is woken straight from the runtime's I/O driver and never waits its turn behind connection
+/// tasks. In a reconnect storm every worker is busy with requests and replays; as one task
+/// the loop got a turn once per round of them, the kernel's accept queue overflowed, and each
+/// dropped handshake cost its client a SYN retransmit (1 s, then 3, then 7). The connections
+/// it accepts are spawned onto the runtime as before. It ends as `serve` does (when
+/// `shutdown` resolves and the connections drained).
+pub(crate) fn spawn_accepting(
+    serve: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || runtime.block_on(serve))
+}
+
 pub(crate) async fn serve(
     listener: TcpListener,
     app: axum::Router,

@@ -83,6 +83,15 @@ pub struct RawLimits {
         value_name = "SIZE"
     )]
     pub replay_memory_bytes: Option<String>,
+    /// Most bytes of recently delivered events kept in memory, so clients resuming near the
+    /// head (a reconnect storm after a restart or a blip) replay from there instead of the
+    /// store; their cached encodings add about as much again (0: off) [default: 16MiB].
+    #[arg(
+        long = "replay-cache-bytes",
+        env = "TIDINGS_REPLAY_CACHE_BYTES",
+        value_name = "SIZE"
+    )]
+    pub replay_cache_bytes: Option<String>,
     /// Most bytes the remembered idempotency keys take in memory; the oldest are forgotten
     /// first [default: 32MiB].
     #[arg(
@@ -155,6 +164,11 @@ impl RawLimits {
                 "limits.replay_memory_bytes",
                 self.replay_memory_bytes.as_deref(),
                 "32MiB",
+            )?,
+            replay_cache_bytes: size(
+                "limits.replay_cache_bytes",
+                self.replay_cache_bytes.as_deref(),
+                "16MiB",
             )?,
             idempotency_cache_bytes: size(
                 "limits.idempotency_cache_bytes",

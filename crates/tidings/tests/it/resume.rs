@@ -1,6 +1,7 @@
 //! Resume: `Last-Event-ID` header and `lastEventId` query replay exactly what was missed and
 //! then continue live; `earliest`; gapless reconnects under load; `reset` for expired,
-//! foreign-epoch, ahead and garbage cursors.
+//! foreign-epoch, ahead and garbage cursors; the replay tail and the store stitched together
+//! across a restart.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -224,4 +225,41 @@ async fn bad_cursors_get_reset_then_live() {
         .await;
     let got: Vec<String> = ok.ids(2).await;
     assert_eq!(got, vec![ids[19].clone(), live]);
+}
+
+/// The replay tail (`--replay-cache-bytes`) and the store stitch together exactly: after a
+/// restart the tail starts at the head, and a tail small enough to evict leaves the older part
+/// to the store, so a resume may read the store, then the tail. From every kind of place, with
+/// the tail on and off, a resume gets every matching event after its cursor once, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resume_stitches_the_store_and_the_replay_tail_exactly() {
+    for cache in ["2KiB", "0"] {
+        let mut server = Server::start(&["--durability", "durable", "--replay-cache-bytes", cache]);
+        let topic = |i: usize| if i.is_multiple_of(2) { "st/a" } else { "st/b" };
+        let mut ids = Vec::new();
+        for i in 0..10 {
+            ids.push(server.publish_one(topic(i), "n", json!(i)).await);
+        }
+        server.restart();
+        // About 75 bytes each: a 2 KiB tail keeps the newest ~27 of these 40.
+        for i in 10..50 {
+            ids.push(server.publish_one(topic(i), "n", json!(i)).await);
+        }
+        // Before the restart, just below the new tail's start, evicted from it, inside it.
+        for from in [0usize, 8, 9, 15, 30, 47] {
+            let mut sub = server
+                .subscribe_with("topic=st/a", &[("Last-Event-ID", &ids[from])])
+                .await;
+            let want: Vec<String> = (from + 1..50)
+                .filter(|i| i.is_multiple_of(2))
+                .map(|i| ids[i].clone())
+                .collect();
+            assert_eq!(
+                sub.ids(want.len()).await,
+                want,
+                "tail {cache}, after #{from}"
+            );
+            sub.expect_no_event(Duration::from_millis(50)).await;
+        }
+    }
 }

@@ -82,7 +82,12 @@ async fn hub_with(delay: Duration, fail: Option<&'static str>, events: usize) ->
         delay,
         fail,
     });
-    let hub = Hub::new(store, Limits::default());
+    // No replay tail: the history these polls read is the store's, slow or failing.
+    let limits = Limits {
+        replay_cache_bytes: 0,
+        ..Limits::default()
+    };
+    let hub = Hub::new(store, limits);
     let batch = (0..events)
         .map(|i| NewEvent {
             topic: Topic::new(if i % 2 == 0 { "a" } else { "b" }).unwrap(),

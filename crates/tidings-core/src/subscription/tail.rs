@@ -1,0 +1,201 @@
+//! `ReplayTail`: the hub's most recently delivered events, kept in a ring bounded by bytes, so
+//! a subscription resuming near the head replays the very `SharedEvent`s the fan-out handed out
+//! (their cached wire encodings shared with every live connection) without asking the store.
+//!
+//! The hub pushes each event as it fans it out, under its lock, in seq order; subscriptions read
+//! the ring under its own `RwLock` only (lock order: hub, then tail; never the other way). The
+//! ring knows `base`: every event the hub delivered with seq in `(base, newest]` is in the ring,
+//! and those are every event the store holds in that range (the hub delivers only committed
+//! events, all of them, in seq order; in cluster mode the follower ingests the log in order), so
+//! a replay at a position at or above `base` reads the ring and gets exactly what the store would
+//! give. Evicting from the front (past `max_bytes`, counted as `EventRecord::size`) raises `base`.
+
+use std::collections::VecDeque;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::record::SharedEvent;
+
+/// The ring of recently delivered events. See the module docs.
+#[derive(Debug)]
+pub(crate) struct ReplayTail {
+    /// Most bytes (`EventRecord::size`) held; 0 turns the ring off.
+    max_bytes: usize,
+    inner: RwLock<Ring>,
+}
+
+#[derive(Debug)]
+struct Ring {
+    /// In seq order, oldest first.
+    events: VecDeque<SharedEvent>,
+    /// Sum of `size()` over `events`.
+    bytes: usize,
+    /// Every delivered event with seq in `(base, newest]` is in `events`.
+    base: u64,
+}
+
+impl ReplayTail {
+    /// An empty ring over a hub whose head is `head`: nothing at or below it is in the ring.
+    pub(crate) fn new(max_bytes: usize, head: u64) -> ReplayTail {
+        ReplayTail {
+            max_bytes,
+            inner: RwLock::new(Ring {
+                events: VecDeque::new(),
+                bytes: 0,
+                base: head,
+            }),
+        }
+    }
+
+    fn read_lock(&self) -> RwLockReadGuard<'_, Ring> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_lock(&self) -> RwLockWriteGuard<'_, Ring> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends an event the hub just delivered (called under the hub's lock, in seq order),
+    /// evicting the oldest past `max_bytes`. O(1) amortised.
+    pub(crate) fn push(&self, event: &SharedEvent) {
+        if self.max_bytes == 0 {
+            return;
+        }
+        let size = event.size();
+        let mut ring = self.write_lock();
+        if size > self.max_bytes {
+            // It would not fit alone: the ring starts over after it.
+            ring.events.clear();
+            ring.bytes = 0;
+            ring.base = event.seq();
+            return;
+        }
+        ring.events.push_back(SharedEvent::clone(event));
+        ring.bytes += size;
+        while ring.bytes > self.max_bytes {
+            let Some(old) = ring.events.pop_front() else {
+                break;
+            };
+            ring.bytes -= old.size();
+            ring.base = old.seq();
+        }
+    }
+
+    /// Runs `scan` over the ring's events after `after`, in seq order, under the ring's read
+    /// lock, if the ring can answer for `after`: `after >= base` and some event follows it.
+    /// `None`: ask the store.
+    pub(crate) fn read_after<R>(
+        &self,
+        after: u64,
+        scan: impl FnOnce(&mut dyn Iterator<Item = &SharedEvent>) -> R,
+    ) -> Option<R> {
+        if self.max_bytes == 0 {
+            return None;
+        }
+        let ring = self.read_lock();
+        if after < ring.base {
+            return None;
+        }
+        let start = ring.events.partition_point(|e| e.seq() <= after);
+        if start == ring.events.len() {
+            return None;
+        }
+        Some(scan(&mut ring.events.range(start..)))
+    }
+
+    /// Every delivered event above this seq is in the ring (`None`: the ring is off).
+    pub(crate) fn base(&self) -> Option<u64> {
+        (self.max_bytes > 0).then(|| self.read_lock().base)
+    }
+
+    /// Events and bytes (`EventRecord::size`) held.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> (usize, usize) {
+        let ring = self.read_lock();
+        (ring.events.len(), ring.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tidings_proto::{Event, EventId, EventType, Topic};
+
+    use super::*;
+    use crate::record::EventRecord;
+
+    fn event(seq: u64, data_len: usize) -> SharedEvent {
+        EventRecord::new(Event {
+            id: EventId { epoch: 1, seq },
+            topic: Topic::new("t").unwrap(),
+            event_type: EventType::new("x").unwrap(),
+            key: None,
+            origin: None,
+            time: 0,
+            data: serde_json::value::RawValue::from_string(format!("\"{}\"", "d".repeat(data_len)))
+                .unwrap(),
+        })
+    }
+
+    fn seqs_after(tail: &ReplayTail, after: u64) -> Option<Vec<u64>> {
+        tail.read_after(after, |it| it.map(|e| e.seq()).collect())
+    }
+
+    #[test]
+    fn keeps_the_newest_within_its_bytes_and_raises_base_as_it_evicts() {
+        let size = event(1, 10).size();
+        let tail = ReplayTail::new(3 * size, 10);
+        assert_eq!(tail.base(), Some(10));
+        assert_eq!(seqs_after(&tail, 10), None, "empty: the store answers");
+        for seq in 11..=13 {
+            tail.push(&event(seq, 10));
+        }
+        assert_eq!(tail.held(), (3, 3 * size));
+        assert_eq!(tail.base(), Some(10));
+        assert_eq!(seqs_after(&tail, 10), Some(vec![11, 12, 13]));
+        assert_eq!(seqs_after(&tail, 12), Some(vec![13]));
+        assert_eq!(seqs_after(&tail, 13), None, "nothing after the newest");
+        assert_eq!(seqs_after(&tail, 9), None, "below base: the store answers");
+        tail.push(&event(14, 10));
+        assert_eq!(tail.held(), (3, 3 * size), "bounded by bytes");
+        assert_eq!(tail.base(), Some(11), "evicting 11 raised base to it");
+        assert_eq!(seqs_after(&tail, 10), None);
+        assert_eq!(seqs_after(&tail, 11), Some(vec![12, 13, 14]));
+        // A large event evicts as many small ones as it needs.
+        tail.push(&event(15, 10 + 2 * size));
+        assert_eq!(tail.held().0, 1);
+        assert_eq!(tail.base(), Some(14));
+        assert_eq!(seqs_after(&tail, 14), Some(vec![15]));
+    }
+
+    #[test]
+    fn an_event_larger_than_the_ring_empties_it() {
+        let tail = ReplayTail::new(200, 0);
+        tail.push(&event(1, 10));
+        tail.push(&event(2, 500));
+        assert_eq!(tail.held(), (0, 0));
+        assert_eq!(tail.base(), Some(2));
+        tail.push(&event(3, 10));
+        assert_eq!(seqs_after(&tail, 2), Some(vec![3]));
+        assert_eq!(seqs_after(&tail, 1), None);
+    }
+
+    #[test]
+    fn off_at_zero_bytes() {
+        let tail = ReplayTail::new(0, 5);
+        tail.push(&event(6, 1));
+        assert_eq!(tail.held(), (0, 0));
+        assert_eq!(tail.base(), None);
+        assert_eq!(seqs_after(&tail, 5), None);
+    }
+
+    #[test]
+    fn skipped_seqs_are_found_by_position() {
+        // Cluster mode: the log may skip numbers.
+        let tail = ReplayTail::new(10_000, 3);
+        for seq in [5, 9, 10, 20] {
+            tail.push(&event(seq, 1));
+        }
+        assert_eq!(seqs_after(&tail, 3), Some(vec![5, 9, 10, 20]));
+        assert_eq!(seqs_after(&tail, 6), Some(vec![9, 10, 20]));
+        assert_eq!(seqs_after(&tail, 10), Some(vec![20]));
+    }
+}

@@ -20,13 +20,15 @@
 //! - `envelope`: a message's body (type, key, origin, time, data) and its decoding.
 //! - `sessions`: client-id sessions in the KV bucket `tidings-sessions-<stream>`.
 //! - `snapshot`: the latest event per key under a selector, exact as of a stream sequence.
-//! - `testing` (feature `testing`): real `nats-server` fixtures, one server or a NATS cluster.
+//! - `testing` (feature `testing`): real `nats-server` fixtures, one server (also in operator
+//!   mode, with the JWTs it trusts) or a NATS cluster.
 
 mod envelope;
 mod sessions;
 mod snapshot;
 pub mod subject;
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,6 +68,10 @@ pub struct ClusterConfig {
     pub replicas: usize,
     /// A NATS token.
     pub token: Option<String>,
+    /// A NATS credentials file (`.creds`: a user JWT and its nkey seed), for a NATS server in
+    /// operator mode; the client signs each connection's nonce with the seed, reconnections
+    /// included.
+    pub credentials: Option<PathBuf>,
     /// History bounds, mapped onto the stream's limits.
     pub retention: Retention,
     /// How long a detached client-id session is kept (the sessions bucket's `max_age`).
@@ -81,10 +87,50 @@ impl std::fmt::Debug for ClusterConfig {
             .field("stream", &self.stream)
             .field("replicas", &self.replicas)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("credentials", &self.credentials)
             .field("retention", &self.retention)
             .field("session_ttl", &self.session_ttl)
             .field("snapshot", &self.snapshot)
             .finish()
+    }
+}
+
+/// Largest credentials file read (the ones `nsc generate creds` writes are under 2 KiB).
+const MAX_CREDENTIALS_BYTES: u64 = 64 * 1024;
+
+/// Reads the NATS credentials file at `path` (`.creds`: a user JWT and its nkey seed between
+/// `-----BEGIN ...-----` lines, as `nsc generate creds` writes it) and checks that it holds
+/// both and that the seed decodes. The reason it is refused never quotes the file: the seed
+/// is a secret.
+pub fn check_credentials_file(path: &Path) -> Result<(), String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CREDENTIALS_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_CREDENTIALS_BYTES {
+        return Err(format!(
+            "larger than {MAX_CREDENTIALS_BYTES} bytes: not a NATS credentials file"
+        ));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| "not UTF-8: not a NATS credentials file".to_owned())?;
+    match async_nats::ConnectOptions::new().credentials(&text) {
+        Ok(_) => Ok(()),
+        // async-nats's reasons, reworded so that none can carry a piece of the file. It takes
+        // the first two blocks between `-----` lines, whatever their labels.
+        Err(e) if e.to_string().contains("user JWT") => Err(
+            "holds no block between `-----BEGIN ...-----` and `------END ...------` lines \
+             (a credentials file has two: the user JWT, then its nkey seed)"
+                .to_owned(),
+        ),
+        Err(e) if e.to_string().contains("cannot parse nkey") => Err(
+            "holds one block between `-----BEGIN ...-----` and `------END ...------` lines \
+             (a credentials file has two: the user JWT, then its nkey seed)"
+                .to_owned(),
+        ),
+        Err(_) => Err("its second block is not a valid nkey seed".to_owned()),
     }
 }
 
@@ -180,10 +226,20 @@ impl NatsCluster {
         if let Some(token) = &config.token {
             options = options.token(token.clone());
         }
+        let mut connecting = "connect".to_owned();
+        if let Some(path) = &config.credentials {
+            // Read once: the user JWT and the seed stay in the client, which signs each
+            // (re)connection's nonce with the seed.
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|e| io(&format!("read the credentials file {}", path.display()), e))?;
+            connecting = format!("connect with the credentials file {}", path.display());
+        }
         let client = options
             .connect(config.urls.clone())
             .await
-            .map_err(|e| io("connect", e))?;
+            .map_err(|e| io(&connecting, e))?;
         let js = jetstream::new(client.clone());
         let prefix = format!("tidings.{}", config.stream);
         let r = &config.retention;

@@ -1,7 +1,8 @@
 //! Test fixtures (feature `testing`): real `nats-server -js` processes on free loopback ports,
-//! alone (`NatsServer`) or as a NATS cluster of servers joined by routes (`NatsServers`), each
-//! with a store directory of its own, killed on drop. This crate's tests and the end-to-end
-//! tests of `tidings` share them.
+//! alone (`NatsServer`), in operator mode (`NatsServer::start_operator`, trusting the JWTs an
+//! `Operator` mints, as `nsc` would), or as a NATS cluster of servers joined by routes
+//! (`NatsServers`), each with a store directory of its own, killed on drop. This crate's tests
+//! and the end-to-end tests of `tidings` share them.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -49,8 +50,41 @@ impl NatsServer {
     /// A single server with more arguments (e.g. `-c <file>` for its authorization).
     pub fn start_with(extra: &[&str]) -> NatsServer {
         let mut server = NatsServer::new(extra.iter().map(|s| (*s).to_owned()).collect());
-        server.restart();
+        server.first_start();
         server
+    }
+
+    /// A single server in operator mode: it trusts `operator`'s JWTs (from its own
+    /// configuration file, with a memory resolver preloaded with the accounts), so only a
+    /// client with the credentials of a user of `operator`'s account gets in. JetStream is on
+    /// for that account.
+    pub fn start_operator(operator: &Operator) -> NatsServer {
+        let mut server = NatsServer::new(Vec::new());
+        let conf = server.dir.path().join("operator.conf");
+        let jwt = server.dir.path().join("operator.jwt");
+        std::fs::write(&jwt, &operator.jwt).expect("write the operator's JWT");
+        std::fs::write(&conf, operator.server_config(&jwt)).expect("write the configuration");
+        server.extra = vec!["-c".into(), conf.display().to_string()];
+        server.first_start();
+        server
+    }
+
+    /// Starts a new server. A port `free_port` released can be taken before the server binds
+    /// it (by any process's outgoing connection, on a busy machine); then it tries others.
+    fn first_start(&mut self) {
+        for _ in 0..4 {
+            match self.spawn_and_wait() {
+                Ok(()) => return,
+                Err(log) if log.contains("address already in use") => {
+                    self.port = free_port();
+                    self.monitor = free_port();
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+        if let Err(log) = self.spawn_and_wait() {
+            panic!("{log}");
+        }
     }
 
     fn new(extra: Vec<String>) -> NatsServer {
@@ -86,21 +120,50 @@ impl NatsServer {
     /// Starts the server again (after `kill`) on the same ports and store; returns once it
     /// listens.
     pub fn restart(&mut self) {
+        if let Err(log) = self.spawn_and_wait() {
+            panic!("{log}");
+        }
+    }
+
+    /// Runs the server; once it listens `Ok`, else why not (with its log).
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        // Its log (appended across restarts) says why when it does not come up.
+        let log_path = self.dir.path().join("nats-server.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("the server's log file");
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor.to_string(), "-sd"])
             .arg(self.dir.path().join("js"))
             .args(&self.extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("nats-server is installed (scripts/test installs it)");
         self.child = Some(child);
         let deadline = Instant::now() + READY;
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen");
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(status) = exited {
+                self.child = None;
+                return Err(format!(
+                    "nats-server exited ({status}) before listening:\n{}",
+                    log()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("nats-server did not listen:\n{}", log()));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// SIGKILL (kill -9) and reap; a no-op when it is not running.
@@ -223,4 +286,163 @@ impl NatsServers {
             .find_map(|s| s.stream_leader(stream))
             .and_then(|name| name.strip_prefix('n')?.parse().ok())
     }
+}
+
+/// The trust chain of NATS's decentralized authorization, minted as `nsc` would (which is not
+/// packaged): an operator, its system account and one account with JetStream, each a key
+/// pair and a JWT signed by its issuer, so a test can hand out users' credentials files.
+pub struct Operator {
+    jwt: String,
+    system: (nkeys::KeyPair, String),
+    account: (nkeys::KeyPair, String),
+}
+
+impl std::fmt::Debug for Operator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operator")
+            .field("account", &self.account.0.public_key())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Limits with no bound (`-1`), for an account or a user.
+const UNLIMITED: [&str; 3] = ["subs", "data", "payload"];
+
+impl Operator {
+    /// A new operator with a system account and one account with JetStream.
+    pub fn new() -> Operator {
+        let operator = nkeys::KeyPair::new_operator();
+        let system = nkeys::KeyPair::new_account();
+        let account = nkeys::KeyPair::new_account();
+        let jwt = sign(
+            &operator,
+            &operator.public_key(),
+            "tidings-test",
+            serde_json::json!({
+                "type": "operator",
+                "version": 2,
+                "system_account": system.public_key(),
+            }),
+        );
+        let system_jwt = account_jwt(&operator, &system, "SYS", false);
+        let account_jwt = account_jwt(&operator, &account, "TIDINGS", true);
+        Operator {
+            jwt,
+            system: (system, system_jwt),
+            account: (account, account_jwt),
+        }
+    }
+
+    /// A credentials file (`.creds`, the format `nsc generate creds` writes) of a new user
+    /// of the account, and the user's seed (to check that it is never printed).
+    pub fn user_creds(&self, name: &str) -> (String, String) {
+        creds(&self.account.0, name)
+    }
+
+    /// A credentials file of a user whose account no operator the server trusts signed
+    /// (another account key), and its seed.
+    pub fn stranger_creds(name: &str) -> (String, String) {
+        creds(&nkeys::KeyPair::new_account(), name)
+    }
+
+    /// The server's configuration: the operator (its JWT in the file `operator_jwt`), the
+    /// system account, and both accounts' JWTs in a memory resolver.
+    fn server_config(&self, operator_jwt: &Path) -> String {
+        let system = self.system.0.public_key();
+        let account = self.account.0.public_key();
+        format!(
+            "operator: \"{}\"\nsystem_account: {system}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {system}: \"{}\"\n  {account}: \"{}\"\n}}\n",
+            operator_jwt.display(),
+            self.system.1,
+            self.account.1,
+        )
+    }
+}
+
+impl Default for Operator {
+    fn default() -> Operator {
+        Operator::new()
+    }
+}
+
+/// An account's JWT, signed by `operator`; with JetStream (no storage bound) or without.
+fn account_jwt(
+    operator: &nkeys::KeyPair,
+    account: &nkeys::KeyPair,
+    name: &str,
+    jetstream: bool,
+) -> String {
+    let mut limits = serde_json::json!({
+        "imports": -1, "exports": -1, "wildcards": true, "conn": -1, "leaf": -1,
+    });
+    for key in UNLIMITED {
+        limits[key] = (-1).into();
+    }
+    if jetstream {
+        for key in ["mem_storage", "disk_storage", "streams", "consumer"] {
+            limits[key] = (-1).into();
+        }
+    }
+    sign(
+        operator,
+        &account.public_key(),
+        name,
+        serde_json::json!({
+            "type": "account",
+            "version": 2,
+            "limits": limits,
+            "default_permissions": { "pub": {}, "sub": {} },
+        }),
+    )
+}
+
+/// A new user of `account`: its credentials file and its seed.
+fn creds(account: &nkeys::KeyPair, name: &str) -> (String, String) {
+    let user = nkeys::KeyPair::new_user();
+    let mut nats = serde_json::json!({ "type": "user", "version": 2, "pub": {}, "sub": {} });
+    for key in UNLIMITED {
+        nats[key] = (-1).into();
+    }
+    let jwt = sign(account, &user.public_key(), name, nats);
+    let seed = user.seed().expect("a new key pair has its seed");
+    let file = format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\
+         NKEYs are sensitive and should be treated as secrets.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
+         *************************************************************\n"
+    );
+    (file, seed)
+}
+
+/// A NATS JWT: the header `{"typ":"JWT","alg":"ed25519-nkey"}` and the claims (`jti`, `iat`,
+/// `iss`, `sub`, `name`, `nats`) in base64url without padding, signed by `issuer`'s key.
+fn sign(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let iat = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut claims = serde_json::json!({
+        "iat": iat,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    // The JWT's id: nsc takes a digest of the claims too (base32); the server only reads it.
+    let digest = sha2::Sha256::digest(claims.to_string().as_bytes());
+    claims["jti"] = digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<String>()
+        .into();
+    let head = b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = b64.encode(claims.to_string());
+    let signed = format!("{head}.{body}");
+    let signature = issuer.sign(signed.as_bytes()).expect("a seed signs");
+    format!("{signed}.{}", b64.encode(signature))
 }

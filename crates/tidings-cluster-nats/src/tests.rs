@@ -1,7 +1,8 @@
 //! `NatsCluster` against a real `nats-server -js` (`testing::NatsServer`: a free loopback
 //! port, a temporary store directory, killed on drop): two nodes on one stream get the same ids,
 //! replay reads the stream, a keyed retry through the other node is deduplicated, and a
-//! recreated stream has another epoch.
+//! recreated stream has another epoch; a node joins a server in operator mode with a
+//! credentials file, also after a reconnection, and a missing or foreign one is refused.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,13 +16,14 @@ use tidings_proto::{Cursor, EventType, Pattern, Selector, Topic};
 use super::testing::NatsServer;
 use super::*;
 
-/// The cluster settings of a node on `nats`'s stream `stream`.
-fn config(nats: &NatsServer, stream: &str) -> ClusterConfig {
+/// The cluster settings of a node on the NATS servers at `urls`, stream `stream`.
+fn config(urls: Vec<String>, stream: &str) -> ClusterConfig {
     ClusterConfig {
-        urls: vec![nats.url()],
+        urls,
         stream: stream.to_owned(),
         replicas: 1,
         token: None,
+        credentials: None,
         retention: Retention::default(),
         session_ttl: Duration::from_secs(60),
         snapshot: tidings_core::SnapshotRules::default(),
@@ -38,7 +40,12 @@ async fn until(what: &str, mut ok: impl FnMut() -> bool) {
 }
 
 async fn node(nats: &NatsServer, stream: &str) -> (Arc<NatsCluster>, Hub) {
-    let cluster = NatsCluster::connect(&config(nats, stream)).await.unwrap();
+    node_with(&config(vec![nats.url()], stream)).await
+}
+
+/// A started node with these settings.
+async fn node_with(settings: &ClusterConfig) -> (Arc<NatsCluster>, Hub) {
+    let cluster = NatsCluster::connect(settings).await.unwrap();
     let hub = Hub::clustered(
         Arc::clone(&cluster) as DynStore,
         Arc::clone(&cluster) as DynBus,
@@ -138,12 +145,18 @@ async fn two_nodes_share_one_id_space_and_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_stream_has_another_epoch() {
     let nats = NatsServer::start();
-    let first = NatsCluster::connect(&config(&nats, "T2")).await.unwrap();
-    let again = NatsCluster::connect(&config(&nats, "T2")).await.unwrap();
+    let first = NatsCluster::connect(&config(vec![nats.url()], "T2"))
+        .await
+        .unwrap();
+    let again = NatsCluster::connect(&config(vec![nats.url()], "T2"))
+        .await
+        .unwrap();
     assert_eq!(first.epoch(), again.epoch());
     let js = jetstream::new(first.client.clone());
     js.delete_stream("T2").await.unwrap();
-    let recreated = NatsCluster::connect(&config(&nats, "T2")).await.unwrap();
+    let recreated = NatsCluster::connect(&config(vec![nats.url()], "T2"))
+        .await
+        .unwrap();
     assert_ne!(first.epoch(), recreated.epoch());
 }
 
@@ -179,23 +192,10 @@ async fn nats_down_refuses_publishes_and_the_follower_resumes_without_gap() {
 async fn a_stream_with_three_replicas_survives_its_leader_killed() {
     let mut servers = super::testing::NatsServers::start(3);
     let settings = ClusterConfig {
-        urls: servers.urls(),
-        stream: "R3".to_owned(),
         replicas: 3,
-        token: None,
-        retention: Retention::default(),
-        session_ttl: Duration::from_secs(60),
-        snapshot: tidings_core::SnapshotRules::default(),
+        ..config(servers.urls(), "R3")
     };
-    let cluster = NatsCluster::connect(&settings).await.unwrap();
-    let hub = Hub::clustered(
-        Arc::clone(&cluster) as DynStore,
-        Arc::clone(&cluster) as DynBus,
-        Limits::default(),
-        tidings_core::clock::system(),
-        Coalescing::default(),
-    );
-    cluster.start(hub.clone());
+    let (cluster, hub) = node_with(&settings).await;
     let mut stream = cluster.stream.clone();
     let info = stream.info().await.unwrap().clone();
     assert_eq!(info.config.num_replicas, 3);
@@ -287,4 +287,82 @@ async fn a_snapshot_is_exact_as_of_its_cursor_under_concurrent_publishing() {
         want.sort();
         assert_eq!(rows, want, "the snapshot as of {cursor}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentials_file_joins_nats_in_operator_mode_and_signs_again_on_reconnect() {
+    let operator = super::testing::Operator::new();
+    let mut nats = NatsServer::start_operator(&operator);
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("node.creds");
+    let (text, seed) = operator.user_creds("node");
+    std::fs::write(&creds, text).unwrap();
+    check_credentials_file(&creds).unwrap();
+    let with_creds = ClusterConfig {
+        credentials: Some(creds.clone()),
+        ..config(vec![nats.url()], "C1")
+    };
+    // Creating the stream and the sessions bucket needs JetStream in the user's account.
+    let (_cluster, a) = node_with(&with_creds).await;
+    let mut on_a = a.subscribe(everything(None)).unwrap();
+    let before = a.publish(batch("t", 1, None)).await.unwrap();
+    // A reconnection is a new CONNECT with the server's new nonce: without the credentials
+    // it would be refused, and the node would stay unready.
+    nats.kill();
+    until("readiness turning", || a.store_health().is_some()).await;
+    nats.restart();
+    until("reconnecting with the credentials", || {
+        a.store_health().is_none()
+    })
+    .await;
+    let after = a.publish(batch("t", 1, None)).await.unwrap();
+    assert_eq!(take(&mut on_a, 2).await, [before, after].concat());
+
+    // No credentials, or a user of an account the server does not trust: refused at once.
+    let refused = NatsCluster::connect(&config(vec![nats.url()], "C1"))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("authorization violation"),
+        "{refused}"
+    );
+    let stranger = dir.path().join("stranger.creds");
+    let (text, stranger_seed) = super::testing::Operator::stranger_creds("stranger");
+    std::fs::write(&stranger, text).unwrap();
+    let refused = NatsCluster::connect(&ClusterConfig {
+        credentials: Some(stranger.clone()),
+        ..config(vec![nats.url()], "C1")
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains("authorization violation"), "{refused}");
+    assert!(
+        refused.contains(&stranger.display().to_string()),
+        "{refused}"
+    );
+    assert!(!refused.contains(&stranger_seed), "{refused}");
+
+    // A file that is not a credentials file: the reason, never a piece of it.
+    let broken = dir.path().join("broken.creds");
+    let seed_block =
+        format!("-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n");
+    let jwt_block =
+        "-----BEGIN NATS USER JWT-----\neyJ0.eyJ1.c2ln\n------END NATS USER JWT------\n";
+    let cut = seed_block.replace(&seed, &seed[..seed.len() - 2]);
+    for (text, want) in [
+        (format!("just the seed: {seed}\n"), "holds no block"),
+        (seed_block.clone(), "holds one block"),
+        (
+            format!("{jwt_block}{cut}"),
+            "second block is not a valid nkey seed",
+        ),
+    ] {
+        std::fs::write(&broken, text).unwrap();
+        let reason = check_credentials_file(&broken).unwrap_err();
+        assert!(reason.contains(want), "{reason}");
+        assert!(!reason.contains(&seed[..seed.len() - 2]), "{reason}");
+    }
+    let reason = check_credentials_file(&dir.path().join("missing.creds")).unwrap_err();
+    assert!(reason.contains("No such file"), "{reason}");
 }

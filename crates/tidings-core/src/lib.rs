@@ -58,6 +58,6 @@ pub use request::{NewEvent, PublishBatch, SubscribeRequest};
 pub use session::{SavedSession, SessionPlace, SessionStore};
 pub use store::{
     DynStore, EventStore, KeyedBatch, MemoryStore, ReadLimit, Retention, SnapshotRead,
-    SnapshotRules, StoreError, StoreStats,
+    SnapshotRules, StoreError, StoreLayer, StoreStats,
 };
 pub use subscription::{CloseReason, ResetReason, Step, Subscription, SubscriptionProbe};

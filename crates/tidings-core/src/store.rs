@@ -51,9 +51,11 @@ use crate::record::SharedEvent;
 use crate::session::{SavedSession, SessionStore};
 
 mod latest;
+mod layer;
 
 use latest::LatestTable;
 pub use latest::{SnapshotRead, SnapshotRules, ranges, row_key, select};
+pub use layer::StoreLayer;
 use tidings_proto::Selector;
 
 /// A boxed future, so the trait stays object-safe (`Arc<dyn EventStore>`).

@@ -120,6 +120,7 @@ impl App {
                 stream: cluster.stream.clone(),
                 replicas: cluster.replicas,
                 token: cluster.token.clone(),
+                credentials: cluster.credentials.clone(),
                 retention: config.retention.clone(),
                 session_ttl: std::time::Duration::from_millis(config.limits.session_ttl_ms),
                 snapshot: config.snapshot.clone(),

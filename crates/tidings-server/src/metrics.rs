@@ -21,12 +21,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tidings_core::store::{AppendSlot, BoxFuture};
-use tidings_core::{
-    DynStore, EventStore, Hub, IdempotencyKey, KeyedBatch, ReadLimit, SharedEvent, StoreError,
-    StoreStats,
-};
-use tidings_proto::{Epoch, Topic};
+use tidings_core::store::BoxFuture;
+use tidings_core::{DynStore, EventStore, Hub, KeyedBatch, SharedEvent, StoreError, StoreLayer};
+use tidings_proto::Topic;
 
 /// The content type of the Prometheus text format.
 pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -388,19 +385,11 @@ impl TimedStore {
     }
 }
 
-impl EventStore for TimedStore {
-    fn epoch(&self) -> Epoch {
-        self.inner.epoch()
+impl StoreLayer for TimedStore {
+    fn inner(&self) -> &dyn EventStore {
+        &*self.inner
     }
-    fn last_seq(&self) -> u64 {
-        self.inner.last_seq()
-    }
-    fn trimmed_through(&self) -> u64 {
-        self.inner.trimmed_through()
-    }
-    fn reserve(&self) -> BoxFuture<'static, Result<AppendSlot, StoreError>> {
-        self.inner.reserve()
-    }
+
     fn append(
         &self,
         events: Vec<SharedEvent>,
@@ -416,47 +405,6 @@ impl EventStore for TimedStore {
             }
             result
         })
-    }
-    fn find_keyed(
-        &self,
-        key: &IdempotencyKey,
-    ) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>> {
-        self.inner.find_keyed(key)
-    }
-    fn read_chunk(
-        &self,
-        after: u64,
-        limit: ReadLimit,
-    ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>> {
-        self.inner.read_chunk(after, limit)
-    }
-    fn read_after(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>> {
-        self.inner.read_after(after, limit)
-    }
-    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.inner.flush()
-    }
-    fn snapshot(
-        &self,
-        selector: &tidings_proto::Selector,
-        max_bytes: usize,
-    ) -> BoxFuture<'static, Result<tidings_core::SnapshotRead, StoreError>> {
-        self.inner.snapshot(selector, max_bytes)
-    }
-    fn stats(&self) -> StoreStats {
-        self.inner.stats()
-    }
-    fn health(&self) -> Option<StoreError> {
-        self.inner.health()
-    }
-    // Every method is forwarded, defaulted ones too: a wrapper that kept the default here
-    // would silently drop the store's sessions across restarts.
-    fn sessions(&self) -> Option<&dyn tidings_core::SessionStore> {
-        self.inner.sessions()
     }
 }
 

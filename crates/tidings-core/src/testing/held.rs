@@ -4,13 +4,11 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use tidings_proto::Epoch;
 use tokio::sync::{Semaphore, oneshot, watch};
 
-use crate::idempotency::IdempotencyKey;
 use crate::record::SharedEvent;
 use crate::store::{
-    AppendSlot, BoxFuture, DynStore, EventStore, KeyedBatch, ReadLimit, StoreError, StoreStats,
+    AppendSlot, BoxFuture, DynStore, EventStore, KeyedBatch, StoreError, StoreLayer,
 };
 
 /// Wraps a store. While held, appends wait in a queue of `capacity` places and are committed
@@ -140,17 +138,9 @@ impl HeldStore {
     }
 }
 
-impl EventStore for HeldStore {
-    fn epoch(&self) -> Epoch {
-        self.inner.epoch()
-    }
-
-    fn last_seq(&self) -> u64 {
-        self.inner.last_seq()
-    }
-
-    fn trimmed_through(&self) -> u64 {
-        self.inner.trimmed_through()
+impl StoreLayer for HeldStore {
+    fn inner(&self) -> &dyn EventStore {
+        &*self.inner
     }
 
     fn reserve(&self) -> BoxFuture<'static, Result<AppendSlot, StoreError>> {
@@ -197,40 +187,5 @@ impl EventStore for HeldStore {
         drop(st);
         self.queued.send_replace(n);
         Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
-    }
-
-    fn find_keyed(
-        &self,
-        key: &IdempotencyKey,
-    ) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>> {
-        self.inner.find_keyed(key)
-    }
-
-    fn read_chunk(
-        &self,
-        after: u64,
-        limit: ReadLimit,
-    ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>> {
-        self.inner.read_chunk(after, limit)
-    }
-
-    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.inner.flush()
-    }
-
-    fn stats(&self) -> StoreStats {
-        self.inner.stats()
-    }
-
-    fn snapshot(
-        &self,
-        selector: &tidings_proto::Selector,
-        max_bytes: usize,
-    ) -> BoxFuture<'static, Result<crate::store::SnapshotRead, StoreError>> {
-        self.inner.snapshot(selector, max_bytes)
-    }
-
-    fn health(&self) -> Option<StoreError> {
-        self.inner.health()
     }
 }

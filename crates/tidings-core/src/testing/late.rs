@@ -7,17 +7,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::value::RawValue;
-use tidings_proto::{Epoch, EventType, Pattern, Selector, Topic};
+use tidings_proto::{EventType, Pattern, Selector, Topic};
 use tokio::sync::{oneshot, watch};
 
 use crate::hub::Hub;
-use crate::idempotency::IdempotencyKey;
 use crate::limits::Limits;
 use crate::record::SharedEvent;
 use crate::request::{NewEvent, PublishBatch, SubscribeRequest};
-use crate::store::{
-    AppendSlot, BoxFuture, DynStore, EventStore, KeyedBatch, ReadLimit, StoreError, StoreStats,
-};
+use crate::store::{BoxFuture, DynStore, EventStore, KeyedBatch, StoreError, StoreLayer};
 use crate::subscription::{Step, Subscription};
 
 /// Wraps a store. Each append goes to the inner store at once, in seq order as the contract
@@ -110,21 +107,9 @@ impl LateStore {
     }
 }
 
-impl EventStore for LateStore {
-    fn epoch(&self) -> Epoch {
-        self.inner.epoch()
-    }
-
-    fn last_seq(&self) -> u64 {
-        self.inner.last_seq()
-    }
-
-    fn trimmed_through(&self) -> u64 {
-        self.inner.trimmed_through()
-    }
-
-    fn reserve(&self) -> BoxFuture<'static, Result<AppendSlot, StoreError>> {
-        self.inner.reserve()
+impl StoreLayer for LateStore {
+    fn inner(&self) -> &dyn EventStore {
+        &*self.inner
     }
 
     fn append(
@@ -152,41 +137,6 @@ impl EventStore for LateStore {
         };
         self.waiting.send_replace(n);
         Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
-    }
-
-    fn find_keyed(
-        &self,
-        key: &IdempotencyKey,
-    ) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>> {
-        self.inner.find_keyed(key)
-    }
-
-    fn read_chunk(
-        &self,
-        after: u64,
-        limit: ReadLimit,
-    ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>> {
-        self.inner.read_chunk(after, limit)
-    }
-
-    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.inner.flush()
-    }
-
-    fn stats(&self) -> StoreStats {
-        self.inner.stats()
-    }
-
-    fn snapshot(
-        &self,
-        selector: &tidings_proto::Selector,
-        max_bytes: usize,
-    ) -> BoxFuture<'static, Result<crate::store::SnapshotRead, StoreError>> {
-        self.inner.snapshot(selector, max_bytes)
-    }
-
-    fn health(&self) -> Option<StoreError> {
-        self.inner.health()
     }
 }
 

@@ -2,6 +2,8 @@
 //! `--cluster-nats`) and every node with the same NATS and stream is one hub; unset, the
 //! hub runs alone on its embedded store.
 
+use std::path::PathBuf;
+
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +52,16 @@ pub struct RawCluster {
         value_name = "SECRET"
     )]
     pub token: Option<String>,
+    /// A NATS credentials file (`.creds`, as `nsc generate creds` writes it: a user JWT and
+    /// its nkey seed), for a NATS server in operator mode; not with `--cluster-token`
+    /// [default: none].
+    #[arg(
+        id = "cluster_credentials",
+        long = "cluster-credentials",
+        env = "TIDINGS_CLUSTER_CREDENTIALS",
+        value_name = "CREDS"
+    )]
+    pub credentials: Option<PathBuf>,
 }
 
 /// The validated `[cluster]`: where NATS is and which stream is the hub.
@@ -63,6 +75,8 @@ pub struct ClusterSettings {
     pub replicas: usize,
     /// A token (never printed).
     pub token: Option<String>,
+    /// A credentials file, read and checked at startup (its contents never printed).
+    pub credentials: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ClusterSettings {
@@ -72,12 +86,20 @@ impl std::fmt::Debug for ClusterSettings {
             .field("stream", &self.stream)
             .field("replicas", &self.replicas)
             .field("token", &self.token.as_ref().map(|_| super::REDACTED))
+            .field("credentials", &self.credentials)
             .finish()
     }
 }
 
 impl RawCluster {
     pub(super) fn validate(&self) -> Result<Option<ClusterSettings>, ConfigError> {
+        if self.token.is_some() && self.credentials.is_some() {
+            return Err(bad(
+                "cluster.credentials",
+                "cannot be set with cluster.token: NATS takes one of them; keep the one your \
+                 NATS server's authorization expects",
+            ));
+        }
         if self.urls.is_empty() {
             return Ok(None);
         }
@@ -107,11 +129,22 @@ impl RawCluster {
         if replicas == 0 {
             return Err(bad("cluster.replicas", "must be at least 1"));
         }
+        if let Some(path) = &self.credentials {
+            // Read here, so a missing or malformed file is refused before any port is bound;
+            // the reason never quotes the file.
+            tidings_cluster_nats::check_credentials_file(path).map_err(|reason| {
+                bad(
+                    "cluster.credentials",
+                    format!("{}: {reason}", path.display()),
+                )
+            })?;
+        }
         Ok(Some(ClusterSettings {
             urls: self.urls.clone(),
             stream,
             replicas,
             token: self.token.clone(),
+            credentials: self.credentials.clone(),
         }))
     }
 }

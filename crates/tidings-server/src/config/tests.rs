@@ -660,6 +660,54 @@ fn coalesce_errors_name_the_setting() {
 }
 
 #[test]
+fn cluster_credentials_are_read_at_startup_and_never_quoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("node.creds");
+    let operator = tidings_cluster_nats::testing::Operator::new();
+    let (text, seed) = operator.user_creds("node");
+    std::fs::write(&creds, &text).unwrap();
+    let validate = |toml: String| {
+        RawConfig::from_toml(&format!(
+            "[cluster]\nurls = [\"nats://127.0.0.1:4222\"]\n{toml}\n"
+        ))
+        .unwrap()
+        .validate()
+    };
+    let path = creds.display().to_string();
+    let c = validate(format!("credentials = {path:?}")).unwrap();
+    let cluster = c.cluster.expect("cluster mode");
+    assert_eq!(cluster.credentials.as_deref(), Some(creds.as_path()));
+    assert!(!format!("{cluster:?}").contains(&seed));
+
+    let both = validate(format!("token = \"nats-secret\"\ncredentials = {path:?}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        both.starts_with("cluster.credentials: cannot be set with cluster.token"),
+        "{both}"
+    );
+    let missing = dir.path().join("missing.creds");
+    let err = validate(format!("credentials = {:?}", missing.display().to_string()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!("cluster.credentials: {}: ", missing.display())),
+        "{err}"
+    );
+    // The seed's block alone, without the JWT's: refused, and the message quotes none of it.
+    let seed_only = &text[text.find("-----BEGIN USER NKEY SEED").unwrap()..];
+    std::fs::write(&creds, seed_only).unwrap();
+    let err = validate(format!("credentials = {path:?}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!("cluster.credentials: {path}: holds one block")),
+        "{err}"
+    );
+    assert!(!err.contains(&seed), "{err}");
+}
+
+#[test]
 fn cluster_settings_validate_name_the_setting_and_hide_the_token() {
     let none = RawConfig::default().validate().unwrap();
     assert_eq!(none.cluster, None, "without urls a node runs alone");

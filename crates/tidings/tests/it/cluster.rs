@@ -31,9 +31,9 @@ async fn status(server: &Server, path: &str) -> u16 {
         .as_u16()
 }
 
-/// Polls until `path` answers `want`, for at most 20 s.
-async fn until_status(server: &Server, path: &str, want: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+/// Polls until `path` answers `want`, for at most 30 s (a silent NATS path takes ~10 s to find).
+pub(crate) async fn until_status(server: &Server, path: &str, want: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if status(server, path).await == want {
             return;

@@ -43,7 +43,12 @@ fn seqs(ids: &[String]) -> Vec<u64> {
 /// Reads `sub`'s events (a stream of `query` on `node`) until one has id `last`; returns
 /// their ids. Told `reconnect-required` (a replay read failing while JetStream elects a
 /// leader), it resumes on the same node after the last id it got, as a client does.
-async fn ids_through(sub: SseClient, last: &str, node: &Server, query: &str) -> Vec<String> {
+pub(crate) async fn ids_through(
+    sub: SseClient,
+    last: &str,
+    node: &Server,
+    query: &str,
+) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + SETTLE;
     let mut sub = sub;
     let mut ids: Vec<String> = Vec::new();
@@ -77,7 +82,7 @@ async fn ids_through(sub: SseClient, last: &str, node: &Server, query: &str) -> 
 }
 
 /// `got` rises strictly (no duplicate, in order) and holds every id of `acked`.
-fn assert_all_in_order(got: &[String], acked: &[String], who: &str) {
+pub(crate) fn assert_all_in_order(got: &[String], acked: &[String], who: &str) {
     let got_seqs = seqs(got);
     assert!(
         got_seqs.windows(2).all(|w| w[0] < w[1]),

@@ -9,31 +9,18 @@
 //! Needs `TIDINGS_TEST_PLAYWRIGHT` (installed by `./scripts/test`) and chromium at
 //! `/usr/bin/chromium` (`TIDINGS_TEST_CHROMIUM` to override); without them the test fails.
 
-use std::process::Stdio;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 use crate::profiles::{
     CAMERA, DOWNLOADS, PORTS, TASKS, TOKEN, change, files_jwt, publish_ok, start,
 };
+use crate::support::BrowserScript;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chromium_runs_each_documents_client_against_all_toml() {
-    let playwright = std::env::var("TIDINGS_TEST_PLAYWRIGHT").unwrap_or_else(|_| {
-        panic!(
-            "TIDINGS_TEST_PLAYWRIGHT is not set: run ./scripts/test, which installs \
-             playwright-core into target/test-deps/node"
-        )
-    });
-    let chromium =
-        std::env::var("TIDINGS_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "{chromium} is missing: scripts/test installs Debian's chromium with apt-get"
-    );
     let _ports = PORTS.lock().await;
     let server = start("all", &[]);
 
@@ -51,30 +38,16 @@ async fn chromium_runs_each_documents_client_against_all_toml() {
     let jwt = files_jwt();
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/profiles/browser.cjs");
-    let mut node = Command::new("node")
-        .arg(script)
-        .arg(&ticket)
-        .arg(&jwt)
-        .env("PLAYWRIGHT_CORE", &playwright)
-        .env("CHROMIUM", &chromium)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run node");
-    let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
+    let mut browser = BrowserScript::run(Path::new(script), &[&ticket, &jwt]);
     let mut seen: Vec<Value> = Vec::new();
     let mut until = async |what: &str, seen: &mut Vec<Value>, done: &dyn Fn(&[Value]) -> bool| {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !done(seen) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match tokio::time::timeout(left, lines.next_line()).await {
-                Ok(Ok(Some(line))) => line,
-                Ok(_) => panic!("the browser script ended before {what}; saw {seen:#?}"),
-                Err(_) => panic!("timed out waiting for {what}; saw {seen:#?}"),
-            };
-            let v: Value = serde_json::from_str(&line).expect("a JSON line");
-            assert!(v.get("failed").is_none(), "the browser script failed: {v}");
-            seen.push(v);
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; saw {seen:#?}"
+            );
+            seen.push(browser.next_for(what).await);
         }
     };
     let opened = |label: &'static str| {
@@ -208,5 +181,4 @@ async fn chromium_runs_each_documents_client_against_all_toml() {
         tasks.contains(&json!(["Queue status:", queue])),
         "{tasks:?}"
     );
-    crate::support::ignore(node.kill().await);
 }

@@ -203,6 +203,28 @@ fn reset_server_socket(server: &Server, client_port: u16) {
     assert!(out.status.success(), "ss -K: {out:?}");
 }
 
+/// Publishes events `range` of 4 kB each on `topic`; their ids.
+async fn publish_blobs(server: &Server, topic: &str, range: std::ops::Range<u32>) -> Vec<String> {
+    let blob = "q".repeat(4000);
+    let mut ids = Vec::new();
+    for i in range {
+        let data = json!({"i": i, "blob": blob});
+        ids.push(server.publish_one(topic, "changed", data).await);
+    }
+    ids
+}
+
+/// Waits until the server has handed most of what it wrote to its kernel, unacknowledged
+/// (200 kB in the socket's send queue), then resets that socket.
+async fn reset_once_queued(server: &Server, client_port: u16) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while send_queue(server, client_port) < 200_000 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    reset_server_socket(server, client_port);
+}
+
 /// Reads a raw HTTP/1.0 SSE response until the connection ends; the event ids in it.
 async fn read_ids_to_end(raw: &mut tokio::net::TcpStream, decoder: &mut Decoder) -> Vec<String> {
     let mut ids = Vec::new();
@@ -264,22 +286,8 @@ async fn a_server_socket_reset_under_queued_events_loses_nothing_with_the_client
                 .any(|i| matches!(i, SseItem::Event(e) if e.event == "subscribed"));
         }
     }
-    let blob = "q".repeat(4000);
-    let mut published = Vec::new();
-    for i in 0..300 {
-        published.push(
-            server
-                .publish_one(&topic, "changed", json!({"i": i, "blob": blob}))
-                .await,
-        );
-    }
-    // Wait until the server has handed most of it to its kernel, unacknowledged.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while send_queue(&server, client_port) < 200_000 {
-        assert!(tokio::time::Instant::now() < deadline, "nothing queued");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    reset_server_socket(&server, client_port);
+    let published = publish_blobs(&server, &topic, 0..300).await;
+    reset_once_queued(&server, client_port).await;
     // What had reached the client's host is still readable; the rest is gone.
     let got = read_ids_to_end(&mut raw, &mut decoder).await;
     assert!(
@@ -634,33 +642,17 @@ async fn a_websocket_reset_under_queued_events_resumes_after_what_the_client_ack
     let (mut ws, name, _) = ws_session(&server, socket, &topic, &id).await;
     assert_eq!(name, "subscribed");
     let client_port = ws.get_ref().local_addr().unwrap().port();
-    let blob = "q".repeat(4000);
     let mut published = Vec::new();
     let mut got = Vec::new();
     // The first ten are read by the client; then it stops reading.
     for i in 0..10 {
-        published.push(
-            server
-                .publish_one(&topic, "changed", json!({"i": i, "blob": blob}))
-                .await,
-        );
+        published.extend(publish_blobs(&server, &topic, i..i + 1).await);
         let frame = ws_frame(&mut ws).await.expect("an event");
         got.push(frame["id"].as_str().expect("id").to_owned());
     }
     assert_eq!(got, published);
-    for i in 10..300 {
-        published.push(
-            server
-                .publish_one(&topic, "changed", json!({"i": i, "blob": blob}))
-                .await,
-        );
-    }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while send_queue(&server, client_port) < 200_000 {
-        assert!(tokio::time::Instant::now() < deadline, "nothing queued");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    reset_server_socket(&server, client_port);
+    published.extend(publish_blobs(&server, &topic, 10..300).await);
+    reset_once_queued(&server, client_port).await;
     // What had reached the client's host is still readable; the rest is gone.
     while let Some(frame) = ws_frame(&mut ws).await {
         got.push(frame["id"].as_str().expect("id").to_owned());

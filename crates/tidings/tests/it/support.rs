@@ -54,6 +54,9 @@ pub struct Launch {
     pub auto_data_dir: bool,
     /// Start under this file descriptor limit (soft and hard), via `sh -c 'ulimit -n'`.
     pub nofile: Option<u64>,
+    /// Start inside this network namespace (`ip netns exec`, which execs: the pid is the
+    /// server's).
+    pub netns: Option<String>,
 }
 
 impl Launch {
@@ -65,7 +68,14 @@ impl Launch {
             auto_listen: true,
             auto_data_dir: true,
             nofile: None,
+            netns: None,
         }
+    }
+
+    /// Starts the server inside network namespace `ns`.
+    pub fn netns(mut self, ns: &str) -> Launch {
+        self.netns = Some(ns.to_owned());
+        self
     }
 
     pub fn nofile(mut self, limit: u64) -> Launch {
@@ -90,9 +100,15 @@ impl Launch {
     }
 
     fn command(&self, data_dir: &Path) -> Command {
-        let mut cmd = match self.nofile {
-            None => Command::new(BIN),
-            Some(n) => {
+        let mut cmd = match (&self.netns, self.nofile) {
+            (Some(ns), None) => {
+                let mut ip = Command::new("ip");
+                ip.args(["netns", "exec", ns.as_str(), BIN]);
+                ip
+            }
+            (Some(_), Some(_)) => panic!("a launch in a netns takes no nofile limit"),
+            (None, None) => Command::new(BIN),
+            (None, Some(n)) => {
                 let mut sh = Command::new("sh");
                 sh.arg("-c")
                     .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
@@ -176,6 +192,8 @@ pub struct Server {
     pub dir: Arc<tempfile::TempDir>,
     pub log: Arc<Mutex<String>>,
     pub http: reqwest::Client,
+    /// Headers every request of `http` and every stream carries (`authorize`).
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Server {
@@ -240,7 +258,22 @@ impl Server {
             dir,
             log,
             http,
+            headers: reqwest::header::HeaderMap::new(),
         }
+    }
+
+    /// Every later request to this server, streams included, carries `Bearer <token>`.
+    pub fn authorize(&mut self, token: &str) {
+        let value = format!("Bearer {token}");
+        self.headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&value).expect("a token is a header value"),
+        );
+        self.http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .default_headers(self.headers.clone())
+            .build()
+            .expect("client");
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -384,7 +417,10 @@ impl Server {
             self.url(&format!("/events?{query}"))
         };
         // No overall timeout on streams: the SseClient bounds every read.
-        let client = reqwest::Client::new();
+        let client = reqwest::Client::builder()
+            .default_headers(self.headers.clone())
+            .build()
+            .expect("client");
         let mut req = client.get(url);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -742,6 +778,14 @@ impl BrowserScript {
     /// `TIDINGS_TEST_PLAYWRIGHT`) and `CHROMIUM` (`TIDINGS_TEST_CHROMIUM`, else
     /// `/usr/bin/chromium`); fails, never skips, when either is missing.
     pub fn start(script: &str, args: &[&str]) -> BrowserScript {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/browser")
+            .join(script);
+        BrowserScript::run(&script, args)
+    }
+
+    /// Runs `node SCRIPT ARGS…` (any script path), as `start` does.
+    pub fn run(script: &Path, args: &[&str]) -> BrowserScript {
         use tokio::io::AsyncBufReadExt as _;
         let playwright = std::env::var("TIDINGS_TEST_PLAYWRIGHT").unwrap_or_else(|_| {
             panic!(
@@ -755,9 +799,6 @@ impl BrowserScript {
             Path::new(&chromium).exists(),
             "{chromium} is missing: scripts/test installs Debian's chromium with apt-get"
         );
-        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/browser")
-            .join(script);
         let mut child = tokio::process::Command::new("node")
             .arg(script)
             .args(args)
@@ -780,11 +821,16 @@ impl BrowserScript {
     /// The script's next report, within 60 s (a browser starting on a loaded machine); a
     /// report with `failed` in it fails the test.
     pub async fn next(&mut self) -> Value {
+        self.next_for("its next report").await
+    }
+
+    /// `next`, naming what the test waits for when the report does not come.
+    pub async fn next_for(&mut self, what: &str) -> Value {
         let line = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
             .await
-            .expect("the browser reports within 60 s")
+            .unwrap_or_else(|_| panic!("the browser reports within 60 s ({what})"))
             .expect("read the browser's report")
-            .expect("the browser script ended early");
+            .unwrap_or_else(|| panic!("the browser script ended before {what}"));
         let v: Value = serde_json::from_str(&line).expect("a JSON line");
         assert!(v.get("failed").is_none(), "the browser script failed: {v}");
         v

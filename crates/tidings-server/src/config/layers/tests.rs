@@ -39,6 +39,7 @@ fn sample(value_name: &str, layer: usize) -> String {
         "NAME" => format!("layer-{layer}-event"),
         "TOPIC" => format!("layer-{layer}/topic"),
         "URL" => format!("nats://127.0.0.{}:4222", layer + 1),
+        "CREDS" => format!("/etc/tidings/layer-{layer}.creds"),
         other => panic!("no sample value for value name {other}: add one to `sample`"),
     }
 }
@@ -175,6 +176,11 @@ fn the_shipped_example_names_every_setting() {
                 | "cluster.token"
         ) {
             continue; // unset by default; the example shows them commented out
+        }
+        if key == "cluster.credentials" {
+            // Unset by default (and not with a token); shown commented out.
+            assert!(text.contains("# credentials = "), "{key}");
+            continue;
         }
         if key == "default_topic" {
             // Unset by default (a publish names its topic); shown commented out.

@@ -51,8 +51,10 @@
 //!   resolves once the batch is committed. The writer takes every request waiting in the queue
 //!   into one transaction and commits once (durable: fsync; fast: no fsync, plus a durable
 //!   commit every `fsync_interval`), then answers them all. If fewer requests are waiting
-//!   than the last commit took, it waits up to 200 µs for the publishers that commit answered,
-//!   so they share the next commit instead of splitting it. The queue holds at most
+//!   than the last commit answered have come back since, it waits for them (at most as long as
+//!   that commit took, between 200 µs and 2 ms), so they share the next commit instead of
+//!   splitting it: through HTTP, 64 publishers come back over a millisecond or more, as the
+//!   server handles each one's answer and next request. The queue holds at most
 //!   `QUEUE_DEPTH` appends: `reserve` waits (asynchronously, outside the hub's lock) for one
 //!   of that many slots, and `append` itself never blocks. That is the back-pressure on
 //!   publishers: a stalled disk parks publishers, not threads.
@@ -298,6 +300,8 @@ impl RedbStore {
                 .unwrap_or_else(Instant::now),
             oldest_time: None,
             last_batch: 1,
+            answered_at: std::time::Instant::now(),
+            last_commit: std::time::Duration::ZERO,
         };
         let writer = std::thread::Builder::new()
             .name("tidings-store-writer".into())
@@ -400,6 +404,7 @@ impl EventStore for RedbStore {
                 events,
                 keyed,
                 done,
+                queued: std::time::Instant::now(),
             },
             rx,
         )

@@ -21,8 +21,10 @@ use crate::{Durability, Shared, guarded, store_error};
 /// Most events one commit takes from the queue; the rest wait for the next commit.
 const MAX_EVENTS_PER_COMMIT: usize = 16_384;
 
-/// Longest a commit waits for the rest of the previous commit's publishers (see `run`).
-const GATHER: Duration = Duration::from_micros(200);
+/// Shortest and longest a commit waits for the rest of the previous commit's publishers (see
+/// `run`); in between, as long as the previous commit took.
+const GATHER_MIN: Duration = Duration::from_micros(200);
+const GATHER_MAX: Duration = Duration::from_millis(2);
 
 /// One answer channel per request.
 pub(crate) type Reply = oneshot::Sender<Result<(), StoreError>>;
@@ -36,6 +38,8 @@ pub(crate) enum Request {
         /// Remembered in the same transaction as the events.
         keyed: Option<KeyedBatch>,
         done: Reply,
+        /// When it was sent: whether its publisher is one the last commit answered.
+        queued: Instant,
     },
     /// Trim to the exact bounds, commit durably with the clean marker, then answer.
     Flush { done: Reply },
@@ -65,8 +69,12 @@ pub(crate) struct Writer {
     pub(crate) last_age_check: Instant,
     /// Publish time of the oldest retained event, when known.
     pub(crate) oldest_time: Option<u64>,
-    /// Requests in the previous commit: how many to wait for (briefly) in the next.
+    /// Appends the previous commit answered: how many to wait for (briefly) in the next.
     pub(crate) last_batch: usize,
+    /// When the previous commit answered them: an append queued since is one of them back.
+    pub(crate) answered_at: Instant,
+    /// How long the previous commit took (its fsync included): the gather window.
+    pub(crate) last_commit: Duration,
 }
 
 impl Writer {
@@ -90,14 +98,18 @@ impl Writer {
             };
             let mut batch = vec![first];
             let mut events = batch_events(&batch);
-            let gather_until = Instant::now() + GATHER;
+            let mut returned = usize::from(self.came_back(&batch[0]));
+            let gather_until = Instant::now() + self.last_commit.clamp(GATHER_MIN, GATHER_MAX);
             while events < MAX_EVENTS_PER_COMMIT {
                 let request = match self.rx.try_recv() {
                     Ok(request) => request,
                     // Publishers answered by the last commit are usually on their way back:
-                    // wait briefly for as many requests as that commit had, so they share
-                    // this commit instead of splitting into two half-sized ones.
-                    Err(_) if batch.len() < self.last_batch => {
+                    // wait briefly until as many have come back as that commit answered, so
+                    // they share this commit instead of splitting into two half-sized ones.
+                    // Only appends sent after that answer count: those queued during the
+                    // commit are other publishers, and counting them would keep two cohorts
+                    // committing in turn, each paying a commit for half the publishers.
+                    Err(_) if returned < self.last_batch => {
                         let wait = gather_until.saturating_duration_since(Instant::now());
                         match self.rx.recv_timeout(wait) {
                             Ok(request) => request,
@@ -107,16 +119,27 @@ impl Writer {
                     Err(_) => break,
                 };
                 events += batch_events(std::slice::from_ref(&request));
+                returned += usize::from(self.came_back(&request));
                 batch.push(request);
             }
-            self.last_batch = batch.len();
+            self.last_batch = batch
+                .iter()
+                .filter(|r| matches!(r, Request::Append { .. }))
+                .count();
             if batch.iter().any(|r| matches!(r, Request::Crash)) {
                 return;
             }
+            let started = Instant::now();
             self.process(batch, &mut encoded);
+            self.last_commit = self.answered_at.saturating_duration_since(started);
             self.housekeeping();
         }
         self.close();
+    }
+
+    /// Whether `request` is an append sent after the previous commit answered its publishers.
+    fn came_back(&self, request: &Request) -> bool {
+        matches!(request, Request::Append { queued, .. } if *queued >= self.answered_at)
     }
 
     /// How long to wait for a request before periodic work is due (`None`: nothing is).
@@ -137,6 +160,7 @@ impl Writer {
     fn process(&mut self, mut batch: Vec<Request>, encoded: &mut Vec<u8>) {
         if let Some(err) = self.shared.poison.get() {
             let refused = StoreError::Poisoned(err.to_string());
+            self.answered_at = Instant::now();
             for request in batch {
                 reply_to(request, Err(refused.clone()));
             }
@@ -172,6 +196,8 @@ impl Writer {
             Some(err) => Err(err.clone()),
             None => Ok(()),
         };
+        // Before the first answer: a publisher may be back before the last one is sent.
+        self.answered_at = Instant::now();
         for request in batch {
             reply_to(request, result.clone());
         }
@@ -398,19 +424,25 @@ fn append_all(
 ) -> Result<(), StoreError> {
     let before = *counters;
     {
+        // Only the tables this commit writes are opened: each open table costs its lookup
+        // and its root update at commit, and most publishes carry no idempotency key and
+        // no key for the latest-per-key table.
         let mut table = tx.open_table(EVENTS).map_err(store_error)?;
-        let mut keys = tx.open_table(KEYED).map_err(store_error)?;
-        let mut keys_by_seq = tx.open_table(KEYED_BY_SEQ).map_err(store_error)?;
-        let mut latest = Tables {
-            rows: tx.open_table(LATEST).map_err(store_error)?,
-            by_seq: tx.open_table(LATEST_BY_SEQ).map_err(store_error)?,
-        };
+        let mut keys = None;
+        let mut latest = None;
         let mut row = Vec::new();
         for request in batch {
             let Request::Append { events, keyed, .. } = request else {
                 continue;
             };
             if let Some(k) = keyed {
+                let (keys, keys_by_seq) = match &mut keys {
+                    Some(open) => open,
+                    None => keys.insert((
+                        tx.open_table(KEYED).map_err(store_error)?,
+                        tx.open_table(KEYED_BY_SEQ).map_err(store_error)?,
+                    )),
+                };
                 let row = schema::keyed_row(&k.key);
                 keys.insert(&row, schema::encode_keyed(k).as_slice())
                     .map_err(store_error)?;
@@ -426,7 +458,16 @@ fn append_all(
                 }
                 schema::encode_event(&event.event, encoded);
                 table.insert(seq, encoded.as_slice()).map_err(store_error)?;
-                latest.apply(rules, &event.event, encoded, &mut row)?;
+                if event.event.key.is_some() {
+                    let tables = match &mut latest {
+                        Some(open) => open,
+                        None => latest.insert(Tables {
+                            rows: tx.open_table(LATEST).map_err(store_error)?,
+                            by_seq: tx.open_table(LATEST_BY_SEQ).map_err(store_error)?,
+                        }),
+                    };
+                    tables.apply(rules, &event.event, encoded, &mut row)?;
+                }
                 counters.events += 1;
                 counters.bytes += encoded.len() as u64;
                 counters.last_seq = seq;

@@ -16,6 +16,13 @@ use tidings_server::config::{self, ServeArgs};
 
 mod cmd;
 
+/// mimalloc instead of glibc's malloc: a publish makes about 56 small allocations (hyper's
+/// request and response, axum's boxed futures, the event), and glibc's `malloc` and `free`
+/// were 22% of a memory-mode publish's instructions under callgrind
+/// (docs/performance-log.md, issue 16).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for invalid configuration (EX_USAGE), used before any port is bound.
 const EXIT_CONFIG: u8 = 64;
 /// `tidings store verify`: the store is damaged.

@@ -14,17 +14,16 @@
 //! hub has one anonymous scope): two credentials using the same key never see each other's
 //! batches, conflicts or keys.
 
-use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
-use http::HeaderMap;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tidings_auth::Caller;
 use tidings_core::{IdempotencyKey, IdempotencyScope, NewEvent, PublishBatch};
-use tidings_proto::api::PublishResponse;
-use tidings_proto::{ErrorCode, EventType, Key, Topic, json};
+use tidings_proto::{ErrorCode, EventId, EventType, Key, Topic, json};
 
 use super::error::HttpError;
 use super::{client_id, extract};
@@ -47,14 +46,22 @@ struct RawEvent<'a> {
     origin: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// The publisher's client id header.
+static X_CLIENT_ID: HeaderName = HeaderName::from_static("x-client-id");
+/// The header that makes a publish idempotent.
+static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// The handler. It takes the request whole, so the headers are borrowed from it, not cloned
+/// (axum's `HeaderMap` extractor copies every header of every publish).
 pub(crate) async fn publish(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<PublishResponse>, HttpError> {
+    request: Request<Body>,
+) -> Result<Response, HttpError> {
     let started = std::time::Instant::now();
-    check_content_type(&headers)?;
-    let caller = credential(&state, &headers)?;
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    check_content_type(headers)?;
+    let caller = credential(&state, headers)?;
     let grant = &caller.grant;
     let limits = state.hub.limits();
     let declared = headers
@@ -69,7 +76,7 @@ pub(crate) async fn publish(
         state.edge.policy.default_topic.as_ref(),
     )?;
     refuse_reserved(&state, &events)?;
-    let origin = origin_of(&headers, &origins)?;
+    let origin = origin_of(headers, &origins)?;
     for (i, e) in events.iter().enumerate() {
         if !grant.may_publish(&e.topic) {
             state.observers.metrics.auth_failed("forbidden");
@@ -86,7 +93,7 @@ pub(crate) async fn publish(
     refuse_mismatch(&state, &events)?;
     // Only a publish that would otherwise go through spends the credential's rate.
     state.credentials.publish_rate(caller.id, events.len())?;
-    let idempotency_key = match headers.get("idempotency-key") {
+    let idempotency_key = match headers.get(&IDEMPOTENCY_KEY) {
         None => None,
         Some(v) => Some(
             v.to_str()
@@ -123,13 +130,65 @@ pub(crate) async fn publish(
     metrics
         .publish_latency
         .observe(started.elapsed().as_secs_f64());
-    Ok(Json(PublishResponse {
-        coalesced: ids.iter().filter(|id| id.is_none()).count(),
-        ids: ids
-            .iter()
-            .map(|id| id.map(|id| id.to_string()).unwrap_or_default())
-            .collect(),
-    }))
+    Ok(answer(&ids))
+}
+
+/// The 200 answer: `PublishResponse` as JSON (`{"ids":[..]}`, plus `"coalesced":N` when a
+/// window holds some events), written straight into one buffer: an id is hex digits, a dash
+/// and decimal digits, so nothing needs escaping and no `String` per id is made.
+fn answer(ids: &[Option<EventId>]) -> Response {
+    let mut out = String::with_capacity(16 + ids.len() * 24);
+    out.push_str("{\"ids\":[");
+    let mut coalesced = 0usize;
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        match id {
+            Some(id) => push_id(&mut out, *id),
+            None => coalesced += 1,
+        }
+        out.push('"');
+    }
+    out.push(']');
+    if coalesced > 0 {
+        push_decimal(&mut out, ",\"coalesced\":", coalesced as u64);
+    }
+    out.push('}');
+    (
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        out,
+    )
+        .into_response()
+}
+
+/// `id` as `EventId`'s `Display` writes it: the epoch in 8 lowercase hex digits, a dash, the
+/// seq in decimal.
+fn push_id(out: &mut String, id: EventId) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..8).rev() {
+        out.push(char::from(HEX[((id.epoch >> (shift * 4)) & 0xf) as usize]));
+    }
+    push_decimal(out, "-", id.seq);
+}
+
+fn push_decimal(out: &mut String, prefix: &str, n: u64) {
+    out.push_str(prefix);
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in &digits[at..] {
+        out.push(char::from(*d));
+    }
 }
 
 /// The caller behind a publish: `Authorization: Bearer`, else the cookie, but only with the
@@ -215,7 +274,7 @@ pub(crate) fn origin_of(
     origins: &[Option<String>],
 ) -> Result<Option<Key>, HttpError> {
     let header = headers
-        .get("x-client-id")
+        .get(&X_CLIENT_ID)
         .map(|v| client_id::parse(v.as_bytes(), "X-Client-Id", false))
         .transpose()?;
     let mut field_origin: Option<Key> = None;
@@ -247,13 +306,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), HttpError> {
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+    if is_json_mime(ct) {
         return Ok(());
     }
     let got = if ct.is_empty() {
@@ -265,6 +318,24 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), HttpError> {
         ErrorCode::UnsupportedMediaType,
         format!("Content-Type: expected application/json, got {got}"),
     ))
+}
+
+/// `application/json` or `application/<anything>+json`, parameters ignored, in any case
+/// (compared in place: no lowercased copy per publish).
+fn is_json_mime(content_type: &str) -> bool {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .as_bytes();
+    let prefix = b"application/";
+    let suffix = b"+json";
+    mime.eq_ignore_ascii_case(b"application/json")
+        || (mime.len() >= prefix.len()
+            && mime[..prefix.len()].eq_ignore_ascii_case(prefix)
+            && mime.len() >= suffix.len()
+            && mime[mime.len() - suffix.len()..].eq_ignore_ascii_case(suffix))
 }
 
 fn field(count: usize, i: usize, name: &str) -> String {
@@ -553,6 +624,42 @@ mod tests {
         }
     }
 
+    /// The body `answer` writes, as text.
+    fn answer_text(ids: &[Option<EventId>]) -> String {
+        let response = answer(ids);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        let body = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(axum::body::to_bytes(response.into_body(), 1 << 20))
+            .expect("a body in memory");
+        String::from_utf8(body.to_vec()).expect("UTF-8")
+    }
+
+    #[test]
+    fn content_types_are_matched_without_regard_to_case() {
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ",
+            "application/merge-patch+json",
+            "APPLICATION/VND.X+JSON;q=1",
+        ] {
+            assert!(is_json_mime(ok), "{ok}");
+        }
+        for refused in [
+            "",
+            "text/json",
+            "application/jsonx",
+            "application/+jso",
+            "application/xml",
+            "text/plain+json",
+            "json",
+        ] {
+            assert!(!is_json_mime(refused), "{refused}");
+        }
+    }
+
     proptest! {
         /// Any body of event-like text: the one pass accepts exactly what the checked parse
         /// accepts, with the same events.
@@ -570,6 +677,25 @@ mod tests {
             };
             let (once, checked) = both_paths(text.as_bytes());
             prop_assert_eq!(once, checked.ok(), "{}", text);
+        }
+
+        /// The answer written by hand is what serde makes of `PublishResponse`, byte for byte.
+        #[test]
+        fn the_answer_is_the_publish_response(
+            ids in proptest::collection::vec(proptest::option::of((any::<u32>(), any::<u64>())), 0..6),
+        ) {
+            let ids: Vec<Option<EventId>> = ids
+                .into_iter()
+                .map(|id| id.map(|(epoch, seq)| EventId { epoch, seq }))
+                .collect();
+            let expected = tidings_proto::api::PublishResponse {
+                coalesced: ids.iter().filter(|id| id.is_none()).count(),
+                ids: ids
+                    .iter()
+                    .map(|id| id.map(|id| id.to_string()).unwrap_or_default())
+                    .collect(),
+            };
+            prop_assert_eq!(answer_text(&ids), serde_json::to_string(&expected).unwrap());
         }
 
         /// Any body: a list of events or a 4xx, never a panic.

@@ -16,7 +16,7 @@ use crate::EventRecord;
 use crate::bus::{Bus, BusError};
 use crate::clock::ManualClock;
 use crate::request::NewEvent;
-use crate::store::{EventStore, MemoryStore, ReadLimit, Retention, SnapshotRead};
+use crate::store::{EventStore, MemoryStore, ReadLimit, Retention};
 use crate::subscription::Step;
 
 const E: Epoch = Epoch(9);
@@ -48,28 +48,9 @@ impl CountingStore {
     }
 }
 
-impl EventStore for CountingStore {
-    fn epoch(&self) -> Epoch {
-        self.inner.epoch()
-    }
-    fn last_seq(&self) -> u64 {
-        self.inner.last_seq()
-    }
-    fn trimmed_through(&self) -> u64 {
-        self.inner.trimmed_through()
-    }
-    fn append(
-        &self,
-        events: Vec<SharedEvent>,
-        keyed: Option<KeyedBatch>,
-    ) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.inner.append(events, keyed)
-    }
-    fn find_keyed(
-        &self,
-        key: &IdempotencyKey,
-    ) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>> {
-        self.inner.find_keyed(key)
+impl crate::store::StoreLayer for CountingStore {
+    fn inner(&self) -> &dyn EventStore {
+        &self.inner
     }
     fn read_chunk(
         &self,
@@ -89,22 +70,6 @@ impl EventStore for CountingStore {
                     .collect()
             });
         Box::pin(std::future::ready(events))
-    }
-    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.inner.flush()
-    }
-    fn stats(&self) -> StoreStats {
-        self.inner.stats()
-    }
-    fn health(&self) -> Option<StoreError> {
-        None
-    }
-    fn snapshot(
-        &self,
-        selector: &Selector,
-        max_bytes: usize,
-    ) -> BoxFuture<'static, Result<SnapshotRead, StoreError>> {
-        self.inner.snapshot(selector, max_bytes)
     }
 }
 

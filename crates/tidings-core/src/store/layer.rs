@@ -1,5 +1,6 @@
 //! `StoreLayer`: a store wrapped around another that changes only how appends are taken
-//! (timing them, holding them, acknowledging them late) and forwards every other method.
+//! (timing them, holding them, acknowledging them late) or how history is read (slowly,
+//! failing, counted), and forwards every other method.
 //!
 //! Each wrapper used to forward the trait by hand, and two of them forgot the defaulted
 //! methods (`read_after`, `sessions`): the default answered instead of the inner store, so a
@@ -14,8 +15,8 @@ use crate::store::{
 };
 use tidings_proto::{Epoch, Selector};
 
-/// A store that wraps `inner` and may change `reserve` and `append`; everything else is the
-/// inner store's. Implementing it implements `EventStore`.
+/// A store that wraps `inner` and may change `reserve`, `append` and `read_chunk`;
+/// everything else is the inner store's. Implementing it implements `EventStore`.
 pub trait StoreLayer: Send + Sync + std::fmt::Debug + 'static {
     /// The wrapped store.
     fn inner(&self) -> &dyn EventStore;
@@ -26,12 +27,23 @@ pub trait StoreLayer: Send + Sync + std::fmt::Debug + 'static {
     }
 
     /// `EventStore::append`, with the same contract: called under the hub's lock, returns at
-    /// once.
+    /// once. The inner store's by default.
     fn append(
         &self,
         events: Vec<SharedEvent>,
         keyed: Option<KeyedBatch>,
-    ) -> BoxFuture<'static, Result<(), StoreError>>;
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.inner().append(events, keyed)
+    }
+
+    /// `EventStore::read_chunk`, with the same contract; the inner store's by default.
+    fn read_chunk(
+        &self,
+        after: u64,
+        limit: ReadLimit,
+    ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>> {
+        self.inner().read_chunk(after, limit)
+    }
 }
 
 impl<L: StoreLayer> EventStore for L {
@@ -65,7 +77,7 @@ impl<L: StoreLayer> EventStore for L {
         after: u64,
         limit: ReadLimit,
     ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>> {
-        self.inner().read_chunk(after, limit)
+        StoreLayer::read_chunk(self, after, limit)
     }
     fn read_after(
         &self,

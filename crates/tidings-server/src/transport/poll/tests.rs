@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tidings_core::store::BoxFuture;
 use tidings_core::{
-    DynStore, EventStore, Hub, IdempotencyKey, KeyedBatch, Limits, MemoryStore, NewEvent,
-    PublishBatch, ReadLimit, Retention, SharedEvent, StoreError, StoreStats, SubscribeRequest,
+    DynStore, EventStore, Hub, Limits, MemoryStore, NewEvent, PublishBatch, ReadLimit, Retention,
+    SharedEvent, StoreError, StoreLayer, SubscribeRequest,
 };
 use tidings_proto::{Cursor, Epoch, EventType, Pattern, Selector, Topic};
 
@@ -20,28 +20,9 @@ struct SlowStore {
     fail: Option<&'static str>,
 }
 
-impl EventStore for SlowStore {
-    fn epoch(&self) -> Epoch {
-        self.inner.epoch()
-    }
-    fn last_seq(&self) -> u64 {
-        self.inner.last_seq()
-    }
-    fn trimmed_through(&self) -> u64 {
-        self.inner.trimmed_through()
-    }
-    fn append(
-        &self,
-        events: Vec<SharedEvent>,
-        keyed: Option<KeyedBatch>,
-    ) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.inner.append(events, keyed)
-    }
-    fn find_keyed(
-        &self,
-        key: &IdempotencyKey,
-    ) -> BoxFuture<'static, Result<Option<KeyedBatch>, StoreError>> {
-        self.inner.find_keyed(key)
+impl StoreLayer for SlowStore {
+    fn inner(&self) -> &dyn EventStore {
+        &self.inner
     }
     fn read_chunk(
         &self,
@@ -57,22 +38,6 @@ impl EventStore for SlowStore {
                 None => read.await,
             }
         })
-    }
-    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.inner.flush()
-    }
-    fn stats(&self) -> StoreStats {
-        self.inner.stats()
-    }
-    fn health(&self) -> Option<StoreError> {
-        None
-    }
-    fn snapshot(
-        &self,
-        selector: &Selector,
-        max_bytes: usize,
-    ) -> BoxFuture<'static, Result<tidings_core::SnapshotRead, StoreError>> {
-        self.inner.snapshot(selector, max_bytes)
     }
 }
 

@@ -20,7 +20,7 @@ use crate::http::{Poster, connect_from, find, read_head, source_addr};
 use crate::procstat::{rss_bytes, tree_cpu_seconds};
 use crate::result::Point;
 use crate::scenario::Ctx;
-use crate::sub::{Dechunk, now_nanos};
+use crate::sub::{Body, now_nanos};
 use crate::target::{BENCH_TOKEN, Kind, Target, TidingsOptions};
 
 /// Parameters of one storm.
@@ -469,20 +469,15 @@ async fn subscribe_once(
             shared.last_head_ns.fetch_max(t.as_nanos() as u64, Relaxed);
         }
     }
-    let mut dechunk = head.chunked.then(Dechunk::default);
-    let mut payload = Vec::new();
+    let mut body = Body::new(head.chunked);
     let mut raw = buf;
     let mut read_buf = vec![0u8; 16 * 1024];
     let me = &shared.next[i as usize];
     loop {
         if !raw.is_empty() {
-            match &mut dechunk {
-                Some(d) => d.feed(&raw, &mut payload)?,
-                None => payload.extend_from_slice(&raw),
-            }
+            let (used, refused) = events(body.push(&raw)?, me, shared, last_id);
             raw.clear();
-            let (used, refused) = events(&payload, me, shared, last_id);
-            payload.drain(..used);
+            body.consume(used);
             if refused {
                 // Over a limit (too many streams, connections): not served, try again.
                 shared.refused.fetch_add(1, Relaxed);

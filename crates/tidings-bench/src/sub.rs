@@ -171,6 +171,39 @@ async fn subscribe(
     }
 }
 
+/// A response body as it arrives: chunked framing removed, the bytes not yet parsed kept.
+#[derive(Debug)]
+pub(crate) struct Body {
+    dechunk: Option<Dechunk>,
+    payload: Vec<u8>,
+}
+
+impl Body {
+    pub(crate) fn new(chunked: bool) -> Body {
+        Body {
+            dechunk: chunked.then(Dechunk::default),
+            payload: Vec::new(),
+        }
+    }
+
+    /// Adds bytes read from the socket; returns the payload not consumed yet.
+    pub(crate) fn push(&mut self, raw: &[u8]) -> anyhow::Result<&[u8]> {
+        match &mut self.dechunk {
+            Some(d) => d.feed(raw, &mut self.payload)?,
+            None => self.payload.extend_from_slice(raw),
+        }
+        Ok(&self.payload)
+    }
+
+    /// Drops the first `n` payload bytes (parsed), and the buffer's spare room once it empties.
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.payload.drain(..n);
+        if self.payload.capacity() > 64 * 1024 && self.payload.len() < 1024 {
+            self.payload.shrink_to(1024);
+        }
+    }
+}
+
 /// Incremental `Transfer-Encoding: chunked` decoder.
 #[derive(Debug, Default)]
 pub(crate) struct Dechunk {
@@ -255,22 +288,14 @@ async fn read_sse(
     chunked: bool,
     stats: &Stats,
 ) -> anyhow::Result<()> {
-    let mut dechunk = chunked.then(Dechunk::default);
-    let mut payload: Vec<u8> = Vec::new();
+    let mut body = Body::new(chunked);
     let mut raw = first;
     let mut read_buf = vec![0u8; 16 * 1024];
     loop {
         if !raw.is_empty() {
-            match &mut dechunk {
-                Some(d) => d.feed(&raw, &mut payload)?,
-                None => payload.extend_from_slice(&raw),
-            }
+            let consumed = parse_sse(index, body.push(&raw)?, stats);
             raw.clear();
-            let consumed = parse_sse(index, &payload, stats);
-            payload.drain(..consumed);
-            if payload.capacity() > 64 * 1024 && payload.len() < 1024 {
-                payload.shrink_to(1024);
-            }
+            body.consume(consumed);
         }
         let n = stream.read(&mut read_buf).await?;
         if n == 0 {

@@ -68,17 +68,11 @@ pub(super) fn topics_section(md: &mut String, all: &[Point]) {
         }
         wl!(
             md,
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.1}% | {} | {} | {:.2} | {:.1} |",
+            "| {} | {} | {} | {} | {:.1} |",
             p.topics,
             p.subscribers,
             p.target,
-            p.connected,
-            p.publish_per_s,
-            p.deliveries_per_s,
-            100.0 * p.delivered as f64 / p.expected_deliveries.max(1) as f64,
-            ms(p.p50_us),
-            ms(p.p99_us),
-            p.server_cpu_us_per_delivery,
+            delivery_cells(p),
             p.server_cpu_us_per_publish,
         );
     }
@@ -108,6 +102,21 @@ pub(super) fn topics_section(md: &mut String, all: &[Point]) {
     wl!(md);
 }
 
+/// The cells both tables share: connected | published/s | deliveries/s | delivered/expected |
+/// p50 ms | p99 ms | server CPU µs/delivery.
+fn delivery_cells(p: &Point) -> String {
+    format!(
+        "{} | {:.0} | {:.0} | {:.1}% | {} | {} | {:.2}",
+        p.connected,
+        p.publish_per_s,
+        p.deliveries_per_s,
+        100.0 * p.delivered as f64 / p.expected_deliveries.max(1) as f64,
+        ms(p.p50_us),
+        ms(p.p99_us),
+        p.server_cpu_us_per_delivery,
+    )
+}
+
 /// (l): the 10k fan-out with every feature on (`tidings-all`) against the floor.
 pub(super) fn everything_section(md: &mut String, all: &[Point]) {
     let pts = newest(all, "fanout-all");
@@ -134,16 +143,10 @@ pub(super) fn everything_section(md: &mut String, all: &[Point]) {
     for p in &pts {
         wl!(
             md,
-            "| {} | {} | {} | {:.0} | {:.0} | {:.1}% | {} | {} | {:.2} | {} |",
+            "| {} | {} | {} | {} |",
             p.subscribers,
             p.target,
-            p.connected,
-            p.publish_per_s,
-            p.deliveries_per_s,
-            100.0 * p.delivered as f64 / p.expected_deliveries.max(1) as f64,
-            ms(p.p50_us),
-            ms(p.p99_us),
-            p.server_cpu_us_per_delivery,
+            delivery_cells(p),
             p.note_extra,
         );
     }

@@ -47,7 +47,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::clock::{self, DynClock};
 use crate::idempotency::{Fingerprint, IdempotencyKey};
-use crate::record::SharedEvent;
+use crate::record::{EventRecord, SharedEvent};
 use crate::session::{SavedSession, SessionStore};
 
 mod latest;
@@ -169,17 +169,26 @@ impl ReadLimit {
 
     /// Takes events from `events` while they fit: what `read_chunk` returns.
     pub fn take(self, events: impl IntoIterator<Item = SharedEvent>) -> Vec<SharedEvent> {
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        for event in events.into_iter().take(self.events) {
-            let size = event.size();
-            if !out.is_empty() && bytes.saturating_add(size) > self.bytes {
-                break;
-            }
-            bytes += size;
-            out.push(event);
-        }
-        out
+        self.fitting(events).collect()
+    }
+
+    /// The events of `events` (owned or borrowed) while they fit: at most `self.events`, and
+    /// the first always, then each while the total stays within `self.bytes`.
+    pub fn fitting<T: AsRef<EventRecord>>(
+        self,
+        events: impl IntoIterator<Item = T>,
+    ) -> impl Iterator<Item = T> {
+        let mut bytes: Option<usize> = None;
+        events
+            .into_iter()
+            .take(self.events)
+            .take_while(move |event| {
+                let size = event.as_ref().size();
+                let total = bytes.map_or(size, |b| b.saturating_add(size));
+                let fits = bytes.is_none() || total <= self.bytes;
+                bytes = Some(total);
+                fits
+            })
     }
 }
 

@@ -629,10 +629,10 @@ impl Subscription {
     }
 }
 
-/// One replay read over `events` (in seq order, from the store or the tail): takes them
-/// within `limit` as `ReadLimit::take` counts them, stops at the handoff `until`, and appends
-/// those `keep` accepts to `out`. Returns the position reached (the last event taken, or
-/// `until` once an event past it comes); `None` if there were no events.
+/// One replay read over `events` (in seq order, from the store or the tail): takes those
+/// that fit `limit` (`ReadLimit::fitting`, as a store's read does), stops at the handoff
+/// `until`, and appends those `keep` accepts to `out`. Returns the position reached (the last
+/// event taken, or `until` once an event past it comes); `None` if there were no events.
 fn scan<'a>(
     events: &mut dyn Iterator<Item = &'a SharedEvent>,
     limit: ReadLimit,
@@ -641,13 +641,7 @@ fn scan<'a>(
     out: &mut Vec<SharedEvent>,
 ) -> Option<u64> {
     let mut pos = None;
-    let mut bytes = 0usize;
-    for event in events.take(limit.events) {
-        let size = event.size();
-        if pos.is_some() && bytes.saturating_add(size) > limit.bytes {
-            break;
-        }
-        bytes += size;
+    for event in limit.fitting(events) {
         if event.seq() > until {
             return Some(until);
         }

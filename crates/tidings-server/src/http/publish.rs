@@ -173,22 +173,10 @@ fn push_id(out: &mut String, id: EventId) {
     push_decimal(out, "-", id.seq);
 }
 
+/// `prefix`, then `n` in decimal (itoa: no formatter machinery per id).
 fn push_decimal(out: &mut String, prefix: &str, n: u64) {
     out.push_str(prefix);
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for d in &digits[at..] {
-        out.push(char::from(*d));
-    }
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 /// The caller behind a publish: `Authorization: Bearer`, else the cookie, but only with the

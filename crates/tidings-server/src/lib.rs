@@ -338,7 +338,7 @@ impl App {
         );
         servers.push(listener::spawn_accepting(listener::serve(
             listeners.main,
-            main_router,
+            http::front::Front::with_publish(main_router, state.clone()),
             main_lean,
             options,
             limit.clone(),
@@ -366,7 +366,7 @@ impl App {
             let lean = lean_routes(&state, group.iter().copied());
             servers.push(listener::spawn_accepting(listener::serve(
                 l,
-                r,
+                http::front::Front::new(r),
                 lean,
                 options,
                 limit.clone(),
@@ -378,7 +378,7 @@ impl App {
             tracing::info!(message = "Metrics are listening.", %addr, path = "/metrics");
             servers.push(listener::spawn_accepting(listener::serve(
                 l,
-                metrics_router(state.clone()),
+                http::front::Front::new(metrics_router(state.clone())),
                 Arc::new(Default::default()),
                 options,
                 limit.clone(),

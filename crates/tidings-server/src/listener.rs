@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::ack::{ConnSocket, Counted};
+use crate::http::front::Front;
 use crate::io::{Linger, Rewind, WriteTimeout};
 use crate::lean::{self, Head, LeanRoutes};
 use crate::refusal::{self, Refusal};
@@ -301,7 +301,7 @@ pub(crate) fn spawn_accepting(
 
 pub(crate) async fn serve(
     listener: TcpListener,
-    app: axum::Router,
+    app: Front,
     lean: LeanRoutes,
     options: Options,
     limit: ConnectionLimit,
@@ -357,7 +357,7 @@ pub(crate) async fn serve(
 
 /// What one served connection needs.
 struct Connection {
-    app: axum::Router,
+    app: Front,
     lean: LeanRoutes,
     options: Options,
     stop: watch::Receiver<bool>,
@@ -388,22 +388,10 @@ impl Connection {
             }
             Head::Other(prefix) => prefix,
         };
-        // Every request learns its peer's address (for the connection table and logs); an
-        // upgrade request also learns its socket and how many bytes were written to it, so a
-        // WebSocket can confirm its session's place from what the client acknowledged.
         let written = Arc::new(AtomicU64::new(0));
         let socket = ConnSocket::new(stream.as_raw_fd(), Arc::clone(&written));
-        let app = tower::ServiceExt::map_request(
-            app,
-            move |mut request: http::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(peer);
-                if request.headers().contains_key(http::header::UPGRADE) {
-                    request.extensions_mut().insert(socket.clone());
-                }
-                request
-            },
-        );
-        let service = TowerToHyperService::new(app);
+        // The requests learn their peer and socket in `Front` (see there).
+        let service = app.connection(peer, socket);
         let stream = Counted::new(Linger::new(stream, slot), written);
         let io = Rewind::new(prefix, WriteTimeout::new(stream, options.write_timeout));
         let mut conn = Box::pin(

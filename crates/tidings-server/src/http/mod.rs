@@ -5,6 +5,7 @@ pub(crate) mod client_id;
 mod dashboard;
 pub(crate) mod error;
 pub(crate) mod extract;
+pub(crate) mod front;
 pub(crate) mod head;
 mod health;
 mod openapi;

@@ -57,11 +57,20 @@ pub(crate) async fn publish(
     State(state): State<AppState>,
     request: Request<Body>,
 ) -> Result<Response, HttpError> {
+    publish_on(&state, request).await
+}
+
+/// The handler's work, on a borrowed state: the main listener answers `POST /publish`
+/// before its router (`super::front`), without cloning the state per request.
+pub(crate) async fn publish_on(
+    state: &AppState,
+    request: Request<Body>,
+) -> Result<Response, HttpError> {
     let started = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     check_content_type(headers)?;
-    let caller = credential(&state, headers)?;
+    let caller = credential(state, headers)?;
     let grant = &caller.grant;
     let limits = state.hub.limits();
     let declared = headers
@@ -75,7 +84,7 @@ pub(crate) async fn publish(
         limits.max_batch_events,
         state.edge.policy.default_topic.as_ref(),
     )?;
-    refuse_reserved(&state, &events)?;
+    refuse_reserved(state, &events)?;
     let origin = origin_of(headers, &origins)?;
     for (i, e) in events.iter().enumerate() {
         if !grant.may_publish(&e.topic) {
@@ -90,7 +99,7 @@ pub(crate) async fn publish(
             ));
         }
     }
-    refuse_mismatch(&state, &events)?;
+    refuse_mismatch(state, &events)?;
     // Only a publish that would otherwise go through spends the credential's rate.
     state.credentials.publish_rate(caller.id, events.len())?;
     let idempotency_key = match headers.get(&IDEMPOTENCY_KEY) {

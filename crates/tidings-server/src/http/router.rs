@@ -38,23 +38,37 @@ fn with_fallbacks(router: Router, state: &AppState) -> Router {
 /// connection would send its next request into the closed socket. Saying `connection: close`
 /// keeps it from pooling.
 async fn edge_guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let authority = request.uri().authority().map(|a| a.as_str());
-    let has_body = request.headers().contains_key(TRANSFER_ENCODING)
-        || request
-            .headers()
-            .get(CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
-    let mut response = match extract::host(request.headers(), authority, &state) {
+    let has_body = has_body(request.headers());
+    let mut response = match check_host(&request, &state) {
         Err(e) => e.into_response(),
         Ok(()) => next.run(request).await,
     };
+    close_after_refusal(&mut response, has_body);
+    response
+}
+
+/// The `Host` check of `edge_guard` (and of `front`'s `POST /publish`).
+pub(super) fn check_host<B>(request: &http::Request<B>, state: &AppState) -> Result<(), HttpError> {
+    let authority = request.uri().authority().map(|a| a.as_str());
+    extract::host(request.headers(), authority, state)
+}
+
+/// Whether a request says it has a body.
+pub(super) fn has_body(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(TRANSFER_ENCODING)
+        || headers
+            .get(CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// `connection: close` on an error answer to a request with a body (see `edge_guard`).
+pub(super) fn close_after_refusal(response: &mut Response, has_body: bool) {
     let status = response.status();
     if has_body && (status.is_client_error() || status.is_server_error()) {
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
-    response
 }
 
 /// What the CORS layer of a group of routes needs.

@@ -462,3 +462,193 @@ async fn bodies_and_data_over_the_limits_are_413() {
     server.publish_one("l", "t", json!(data)).await;
     assert_eq!(server.readyz().await["head"], 1);
 }
+
+/// The main listener answers `POST /publish` before its router (`http/front.rs`): every
+/// refusal keeps its status and code, the CORS headers and `connection: close` after a refused
+/// body, and the other methods and paths near `/publish` still get the router's answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn publish_before_the_router_keeps_every_refusal_cors_header_and_method_answer() {
+    use std::time::Duration;
+
+    use crate::support::{WAIT, raw_exchange, status_of};
+
+    const APP: &str = "https://app.example";
+    const TOKEN: &str = "front-publisher-1";
+    let server = Server::start(&[
+        "--token",
+        &format!("{TOKEN}:publish=front/*;subscribe=*"),
+        "--cors-origin",
+        APP,
+        "--max-body-bytes",
+        "1KiB",
+        "--max-data-bytes",
+        "512",
+        "--publish-rate",
+        "1",
+        "--publish-burst",
+        "1",
+        "--max-batch-events",
+        "1",
+    ]);
+    let good = json!({"topic": "front/a", "type": "t", "data": 1}).to_string();
+    let send = |method: &str, path: &str, headers: &[(&str, &str)], body: String| {
+        let mut req = server
+            .http
+            .request(method.parse().unwrap(), server.url(path))
+            .header("origin", APP);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        async move {
+            let resp = req.body(body).send().await.expect("send");
+            let status = resp.status().as_u16();
+            let head = resp.headers().clone();
+            let text = resp.text().await.unwrap_or_default();
+            (
+                status,
+                head,
+                serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let header = |h: &reqwest::header::HeaderMap, name: &str| {
+        h.get(name).map(|v| v.to_str().unwrap().to_owned())
+    };
+    let bearer = format!("Bearer {TOKEN}");
+    let json_auth = [
+        ("content-type", "application/json"),
+        ("authorization", bearer.as_str()),
+    ];
+    // Each refusal of a request with a body: its status and code, the page's CORS grant, and
+    // `connection: close`.
+    let refusals: [(&str, &[(&str, &str)], String, u16, &str); 5] = [
+        (
+            "no credential",
+            &json_auth[..1],
+            good.clone(),
+            401,
+            "unauthorized",
+        ),
+        (
+            "not JSON",
+            &[("content-type", "text/plain"), ("authorization", &bearer)],
+            good.clone(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "too large",
+            &json_auth,
+            "x".repeat(2048),
+            413,
+            "body_too_large",
+        ),
+        (
+            "malformed",
+            &json_auth,
+            "{".to_owned(),
+            400,
+            "malformed_json",
+        ),
+        (
+            "not granted",
+            &json_auth,
+            json!({"topic": "elsewhere", "type": "t"}).to_string(),
+            403,
+            "forbidden",
+        ),
+    ];
+    for (what, headers, body, status, code) in refusals {
+        let (got, head, v) = send("POST", "/publish", headers, body).await;
+        assert_eq!(
+            (got, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{what}: {v}"
+        );
+        assert_eq!(
+            header(&head, "access-control-allow-origin").as_deref(),
+            Some(APP),
+            "{what}"
+        );
+        assert_eq!(header(&head, "vary").as_deref(), Some("origin"), "{what}");
+        assert_eq!(
+            header(&head, "connection").as_deref(),
+            Some("close"),
+            "{what}"
+        );
+    }
+    // Accepted: ids, the CORS grant, the connection kept. Another origin gets no grant.
+    let (status, head, v) = send("POST", "/publish", &json_auth, good.clone()).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["ids"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(
+        header(&head, "access-control-allow-origin").as_deref(),
+        Some(APP)
+    );
+    assert_eq!(
+        header(&head, "access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    assert_eq!(header(&head, "connection"), None);
+    // The credential's rate (1/s, burst 1) is spent: the next publishes are refused with
+    // `Retry-After` until it refills.
+    let (status, head, v) = send("POST", "/publish", &json_auth, good.clone()).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{v}"
+    );
+    assert!(header(&head, "retry-after").is_some());
+    assert_eq!(
+        header(&head, "access-control-allow-origin").as_deref(),
+        Some(APP)
+    );
+    // The router still answers everything else on and near `/publish`.
+    let preflight = [
+        ("access-control-request-method", "POST"),
+        (
+            "access-control-request-headers",
+            "authorization, content-type, x-client-id",
+        ),
+    ];
+    let (status, head, _) = send("OPTIONS", "/publish", &preflight, String::new()).await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        header(&head, "access-control-allow-origin").as_deref(),
+        Some(APP)
+    );
+    for (method, path, status, code) in [
+        ("OPTIONS", "/publish", 405, "method_not_allowed"),
+        ("GET", "/publish", 405, "method_not_allowed"),
+        ("PUT", "/publish", 405, "method_not_allowed"),
+        ("POST", "/publish/", 404, "not_found"),
+        ("POST", "/publishx", 404, "not_found"),
+    ] {
+        let (got, _, v) = send(method, path, &json_auth, good.clone()).await;
+        assert_eq!(
+            (got, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{method} {path}"
+        );
+    }
+    let (status, _, _) = send("HEAD", "/publish", &json_auth, String::new()).await;
+    assert_eq!(status, 405, "HEAD");
+
+    // An open hub refuses a publish naming another host (DNS rebinding), before reading it,
+    // and closes the connection.
+    let open = Server::start(&[]);
+    let body = good.as_bytes();
+    let request = format!(
+        "POST /publish HTTP/1.1\r\nHost: evil.example\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{good}",
+        body.len()
+    );
+    let answer = raw_exchange(open.addr, request.as_bytes(), WAIT).await;
+    let text = String::from_utf8_lossy(&answer).to_lowercase();
+    assert_eq!(status_of(&answer), Some(403), "{text}");
+    assert!(text.contains("\"forbidden_host\""), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    let named = request.replace("evil.example", "localhost");
+    let answer = raw_exchange(open.addr, named.as_bytes(), Duration::from_millis(300)).await;
+    assert_eq!(status_of(&answer), Some(200));
+}

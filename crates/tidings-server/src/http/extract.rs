@@ -93,17 +93,23 @@ fn is_port(s: &str) -> bool {
     !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// Compared without a lowercased copy (the check runs on every request of an open hub); the
+/// address parsers take either case.
 fn is_loopback_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    if lower == "localhost" || lower.ends_with(".localhost") {
+    const SUFFIX: &[u8] = b".localhost";
+    let bytes = name.as_bytes();
+    if name.eq_ignore_ascii_case("localhost")
+        || (bytes.len() >= SUFFIX.len()
+            && bytes[bytes.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX))
+    {
         return true;
     }
-    if let Some(v6) = lower.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+    if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
         return v6.parse::<Ipv6Addr>().is_ok_and(|ip| {
             ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
         });
     }
-    lower.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+    name.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn answers(allowed: &[String], name: &str) -> bool {
@@ -188,7 +194,10 @@ pub(crate) async fn body<'a>(
         held.take(n)?;
     }
     let deadline = tokio::time::Instant::now() + edge.body_timeout;
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+    // A body that arrives as one frame (a small publish: hyper hands over the bytes it read
+    // with the head) is kept as that frame, without a copy; a second frame starts the copy.
+    let mut first: Option<Bytes> = None;
+    let mut buf = BytesMut::new();
     let mut body = body;
     loop {
         let frame = tokio::time::timeout_at(deadline, body.frame())
@@ -209,20 +218,30 @@ pub(crate) async fn body<'a>(
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
-        let len = buf.len() + data.len();
+        let len = first.as_ref().map_or(buf.len(), Bytes::len) + data.len();
         if len > max {
             return Err(too_large());
         }
         if len > held.held {
             held.take(len - held.held)?;
         }
+        if buf.is_empty() && first.is_none() {
+            first = Some(data);
+            continue;
+        }
+        if let Some(first) = first.take() {
+            buf.reserve(declared.unwrap_or(len).max(len));
+            buf.extend_from_slice(&first);
+        }
         buf.extend_from_slice(&data);
     }
-    Ok((buf.freeze(), held))
+    Ok((first.unwrap_or_else(|| buf.freeze()), held))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -264,5 +283,63 @@ mod tests {
         assert!(!answers(&allowed, "example.org"));
         assert!(!answers(&allowed, "evilexample.org"));
         assert!(answers(&["*".to_owned()], "anything"));
+        for name in [
+            "Localhost",
+            "App.LocalHost",
+            ".localhost",
+            "[::FFFF:127.0.0.1]",
+        ] {
+            assert!(is_loopback_name(name), "{name}");
+        }
+        for name in [
+            "localhostx",
+            "xlocalhost",
+            "[::ffff:10.0.0.1]",
+            "127.0.0.1x",
+        ] {
+            assert!(!is_loopback_name(name), "{name}");
+        }
+    }
+
+    fn edge() -> Edge {
+        Edge::new(Duration::from_secs(5), 1 << 20, Vec::new())
+    }
+
+    /// A body in `frames`, as hyper would hand it over.
+    fn framed(frames: &[&'static [u8]]) -> Body {
+        let frames: Vec<Result<Bytes, std::io::Error>> =
+            frames.iter().map(|f| Ok(Bytes::from_static(f))).collect();
+        Body::from_stream(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn a_body_of_one_frame_is_kept_and_of_several_is_joined_within_the_limit() {
+        let edge = edge();
+        let one: &'static [u8] = b"{\"topic\":\"a\"}";
+        let (bytes, held) = body(framed(&[one]), Some(one.len() as u64), 64, &edge)
+            .await
+            .unwrap();
+        assert_eq!(bytes.as_ptr(), one.as_ptr(), "one frame is not copied");
+        assert_eq!(held.held, one.len());
+        drop(held);
+        let (bytes, held) = body(framed(&[b"[1,", b"", b"2,", b"3]"]), None, 64, &edge)
+            .await
+            .unwrap();
+        assert_eq!(&bytes[..], b"[1,2,3]");
+        assert_eq!(held.held, 7);
+        drop(held);
+        let (bytes, _) = body(framed(&[]), None, 64, &edge).await.unwrap();
+        assert!(bytes.is_empty());
+        // The limit counts every frame, the first one kept aside included.
+        let e = body(framed(&[b"0123", b"4567", b"89"]), None, 9, &edge)
+            .await
+            .unwrap_err();
+        assert_eq!(e.0.error.code, ErrorCode::BodyTooLarge);
+        let e = body(framed(&[b"0123456789"]), None, 9, &edge)
+            .await
+            .unwrap_err();
+        assert_eq!(e.0.error.code, ErrorCode::BodyTooLarge);
+        // Everything held was given back.
+        assert_eq!(edge.body_bytes.available_permits(), 1 << 20);
     }
 }

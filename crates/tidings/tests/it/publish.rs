@@ -521,7 +521,8 @@ async fn publish_before_the_router_keeps_every_refusal_cors_header_and_method_an
     ];
     // Each refusal of a request with a body: its status and code, the page's CORS grant, and
     // `connection: close`.
-    let refusals: [(&str, &[(&str, &str)], String, u16, &str); 5] = [
+    type Refusal<'a> = (&'a str, &'a [(&'a str, &'a str)], String, u16, &'a str);
+    let refusals: [Refusal<'_>; 5] = [
         (
             "no credential",
             &json_auth[..1],

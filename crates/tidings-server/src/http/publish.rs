@@ -16,7 +16,7 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
@@ -165,11 +165,13 @@ fn answer(ids: &[Option<EventId>]) -> Response {
         push_decimal(&mut out, ",\"coalesced\":", coalesced as u64);
     }
     out.push('}');
-    (
-        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        out,
-    )
-        .into_response()
+    // Built directly: `(headers, String).into_response()` sets `text/plain` and then
+    // replaces it.
+    let mut response = Response::new(Body::from(out));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// `id` as `EventId`'s `Display` writes it: the epoch in 8 lowercase hex digits, a dash, the

@@ -74,6 +74,7 @@
 //!   out the events before the damage; the next read, starting at it, fails.
 //!   `verify::verify` (`tidings store verify`) reports every damaged range offline.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,6 +98,7 @@ mod retention;
 mod schema;
 mod sessions;
 pub mod verify;
+mod wal;
 mod writer;
 
 use crate::retention::Counters;
@@ -168,8 +170,13 @@ pub(crate) struct Shared {
     pub(crate) bytes: AtomicU64,
     pub(crate) last_seq: AtomicU64,
     pub(crate) trimmed_through: AtomicU64,
-    /// Commits made since open (each answers every append it took).
+    /// Commits made since open (each answers every append it took): log groups and redb
+    /// transactions.
     pub(crate) commits: AtomicU64,
+    /// Acknowledged events in the log that redb does not hold yet (the newest seqs, in
+    /// order). Readers lock it briefly to copy out `Arc`s; the writer pushes after a group's
+    /// log write and pops after the redb commit that indexed them.
+    pub(crate) tail: Mutex<VecDeque<SharedEvent>>,
     /// The first commit failure, or the first damage a read found; set once.
     pub(crate) poison: OnceLock<StoreError>,
     /// Unit-test hook: makes the next commits fail.
@@ -220,6 +227,18 @@ impl RedbStore {
         tx.set_durability(redb::Durability::Immediate)
             .map_err(store_error)?;
         let meta = migrate::open(&tx, random_epoch()?, &config.snapshot)?;
+        let mut counters = Counters {
+            events: meta.events,
+            bytes: meta.bytes,
+            last_seq: meta.last_seq,
+            trimmed_through: meta.trimmed_through,
+        };
+        // Acknowledged events the log holds and redb does not go into redb in this same
+        // durable transaction; the log is reset once it has committed.
+        let log_path = wal::path_of(&config.path);
+        let (mut log, log_bytes) = wal::Log::open(&log_path)?;
+        let recovered = recover(&tx, &log_bytes, meta.epoch, &mut counters, &config.snapshot)?;
+        drop(log_bytes);
         let evicted = latest::fit(&tx, &config.snapshot)?;
         if evicted > 0 {
             tracing::info!(
@@ -258,13 +277,15 @@ impl RedbStore {
             }
         }
         tx.commit().map_err(store_error)?;
-
-        let counters = Counters {
-            events: meta.events,
-            bytes: meta.bytes,
-            last_seq: meta.last_seq,
-            trimmed_through: meta.trimmed_through,
-        };
+        log.reset()
+            .map_err(|e| StoreError::Io(format!("cannot reset {}: {e}", log_path.display())))?;
+        if recovered.events > 0 || recovered.dropped > 0 {
+            tracing::info!(
+                message = "Indexed the acknowledged events the store's log held.",
+                events = recovered.events,
+                dropped_bytes = recovered.dropped,
+            );
+        }
         let shared = Arc::new(Shared {
             db,
             epoch: Epoch(epoch),
@@ -273,6 +294,7 @@ impl RedbStore {
             last_seq: AtomicU64::new(counters.last_seq),
             trimmed_through: AtomicU64::new(counters.trimmed_through),
             commits: AtomicU64::new(0),
+            tail: Mutex::new(VecDeque::new()),
             poison: OnceLock::new(),
             #[cfg(test)]
             fail_commits: std::sync::atomic::AtomicBool::new(false),
@@ -302,6 +324,12 @@ impl RedbStore {
             last_batch: 1,
             answered_at: std::time::Instant::now(),
             last_commit: std::time::Duration::ZERO,
+            log,
+            log_dirty: false,
+            tail: Vec::new(),
+            tail_bytes: 0,
+            tail_since: None,
+            frames: Vec::new(),
         };
         let writer = std::thread::Builder::new()
             .name("tidings-store-writer".into())
@@ -466,7 +494,19 @@ impl EventStore for RedbStore {
     ) -> BoxFuture<'static, Result<SnapshotRead, StoreError>> {
         let shared = Arc::clone(&self.shared);
         let selector = selector.clone();
+        // The latest-per-key table has no in-memory overlay: the tail is indexed first.
+        let indexed = if shared.lock_tail().is_empty() {
+            None
+        } else {
+            let (done, rx) = oneshot::channel();
+            Some(self.request(Request::Index { done }, rx))
+        };
         Box::pin(async move {
+            if let Some(indexed) = indexed {
+                // If it failed (a poisoned store), the read is still exact as of its
+                // `through`, redb's last seq; the hub reads what follows from the tail.
+                let _indexed = indexed.await;
+            }
             tokio::task::spawn_blocking(move || {
                 latest::read(&shared, &selector, max_bytes).map_err(|e| shared.read_failed(e))
             })
@@ -507,6 +547,25 @@ impl fmt::Debug for RedbStore {
 }
 
 impl Shared {
+    pub(crate) fn lock_tail(&self) -> std::sync::MutexGuard<'_, VecDeque<SharedEvent>> {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tail's events after `after`, at most `limit`, and whether the tail starts at or
+    /// before `after + 1` (then redb holds nothing a read after `after` needs).
+    fn tail_after(&self, after: u64, limit: usize) -> (Vec<SharedEvent>, bool) {
+        let tail = self.lock_tail();
+        let Some(front) = tail.front() else {
+            return (Vec::new(), false);
+        };
+        let first = front.seq();
+        let skip = usize::try_from(after.saturating_add(1).saturating_sub(first))
+            .unwrap_or(usize::MAX)
+            .min(tail.len());
+        let out = tail.iter().skip(skip).take(limit).cloned().collect();
+        (out, first <= after.saturating_add(1))
+    }
+
     /// Records a read failure, the one place it is logged: damage poisons the store (the
     /// first is what `health()` reports, logged once); any other failure is logged as it
     /// happens. Returns the error for the caller to pass on.
@@ -525,6 +584,51 @@ impl Shared {
         }
         err
     }
+}
+
+/// What recovery found in the log at open.
+struct Recovered {
+    /// Events indexed into redb.
+    events: u64,
+    /// Bytes of a torn or damaged tail dropped (never acknowledged in durable mode).
+    dropped: u64,
+}
+
+/// Indexes the log's frames that redb does not hold (seq above `counters.last_seq`) in `tx`.
+/// Frames at or below it were indexed before a reset that did not happen (or reach the disk).
+fn recover(
+    tx: &redb::WriteTransaction,
+    log: &[u8],
+    epoch: u32,
+    counters: &mut Counters,
+    rules: &SnapshotRules,
+) -> Result<Recovered, StoreError> {
+    let scan = wal::scan(log)?;
+    let mut events = Vec::new();
+    for frame in scan.frames.iter().filter(|f| f.seq > counters.last_seq) {
+        let expected = counters.last_seq + 1 + events.len() as u64;
+        if frame.seq != expected {
+            return Err(StoreError::Corrupt(format!(
+                "the store's log continues at seq {} but the store holds up to seq {}",
+                frame.seq, counters.last_seq
+            )));
+        }
+        // The CRC matched: a frame that does not decode was written wrong, not torn.
+        let event = schema::decode_event(Epoch(epoch), frame.seq, frame.event)?;
+        events.push(EventRecord::new(event));
+    }
+    let mut encoded = Vec::new();
+    writer::append_all(
+        tx,
+        std::iter::once((events.as_slice(), None)),
+        counters,
+        &mut encoded,
+        rules,
+    )?;
+    Ok(Recovered {
+        events: events.len() as u64,
+        dropped: scan.dropped,
+    })
 }
 
 /// The keyed batch remembered for `key` in its scope, on a blocking thread.
@@ -551,7 +655,14 @@ fn read_after(
     let Some(first) = after.checked_add(1) else {
         return Ok(Vec::new());
     };
+    // The tail before redb: the writer pops the tail only after the commit that indexed it,
+    // so a redb read that starts after this copy holds every event the copy lacks.
+    let (tail, tail_covers) = shared.tail_after(after, limit.events);
+    if tail_covers {
+        return Ok(limit.take(tail));
+    }
     let mut out = Vec::with_capacity(limit.events.min(1024));
+    let mut cut = false;
     let read = || {
         let tx = shared.db.begin_read().map_err(store_error)?;
         let table = tx.open_table(EVENTS).map_err(store_error)?;
@@ -567,14 +678,22 @@ fn read_after(
             // decoded row (the first event is always kept).
             bytes = bytes.saturating_add(event.size());
             if !out.is_empty() && bytes > limit.bytes {
+                cut = true;
                 break;
             }
             out.push(event);
         }
+        cut |= out.len() >= limit.events;
         Ok(())
     };
     match guarded(|| format!("reading the events after seq {after}"), read) {
-        Ok(()) => Ok(out),
+        Ok(()) if cut || tail.is_empty() => Ok(out),
+        Ok(()) => {
+            // Everything redb holds after `after` fitted: the tail continues it.
+            let last = out.last().map_or(after, |e| e.seq());
+            out.extend(tail.into_iter().filter(|e| e.seq() > last));
+            Ok(limit.take(out))
+        }
         Err(err) => {
             let err = shared.read_failed(err);
             if out.is_empty() { Err(err) } else { Ok(out) }

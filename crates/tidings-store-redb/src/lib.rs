@@ -177,6 +177,9 @@ pub(crate) struct Shared {
     /// order). Readers lock it briefly to copy out `Arc`s; the writer pushes after a group's
     /// log write and pops after the redb commit that indexed them.
     pub(crate) tail: Mutex<VecDeque<SharedEvent>>,
+    /// Test hook (`hold_index`): the writer indexes the tail only when it must (retention, a
+    /// slow-path request, close), not on its own size or age bounds.
+    pub(crate) hold_index: std::sync::atomic::AtomicBool,
     /// The first commit failure, or the first damage a read found; set once.
     pub(crate) poison: OnceLock<StoreError>,
     /// Unit-test hook: makes the next commits fail.
@@ -295,6 +298,7 @@ impl RedbStore {
             trimmed_through: AtomicU64::new(counters.trimmed_through),
             commits: AtomicU64::new(0),
             tail: Mutex::new(VecDeque::new()),
+            hold_index: std::sync::atomic::AtomicBool::new(false),
             poison: OnceLock::new(),
             #[cfg(test)]
             fail_commits: std::sync::atomic::AtomicBool::new(false),
@@ -349,6 +353,19 @@ impl RedbStore {
     /// group size.
     pub fn commits(&self) -> u64 {
         self.shared.commits.load(Ordering::Relaxed)
+    }
+
+    /// Test hook: while `hold` is true the writer leaves acknowledged events in the log
+    /// instead of indexing them into redb on its own (retention, flush, keyed appends,
+    /// snapshot reads and close still index them), so tests can crash with a known tail.
+    #[doc(hidden)]
+    pub fn hold_index(&self, hold: bool) {
+        self.shared.hold_index.store(hold, Ordering::Relaxed);
+    }
+
+    /// Events acknowledged but not yet indexed into redb (they are in the log).
+    pub fn unindexed(&self) -> usize {
+        self.shared.lock_tail().len()
     }
 
     /// Test hook: stops the writer as a crash would, without the final durable commit or the

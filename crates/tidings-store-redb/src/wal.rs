@@ -68,8 +68,6 @@ pub(crate) struct Frame<'a> {
 pub(crate) struct Scan<'a> {
     /// The valid frames, contiguous seqs, in order.
     pub(crate) frames: Vec<Frame<'a>>,
-    /// Where the valid frames end (from the start of the file, header included).
-    pub(crate) valid_len: u64,
     /// Bytes after them: a torn or damaged tail, dropped.
     pub(crate) dropped: u64,
 }
@@ -94,7 +92,10 @@ pub(crate) fn scan(bytes: &[u8]) -> Result<Scan<'_>, StoreError> {
     let mut pos = MAGIC.len();
     let mut frames: Vec<Frame<'_>> = Vec::new();
     while let Some((frame, next)) = frame_at(bytes, pos) {
-        if frames.last().is_some_and(|last| last.seq.checked_add(1) != Some(frame.seq)) {
+        if frames
+            .last()
+            .is_some_and(|last| last.seq.checked_add(1) != Some(frame.seq))
+        {
             break;
         }
         frames.push(frame);
@@ -102,7 +103,6 @@ pub(crate) fn scan(bytes: &[u8]) -> Result<Scan<'_>, StoreError> {
     }
     Ok(Scan {
         frames,
-        valid_len: pos as u64,
         dropped: (bytes.len() - pos) as u64,
     })
 }
@@ -220,18 +220,23 @@ mod tests {
         assert_eq!(
             scan.frames,
             vec![
-                Frame { seq: 5, event: b"abc" },
+                Frame {
+                    seq: 5,
+                    event: b"abc"
+                },
                 Frame { seq: 6, event: b"" },
-                Frame { seq: 7, event: b"hello" }
+                Frame {
+                    seq: 7,
+                    event: b"hello"
+                }
             ]
         );
-        assert_eq!((scan.valid_len, scan.dropped), (bytes.len() as u64, 0));
+        assert_eq!(scan.dropped, 0);
         // Every cut inside the last frame drops exactly that frame.
         let second_end = log_of(&[(5, b"abc"), (6, b"")]).len();
         for cut in second_end..bytes.len() {
             let s = super::scan(&bytes[..cut]).unwrap();
             assert_eq!(s.frames.len(), 2, "cut at {cut}");
-            assert_eq!(s.valid_len, second_end as u64);
             assert_eq!(s.dropped, (cut - second_end) as u64);
         }
     }
@@ -245,8 +250,15 @@ mod tests {
             let mut bad = bytes.clone();
             bad[at] ^= 0x10;
             let s = scan(&bad).unwrap();
-            assert_eq!(s.frames, vec![Frame { seq: 1, event: b"one" }], "flip at {at}");
-            assert_eq!(s.valid_len, first_end as u64);
+            assert_eq!(
+                s.frames,
+                vec![Frame {
+                    seq: 1,
+                    event: b"one"
+                }],
+                "flip at {at}"
+            );
+            assert_eq!(s.dropped, (bytes.len() - first_end) as u64);
         }
     }
 
@@ -264,7 +276,10 @@ mod tests {
     fn headers_cut_short_are_empty_and_foreign_files_are_corrupt() {
         assert!(scan(&MAGIC[..3]).unwrap().frames.is_empty());
         assert!(scan(b"").unwrap().frames.is_empty());
-        assert!(matches!(scan(b"not a log file"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            scan(b"not a log file"),
+            Err(StoreError::Corrupt(_))
+        ));
         let mut huge = MAGIC.to_vec();
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         huge.extend_from_slice(&[0; 12]);

@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use redb::WriteTransaction;
-use tidings_core::{KeyedBatch, Retention, SharedEvent, SnapshotRules, StoreError};
+use tidings_core::{EventRecord, KeyedBatch, Retention, SharedEvent, SnapshotRules, StoreError};
 use tokio::sync::oneshot;
 
 use crate::latest::{LATEST, LATEST_BY_SEQ, Tables};
@@ -187,7 +187,9 @@ impl Writer {
             let log_due = self.last_sync + fsync_interval;
             due = Some(due.map_or(log_due, |d| d.min(log_due)));
         }
-        if let Some(since) = self.tail_since {
+        if let Some(since) = self.tail_since
+            && !self.shared.hold_index.load(Ordering::Relaxed)
+        {
             let index_due = since + INDEX_AFTER;
             due = Some(due.map_or(index_due, |d| d.min(index_due)));
         }
@@ -234,7 +236,10 @@ impl Writer {
         let slow = flush
             || (fast && self.marker_set)
             || batch.iter().any(|r| {
-                matches!(r, Request::Index { .. } | Request::Append { keyed: Some(_), .. })
+                matches!(
+                    r,
+                    Request::Index { .. } | Request::Append { keyed: Some(_), .. }
+                )
             });
         let result = if slow {
             self.commit_slow(&batch, encoded, flush)
@@ -265,7 +270,8 @@ impl Writer {
             for event in events {
                 let seq = event.seq();
                 if seq <= last {
-                    let err = StoreError::Io(format!("append out of order: seq {seq} after {last}"));
+                    let err =
+                        StoreError::Io(format!("append out of order: seq {seq} after {last}"));
                     self.poison(&err);
                     self.frames = frames;
                     return Err(err);
@@ -295,21 +301,40 @@ impl Writer {
         }
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
         let mut sizes = added.into_iter();
-        let mut pending = self.shared.lock_tail();
+        let before = self.tail.len();
         for request in batch {
             let Request::Append { events, .. } = request else {
                 continue;
             };
             for event in events {
                 self.tail_bytes += sizes.next().unwrap_or_default();
-                self.tail.push(SharedEvent::clone(event));
-                pending.push_back(SharedEvent::clone(event));
+                // Reads carry the store's epoch, as redb's decoded rows do. The hub builds
+                // its ids from it, so this copies nothing on the publish path.
+                let event = if event.event.id.epoch == self.shared.epoch.0 {
+                    SharedEvent::clone(event)
+                } else {
+                    let mut restamped = event.event.clone();
+                    restamped.id.epoch = self.shared.epoch.0;
+                    EventRecord::new(restamped)
+                };
+                self.tail.push(event);
             }
         }
-        drop(pending);
         if self.tail_since.is_none() {
             self.tail_since = Some(Instant::now());
         }
+        // Over a retention bound by its slack: index and trim before they become readable,
+        // so a reader never sees more history than the bound plus its slack.
+        if retention::over_size(&self.retention, &self.total(), false)
+            && self.commit_slow(&[], encoded, false).is_ok()
+        {
+            return Ok(());
+        }
+        // (After a failed index the events stay in the tail: they are acknowledged.)
+        let start = before.min(self.tail.len());
+        self.shared
+            .lock_tail()
+            .extend(self.tail[start..].iter().cloned());
         self.publish_counters();
         Ok(())
     }
@@ -320,9 +345,11 @@ impl Writer {
         if self.tail.is_empty() {
             return;
         }
-        let due = self.tail.len() >= INDEX_EVENTS
-            || self.tail_bytes >= INDEX_BYTES
-            || self.tail_since.is_some_and(|t| t.elapsed() >= INDEX_AFTER)
+        let held = self.shared.hold_index.load(Ordering::Relaxed);
+        let due = (!held
+            && (self.tail.len() >= INDEX_EVENTS
+                || self.tail_bytes >= INDEX_BYTES
+                || self.tail_since.is_some_and(|t| t.elapsed() >= INDEX_AFTER)))
             || retention::over_size(&self.retention, &self.total(), false);
         if due {
             let _indexed = self.commit_slow(&[], encoded, false).is_ok();

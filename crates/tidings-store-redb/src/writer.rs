@@ -31,7 +31,7 @@ const INDEX_EVENTS: usize = 8192;
 const INDEX_BYTES: u64 = 8 << 20;
 /// ... or its oldest event is this old (and at once when a retention bound is over its slack,
 /// or before a flush, keyed append, snapshot read or age trim).
-const INDEX_AFTER: Duration = Duration::from_millis(100);
+const INDEX_AFTER: Duration = Duration::from_secs(1);
 
 /// Most events one commit takes from the queue; the rest wait for the next commit.
 const MAX_EVENTS_PER_COMMIT: usize = 16_384;

@@ -280,13 +280,12 @@ impl RedbStore {
             }
         }
         tx.commit().map_err(store_error)?;
-        log.reset()
-            .map_err(|e| StoreError::Io(format!("cannot reset {}: {e}", log_path.display())))?;
-        if recovered.events > 0 || recovered.dropped > 0 {
+        log.recreate()
+            .map_err(|e| StoreError::Io(format!("cannot write {}: {e}", log_path.display())))?;
+        if recovered > 0 {
             tracing::info!(
                 message = "Indexed the acknowledged events the store's log held.",
-                events = recovered.events,
-                dropped_bytes = recovered.dropped,
+                events = recovered,
             );
         }
         let shared = Arc::new(Shared {
@@ -603,14 +602,6 @@ impl Shared {
     }
 }
 
-/// What recovery found in the log at open.
-struct Recovered {
-    /// Events indexed into redb.
-    events: u64,
-    /// Bytes of a torn or damaged tail dropped (never acknowledged in durable mode).
-    dropped: u64,
-}
-
 /// Indexes the log's frames that redb does not hold (seq above `counters.last_seq`) in `tx`.
 /// Frames at or below it were indexed before a reset that did not happen (or reach the disk).
 fn recover(
@@ -619,14 +610,16 @@ fn recover(
     epoch: u32,
     counters: &mut Counters,
     rules: &SnapshotRules,
-) -> Result<Recovered, StoreError> {
+) -> Result<u64, StoreError> {
     let scan = wal::scan(log)?;
     let mut events = Vec::new();
     for frame in scan.frames.iter().filter(|f| f.seq > counters.last_seq) {
         let expected = counters.last_seq + 1 + events.len() as u64;
         if frame.seq != expected {
             return Err(StoreError::Corrupt(format!(
-                "the store's log continues at seq {} but the store holds up to seq {}",
+                "the store's log (the `.log` file next to the store file) continues at seq {} \
+                 but the store file holds up to seq {}: the log belongs to another copy of \
+                 the file (keep, move and restore the two files together)",
                 frame.seq, counters.last_seq
             )));
         }
@@ -642,10 +635,7 @@ fn recover(
         &mut encoded,
         rules,
     )?;
-    Ok(Recovered {
-        events: events.len() as u64,
-        dropped: scan.dropped,
-    })
+    Ok(events.len() as u64)
 }
 
 /// The keyed batch remembered for `key` in its scope, on a blocking thread.

@@ -1,8 +1,8 @@
 //! The offline check behind `tidings store verify`: opens a store file read-only, reads every
 //! event it should hold, and reports the seq ranges that cannot be read or decoded. It also
 //! reads the store's log (`wal`): the acknowledged events it holds beyond the file (indexed at
-//! the next open) count as expected events, and a torn tail is reported (in durable mode it
-//! was never acknowledged; the next open drops it).
+//! the next open) count as expected events. (A torn frame at the end of the log is not
+//! damage: in durable mode it was never acknowledged, and the next open drops it.)
 //!
 //! A damaged page can make redb fail or panic part way through a scan (see `guarded`), so the
 //! scan resumes after a failure by probing one seq at a time until one reads again; every seq
@@ -43,8 +43,6 @@ pub struct Report {
     pub damaged: Vec<RangeInclusive<u64>>,
     /// Events the log holds beyond the file (part of `expected`; the next open indexes them).
     pub log_events: u64,
-    /// Bytes of a torn or damaged tail at the end of the log (dropped at the next open).
-    pub log_dropped: u64,
     /// Why the log could not be read at all (its events, if any, are unknown).
     pub log_unreadable: Option<String>,
 }
@@ -90,14 +88,6 @@ impl fmt::Display for Report {
                 f,
                 "log: {} acknowledged events not yet in the file (indexed at the next start)",
                 self.log_events
-            )?;
-        }
-        if self.log_dropped > 0 {
-            writeln!(
-                f,
-                "log: {} bytes of an unfinished write at its end (never acknowledged in durable \
-                 mode; dropped at the next start)",
-                self.log_dropped
             )?;
         }
         if let Some(why) = &self.log_unreadable {
@@ -182,7 +172,6 @@ fn check_log(path: &Path, report: &mut Report) {
             return;
         }
     };
-    report.log_dropped = scan.dropped;
     let (first, mut last) = (*report.expected.start(), *report.expected.end());
     let end = last;
     for frame in scan.frames.iter().filter(|f| f.seq > end) {
@@ -232,7 +221,6 @@ fn meta(db: &ReadOnlyDatabase, path: &Path) -> Result<Report, StoreError> {
         readable: 0,
         damaged: Vec::new(),
         log_events: 0,
-        log_dropped: 0,
         log_unreadable: None,
     })
 }

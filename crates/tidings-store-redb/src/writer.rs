@@ -28,7 +28,7 @@ use crate::{Durability, Shared, guarded, store_error};
 /// The tail is indexed into redb once it holds this many events, ...
 const INDEX_EVENTS: usize = 8192;
 /// ... or this many bytes (encoded), ...
-const INDEX_BYTES: u64 = 8 << 20;
+const INDEX_BYTES: u64 = 2 << 20;
 /// ... or its oldest event is this old (and at once when a retention bound is over its slack,
 /// or before a flush, keyed append, snapshot read or age trim).
 const INDEX_AFTER: Duration = Duration::from_secs(1);

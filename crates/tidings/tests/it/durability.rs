@@ -215,12 +215,19 @@ async fn an_idempotency_key_survives_kill_9() {
 }
 
 /// Frames in a store log (`<data dir>/events.redb.log`): an 8-byte header, then frames of
-/// `len u32 | crc u32 | seq u64 | len bytes`.
+/// `len u32 | crc u32 | seq u64 | len bytes` with seqs following each other (the zeros the
+/// log is created with end them).
 fn log_frames(log: &[u8]) -> usize {
     let mut pos = 8;
     let mut frames = 0;
+    let mut last = 0;
     while pos + 16 <= log.len() {
         let len = u32::from_le_bytes(log[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        let seq = u64::from_le_bytes(log[pos + 8..pos + 16].try_into().expect("8 bytes"));
+        if seq != last + 1 {
+            break;
+        }
+        last = seq;
         pos += 16 + len;
         frames += 1;
     }

@@ -280,7 +280,7 @@ impl RedbStore {
             }
         }
         tx.commit().map_err(store_error)?;
-        log.recreate()
+        log.start(random_epoch()?)
             .map_err(|e| StoreError::Io(format!("cannot write {}: {e}", log_path.display())))?;
         if recovered > 0 {
             tracing::info!(

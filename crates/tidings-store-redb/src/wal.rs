@@ -7,8 +7,9 @@
 //! # Format
 //! ```text
 //! header  8 bytes  "TDGLOG\0\x01"
+//!         salt u32 LE    chosen at random each time the store opens
 //! frame   len u32 LE     length of the event bytes
-//!         crc u32 LE     CRC-32 (crc32fast) over len, seq and the event bytes
+//!         crc u32 LE     CRC-32 (crc32fast) over the salt, len, seq and the event bytes
 //!         seq u64 LE
 //!         event          `schema::encode_event`, `len` bytes
 //! ```
@@ -24,8 +25,9 @@
 //! 370–410 µs overwriting it. So the log is created at [`PRESIZE`] bytes of zeros and a reset
 //! only moves the write position back to the first frame: the frames of earlier rounds stay
 //! behind the new ones, and fail the seq check (their seqs are all lower: redb holds them).
-//! At open, after recovery, the file is written anew, so frames a scan dropped (a torn
-//! write, damage) can never be read as the continuation of later ones.
+//! At open, after recovery, the header gets a new salt: every frame written before, including
+//! frames a scan dropped (a torn write, damage) whose seqs may be higher, then fails its CRC
+//! and can never be read as the continuation of later ones.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -35,6 +37,9 @@ use tidings_core::StoreError;
 
 /// The first bytes of every log file.
 pub(crate) const MAGIC: &[u8; 8] = b"TDGLOG\0\x01";
+
+/// Bytes before the first frame: the magic and the salt.
+pub(crate) const HEADER: usize = MAGIC.len() + 4;
 
 /// Bytes before a frame's event bytes.
 pub(crate) const FRAME_HEADER: usize = 4 + 4 + 8;
@@ -54,12 +59,14 @@ pub(crate) fn path_of(store: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Appends the frame of event `seq` (its `encode_event` bytes) to `out`.
-pub(crate) fn put_frame(out: &mut Vec<u8>, seq: u64, event: &[u8]) {
+/// Appends the frame of event `seq` (its `encode_event` bytes) to `out`, for a log whose
+/// header carries `salt`.
+pub(crate) fn put_frame(out: &mut Vec<u8>, salt: u32, seq: u64, event: &[u8]) {
     // Events are bounded by the hub's publish limits, far below MAX_FRAME.
     let len = (event.len() as u32).to_le_bytes();
     let seq = seq.to_le_bytes();
     let mut crc = crc32fast::Hasher::new();
+    crc.update(&salt.to_le_bytes());
     crc.update(&len);
     crc.update(&seq);
     crc.update(event);
@@ -88,18 +95,20 @@ pub(crate) fn scan(bytes: &[u8]) -> Result<Scan<'_>, StoreError> {
     if bytes.is_empty() {
         return Ok(Scan::default());
     }
-    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        // A header cut short can only be a file whose creation did not finish.
-        if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
-            return Ok(Scan::default());
-        }
+    let magic = &bytes[..bytes.len().min(MAGIC.len())];
+    if !MAGIC.starts_with(magic) {
         return Err(StoreError::Corrupt(
             "the store's log file does not start with the log header".into(),
         ));
     }
-    let mut pos = MAGIC.len();
+    // A header cut short can only be a file whose creation did not finish.
+    let Some(salt) = bytes.get(MAGIC.len()..HEADER) else {
+        return Ok(Scan::default());
+    };
+    let salt: [u8; 4] = salt.try_into().unwrap_or_default();
+    let mut pos = HEADER;
     let mut frames: Vec<Frame<'_>> = Vec::new();
-    while let Some((frame, next)) = frame_at(bytes, pos) {
+    while let Some((frame, next)) = frame_at(bytes, salt, pos) {
         if frames
             .last()
             .is_some_and(|last| last.seq.checked_add(1) != Some(frame.seq))
@@ -113,7 +122,7 @@ pub(crate) fn scan(bytes: &[u8]) -> Result<Scan<'_>, StoreError> {
 }
 
 /// The frame at `pos` and the position after it, if a whole, intact one is there.
-fn frame_at(bytes: &[u8], pos: usize) -> Option<(Frame<'_>, usize)> {
+fn frame_at(bytes: &[u8], salt: [u8; 4], pos: usize) -> Option<(Frame<'_>, usize)> {
     let header = bytes.get(pos..pos.checked_add(FRAME_HEADER)?)?;
     let len: [u8; 4] = header[..4].try_into().ok()?;
     let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
@@ -125,6 +134,7 @@ fn frame_at(bytes: &[u8], pos: usize) -> Option<(Frame<'_>, usize)> {
     let start = pos + FRAME_HEADER;
     let event = bytes.get(start..start.checked_add(n)?)?;
     let mut h = crc32fast::Hasher::new();
+    h.update(&salt);
     h.update(&len);
     h.update(&seq);
     h.update(event);
@@ -146,6 +156,8 @@ pub(crate) struct Log {
     file: File,
     /// Where the next frame goes (after the header and this round's frames).
     len: u64,
+    /// This open's salt (see "Reuse").
+    salt: u32,
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
@@ -154,7 +166,7 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
 
 impl Log {
     /// Opens (or creates) the log at `path` and returns it with its whole contents, to be
-    /// scanned and indexed, then `recreate`d, before the first append.
+    /// scanned and indexed, then `start`ed, before the first append.
     pub(crate) fn open(path: &Path) -> Result<(Log, Vec<u8>), StoreError> {
         let mut file = OpenOptions::new()
             .read(true)
@@ -166,34 +178,50 @@ impl Log {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|e| io("cannot read the log", path, e))?;
-        Ok((Log { file, len: 0 }, bytes))
+        Ok((
+            Log {
+                file,
+                len: 0,
+                salt: 0,
+            },
+            bytes,
+        ))
     }
 
-    /// Writes the log anew: the header, then zeros up to [`PRESIZE`], durably. Called at open
-    /// once redb durably holds everything the log held.
-    pub(crate) fn recreate(&mut self) -> std::io::Result<()> {
-        self.file.set_len(0)?;
+    /// Starts the log for this open, once redb durably holds everything it held: zeros up to
+    /// [`PRESIZE`] if it is shorter, and a header with the new `salt`, durably.
+    pub(crate) fn start(&mut self, salt: u32) -> std::io::Result<()> {
+        let size = self.file.metadata()?.len();
+        if size < PRESIZE {
+            let zeros = vec![0u8; 1 << 20];
+            self.file.seek(SeekFrom::Start(size))?;
+            let mut written = size;
+            while written < PRESIZE {
+                let n = zeros.len().min((PRESIZE - written) as usize);
+                self.file.write_all(&zeros[..n])?;
+                written += n as u64;
+            }
+        }
         self.file.seek(SeekFrom::Start(0))?;
         self.file.write_all(MAGIC)?;
-        let zeros = vec![0u8; 1 << 20];
-        let mut written = MAGIC.len() as u64;
-        while written < PRESIZE {
-            let n = zeros.len().min((PRESIZE - written) as usize);
-            self.file.write_all(&zeros[..n])?;
-            written += n as u64;
-        }
+        self.file.write_all(&salt.to_le_bytes())?;
         self.file.sync_all()?;
-        self.file.seek(SeekFrom::Start(MAGIC.len() as u64))?;
-        self.len = MAGIC.len() as u64;
+        self.salt = salt;
+        self.len = HEADER as u64;
         Ok(())
+    }
+
+    /// This open's salt, for `put_frame`.
+    pub(crate) fn salt(&self) -> u32 {
+        self.salt
     }
 
     /// Starts a new round at the first frame, once redb durably holds everything the log
     /// holds. The old frames stay behind the new ones (see "Reuse" above).
     pub(crate) fn reset(&mut self) -> std::io::Result<()> {
-        if self.len != MAGIC.len() as u64 {
-            self.file.seek(SeekFrom::Start(MAGIC.len() as u64))?;
-            self.len = MAGIC.len() as u64;
+        if self.len != HEADER as u64 {
+            self.file.seek(SeekFrom::Start(HEADER as u64))?;
+            self.len = HEADER as u64;
         }
         Ok(())
     }
@@ -223,10 +251,13 @@ impl Log {
 mod tests {
     use super::*;
 
+    const SALT: u32 = 0x5eed_0001;
+
     fn log_of(frames: &[(u64, &[u8])]) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&SALT.to_le_bytes());
         for (seq, event) in frames {
-            put_frame(&mut out, *seq, event);
+            put_frame(&mut out, SALT, *seq, event);
         }
         out
     }
@@ -281,7 +312,7 @@ mod tests {
     fn a_seq_that_does_not_follow_ends_the_log() {
         // The tail of an older, longer log behind a reset that did not reach the disk.
         let mut bytes = log_of(&[(10, b"new")]);
-        put_frame(&mut bytes, 4, b"old");
+        put_frame(&mut bytes, SALT, 4, b"old");
         let s = scan(&bytes).unwrap();
         assert_eq!(s.frames.len(), 1);
         assert_eq!(s.frames[0].seq, 10);
@@ -290,12 +321,17 @@ mod tests {
     #[test]
     fn headers_cut_short_are_empty_and_foreign_files_are_corrupt() {
         assert!(scan(&MAGIC[..3]).unwrap().frames.is_empty());
+        assert!(scan(&log_of(&[])[..HEADER - 1]).unwrap().frames.is_empty());
+        // Frames written under another salt (an earlier open) are not this log's.
+        let mut other = log_of(&[]);
+        put_frame(&mut other, SALT + 1, 1, b"x");
+        assert!(scan(&other).unwrap().frames.is_empty());
         assert!(scan(b"").unwrap().frames.is_empty());
         assert!(matches!(
             scan(b"not a log file"),
             Err(StoreError::Corrupt(_))
         ));
-        let mut huge = MAGIC.to_vec();
+        let mut huge = log_of(&[]);
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         huge.extend_from_slice(&[0; 12]);
         assert!(scan(&huge).unwrap().frames.is_empty());

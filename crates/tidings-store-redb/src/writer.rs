@@ -277,7 +277,7 @@ impl Writer {
                     return Err(err);
                 }
                 schema::encode_event(&event.event, encoded);
-                wal::put_frame(&mut frames, seq, encoded);
+                wal::put_frame(&mut frames, self.log.salt(), seq, encoded);
                 added.push(encoded.len() as u64);
                 last = seq;
             }
@@ -385,9 +385,8 @@ impl Writer {
                 },
             ));
             append_all(tx, groups, counters, encoded, &rules)?;
-            if flush {
-                *counters = retention::trim(tx, &retention, *counters, now)?;
-            } else if retention::over_size(&retention, counters, false) {
+            // Exact on a flush; else only past the slack (a trim, once started, is exact).
+            if flush || retention::over_size(&retention, counters, false) {
                 *counters = retention::trim(tx, &retention, *counters, now)?;
             }
             if flush || clear_marker {

@@ -214,11 +214,11 @@ async fn an_idempotency_key_survives_kill_9() {
     assert_eq!(body["error"]["code"], "idempotency_conflict");
 }
 
-/// Frames in a store log (`<data dir>/events.redb.log`): an 8-byte header, then frames of
+/// Frames in a store log (`<data dir>/events.redb.log`): a 12-byte header, then frames of
 /// `len u32 | crc u32 | seq u64 | len bytes` with seqs following each other (the zeros the
 /// log is created with end them).
 fn log_frames(log: &[u8]) -> usize {
-    let mut pos = 8;
+    let mut pos = 12;
     let mut frames = 0;
     let mut last = 0;
     while pos + 16 <= log.len() {

@@ -175,6 +175,11 @@ impl Writer {
 
     /// How long to wait for a request before periodic work is due (`None`: nothing is).
     fn next_deadline(&self) -> Option<Duration> {
+        // A poisoned store does no periodic work (and must not spin on a deadline it will
+        // never clear).
+        if self.shared.poison.get().is_some() {
+            return None;
+        }
         let mut due: Option<Instant> = None;
         if let Durability::Fast { fsync_interval } = self.durability
             && self.dirty

@@ -144,6 +144,11 @@ pub(crate) async fn read_head(
     }
 }
 
+/// The request head as `http::request::Parts` (what `prepare` reads, as hyper's path hands it
+/// over), if it is a streaming request to one of `routes`. The parts are filled in place:
+/// the method and path checked before any header is copied, the header map sized once, every
+/// header appended as parsed (no `http::request::Builder`, which moved the whole request
+/// through a `Result` for each header: about 1,800 instructions a connect, callgrind).
 fn classify(
     req: &httparse::Request<'_, '_>,
     routes: &LeanRoutes,
@@ -152,22 +157,26 @@ fn classify(
     if !path.starts_with('/') {
         return None;
     }
+    let method = match req.method? {
+        "GET" => http::Method::GET,
+        // Only a GET streams; anything else is hyper's to answer.
+        _ => return None,
+    };
     let uri: http::Uri = path.parse().ok()?;
     let ctx = routes.get(uri.path())?;
-    let version = match req.version? {
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = match req.version? {
         0 => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let mut builder = http::Request::builder()
-        .method(http::Method::from_bytes(req.method?.as_bytes()).ok()?)
-        .uri(uri)
-        .version(version);
+    parts.headers.try_reserve(req.headers.len()).ok()?;
     for h in req.headers.iter() {
         let name = http::HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         let value = http::HeaderValue::from_bytes(h.value).ok()?;
-        builder = builder.header(name, value);
+        parts.headers.try_append(name, value).ok()?;
     }
-    let (parts, ()) = builder.body(()).ok()?.into_parts();
     subscribe::is_stream_request(&parts).then(|| (parts, ctx.clone()))
 }
 

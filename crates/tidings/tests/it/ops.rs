@@ -610,7 +610,10 @@ async fn text_logs_carry_the_connection_fields_and_no_secret() {
     let opened = text_line(&server, "Connection opened.").await;
     // `2026-12-02T01:20:43.881464Z  INFO tidings_server::tracked: Connection opened. conn=1 …`
     let (time, rest) = opened.split_at(27);
-    assert!(time.ends_with('Z') && time.as_bytes()[10] == b'T', "{opened}");
+    assert!(
+        time.ends_with('Z') && time.as_bytes()[10] == b'T',
+        "{opened}"
+    );
     assert!(
         rest.starts_with("  INFO tidings_server::tracked: Connection opened. conn="),
         "{opened}"

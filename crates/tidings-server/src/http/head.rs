@@ -29,11 +29,15 @@ const CORS_REQUEST_HEADERS: [&str; 4] = [
 /// How long a browser may cache a preflight answer.
 const CORS_MAX_AGE: &str = "600";
 
+/// Tells a buffering proxy (nginx) to pass a stream's bytes on at once. Parsed once: a name
+/// given as `&str` is parsed again on every insert.
+static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
 /// The headers of a streaming answer (SSE or NDJSON) of `content_type`.
 pub(crate) fn stream(headers: &mut HeaderMap, content_type: &'static str) {
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert(X_ACCEL_BUFFERING.clone(), HeaderValue::from_static("no"));
 }
 
 /// The headers of a JSON answer (errors, publish acknowledgements).

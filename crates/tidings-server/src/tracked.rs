@@ -433,7 +433,7 @@ mod tests {
             patterns: q.iter().map(|p| Pattern::parse(p).unwrap()).collect(),
             types: types
                 .iter()
-                .map(|t| tidings_proto::EventType::new(*t).unwrap())
+                .map(|t| tidings_proto::EventType::new(t).unwrap())
                 .collect(),
         };
         assert_eq!(describe(&selector(&["*"], &[])), "topic=*");

@@ -203,7 +203,7 @@ impl Visit for Fields<'_, '_> {
 fn write_escaped(out: &mut Writer<'_>, text: &str) -> fmt::Result {
     if text
         .bytes()
-        .all(|b| b >= b' ' && b < 0x7f || b == b'\t' || b == b'\n' || b == b'\r')
+        .all(|b| (b' '..0x7f).contains(&b) || b == b'\t' || b == b'\n' || b == b'\r')
     {
         return out.write_str(text);
     }
@@ -289,8 +289,9 @@ mod tests {
 
     #[test]
     fn connection_lines_are_the_library_s_text() {
-        let remote: std::net::SocketAddr = "127.0.0.9:4711".parse().unwrap();
+        let remote: Option<std::net::SocketAddr> = "127.0.0.9:4711".parse().ok();
         let endpoint: Arc<str> = Arc::from("events");
+        let client_id: Option<&str> = Some("dl-1");
         let (ours, theirs) = both(|| {
             tracing::info!(
                 target: CONNECTION_TARGET,
@@ -298,9 +299,9 @@ mod tests {
                 conn = 7u64,
                 endpoint = %endpoint,
                 transport = "sse",
-                remote = Some(remote).map(tracing::field::display),
+                remote = remote.map(tracing::field::display),
                 selector = %"topic=a/*,b type=x",
-                client_id = Some("dl-1").map(|c: &str| c),
+                client_id = client_id,
                 none = None::<&str>,
                 quoted = "say \"hi\"\n",
                 negative = -3i64,

@@ -535,7 +535,11 @@ impl Connection {
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades(),
         );
+        // The connection is polled first: a request whose head has been read is taken in
+        // (and so answered) before a shutdown that began meanwhile closes the connection;
+        // hyper's graceful shutdown closes an idle connection at once.
         let result = tokio::select! {
+            biased;
             r = conn.as_mut() => r,
             _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
                 conn.as_mut().graceful_shutdown();

@@ -385,7 +385,9 @@ impl Acceptor {
     /// socket's receiving side (Linux then fails it with `EINVAL`, and every later one), or,
     /// where that is refused, by a connection of our own; a backing-off thread is unparked.
     fn close(&self, thread: &std::thread::Thread) {
-        self.closing.store(true, Ordering::Release);
+        if self.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
         if let Err(e) = SockRef::from(&self.listener).shutdown(std::net::Shutdown::Read) {
             tracing::debug!(message = "Could not shut the listener; waking it by a connect.", error = %e);
             if let Ok(mut addr) = self.listener.local_addr() {
@@ -399,6 +401,18 @@ impl Acceptor {
             }
         }
         thread.unpark();
+    }
+}
+
+/// Closes a listener's accepting thread when dropped (`Acceptor::close`).
+struct Closer {
+    acceptor: Arc<Acceptor>,
+    thread: std::thread::Thread,
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.acceptor.close(&self.thread);
     }
 }
 
@@ -455,6 +469,11 @@ pub(crate) async fn serve(
             return;
         }
     };
+    // Ends the thread however this task ends: after the drain, or dropped on the way.
+    let closer = Closer {
+        acceptor: Arc::clone(&acceptor),
+        thread: thread.thread().clone(),
+    };
     shutdown.await;
     // From here every new connection is answered `shutting_down`.
     drop(
@@ -471,7 +490,7 @@ pub(crate) async fn serve(
     {
         tracing::warn!(message = "Grace period over; closing the remaining connections.");
     }
-    acceptor.close(thread.thread());
+    drop(closer);
     // The sender is dropped, never used, when the thread ends (or panics).
     let _ended: Result<(), _> = ended_rx.await;
 }
@@ -678,6 +697,45 @@ mod tests {
         );
         drop(one);
         assert!(limit.take_forwarded(ip("10.0.0.1"), &h).unwrap().is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_listener_task_ends_its_accepting_thread() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = Options {
+            grace: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(1),
+            max_header_bytes: 8 << 10,
+        };
+        let limit = ConnectionLimit::fit(8, None, PerAddress::new(0, vec![]));
+        let task = tokio::spawn(serve(
+            listener,
+            axum::Router::new(),
+            Arc::new(Default::default()),
+            options,
+            limit,
+            std::future::pending(),
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let connects = |addr| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+        assert!(connects(addr).is_ok(), "the listener serves");
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        // The thread is woken and ends; with it the listening socket closes.
+        loop {
+            match connects(addr) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                _ => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "still listening after its task was dropped"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

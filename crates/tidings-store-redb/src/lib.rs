@@ -1,10 +1,13 @@
-//! `RedbStore`: the embedded, on-disk `EventStore` of Tidings, one redb file with group
-//! commit, retention and a versioned format.
+//! `RedbStore`: the embedded, on-disk `EventStore` of Tidings: one redb file with an append
+//! log in front of it (group commit to the log, background indexing into redb), retention
+//! and a versioned format.
 //!
 //! # Layout
 //! - `lib.rs`: `StoreConfig` (path, durability, retention, page cache size), `Durability`,
 //!   `RedbStore` (open, the `EventStore` impl).
-//! - `writer`: the single writer thread (group commit, clean-shutdown marker, poisoning).
+//! - `writer`: the single writer thread (group commit to the log, indexing into redb,
+//!   clean-shutdown marker, poisoning).
+//! - `wal`: the append log `<store file>.log` (frames, scan, reuse) and its recovery at open.
 //! - `retention`: trimming by count, bytes and age.
 //! - `schema`: the tables and the encoding of one event (format documented there).
 //! - `migrate`: the format version in `meta` and the upgrades from older versions (`v1` is
@@ -48,13 +51,19 @@
 //!
 //! # Behaviour
 //! - `append` enqueues to one writer thread over a bounded channel and returns a future that
-//!   resolves once the batch is committed. The writer takes every request waiting in the queue
-//!   into one transaction and commits once (durable: fsync; fast: no fsync, plus a durable
-//!   commit every `fsync_interval`), then answers them all. If fewer requests are waiting
-//!   than the last commit answered have come back since, it waits for them (at most as long as
-//!   that commit took, between 200 µs and 2 ms), so they share the next commit instead of
-//!   splitting it: through HTTP, 64 publishers come back over a millisecond or more, as the
-//!   server handles each one's answer and next request. The queue holds at most
+//!   resolves once the batch is in the log. The writer takes every request waiting in the
+//!   queue into one group, writes its frames to the log with one `write` (durable: then one
+//!   `fdatasync`; fast: an `fdatasync` every `fsync_interval`), makes the events readable
+//!   (the tail, `Shared::tail`, which reads consult after redb) and answers them all. If fewer
+//!   requests are waiting than the last group answered have come back since, it waits for
+//!   them (at most as long as that group took, between 200 µs and 2 ms), so they share the
+//!   next group instead of splitting it: through HTTP, 64 publishers come back over a
+//!   millisecond or more, as the server handles each one's answer and next request.
+//! - The tail is indexed into redb in one durable transaction once it holds 8,192 events or
+//!   2 MiB, is 1 s old, or takes history over a retention bound by its slack; an append with
+//!   an idempotency key, a flush, a snapshot read and close index it first, in the same
+//!   transaction as their own work. Once redb durably holds the log's events, the log starts
+//!   a new round. At open, the log's events redb does not hold are indexed first. The queue holds at most
 //!   `QUEUE_DEPTH` appends: `reserve` waits (asynchronously, outside the hub's lock) for one
 //!   of that many slots, and `append` itself never blocks. That is the back-pressure on
 //!   publishers: a stalled disk parks publishers, not threads.
@@ -74,6 +83,7 @@
 //!   out the events before the damage; the next read, starting at it, fails.
 //!   `verify::verify` (`tidings store verify`) reports every damaged range offline.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,6 +107,7 @@ mod retention;
 mod schema;
 mod sessions;
 pub mod verify;
+mod wal;
 mod writer;
 
 use crate::retention::Counters;
@@ -168,8 +179,16 @@ pub(crate) struct Shared {
     pub(crate) bytes: AtomicU64,
     pub(crate) last_seq: AtomicU64,
     pub(crate) trimmed_through: AtomicU64,
-    /// Commits made since open (each answers every append it took).
+    /// Commits made since open (each answers every append it took): log groups and redb
+    /// transactions.
     pub(crate) commits: AtomicU64,
+    /// Acknowledged events in the log that redb does not hold yet (the newest seqs, in
+    /// order). Readers lock it briefly to copy out `Arc`s; the writer pushes after a group's
+    /// log write and pops after the redb commit that indexed them.
+    pub(crate) tail: Mutex<VecDeque<SharedEvent>>,
+    /// Test hook (`hold_index`): the writer indexes the tail only when it must (retention, a
+    /// slow-path request, close), not on its own size or age bounds.
+    pub(crate) hold_index: std::sync::atomic::AtomicBool,
     /// The first commit failure, or the first damage a read found; set once.
     pub(crate) poison: OnceLock<StoreError>,
     /// Unit-test hook: makes the next commits fail.
@@ -220,6 +239,18 @@ impl RedbStore {
         tx.set_durability(redb::Durability::Immediate)
             .map_err(store_error)?;
         let meta = migrate::open(&tx, random_epoch()?, &config.snapshot)?;
+        let mut counters = Counters {
+            events: meta.events,
+            bytes: meta.bytes,
+            last_seq: meta.last_seq,
+            trimmed_through: meta.trimmed_through,
+        };
+        // Acknowledged events the log holds and redb does not go into redb in this same
+        // durable transaction; the log starts anew (a new salt) once it has committed.
+        let log_path = wal::path_of(&config.path);
+        let (mut log, log_bytes) = wal::Log::open(&log_path)?;
+        let recovered = recover(&tx, &log_bytes, meta.epoch, &mut counters, &config.snapshot)?;
+        drop(log_bytes);
         let evicted = latest::fit(&tx, &config.snapshot)?;
         if evicted > 0 {
             tracing::info!(
@@ -258,13 +289,14 @@ impl RedbStore {
             }
         }
         tx.commit().map_err(store_error)?;
-
-        let counters = Counters {
-            events: meta.events,
-            bytes: meta.bytes,
-            last_seq: meta.last_seq,
-            trimmed_through: meta.trimmed_through,
-        };
+        log.start(random_epoch()?)
+            .map_err(|e| StoreError::Io(format!("cannot write {}: {e}", log_path.display())))?;
+        if recovered > 0 {
+            tracing::info!(
+                message = "Indexed the acknowledged events the store's log held.",
+                events = recovered,
+            );
+        }
         let shared = Arc::new(Shared {
             db,
             epoch: Epoch(epoch),
@@ -273,6 +305,8 @@ impl RedbStore {
             last_seq: AtomicU64::new(counters.last_seq),
             trimmed_through: AtomicU64::new(counters.trimmed_through),
             commits: AtomicU64::new(0),
+            tail: Mutex::new(VecDeque::new()),
+            hold_index: std::sync::atomic::AtomicBool::new(false),
             poison: OnceLock::new(),
             #[cfg(test)]
             fail_commits: std::sync::atomic::AtomicBool::new(false),
@@ -302,6 +336,12 @@ impl RedbStore {
             last_batch: 1,
             answered_at: std::time::Instant::now(),
             last_commit: std::time::Duration::ZERO,
+            log,
+            log_dirty: false,
+            tail: Vec::new(),
+            tail_bytes: 0,
+            tail_since: None,
+            frames: Vec::new(),
         };
         let writer = std::thread::Builder::new()
             .name("tidings-store-writer".into())
@@ -321,6 +361,19 @@ impl RedbStore {
     /// group size.
     pub fn commits(&self) -> u64 {
         self.shared.commits.load(Ordering::Relaxed)
+    }
+
+    /// Test hook: while `hold` is true the writer leaves acknowledged events in the log
+    /// instead of indexing them into redb on its own (retention, flush, keyed appends,
+    /// snapshot reads and close still index them), so tests can crash with a known tail.
+    #[doc(hidden)]
+    pub fn hold_index(&self, hold: bool) {
+        self.shared.hold_index.store(hold, Ordering::Relaxed);
+    }
+
+    /// Events acknowledged but not yet indexed into redb (they are in the log).
+    pub fn unindexed(&self) -> usize {
+        self.shared.lock_tail().len()
     }
 
     /// Test hook: stops the writer as a crash would, without the final durable commit or the
@@ -428,6 +481,12 @@ impl EventStore for RedbStore {
         after: u64,
         limit: ReadLimit,
     ) -> BoxFuture<'static, Result<Vec<SharedEvent>, StoreError>> {
+        // A read the unindexed tail answers alone (a replay near the head) needs no file.
+        let (tail, covers) = self.shared.tail_after(after, limit.events);
+        if covers {
+            return Box::pin(std::future::ready(Ok(limit.take(tail))));
+        }
+        drop(tail);
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
             tokio::task::spawn_blocking(move || read_after(&shared, after, limit))
@@ -466,7 +525,19 @@ impl EventStore for RedbStore {
     ) -> BoxFuture<'static, Result<SnapshotRead, StoreError>> {
         let shared = Arc::clone(&self.shared);
         let selector = selector.clone();
+        // The latest-per-key table has no in-memory overlay: the tail is indexed first.
+        let indexed = if shared.lock_tail().is_empty() {
+            None
+        } else {
+            let (done, rx) = oneshot::channel();
+            Some(self.request(Request::Index { done }, rx))
+        };
         Box::pin(async move {
+            if let Some(indexed) = indexed {
+                // If it failed (a poisoned store), the read is still exact as of its
+                // `through`, redb's last seq; the hub reads what follows from the tail.
+                let _indexed = indexed.await;
+            }
             tokio::task::spawn_blocking(move || {
                 latest::read(&shared, &selector, max_bytes).map_err(|e| shared.read_failed(e))
             })
@@ -507,6 +578,25 @@ impl fmt::Debug for RedbStore {
 }
 
 impl Shared {
+    pub(crate) fn lock_tail(&self) -> std::sync::MutexGuard<'_, VecDeque<SharedEvent>> {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tail's events after `after`, at most `limit`, and whether the tail starts at or
+    /// before `after + 1` (then redb holds nothing a read after `after` needs).
+    fn tail_after(&self, after: u64, limit: usize) -> (Vec<SharedEvent>, bool) {
+        let tail = self.lock_tail();
+        let Some(front) = tail.front() else {
+            return (Vec::new(), false);
+        };
+        let first = front.seq();
+        let skip = usize::try_from(after.saturating_add(1).saturating_sub(first))
+            .unwrap_or(usize::MAX)
+            .min(tail.len());
+        let out = tail.iter().skip(skip).take(limit).cloned().collect();
+        (out, first <= after.saturating_add(1))
+    }
+
     /// Records a read failure, the one place it is logged: damage poisons the store (the
     /// first is what `health()` reports, logged once); any other failure is logged as it
     /// happens. Returns the error for the caller to pass on.
@@ -525,6 +615,43 @@ impl Shared {
         }
         err
     }
+}
+
+/// Indexes the log's frames that redb does not hold (seq above `counters.last_seq`) in `tx`.
+/// Frames at or below it were indexed already (a crash after the commit that indexed them,
+/// before the next round overwrote them).
+fn recover(
+    tx: &redb::WriteTransaction,
+    log: &[u8],
+    epoch: u32,
+    counters: &mut Counters,
+    rules: &SnapshotRules,
+) -> Result<u64, StoreError> {
+    let scan = wal::scan(log)?;
+    let mut events = Vec::new();
+    for frame in scan.frames.iter().filter(|f| f.seq > counters.last_seq) {
+        let expected = counters.last_seq + 1 + events.len() as u64;
+        if frame.seq != expected {
+            return Err(StoreError::Corrupt(format!(
+                "the store's log (the `.log` file next to the store file) continues at seq {} \
+                 but the store file holds up to seq {}: the log belongs to another copy of \
+                 the file (keep, move and restore the two files together)",
+                frame.seq, counters.last_seq
+            )));
+        }
+        // The CRC matched: a frame that does not decode was written wrong, not torn.
+        let event = schema::decode_event(Epoch(epoch), frame.seq, frame.event)?;
+        events.push(EventRecord::new(event));
+    }
+    let mut encoded = Vec::new();
+    writer::append_all(
+        tx,
+        std::iter::once((events.as_slice(), None)),
+        counters,
+        &mut encoded,
+        rules,
+    )?;
+    Ok(events.len() as u64)
 }
 
 /// The keyed batch remembered for `key` in its scope, on a blocking thread.
@@ -551,7 +678,14 @@ fn read_after(
     let Some(first) = after.checked_add(1) else {
         return Ok(Vec::new());
     };
+    // The tail before redb: the writer pops the tail only after the commit that indexed it,
+    // so a redb read that starts after this copy holds every event the copy lacks.
+    let (tail, tail_covers) = shared.tail_after(after, limit.events);
+    if tail_covers {
+        return Ok(limit.take(tail));
+    }
     let mut out = Vec::with_capacity(limit.events.min(1024));
+    let mut cut = false;
     let read = || {
         let tx = shared.db.begin_read().map_err(store_error)?;
         let table = tx.open_table(EVENTS).map_err(store_error)?;
@@ -567,14 +701,22 @@ fn read_after(
             // decoded row (the first event is always kept).
             bytes = bytes.saturating_add(event.size());
             if !out.is_empty() && bytes > limit.bytes {
+                cut = true;
                 break;
             }
             out.push(event);
         }
+        cut |= out.len() >= limit.events;
         Ok(())
     };
     match guarded(|| format!("reading the events after seq {after}"), read) {
-        Ok(()) => Ok(out),
+        Ok(()) if cut || tail.is_empty() => Ok(out),
+        Ok(()) => {
+            // Everything redb holds after `after` fitted: the tail continues it.
+            let last = out.last().map_or(after, |e| e.seq());
+            out.extend(tail.into_iter().filter(|e| e.seq() > last));
+            Ok(limit.take(out))
+        }
         Err(err) => {
             let err = shared.read_failed(err);
             if out.is_empty() { Err(err) } else { Ok(out) }

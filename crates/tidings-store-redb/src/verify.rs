@@ -1,5 +1,8 @@
 //! The offline check behind `tidings store verify`: opens a store file read-only, reads every
-//! event it should hold, and reports the seq ranges that cannot be read or decoded.
+//! event it should hold, and reports the seq ranges that cannot be read or decoded. It also
+//! reads the store's log (`wal`): the acknowledged events it holds beyond the file (indexed at
+//! the next open) count as expected events. (A torn frame at the end of the log is not
+//! damage: in durable mode it was never acknowledged, and the next open drops it.)
 //!
 //! A damaged page can make redb fail or panic part way through a scan (see `guarded`), so the
 //! scan resumes after a failure by probing one seq at a time until one reads again; every seq
@@ -17,6 +20,7 @@ use tidings_proto::Epoch;
 
 use crate::migrate::{CURRENT_VERSION, v1};
 use crate::schema::{self, EPOCH, EVENT_COUNT, EVENTS, FORMAT_VERSION, META, TRIMMED_THROUGH};
+use crate::wal;
 use crate::{guarded, store_error};
 
 /// Page cache for the scan: it reads each page once, in order.
@@ -37,12 +41,16 @@ pub struct Report {
     pub readable: u64,
     /// Seq ranges that cannot be read or decoded, in order, adjacent ranges merged.
     pub damaged: Vec<RangeInclusive<u64>>,
+    /// Events the log holds beyond the file (part of `expected`; the next open indexes them).
+    pub log_events: u64,
+    /// Why the log could not be read at all (its events, if any, are unknown).
+    pub log_unreadable: Option<String>,
 }
 
 impl Report {
     /// Whether every expected event reads.
     pub fn is_intact(&self) -> bool {
-        self.damaged.is_empty()
+        self.damaged.is_empty() && self.log_unreadable.is_none()
     }
 
     /// How many events are damaged.
@@ -74,6 +82,16 @@ impl fmt::Display for Report {
                 self.expected.end(),
                 self.readable
             )?;
+        }
+        if self.log_events > 0 {
+            writeln!(
+                f,
+                "log: {} acknowledged events not yet in the file (indexed at the next start)",
+                self.log_events
+            )?;
+        }
+        if let Some(why) = &self.log_unreadable {
+            writeln!(f, "DAMAGED: the log cannot be read: {why}")?;
         }
         if self.is_intact() {
             return writeln!(f, "ok: every event reads");
@@ -133,7 +151,45 @@ pub fn verify(path: &Path) -> Result<Report, StoreError> {
         || meta(&db, &path),
     )?;
     scan(&db, &mut report);
+    check_log(&wal::path_of(&path), &mut report);
     Ok(report)
+}
+
+/// Reads the log: its frames after the file's last event extend `expected`.
+fn check_log(path: &Path, report: &mut Report) {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            report.log_unreadable = Some(e.to_string());
+            return;
+        }
+    };
+    let scan = match wal::scan(&bytes) {
+        Ok(scan) => scan,
+        Err(e) => {
+            report.log_unreadable = Some(e.to_string());
+            return;
+        }
+    };
+    let (first, mut last) = (*report.expected.start(), *report.expected.end());
+    let end = last;
+    for frame in scan.frames.iter().filter(|f| f.seq > end) {
+        if frame.seq != last + 1 {
+            report.log_unreadable = Some(format!(
+                "it continues at seq {} but the file holds up to seq {last}",
+                frame.seq
+            ));
+            return;
+        }
+        match schema::decode_event(report.epoch, frame.seq, frame.event) {
+            Ok(_) => report.readable += 1,
+            Err(_) => report.mark(frame.seq..=frame.seq),
+        }
+        report.log_events += 1;
+        last = frame.seq;
+    }
+    report.expected = first..=last;
 }
 
 /// The format, epoch and expected seq range, from `meta`.
@@ -164,6 +220,8 @@ fn meta(db: &ReadOnlyDatabase, path: &Path) -> Result<Report, StoreError> {
         expected,
         readable: 0,
         damaged: Vec::new(),
+        log_events: 0,
+        log_unreadable: None,
     })
 }
 

@@ -1,22 +1,37 @@
-//! The writer thread: the only code that writes the file. It drains every append waiting in
-//! the queue into one transaction, commits once, answers them all (group commit), keeps the
-//! clean-shutdown marker, runs retention, and poisons the store on the first failed commit.
-//! Each appended event also updates the latest-per-key table (`latest`) in the same
-//! transaction.
-
+//! The writer thread: the only code that writes the files. It drains every append waiting in
+//! the queue into one group, appends the group's events to the log (`wal`) with one write and,
+//! in durable mode, one `fdatasync`, makes them readable through the tail (`Shared::tail`) and
+//! answers them all (group commit). In the background it indexes the tail into redb in one
+//! durable transaction (events, latest-per-key table, counters, retention), then resets the
+//! log. It keeps the clean-shutdown marker, runs retention, and poisons the store on the first
+//! failed write or commit.
+//!
+//! Rare requests take the slow path, which is the path every append took before the log: an
+//! append with an idempotency key, a flush, a snapshot read (`Index`) and, in fast mode, the
+//! first append after a flush index the tail and commit their batch to redb in one durable
+//! transaction, so the keyed-batch and latest-per-key tables never need an in-memory overlay.
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use redb::WriteTransaction;
-use tidings_core::{KeyedBatch, Retention, SharedEvent, SnapshotRules, StoreError};
+use tidings_core::{EventRecord, KeyedBatch, Retention, SharedEvent, SnapshotRules, StoreError};
 use tokio::sync::oneshot;
 
 use crate::latest::{LATEST, LATEST_BY_SEQ, Tables};
 use crate::retention::{self, Counters};
 use crate::schema::{self, CLEAN_SHUTDOWN, EVENTS, KEYED, KEYED_BY_SEQ, META};
+use crate::wal::{self, Log};
 use crate::{Durability, Shared, guarded, store_error};
+
+/// The tail is indexed into redb once it holds this many events, ...
+const INDEX_EVENTS: usize = 8192;
+/// ... or this many bytes (encoded), ...
+const INDEX_BYTES: u64 = 2 << 20;
+/// ... or its oldest event is this old (and at once when a retention bound is over its slack,
+/// or before a flush, keyed append, snapshot read or age trim).
+const INDEX_AFTER: Duration = Duration::from_secs(1);
 
 /// Most events one commit takes from the queue; the rest wait for the next commit.
 const MAX_EVENTS_PER_COMMIT: usize = 16_384;
@@ -43,6 +58,9 @@ pub(crate) enum Request {
     },
     /// Trim to the exact bounds, commit durably with the clean marker, then answer.
     Flush { done: Reply },
+    /// Index the tail into redb (durably), then answer: before a read of the tables the
+    /// tail is not mirrored in (the latest-per-key table).
+    Index { done: Reply },
     /// Replace the saved client-id sessions (durably), then answer.
     SaveSessions {
         sessions: Vec<tidings_core::SavedSession>,
@@ -75,6 +93,19 @@ pub(crate) struct Writer {
     pub(crate) answered_at: Instant,
     /// How long the previous commit took (its fsync included): the gather window.
     pub(crate) last_commit: Duration,
+    /// The append log: acknowledged events not yet in redb are in it.
+    pub(crate) log: Log,
+    /// Fast mode: the log holds bytes written since its last `fdatasync`.
+    pub(crate) log_dirty: bool,
+    /// Acknowledged events in the log but not yet in redb, in seq order (the writer's copy of
+    /// `Shared::tail`, which readers consult).
+    pub(crate) tail: Vec<SharedEvent>,
+    /// Sum of their encoded lengths.
+    pub(crate) tail_bytes: u64,
+    /// When the oldest of them was acknowledged.
+    pub(crate) tail_since: Option<Instant>,
+    /// The frames of one group, reused.
+    pub(crate) frames: Vec<u8>,
 }
 
 impl Writer {
@@ -86,7 +117,7 @@ impl Writer {
                 Some(wait) => match self.rx.recv_timeout(wait) {
                     Ok(request) => request,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.housekeeping();
+                        self.housekeeping(&mut encoded);
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -132,9 +163,9 @@ impl Writer {
             let started = Instant::now();
             self.process(batch, &mut encoded);
             self.last_commit = self.answered_at.saturating_duration_since(started);
-            self.housekeeping();
+            self.housekeeping(&mut encoded);
         }
-        self.close();
+        self.close(&mut encoded);
     }
 
     /// Whether `request` is an append sent after the previous commit answered its publishers.
@@ -144,11 +175,28 @@ impl Writer {
 
     /// How long to wait for a request before periodic work is due (`None`: nothing is).
     fn next_deadline(&self) -> Option<Duration> {
+        // A poisoned store does no periodic work (and must not spin on a deadline it will
+        // never clear).
+        if self.shared.poison.get().is_some() {
+            return None;
+        }
         let mut due: Option<Instant> = None;
         if let Durability::Fast { fsync_interval } = self.durability
             && self.dirty
         {
             due = Some(self.last_sync + fsync_interval);
+        }
+        if let Durability::Fast { fsync_interval } = self.durability
+            && self.log_dirty
+        {
+            let log_due = self.last_sync + fsync_interval;
+            due = Some(due.map_or(log_due, |d| d.min(log_due)));
+        }
+        if let Some(since) = self.tail_since
+            && !self.shared.hold_index.load(Ordering::Relaxed)
+        {
+            let index_due = since + INDEX_AFTER;
+            due = Some(due.map_or(index_due, |d| d.min(index_due)));
         }
         if self.retention.max_age.is_some() && self.counters.events > 0 {
             let age_due = self.last_age_check + retention::AGE_CHECK_EVERY;
@@ -167,7 +215,7 @@ impl Writer {
             return;
         }
         // Sessions are saved in their own durable commit, before the events of the batch
-        // (they only name seqs already stored).
+        // (they only name seqs already acknowledged, which the log or redb holds).
         let (saves, rest): (Vec<_>, Vec<_>) = batch
             .into_iter()
             .partition(|r| matches!(r, Request::SaveSessions { .. }));
@@ -185,16 +233,23 @@ impl Writer {
             return;
         }
         let flush = batch.iter().any(|r| matches!(r, Request::Flush { .. }));
-        let appends = batch.iter().any(|r| matches!(r, Request::Append { .. }));
-        if flush {
-            // Flush also trims to the exact bounds, so what it reports holds them.
-            self.counters_after_appends(&batch, encoded);
+        // The rare requests index the tail and commit the batch to redb in one durable
+        // transaction, exactly as before the log existed: an idempotency key, a flush, a
+        // snapshot (`Index`), and in fast mode the first append after a flush (whose commit
+        // must durably remove the clean marker first).
+        let fast = matches!(self.durability, Durability::Fast { .. });
+        let slow = flush
+            || (fast && self.marker_set)
+            || batch.iter().any(|r| {
+                matches!(
+                    r,
+                    Request::Index { .. } | Request::Append { keyed: Some(_), .. }
+                )
+            });
+        let result = if slow {
+            self.commit_slow(&batch, encoded, flush)
         } else {
-            self.commit_appends(&batch, encoded, appends);
-        }
-        let result = match self.shared.poison.get() {
-            Some(err) => Err(err.clone()),
-            None => Ok(()),
+            self.log_appends(&batch, encoded)
         };
         // Before the first answer: a publisher may be back before the last one is sent.
         self.answered_at = Instant::now();
@@ -202,64 +257,208 @@ impl Writer {
             reply_to(request, result.clone());
         }
         if result.is_ok() && !flush {
-            self.maybe_trim();
+            self.maybe_index(encoded);
         }
     }
 
-    /// Commits the appends of a batch that has no flush.
-    fn commit_appends(&mut self, batch: &[Request], encoded: &mut Vec<u8>, appends: bool) {
-        if !appends {
+    /// Appends the batch's events to the log with one write (and in durable mode one
+    /// `fdatasync`), then makes them readable through the tail. Nothing touches redb.
+    fn log_appends(&mut self, batch: &[Request], encoded: &mut Vec<u8>) -> Result<(), StoreError> {
+        let mut last = self.last_seq();
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.clear();
+        let mut added = Vec::new();
+        for request in batch {
+            let Request::Append { events, .. } = request else {
+                continue;
+            };
+            for event in events {
+                let seq = event.seq();
+                if seq <= last {
+                    let err =
+                        StoreError::Io(format!("append out of order: seq {seq} after {last}"));
+                    self.poison(&err);
+                    self.frames = frames;
+                    return Err(err);
+                }
+                schema::encode_event(&event.event, encoded);
+                wal::put_frame(&mut frames, self.log.salt(), seq, encoded);
+                added.push(encoded.len() as u64);
+                last = seq;
+            }
+        }
+        let durable = matches!(self.durability, Durability::Durable);
+        let written = self.log.append(&frames).and_then(|()| {
+            #[cfg(test)]
+            if self.shared.fail_commits.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("injected log failure"));
+            }
+            if durable { self.log.sync() } else { Ok(()) }
+        });
+        self.frames = frames;
+        if let Err(e) = written {
+            let err = StoreError::Io(format!("writing the store's log: {e}"));
+            self.poison(&err);
+            return Err(err);
+        }
+        if !durable {
+            self.log_dirty = true;
+        }
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        let mut sizes = added.into_iter();
+        let before = self.tail.len();
+        for request in batch {
+            let Request::Append { events, .. } = request else {
+                continue;
+            };
+            for event in events {
+                self.tail_bytes += sizes.next().unwrap_or_default();
+                // Reads carry the store's epoch, as redb's decoded rows do. The hub builds
+                // its ids from it, so this copies nothing on the publish path.
+                let event = if event.event.id.epoch == self.shared.epoch.0 {
+                    SharedEvent::clone(event)
+                } else {
+                    let mut restamped = event.event.clone();
+                    restamped.id.epoch = self.shared.epoch.0;
+                    EventRecord::new(restamped)
+                };
+                self.tail.push(event);
+            }
+        }
+        if self.tail_since.is_none() {
+            self.tail_since = Some(Instant::now());
+        }
+        // Over a retention bound by its slack: index and trim before they become readable,
+        // so a reader never sees more history than the bound plus its slack.
+        if retention::over_size(&self.retention, &self.total(), false)
+            && self.commit_slow(&[], encoded, false).is_ok()
+        {
+            return Ok(());
+        }
+        // (After a failed index the events stay in the tail: they are acknowledged.)
+        let start = before.min(self.tail.len());
+        self.shared
+            .lock_tail()
+            .extend(self.tail[start..].iter().cloned());
+        self.publish_counters();
+        Ok(())
+    }
+
+    /// Indexes the tail when it is due: over its bounds, or over a retention bound by its
+    /// slack (so a reader never sees more history than today: the bound plus its slack).
+    fn maybe_index(&mut self, encoded: &mut Vec<u8>) {
+        if self.tail.is_empty() {
             return;
         }
+        let held = self.shared.hold_index.load(Ordering::Relaxed);
+        let due = (!held
+            && (self.tail.len() >= INDEX_EVENTS
+                || self.tail_bytes >= INDEX_BYTES
+                || self.tail_since.is_some_and(|t| t.elapsed() >= INDEX_AFTER)))
+            || retention::over_size(&self.retention, &self.total(), false);
+        if due {
+            let _indexed = self.commit_slow(&[], encoded, false).is_ok();
+        }
+    }
+
+    /// Commits the tail and the batch's appends to redb in one durable transaction (with
+    /// retention: exact on a flush, which also sets the clean marker; else past the slack),
+    /// then empties the tail and resets the log.
+    fn commit_slow(
+        &mut self,
+        batch: &[Request],
+        encoded: &mut Vec<u8>,
+        flush: bool,
+    ) -> Result<(), StoreError> {
         let fast = matches!(self.durability, Durability::Fast { .. });
-        // An unfsynced acknowledgement needs the marker durably gone first: this commit
-        // removes it and is durable.
-        let clear_marker = fast && self.marker_set;
-        let durable = !fast || clear_marker || self.sync_due();
         let retention = self.retention.clone();
         let rules = self.rules.clone();
+        let now = tidings_core::clock::now_ms();
         let trimmed_before = self.counters.trimmed_through;
-        let result = self.commit(durable, |tx, counters| {
-            append_all(tx, batch, counters, encoded, &rules)?;
-            // Trim in the same transaction, so an acknowledged append has its retention
-            // applied (a reader never sees more than the bound plus its slack) and a crash
-            // cannot keep the append and lose the trim.
-            if retention::over_size(&retention, counters, false) {
-                *counters =
-                    retention::trim(tx, &retention, *counters, tidings_core::clock::now_ms())?;
+        // Out of the tail while the commit runs, so the counters it publishes count each
+        // event once; readers keep seeing them in the shared tail until it is done.
+        let tail = std::mem::take(&mut self.tail);
+        let tail_bytes = std::mem::take(&mut self.tail_bytes);
+        let clear_marker = fast && self.marker_set && !flush;
+        let result = self.commit(true, |tx, counters| {
+            let groups = std::iter::once((tail.as_slice(), None)).chain(batch.iter().filter_map(
+                |r| match r {
+                    Request::Append { events, keyed, .. } => {
+                        Some((events.as_slice(), keyed.as_ref()))
+                    }
+                    _ => None,
+                },
+            ));
+            append_all(tx, groups, counters, encoded, &rules)?;
+            // Exact on a flush; else only past the slack (a trim, once started, is exact).
+            if flush || retention::over_size(&retention, counters, false) {
+                *counters = retention::trim(tx, &retention, *counters, now)?;
             }
-            if clear_marker {
+            if flush || clear_marker {
                 let mut meta = tx.open_table(META).map_err(store_error)?;
-                meta.remove(CLEAN_SHUTDOWN).map_err(store_error)?;
+                if flush {
+                    meta.insert(CLEAN_SHUTDOWN, [].as_slice())
+                        .map_err(store_error)?;
+                } else {
+                    meta.remove(CLEAN_SHUTDOWN).map_err(store_error)?;
+                }
             }
             Ok(())
         });
-        if result.is_ok() && clear_marker {
+        if let Err(err) = result {
+            // Still acknowledged (they are in the log): readers keep seeing them.
+            self.tail = tail;
+            self.tail_bytes = tail_bytes;
+            self.publish_counters();
+            return Err(err);
+        }
+        self.tail_since = None;
+        let indexed = self.counters.last_seq;
+        {
+            let mut pending = self.shared.lock_tail();
+            while pending.front().is_some_and(|e| e.seq() <= indexed) {
+                pending.pop_front();
+            }
+        }
+        // redb now durably holds everything the log held.
+        if let Err(e) = self.log.reset() {
+            let err = StoreError::Io(format!("resetting the store's log: {e}"));
+            self.poison(&err);
+            return Err(err);
+        }
+        self.log_dirty = false;
+        if flush {
+            self.marker_set = true;
+            self.oldest_time = None;
+            self.last_age_check = Instant::now();
+        } else if clear_marker {
             self.marker_set = false;
         }
         if self.counters.trimmed_through != trimmed_before {
             // The oldest event changed; the next age check reads it again.
             self.oldest_time = None;
         }
+        Ok(())
     }
 
-    /// Commits a batch with a flush in it: appends, exact trim, marker, durable.
-    fn counters_after_appends(&mut self, batch: &[Request], encoded: &mut Vec<u8>) {
-        let retention = self.retention.clone();
-        let rules = self.rules.clone();
-        let now = tidings_core::clock::now_ms();
-        let result = self.commit(true, |tx, counters| {
-            append_all(tx, batch, counters, encoded, &rules)?;
-            *counters = retention::trim(tx, &retention, *counters, now)?;
-            let mut meta = tx.open_table(META).map_err(store_error)?;
-            meta.insert(CLEAN_SHUTDOWN, [].as_slice())
-                .map_err(store_error)?;
-            Ok(())
-        });
-        if result.is_ok() {
-            self.marker_set = true;
-            self.oldest_time = None;
-            self.last_age_check = Instant::now();
+    /// Records the first failure: every later append is refused.
+    fn poison(&self, err: &StoreError) {
+        tracing::error!(message = "Event store write failed; refusing appends.", %err);
+        let _first = self.shared.poison.set(err.clone()).is_ok();
+    }
+
+    /// Highest seq acknowledged: the tail's last, or redb's.
+    fn last_seq(&self) -> u64 {
+        self.tail.last().map_or(self.counters.last_seq, |e| e.seq())
+    }
+
+    /// What readers see: redb's counters plus the tail.
+    fn total(&self) -> Counters {
+        Counters {
+            events: self.counters.events + self.tail.len() as u64,
+            bytes: self.counters.bytes + self.tail_bytes,
+            last_seq: self.last_seq(),
+            trimmed_through: self.counters.trimmed_through,
         }
     }
 
@@ -317,20 +516,36 @@ impl Writer {
         }
     }
 
+    /// Publishes what readers see (redb's counters plus the tail) for `stats()`.
     fn publish_counters(&self) {
         let s = &self.shared;
-        s.events.store(self.counters.events, Ordering::Release);
-        s.bytes.store(self.counters.bytes, Ordering::Release);
-        s.last_seq.store(self.counters.last_seq, Ordering::Release);
+        let total = self.total();
+        s.events.store(total.events, Ordering::Release);
+        s.bytes.store(total.bytes, Ordering::Release);
+        s.last_seq.store(total.last_seq, Ordering::Release);
         s.trimmed_through
-            .store(self.counters.trimmed_through, Ordering::Release);
+            .store(total.trimmed_through, Ordering::Release);
     }
 
-    /// Periodic work: the fast-mode fsync and the age check.
-    fn housekeeping(&mut self) {
+    /// Periodic work: the fast-mode fsync of the log, indexing a tail that is old enough,
+    /// and the age check.
+    fn housekeeping(&mut self, encoded: &mut Vec<u8>) {
         if self.shared.poison.get().is_some() {
             return;
         }
+        if self.log_dirty && self.sync_due() {
+            match self.log.sync() {
+                Ok(()) => {
+                    self.log_dirty = false;
+                    self.last_sync = Instant::now();
+                }
+                Err(e) => {
+                    self.poison(&StoreError::Io(format!("syncing the store's log: {e}")));
+                    return;
+                }
+            }
+        }
+        self.maybe_index(encoded);
         if self.dirty && self.sync_due() {
             let _committed = self.commit(true, |_, _| Ok(())).is_ok();
         }
@@ -345,15 +560,12 @@ impl Writer {
                 None => self.counters.events > 0,
             };
             if old {
+                // Age applies to the tail too: index it first, so one trim sees everything.
+                if !self.tail.is_empty() && self.commit_slow(&[], encoded, false).is_err() {
+                    return;
+                }
                 self.trim_now(now);
             }
-        }
-    }
-
-    /// After an append commit: trims when a size bound is exceeded by its slack.
-    fn maybe_trim(&mut self) {
-        if retention::over_size(&self.retention, &self.counters, false) {
-            self.trim_now(tidings_core::clock::now_ms());
         }
     }
 
@@ -396,28 +608,23 @@ impl Writer {
         )
     }
 
-    /// At shutdown: a durable commit carrying the clean marker.
-    fn close(mut self) {
+    /// At shutdown: the tail indexed, retention applied, and the clean marker, in one
+    /// durable commit; then the log is reset.
+    fn close(mut self, encoded: &mut Vec<u8>) {
         if self.shared.poison.get().is_some() {
             return;
         }
-        let result = self.commit(true, |tx, _| {
-            let mut meta = tx.open_table(META).map_err(store_error)?;
-            meta.insert(CLEAN_SHUTDOWN, [].as_slice())
-                .map_err(store_error)?;
-            Ok(())
-        });
-        if let Err(err) = result {
+        if let Err(err) = self.commit_slow(&[], encoded, true) {
             tracing::error!(message = "Event store could not close cleanly.", %err);
         }
     }
 }
 
-/// Inserts every event of the batch's appends, updates the count and byte rows and the
-/// latest-per-key table.
-fn append_all(
+/// Inserts every event of `groups` (the tail, then a batch's appends, each with its
+/// idempotency key), updates the count and byte rows and the latest-per-key table.
+pub(crate) fn append_all<'a>(
     tx: &WriteTransaction,
-    batch: &[Request],
+    groups: impl Iterator<Item = (&'a [SharedEvent], Option<&'a KeyedBatch>)>,
     counters: &mut Counters,
     encoded: &mut Vec<u8>,
     rules: &SnapshotRules,
@@ -431,10 +638,7 @@ fn append_all(
         let mut keys = None;
         let mut latest = None;
         let mut row = Vec::new();
-        for request in batch {
-            let Request::Append { events, keyed, .. } = request else {
-                continue;
-            };
+        for (events, keyed) in groups {
             if let Some(k) = keyed {
                 let (keys, keys_by_seq) = match &mut keys {
                     Some(open) => open,
@@ -495,6 +699,7 @@ fn reply_to(request: Request, result: Result<(), StoreError>) {
     let done = match request {
         Request::Append { done, .. }
         | Request::Flush { done }
+        | Request::Index { done }
         | Request::SaveSessions { done, .. } => done,
         Request::Crash => return,
     };

@@ -19,6 +19,7 @@ use tidings_store_redb::{Durability, RedbStore, StoreConfig};
 mod damage;
 mod sessions;
 mod snapshot;
+mod wal;
 
 pub(crate) fn config(path: &Path, durability: Durability, retention: Retention) -> StoreConfig {
     StoreConfig {

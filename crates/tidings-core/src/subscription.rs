@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use tidings_proto::topic::{MAX_KEY_BYTES, MAX_TOPIC_BYTES, MAX_TYPE_BYTES};
-use tidings_proto::{Epoch, EventId, Key};
+use tidings_proto::{Epoch, EventId, Key, Pattern, Topic};
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
 pub(crate) use self::queue::{Offered, SubscriberQueue};
@@ -539,9 +539,21 @@ impl Subscription {
                 queue.selector.patterns.iter().any(|p| p.matches(topic)) && queue.wants(event)
             };
             let tail = &self.ctx.tail;
-            let from_tail = tail
-                .read_after(self.pos, |events| scan(events, limit, until, &keep, out))
-                .flatten();
+            let from_tail = match exact_topics(&queue.selector.patterns) {
+                // Exact topics: only their events, through the tail's index. Once every one of
+                // them after `pos` is read, nothing else up to the ring's newest matches.
+                Some(topics) => tail
+                    .read_topics_after(self.pos, &topics, |events| {
+                        scan(events, limit, until, &keep, out)
+                    })
+                    .map(|(pos, read)| match pos {
+                        Some(pos) if Some(pos) != read.last => pos,
+                        _ => read.newest.min(until),
+                    }),
+                None => tail
+                    .read_after(self.pos, |events| scan(events, limit, until, &keep, out))
+                    .flatten(),
+            };
             let pos = match from_tail {
                 Some(pos) => pos,
                 None => {
@@ -627,6 +639,18 @@ impl Subscription {
             resume_after: self.handoff(),
         }
     }
+}
+
+/// The topics of a selector made only of exact topics (`None` if any pattern is a prefix
+/// or `*`), which the replay tail's per-topic index can answer for.
+fn exact_topics(patterns: &[Pattern]) -> Option<Vec<&Topic>> {
+    patterns
+        .iter()
+        .map(|p| match p {
+            Pattern::Exact(topic) => Some(topic),
+            Pattern::Prefix(_) | Pattern::All => None,
+        })
+        .collect()
 }
 
 /// One replay read over `events` (in seq order, from the store or the tail): takes those

@@ -336,7 +336,7 @@ impl App {
             &state,
             config.endpoints.iter().filter(|e| e.listen.is_none()),
         );
-        servers.push(listener::spawn_accepting(listener::serve(
+        servers.push(tokio::spawn(listener::serve(
             listeners.main,
             http::front::Front::with_publish(main_router, state.clone()),
             main_lean,
@@ -364,7 +364,7 @@ impl App {
             }
             let r = endpoint_router(state.clone(), &group);
             let lean = lean_routes(&state, group.iter().copied());
-            servers.push(listener::spawn_accepting(listener::serve(
+            servers.push(tokio::spawn(listener::serve(
                 l,
                 http::front::Front::new(r),
                 lean,
@@ -376,7 +376,7 @@ impl App {
         if let Some(l) = listeners.metrics {
             let addr = l.local_addr().context("read the metrics address")?;
             tracing::info!(message = "Metrics are listening.", %addr, path = "/metrics");
-            servers.push(listener::spawn_accepting(listener::serve(
+            servers.push(tokio::spawn(listener::serve(
                 l,
                 http::front::Front::new(metrics_router(state.clone())),
                 Arc::new(Default::default()),

@@ -3,6 +3,8 @@
 //! limit is still accepted and answered (`refusal::refuse`: 503 `too_many_connections`, or
 //! in-band for SSE), from a small pool of extra slots the limit leaves room for. Each served
 //! connection goes to the lean path or hyper's HTTP/1 machinery with a header-read timeout.
+//! Each listener accepts on an OS thread of its own, blocked in `accept(2)` and so woken by
+//! the kernel, never queued behind the runtime's busy workers (`Acceptor`).
 //! Accept errors back off exponentially and are logged at most every few seconds. At
 //! shutdown the listener keeps accepting while it drains, answering new connections
 //! `shutting_down`, for up to the grace period.
@@ -11,14 +13,16 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use socket2::SockRef;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::ack::{ConnSocket, Counted};
@@ -45,6 +49,9 @@ const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
 const RESERVED_FDS: u64 = 64;
 /// Longest pause after failed accepts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How long the connection that wakes a blocked `accept` at shutdown may take (only where
+/// the listening socket cannot be shut).
+const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Accept failures are logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -241,64 +248,178 @@ impl AcceptErrors {
     }
 }
 
-/// Accepts one connection, with its peer's address (as `accept(2)` gave it: asking the
-/// socket again costs a system call per connection), or `None` once `stop` resolves;
-/// failures back off in between.
-async fn accept(
-    listener: &TcpListener,
-    errors: &mut AcceptErrors,
-    stop: impl Future<Output = ()>,
-) -> Option<(TcpStream, SocketAddr)> {
-    tokio::pin!(stop);
-    loop {
-        let failed = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    errors.accepted();
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(message = "Could not set TCP_NODELAY.", error = %e);
-                    }
-                    return Some((stream, peer));
-                }
-                Err(e) => errors.failed(&e),
-            },
-            () = &mut stop => return None,
-        };
-        tokio::select! {
-            () = tokio::time::sleep(failed) => {}
-            () = &mut stop => return None,
-        }
-    }
-}
-
 /// Answers a connection that will not be served, if a refusal slot is free; otherwise
 /// closes it at once (better than leaving it unanswered in the backlog).
-fn refuse(limit: &ConnectionLimit, stream: TcpStream, lean: &LeanRoutes, why: Refusal) {
+fn refuse(
+    runtime: &Handle,
+    limit: &ConnectionLimit,
+    stream: TcpStream,
+    lean: &LeanRoutes,
+    why: Refusal,
+) {
     let Ok(slot) = limit.refusing.clone().try_acquire_owned() else {
         return;
     };
     let lean = lean.clone();
-    tokio::spawn(async move {
+    runtime.spawn(async move {
         refusal::refuse(stream, &lean, why, REFUSE_TIMEOUT).await;
         drop(slot);
     });
 }
 
-/// Runs a listener's accept loop (`serve`) on a thread of its own, a blocking-pool thread
-/// driving it with `Handle::block_on`, rather than as a task among the connections': the loop
-/// is woken straight from the runtime's I/O driver and never waits its turn behind connection
-/// tasks. In a reconnect storm every worker is busy with requests and replays; as one task
-/// the loop got a turn once per round of them, the kernel's accept queue overflowed, and each
-/// dropped handshake cost its client a SYN retransmit (1 s, then 3, then 7). The connections
-/// it accepts are spawned onto the runtime as before. It ends as `serve` does (when
-/// `shutdown` resolves and the connections drained).
-pub(crate) fn spawn_accepting(
-    serve: impl Future<Output = ()> + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
-    let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || runtime.block_on(serve))
+/// One listener's accepting thread and what it hands each connection. The thread blocks in
+/// `accept(2)` on the listening socket, so the kernel itself wakes it when a connection
+/// completes its handshake: it never waits for a runtime worker to poll the I/O driver, which
+/// a worker busy with requests and replays does only every few dozen tasks. In a reconnect
+/// storm that wait let the kernel's accept queue overflow, and each dropped handshake cost its
+/// client a SYN retransmit (1 s, then 3, then 7). While the queue holds connections, each
+/// `accept` returns at once, so one wake-up drains all that are waiting. Each connection is
+/// registered with the runtime's I/O driver and its task spawned onto the runtime.
+struct Acceptor {
+    listener: std::net::TcpListener,
+    runtime: Handle,
+    app: Front,
+    lean: LeanRoutes,
+    options: Options,
+    limit: ConnectionLimit,
+    /// What every served connection watches: `true` once the hub shuts down.
+    stop: watch::Receiver<bool>,
+    /// `Some` while connections are served: each served connection's task holds a clone, so
+    /// the drain ends when the last one has ended. Taken at shutdown, after which every new
+    /// connection is answered `shutting_down`.
+    serving: Mutex<Option<mpsc::Sender<()>>>,
+    /// Set when the thread is to end (the drain is over).
+    closing: AtomicBool,
 }
 
+impl Acceptor {
+    /// The accepting thread's loop: until `close`. Failed accepts (EMFILE and friends) back
+    /// off, parked so that `close` can wake it at once.
+    fn run(&self) {
+        let _runtime = self.runtime.enter();
+        let mut errors = AcceptErrors::default();
+        loop {
+            let accepted = self.listener.accept();
+            if self.closing.load(Ordering::Acquire) {
+                return;
+            }
+            match accepted {
+                Ok((stream, peer)) => {
+                    errors.accepted();
+                    self.hand(stream, peer);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => std::thread::park_timeout(errors.failed(&e)),
+            }
+        }
+    }
+
+    /// Gives an accepted socket to the runtime: served under the limits, or refused.
+    fn hand(&self, stream: std::net::TcpStream, peer: SocketAddr) {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(message = "Could not set TCP_NODELAY.", error = %e);
+        }
+        let stream = match stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream))
+        {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Closed (dropped) unanswered: the socket cannot be served at all.
+                tracing::debug!(message = "Could not register a connection.", error = %e);
+                return;
+            }
+        };
+        let serving = self
+            .serving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(done) = serving else {
+            refuse(
+                &self.runtime,
+                &self.limit,
+                stream,
+                &self.lean,
+                Refusal::ShuttingDown,
+            );
+            return;
+        };
+        let Ok(address) = self.limit.per_address.take(peer.ip()) else {
+            refuse(
+                &self.runtime,
+                &self.limit,
+                stream,
+                &self.lean,
+                Refusal::TooManyFromAddress,
+            );
+            return;
+        };
+        let Ok(permit) = self.limit.served.clone().try_acquire_owned() else {
+            refuse(
+                &self.runtime,
+                &self.limit,
+                stream,
+                &self.lean,
+                Refusal::TooManyConnections,
+            );
+            return;
+        };
+        let slot = Slot {
+            _permit: permit,
+            _address: address,
+        };
+        let conn = Connection {
+            app: self.app.clone(),
+            lean: self.lean.clone(),
+            options: self.options,
+            stop: self.stop.clone(),
+        };
+        self.runtime.spawn(async move {
+            conn.serve(stream, peer, slot).await;
+            drop(done);
+        });
+    }
+
+    /// Ends the accepting thread: a blocked `accept` is woken by shutting the listening
+    /// socket's receiving side (Linux then fails it with `EINVAL`, and every later one), or,
+    /// where that is refused, by a connection of our own; a backing-off thread is unparked.
+    fn close(&self, thread: &std::thread::Thread) {
+        if self.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Err(e) = SockRef::from(&self.listener).shutdown(std::net::Shutdown::Read) {
+            tracing::debug!(message = "Could not shut the listener; waking it by a connect.", error = %e);
+            if let Ok(mut addr) = self.listener.local_addr() {
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(match addr {
+                        SocketAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                        SocketAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+                    });
+                }
+                drop(std::net::TcpStream::connect_timeout(&addr, WAKE_TIMEOUT));
+            }
+        }
+        thread.unpark();
+    }
+}
+
+/// Closes a listener's accepting thread when dropped (`Acceptor::close`).
+struct Closer {
+    acceptor: Arc<Acceptor>,
+    thread: std::thread::Thread,
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.acceptor.close(&self.thread);
+    }
+}
+
+/// Serves `listener` until `shutdown` resolves, then drains: the connections finish (streams
+/// end with `reconnect-required`) while new connections are still accepted and told the hub
+/// is shutting down, for up to the grace period. Accepting happens on a thread of its own
+/// (`Acceptor`); this task only starts it, switches it to refusing and ends it.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Front,
@@ -307,52 +428,71 @@ pub(crate) async fn serve(
     limit: ConnectionLimit,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    let listener = match listener.into_std().and_then(|l| {
+        l.set_nonblocking(false)?;
+        Ok(l)
+    }) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(message = "Could not hand the listener to its thread.", error = %e);
+            return;
+        }
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every connection task holds a clone; `recv` returns `None` once all have ended.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let mut errors = AcceptErrors::default();
-    tokio::pin!(shutdown);
-    while let Some((stream, peer)) = accept(&listener, &mut errors, &mut shutdown).await {
-        let Ok(address) = limit.per_address.take(peer.ip()) else {
-            refuse(&limit, stream, &lean, Refusal::TooManyFromAddress);
-            continue;
-        };
-        let Ok(permit) = limit.served.clone().try_acquire_owned() else {
-            refuse(&limit, stream, &lean, Refusal::TooManyConnections);
-            continue;
-        };
-        let slot = Slot {
-            _permit: permit,
-            _address: address,
-        };
-        let conn = Connection {
-            app: app.clone(),
-            lean: lean.clone(),
-            options,
-            stop: stop_rx.clone(),
-        };
-        let done = done_tx.clone();
-        tokio::spawn(async move {
-            conn.serve(stream, peer, slot).await;
-            drop(done);
+    let acceptor = Arc::new(Acceptor {
+        listener,
+        runtime: Handle::current(),
+        app,
+        lean,
+        options,
+        limit,
+        stop: stop_rx,
+        serving: Mutex::new(Some(done_tx)),
+        closing: AtomicBool::new(false),
+    });
+    let (ended_tx, ended_rx) = oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("tidings-accept".into())
+        .spawn({
+            let acceptor = Arc::clone(&acceptor);
+            move || {
+                acceptor.run();
+                drop(ended_tx);
+            }
         });
-    }
-    stop_tx.send_replace(true);
-    drop(done_tx);
-    // Drain: the connections finish (streams end with `reconnect-required`), while new
-    // connections are still accepted and told the hub is shutting down.
-    let drained = async {
-        if tokio::time::timeout(options.grace, done_rx.recv())
-            .await
-            .is_err()
-        {
-            tracing::warn!(message = "Grace period over; closing the remaining connections.");
+    let thread = match thread {
+        Ok(thread) => thread,
+        Err(e) => {
+            tracing::error!(message = "Could not start a listener's accepting thread.", error = %e);
+            return;
         }
     };
-    tokio::pin!(drained);
-    while let Some((stream, _peer)) = accept(&listener, &mut errors, &mut drained).await {
-        refuse(&limit, stream, &lean, Refusal::ShuttingDown);
+    // Ends the thread however this task ends: after the drain, or dropped on the way.
+    let closer = Closer {
+        acceptor: Arc::clone(&acceptor),
+        thread: thread.thread().clone(),
+    };
+    shutdown.await;
+    // From here every new connection is answered `shutting_down`.
+    drop(
+        acceptor
+            .serving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(),
+    );
+    stop_tx.send_replace(true);
+    if tokio::time::timeout(options.grace, done_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(message = "Grace period over; closing the remaining connections.");
     }
+    drop(closer);
+    // The sender is dropped, never used, when the thread ends (or panics).
+    let _ended: Result<(), _> = ended_rx.await;
 }
 
 /// What one served connection needs.
@@ -402,7 +542,11 @@ impl Connection {
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades(),
         );
+        // The connection is polled first: a request whose head has been read is taken in
+        // (and so answered) before a shutdown that began meanwhile closes the connection;
+        // hyper's graceful shutdown closes an idle connection at once.
         let result = tokio::select! {
+            biased;
             r = conn.as_mut() => r,
             _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
                 conn.as_mut().graceful_shutdown();
@@ -541,6 +685,45 @@ mod tests {
         );
         drop(one);
         assert!(limit.take_forwarded(ip("10.0.0.1"), &h).unwrap().is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_listener_task_ends_its_accepting_thread() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = Options {
+            grace: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(1),
+            max_header_bytes: 8 << 10,
+        };
+        let limit = ConnectionLimit::fit(8, None, PerAddress::new(0, vec![]));
+        let task = tokio::spawn(serve(
+            listener,
+            Front::new(axum::Router::new()),
+            Arc::new(Default::default()),
+            options,
+            limit,
+            std::future::pending(),
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let connects = |addr| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+        assert!(connects(addr).is_ok(), "the listener serves");
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        // The thread is woken and ends; with it the listening socket closes.
+        loop {
+            match connects(addr) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                _ => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "still listening after its task was dropped"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

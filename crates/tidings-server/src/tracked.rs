@@ -9,7 +9,6 @@
 //! untracked one (`Tracked::untracked`), which only passes the steps through.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tidings_core::{CloseReason, SharedEvent, Step, Subscription, SubscriptionProbe};
-use tidings_proto::{EventId, Selector};
+use tidings_proto::{EventId, Pattern, Selector};
 
 use crate::metrics::{ConnLabels, Metrics, Reason};
 use crate::transport::reconnect_notice;
@@ -161,6 +160,37 @@ impl Observers {
     }
 }
 
+/// A peer address as the connection lines show it (`127.0.0.1:5000`, `[::1]:5000`): an IPv4
+/// one assembled in a stack buffer with `itoa`, because std's `Display` of a `SocketAddrV4`
+/// goes through `core::fmt` for each part (about 1,300 instructions, callgrind) and every
+/// connect writes one.
+struct Peer(SocketAddr);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let SocketAddr::V4(v4) = self.0 else {
+            return self.0.fmt(f);
+        };
+        let mut buf = [0u8; 21];
+        let mut len = 0;
+        let mut push = |text: &[u8]| {
+            buf[len..len + text.len()].copy_from_slice(text);
+            len += text.len();
+        };
+        let mut digits = itoa::Buffer::new();
+        for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+            if i > 0 {
+                push(b".");
+            }
+            push(digits.format(octet).as_bytes());
+        }
+        push(b":");
+        push(digits.format(v4.port()).as_bytes());
+        // Only ASCII digits, dots and a colon went in.
+        f.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| std::fmt::Error)?)
+    }
+}
+
 /// A subscription being served, with its bookkeeping (one pointer beside the subscription:
 /// every idle stream carries it).
 #[derive(Debug)]
@@ -170,13 +200,23 @@ pub(crate) struct Tracked {
 }
 
 /// `topic=a/*,b type=x`: what a selector selects, for logs and the admin API.
+/// Written piece by piece (a pattern's `Display` through `core::fmt` cost about 900
+/// instructions a connect).
 pub(crate) fn describe(selector: &Selector) -> String {
-    let mut s = String::from("topic=");
+    let mut s = String::with_capacity(64);
+    s.push_str("topic=");
     for (i, p) in selector.patterns.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        write!(s, "{p}").expect("writing to a String cannot fail");
+        match p {
+            Pattern::All => s.push('*'),
+            Pattern::Prefix(prefix) => {
+                s.push_str(prefix);
+                s.push('*');
+            }
+            Pattern::Exact(topic) => s.push_str(topic.as_str()),
+        }
     }
     if !selector.types.is_empty() {
         s.push_str(" type=");
@@ -232,7 +272,7 @@ impl Tracked {
             conn = id,
             endpoint = %info.labels.endpoint,
             transport = info.labels.transport,
-            remote = remote.map(tracing::field::display),
+            remote = remote.map(|r| tracing::field::display(Peer(r))),
             selector = %info.selector,
             client_id = info.client_id.as_ref().map(|c| c.as_str()),
         );
@@ -373,12 +413,52 @@ impl Drop for Tracked {
             conn = info.id,
             endpoint = %info.labels.endpoint,
             transport = info.labels.transport,
-            remote = info.remote.map(tracing::field::display),
+            remote = info.remote.map(|r| tracing::field::display(Peer(r))),
             selector = %info.selector,
             client_id = info.client_id.as_ref().map(|c| c.as_str()),
             duration_ms = info.started.elapsed().as_millis() as u64,
             delivered = self.sub.delivered(),
             reason,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_are_described_as_their_patterns_read() {
+        let selector = |q: &[&str], types: &[&str]| Selector {
+            patterns: q.iter().map(|p| Pattern::parse(p).unwrap()).collect(),
+            types: types
+                .iter()
+                .map(|t| tidings_proto::EventType::new(t).unwrap())
+                .collect(),
+        };
+        assert_eq!(describe(&selector(&["*"], &[])), "topic=*");
+        assert_eq!(
+            describe(&selector(&["conn/1/*", "b", "a/b/c"], &["tick", "x"])),
+            "topic=conn/1/*,b,a/b/c type=tick,x"
+        );
+        let s = selector(&["x/*", "y"], &[]);
+        let shown: Vec<String> = s.patterns.iter().map(ToString::to_string).collect();
+        assert_eq!(describe(&s), format!("topic={}", shown.join(",")));
+    }
+
+    #[test]
+    fn peers_read_as_std_writes_them() {
+        for addr in [
+            "0.0.0.0:0",
+            "127.0.0.1:5000",
+            "255.255.255.255:65535",
+            "10.2.30.4:80",
+            "[::1]:443",
+            "[2001:db8::8:800:200c:417a]:65535",
+            "[::ffff:192.0.2.1]:1",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            assert_eq!(Peer(addr).to_string(), addr.to_string());
+        }
     }
 }

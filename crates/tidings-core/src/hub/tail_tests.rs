@@ -304,12 +304,12 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..3usize, 1..5usize, 0..120usize)
             .prop_map(|(topic, count, data)| Op::Publish { topic, count, data }),
         1 => Just(Op::Restart),
-        3 => (0..3usize, 0..40u64).prop_map(|(selector, back)| Op::Resume { selector, back }),
+        3 => (0..SELECTORS.len(), 0..40u64).prop_map(|(selector, back)| Op::Resume { selector, back }),
     ]
 }
 
 const TOPICS: [&str; 3] = ["a/1", "a/2", "b/1"];
-const SELECTORS: [&[&str]; 3] = [&["*"], &["a/*"], &["b/1", "a/2"]];
+const SELECTORS: [&[&str]; 4] = [&["*"], &["a/*"], &["b/1", "a/2"], &["a/1"]];
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]

@@ -1,7 +1,8 @@
 //! The HTTP edge over real sockets: the lean path's response head, publish bodies that
 //! trickle or stall (deadline and byte budget), the connection limit (answered, in-band for
 //! SSE, and fitted to the file descriptor limit over every listener), the `Host` check of an
-//! open hub against DNS rebinding, and publishes during shutdown.
+//! open hub against DNS rebinding, and publishes during shutdown (and the exit of a hub whose
+//! clients keep connecting through its drain).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -556,13 +557,22 @@ async fn publishes_during_shutdown_are_answered_shutting_down() {
         String::from_utf8_lossy(b).contains("\"reason\":\"shutdown\"")
     })
     .await;
-    // New connections are still answered while the listener drains.
-    let answer = exchange(
-        server.addr,
-        "POST /publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-         Content-Length: 41\r\n\r\n{\"topic\":\"edge/late\",\"type\":\"x\",\"data\":1}",
-    )
-    .await;
+    // New connections are still answered while the listener drains. The stream hears of the
+    // shutdown a moment before the hub stops taking publishes: until then one may still be
+    // accepted (200).
+    let deadline = Instant::now() + WAIT;
+    let answer = loop {
+        let answer = exchange(
+            server.addr,
+            "POST /publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: 41\r\n\r\n{\"topic\":\"edge/late\",\"type\":\"x\",\"data\":1}",
+        )
+        .await;
+        if status(&answer) != 200 || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(status(&answer), 503, "{answer}");
     assert!(answer.contains("\"shutting_down\""), "{answer}");
     let answer = exchange(
@@ -579,6 +589,93 @@ async fn publishes_during_shutdown_are_answered_shutting_down() {
     drop(slow);
     let status = server.wait_exit();
     assert!(status.success(), "{status:?}");
+}
+
+/// One publish on a fresh connection while the hub shuts down: `None` when the connection was
+/// refused, reset or closed unanswered (the listener has closed), else the whole answer.
+async fn late_publish(addr: SocketAddr) -> Option<String> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    s.write_all(
+        b"POST /publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+          Content-Length: 41\r\n\r\n{\"topic\":\"edge/late\",\"type\":\"x\",\"data\":1}",
+    )
+    .await
+    .ok()?;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(WAIT, async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "a connection was left unanswered for {WAIT:?} during shutdown; got {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    (!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hub_exits_when_its_drain_ends_while_clients_keep_connecting() {
+    let mut server = Server::start(&["--shutdown-grace", "20s"]);
+    let addr = server.addr;
+    // A publish whose body never completes holds the drain open until it closes.
+    let mut slow = TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(
+        b"POST /publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n[",
+    )
+    .await
+    .expect("write");
+    server.assert_works().await;
+    server.sigterm();
+    wait_log(&server, "Closing the rest and draining connections.");
+    // Clients keep connecting through the drain and after it: each is answered
+    // `shutting_down` by the accepting thread, or finds the listener closed; none hangs.
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (answered, done) = (answered.clone(), done.clone());
+            tokio::spawn(async move {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Some(answer) = late_publish(addr).await {
+                        assert_eq!(status(&answer), 503, "{answer}");
+                        assert!(answer.contains("\"shutting_down\""), "{answer}");
+                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    while answered.load(std::sync::atomic::Ordering::Relaxed) < 50 {
+        assert!(Instant::now() < deadline, "late clients were not answered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The drain ends when the held connection closes, long before the grace period: the
+    // process must then exit promptly although its accepting thread is kept busy.
+    ignore(slow.shutdown().await);
+    drop(slow);
+    let closed = Instant::now();
+    let status = tokio::task::spawn_blocking(move || server.wait_exit())
+        .await
+        .expect("wait");
+    let took = closed.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("a late client failed");
+    }
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after the drain ended (grace 20 s)"
+    );
 }
 
 /// The accept-queue size of the socket listening on `addr`, as the kernel reports it: for a

@@ -574,6 +574,77 @@ async fn json_logs_have_one_line_per_connection_open_and_close_and_no_secret() {
     );
 }
 
+/// Waits for the text log line containing `what`.
+async fn text_line(server: &Server, what: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(l) = server.stderr().lines().find(|l| l.contains(what)) {
+            return l.to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no log line with {what}:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The default text format (what an operator tails): the connection lines carry every field
+/// the JSON lines do, in `name=value` form after the time, level and target, and no secret.
+#[tokio::test(flavor = "multi_thread")]
+async fn text_logs_carry_the_connection_fields_and_no_secret() {
+    let server = Server::start(&[
+        "--durability",
+        "memory",
+        "--token",
+        &format!("{PUB}:publish=*;subscribe=*"),
+    ]);
+    let auth = bearer(PUB);
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut sub = server
+        .subscribe_with("topic=logs/*&type=t&clientId=tab-7", &auth)
+        .await;
+    sub.expect_retry().await;
+    assert_eq!(sub.next_event().await.event, "subscribed");
+    let opened = text_line(&server, "Connection opened.").await;
+    // `2026-12-02T01:20:43.881464Z  INFO tidings_server::tracked: Connection opened. conn=1 …`
+    let (time, rest) = opened.split_at(27);
+    assert!(
+        time.ends_with('Z') && time.as_bytes()[10] == b'T',
+        "{opened}"
+    );
+    assert!(
+        rest.starts_with("  INFO tidings_server::tracked: Connection opened. conn="),
+        "{opened}"
+    );
+    for field in [
+        " endpoint=events ",
+        " transport=\"sse\" ",
+        " remote=127.0.0.1:",
+        " selector=topic=logs/* type=t ",
+        " client_id=\"tab-7\"",
+    ] {
+        assert!(opened.contains(field), "{field} missing: {opened}");
+    }
+    assert_eq!(publish_as(&server, Some(PUB), "logs/a").await, 200);
+    assert_eq!(sub.events(1).await.len(), 1);
+    drop(sub);
+    let closed = text_line(&server, "Connection closed.").await;
+    for field in [
+        " endpoint=events ",
+        " transport=\"sse\" ",
+        " selector=topic=logs/* type=t ",
+        " delivered=1 ",
+        " reason=\"client_gone\"",
+        " duration_ms=",
+    ] {
+        assert!(closed.contains(field), "{field} missing: {closed}");
+    }
+    let log = server.stderr();
+    assert!(!log.contains(PUB), "the token reached the log");
+}
+
 async fn admin_call(method: reqwest::Method, url: &str, token: Option<&str>) -> (u16, Value) {
     let mut req = reqwest::Client::new().request(method, url);
     if let Some(t) = token {

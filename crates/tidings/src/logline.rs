@@ -111,6 +111,21 @@ impl Fields<'_, '_> {
             self.out.write_char('=')
         });
     }
+
+    /// `name=value` for an integer field, its digits through `itoa`.
+    fn integer(&mut self, field: &Field, value: impl itoa::Integer) {
+        if self.result.is_err() {
+            return;
+        }
+        let Some(name) = self.start(field) else {
+            return;
+        };
+        self.name(name);
+        let mut buf = itoa::Buffer::new();
+        self.result = self
+            .result
+            .and_then(|()| self.out.write_str(buf.format(value)));
+    }
 }
 
 impl Visit for Fields<'_, '_> {
@@ -142,31 +157,11 @@ impl Visit for Fields<'_, '_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.result.is_err() {
-            return;
-        }
-        let Some(name) = self.start(field) else {
-            return;
-        };
-        self.name(name);
-        let mut buf = itoa::Buffer::new();
-        self.result = self
-            .result
-            .and_then(|()| self.out.write_str(buf.format(value)));
+        self.integer(field, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.result.is_err() {
-            return;
-        }
-        let Some(name) = self.start(field) else {
-            return;
-        };
-        self.name(name);
-        let mut buf = itoa::Buffer::new();
-        self.result = self
-            .result
-            .and_then(|()| self.out.write_str(buf.format(value)));
+        self.integer(field, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {

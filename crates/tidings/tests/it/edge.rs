@@ -14,8 +14,8 @@ use crate::support::{
     Launch, Server, WAIT, ignore, raw_exchange, read_until, status_of, strip_ansi,
 };
 
-/// Reads a whole `connection: close` answer (to EOF); panics if none comes within `WAIT`.
-async fn answer_of(s: &mut TcpStream) -> String {
+/// What `s` sends until it closes (or fails), and whether that came within `WAIT`.
+async fn read_to_eof(s: &mut TcpStream) -> (Result<(), tokio::time::error::Elapsed>, Vec<u8>) {
     let mut buf = Vec::new();
     let read = tokio::time::timeout(WAIT, async {
         let mut chunk = [0u8; 4096];
@@ -27,6 +27,12 @@ async fn answer_of(s: &mut TcpStream) -> String {
         }
     })
     .await;
+    (read, buf)
+}
+
+/// Reads a whole `connection: close` answer (to EOF); panics if none comes within `WAIT`.
+async fn answer_of(s: &mut TcpStream) -> String {
+    let (read, buf) = read_to_eof(s).await;
     assert!(
         read.is_ok(),
         "no complete answer within {WAIT:?}; got {:?}",
@@ -601,17 +607,7 @@ async fn late_publish(addr: SocketAddr) -> Option<String> {
     )
     .await
     .ok()?;
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(WAIT, async {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    })
-    .await;
+    let (read, buf) = read_to_eof(&mut s).await;
     assert!(
         read.is_ok(),
         "a connection was left unanswered for {WAIT:?} during shutdown; got {:?}",

@@ -478,10 +478,18 @@ fn json_lines(server: &Server) -> Vec<Value> {
 
 /// Waits for the JSON log line that `pick` accepts.
 async fn log_line(server: &Server, what: &str, pick: impl Fn(&Value) -> bool) -> Value {
+    logged(server, what, |s| {
+        json_lines(s).into_iter().find(|v| pick(v))
+    })
+    .await
+}
+
+/// Polls the server's log until `find` returns something; panics after `WAIT`.
+async fn logged<T>(server: &Server, what: &str, find: impl Fn(&Server) -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        if let Some(v) = json_lines(server).into_iter().find(|v| pick(v)) {
-            return v;
+        if let Some(found) = find(server) {
+            return found;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -576,18 +584,13 @@ async fn json_logs_have_one_line_per_connection_open_and_close_and_no_secret() {
 
 /// Waits for the text log line containing `what`.
 async fn text_line(server: &Server, what: &str) -> String {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(l) = server.stderr().lines().find(|l| l.contains(what)) {
-            return l.to_owned();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no log line with {what}:\n{}",
-            server.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    logged(server, what, |s| {
+        s.stderr()
+            .lines()
+            .find(|l| l.contains(what))
+            .map(str::to_owned)
+    })
+    .await
 }
 
 /// The default text format (what an operator tails): the connection lines carry every field

@@ -55,13 +55,16 @@ const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Accept failures are logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// A served connection's places: one under the process-wide limit, and one under its
-/// address's limit (none for a trusted proxy or with no per-address limit). Both are given
-/// back when the socket is closed.
+/// A served connection's places: one under the process-wide limit, one under its
+/// address's limit (none for a trusted proxy or with no per-address limit), and its share of
+/// the drain (the shutdown waits, up to the grace period, until every share is dropped). All
+/// are given back when the socket is closed, so a WebSocket, served by a task of its own
+/// after the upgrade, still holds the drain open until its shutdown notice is written.
 #[derive(Debug)]
 pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
     _address: Option<AddressSlot>,
+    _serving: mpsc::Sender<()>,
 }
 
 /// Connections per client address. At accept the client is the socket's peer address; a
@@ -284,8 +287,8 @@ struct Acceptor {
     limit: ConnectionLimit,
     /// What every served connection watches: `true` once the hub shuts down.
     stop: watch::Receiver<bool>,
-    /// `Some` while connections are served: each served connection's task holds a clone, so
-    /// the drain ends when the last one has ended. Taken at shutdown, after which every new
+    /// `Some` while connections are served: each served connection's `Slot` holds a clone
+    /// for as long as its socket lives, so the drain ends when the last one has closed. Taken at shutdown, after which every new
     /// connection is answered `shutting_down`.
     serving: Mutex<Option<mpsc::Sender<()>>>,
     /// Set when the thread is to end (the drain is over).
@@ -368,6 +371,7 @@ impl Acceptor {
         let slot = Slot {
             _permit: permit,
             _address: address,
+            _serving: done,
         };
         let conn = Connection {
             app: self.app.clone(),
@@ -375,10 +379,8 @@ impl Acceptor {
             options: self.options,
             stop: self.stop.clone(),
         };
-        self.runtime.spawn(async move {
-            conn.serve(stream, peer, slot).await;
-            drop(done);
-        });
+        self.runtime
+            .spawn(async move { conn.serve(stream, peer, slot).await });
     }
 
     /// Ends the accepting thread: a blocked `accept` is woken by shutting the listening
@@ -439,7 +441,7 @@ pub(crate) async fn serve(
         }
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    // Every connection task holds a clone; `recv` returns `None` once all have ended.
+    // Every served socket's `Slot` holds a clone; `recv` returns `None` once all are closed.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let acceptor = Arc::new(Acceptor {
         listener,

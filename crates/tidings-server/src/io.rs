@@ -270,6 +270,10 @@ impl Drop for Linger {
             return;
         };
         if !closed {
+            let mut slot = slot;
+            if let Some(slot) = &mut slot {
+                slot.served();
+            }
             runtime.spawn(async move {
                 let mut stream = stream;
                 linger(&mut stream).await;

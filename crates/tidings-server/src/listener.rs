@@ -57,14 +57,24 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// A served connection's places: one under the process-wide limit, one under its
 /// address's limit (none for a trusted proxy or with no per-address limit), and its share of
-/// the drain (the shutdown waits, up to the grace period, until every share is dropped). All
-/// are given back when the socket is closed, so a WebSocket, served by a task of its own
-/// after the upgrade, still holds the drain open until its shutdown notice is written.
+/// the drain (the shutdown waits, up to the grace period, until every share is dropped). The
+/// places are given back when the socket is closed, the drain share when it is closed or
+/// starts lingering; so a WebSocket, served by a task of its own after the upgrade, holds the
+/// drain open until its shutdown notice is written.
 #[derive(Debug)]
 pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
     _address: Option<AddressSlot>,
-    _serving: mpsc::Sender<()>,
+    serving: Option<mpsc::Sender<()>>,
+}
+
+impl Slot {
+    /// Gives back the socket's share of the drain while it keeps its places: a socket that
+    /// only lingers (`io::Linger`, reading what the client still sends) serves nothing more
+    /// and must not hold a shutdown.
+    pub(crate) fn served(&mut self) {
+        self.serving = None;
+    }
 }
 
 /// Connections per client address. At accept the client is the socket's peer address; a
@@ -371,7 +381,7 @@ impl Acceptor {
         let slot = Slot {
             _permit: permit,
             _address: address,
-            _serving: done,
+            serving: Some(done),
         };
         let conn = Connection {
             app: self.app.clone(),

@@ -273,7 +273,10 @@ fn rss_bytes(pid: u32) -> u64 {
 /// Publishing 24 times the store cache leaves the server's memory near its cache, not near
 /// what is stored (redb's own default cache is 1 GiB: 720 MB published gave 1 GiB of RSS).
 /// The fixed costs (the 4 MiB cache, the 16 MiB replay ring, the allocator's retained pages)
-/// are paid in the first half; the second 48 MiB stored must add next to nothing.
+/// are paid in the first half; the second 48 MiB stored must add well under half of itself.
+/// Memory that followed what is stored would grow by about as much as is stored; on a loaded
+/// machine the allocator's retained pages alone swing by 15 MiB between runs, so the bounds
+/// leave room for that and still fail a store that keeps what it stores in memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_stays_near_the_store_cache_whatever_is_stored() {
     const CACHE_MIB: u64 = 4;
@@ -305,13 +308,13 @@ async fn memory_stays_near_the_store_cache_whatever_is_stored() {
         after >> 20
     );
     assert!(
-        after < before + (48 << 20),
+        after < before + (64 << 20),
         "RSS grew from {} MiB to {} MiB",
         before >> 20,
         after >> 20
     );
     assert!(
-        after < half + (12 << 20),
+        after < half + (24 << 20),
         "the second {} MiB stored grew RSS from {} MiB to {} MiB",
         STORED_MIB / 2,
         half >> 20,

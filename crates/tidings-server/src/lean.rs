@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use http::Version;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use tidings_proto::ErrorCode;
 
@@ -116,11 +117,14 @@ pub(crate) fn judge(buf: &[u8], routes: &LeanRoutes) -> Judged {
     }
 }
 
-/// Reads and classifies the request head.
+/// Reads and classifies the request head. A connection that has sent nothing when the hub
+/// starts shutting down (`stop` turns `true`) is closed, as hyper closes an idle one: it has
+/// no request to answer, and waiting for one would hold the drain for the header timeout.
 pub(crate) async fn read_head(
     stream: &mut TcpStream,
     routes: &LeanRoutes,
     timeout: Duration,
+    stop: &mut watch::Receiver<bool>,
 ) -> Head {
     if routes.is_empty() {
         return Head::Other(Bytes::new());
@@ -128,7 +132,24 @@ pub(crate) async fn read_head(
     let mut buf = BytesMut::with_capacity(1024);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await;
+        let read = if buf.is_empty() {
+            // The read comes first: a head already waiting is taken in and answered.
+            let first = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    biased;
+                    read = stream.read_buf(&mut buf) => Some(read),
+                    () = stopping(stop) => None,
+                }
+            })
+            .await;
+            match first {
+                Ok(Some(read)) => Ok(read),
+                Ok(None) => return Head::Gone,
+                Err(elapsed) => Err(elapsed),
+            }
+        } else {
+            tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await
+        };
         let more = matches!(read, Ok(Ok(n)) if n > 0);
         if !more {
             // Timeout, error or end of stream: hyper answers a partial head (or just closes).
@@ -143,6 +164,13 @@ pub(crate) async fn read_head(
             Judged::NeedMore => {}
             Judged::Other => return Head::Other(buf.freeze()),
         }
+    }
+}
+
+/// Resolves once `stop` turns `true`; never if its sender is gone without saying so.
+async fn stopping(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -419,6 +419,7 @@ impl App {
                 tracing::error!(message = "A listener task failed.", error = %e);
             }
         }
+        tracing::info!(message = "Connections drained; flushing the store.");
         state_flush(&hub).await
     }
 }

@@ -528,7 +528,13 @@ impl Connection {
         // The head reader and hyper's connection are boxed: a task's future is as large as
         // its largest state, and every long-lived lean stream would pay for them.
         let peer = RemoteAddr(peer);
-        let head = Box::pin(lean::read_head(&mut stream, &lean, options.header_timeout)).await;
+        let head = Box::pin(lean::read_head(
+            &mut stream,
+            &lean,
+            options.header_timeout,
+            &mut stop,
+        ))
+        .await;
         let prefix = match head {
             Head::Gone => return,
             Head::Stream(mut parts, ctx) => {

@@ -659,6 +659,7 @@ async fn a_hub_exits_when_its_drain_ends_while_clients_keep_connecting() {
     ignore(slow.shutdown().await);
     drop(slow);
     let closed = Instant::now();
+    let log = server.log.clone();
     let status = tokio::task::spawn_blocking(move || server.wait_exit())
         .await
         .expect("wait");
@@ -670,7 +671,36 @@ async fn a_hub_exits_when_its_drain_ends_while_clients_keep_connecting() {
     assert!(status.success(), "{status:?}");
     assert!(
         took < Duration::from_secs(5),
-        "exited {took:?} after the drain ended (grace 20 s)"
+        "exited {took:?} after the drain ended (grace 20 s); stderr:\n{}",
+        log.lock().expect("log lock")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_sent_nothing_does_not_hold_the_drain() {
+    // Browsers open sockets ahead of need; one that has sent nothing when the hub stops has
+    // no request to answer and is closed at once, not kept for the 30 s header timeout.
+    let mut server = Server::start(&["--shutdown-grace", "20s", "--header-timeout", "30s"]);
+    let mut idle = TcpStream::connect(server.addr).await.expect("connect");
+    server.assert_works().await;
+    let stopped = Instant::now();
+    server.sigterm();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(WAIT, idle.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "the idle connection was not closed: {read:?}"
+    );
+    let log = server.log.clone();
+    let status = tokio::task::spawn_blocking(move || server.wait_exit())
+        .await
+        .expect("wait");
+    let took = stopped.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM (header timeout 30 s); stderr:\n{}",
+        log.lock().expect("log lock")
     );
 }
 

@@ -98,8 +98,16 @@ fn listen_on(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(backlog)
+    let listener = socket.listen(backlog)?;
+    if let Err(e) = tidings_sys::defer_accept(&listener, DEFER_ACCEPT_SECS) {
+        tracing::debug!(message = "Could not defer accepting to the first bytes.", error = %e);
+    }
+    Ok(listener)
 }
+
+/// How long the kernel keeps a connection that has sent nothing before handing it to
+/// `accept` anyway (`tidings_sys::defer_accept`).
+const DEFER_ACCEPT_SECS: u32 = 1;
 
 /// A built server, ready to run.
 #[derive(Debug)]

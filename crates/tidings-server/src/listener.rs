@@ -281,8 +281,9 @@ fn refuse(
 }
 
 /// One listener's accepting thread and what it hands each connection. The thread blocks in
-/// `accept(2)` on the listening socket, so the kernel itself wakes it when a connection
-/// completes its handshake: it never waits for a runtime worker to poll the I/O driver, which
+/// `accept(2)` on the listening socket, so the kernel itself wakes it when a connection is
+/// ready (on Linux: its first bytes have arrived, `TCP_DEFER_ACCEPT`, see `listen_on`): it
+/// never waits for a runtime worker to poll the I/O driver, which
 /// a worker busy with requests and replays does only every few dozen tasks. In a reconnect
 /// storm that wait let the kernel's accept queue overflow, and each dropped handshake cost its
 /// client a SYN retransmit (1 s, then 3, then 7). While the queue holds connections, each

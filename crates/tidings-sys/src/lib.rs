@@ -1,10 +1,16 @@
-//! What the peer of a TCP connection has acknowledged, from the kernel: Linux `TCP_INFO`'s
-//! `tcpi_bytes_acked` (the bytes of this connection the peer's TCP stack has acknowledged,
-//! since the handshake). The only unsafe code in Tidings, in one `getsockopt` call.
+//! The one place Tidings calls the OS directly, and its only unsafe code (one `getsockopt`
+//! and one `setsockopt` call):
+//! - what the peer of a TCP connection has acknowledged: Linux `TCP_INFO`'s
+//!   `tcpi_bytes_acked` (the bytes of this connection the peer's TCP stack has acknowledged,
+//!   since the handshake);
+//! - deferring `accept` until a connection's first bytes (Linux `TCP_DEFER_ACCEPT`), which
+//!   socket2 does not offer.
 //!
-//! Why it matters: bytes a `write` handed to the kernel may still be in the send queue, or on
-//! the wire, when the connection dies. A session's place must never claim them; what the
-//! peer acknowledged did reach its host.
+//! Why the first matters: bytes a `write` handed to the kernel may still be in the send
+//! queue, or on the wire, when the connection dies. A session's place must never claim them;
+//! what the peer acknowledged did reach its host. Why the second: a connection accepted with
+//! its request already waiting is served by one read, instead of a read that finds nothing,
+//! a wait in `epoll` and a wake-up (measured in docs/performance-log.md).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -24,6 +30,17 @@ pub fn bytes_acked(socket: &impl AsFd) -> io::Result<u64> {
 /// open, so the number cannot have been reused: that is the caller's to make sure.
 pub fn bytes_acked_fd(fd: RawFd) -> io::Result<u64> {
     imp::bytes_acked(fd)
+}
+
+/// Asks the kernel to hand a connection on the listening `socket` to `accept` only once its
+/// first bytes have arrived (Linux `TCP_DEFER_ACCEPT`), for up to `seconds`; after that the
+/// connection is handed over anyway. An accepted connection then has its request waiting,
+/// so serving it starts with a read that succeeds instead of one that finds nothing and a
+/// wait to be woken.
+///
+/// `Unsupported` on systems other than Linux.
+pub fn defer_accept(socket: &impl AsFd, seconds: u32) -> io::Result<()> {
+    imp::defer_accept(socket.as_fd().as_raw_fd(), seconds)
 }
 
 #[cfg(target_os = "linux")]
@@ -61,6 +78,27 @@ mod imp {
         let info = unsafe { info.assume_init() };
         Ok(info.tcpi_bytes_acked)
     }
+
+    pub(super) fn defer_accept(fd: RawFd, seconds: u32) -> io::Result<()> {
+        let value = libc::c_int::try_from(seconds).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `fd` is any number (one that is not a TCP socket fails with EBADF, ENOTSOCK
+        // or ENOPROTOOPT); the kernel reads `size_of::<c_int>()` bytes from `value`, which
+        // is a live `c_int`.
+        #[allow(unsafe_code)]
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&raw const value).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -69,6 +107,10 @@ mod imp {
     use std::os::fd::RawFd;
 
     pub(super) fn bytes_acked(_fd: RawFd) -> io::Result<u64> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    pub(super) fn defer_accept(_fd: RawFd, _seconds: u32) -> io::Result<()> {
         Err(io::ErrorKind::Unsupported.into())
     }
 }
@@ -80,6 +122,40 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+
+    /// A connection that has sent nothing is not handed to `accept`; its first byte hands it
+    /// over.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_deferred_listener_hands_over_a_connection_with_its_first_bytes() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        defer_accept(&listener, 5).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let silent = listener.accept().map(|_| ());
+        assert_eq!(
+            silent.map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock),
+            "a silent connection was handed over"
+        );
+        client.write_all(b"G").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (mut server, _) = loop {
+            match listener.accept() {
+                Ok(accepted) => break accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "never handed over");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        server.set_nonblocking(false).unwrap();
+        let mut first = [0u8; 1];
+        server.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"G");
+    }
 
     /// What the peer has read is acknowledged (loopback acknowledges at once); the count only
     /// grows, and nothing unsent is counted.

@@ -682,6 +682,17 @@ async fn a_connection_that_sent_nothing_does_not_hold_the_drain() {
     // no request to answer and is closed at once, not kept for the 30 s header timeout.
     let mut server = Server::start(&["--shutdown-grace", "20s", "--header-timeout", "30s"]);
     let mut idle = TcpStream::connect(server.addr).await.expect("connect");
+    // The kernel holds a connection that has sent nothing for the listener's defer-accept
+    // second (`TCP_DEFER_ACCEPT`), then hands it over anyway: wait until it has.
+    let local = idle.local_addr().expect("local address");
+    let deadline = Instant::now() + WAIT;
+    while !accepted_by_server(server.addr, local) {
+        assert!(
+            Instant::now() < deadline,
+            "the idle connection was never handed over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.assert_works().await;
     let stopped = Instant::now();
     server.sigterm();
@@ -702,6 +713,27 @@ async fn a_connection_that_sent_nothing_does_not_hold_the_drain() {
         "exited {took:?} after SIGTERM (header timeout 30 s); stderr:\n{}",
         log.lock().expect("log lock")
     );
+}
+
+/// Whether the server's end of the connection from `client` to `server` is established,
+/// that is, no longer held by the kernel before `accept` (`ss` lists such a connection as
+/// `SYN-RECV` until its first bytes, or the defer-accept timeout, arrive).
+fn accepted_by_server(server: SocketAddr, client: SocketAddr) -> bool {
+    let out = std::process::Command::new("ss")
+        .args([
+            "-tnH",
+            "state",
+            "established",
+            &format!(
+                "( sport = :{} and dport = :{} )",
+                server.port(),
+                client.port()
+            ),
+        ])
+        .output()
+        .expect("run ss");
+    assert!(out.status.success(), "ss: {out:?}");
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
 /// The accept-queue size of the socket listening on `addr`, as the kernel reports it: for a

@@ -313,7 +313,7 @@ impl Acceptor {
         let _runtime = self.runtime.enter();
         let mut errors = AcceptErrors::default();
         loop {
-            let accepted = self.listener.accept();
+            let accepted = tidings_sys::accept_nonblocking(&self.listener);
             if self.closing.load(Ordering::Acquire) {
                 return;
             }
@@ -330,13 +330,13 @@ impl Acceptor {
 
     /// Gives an accepted socket to the runtime: served under the limits, or refused.
     fn hand(&self, stream: std::net::TcpStream, peer: SocketAddr) {
+        // Linux copies the listener's TCP_NODELAY (set in `serve`) to each accepted socket.
+        #[cfg(not(target_os = "linux"))]
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(message = "Could not set TCP_NODELAY.", error = %e);
         }
-        let stream = match stream
-            .set_nonblocking(true)
-            .and_then(|()| TcpStream::from_std(stream))
-        {
+        // Already non-blocking (`tidings_sys::accept_nonblocking`).
+        let stream = match TcpStream::from_std(stream) {
             Ok(stream) => stream,
             Err(e) => {
                 // Closed (dropped) unanswered: the socket cannot be served at all.
@@ -443,6 +443,7 @@ pub(crate) async fn serve(
 ) {
     let listener = match listener.into_std().and_then(|l| {
         l.set_nonblocking(false)?;
+        SockRef::from(&l).set_tcp_nodelay(true)?;
         Ok(l)
     }) {
         Ok(listener) => listener,

@@ -4,7 +4,8 @@
 //!   `tcpi_bytes_acked` (the bytes of this connection the peer's TCP stack has acknowledged,
 //!   since the handshake);
 //! - deferring `accept` until a connection's first bytes (Linux `TCP_DEFER_ACCEPT`), which
-//!   socket2 does not offer.
+//!   socket2 does not offer;
+//! - accepting straight into a non-blocking socket (`accept4`, through socket2).
 //!
 //! Why the first matters: bytes a `write` handed to the kernel may still be in the send
 //! queue, or on the wire, when the connection dies. A session's place must never claim them;
@@ -43,6 +44,15 @@ pub fn defer_accept(socket: &impl AsFd, seconds: u32) -> io::Result<()> {
     imp::defer_accept(socket.as_fd().as_raw_fd(), seconds)
 }
 
+/// Waits on the blocking `listener` for a connection and returns it non-blocking, ready to
+/// register with an event loop: on Linux one `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)` where
+/// `accept` and `set_nonblocking` are two system calls.
+pub fn accept_nonblocking(
+    listener: &std::net::TcpListener,
+) -> io::Result<(std::net::TcpStream, std::net::SocketAddr)> {
+    imp::accept_nonblocking(listener)
+}
+
 #[cfg(target_os = "linux")]
 mod imp {
     use std::io;
@@ -79,6 +89,17 @@ mod imp {
         Ok(info.tcpi_bytes_acked)
     }
 
+    pub(super) fn accept_nonblocking(
+        listener: &std::net::TcpListener,
+    ) -> io::Result<(std::net::TcpStream, std::net::SocketAddr)> {
+        let (socket, peer) =
+            socket2::SockRef::from(listener).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
+        let peer = peer
+            .as_socket()
+            .ok_or_else(|| io::Error::other("accepted a connection that is not TCP/IP"))?;
+        Ok((socket.into(), peer))
+    }
+
     pub(super) fn defer_accept(fd: RawFd, seconds: u32) -> io::Result<()> {
         let value = libc::c_int::try_from(seconds).unwrap_or(libc::c_int::MAX);
         // SAFETY: `fd` is any number (one that is not a TCP socket fails with EBADF, ENOTSOCK
@@ -108,6 +129,14 @@ mod imp {
 
     pub(super) fn bytes_acked(_fd: RawFd) -> io::Result<u64> {
         Err(io::ErrorKind::Unsupported.into())
+    }
+
+    pub(super) fn accept_nonblocking(
+        listener: &std::net::TcpListener,
+    ) -> io::Result<(std::net::TcpStream, std::net::SocketAddr)> {
+        let (stream, peer) = listener.accept()?;
+        stream.set_nonblocking(true)?;
+        Ok((stream, peer))
     }
 
     pub(super) fn defer_accept(_fd: RawFd, _seconds: u32) -> io::Result<()> {
@@ -155,6 +184,34 @@ mod tests {
         let mut first = [0u8; 1];
         server.read_exact(&mut first).unwrap();
         assert_eq!(&first, b"G");
+    }
+
+    /// The accepted socket is non-blocking and its peer is the client's address.
+    #[test]
+    fn an_accepted_socket_is_non_blocking() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, peer) = accept_nonblocking(&listener).unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            server.read(&mut buf).map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock)
+        );
+    }
+
+    /// Linux gives an accepted socket the listener's `TCP_NODELAY`, so the hub sets it once,
+    /// on the listener.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_accepted_socket_inherits_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        socket2::SockRef::from(&listener)
+            .set_tcp_nodelay(true)
+            .unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = accept_nonblocking(&listener).unwrap();
+        assert!(server.nodelay().unwrap());
     }
 
     /// What the peer has read is acknowledged (loopback acknowledges at once); the count only

@@ -413,6 +413,11 @@ impl Writer {
             return Err(err);
         }
         self.tail_since = None;
+        // The emptied tail keeps its allocation: growing a new one to thousands of events
+        // every round touched fresh pages each time (`perf`: page faults under `finish_grow`).
+        let mut tail = tail;
+        tail.clear();
+        self.tail = tail;
         let indexed = self.counters.last_seq;
         {
             let mut pending = self.shared.lock_tail();

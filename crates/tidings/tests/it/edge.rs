@@ -698,6 +698,11 @@ async fn a_connection_that_sent_nothing_does_not_hold_the_drain() {
     // The kernel holds a connection that has sent nothing for the listener's defer-accept
     // second (`TCP_DEFER_ACCEPT`), then hands it over anyway: wait until it has.
     let local = idle.local_addr().expect("local address");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !accepted_by_server(server.addr, local),
+        "a silent connection was handed to the hub before its first byte (no TCP_DEFER_ACCEPT)"
+    );
     let deadline = Instant::now() + WAIT;
     while !accepted_by_server(server.addr, local) {
         assert!(
